@@ -1,0 +1,64 @@
+"""fastrnn: fast recurrent neural networks for NumPy.
+
+SimpleRNN, LSTM and GRU with hand-written AVX2 / AVX-512 kernels for the forward pass and
+backpropagation through time (full and truncated), NumPy references for every kernel, and a thin
+layer of Keras-style layers, losses, optimizers and models on top.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import reference  # noqa: E402
+from . import ops  # noqa: E402
+from .backend import (  # noqa: E402
+    available_isas,
+    get_num_threads,
+    isa,
+    set_isa,
+    set_num_threads,
+)
+
+
+def info(file=None) -> dict:
+    """Print and return the version, the ISA path in use, the thread count and CUDA availability."""
+    from . import backend
+
+    try:
+        core = backend.core()
+        isa_now, isas, threads = core.get_isa(), list(core.available_isas()), core.get_num_threads()
+        compiled = True
+    except ImportError:
+        isa_now, isas, threads, compiled = "unavailable", [], 0, False
+    ndev = backend.cuda_device_count()
+    data = {
+        "version": __version__,
+        "extension": compiled,
+        "isa": isa_now,
+        "isas_available": isas,
+        "threads": threads,
+        "cuda_module": backend.cuda() is not None,
+        "cuda_devices": ndev,
+        "cuda_available": ndev > 0,
+    }
+    lines = [
+        f"fastrnn {data['version']}",
+        f"  ISA path:      {data['isa']} (available: {', '.join(isas) or 'none'})",
+        f"  threads:       {data['threads']}",
+        f"  CUDA module:   {'built' if data['cuda_module'] else 'not built'}; "
+        f"devices: {ndev}; CUDA available: {'yes' if data['cuda_available'] else 'no'}",
+    ]
+    print("\n".join(lines), file=file)
+    return data
+
+
+__all__ = [
+    "__version__",
+    "available_isas",
+    "get_num_threads",
+    "info",
+    "isa",
+    "ops",
+    "reference",
+    "set_isa",
+    "set_num_threads",
+]

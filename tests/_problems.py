@@ -1,0 +1,60 @@
+"""Random problems shared by the tests: weights in PyTorch layouts, inputs, states and masks."""
+from __future__ import annotations
+
+import numpy as np
+
+GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+def make_problem(cell, T, B, I, H, *, dtype=np.float64, seed=0, batch_first=True,
+                 with_state=True, lengths=None, scale=0.5):
+    """Arrays for one call of ``{cell}_forward``.
+
+    cell: 'rnn', 'rnn_relu', 'lstm' or 'gru'. lengths: None, 'random' (each in [0, T], at least
+    one equal to T) or an explicit sequence. Returns a dict with keys x, w_ih, w_hh, the biases
+    (b, or b_ih and b_hh for GRU), h0 (and c0 for LSTM) when with_state, and lengths.
+    """
+    rng = np.random.default_rng(seed)
+    G = GATES[cell]
+
+    def u(*shape):
+        return (rng.uniform(-scale, scale, size=shape)).astype(dtype)
+
+    shape = (B, T, I) if batch_first else (T, B, I)
+    p = {"x": u(*shape), "w_ih": u(G * H, I), "w_hh": u(G * H, H)}
+    if cell == "gru":
+        p["b_ih"], p["b_hh"] = u(G * H), u(G * H)
+    else:
+        p["b"] = u(G * H)
+    if with_state:
+        p["h0"] = u(B, H)
+        if cell == "lstm":
+            p["c0"] = u(B, H)
+    if isinstance(lengths, str) and lengths == "random":
+        lens = rng.integers(0, T + 1, size=B)
+        lens[rng.integers(0, B)] = T
+        p["lengths"] = lens.astype(np.int64)
+    elif lengths is not None:
+        p["lengths"] = np.asarray(lengths, dtype=np.int64)
+    else:
+        p["lengths"] = None
+    return p
+
+
+def forward_args(cell, p):
+    """(positional args, keyword args) for ``{base}_forward`` built from a problem dict."""
+    if cell == "gru":
+        args = (p["x"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+    else:
+        args = (p["x"], p["w_ih"], p["w_hh"], p["b"])
+    kw = {"h0": p.get("h0"), "lengths": p.get("lengths")}
+    if cell == "lstm":
+        kw["c0"] = p.get("c0")
+    if cell in ("rnn", "rnn_relu"):
+        kw["nonlinearity"] = "relu" if cell == "rnn_relu" else "tanh"
+    return args, kw
+
+
+def base_name(cell):
+    """'rnn_relu' -> 'rnn'; the function prefix in reference/ops."""
+    return "rnn" if cell.startswith("rnn") else cell
