@@ -1,0 +1,99 @@
+"""Command line: ``python -m fastrnn info|demo|bench``.
+
+- ``info``: version, ISA path, threads, CUDA (``fastrnn.info()``).
+- ``demo``: the time-series lesson (naive forecast, linear model, SimpleRNN(1), deep RNN) in a
+  quick configuration that finishes in about a minute; prints the validation-MSE table.
+- ``bench``: the benchmark table (``fastrnn._bench.main(argv)``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def _find_example(name):
+    """Path of an example script: the source tree's examples/ or a copy installed in the package."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent.parent / "examples" / name, here / "_examples" / name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _load_module(path, modname):
+    spec = importlib.util.spec_from_file_location(modname, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cmd_info(args):
+    import fastrnn
+
+    fastrnn.info()
+    return 0
+
+
+def _cmd_demo(args):
+    path = _find_example("time_series.py")
+    if path is None:
+        print("fastrnn demo: the time-series example (examples/time_series.py) was not found; it ships "
+              "with the source tree: run it from a checkout of fastrnn", file=sys.stderr)
+        return 2
+    mod = _load_module(path, "fastrnn_example_time_series")
+    argv = ["--demo"]
+    if args.out:
+        argv += ["--out", args.out]
+    if args.epochs is not None:
+        argv += ["--epochs", str(args.epochs)]
+    return mod.main(argv) or 0
+
+
+def _cmd_bench(args):
+    import importlib
+
+    try:
+        _bench = importlib.import_module("fastrnn._bench")
+    except ModuleNotFoundError as exc:
+        if exc.name != "fastrnn._bench":
+            raise
+        print("fastrnn bench: the benchmark runner (fastrnn._bench) is not available in this "
+              "installation; run the suite in bench/ from a source checkout "
+              "(pytest bench/ --benchmark-only)", file=sys.stderr)
+        return 2
+    return _bench.main(list(args.bench_args)) or 0
+
+
+def build_parser():
+    """The argparse parser for ``python -m fastrnn``."""
+    p = argparse.ArgumentParser(prog="python -m fastrnn",
+                                description="fastrnn: fast SimpleRNN / LSTM / GRU kernels for NumPy")
+    sub = p.add_subparsers(dest="command", metavar="{info,demo,bench}")
+    sub.required = True
+    s = sub.add_parser("info", help="version, ISA in use, threads, CUDA availability")
+    s.set_defaults(func=_cmd_info)
+    s = sub.add_parser("demo", help="train the time-series lesson's models and print the MSE table")
+    s.add_argument("--out", default=None, help="folder for the forecast plot (default examples/out/)")
+    s.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's)")
+    s.set_defaults(func=_cmd_demo)
+    s = sub.add_parser("bench", help="benchmark table (fastrnn vs NumPy reference vs PyTorch)")
+    s.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark runner")
+    s.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv=None):
+    """Entry point of ``python -m fastrnn`` and of the ``fastrnn`` console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "bench":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.bench_args = list(args.bench_args) + extra
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
