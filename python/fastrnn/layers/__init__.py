@@ -1,0 +1,48 @@
+"""Keras-style layers on the fast kernels: NumPy in, NumPy out, explicit backward.
+
+    from fastrnn import layers
+    lstm = layers.LSTM(64, return_sequences=True)
+    y = lstm(x, training=True)       # x: [B, T, F]
+    dx = lstm.backward(dy)           # accumulates into lstm.parameters()[i].grad
+
+Core: Dense, Embedding, Dropout, Flatten, TimeDistributed. Recurrent: SimpleRNN, LSTM, GRU,
+Bidirectional. ``set_seed(s)`` makes weight initialisation and dropout masks reproducible.
+``get_layer_class`` / ``serialize`` / ``deserialize`` rebuild layers from their configs.
+"""
+from . import initializers
+from .base import (
+    Layer,
+    Parameter,
+    clear_session,
+    deserialize,
+    get_layer_class,
+    register_layer,
+    serialize,
+    unique_name,
+)
+from .core import Dense, Dropout, Embedding, Flatten, TimeDistributed
+from .initializers import set_seed
+from .recurrent import GRU, LSTM, BaseRNN, Bidirectional, SimpleRNN
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "BaseRNN",
+    "Bidirectional",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "Layer",
+    "Parameter",
+    "SimpleRNN",
+    "TimeDistributed",
+    "clear_session",
+    "deserialize",
+    "get_layer_class",
+    "initializers",
+    "register_layer",
+    "serialize",
+    "set_seed",
+    "unique_name",
+]

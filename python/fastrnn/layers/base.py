@@ -1,0 +1,408 @@
+"""Parameter, the Layer base class, default layer names and the layer registry used by save/load.
+
+Every layer is NumPy in, NumPy out, with an explicit ``backward``:
+
+    y = layer(x, training=True)      # builds on first call, keeps what backward needs
+    dx = layer.backward(dy)          # ACCUMULATES into each Parameter.grad
+    for p in layer.parameters(): p.value -= lr * p.grad
+    layer.zero_grad()
+
+Input shapes passed to ``build`` and ``compute_output_shape`` exclude the batch dimension.
+"""
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+
+__all__ = [
+    "Layer",
+    "Parameter",
+    "clear_session",
+    "deserialize",
+    "get_layer_class",
+    "register_layer",
+    "serialize",
+    "unique_name",
+]
+
+_SUPPORTED_DTYPES = ("float32", "float64")
+
+
+class Parameter:
+    """A trainable array: ``value`` and the gradient ``grad`` accumulated by ``backward``.
+
+    ``value`` has the owning layer's dtype (float32 unless the layer was made with
+    ``dtype="float64"``, which is meant for gradient checks). ``grad`` always has the same shape
+    and dtype as ``value``. Optimizers update ``value`` in place and skip parameters whose
+    ``trainable`` is False.
+    """
+
+    __slots__ = ("name", "value", "grad", "trainable")
+
+    def __init__(self, name: str, value, trainable: bool = True, dtype=np.float32):
+        self.name = str(name)
+        self.value = np.ascontiguousarray(np.array(value, dtype=dtype))
+        self.grad = np.zeros_like(self.value)
+        self.trainable = bool(trainable)
+
+    @property
+    def shape(self):
+        """Shape of the value."""
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        """dtype of the value."""
+        return self.value.dtype
+
+    @property
+    def size(self):
+        """Number of scalars in the value."""
+        return int(self.value.size)
+
+    def zero_grad(self) -> None:
+        """Set the gradient to zero (in place)."""
+        self.grad[...] = 0
+
+    def assign(self, value) -> None:
+        """Copy ``value`` into this parameter in place (ValueError on a shape mismatch)."""
+        arr = np.asarray(value)
+        if arr.shape != self.value.shape:
+            raise ValueError(
+                f"parameter '{self.name}': expected a value of shape {self.value.shape}, got shape {arr.shape}"
+            )
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"parameter '{self.name}': expected a numeric array, got dtype {arr.dtype}")
+        np.copyto(self.value, arr, casting="unsafe")
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype}, trainable={self.trainable})"
+
+
+# ----------------------------------------------------------------------------------------------
+# default names ("lstm", "lstm_1", ...) as Keras gives them
+# ----------------------------------------------------------------------------------------------
+_names_lock = threading.Lock()
+_name_counters: dict = {}
+_used_names: set = set()
+
+
+def _snake_case(name: str) -> str:
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
+
+
+def unique_name(base: str) -> str:
+    """A name not handed out before in this session: ``base``, then ``base_1``, ``base_2``, ..."""
+    with _names_lock:
+        n = _name_counters.get(base, 0)
+        while True:
+            cand = base if n == 0 else f"{base}_{n}"
+            n += 1
+            if cand not in _used_names:
+                break
+        _name_counters[base] = n
+        _used_names.add(cand)
+        return cand
+
+
+def _claim_name(name: str) -> None:
+    with _names_lock:
+        _used_names.add(name)
+
+
+def clear_session() -> None:
+    """Forget the default names handed out so far (the next LSTM is called 'lstm' again)."""
+    with _names_lock:
+        _name_counters.clear()
+        _used_names.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# registry for get_config / from_config
+# ----------------------------------------------------------------------------------------------
+_REGISTRY: dict = {}
+
+
+def register_layer(cls):
+    """Class decorator: make ``cls`` known to ``get_layer_class`` / ``deserialize`` by its class name."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def get_layer_class(name: str):
+    """The layer class registered under ``name`` (e.g. 'LSTM'); ValueError for unknown names."""
+    if not isinstance(name, str):
+        raise TypeError(f"get_layer_class: name must be a str, got {type(name).__name__}")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"get_layer_class: unknown layer class {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def serialize(layer) -> dict:
+    """``{"class_name": ..., "config": layer.get_config()}``, JSON-able."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"serialize: expected a Layer, got {type(layer).__name__}")
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def deserialize(config: dict):
+    """A new (unbuilt) layer from ``serialize``'s output: ``{"class_name": ..., "config": {...}}``."""
+    if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
+        raise ValueError(
+            "deserialize: expected a dict with keys 'class_name' and 'config', got "
+            f"{type(config).__name__}{' with keys ' + str(sorted(config)) if isinstance(config, dict) else ''}"
+        )
+    cls = get_layer_class(config["class_name"])
+    return cls.from_config(dict(config["config"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer
+# ----------------------------------------------------------------------------------------------
+class Layer:
+    """Base class of all layers.
+
+    Subclasses implement ``build(input_shape)`` (create Parameters), ``call(x, training, mask, ...)``
+    (compute, and when training store what ``_backward`` needs in ``self._cache``), ``_backward(dy)``
+    and ``compute_output_shape``. ``__call__`` converts and checks the input, builds on first use and
+    then calls ``call``.
+
+    Arguments common to every layer: ``name`` (default: Keras-style unique name from the class name),
+    ``trainable``, ``dtype`` ('float32', or 'float64' for gradient checks) and ``input_shape`` (without
+    the batch dimension; when given the layer can be built before it sees data).
+    """
+
+    #: accepted input ranks including the batch dim: (min, max) with max None for unbounded
+    _input_rank = (2, None)
+    #: human-readable description of the expected input, used in error messages
+    _input_desc = "[batch, ..., features]"
+
+    def __init__(self, name=None, trainable=True, dtype="float32", input_shape=None, **kwargs):
+        if kwargs:
+            raise TypeError(
+                f"{type(self).__name__}: unexpected keyword argument(s) {', '.join(sorted(kwargs))}"
+            )
+        if name is None:
+            name = unique_name(getattr(type(self), "_default_name", None) or _snake_case(type(self).__name__))
+        else:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"{type(self).__name__}: name must be a non-empty str, got {name!r}")
+            _claim_name(name)
+        self.name = name
+        dt = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        if dt not in _SUPPORTED_DTYPES:
+            raise ValueError(f"{type(self).__name__} '{name}': dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = np.dtype(dt)
+        self._trainable = bool(trainable)
+        if input_shape is not None:
+            input_shape = tuple(None if d is None else int(d) for d in input_shape)
+        self.input_shape = input_shape
+        self._given_input_shape = input_shape
+        self.built = False
+        self._params: list = []
+        self._cache = None
+
+    # -- parameters ----------------------------------------------------------------------------
+    def add_parameter(self, attr: str, value, trainable=True) -> Parameter:
+        """Create a Parameter named '<layer>/<attr>', store it as ``self.<attr>`` and register it."""
+        p = Parameter(f"{self.name}/{attr}", value, trainable=trainable and self._trainable, dtype=self.dtype)
+        setattr(self, attr, p)
+        self._params.append(p)
+        return p
+
+    def _ensure_built(self) -> None:
+        if not self.built and self.input_shape is not None:
+            self.build(self.input_shape)
+
+    def parameters(self) -> list:
+        """The layer's Parameters in a fixed order (the order of get_weights)."""
+        self._ensure_built()
+        return list(self._params)
+
+    def zero_grad(self) -> None:
+        """Zero the gradient of every parameter."""
+        for p in self.parameters():
+            p.zero_grad()
+
+    def count_params(self) -> int:
+        """Number of scalars in the parameters; ValueError when the layer is not built yet."""
+        self._ensure_built()
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': count_params() needs a built layer; call it on data, "
+                "call build(input_shape) or pass input_shape= first"
+            )
+        return int(sum(p.size for p in self.parameters()))
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the layer's parameters are trained (setting it updates every Parameter)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        self._trainable = bool(value)
+        for p in self.parameters():
+            p.trainable = self._trainable
+
+    def get_weights(self) -> list:
+        """Copies of the parameter values, in ``parameters()`` order."""
+        return [p.value.copy() for p in self.parameters()]
+
+    def set_weights(self, weights) -> None:
+        """Copy ``weights`` (a list in ``get_weights`` order) into the parameters, in place."""
+        weights = list(weights)
+        if not self.built and self.input_shape is None:
+            self._build_from_weights(weights)
+        params = self.parameters()
+        if len(weights) != len(params):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': set_weights expected {len(params)} arrays "
+                f"({', '.join(p.name for p in params)}), got {len(weights)}"
+            )
+        for p, w in zip(params, weights):
+            if np.shape(w) != p.shape:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}': weight for '{p.name}' must have shape {p.shape}, "
+                    f"got {np.shape(w)}"
+                )
+        for p, w in zip(params, weights):
+            p.assign(w)
+
+    def _build_from_weights(self, weights) -> None:
+        """Build an unbuilt layer from the shapes of ``weights`` (subclasses that can override this)."""
+        raise ValueError(
+            f"{type(self).__name__} '{self.name}': set_weights needs a built layer; call build(input_shape) first"
+        )
+
+    # -- build / call ----------------------------------------------------------------------------
+    def build(self, input_shape) -> None:
+        """Create the parameters for inputs of shape ``input_shape`` (batch dimension excluded)."""
+        self.input_shape = tuple(input_shape)
+        self.built = True
+
+    def _convert_input(self, x):
+        """``x`` as an ndarray of the layer's dtype (float64/int/bool converted, others TypeError)."""
+        if isinstance(x, (list, tuple)) and not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except ValueError as exc:
+                raise ValueError(f"{self._who()}: input could not be converted to an array: {exc}") from None
+        elif not isinstance(x, np.ndarray):
+            if np.isscalar(x):
+                x = np.asarray(x)
+            else:
+                raise TypeError(f"{self._who()}: input must be a numpy array, got {type(x).__name__}")
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{self._who()}: input must be a numeric array, got dtype {x.dtype}")
+        return x.astype(self.dtype, copy=False)
+
+    def _who(self) -> str:
+        return f"{type(self).__name__} '{self.name}'"
+
+    def _check_rank(self, x) -> None:
+        lo, hi = self._input_rank
+        if x.ndim < lo or (hi is not None and x.ndim > hi):
+            want = f"rank {lo}" if hi == lo else (f"rank >= {lo}" if hi is None else f"rank {lo}..{hi}")
+            raise ValueError(
+                f"{self._who()}: expected input of shape {self._input_desc} ({want}), got shape {tuple(x.shape)}"
+            )
+
+    def _check_input_shape(self, shape) -> None:
+        """After build: the feature (last) dimension must match what the layer was built for."""
+        built = self.input_shape
+        if not built or not shape or built[-1] is None:
+            return
+        if shape[-1] != built[-1]:
+            raise ValueError(
+                f"{self._who()}: expected input with {built[-1]} features in the last axis (built for input "
+                f"shape (batch,) + {tuple(built)}), got input shape (batch,) + {tuple(shape)}"
+            )
+
+    def __call__(self, x, training=False, mask=None, **kwargs):
+        """Run the layer on ``x`` (batch first). Builds on first call; keeps the backward cache when training."""
+        x = self._convert_input(x)
+        self._check_rank(x)
+        if not self.built:
+            if self._given_input_shape is not None:
+                self.build(self._given_input_shape)
+            else:
+                self.build(self._build_shape(tuple(x.shape[1:])))
+        self._check_input_shape(tuple(x.shape[1:]))
+        if mask is not None:
+            mask = self._convert_mask(mask, x)
+        return self.call(x, training=bool(training), mask=mask, **kwargs)
+
+    def _build_shape(self, shape):
+        """The input shape recorded at build when built from data (subclasses may generalise dims)."""
+        return shape
+
+    def _convert_mask(self, mask, x):
+        m = np.asarray(mask)
+        if m.dtype.kind not in "biu":
+            raise TypeError(f"{self._who()}: mask must be a boolean array, got dtype {m.dtype}")
+        if m.ndim != 2 or x.ndim < 2 or m.shape != tuple(x.shape[:2]):
+            raise ValueError(
+                f"{self._who()}: mask must have shape [batch, time] = {tuple(x.shape[:2])}, got {tuple(m.shape)}"
+            )
+        return m.astype(bool, copy=False)
+
+    def call(self, x, training=False, mask=None):
+        """The layer's computation on a converted, checked input (override)."""
+        raise NotImplementedError
+
+    def backward(self, dy):
+        """Gradient w.r.t. the input of the last training forward; ACCUMULATES parameter gradients.
+
+        RuntimeError when no forward with ``training=True`` ran before.
+        """
+        if self._cache is None:
+            raise RuntimeError(
+                f"{self._who()}: backward() called before a forward pass with training=True"
+            )
+        return self._backward(dy)
+
+    def _backward(self, dy):
+        raise NotImplementedError
+
+    def _check_dy(self, dy, shape, what="dy"):
+        dy = np.asarray(dy)
+        if dy.dtype.kind not in "biuf":
+            raise TypeError(f"{self._who()}: {what} must be a numeric array, got dtype {dy.dtype}")
+        if tuple(dy.shape) != tuple(shape):
+            raise ValueError(f"{self._who()}: {what} must have shape {tuple(shape)}, got {tuple(dy.shape)}")
+        return dy.astype(self.dtype, copy=False)
+
+    # -- shapes and masks -------------------------------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        """Output shape (batch dimension excluded) for an input shape (batch dimension excluded)."""
+        return tuple(input_shape)
+
+    def compute_mask(self, x, mask=None):
+        """Mask for this layer's output given its input ``x`` and input mask (default: passed through)."""
+        return mask
+
+    # -- config -----------------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        """JSON-able constructor arguments; ``type(self).from_config(cfg)`` recreates the (unbuilt) layer."""
+        cfg = {"name": self.name, "trainable": self._trainable, "dtype": self.dtype.name}
+        if self._given_input_shape is not None:
+            cfg["input_shape"] = list(self._given_input_shape)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """A new layer from ``get_config()``'s output."""
+        cfg = dict(config)
+        if cfg.get("input_shape") is not None:
+            cfg["input_shape"] = tuple(cfg["input_shape"])
+        return cls(**cfg)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} built={self.built}>"

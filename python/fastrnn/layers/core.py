@@ -1,0 +1,429 @@
+"""Core layers: Dense, Embedding, Dropout, Flatten, TimeDistributed."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import initializers
+from .base import Layer, deserialize, register_layer, serialize
+
+__all__ = ["Dense", "Dropout", "Embedding", "Flatten", "TimeDistributed", "ACTIVATIONS"]
+
+
+# ----------------------------------------------------------------------------------------------
+# activations: forward f(z) and backward (dy, y) -> dz, expressed through the output y
+# ----------------------------------------------------------------------------------------------
+def _sigmoid(z):
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+ACTIVATIONS = {
+    "linear": (lambda z: z, lambda dy, y: dy),
+    "tanh": (np.tanh, lambda dy, y: dy * (1.0 - y * y)),
+    "relu": (lambda z: np.maximum(z, 0), lambda dy, y: dy * (y > 0)),
+    "sigmoid": (_sigmoid, lambda dy, y: dy * y * (1.0 - y)),
+    "softmax": (_softmax, lambda dy, y: y * (dy - (dy * y).sum(axis=-1, keepdims=True))),
+}
+
+
+def _activation(name, who):
+    if name is None:
+        return "linear"
+    if not isinstance(name, str):
+        raise TypeError(f"{who}: activation must be a str or None, got {type(name).__name__}")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{who}: unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return name
+
+
+def _init_name(init, who, arg):
+    """Validate an initializer argument; return (callable, JSON-able name)."""
+    try:
+        fn = initializers.get(init)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{who}: {arg}: {exc}") from None
+    name = init if isinstance(init, str) else getattr(init, "__name__", None)
+    return fn, name
+
+
+def _positive_int(value, who, arg):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{who}: {arg} must be a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{who}: {arg} must be a positive int, got {value}")
+    return int(value)
+
+
+def _rate(value, who, arg):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{who}: {arg} must be a float in [0, 1), got {type(value).__name__}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{who}: {arg} must be in [0, 1), got {value}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------------------------
+@register_layer
+class Dense(Layer):
+    """Fully connected layer on the last axis: ``y = act(x @ kernel + bias)``.
+
+    Dense(units, activation=None, use_bias=True, kernel_initializer='glorot_uniform',
+    bias_initializer='zeros', seed=None, name=None, ...). ``kernel`` is [in, units] (Keras layout),
+    ``bias`` [units]. activation: None/'linear', 'tanh', 'relu', 'sigmoid', 'softmax'. Inputs of any
+    rank >= 2 ([B, F] or [B, T, F], applied at every step); the mask passes through.
+    """
+
+    _input_rank = (2, None)
+    _input_desc = "[batch, ..., features]"
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        who = self._who()
+        self.units = _positive_int(units, who, "units")
+        self.activation = _activation(activation, who)
+        self.use_bias = bool(use_bias)
+        self._kernel_init, self.kernel_initializer = _init_name(kernel_initializer, who, "kernel_initializer")
+        self._bias_init, self.bias_initializer = _init_name(bias_initializer, who, "bias_initializer")
+        self.seed = seed
+        self._rng = initializers.new_rng(seed)
+        self.kernel = self.bias = None
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 1 or input_shape[-1] is None:
+            raise ValueError(f"{self._who()}: the last input dimension must be known, got input shape {input_shape}")
+        fan_in = int(input_shape[-1])
+        # kernel is [in, units] (Keras layout); glorot's limit depends on fan_in + fan_out only
+        self.add_parameter("kernel", self._kernel_init((fan_in, self.units), rng=self._rng, dtype=self.dtype))
+        if self.use_bias:
+            self.add_parameter("bias", self._bias_init((self.units,), rng=self._rng, dtype=self.dtype))
+        super().build(input_shape)
+
+    def _build_from_weights(self, weights):
+        if weights:
+            self.build((int(np.shape(weights[0])[0]),))
+
+    def call(self, x, training=False, mask=None):
+        z = x @ self.kernel.value
+        if self.use_bias:
+            z += self.bias.value
+        y = ACTIVATIONS[self.activation][0](z)
+        if training:
+            self._cache = (x, y)
+        return y
+
+    def _backward(self, dy):
+        x, y = self._cache
+        dy = self._check_dy(dy, y.shape)
+        dz = ACTIVATIONS[self.activation][1](dy, y)
+        dz2 = dz.reshape(-1, self.units)
+        self.kernel.grad += x.reshape(-1, x.shape[-1]).T @ dz2
+        if self.use_bias:
+            self.bias.grad += dz2.sum(axis=0)
+        return dz @ self.kernel.value.T
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
+                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
+                   seed=self.seed)
+        return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+@register_layer
+class Embedding(Layer):
+    """Lookup table: integer ids [B, T] -> vectors [B, T, output_dim].
+
+    Embedding(input_dim, output_dim, embeddings_initializer='uniform', mask_zero=False,
+    input_length=None, seed=None, ...). ``embeddings`` is [input_dim, output_dim]. Ids must be
+    integers in [0, input_dim) (ValueError naming the first bad id and where it is). With
+    ``mask_zero=True``, ``compute_mask(ids)`` is ``ids != 0`` (id 0 is padding, as in Keras).
+    ``backward`` accumulates into ``embeddings.grad`` and returns None (ids have no gradient).
+    """
+
+    _input_rank = (1, None)
+    _input_desc = "[batch, time] of integer ids"
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
+                 input_length=None, seed=None, **kwargs):
+        if input_length is not None and kwargs.get("input_shape") is None:
+            kwargs["input_shape"] = (input_length,)
+        super().__init__(**kwargs)
+        who = self._who()
+        self.input_dim = _positive_int(input_dim, who, "input_dim")
+        self.output_dim = _positive_int(output_dim, who, "output_dim")
+        self._emb_init, self.embeddings_initializer = _init_name(embeddings_initializer, who,
+                                                                 "embeddings_initializer")
+        self.mask_zero = bool(mask_zero)
+        self.input_length = None if input_length is None else int(input_length)
+        self.seed = seed
+        self._rng = initializers.new_rng(seed)
+        self.embeddings = None
+
+    def build(self, input_shape=None):
+        self.add_parameter("embeddings", self._emb_init((self.input_dim, self.output_dim), rng=self._rng,
+                                                        dtype=self.dtype))
+        super().build(() if input_shape is None else input_shape)
+
+    def _ensure_built(self):
+        if not self.built:
+            self.build(self.input_shape)
+
+    def _build_from_weights(self, weights):
+        self._ensure_built()
+
+    def _check_input_shape(self, shape):
+        return
+
+    def _convert_input(self, x):
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except ValueError as exc:
+                raise ValueError(f"{self._who()}: ids could not be converted to an array: {exc}") from None
+        if x.dtype.kind in "iub":
+            ids = x.astype(np.int64, copy=False)
+        elif x.dtype.kind == "f":
+            if not np.all(np.isfinite(x)) or np.any(x != np.round(x)):
+                bad = x[~(np.isfinite(x) & (x == np.round(x)))].ravel()[0]
+                raise TypeError(
+                    f"{self._who()}: token ids must be integers, got a {x.dtype} array containing {bad!r}"
+                )
+            ids = x.astype(np.int64)
+        else:
+            raise TypeError(f"{self._who()}: token ids must be an integer array, got dtype {x.dtype}")
+        if ids.size:
+            bad = (ids < 0) | (ids >= self.input_dim)
+            if bad.any():
+                flat = int(np.flatnonzero(bad.ravel())[0])
+                pos = tuple(int(i) for i in np.unravel_index(flat, ids.shape))
+                raise ValueError(
+                    f"{self._who()}: token id {int(ids.ravel()[flat])} at position {pos} is outside "
+                    f"[0, input_dim={self.input_dim})"
+                )
+        return ids
+
+    def _convert_mask(self, mask, x):
+        m = np.asarray(mask)
+        if m.shape != x.shape:
+            raise ValueError(f"{self._who()}: mask must have the ids' shape {x.shape}, got {m.shape}")
+        return m.astype(bool, copy=False)
+
+    def call(self, x, training=False, mask=None):
+        y = self.embeddings.value[x]
+        if training:
+            self._cache = x
+        return y
+
+    def _backward(self, dy):
+        ids = self._cache
+        dy = self._check_dy(dy, ids.shape + (self.output_dim,))
+        np.add.at(self.embeddings.grad, ids.ravel(), dy.reshape(-1, self.output_dim))
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def compute_mask(self, x, mask=None):
+        if not self.mask_zero:
+            return None
+        return np.asarray(x) != 0
+
+    def get_config(self):
+        cfg = super().get_config()
+        if self.input_length is not None:
+            cfg.pop("input_shape", None)
+        cfg.update(input_dim=self.input_dim, output_dim=self.output_dim,
+                   embeddings_initializer=self.embeddings_initializer, mask_zero=self.mask_zero,
+                   input_length=self.input_length, seed=self.seed)
+        return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+@register_layer
+class Dropout(Layer):
+    """Inverted dropout: when training, zero each element with probability ``rate`` and scale the rest by
+    1/(1-rate); identity at inference.
+
+    Dropout(rate, noise_shape=None, seed=None, ...). ``noise_shape`` (Keras semantics) is the mask
+    shape including the batch dim, with None for "same as the input" and 1 to share the mask along an
+    axis, e.g. (None, 1, None) for one mask per sequence shared over time. The mask passes through.
+    """
+
+    _input_rank = (1, None)
+    _input_desc = "[batch, ...]"
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = _rate(rate, self._who(), "rate")
+        self.noise_shape = None if noise_shape is None else tuple(None if d is None else int(d) for d in noise_shape)
+        self.seed = seed
+        self._rng = initializers.new_rng(seed)
+
+    def _check_input_shape(self, shape):
+        return
+
+    def _mask_shape(self, shape):
+        if self.noise_shape is None:
+            return shape
+        if len(self.noise_shape) != len(shape):
+            raise ValueError(
+                f"{self._who()}: noise_shape {self.noise_shape} must have the input's rank {len(shape)} "
+                f"(input shape {shape})"
+            )
+        out = []
+        for n, s in zip(self.noise_shape, shape):
+            if n is None:
+                out.append(s)
+            elif n == 1 or n == s:
+                out.append(n)
+            else:
+                raise ValueError(f"{self._who()}: noise_shape {self.noise_shape} does not broadcast to input shape {shape}")
+        return tuple(out)
+
+    def call(self, x, training=False, mask=None):
+        if not training:
+            return x
+        if self.rate == 0.0:
+            self._cache = (None,)
+            return x
+        keep = self._rng.random(self._mask_shape(x.shape)) >= self.rate
+        m = keep.astype(self.dtype) / self.dtype.type(1.0 - self.rate)
+        self._cache = (m,)
+        return x * m
+
+    def _backward(self, dy):
+        (m,) = self._cache
+        dy = np.asarray(dy).astype(self.dtype, copy=False)
+        if m is None:
+            return dy
+        if dy.ndim != m.ndim or any(a != b and b != 1 for a, b in zip(dy.shape, m.shape)):
+            raise ValueError(f"{self._who()}: dy of shape {dy.shape} does not match the last input")
+        return dy * m
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(rate=self.rate, noise_shape=None if self.noise_shape is None else list(self.noise_shape),
+                   seed=self.seed)
+        return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+@register_layer
+class Flatten(Layer):
+    """[B, d1, d2, ...] -> [B, d1*d2*...]. The output has no mask."""
+
+    _input_rank = (1, None)
+    _input_desc = "[batch, ...]"
+
+    def _check_input_shape(self, shape):
+        return
+
+    def call(self, x, training=False, mask=None):
+        if training:
+            self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def _backward(self, dy):
+        shape = self._cache
+        dy = self._check_dy(dy, (shape[0], int(np.prod(shape[1:], dtype=np.int64))))
+        return dy.reshape(shape)
+
+    def compute_output_shape(self, input_shape):
+        if any(d is None for d in input_shape):
+            return (None,)
+        return (int(np.prod(input_shape, dtype=np.int64)),)
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+@register_layer
+class TimeDistributed(Layer):
+    """Apply ``layer`` to every time step: [B, T, ...] -> fold to [B*T, ...] -> layer -> [B, T, ...].
+
+    TimeDistributed(layer, ...). The wrapped layer's parameters are this layer's parameters; the mask
+    passes through.
+    """
+
+    _input_rank = (3, None)
+    _input_desc = "[batch, time, ...]"
+
+    def __init__(self, layer, **kwargs):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"TimeDistributed: layer must be a Layer, got {type(layer).__name__}")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 2:
+            raise ValueError(f"{self._who()}: input shape must be (time, ...), got {input_shape}")
+        if not self.layer.built:
+            self.layer.build(input_shape[1:])
+        self._params = self.layer._params
+        super().build(input_shape)
+
+    def _build_from_weights(self, weights):
+        self.layer._build_from_weights(weights)
+        if self.layer.built:
+            self._params = self.layer._params
+            self.built = True
+
+    def _build_shape(self, shape):
+        return (None,) + tuple(shape[1:])
+
+    def parameters(self):
+        self._ensure_built()
+        return self.layer.parameters()
+
+    def _check_input_shape(self, shape):
+        self.layer._check_input_shape(tuple(shape[1:]))
+
+    def call(self, x, training=False, mask=None):
+        B, T = x.shape[:2]
+        y = self.layer(x.reshape((B * T,) + x.shape[2:]), training=training)
+        y = np.asarray(y)
+        if training:
+            self._cache = (B, T, x.shape)
+        return y.reshape((B, T) + y.shape[1:])
+
+    def _backward(self, dy):
+        B, T, xshape = self._cache
+        dy = np.asarray(dy)
+        if dy.shape[:2] != (B, T):
+            raise ValueError(f"{self._who()}: dy must start with (batch, time) = {(B, T)}, got shape {dy.shape}")
+        dx = self.layer.backward(dy.reshape((B * T,) + dy.shape[2:]))
+        return None if dx is None else dx.reshape(xshape)
+
+    def compute_output_shape(self, input_shape):
+        inner = self.layer.compute_output_shape(tuple(input_shape[1:]))
+        return (input_shape[0],) + tuple(inner)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["layer"] = serialize(self.layer)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config):
+        cfg = dict(config)
+        cfg["layer"] = deserialize(cfg["layer"])
+        if cfg.get("input_shape") is not None:
+            cfg["input_shape"] = tuple(cfg["input_shape"])
+        return cls(**cfg)

@@ -1,0 +1,136 @@
+"""Weight initializers (Keras's defaults) drawing from a seeded NumPy Generator.
+
+Every initializer is ``init(shape, seed=None, dtype=np.float32) -> ndarray``. Without ``seed`` it
+draws from the module-level Generator, which ``set_seed(s)`` re-seeds; so ``set_seed(0)`` followed by
+building the same layers in the same order gives bit-identical weights. ``rng=`` takes an explicit
+``numpy.random.Generator`` instead (layers pass their own).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "get",
+    "glorot_uniform",
+    "new_rng",
+    "ones",
+    "orthogonal",
+    "set_seed",
+    "uniform",
+    "zeros",
+]
+
+_GLOBAL_RNG = np.random.default_rng()
+
+
+def set_seed(seed: int) -> None:
+    """Re-seed the module-level Generator used by initializers and by layers made without ``seed=``."""
+    global _GLOBAL_RNG
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"set_seed: seed must be a non-negative int, got {seed!r}")
+    _GLOBAL_RNG = np.random.default_rng(int(seed))
+
+
+def new_rng(seed=None) -> np.random.Generator:
+    """A fresh Generator: from ``seed`` when given, else derived from the module-level Generator."""
+    if seed is None:
+        return np.random.default_rng(int(_GLOBAL_RNG.integers(0, 2**63 - 1)))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
+def _rng(seed, rng):
+    if rng is not None:
+        return rng
+    if seed is None:
+        return _GLOBAL_RNG
+    return new_rng(seed)
+
+
+def _shape(shape):
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"initializer: shape must be non-negative, got {shape}")
+    return shape
+
+
+def _fans(shape):
+    """(fan_in, fan_out) for a weight of ``shape``; matrices are [fan_out, fan_in] (PyTorch layout)."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[1], shape[0]
+    receptive = int(np.prod(shape[2:]))
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def zeros(shape, seed=None, dtype=np.float32, rng=None):
+    """All zeros."""
+    return np.zeros(_shape(shape), dtype=dtype)
+
+
+def ones(shape, seed=None, dtype=np.float32, rng=None):
+    """All ones."""
+    return np.ones(_shape(shape), dtype=dtype)
+
+
+def uniform(shape, seed=None, dtype=np.float32, rng=None, minval=-0.05, maxval=0.05):
+    """Uniform on [minval, maxval) (Keras's RandomUniform defaults, used for embeddings)."""
+    return _rng(seed, rng).uniform(minval, maxval, size=_shape(shape)).astype(dtype)
+
+
+def glorot_uniform(shape, seed=None, dtype=np.float32, rng=None):
+    """Uniform on [-limit, limit] with limit = sqrt(6 / (fan_in + fan_out)) (Keras's default kernel init)."""
+    shape = _shape(shape)
+    fan_in, fan_out = _fans(shape)
+    limit = np.sqrt(6.0 / max(1, fan_in + fan_out))
+    return _rng(seed, rng).uniform(-limit, limit, size=shape).astype(dtype)
+
+
+def orthogonal(shape, seed=None, dtype=np.float32, rng=None, gain=1.0):
+    """A (semi-)orthogonal matrix times ``gain``: QR of a Gaussian matrix with the sign fix of Saxe et al.
+
+    For a square shape the result Q satisfies Q Q^T = gain^2 I. Recurrent layers apply it to each
+    [H, H] gate block of ``w_hh`` separately.
+    """
+    shape = _shape(shape)
+    if len(shape) < 2:
+        raise ValueError(f"orthogonal: shape must have at least 2 dimensions, got {shape}")
+    rows, cols = shape[0], int(np.prod(shape[1:]))
+    a = _rng(seed, rng).standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    d = np.sign(np.diag(r))
+    d[d == 0] = 1.0
+    q = q * d[None, :]
+    if rows < cols:
+        q = q.T
+    return (gain * q.reshape(shape)).astype(dtype)
+
+
+_BY_NAME = {
+    "zeros": zeros,
+    "ones": ones,
+    "uniform": uniform,
+    "random_uniform": uniform,
+    "glorot_uniform": glorot_uniform,
+    "orthogonal": orthogonal,
+}
+
+
+def get(identifier):
+    """The initializer named ``identifier`` (a str) or ``identifier`` itself when callable."""
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str):
+        try:
+            return _BY_NAME[identifier.lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown initializer {identifier!r}; expected one of {', '.join(sorted(_BY_NAME))} or a callable"
+            ) from None
+    raise TypeError(f"initializer must be a str or a callable, got {type(identifier).__name__}")
