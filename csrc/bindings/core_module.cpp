@@ -1,0 +1,252 @@
+// core_module.cpp — Python bindings of the CPU kernels: check arrays, allocate outputs and the
+// workspace, release the GIL, call the kernel. Argument checking for users lives in
+// fastrnn/ops.py; the checks here are the last line of defence for direct calls.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fastrnn.h"
+
+namespace py = pybind11;
+using fastrnn::Cell;
+
+namespace {
+
+using farr = py::array_t<float, py::array::c_style>;
+using u8arr = py::array_t<uint8_t, py::array::c_style>;
+using ofarr = std::optional<farr>;
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+std::string dims_str(const std::vector<int64_t>& d) {
+  std::string s = "(";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + (d.size() == 1 ? ",)" : ")");
+}
+
+void check_shape(const py::array& a, const std::vector<int64_t>& dims, const char* name) {
+  bool ok = a.ndim() == (py::ssize_t)dims.size();
+  for (size_t i = 0; ok && i < dims.size(); ++i) ok = a.shape(i) == dims[i];
+  if (!ok)
+    throw py::value_error(std::string(name) + ": expected shape " + dims_str(dims) + ", got " + shape_str(a));
+}
+
+const float* opt_ptr(const ofarr& a, const std::vector<int64_t>& dims, const char* name) {
+  if (!a) return nullptr;
+  check_shape(*a, dims, name);
+  return a->data();
+}
+
+Cell to_cell(int c) {
+  if (c < 0 || c > 3) throw py::value_error("cell: expected 0 (rnn tanh), 1 (rnn relu), 2 (lstm) or 3 (gru)");
+  return static_cast<Cell>(c);
+}
+
+farr new_array(const std::vector<int64_t>& dims) { return farr(std::vector<py::ssize_t>(dims.begin(), dims.end())); }
+
+fastrnn::Dims make_dims(Cell cell, const farr& x, int64_t H, const std::optional<u8arr>& mask, bool reverse,
+                        bool batch_first) {
+  if (x.ndim() != 3) throw py::value_error("x: expected a 3-D array, got shape " + shape_str(x));
+  fastrnn::Dims d{};
+  d.cell = cell;
+  d.T = batch_first ? x.shape(1) : x.shape(0);
+  d.B = batch_first ? x.shape(0) : x.shape(1);
+  d.I = x.shape(2);
+  d.H = H;
+  d.batch_first = batch_first;
+  d.reverse = reverse;
+  if (d.T < 1 || d.B < 1 || d.I < 1 || d.H < 1)
+    throw py::value_error("x: every dimension must be at least 1, got shape " + shape_str(x));
+  d.mask = nullptr;
+  if (mask) {
+    check_shape(*mask, {d.B, d.T}, "mask");
+    d.mask = mask->data();
+  }
+  return d;
+}
+
+int64_t hidden_from_whh(const farr& w_hh, int G) {
+  if (w_hh.ndim() != 2 || w_hh.shape(0) != G * w_hh.shape(1))
+    throw py::value_error("w_hh: expected shape (G*H, H) with G = " + std::to_string(G) + ", got " + shape_str(w_hh));
+  return w_hh.shape(1);
+}
+
+py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const farr& b_ih, const ofarr& b_hh,
+                  const ofarr& h0, const ofarr& c0, const std::optional<u8arr>& mask, bool reverse, bool batch_first,
+                  bool training) {
+  const Cell cell = to_cell(cell_id);
+  const int G = fastrnn::gate_count(cell);
+  const int64_t H = hidden_from_whh(w_hh, G);
+  fastrnn::Dims d = make_dims(cell, x, H, mask, reverse, batch_first);
+  check_shape(w_ih, {G * H, d.I}, "w_ih");
+  check_shape(b_ih, {G * H}, cell == Cell::GRU ? "b_ih" : "b");
+  if (cell == Cell::GRU && !b_hh) throw py::value_error("b_hh: required for GRU");
+  const float* bhh = cell == Cell::GRU ? opt_ptr(b_hh, {G * H}, "b_hh") : nullptr;
+  const float* ph0 = opt_ptr(h0, {d.B, H}, "h0");
+  const float* pc0 = cell == Cell::LSTM ? opt_ptr(c0, {d.B, H}, "c0") : nullptr;
+
+  const std::vector<int64_t> ydims = batch_first ? std::vector<int64_t>{d.B, d.T, H} : std::vector<int64_t>{d.T, d.B, H};
+  farr y = new_array(ydims), hn = new_array({d.B, H});
+  py::object cn = py::none(), gates = py::none(), hprev = py::none(), aux = py::none();
+  fastrnn::ForwardArgs a{};
+  a.d = d;
+  a.x = x.data(); a.w_ih = w_ih.data(); a.w_hh = w_hh.data(); a.b_ih = b_ih.data(); a.b_hh = bhh;
+  a.h0 = ph0; a.c0 = pc0;
+  a.y = y.mutable_data(); a.h_n = hn.mutable_data();
+  if (cell == Cell::LSTM) {
+    farr c = new_array({d.B, H});
+    a.c_n = c.mutable_data();
+    cn = c;
+  }
+  if (training) {
+    farr g = new_array({d.T * d.B, G * H}), hp = new_array({d.T * d.B, H});
+    a.gates = g.mutable_data(); a.hprev = hp.mutable_data();
+    gates = g; hprev = hp;
+    if (cell == Cell::LSTM || cell == Cell::GRU) {
+      farr ax = new_array({d.T * d.B, H});
+      a.aux = ax.mutable_data();
+      aux = ax;
+    }
+  }
+  a.threads = fastrnn::get_num_threads();
+  const fastrnn::KernelTable& k = fastrnn::active_kernels();
+  std::unique_ptr<float[]> ws(new float[k.forward_workspace_floats(d, training, a.threads) + 16]);
+  a.workspace = ws.get();
+  {
+    py::gil_scoped_release release;
+    k.forward(a);
+  }
+  return py::make_tuple(y, hn, cn, gates, hprev, aux);
+}
+
+py::tuple backward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const std::optional<u8arr>& mask,
+                   bool reverse, bool batch_first, const farr& gates, const farr& hprev, const ofarr& aux,
+                   const ofarr& dy, const ofarr& dh_n, const ofarr& dc_n, int64_t bptt_steps, bool need_dx) {
+  const Cell cell = to_cell(cell_id);
+  const int G = fastrnn::gate_count(cell);
+  const int64_t H = hidden_from_whh(w_hh, G);
+  fastrnn::Dims d = make_dims(cell, x, H, mask, reverse, batch_first);
+  check_shape(w_ih, {G * H, d.I}, "w_ih");
+  const int64_t N = d.T * d.B;
+  check_shape(gates, {N, G * H}, "gates");
+  check_shape(hprev, {N, H}, "hprev");
+  const bool needs_aux = cell == Cell::LSTM || cell == Cell::GRU;
+  if (needs_aux && !aux) throw py::value_error("aux: required for LSTM and GRU");
+  const float* paux = needs_aux ? opt_ptr(aux, {N, H}, "aux") : nullptr;
+  const std::vector<int64_t> ydims = batch_first ? std::vector<int64_t>{d.B, d.T, H} : std::vector<int64_t>{d.T, d.B, H};
+  const float* pdy = opt_ptr(dy, ydims, "dy");
+  const float* pdh = opt_ptr(dh_n, {d.B, H}, "dh_n");
+  const float* pdc = cell == Cell::LSTM ? opt_ptr(dc_n, {d.B, H}, "dc_n") : nullptr;
+  if (bptt_steps < 0) throw py::value_error("bptt_steps: expected >= 0 (0 = full BPTT), got " + std::to_string(bptt_steps));
+
+  const std::vector<int64_t> xdims = batch_first ? std::vector<int64_t>{d.B, d.T, d.I} : std::vector<int64_t>{d.T, d.B, d.I};
+  py::object dx = py::none(), dc0 = py::none(), dbhh = py::none();
+  farr dh0 = new_array({d.B, H}), dwih = new_array({G * H, d.I}), dwhh = new_array({G * H, H}), dbih = new_array({G * H});
+  fastrnn::BackwardArgs a{};
+  a.d = d;
+  a.x = x.data(); a.w_ih = w_ih.data(); a.w_hh = w_hh.data();
+  a.gates = gates.data(); a.hprev = hprev.data(); a.aux = paux;
+  a.dy = pdy; a.dh_n = pdh; a.dc_n = pdc;
+  a.bptt_steps = bptt_steps;
+  if (need_dx) {
+    farr t = new_array(xdims);
+    a.dx = t.mutable_data();
+    dx = t;
+  }
+  a.dh0 = dh0.mutable_data(); a.dw_ih = dwih.mutable_data(); a.dw_hh = dwhh.mutable_data(); a.db_ih = dbih.mutable_data();
+  if (cell == Cell::LSTM) {
+    farr t = new_array({d.B, H});
+    a.dc0 = t.mutable_data();
+    dc0 = t;
+  }
+  if (cell == Cell::GRU) {
+    farr t = new_array({G * H});
+    a.db_hh = t.mutable_data();
+    dbhh = t;
+  }
+  a.threads = fastrnn::get_num_threads();
+  const fastrnn::KernelTable& k = fastrnn::active_kernels();
+  std::unique_ptr<float[]> ws(new float[k.backward_workspace_floats(d, a.threads) + 16]);
+  a.workspace = ws.get();
+  {
+    py::gil_scoped_release release;
+    k.backward(a);
+  }
+  return py::make_tuple(dx, dh0, dc0, dwih, dwhh, dbih, dbhh);
+}
+
+// C = op(A) op(B) with the library's GEMM; for tests and benchmarks.
+farr gemm(const farr& A, const farr& B, bool trans_a, bool trans_b) {
+  if (A.ndim() != 2) throw py::value_error("A: expected a 2-D array, got shape " + shape_str(A));
+  if (B.ndim() != 2) throw py::value_error("B: expected a 2-D array, got shape " + shape_str(B));
+  const int64_t M = trans_a ? A.shape(1) : A.shape(0), K = trans_a ? A.shape(0) : A.shape(1);
+  const int64_t Kb = trans_b ? B.shape(1) : B.shape(0), N = trans_b ? B.shape(0) : B.shape(1);
+  if (K != Kb)
+    throw py::value_error("B: inner dimensions differ: op(A) is " + std::to_string(M) + "x" + std::to_string(K) +
+                          ", op(B) is " + std::to_string(Kb) + "x" + std::to_string(N));
+  farr C = new_array({M, N});
+  fastrnn::GemmArgs g{M, N, K,
+                      A.data(), trans_a ? 1 : A.shape(1), trans_a ? A.shape(1) : 1,
+                      B.data(), trans_b ? 1 : B.shape(1), trans_b ? B.shape(1) : 1,
+                      C.mutable_data(), N, false, fastrnn::get_num_threads()};
+  {
+    py::gil_scoped_release release;
+    fastrnn::active_kernels().gemm(g);
+  }
+  return C;
+}
+
+farr activation(const std::string& kind, const farr& x) {
+  int k;
+  if (kind == "sigmoid") k = 0;
+  else if (kind == "tanh") k = 1;
+  else if (kind == "exp") k = 2;
+  else throw py::value_error("kind: expected 'sigmoid', 'tanh' or 'exp', got '" + kind + "'");
+  farr y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  {
+    py::gil_scoped_release release;
+    fastrnn::active_kernels().activation(k, x.data(), y.mutable_data(), (int64_t)x.size());
+  }
+  return y;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastrnn CPU kernels (SimpleRNN, LSTM, GRU forward and BPTT; GEMM)";
+  m.def("forward", &forward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert().none(true),
+        py::arg("h0").noconvert().none(true), py::arg("c0").noconvert().none(true),
+        py::arg("mask").noconvert().none(true), py::arg("reverse"), py::arg("batch_first"), py::arg("training"),
+        "Returns (y, h_n, c_n|None, gates|None, hprev|None, aux|None).");
+  m.def("backward", &backward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("mask").noconvert().none(true), py::arg("reverse"),
+        py::arg("batch_first"), py::arg("gates").noconvert(), py::arg("hprev").noconvert(),
+        py::arg("aux").noconvert().none(true), py::arg("dy").noconvert().none(true),
+        py::arg("dh_n").noconvert().none(true), py::arg("dc_n").noconvert().none(true), py::arg("bptt_steps"),
+        py::arg("need_dx"), "Returns (dx|None, dh0, dc0|None, dw_ih, dw_hh, db_ih, db_hh|None).");
+  m.def("gemm", &gemm, py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, "C = op(A) @ op(B) with fastrnn's own GEMM (float32).");
+  m.def("activation", &activation, py::arg("kind"), py::arg("x").noconvert(),
+        "The kernels' vectorised sigmoid / tanh / exp on the active ISA (for accuracy tests).");
+  m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &fastrnn::get_num_threads);
+  m.def("get_isa", &fastrnn::active_isa);
+  m.def("set_isa", [](const std::string& n) { fastrnn::set_isa(n.c_str()); }, py::arg("name"));
+  m.def("available_isas", []() {
+    std::vector<std::string> out;
+    for (const char* n : {"scalar", "avx2", "avx512"})
+      if (fastrnn::isa_supported(n)) out.emplace_back(n);
+    return out;
+  });
+  m.def("vector_width", []() { return fastrnn::active_kernels().vector_width; });
+}

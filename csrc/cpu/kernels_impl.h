@@ -1,0 +1,695 @@
+// kernels_impl.h — the CPU kernels, written once against `Simd` (simd.h) and compiled once per
+// instruction set by kernels_scalar.cpp / kernels_avx2.cpp / kernels_avx512.cpp, each of which
+// defines FASTRNN_NS (the namespace) and, for the vector paths, FASTRNN_ISA_AVX2/AVX512.
+//
+// Structure (see fastrnn.h for the conventions):
+//   forward : xw = x W_ih^T + b (one GEMM over all T*B rows, written straight into the saved-gates
+//             buffer when training) ; then one parallel region for the time loop. Thread t owns
+//             the hidden units of a contiguous range of W-wide "panels". Per step and per block of
+//             batch rows it computes the recurrent product for ITS panels with all G gates of a
+//             panel in registers (acc[row][gate] vectors), and applies the gate nonlinearities and
+//             the state update to those registers at once: the recurrent pre-activations never
+//             touch memory. One barrier per step (h is double-buffered).
+//   backward: per step, the fused pointwise pass (state gradients -> gate gradients, written in
+//             x's row order), a barrier, and dh_prev = dG_hh W_hh for the thread's own hidden
+//             slice. After the loop dx, dW_ih, dW_hh are single GEMMs over all T*B rows and the
+//             bias gradients are column sums.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cpu/simd.h"
+#include "fastrnn.h"
+
+#ifndef FASTRNN_NS
+#error "define FASTRNN_NS before including kernels_impl.h"
+#endif
+
+namespace fastrnn {
+namespace FASTRNN_NS {
+
+using namespace fastrnn_simd;
+using V = Simd::V;
+constexpr int W = Simd::W;
+
+// ---- tuning per ISA -------------------------------------------------------------------------
+// GEMM microkernel GEMM_MR x (GEMM_NV*W); forward-loop tiles keep FWD_ACC accumulators;
+// backward-loop tiles are BWD_MR x (BWD_NV*W).
+#if defined(FASTRNN_ISA_AVX512)
+constexpr int GEMM_MR = 8, GEMM_NV = 2, FWD_ACC = 24, BWD_MR = 8, BWD_NV = 2;
+#elif defined(FASTRNN_ISA_AVX2)
+constexpr int GEMM_MR = 6, GEMM_NV = 2, FWD_ACC = 12, BWD_MR = 6, BWD_NV = 2;
+#else
+constexpr int GEMM_MR = 4, GEMM_NV = 4, FWD_ACC = 12, BWD_MR = 3, BWD_NV = 4;
+#endif
+constexpr int GEMM_NR = GEMM_NV * W;
+constexpr int64_t GEMM_KC = 256;
+constexpr int64_t GEMM_MC = 120;   // a multiple of every GEMM_MR above
+constexpr int64_t GEMM_NC = 2048;  // a multiple of every GEMM_NR above
+constexpr int BWD_NR = BWD_NV * W;
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Calls f(std::integral_constant<int, m>) for a run-time m in [M, MMAX].
+template <int M, int MMAX, class F>
+static inline void with_rows(int m, F&& f) {
+  if constexpr (M <= MMAX) {
+    if (m == M) {
+      f(std::integral_constant<int, M>{});
+      return;
+    }
+    with_rows<M + 1, MMAX>(m, std::forward<F>(f));
+  }
+}
+
+// Per-thread packing scratch for the GEMM: grows once, reused by every later call on the thread.
+static float* scratch(int which, size_t n) {
+  thread_local std::vector<float> bufs[2];
+  if (bufs[which].size() < n) bufs[which].resize(n);
+  return bufs[which].data();
+}
+
+// =============================================================================================
+// GEMM: C (+)= A B with general strides, BLIS-style packing, per-thread N or M split.
+// =============================================================================================
+
+// A block (mc x kc) -> GEMM_MR-row panels, each stored k-major: Ap[panel][k][i]; pads with zeros.
+static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t csa, float* Ap) {
+  for (int64_t i0 = 0; i0 < mc; i0 += GEMM_MR) {
+    const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
+    float* dst = Ap + i0 * kc;
+    if (csa == 1) {
+      for (int i = 0; i < m; ++i) {
+        const float* src = A + (i0 + i) * rsa;
+        for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_MR + i] = src[k];
+      }
+      for (int i = m; i < GEMM_MR; ++i)
+        for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_MR + i] = 0.0f;
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A + i0 * rsa + k * csa;
+        for (int i = 0; i < GEMM_MR; ++i) dst[k * GEMM_MR + i] = i < m ? src[i * rsa] : 0.0f;
+      }
+    }
+  }
+}
+
+// B block (kc x nc) -> GEMM_NR-column panels, each stored k-major: Bp[panel][k][j]; pads with zeros.
+static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t csb, float* Bp) {
+  for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
+    const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0);
+    float* dst = Bp + j0 * kc;
+    if (csb == 1) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = B + k * rsb + j0;
+        float* d = dst + k * GEMM_NR;
+        for (int j = 0; j < n; ++j) d[j] = src[j];
+        for (int j = n; j < GEMM_NR; ++j) d[j] = 0.0f;
+      }
+    } else {
+      for (int j = 0; j < n; ++j) {
+        const float* src = B + (j0 + j) * csb;
+        for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_NR + j] = src[k * rsb];
+      }
+      for (int j = n; j < GEMM_NR; ++j)
+        for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_NR + j] = 0.0f;
+    }
+  }
+}
+
+// acc[MR][NV] = sum_k Ap[k][i] * Bp[k][v*W ..]
+template <int MR, int NV>
+static inline void micro_packed(int64_t kc, const float* __restrict Ap, const float* __restrict Bp,
+                                V (&acc)[MR][NV]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = Simd::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    V b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + k * (NV * W) + v * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const V a = Simd::set1(Ap[k * MR + i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
+    }
+  }
+}
+
+// C[m x n] (+)= acc, for the valid m <= MR rows and n <= NV*W columns.
+template <int MR, int NV>
+static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, int n, bool accumulate) {
+  if (m == MR && n == NV * W) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        float* p = C + i * ldc + v * W;
+        Simd::store(p, accumulate ? Simd::add(Simd::load(p), acc[i][v]) : acc[i][v]);
+      }
+    return;
+  }
+  alignas(64) float tmp[MR * NV * W];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) Simd::store(tmp + i * NV * W + v * W, acc[i][v]);
+  for (int i = 0; i < m; ++i) {
+    float* p = C + i * ldc;
+    const float* s = tmp + i * NV * W;
+    if (accumulate)
+      for (int j = 0; j < n; ++j) p[j] += s[j];
+    else
+      for (int j = 0; j < n; ++j) p[j] = s[j];
+  }
+}
+
+static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa,
+                        const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate) {
+  float* Ap = scratch(0, (size_t)(GEMM_MC * GEMM_KC));
+  float* Bp = scratch(1, (size_t)(GEMM_KC * (GEMM_NC + GEMM_NR)));
+  for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
+    const int64_t nc = std::min(GEMM_NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
+      const int64_t kc = std::min(GEMM_KC, K - pc);
+      const bool acc_c = accumulate || pc > 0;
+      pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+      for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
+        const int64_t mc = std::min(GEMM_MC, M - ic);
+        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+        for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
+          const int m = (int)std::min<int64_t>(GEMM_MR, mc - ir);
+          for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
+            const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
+            V acc[GEMM_MR][GEMM_NV];
+            micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+            store_tile<GEMM_MR, GEMM_NV>(acc, C + (ic + ir) * ldc + jc + jr, ldc, m, n, acc_c);
+          }
+        }
+      }
+    }
+  }
+}
+
+static void gemm(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0) {
+    if (!g.accumulate)
+      for (int64_t i = 0; i < g.M; ++i) std::memset(g.C + i * g.ldc, 0, sizeof(float) * (size_t)g.N);
+    return;
+  }
+  int nt = std::max(1, g.threads);
+  if ((double)g.M * (double)g.N * (double)g.K < 65536.0) nt = 1;  // not worth a team
+  const int64_t pn = ceil_div(g.N, GEMM_NR), pm = ceil_div(g.M, GEMM_MR);
+  const bool split_n = pn >= 2 * nt || pn >= pm;
+  nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
+  auto part = [&](int tid) {
+    if (split_n) {
+      const int64_t j0 = pn * tid / nt * GEMM_NR, j1 = std::min(g.N, pn * (tid + 1) / nt * GEMM_NR);
+      if (j1 > j0)
+        gemm_serial(g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
+                    g.accumulate);
+    } else {
+      const int64_t i0 = pm * tid / nt * GEMM_MR, i1 = std::min(g.M, pm * (tid + 1) / nt * GEMM_MR);
+      if (i1 > i0)
+        gemm_serial(i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
+                    g.ldc, g.accumulate);
+    }
+  };
+  if (nt == 1) {
+    part(0);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  part(omp_get_thread_num());
+}
+
+// =============================================================================================
+// Recurrent loops
+// =============================================================================================
+
+// Forward: hidden units in W-wide panels; thread tid of nt owns panels [p0, p1).
+static inline void panel_range(int64_t P, int tid, int nt, int64_t& p0, int64_t& p1) {
+  p0 = P * tid / nt;
+  p1 = P * (tid + 1) / nt;
+}
+
+// Threads worth using for a time loop whose per-step work is `flops` over `panels` panels.
+static int loop_threads(int requested, int64_t panels, double flops_per_step) {
+  int nt = (int)std::min<int64_t>(std::max(1, requested), panels);
+  if (flops_per_step < 40000.0) nt = 1;  // a barrier costs more than the work
+  return std::max(1, nt);
+}
+
+// Packs W_hh rows for the forward tiles: panel p holds, for every k < H, the G gate vectors of
+// hidden units [p*W, p*W+W): Wp[p][k][g][w] = w_hh[g*H + p*W + w][k] (0 past H).
+template <int G>
+static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p1, float* Wp) {
+  for (int64_t p = p0; p < p1; ++p) {
+    float* dst = Wp + p * H * G * W;
+    const int64_t j0 = p * W;
+    const int nv = (int)std::min<int64_t>(W, H - j0);
+    for (int g = 0; g < G; ++g)
+      for (int w = 0; w < W; ++w) {
+        if (w < nv) {
+          const float* src = w_hh + (g * H + j0 + w) * H;
+          for (int64_t k = 0; k < H; ++k) dst[(k * G + g) * W + w] = src[k];
+        } else {
+          for (int64_t k = 0; k < H; ++k) dst[(k * G + g) * W + w] = 0.0f;
+        }
+      }
+  }
+}
+
+// Packs columns [q*BWD_NR, ...) of w_hh ([GH, H], read as K=GH x N=H) for the backward product:
+// Wb[q][k][j] = w_hh[k][q*BWD_NR + j] (0 past H).
+static void pack_whh_backward(const float* w_hh, int64_t GH, int64_t H, int64_t q0, int64_t q1, float* Wb) {
+  for (int64_t q = q0; q < q1; ++q) {
+    float* dst = Wb + q * GH * BWD_NR;
+    const int64_t j0 = q * BWD_NR;
+    const int n = (int)std::min<int64_t>(BWD_NR, H - j0);
+    for (int64_t k = 0; k < GH; ++k) {
+      const float* src = w_hh + k * H + j0;
+      float* d = dst + k * BWD_NR;
+      for (int j = 0; j < n; ++j) d[j] = src[j];
+      for (int j = n; j < BWD_NR; ++j) d[j] = 0.0f;
+    }
+  }
+}
+
+// acc[m][v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers.
+template <int M, int NV>
+static inline void micro_rows(int64_t K, const float* const* rows, const float* __restrict Bp,
+                              V (&acc)[M][NV]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = Simd::zero();
+  const float* r[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) r[i] = rows[i];
+  for (int64_t k = 0; k < K; ++k) {
+    V b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + k * (NV * W) + v * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      const V a = Simd::set1(r[i][k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
+    }
+  }
+}
+
+template <Cell C>
+struct CellTraits {
+  static constexpr int G = (C == Cell::LSTM) ? 4 : (C == Cell::GRU ? 3 : 1);
+  static constexpr int MR = std::max(1, std::min(8, FWD_ACC / G));  // forward tile rows
+};
+
+// Forward pointwise for one row: z = recurrent pre-activations (registers), xg = x-projection row
+// (gates buffer at this position), updates state, writes y/hnext and, when training, the cache.
+template <Cell C>
+static inline void forward_point(const V* z, float* xg, int64_t H, int nv, const float* hp_row, float* hnext,
+                                 float* yrow, float* cstate, float* hprev_out, float* aux_out,
+                                 const V* bhh, bool training) {
+  if constexpr (C == Cell::LSTM) {
+    const V i = vsigmoid(Simd::add(z[0], Simd::loadn(xg, nv)));
+    const V f = vsigmoid(Simd::add(z[1], Simd::loadn(xg + H, nv)));
+    const V g = vtanh(Simd::add(z[2], Simd::loadn(xg + 2 * H, nv)));
+    const V o = vsigmoid(Simd::add(z[3], Simd::loadn(xg + 3 * H, nv)));
+    const V cprev = Simd::loadn(cstate, nv);
+    const V c = Simd::fmadd(f, cprev, Simd::mul(i, g));
+    const V h = Simd::mul(o, vtanh(c));
+    Simd::storen(cstate, c, nv);
+    Simd::storen(hnext, h, nv);
+    Simd::storen(yrow, h, nv);
+    if (training) {
+      Simd::storen(xg, i, nv);
+      Simd::storen(xg + H, f, nv);
+      Simd::storen(xg + 2 * H, g, nv);
+      Simd::storen(xg + 3 * H, o, nv);
+      Simd::storen(aux_out, cprev, nv);
+      Simd::storen(hprev_out, Simd::loadn(hp_row, nv), nv);
+    }
+  } else if constexpr (C == Cell::GRU) {
+    const V r = vsigmoid(Simd::add(Simd::loadn(xg, nv), Simd::add(z[0], bhh[0])));
+    const V u = vsigmoid(Simd::add(Simd::loadn(xg + H, nv), Simd::add(z[1], bhh[1])));
+    const V hn = Simd::add(z[2], bhh[2]);
+    const V n = vtanh(Simd::fmadd(r, hn, Simd::loadn(xg + 2 * H, nv)));
+    const V hp = Simd::loadn(hp_row, nv);
+    const V h = Simd::fmadd(u, Simd::sub(hp, n), n);  // (1-z) n + z h
+    Simd::storen(hnext, h, nv);
+    Simd::storen(yrow, h, nv);
+    if (training) {
+      Simd::storen(xg, r, nv);
+      Simd::storen(xg + H, u, nv);
+      Simd::storen(xg + 2 * H, n, nv);
+      Simd::storen(aux_out, hn, nv);
+      Simd::storen(hprev_out, hp, nv);
+    }
+  } else {
+    const V pre = Simd::add(z[0], Simd::loadn(xg, nv));
+    const V h = (C == Cell::RNN_RELU) ? Simd::relu(pre) : vtanh(pre);
+    Simd::storen(hnext, h, nv);
+    Simd::storen(yrow, h, nv);
+    if (training) {
+      Simd::storen(xg, h, nv);
+      Simd::storen(hprev_out, Simd::loadn(hp_row, nv), nv);
+    }
+  }
+}
+
+static size_t forward_ws(const Dims& d, bool training, int threads) {
+  const int64_t G = d.G(), P = ceil_div(d.H, W);
+  size_t n = (size_t)(P * d.H * G * W) + (size_t)(2 * d.B * d.H);
+  if (!training) n += (size_t)(d.T * d.B * G * d.H);
+  if (d.cell == Cell::LSTM) n += (size_t)(d.B * d.H);
+  return n;
+}
+
+// Fills every row of `out` ([rows, n]) with `bias` (or zeros); parallel over rows.
+static void fill_rows(float* out, int64_t rows, int64_t n, const float* bias, int threads) {
+  const int nt = (rows * n < 65536) ? 1 : std::max(1, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    if (bias)
+      std::memcpy(out + r * n, bias, sizeof(float) * (size_t)n);
+    else
+      std::memset(out + r * n, 0, sizeof(float) * (size_t)n);
+  }
+}
+
+template <Cell C>
+static void forward_impl(const ForwardArgs& a) {
+  constexpr int G = CellTraits<C>::G;
+  constexpr int MR = CellTraits<C>::MR;
+  const Dims& d = a.d;
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
+  const int64_t P = ceil_div(H, W);
+  const bool training = a.gates != nullptr;
+
+  float* ws = a.workspace;
+  float* Wp = ws;
+  ws += P * H * G * W;
+  float* xw = training ? a.gates : ws;
+  if (!training) ws += N * GH;
+  float* hbuf = ws;
+  ws += 2 * B * H;
+  float* cstate = (C == Cell::LSTM) ? ws : nullptr;
+
+  // 1. input projection for all steps: xw = x W_ih^T + b_ih (one GEMM)
+  fill_rows(xw, N, GH, a.b_ih, a.threads);
+  gemm(GemmArgs{N, GH, I, a.x, I, 1, a.w_ih, 1, I, xw, GH, true, a.threads});
+
+  // 2. the time loop
+  const int nt = loop_threads(a.threads, P, 2.0 * (double)B * (double)GH * (double)H);
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    int64_t p0, p1;
+    panel_range(P, tid, nt, p0, p1);
+    const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
+    pack_whh_forward<G>(a.w_hh, H, p0, p1, Wp);
+    for (int64_t b = 0; b < B; ++b) {
+      float* hb = hbuf + b * H;
+      for (int64_t j = j_lo; j < j_hi; ++j) hb[j] = a.h0 ? a.h0[b * H + j] : 0.0f;
+      if (cstate)
+        for (int64_t j = j_lo; j < j_hi; ++j) cstate[b * H + j] = a.c0 ? a.c0[b * H + j] : 0.0f;
+    }
+    std::vector<int64_t> act((size_t)B);
+#pragma omp barrier
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = d.time_of_step(s);
+      const float* hcur = hbuf + (s & 1) * B * H;
+      float* hnext = hbuf + ((s + 1) & 1) * B * H;
+      int64_t nact = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        if (d.valid(t, b)) {
+          act[(size_t)nact++] = b;
+        } else if (j_hi > j_lo) {  // masked: carry the state, output 0
+          const int64_t pos = d.pos(t, b);
+          std::memcpy(hnext + b * H + j_lo, hcur + b * H + j_lo, sizeof(float) * (size_t)(j_hi - j_lo));
+          std::memset(a.y + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+          if (training) std::memset(a.hprev + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+          if (training && a.aux) std::memset(a.aux + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+        }
+      }
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t j0 = p * W;
+        const int nv = (int)std::min<int64_t>(W, H - j0);
+        const float* wp = Wp + p * H * G * W;
+        V bhh[3];
+        if constexpr (C == Cell::GRU)
+          for (int g = 0; g < 3; ++g) bhh[g] = Simd::loadn(a.b_hh + g * H + j0, nv);
+        for (int64_t r0 = 0; r0 < nact; r0 += MR) {
+          const int m = (int)std::min<int64_t>(MR, nact - r0);
+          with_rows<1, MR>(m, [&](auto mc) {
+            constexpr int Mr = decltype(mc)::value;
+            const float* rows[Mr];
+            for (int i = 0; i < Mr; ++i) rows[i] = hcur + act[(size_t)(r0 + i)] * H;
+            V acc[Mr][G];
+            micro_rows<Mr, G>(H, rows, wp, acc);
+            for (int i = 0; i < Mr; ++i) {
+              const int64_t b = act[(size_t)(r0 + i)];
+              const int64_t pos = d.pos(t, b);
+              forward_point<C>(acc[i], xw + pos * GH + j0, H, nv, rows[i] + j0, hnext + b * H + j0,
+                               a.y + pos * H + j0, cstate ? cstate + b * H + j0 : nullptr,
+                               training ? a.hprev + pos * H + j0 : nullptr,
+                               (training && a.aux) ? a.aux + pos * H + j0 : nullptr, bhh, training);
+            }
+          });
+        }
+      }
+#pragma omp barrier
+    }
+    const float* hfin = hbuf + (T & 1) * B * H;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = j_lo; j < j_hi; ++j) a.h_n[b * H + j] = hfin[b * H + j];
+      if (cstate && a.c_n)
+        for (int64_t j = j_lo; j < j_hi; ++j) a.c_n[b * H + j] = cstate[b * H + j];
+    }
+  }
+}
+
+// Backward pointwise for one row and W lanes: reads the carried dh/dc, writes the gate gradients
+// (dgi: x-side, dgh: h-side; the same except GRU's n gate), the carried dc and the direct part of
+// dh_prev (GRU: dh*z; others 0; the recurrent product is added later).
+template <Cell C>
+static inline void backward_point(int64_t H, int nv, const float* gates, const float* aux, const float* hp,
+                                  const float* dyrow, float* dhc, float* dcc, float* dgi, float* dgh) {
+  V dh = Simd::loadn(dhc, nv);
+  if (dyrow) dh = Simd::add(dh, Simd::loadn(dyrow, nv));
+  const V one = Simd::set1(1.0f);
+  if constexpr (C == Cell::LSTM) {
+    const V i = Simd::loadn(gates, nv), f = Simd::loadn(gates + H, nv);
+    const V g = Simd::loadn(gates + 2 * H, nv), o = Simd::loadn(gates + 3 * H, nv);
+    const V cprev = Simd::loadn(aux, nv);
+    const V c = Simd::fmadd(f, cprev, Simd::mul(i, g));  // as in the forward pass
+    const V tc = vtanh(c);
+    V dc = Simd::loadn(dcc, nv);
+    dc = Simd::fmadd(Simd::mul(dh, o), Simd::fnmadd(tc, tc, one), dc);
+    const V dzi = Simd::mul(Simd::mul(dc, g), Simd::mul(i, Simd::sub(one, i)));
+    const V dzf = Simd::mul(Simd::mul(dc, cprev), Simd::mul(f, Simd::sub(one, f)));
+    const V dzg = Simd::mul(Simd::mul(dc, i), Simd::fnmadd(g, g, one));
+    const V dzo = Simd::mul(Simd::mul(dh, tc), Simd::mul(o, Simd::sub(one, o)));
+    Simd::storen(dgi, dzi, nv);
+    Simd::storen(dgi + H, dzf, nv);
+    Simd::storen(dgi + 2 * H, dzg, nv);
+    Simd::storen(dgi + 3 * H, dzo, nv);
+    Simd::storen(dcc, Simd::mul(dc, f), nv);
+    Simd::storen(dhc, Simd::zero(), nv);
+  } else if constexpr (C == Cell::GRU) {
+    const V r = Simd::loadn(gates, nv), z = Simd::loadn(gates + H, nv), n = Simd::loadn(gates + 2 * H, nv);
+    const V hn = Simd::loadn(aux, nv);
+    const V h0 = Simd::loadn(hp, nv);
+    const V dz = Simd::mul(dh, Simd::sub(h0, n));
+    const V dn = Simd::fnmadd(dh, z, dh);          // dh (1 - z)
+    const V dan = Simd::mul(dn, Simd::fnmadd(n, n, one));
+    const V dzr = Simd::mul(Simd::mul(dan, hn), Simd::mul(r, Simd::sub(one, r)));
+    const V dzz = Simd::mul(dz, Simd::mul(z, Simd::sub(one, z)));
+    Simd::storen(dgi, dzr, nv);
+    Simd::storen(dgi + H, dzz, nv);
+    Simd::storen(dgi + 2 * H, dan, nv);
+    Simd::storen(dgh, dzr, nv);
+    Simd::storen(dgh + H, dzz, nv);
+    Simd::storen(dgh + 2 * H, Simd::mul(dan, r), nv);
+    Simd::storen(dhc, Simd::mul(dh, z), nv);
+  } else {
+    const V h = Simd::loadn(gates, nv);
+    const V dz = (C == Cell::RNN_RELU) ? Simd::mul(dh, Simd::step(h)) : Simd::mul(dh, Simd::fnmadd(h, h, one));
+    Simd::storen(dgi, dz, nv);
+    Simd::storen(dhc, Simd::zero(), nv);
+  }
+}
+
+static size_t backward_ws(const Dims& d, int threads) {
+  const int64_t G = d.G(), GH = G * d.H, N = d.T * d.B;
+  const int64_t Q = ceil_div(d.H, BWD_NR);
+  size_t n = (size_t)(N * GH);                        // dG (x side)
+  if (d.cell == Cell::GRU) n += (size_t)(N * GH);     // dG (h side)
+  n += (size_t)(Q * BWD_NR * GH);                     // packed w_hh columns
+  n += (size_t)(2 * d.B * d.H);                       // carried dh, dc
+  return n;
+}
+
+template <Cell C>
+static void backward_impl(const BackwardArgs& a) {
+  constexpr int G = CellTraits<C>::G;
+  const Dims& d = a.d;
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
+  const int64_t Q = ceil_div(H, BWD_NR);
+
+  float* ws = a.workspace;
+  float* dgi = ws;
+  ws += N * GH;
+  float* dgh = dgi;
+  if (C == Cell::GRU) {
+    dgh = ws;
+    ws += N * GH;
+  }
+  float* Wb = ws;
+  ws += Q * BWD_NR * GH;
+  float* dhc = ws;
+  ws += B * H;
+  float* dcc = ws;
+
+  const int nt = loop_threads(a.threads, Q, 2.0 * (double)B * (double)GH * (double)H);
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    int64_t q0, q1;
+    panel_range(Q, tid, nt, q0, q1);
+    const int64_t j_lo = std::min(H, q0 * BWD_NR), j_hi = std::min(H, q1 * BWD_NR);
+    pack_whh_backward(a.w_hh, GH, H, q0, q1, Wb);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = j_lo; j < j_hi; ++j) {
+        dhc[b * H + j] = a.dh_n ? a.dh_n[b * H + j] : 0.0f;
+        dcc[b * H + j] = a.dc_n ? a.dc_n[b * H + j] : 0.0f;
+      }
+    std::vector<int64_t> act((size_t)B);
+    for (int64_t s = T - 1; s >= 0; --s) {
+      const int64_t t = d.time_of_step(s);
+      int64_t nact = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t pos = d.pos(t, b);
+        if (!d.valid(t, b)) {  // masked: gradients pass through; this position's dG is 0
+          for (int g = 0; g < G; ++g) {
+            std::memset(dgi + pos * GH + g * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+            if (C == Cell::GRU)
+              std::memset(dgh + pos * GH + g * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+          }
+          continue;
+        }
+        act[(size_t)nact++] = b;
+        for (int64_t j = j_lo; j < j_hi; j += W) {
+          const int nv = (int)std::min<int64_t>(W, j_hi - j);
+          backward_point<C>(H, nv, a.gates + pos * GH + j, a.aux ? a.aux + pos * H + j : nullptr,
+                            a.hprev + pos * H + j, a.dy ? a.dy + pos * H + j : nullptr, dhc + b * H + j,
+                            dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j);
+        }
+      }
+      if (a.bptt_steps > 0 && s > 0 && s % a.bptt_steps == 0) {
+        // chunk border: nothing flows into step s-1 (every row, own slice; no barrier needed)
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = j_lo; j < j_hi; ++j) dhc[b * H + j] = 0.0f, dcc[b * H + j] = 0.0f;
+        continue;
+      }
+#pragma omp barrier
+      // dh_prev[b, own slice] += dG_h[pos(t,b), :] W_hh[:, own slice]
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t j0 = q * BWD_NR;
+        const int n = (int)std::min<int64_t>(BWD_NR, H - j0);
+        const float* wq = Wb + q * GH * BWD_NR;
+        for (int64_t r0 = 0; r0 < nact; r0 += BWD_MR) {
+          const int m = (int)std::min<int64_t>(BWD_MR, nact - r0);
+          with_rows<1, BWD_MR>(m, [&](auto mc) {
+            constexpr int Mr = decltype(mc)::value;
+            const float* rows[Mr];
+            for (int i = 0; i < Mr; ++i) rows[i] = dgh + d.pos(t, act[(size_t)(r0 + i)]) * GH;
+            V acc[Mr][BWD_NV];
+            micro_rows<Mr, BWD_NV>(GH, rows, wq, acc);
+            for (int i = 0; i < Mr; ++i) {
+              float* out = dhc + act[(size_t)(r0 + i)] * H + j0;
+              for (int v = 0; v < BWD_NV; ++v) {
+                const int nv = std::max(0, std::min(W, n - v * W));
+                if (nv == 0) break;
+                Simd::storen(out + v * W, Simd::add(Simd::loadn(out + v * W, nv), acc[i][v]), nv);
+              }
+            }
+          });
+        }
+      }
+      // The next step's pointwise pass reads only this thread's slice of dhc/dcc and writes
+      // dG rows of another position, so no second barrier is needed here. The next barrier
+      // (before that step's product) orders this product's reads of dG before any later write.
+    }
+#pragma omp barrier
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = j_lo; j < j_hi; ++j) {
+        a.dh0[b * H + j] = dhc[b * H + j];
+        if (C == Cell::LSTM && a.dc0) a.dc0[b * H + j] = dcc[b * H + j];
+      }
+  }
+
+  // Weight and input gradients: single GEMMs over all T*B positions.
+  if (a.dx) gemm(GemmArgs{N, I, GH, dgi, GH, 1, a.w_ih, I, 1, a.dx, I, false, a.threads});
+  gemm(GemmArgs{GH, I, N, dgi, 1, GH, a.x, I, 1, a.dw_ih, I, false, a.threads});
+  gemm(GemmArgs{GH, H, N, dgh, 1, GH, a.hprev, H, 1, a.dw_hh, H, false, a.threads});
+  // Bias gradients: column sums (fixed summation order).
+  auto colsum = [&](const float* src, float* dst) {
+    const int nt2 = (N * GH < 65536) ? 1 : std::max(1, a.threads);
+    const int64_t chunks = ceil_div(GH, W);
+#pragma omp parallel for num_threads(nt2) schedule(static)
+    for (int64_t cidx = 0; cidx < chunks; ++cidx) {
+      const int64_t c0 = cidx * W;
+      const int nv = (int)std::min<int64_t>(W, GH - c0);
+      V acc = Simd::zero();
+      for (int64_t r = 0; r < N; ++r) acc = Simd::add(acc, Simd::loadn(src + r * GH + c0, nv));
+      Simd::storen(dst + c0, acc, nv);
+    }
+  };
+  colsum(dgi, a.db_ih);
+  if (C == Cell::GRU && a.db_hh) colsum(dgh, a.db_hh);
+}
+
+static void forward(const ForwardArgs& a) {
+  switch (a.d.cell) {
+    case Cell::RNN_TANH: forward_impl<Cell::RNN_TANH>(a); break;
+    case Cell::RNN_RELU: forward_impl<Cell::RNN_RELU>(a); break;
+    case Cell::LSTM: forward_impl<Cell::LSTM>(a); break;
+    case Cell::GRU: forward_impl<Cell::GRU>(a); break;
+  }
+}
+
+static void backward(const BackwardArgs& a) {
+  switch (a.d.cell) {
+    case Cell::RNN_TANH: backward_impl<Cell::RNN_TANH>(a); break;
+    case Cell::RNN_RELU: backward_impl<Cell::RNN_RELU>(a); break;
+    case Cell::LSTM: backward_impl<Cell::LSTM>(a); break;
+    case Cell::GRU: backward_impl<Cell::GRU>(a); break;
+  }
+}
+
+static void activation(int kind, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i < n; i += W) {
+    const int nv = (int)std::min<int64_t>(W, n - i);
+    const V v = Simd::loadn(x + i, nv);
+    Simd::storen(y + i, kind == 0 ? vsigmoid(v) : (kind == 1 ? vtanh(v) : vexp(v)), nv);
+  }
+}
+
+static const KernelTable& table() {
+  static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation};
+  return t;
+}
+
+}  // namespace FASTRNN_NS
+}  // namespace fastrnn

@@ -1,0 +1,180 @@
+// simd.h — one vector type per instruction set, chosen by the macro the including
+// translation unit defines: FASTRNN_ISA_AVX512, FASTRNN_ISA_AVX2, or neither (scalar).
+//
+// Every kernel in kernels_impl.h is written once against `Simd`; kernels_<isa>.cpp compiles it
+// with that ISA's flags. The scalar path uses the C library's expf/tanhf and is the most
+// accurate; the vector paths use the polynomial approximations below:
+//   exp:  Cephes degree-6 polynomial after range reduction by ln2 (max rel. error ~2 ulp)
+//   tanh: odd 13/6 rational approximation on [-7.9053, 7.9053] (max abs. error ~4e-7 — see
+//         tests/test_kernels.py::test_activation_accuracy, which measures it)
+//   sigmoid: 1 / (1 + exp(-x)) with an exact division.
+// NaN propagates through all three (clamps are written min(hi, x) / max(lo, .), whose x86
+// semantics return the NaN operand).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
+#include <immintrin.h>
+#endif
+
+namespace fastrnn_simd {
+
+#if defined(FASTRNN_ISA_AVX512)
+
+struct Simd {
+  using V = __m512;
+  static constexpr int W = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float a) { return _mm512_set1_ps(a); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static __mmask16 mask(int n) { return (__mmask16)((1u << n) - 1u); }
+  // First n lanes (0 <= n <= W); the others read as 0 and are never touched in memory.
+  static V loadn(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+  static void storen(float* p, V v, int n) { _mm512_mask_storeu_ps(p, mask(n), v); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }    // a*b + c
+  static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a*b
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }  // returns b if either is NaN
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V abs(V a) { return _mm512_abs_ps(a); }
+  static V relu(V a) { return _mm512_max_ps(_mm512_setzero_ps(), a); }  // NaN stays NaN
+  // 1 where a > 0, else 0.
+  static V step(V a) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), set1(1.0f));
+  }
+  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V pow2n(V n) {  // 2^n for integral n in [-126, 127]
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_castsi512_ps(e);
+  }
+  static V blend_small(V x, V small_result, V big_result, float thresh) {
+    __mmask16 m = _mm512_cmp_ps_mask(abs(x), set1(thresh), _CMP_LT_OQ);
+    return _mm512_mask_blend_ps(m, big_result, small_result);
+  }
+  static float hsum(V a) { return _mm512_reduce_add_ps(a); }
+};
+
+#elif defined(FASTRNN_ISA_AVX2)
+
+struct Simd {
+  using V = __m256;
+  static constexpr int W = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float a) { return _mm256_set1_ps(a); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static __m256i mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static V loadn(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
+  static void storen(float* p, V v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  static V relu(V a) { return _mm256_max_ps(_mm256_setzero_ps(), a); }  // NaN stays NaN
+  static V step(V a) { return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ), set1(1.0f)); }
+  static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V pow2n(V n) {
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_castsi256_ps(e);
+  }
+  static V blend_small(V x, V small_result, V big_result, float thresh) {
+    V m = _mm256_cmp_ps(abs(x), set1(thresh), _CMP_LT_OQ);
+    return _mm256_blendv_ps(big_result, small_result, m);
+  }
+  static float hsum(V a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+#else
+
+struct Simd {
+  using V = float;
+  static constexpr int W = 1;
+  static V zero() { return 0.0f; }
+  static V set1(float a) { return a; }
+  static V load(const float* p) { return *p; }
+  static void store(float* p, V v) { *p = v; }
+  static V loadn(const float* p, int n) { return n > 0 ? *p : 0.0f; }
+  static void storen(float* p, V v, int n) { if (n > 0) *p = v; }
+  static V add(V a, V b) { return a + b; }
+  static V sub(V a, V b) { return a - b; }
+  static V mul(V a, V b) { return a * b; }
+  static V div(V a, V b) { return a / b; }
+  static V fmadd(V a, V b, V c) { return std::fma(a, b, c); }
+  static V fnmadd(V a, V b, V c) { return std::fma(-a, b, c); }
+  static V min(V a, V b) { return (a < b) ? a : b; }
+  static V max(V a, V b) { return (a > b) ? a : b; }
+  static V abs(V a) { return std::fabs(a); }
+  static V relu(V a) { return a > 0.0f ? a : (a == a ? 0.0f : a); }
+  static V step(V a) { return a > 0.0f ? 1.0f : 0.0f; }
+  static float hsum(V a) { return a; }
+};
+
+#endif
+
+// ---- activations ---------------------------------------------------------------------------
+
+#if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
+using V = Simd::V;
+
+// e^x for x in [-87, 88] (clamped outside; NaN propagates).
+static inline V vexp(V x) {
+  x = Simd::max(Simd::set1(-87.0f), Simd::min(Simd::set1(88.0f), x));
+  const V n = Simd::round(Simd::mul(x, Simd::set1(1.44269504088896341f)));
+  V r = Simd::fnmadd(n, Simd::set1(0.693359375f), x);
+  r = Simd::fnmadd(n, Simd::set1(-2.12194440e-4f), r);
+  V p = Simd::set1(1.9875691500e-4f);
+  p = Simd::fmadd(p, r, Simd::set1(1.3981999507e-3f));
+  p = Simd::fmadd(p, r, Simd::set1(8.3334519073e-3f));
+  p = Simd::fmadd(p, r, Simd::set1(4.1665795894e-2f));
+  p = Simd::fmadd(p, r, Simd::set1(1.6666665459e-1f));
+  p = Simd::fmadd(p, r, Simd::set1(5.0000001201e-1f));
+  p = Simd::fmadd(p, Simd::mul(r, r), Simd::add(r, Simd::set1(1.0f)));
+  return Simd::mul(p, Simd::pow2n(n));
+}
+
+static inline V vsigmoid(V x) {
+  const V e = vexp(Simd::sub(Simd::zero(), x));
+  return Simd::div(Simd::set1(1.0f), Simd::add(Simd::set1(1.0f), e));
+}
+
+static inline V vtanh(V x0) {
+  const V x = Simd::max(Simd::set1(-7.90531110763549805f), Simd::min(Simd::set1(7.90531110763549805f), x0));
+  const V x2 = Simd::mul(x, x);
+  V p = Simd::set1(-2.76076847742355e-16f);
+  p = Simd::fmadd(p, x2, Simd::set1(2.00018790482477e-13f));
+  p = Simd::fmadd(p, x2, Simd::set1(-8.60467152213735e-11f));
+  p = Simd::fmadd(p, x2, Simd::set1(5.12229709037114e-08f));
+  p = Simd::fmadd(p, x2, Simd::set1(1.48572235717979e-05f));
+  p = Simd::fmadd(p, x2, Simd::set1(6.37261928875436e-04f));
+  p = Simd::fmadd(p, x2, Simd::set1(4.89352455891786e-03f));
+  p = Simd::mul(p, x);
+  V q = Simd::set1(1.19825839466702e-06f);
+  q = Simd::fmadd(q, x2, Simd::set1(1.18534705686654e-04f));
+  q = Simd::fmadd(q, x2, Simd::set1(2.26843463243900e-03f));
+  q = Simd::fmadd(q, x2, Simd::set1(4.89352518554385e-03f));
+  return Simd::blend_small(x0, x0, Simd::div(p, q), 0.0004f);
+}
+#else
+static inline float vexp(float x) { return std::exp(x); }
+static inline float vsigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+static inline float vtanh(float x) { return std::tanh(x); }
+#endif
+
+}  // namespace fastrnn_simd

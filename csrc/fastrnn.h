@@ -1,0 +1,132 @@
+// fastrnn.h — the C++ kernel interface.
+//
+// GENERAL NOTES (they hold for every kernel in csrc/):
+//  * Sizes: T = time steps, B = batch, I = input features, H = hidden units, G = gates
+//    (SimpleRNN 1, GRU 3, LSTM 4). All arrays float32, row-major, dense (no strides).
+//  * Positions. A sequence array is [T, B, F] (time-major) or [B, T, F] (batch_first); viewed as a
+//    matrix of T*B rows, row pos(t, b) = t*B + b or b*T + t. Every per-step array (outputs, saved
+//    activations, gradients of the gates) uses the SAME row order as x, so that the big GEMMs
+//    (input projection, dx, dW_ih, dW_hh) run directly on the caller's layout with no copies.
+//  * Weights in PyTorch layouts: w_ih [G*H, I], w_hh [G*H, H]. Gate orders: LSTM i,f,g,o with one
+//    bias b [4H]; GRU r,z,n with b_ih [3H] and b_hh [3H], n = tanh(a_n + r * (W_hn h + b_hn));
+//    SimpleRNN h' = act(W_ih x + W_hh h + b).
+//  * Masking: mask [B, T] (uint8, 1 = valid) or nullptr (all valid). At a masked step the row's
+//    state is carried unchanged and its output row is 0. reverse processes t = T-1 .. 0.
+//    Processing step s handles t = s (forward) or t = T-1-s (reverse).
+//  * Truncated BPTT: bptt_steps = k > 0 zeroes the state gradient carried from processing step s
+//    back to s-1 whenever s is a positive multiple of k (chunks trained one after another with the
+//    state detached at their borders). k = 0 means full BPTT.
+//  * Caller-owned memory: outputs, saved activations and the workspace are passed in; sizes come
+//    from forward_workspace_floats / backward_workspace_floats. The kernels allocate nothing per
+//    call except the GEMM's per-thread packing scratch, which grows once and is reused.
+//  * Threads: each call runs its own OpenMP team of `threads` threads: the input projection GEMM,
+//    then ONE parallel region for the whole time loop in which each thread owns a fixed slice of
+//    hidden units (all G gate columns of it), with one barrier per step. Results are bit-identical
+//    for any thread count (no reduction is ever split across threads).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace fastrnn {
+
+enum class Cell : int { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3 };
+
+inline int gate_count(Cell c) { return c == Cell::LSTM ? 4 : (c == Cell::GRU ? 3 : 1); }
+
+struct Dims {
+  Cell cell;
+  int64_t T, B, I, H;
+  bool batch_first;
+  bool reverse;
+  const uint8_t* mask;  // [B, T] or nullptr
+  int G() const { return gate_count(cell); }
+  int64_t pos(int64_t t, int64_t b) const { return batch_first ? b * T + t : t * B + b; }
+  int64_t time_of_step(int64_t s) const { return reverse ? T - 1 - s : s; }
+  bool valid(int64_t t, int64_t b) const { return mask == nullptr || mask[b * T + t] != 0; }
+};
+
+struct ForwardArgs {
+  Dims d;
+  const float* x;      // [T*B, I] in position order
+  const float* w_ih;   // [G*H, I]
+  const float* w_hh;   // [G*H, H]
+  const float* b_ih;   // [G*H]: the single bias for SimpleRNN/LSTM, b_ih for GRU
+  const float* b_hh;   // [G*H]: GRU only, nullptr otherwise
+  const float* h0;     // [B, H] or nullptr (zeros)
+  const float* c0;     // [B, H] or nullptr (zeros); LSTM only
+  float* y;            // [T*B, H] out
+  float* h_n;          // [B, H] out
+  float* c_n;          // [B, H] out, LSTM only
+  // Saved for backward; all nullptr for inference.
+  float* gates;        // [T*B, G*H]: activated gates (LSTM i,f,g,o; GRU r,z,n; SimpleRNN h')
+  float* hprev;        // [T*B, H]: state h before the step (0 at masked positions)
+  float* aux;          // [T*B, H]: LSTM c before the step; GRU W_hn h + b_hn; unused for SimpleRNN
+  float* workspace;    // forward_workspace_floats(d, training, threads) floats
+  int threads;
+};
+
+struct BackwardArgs {
+  Dims d;
+  const float* x;      // [T*B, I]
+  const float* w_ih;   // [G*H, I]
+  const float* w_hh;   // [G*H, H]
+  const float* gates;  // saved by the training forward
+  const float* hprev;
+  const float* aux;
+  const float* dy;     // [T*B, H] or nullptr
+  const float* dh_n;   // [B, H] or nullptr
+  const float* dc_n;   // [B, H] or nullptr (LSTM)
+  int64_t bptt_steps;  // 0 = full BPTT
+  float* dx;           // [T*B, I] out, or nullptr to skip
+  float* dh0;          // [B, H] out
+  float* dc0;          // [B, H] out (LSTM)
+  float* dw_ih;        // [G*H, I] out (overwritten)
+  float* dw_hh;        // [G*H, H] out
+  float* db_ih;        // [G*H] out
+  float* db_hh;        // [G*H] out (GRU)
+  float* workspace;    // backward_workspace_floats(d, threads) floats
+  int threads;
+};
+
+// C = A * B (+ C if accumulate), A: M x K with strides (rsa, csa), B: K x N with strides (rsb, csb),
+// C: M x N row-major with leading dimension ldc.
+struct GemmArgs {
+  int64_t M, N, K;
+  const float* A; int64_t rsa, csa;
+  const float* B; int64_t rsb, csb;
+  float* C; int64_t ldc;
+  bool accumulate;
+  int threads;
+};
+
+// One instruction set's kernels.
+struct KernelTable {
+  const char* name;
+  int vector_width;
+  size_t (*forward_workspace_floats)(const Dims& d, bool training, int threads);
+  size_t (*backward_workspace_floats)(const Dims& d, int threads);
+  void (*forward)(const ForwardArgs& a);
+  void (*backward)(const BackwardArgs& a);
+  void (*gemm)(const GemmArgs& g);
+  void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
+};
+
+const KernelTable& kernels_scalar();
+#if defined(FASTRNN_BUILD_AVX2)
+const KernelTable& kernels_avx2();
+#endif
+#if defined(FASTRNN_BUILD_AVX512)
+const KernelTable& kernels_avx512();
+#endif
+
+// isa.cpp: the table in use (CPUID once at start, FASTRNN_ISA=scalar|avx2|avx512 overrides).
+const KernelTable& active_kernels();
+const char* active_isa();
+void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
+int isa_supported(const char* name);  // by the build and the CPU
+
+// threads.cpp
+int get_num_threads();
+void set_num_threads(int n);
+
+}  // namespace fastrnn
