@@ -61,7 +61,8 @@ def forward(cell, p, *, lengths=None, mask=None, reverse=False, batch_first=True
     return y, h, None, cache
 
 
-def backward(cell, cache, dy, dh, dc):
+def backward(cell, dh, dc):
+    """(the backward function, the dstate argument for it) for gradient dh (and dc) of the final state."""
     base = base_name(cell)
     fn = getattr(R, f"{base}_backward")
     if base == "lstm":
@@ -71,7 +72,7 @@ def backward(cell, cache, dy, dh, dc):
     return fn, dstate
 
 
-def weights(cell, p):
+def weights(cell):
     names = ["x", "h0", "w_ih", "w_hh"] + (["b_ih", "b_hh"] if cell == "gru" else ["b"])
     if cell == "lstm":
         names.insert(2, "c0")
@@ -193,9 +194,9 @@ def test_gradients_match_finite_differences(cell, case):
     opts = dict(lengths=lengths, mask=mask, reverse=reverse, batch_first=batch_first)
 
     y, h, c, cache = forward(cell, p, state_none=not with_state, **opts)
-    fn, dstate = backward(cell, cache, R1, R2, R3)
+    fn, dstate = backward(cell, R2, R3)
     grads = fn(cache, R1, dstate=dstate, bptt_steps=k)
-    names = weights(base_name(cell), p)
+    names = weights(base_name(cell))
     assert set(grads) == set(names)
 
     if k is None:
@@ -227,7 +228,7 @@ def test_truncation_changes_gradient_and_k_at_least_T_is_full(cell):
     R1, R2 = rng.normal(size=(2, T, 3)), rng.normal(size=(2, 3))
     R3 = rng.normal(size=(2, 3)) if cell == "lstm" else None
     _, _, _, cache = forward(cell, p)
-    fn, dstate = backward(cell, cache, R1, R2, R3)
+    fn, dstate = backward(cell, R2, R3)
     full = fn(cache, R1, dstate=dstate)
     for k in (T, T + 3):
         same = fn(cache, R1, dstate=dstate, bptt_steps=k)
@@ -288,7 +289,7 @@ def test_lengths_equal_the_equivalent_mask(cell, reverse):
         y, h, c, cache = forward(cell, p, reverse=reverse, **kw)
         rng = np.random.default_rng(0)
         dy = rng.normal(size=y.shape)
-        fn, dstate = backward(cell, cache, dy, rng.normal(size=h.shape),
+        fn, dstate = backward(cell, rng.normal(size=h.shape),
                               rng.normal(size=h.shape) if cell == "lstm" else None)
         outs.append((y, h, c, fn(cache, dy, dstate=dstate, bptt_steps=2)))
     for y, h, c, g in outs[1:]:
@@ -313,7 +314,7 @@ def test_padding_values_are_never_read(cell):
         q = dict(p, x=np.where(mask[:, :, None], p["x"], fill))
         d = np.where(mask[:, :, None], dy, fill)
         y, h, c, cache = forward(cell, q, lengths=lengths)
-        fn, _ = backward(cell, cache, None, None, None)
+        fn, _ = backward(cell, None, None)
         results.append((y, h, fn(cache, d)))
     for a, b in zip(results[0][:2], results[1][:2]):
         np.testing.assert_array_equal(a, b)
@@ -335,7 +336,7 @@ def test_float32_agrees_with_float64(cell):
     for key, p in (("64", p64), ("32", p32)):
         dt = p["x"].dtype
         y, h, c, cache = forward(cell, p, lengths=lengths, reverse=True, batch_first=False)
-        fn, dstate = backward(cell, cache, dy.astype(dt), dh.astype(dt),
+        fn, dstate = backward(cell, dh.astype(dt),
                               dh.astype(dt) if cell == "lstm" else None)
         g = fn(cache, dy.astype(dt), dstate=dstate, bptt_steps=4)
         assert y.dtype == h.dtype == dt and all(v.dtype == dt for v in g.values())
@@ -353,7 +354,7 @@ def test_h0_none_means_zeros_and_inference_has_no_cache(cell):
     y1, h1, c1, cache1 = forward(cell, p)
     np.testing.assert_array_equal(y0, y1)
     np.testing.assert_array_equal(h0, h1)
-    fn, _ = backward(cell, cache0, None, None, None)
+    fn, _ = backward(cell, None, None)
     g0, g1 = fn(cache0, y0), fn(cache1, y1)
     for n in g1:
         np.testing.assert_array_equal(g0[n], g1[n])
