@@ -1,0 +1,173 @@
+"""Keras interop: from_keras / to_keras give layers with the same outputs as Keras 3 layers.
+
+Keras (with the TensorFlow backend) must be installed: ``pip install keras tensorflow-cpu``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from fastrnn import interop, layers  # noqa: E402
+
+T, B, I, H = 5, 3, 4, 6
+ATOL = 2e-5
+
+KERAS = {"SimpleRNN": keras.layers.SimpleRNN, "LSTM": keras.layers.LSTM, "GRU": keras.layers.GRU}
+OURS = {"SimpleRNN": layers.SimpleRNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
+
+# (id, kind, keras kwargs); every case is a return_sequences layer unless stated
+CASES = [
+    ("simplernn_tanh", "SimpleRNN", {}),
+    ("simplernn_relu", "SimpleRNN", {"activation": "relu"}),
+    ("simplernn_last", "SimpleRNN", {"return_sequences": False}),
+    ("lstm", "LSTM", {}),
+    ("lstm_backwards", "LSTM", {"go_backwards": True}),
+    ("lstm_last_backwards", "LSTM", {"go_backwards": True, "return_sequences": False}),
+    ("gru", "GRU", {}),
+    ("gru_backwards", "GRU", {"go_backwards": True}),
+    ("gru_last", "GRU", {"return_sequences": False}),
+]
+
+
+def _randomize(klayer, seed):
+    rng = np.random.default_rng(seed)
+    klayer.set_weights([rng.uniform(-0.6, 0.6, size=w.shape).astype(np.float32) for w in klayer.get_weights()])
+
+
+def _keras_layer(kind, kw, seed):
+    kw = dict(kw)
+    kw.setdefault("return_sequences", True)
+    kl = KERAS[kind](H, **kw)
+    kl.build((None, None, I))
+    _randomize(kl, seed)
+    return kl
+
+
+def _x(seed):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(B, T, I)).astype(np.float32)
+
+
+def _keras_out(kl, x):
+    return keras.ops.convert_to_numpy(kl(x))
+
+
+@pytest.fixture(scope="module")
+def keras_layers():
+    """One random Keras layer per case, built once for the module."""
+    return {cid: _keras_layer(kind, kw, seed) for seed, (cid, kind, kw) in enumerate(CASES)}
+
+
+@pytest.mark.parametrize("cid,kind,kw", CASES, ids=[c[0] for c in CASES])
+def test_from_keras_outputs_match(keras_layers, cid, kind, kw):
+    kl = keras_layers[cid]
+    ours = interop.from_keras(kl)
+    assert isinstance(ours, OURS[kind])
+    assert ours.count_params() == kl.count_params()
+    x = _x(100)
+    y = ours(x)
+    np.testing.assert_allclose(y, _keras_out(kl, x), atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cid,kind,kw", CASES, ids=[c[0] for c in CASES])
+def test_to_keras_outputs_match(cid, kind, kw):
+    kw = dict(kw)
+    kw.setdefault("return_sequences", True)
+    ours = OURS[kind](H, **kw)
+    ours.build((None, I))
+    rng = np.random.default_rng(7)
+    for p in ours.parameters():
+        p.assign(rng.uniform(-0.6, 0.6, size=p.shape))
+    kl = interop.to_keras(ours)
+    assert isinstance(kl, KERAS[kind])
+    assert kl.return_sequences == kw["return_sequences"] and kl.go_backwards == kw.get("go_backwards", False)
+    x = _x(101)
+    np.testing.assert_allclose(_keras_out(kl, x), ours(x), atol=ATOL, rtol=1e-5)
+
+
+def test_gru_gate_reordering_is_exact(keras_layers):
+    # Keras z, r, h -> fastrnn r, z, n: the kernels' column blocks are swapped, not copied through
+    kl = keras_layers["gru"]
+    kernel, rkernel, bias = kl.get_weights()
+    ours = interop.from_keras(kl)
+    np.testing.assert_array_equal(ours.w_ih.value[:H], kernel[:, H:2 * H].T)      # r
+    np.testing.assert_array_equal(ours.w_ih.value[H:2 * H], kernel[:, :H].T)      # z
+    np.testing.assert_array_equal(ours.w_hh.value[2 * H:], rkernel[:, 2 * H:].T)  # n
+    np.testing.assert_array_equal(ours.b_ih.value[:H], bias[0, H:2 * H])
+    np.testing.assert_array_equal(ours.b_hh.value[H:2 * H], bias[1, :H])
+    back = interop.to_keras(ours)
+    for a, b in zip(back.get_weights(), kl.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+BIDI = [("lstm_concat", "LSTM", "concat", True), ("gru_sum", "GRU", "sum", True),
+        ("simplernn_ave_last", "SimpleRNN", "ave", False), ("gru_mul_last", "GRU", "mul", False)]
+
+
+@pytest.fixture(scope="module")
+def keras_bidi():
+    out = {}
+    for seed, (bid, kind, merge, seq) in enumerate(BIDI):
+        kl = keras.layers.Bidirectional(KERAS[kind](H, return_sequences=seq), merge_mode=merge)
+        kl.build((None, None, I))
+        _randomize(kl, 50 + seed)
+        out[bid] = kl
+    return out
+
+
+@pytest.mark.parametrize("bid,kind,merge,seq", BIDI, ids=[b[0] for b in BIDI])
+def test_bidirectional_from_keras(keras_bidi, bid, kind, merge, seq):
+    kl = keras_bidi[bid]
+    ours = interop.from_keras(kl)
+    assert isinstance(ours, layers.Bidirectional) and isinstance(ours.forward_layer, OURS[kind])
+    assert ours.count_params() == kl.count_params()
+    x = _x(102)
+    np.testing.assert_allclose(ours(x), _keras_out(kl, x), atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bid,kind,merge,seq", BIDI, ids=[b[0] for b in BIDI])
+def test_bidirectional_to_keras(bid, kind, merge, seq):
+    ours = layers.Bidirectional(OURS[kind](H, return_sequences=seq), merge_mode=merge)
+    ours.build((None, I))
+    rng = np.random.default_rng(11)
+    for p in ours.parameters():
+        p.assign(rng.uniform(-0.6, 0.6, size=p.shape))
+    kl = interop.to_keras(ours)
+    assert isinstance(kl, keras.layers.Bidirectional) and kl.merge_mode == merge
+    x = _x(103)
+    np.testing.assert_allclose(_keras_out(kl, x), ours(x), atol=ATOL, rtol=1e-5)
+
+
+def test_masked_batch_matches_keras(keras_bidi):
+    # right-padded batch with an explicit mask: Keras's masking vs fastrnn's
+    kl = keras_bidi["lstm_concat"]
+    ours = interop.from_keras(kl)
+    x = _x(104)
+    mask = np.arange(T)[None, :] < np.array([5, 2, 3])[:, None]
+    expected = keras.ops.convert_to_numpy(kl(x, mask=mask))
+    got = ours(x, mask=mask)
+    valid = mask[..., None]
+    # at masked steps Keras repeats the previous output, fastrnn writes 0; compare the valid steps
+    np.testing.assert_allclose(np.where(valid, got, 0), np.where(valid, expected, 0), atol=ATOL)
+
+
+def test_errors():
+    old = keras.layers.GRU(H, reset_after=False)
+    old.build((None, None, I))
+    with pytest.raises(ValueError, match="reset_after"):
+        interop.from_keras(old)
+    hard = keras.layers.LSTM(H, recurrent_activation="hard_sigmoid")
+    hard.build((None, None, I))
+    with pytest.raises(ValueError, match="sigmoid"):
+        interop.from_keras(hard)
+    with pytest.raises(TypeError, match="SimpleRNN, LSTM, GRU"):
+        interop.from_keras(keras.layers.Dense(3))
+    unbuilt = keras.layers.LSTM(H)
+    with pytest.raises(ValueError, match="not built"):
+        interop.from_keras(unbuilt)
+    with pytest.raises(ValueError, match="not built"):
+        interop.to_keras(layers.LSTM(H))
