@@ -1,12 +1,214 @@
-"""Functional kernels with the same signatures as fastrnn.reference.
+"""Functional kernels: the C++ (AVX2 / AVX-512) implementations behind the signatures of
+:mod:`fastrnn.reference`, so the two are interchangeable in user code and tests.
 
-Interim: delegates to the NumPy references until the C++ kernels are bound.
+    y, h_n, cache        = rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None,
+                                       reverse=False, batch_first=True, training=True, nonlinearity="tanh")
+    y, (h_n, c_n), cache = lstm_forward(x, w_ih, w_hh, b, h0=None, c0=None, ...)
+    y, h_n, cache        = gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, ...)
+    grads = {rnn,lstm,gru}_backward(cache, dy, dstate=None, bptt_steps=None)
+
+What the kernels accept (checked before any kernel runs, with the same messages as the references):
+  * NumPy arrays of dtype float32 (the references also take float64; a float64 array here raises
+    TypeError). Non-contiguous arrays are copied; lists are refused.
+  * CuPy arrays run the CuPy-compatible reference on the GPU (no CUDA kernels are bound yet) and
+    return CuPy arrays; the cache then belongs to the reference and backward follows it there.
+  * ``out=`` (keyword only, forward): an array for y, float32, C-contiguous, writeable, of y's shape.
+NaN and Inf are not checked: they propagate through the arithmetic like in the references
+(sigmoid/tanh of NaN is NaN; +-Inf saturate). One difference: a NaN or Inf in x at a *masked*
+position is never read by the references, while the kernels' weight gradient dW_ih = dG^T x
+multiplies it by a zero gate gradient, which gives NaN; pad with finite values.
+
+The training cache holds private copies of x and the weights, so changing them in place between
+forward and backward cannot corrupt the gradients.
 """
-from .reference import (  # noqa: F401
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    rnn_backward,
-    rnn_forward,
-)
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from . import reference as _ref
+from .reference import _common as C
+
+__all__ = [
+    "KernelCache",
+    "gru_backward",
+    "gru_forward",
+    "lstm_backward",
+    "lstm_forward",
+    "rnn_backward",
+    "rnn_forward",
+]
+
+_CELL_ID = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
+
+
+class KernelCache:
+    """What a training forward of the C++ kernels saves for backward (opaque to users)."""
+
+    __slots__ = ("cell", "cell_id", "x", "w_ih", "w_hh", "mask", "reverse", "batch_first",
+                 "gates", "hprev", "aux", "T", "B", "I", "H")
+
+    def __repr__(self) -> str:
+        return (f"KernelCache(cell={self.cell!r}, T={self.T}, B={self.B}, I={self.I}, H={self.H}, "
+                f"reverse={self.reverse}, batch_first={self.batch_first})")
+
+
+def _f32(fn, name, a):
+    """A C-contiguous float32 NumPy array (float64 and other dtypes are refused)."""
+    if a is None:
+        return None
+    if a.dtype != np.float32:
+        raise TypeError(
+            f"{fn}: {name} must have dtype float32 for the C++ kernels, got {a.dtype} "
+            f"(cast with .astype(np.float32), or use fastrnn.reference for float64)"
+        )
+    return np.ascontiguousarray(a)
+
+
+def _check_out(fn, out, shape):
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{fn}: out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise TypeError(f"{fn}: out must have dtype float32, got {out.dtype}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{fn}: out must have shape {list(shape)} (the shape of y), got {list(out.shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{fn}: out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out is read-only")
+    return out
+
+
+def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
+             nonlinearity, out):
+    fn = f"{cell}_forward"
+    spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
+                                batch_first=batch_first, reverse=reverse, training=training,
+                                nonlinearity=nonlinearity)
+    if spec.xp is not np:  # CuPy: the array-module generic reference runs on the GPU
+        ref = getattr(_ref, fn)
+        kw = dict(h0=h0, lengths=lengths, mask=mask, reverse=reverse, batch_first=batch_first, training=training)
+        if cell == "lstm":
+            kw["c0"] = c0
+        if cell == "rnn":
+            kw["nonlinearity"] = nonlinearity
+        if out is not None:
+            raise TypeError(f"{fn}: out is only supported for numpy arrays")
+        return ref(x, w_ih, w_hh, *biases, **kw)
+
+    shape_y = (spec.B, spec.T, spec.H) if batch_first else (spec.T, spec.B, spec.H)
+    out = _check_out(fn, out, shape_y)
+    xs = _f32(fn, "x", x)
+    wi, wh = _f32(fn, "w_ih", w_ih), _f32(fn, "w_hh", w_hh)
+    bs = [_f32(fn, n, b) for n, b in zip(C.BIAS_NAMES[cell], biases)]
+    h0 = _f32(fn, "h0", h0)
+    c0 = _f32(fn, "c0", c0)
+    mask_u8 = None if spec.mask is None else np.ascontiguousarray(spec.mask.T, dtype=np.uint8)
+    if training:  # private copies: in-place edits between forward and backward cannot leak in
+        xs, wi, wh = xs.copy(), wi.copy(), wh.copy()
+    cell_id = _CELL_ID[(cell, nonlinearity if cell == "rnn" else None)]
+    y, h_n, c_n, gates, hprev, aux = backend.core().forward(
+        cell_id, xs, wi, wh, bs[0], bs[1] if cell == "gru" else None, h0, c0, mask_u8,
+        bool(reverse), bool(batch_first), bool(training))
+    if out is not None:
+        np.copyto(out, y)
+        y = out
+    cache = None
+    if training:
+        cache = KernelCache()
+        cache.cell, cache.cell_id = cell, cell_id
+        cache.x, cache.w_ih, cache.w_hh, cache.mask = xs, wi, wh, mask_u8
+        cache.reverse, cache.batch_first = bool(reverse), bool(batch_first)
+        cache.gates, cache.hprev, cache.aux = gates, hprev, aux
+        cache.T, cache.B, cache.I, cache.H = spec.T, spec.B, spec.I, spec.H
+    state = (h_n, c_n) if cell == "lstm" else h_n
+    return y, state, cache
+
+
+def _grad_array(fn, name, a, shape):
+    if a is None:
+        return None
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{fn}: {name} must have dtype float32 (the dtype of y), got {a.dtype}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have shape {C._shape_str(shape)}, got {C._shape_str(a.shape)}")
+    return np.ascontiguousarray(a)
+
+
+def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
+    fn = f"{cell}_backward"
+    if isinstance(cache, dict):  # a cache of the reference (CuPy inputs)
+        return getattr(_ref, fn)(cache, dy, dstate=dstate, bptt_steps=bptt_steps)
+    if cache is None:
+        raise ValueError(f"{fn}: cache is None; run {cell}_forward with training=True to get a cache for backward")
+    if not isinstance(cache, KernelCache):
+        raise TypeError(f"{fn}: cache must be the cache returned by {cell}_forward, got {type(cache).__name__}")
+    if cache.cell != cell:
+        raise ValueError(f"{fn}: cache comes from {cache.cell}_forward, not {cell}_forward")
+    k = C.check_bptt_steps(bptt_steps, fn)
+    T, B, H = cache.T, cache.B, cache.H
+    dy = _grad_array(fn, "dy", dy, (B, T, H) if cache.batch_first else (T, B, H))
+    dc_n = None
+    if cell == "lstm":
+        if dstate is None:
+            dh_n = None
+        elif isinstance(dstate, (tuple, list)) and len(dstate) == 2:
+            dh_n, dc_n = dstate
+        else:
+            raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {type(dstate).__name__}")
+        dh_n = _grad_array(fn, "dstate[0] (dh_n)", dh_n, (B, H))
+        dc_n = _grad_array(fn, "dstate[1] (dc_n)", dc_n, (B, H))
+    else:
+        dh_n = _grad_array(fn, "dstate", dstate, (B, H))
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
+        cache.cell_id, cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.batch_first,
+        cache.gates, cache.hprev, cache.aux, dy, dh_n, dc_n, 0 if k is None else k, bool(need_dx))
+    grads = {"x": dx, "h0": dh0}
+    if cell == "lstm":
+        grads["c0"] = dc0
+    grads["w_ih"], grads["w_hh"] = dw_ih, dw_hh
+    if cell == "gru":
+        grads["b_ih"], grads["b_hh"] = db_ih, db_hh
+    else:
+        grads["b"] = db_ih
+    return grads
+
+
+def rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
+                training=True, nonlinearity="tanh", *, out=None):
+    """SimpleRNN forward, h' = act(x W_ih^T + h W_hh^T + b). Returns (y, h_n, cache)."""
+    return _forward("rnn", x, w_ih, w_hh, (b,), h0, None, lengths, mask, reverse, batch_first, training,
+                    nonlinearity, out)
+
+
+def lstm_forward(x, w_ih, w_hh, b, h0=None, c0=None, lengths=None, mask=None, reverse=False, batch_first=True,
+                 training=True, *, out=None):
+    """LSTM forward (gates i, f, g, o; one bias b [4H]). Returns (y, (h_n, c_n), cache)."""
+    return _forward("lstm", x, w_ih, w_hh, (b,), h0, c0, lengths, mask, reverse, batch_first, training,
+                    "tanh", out)
+
+
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
+                training=True, *, out=None):
+    """GRU forward (gates r, z, n; linear-before-reset; b_ih, b_hh [3H]). Returns (y, h_n, cache)."""
+    return _forward("gru", x, w_ih, w_hh, (b_ih, b_hh), h0, None, lengths, mask, reverse, batch_first,
+                    training, "tanh", out)
+
+
+def rnn_backward(cache, dy, dstate=None, bptt_steps=None):
+    """SimpleRNN BPTT. Returns a dict with x, h0, w_ih, w_hh, b."""
+    return _backward("rnn", cache, dy, dstate, bptt_steps)
+
+
+def lstm_backward(cache, dy, dstate=None, bptt_steps=None):
+    """LSTM BPTT; dstate None or (dh_n, dc_n). Returns a dict with x, h0, c0, w_ih, w_hh, b."""
+    return _backward("lstm", cache, dy, dstate, bptt_steps)
+
+
+def gru_backward(cache, dy, dstate=None, bptt_steps=None):
+    """GRU BPTT. Returns a dict with x, h0, w_ih, w_hh, b_ih, b_hh."""
+    return _backward("gru", cache, dy, dstate, bptt_steps)
