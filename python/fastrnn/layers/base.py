@@ -165,7 +165,16 @@ def deserialize(config: dict):
 # ----------------------------------------------------------------------------------------------
 # Layer
 # ----------------------------------------------------------------------------------------------
-class Layer:
+class _LayerMeta(type):
+    """Builds a layer right after construction when its input shape is known (``input_shape=``)."""
+
+    def __call__(cls, *args, **kwargs):
+        obj = super().__call__(*args, **kwargs)
+        obj._ensure_built()
+        return obj
+
+
+class Layer(metaclass=_LayerMeta):
     """Base class of all layers.
 
     Subclasses implement ``build(input_shape)`` (create Parameters), ``call(x, training, mask, ...)``

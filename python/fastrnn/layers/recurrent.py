@@ -40,6 +40,13 @@ class BaseRNN(Layer):
     Backward: ``layer.backward(dy)``; with return_state, ``dy`` may be a list matching the outputs
     ([dy, dh] / [dy, dh, dc], entries may be None). Returns dx [B, T, F] and leaves the gradients of
     the initial state in ``layer.initial_state_grads`` ([dh0] or [dh0, dc0]).
+
+    Dropout (training only, variational): ``dropout`` draws one [B, F] input mask per call, shared by
+    all time steps (and gates); ``recurrent_dropout`` one [B, H] mask on the state fed back into the
+    recurrent matmul (as Keras / Gal & Ghahramani). Both are scaled by 1/(1-rate) and kept in
+    ``last_dropout_masks`` = (input mask or None, recurrent mask or None). recurrent_dropout > 0 runs
+    one kernel call per sequence (the mask is folded into that sequence's w_hh), which is slower than
+    one batched call; the time loop stays in the kernel.
     """
 
     _cell = "rnn"
@@ -83,6 +90,7 @@ class BaseRNN(Layer):
         self._dropout_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
         self.states = None
         self.initial_state_grads = None
+        self.last_dropout_masks = (None, None)
         self.w_ih = self.w_hh = None
 
     # -- options -----------------------------------------------------------------------------
@@ -231,7 +239,7 @@ class BaseRNN(Layer):
             self.states = [np.array(s, copy=True) for s in states]
         if training:
             self._cache = {"cache": cache, "dp": dp, "rdp": rdp, "B": B, "T": T}
-        self._dropout_masks = (dp, rdp) if training else (None, None)
+        self.last_dropout_masks = (dp, rdp) if training else (None, None)
         if self.return_state:
             return [out] + [np.array(s, copy=True) for s in states]
         return out

@@ -1,0 +1,316 @@
+"""Core layers (Dense, Embedding, Dropout, Flatten, TimeDistributed), the Layer contract and initializers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fastrnn import layers as L
+from fastrnn.layers import initializers
+
+
+def numgrad(f, a, eps=1e-6):
+    """Central finite differences of the scalar f() w.r.t. every entry of a (mutated in place)."""
+    g = np.zeros_like(a, dtype=np.float64)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        fp = f()
+        a[idx] = old - eps
+        fm = f()
+        a[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
+def check_layer_grads(layer, x, rtol=1e-6, atol=1e-8, seed=0):
+    """Backward of a float64 layer vs finite differences for x and every parameter."""
+    rng = np.random.default_rng(seed)
+    x = np.array(x, dtype=np.float64)
+    y = layer(x, training=True)
+    r = rng.standard_normal(y.shape)
+
+    def loss():
+        return float(np.sum(r * layer(x, training=True)))
+
+    layer(x, training=True)
+    layer.zero_grad()
+    dx = layer.backward(r)
+    np.testing.assert_allclose(dx, numgrad(loss, x), rtol=rtol, atol=atol)
+    for p in layer.parameters():
+        np.testing.assert_allclose(p.grad, numgrad(loss, p.value), rtol=rtol, atol=atol, err_msg=p.name)
+
+
+# ------------------------------------------------------------------------------------------------ Dense
+@pytest.mark.parametrize("activation", ["linear", "tanh", "relu", "sigmoid", "softmax"])
+@pytest.mark.parametrize("shape", [(4, 5), (3, 4, 5)])
+def test_dense_gradients_match_finite_differences(activation, shape):
+    rng = np.random.default_rng(1)
+    layer = L.Dense(3, activation=activation, dtype="float64", seed=2)
+    x = rng.standard_normal(shape)
+    if activation == "relu":  # keep pre-activations away from the kink
+        layer.build((shape[-1],))
+        layer.bias.value[:] = [0.3, -0.2, 0.1]
+    check_layer_grads(layer, x)
+
+
+def test_dense_without_bias_has_no_bias_parameter_and_correct_gradients():
+    layer = L.Dense(2, use_bias=False, dtype="float64", seed=0)
+    check_layer_grads(layer, np.random.default_rng(0).standard_normal((3, 4)))
+    assert [p.name for p in layer.parameters()] == [f"{layer.name}/kernel"]
+    assert layer.count_params() == 8
+
+
+def test_dense_forward_matches_formula_and_converts_to_float32():
+    rng = np.random.default_rng(0)
+    layer = L.Dense(4, activation="sigmoid")
+    x = rng.standard_normal((5, 3))  # float64 in
+    y = layer(x)
+    assert y.dtype == np.float32
+    z = x @ layer.kernel.value.astype(np.float64) + layer.bias.value
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-z)), rtol=1e-5)
+    soft = L.Dense(6, activation="softmax")(rng.standard_normal((2, 7, 3)))
+    np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-5)
+    yi = L.Dense(2)(np.arange(6).reshape(2, 3))  # int input
+    assert yi.dtype == np.float32
+
+
+def test_backward_accumulates_into_grad():
+    layer = L.Dense(3, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2))
+    dy = np.ones((4, 3))
+    layer(x, training=True)
+    layer.backward(dy)
+    g1 = layer.kernel.grad.copy()
+    layer.backward(dy)
+    np.testing.assert_allclose(layer.kernel.grad, 2 * g1)
+    layer.zero_grad()
+    assert not layer.kernel.grad.any() and not layer.bias.grad.any()
+
+
+# ------------------------------------------------------------------------------------------------ Embedding
+def test_embedding_lookup_gradient_and_mask():
+    layer = L.Embedding(7, 3, mask_zero=True, dtype="float64", seed=0)
+    ids = np.array([[1, 2, 2, 0], [6, 1, 0, 0]])
+    y = layer(ids, training=True)
+    np.testing.assert_array_equal(y[1, 0], layer.embeddings.value[6])
+    np.testing.assert_array_equal(layer.compute_mask(ids), ids != 0)
+    dy = np.random.default_rng(0).standard_normal(y.shape)
+    assert layer.backward(dy) is None
+    onehot = np.eye(7)[ids.ravel()]  # [N, V]
+    np.testing.assert_allclose(layer.embeddings.grad, onehot.T @ dy.reshape(-1, 3))
+
+    def loss():
+        return float(np.sum(dy * layer(ids)))
+
+    np.testing.assert_allclose(layer.embeddings.grad, numgrad(loss, layer.embeddings.value), atol=1e-8)
+
+
+def test_embedding_without_mask_zero_has_no_mask_and_float_ids_are_cast():
+    layer = L.Embedding(5, 2)
+    assert layer.compute_mask(np.array([[0, 1]])) is None
+    np.testing.assert_array_equal(layer(np.array([[1.0, 4.0]])), layer(np.array([[1, 4]])))
+    assert layer.count_params() == 10
+
+
+@pytest.mark.parametrize("bad, pos", [(12, (0, 1)), (10, (1, 1)), (-1, (1, 0))])
+def test_embedding_ids_outside_range_raise_value_error_naming_id(bad, pos):
+    layer = L.Embedding(10, 4, name="emb_test")
+    ids = np.array([[1, 2], [3, 4]])
+    ids[pos] = bad
+    msg = rf"emb_test.*token id {bad} at position \({pos[0]}, {pos[1]}\).*input_dim=10"
+    with pytest.raises(ValueError, match=msg):
+        layer(ids)
+
+
+def test_embedding_rejects_non_integer_ids():
+    with pytest.raises(TypeError, match="token ids must be integers"):
+        L.Embedding(5, 2)(np.array([[0.5, 1.0]]))
+    with pytest.raises(TypeError, match="integer array"):
+        L.Embedding(5, 2)(np.array([["a", "b"]]))
+
+
+# ------------------------------------------------------------------------------------------------ Dropout
+def test_dropout_training_drops_and_rescales_and_inference_is_identity():
+    layer = L.Dropout(0.25, seed=3)
+    x = np.ones((200, 50), dtype=np.float32)
+    np.testing.assert_array_equal(layer(x), x)
+    y = layer(x, training=True)
+    vals = np.unique(y)
+    np.testing.assert_allclose(vals, [0.0, 1 / 0.75], rtol=1e-6)
+    assert abs((y == 0).mean() - 0.25) < 0.02
+    dy = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_allclose(layer.backward(dy), dy * y, rtol=1e-6)  # y is exactly the mask here
+
+
+def test_dropout_noise_shape_shares_mask_over_time():
+    layer = L.Dropout(0.5, noise_shape=(None, 1, None), seed=0)
+    y = layer(np.ones((8, 6, 10)), training=True)
+    assert np.all(y == y[:, :1, :])
+    assert (y == 0).any() and (y > 0).any()
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_dropout_rate_out_of_range(rate):
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
+        L.Dropout(rate)
+
+
+# ------------------------------------------------------------------------------------------------ Flatten / TimeDistributed
+def test_flatten_forward_backward_and_shapes():
+    layer = L.Flatten()
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    y = layer(x, training=True)
+    assert y.shape == (2, 12)
+    np.testing.assert_array_equal(layer.backward(y), x)
+    assert layer.compute_output_shape((3, 4)) == (12,)
+    assert layer.compute_mask(x, np.ones((2, 3), bool)) is None
+
+
+def test_time_distributed_dense_equals_dense_per_step_and_gradients():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4))
+    td = L.TimeDistributed(L.Dense(5, activation="tanh", dtype="float64", seed=0), dtype="float64")
+    y = td(x)
+    assert y.shape == (2, 3, 5)
+    for t in range(3):
+        np.testing.assert_allclose(y[:, t], td.layer(x[:, t]), rtol=1e-12)
+    assert td.count_params() == 4 * 5 + 5
+    assert td.compute_output_shape((3, 4)) == (3, 5)
+    check_layer_grads(td, x)
+
+
+def test_time_distributed_wrong_rank():
+    with pytest.raises(ValueError, match=r"TimeDistributed 'td'.*\[batch, time, \.\.\.\]"):
+        L.TimeDistributed(L.Dense(2), name="td")(np.ones((2, 3)))
+
+
+# ------------------------------------------------------------------------------------------------ Layer contract
+def test_default_names_are_unique_keras_style():
+    L.clear_session()
+    a, b, c = L.Dense(1), L.Dense(1), L.SimpleRNN(2)
+    assert (a.name, b.name, c.name) == ("dense", "dense_1", "simple_rnn")
+    L.Dense(1, name="dense_2")
+    assert L.Dense(1).name == "dense_3"  # explicit names are not handed out again
+
+
+def test_config_roundtrip_through_json_and_registry():
+    layer = L.Dense(3, activation="relu", use_bias=False, input_shape=(4,))
+    cfg = json.loads(json.dumps(L.serialize(layer)))
+    assert L.get_layer_class("Dense") is L.Dense
+    clone = L.deserialize(cfg)
+    assert isinstance(clone, L.Dense) and clone.get_config() == layer.get_config()
+    clone.set_weights(layer.get_weights())
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    np.testing.assert_array_equal(clone(x), layer(x))
+    for cls, args in [(L.Embedding, (5, 2)), (L.Dropout, (0.3,)), (L.Flatten, ())]:
+        original = cls(*args)
+        rebuilt = L.deserialize(json.loads(json.dumps(L.serialize(original))))
+        assert type(rebuilt) is cls and rebuilt.get_config() == original.get_config()
+    td = L.TimeDistributed(L.Dense(2))
+    assert L.deserialize(json.loads(json.dumps(L.serialize(td)))).layer.units == 2
+
+
+def test_unknown_layer_class_and_bad_config():
+    with pytest.raises(ValueError, match="unknown layer class 'Conv9D'"):
+        L.get_layer_class("Conv9D")
+    with pytest.raises(ValueError, match="class_name"):
+        L.deserialize({"config": {}})
+
+
+def test_input_shape_builds_before_data_and_count_params_needs_build():
+    assert L.Dense(3, input_shape=(4,)).count_params() == 15
+    with pytest.raises(ValueError, match="count_params.*built"):
+        L.Dense(3).count_params()
+
+
+def test_set_weights_checks_count_and_shapes_and_copies_in_place():
+    layer = L.Dense(2, input_shape=(3,))
+    kernel = layer.kernel.value
+    with pytest.raises(ValueError, match="expected 2 arrays"):
+        layer.set_weights([np.zeros((3, 2))])
+    with pytest.raises(ValueError, match=r"kernel.*shape \(3, 2\)"):
+        layer.set_weights([np.zeros((2, 3)), np.zeros(2)])
+    layer.set_weights([np.ones((3, 2)), np.zeros(2)])
+    assert layer.kernel.value is kernel and np.all(kernel == 1)
+    unbuilt = L.Dense(2)
+    unbuilt.set_weights([np.ones((5, 2)), np.zeros(2)])  # builds from the weight shapes
+    assert unbuilt.built and unbuilt.count_params() == 12
+
+
+def test_backward_before_training_forward_raises_runtime_error():
+    layer = L.Dense(2, name="head")
+    with pytest.raises(RuntimeError, match="Dense 'head'.*before a forward pass with training=True"):
+        layer.backward(np.zeros((1, 2)))
+    layer(np.zeros((1, 3)))  # inference forward keeps nothing for backward
+    with pytest.raises(RuntimeError, match="head"):
+        layer.backward(np.zeros((1, 2)))
+    with pytest.raises(RuntimeError, match="Dropout"):
+        L.Dropout(0.5).backward(np.zeros(3))
+
+
+def test_bad_inputs_name_the_layer():
+    with pytest.raises(ValueError, match=r"Dense 'd1'.*\[batch, \.\.\., features\].*got shape \(3,\)"):
+        L.Dense(2, name="d1")(np.zeros(3))
+    dense = L.Dense(2, name="d2")
+    dense(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"d2.*3 features.*got input shape"):
+        dense(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'"):
+        L.Dense(2, activation="swish")
+    with pytest.raises(TypeError, match="numeric array"):
+        L.Dense(2)(np.array([["a"]]))
+    with pytest.raises(TypeError, match="units must be a positive int"):
+        L.Dense(2.5)
+    with pytest.raises(ValueError, match="units must be a positive int, got 0"):
+        L.Dense(0)
+    with pytest.raises(ValueError, match="unknown initializer 'gaussian'"):
+        L.Dense(2, kernel_initializer="gaussian")
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        L.Dense(2, dtype="float16")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        L.Dense(2, unitz=3)
+    with pytest.raises(ValueError, match=r"dy must have shape \(1, 2\)"):
+        dense(np.zeros((1, 3)), training=True)
+        dense.backward(np.zeros((1, 3)))
+
+
+def test_trainable_flag_reaches_parameters():
+    layer = L.Dense(2, input_shape=(3,))
+    layer.trainable = False
+    assert all(not p.trainable for p in layer.parameters())
+    assert L.deserialize(L.serialize(layer)).trainable is False
+
+
+# ------------------------------------------------------------------------------------------------ initializers
+def test_glorot_uniform_limits_and_variance():
+    w = initializers.glorot_uniform((400, 100), seed=0)
+    limit = np.sqrt(6 / 500)
+    assert w.dtype == np.float32 and np.abs(w).max() <= limit
+    assert abs(w.var() - limit**2 / 3) < 0.05 * limit**2 / 3
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (4, 10), (10, 4)])
+def test_orthogonal_is_orthonormal(shape):
+    q = initializers.orthogonal(shape, seed=1).astype(np.float64)
+    if shape[0] <= shape[1]:
+        np.testing.assert_allclose(q @ q.T, np.eye(shape[0]), atol=1e-6)
+    else:
+        np.testing.assert_allclose(q.T @ q, np.eye(shape[1]), atol=1e-6)
+
+
+def test_set_seed_and_seed_argument_are_reproducible():
+    L.set_seed(123)
+    a = L.Dense(4, input_shape=(3,)).get_weights()[0]
+    L.set_seed(123)
+    b = L.Dense(4, input_shape=(3,)).get_weights()[0]
+    c = L.Dense(4, input_shape=(3,)).get_weights()[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(b, c)
+    np.testing.assert_array_equal(L.Dense(4, input_shape=(3,), seed=7).get_weights()[0],
+                                  L.Dense(4, input_shape=(3,), seed=7).get_weights()[0])
+    np.testing.assert_array_equal(initializers.uniform((3,), seed=5), initializers.uniform((3,), seed=5))
+    assert np.all(np.abs(initializers.uniform((1000,), seed=0)) <= 0.05)
+    with pytest.raises(ValueError, match="seed"):
+        L.set_seed(-1)
