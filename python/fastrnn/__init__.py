@@ -18,6 +18,16 @@ from .backend import (  # noqa: E402
     set_num_threads,
 )
 
+# --- Keras-style training API: layers, losses, metrics, optimizers, callbacks, models ---
+from . import layers  # noqa: E402
+from . import losses  # noqa: E402
+from . import metrics  # noqa: E402
+from . import optim  # noqa: E402
+from . import callbacks  # noqa: E402
+from .models import Model, Sequential  # noqa: E402
+from .saving import load_model  # noqa: E402
+# --- end of the training API block ---
+
 
 def info(file=None) -> dict:
     """Print and return the version, the ISA path in use, the thread count and CUDA availability."""
@@ -52,6 +62,14 @@ def info(file=None) -> dict:
 
 
 __all__ = [
+    "Model",
+    "Sequential",
+    "callbacks",
+    "layers",
+    "load_model",
+    "losses",
+    "metrics",
+    "optim",
     "__version__",
     "available_isas",
     "get_num_threads",

@@ -1,0 +1,395 @@
+"""Loss functions that return the value and its gradient with respect to the predictions.
+
+Every loss is an object (``MeanSquaredError()``) or a Keras name (``"mse"``), and is called as
+``value, grad = loss(y_true, y_pred, mask=None)``: ``value`` is a Python float and ``grad`` has
+``y_pred``'s shape and floating dtype (float32 predictions give a float32 gradient; float64 ones a
+float64 gradient, which is what finite-difference checks use).
+
+Reduction (Keras's ``sum_over_batch_size``): the last axis is reduced first (mean for mse, mae and
+binary crossentropy; sum for the categorical crossentropies), which gives one loss per sample, or per
+sample and time step for sequence outputs ``[B, T, C]``; the value is the mean of those over the
+valid entries. ``mask`` (bool or 0/1, shape ``y_pred.shape[:-1]``, e.g. ``[B, T]``) marks the valid
+entries: masked entries contribute nothing to the value or the gradient, and the mean is over the
+valid ones only (0 with zero gradient when none is valid).
+
+Probability inputs are clipped to ``[1e-7, 1 - 1e-7]`` as Keras does; the gradient is the
+derivative of the loss evaluated at the clipped probability (it is not zeroed where clipping acts,
+so a saturated sigmoid/softmax output still learns). ``from_logits=True`` uses the stable
+log-sum-exp / softplus forms, whose gradients are ``sigmoid(z) - y`` and ``softmax(z) - y``.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+EPSILON = 1e-7
+
+__all__ = [
+    "Loss",
+    "MeanSquaredError",
+    "MeanAbsoluteError",
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "LossFunctionWrapper",
+    "get",
+    "serialize",
+    "deserialize",
+]
+
+
+def _as_float_array(a, argname):
+    if type(a).__module__.startswith("cupy"):
+        a = a.get()
+    a = np.asarray(a)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"{argname}: expected a numeric array, got dtype {a.dtype}")
+    return a
+
+
+def _grad_dtype(y_pred):
+    return y_pred.dtype if np.issubdtype(y_pred.dtype, np.floating) else np.dtype(np.float32)
+
+
+def _check_mask(mask, per_sample_shape):
+    if mask is None:
+        return None
+    mask = _as_float_array(mask, "mask")
+    if mask.shape != tuple(per_sample_shape):
+        raise ValueError(
+            f"mask: expected shape {tuple(per_sample_shape)} (y_pred's shape without its last axis), "
+            f"got {mask.shape}"
+        )
+    return mask.astype(bool)
+
+
+class Loss:
+    """Base class. Subclasses implement ``_elementwise(y_true, y_pred) -> (per_sample, dper_sample)``.
+
+    ``per_sample`` has shape ``y_pred.shape[:-1]``; ``dper_sample`` is the gradient of
+    ``per_sample.sum()`` with respect to ``y_pred`` (shape of ``y_pred``), both in float64.
+    """
+
+    name = "loss"
+    sparse = False  # y_true holds class ids (one axis fewer than y_pred)
+
+    def __call__(self, y_true, y_pred, mask=None):
+        """(value, d value / d y_pred) for the mean loss over the valid entries."""
+        total, count, dtotal = self.sum_and_grad(y_true, y_pred, mask)
+        if count == 0:
+            return 0.0, np.zeros_like(dtotal)
+        return total / count, (dtotal / count).astype(dtotal.dtype, copy=False)
+
+    def sum_and_grad(self, y_true, y_pred, mask=None):
+        """(sum of per-entry losses, number of valid entries, gradient of the sum w.r.t. y_pred).
+
+        Models use this to weight chunks of a sequence (truncated BPTT) by their valid entries.
+        """
+        y_pred = _as_float_array(y_pred, "y_pred")
+        if y_pred.ndim < 1:
+            raise ValueError(f"y_pred: expected at least 1 dimension [batch, ...], got shape {y_pred.shape}")
+        y_true = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
+        if y_pred.ndim == 1:  # [B] predictions: one value per sample
+            y_pred2 = y_pred[:, None]
+            y_true2 = y_true if self.sparse else y_true[:, None]
+        else:
+            y_pred2, y_true2 = y_pred, y_true
+        per, dper = self._elementwise(y_true2, y_pred2.astype(np.float64))
+        m = _check_mask(mask, y_pred2.shape[:-1])
+        if m is not None:
+            per = np.where(m, per, 0.0)
+            dper = dper * m[..., None]
+            count = int(m.sum())
+        else:
+            count = int(np.prod(per.shape))
+        return float(per.sum()), count, dper.reshape(y_pred.shape).astype(_grad_dtype(y_pred))
+
+    def _prepare_true(self, y_true, y_pred):
+        if y_true.shape == y_pred.shape:
+            return y_true.astype(np.float64)
+        if y_pred.ndim >= 2 and y_pred.shape[-1] == 1 and y_true.shape == y_pred.shape[:-1]:
+            return y_true.reshape(y_pred.shape).astype(np.float64)
+        if y_pred.ndim >= 1 and y_true.shape == y_pred.shape + (1,):
+            return y_true.reshape(y_pred.shape).astype(np.float64)
+        raise ValueError(
+            f"y_true: expected shape {y_pred.shape} (the shape of y_pred) for loss '{self.name}', "
+            f"got {y_true.shape}"
+        )
+
+    def _elementwise(self, y_true, y_pred):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_config(self):
+        """JSON-able constructor arguments."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        """Recreate from ``get_config()``'s dict."""
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class MeanSquaredError(Loss):
+    """Mean over the last axis of ``(y_pred - y_true)**2``, averaged over samples (Keras ``mse``)."""
+
+    name = "mean_squared_error"
+
+    def _elementwise(self, y_true, y_pred):
+        d = y_pred - y_true
+        c = y_pred.shape[-1]
+        return (d * d).mean(axis=-1), 2.0 * d / c
+
+
+class MeanAbsoluteError(Loss):
+    """Mean over the last axis of ``|y_pred - y_true|`` (Keras ``mae``); the gradient at 0 is 0."""
+
+    name = "mean_absolute_error"
+
+    def _elementwise(self, y_true, y_pred):
+        d = y_pred - y_true
+        c = y_pred.shape[-1]
+        return np.abs(d).mean(axis=-1), np.sign(d) / c
+
+
+class BinaryCrossentropy(Loss):
+    """``-(y log p + (1-y) log(1-p))`` averaged over the last axis (Keras ``binary_crossentropy``).
+
+    from_logits=True: y_pred are logits z; the loss is ``softplus(z) - y z`` computed stably.
+    """
+
+    name = "binary_crossentropy"
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def _elementwise(self, y_true, y_pred):
+        c = y_pred.shape[-1]
+        if self.from_logits:
+            z = y_pred
+            loss = np.maximum(z, 0.0) - z * y_true + np.log1p(np.exp(-np.abs(z)))
+            sig = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow
+            return loss.mean(axis=-1), (sig - y_true) / c
+        p = np.clip(y_pred, EPSILON, 1.0 - EPSILON)
+        loss = -(y_true * np.log(p) + (1.0 - y_true) * np.log(1.0 - p))
+        grad = (p - y_true) / (p * (1.0 - p))
+        return loss.mean(axis=-1), grad / c
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
+
+
+def _log_softmax(z):
+    zmax = z.max(axis=-1, keepdims=True)
+    s = z - zmax
+    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+
+
+def _categorical(y_true, y_pred, from_logits):
+    """Per-sample ``-sum(y log q)`` and its gradient; y_true are (soft) one-hot targets."""
+    if from_logits:
+        logq = _log_softmax(y_pred)
+        q = np.exp(logq)
+        loss = -(y_true * logq).sum(axis=-1)
+        grad = q * y_true.sum(axis=-1, keepdims=True) - y_true
+        return loss, grad
+    # Keras: normalise the probabilities over the last axis, then clip.
+    s = y_pred.sum(axis=-1, keepdims=True)
+    s = np.where(s == 0, 1.0, s)
+    q = y_pred / s
+    qc = np.clip(q, EPSILON, 1.0 - EPSILON)
+    loss = -(y_true * np.log(qc)).sum(axis=-1)
+    g = -y_true / qc  # d loss / d q
+    grad = (g - (g * q).sum(axis=-1, keepdims=True)) / s
+    return loss, grad
+
+
+class CategoricalCrossentropy(Loss):
+    """``-sum(y * log p)`` over the last axis with one-hot (or soft) targets (Keras ``categorical_crossentropy``).
+
+    Probabilities are normalised over the last axis first, as in Keras. from_logits=True applies a
+    stable log-softmax to y_pred.
+    """
+
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def _elementwise(self, y_true, y_pred):
+        return _categorical(y_true, y_pred, self.from_logits)
+
+    def _prepare_true(self, y_true, y_pred):
+        if y_true.shape != y_pred.shape:
+            raise ValueError(
+                f"y_true: expected one-hot targets of shape {y_pred.shape} for loss '{self.name}', got "
+                f"{y_true.shape} (use sparse_categorical_crossentropy for integer class ids)"
+            )
+        return y_true.astype(np.float64)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Categorical crossentropy with integer class ids as targets (Keras ``sparse_categorical_crossentropy``).
+
+    y_true has y_pred's shape without the class axis (or with a trailing axis of 1); ids must be in
+    ``[0, C)``.
+    """
+
+    name = "sparse_categorical_crossentropy"
+    sparse = True
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def _prepare_true(self, y_true, y_pred):
+        if y_pred.ndim < 2:
+            raise ValueError(
+                f"y_pred: expected class scores with a class axis [batch, ..., classes] for loss "
+                f"'{self.name}', got shape {y_pred.shape}"
+            )
+        want = y_pred.shape[:-1]
+        if y_true.shape == want + (1,):
+            y_true = y_true.reshape(want)
+        if y_true.shape != want:
+            raise ValueError(f"y_true: expected class ids of shape {want} for loss '{self.name}', got {y_true.shape}")
+        if np.issubdtype(y_true.dtype, np.floating):
+            if not np.all(np.isfinite(y_true)) or np.any(y_true != np.round(y_true)):
+                raise ValueError(f"y_true: class ids must be whole numbers for loss '{self.name}'")
+        ids = y_true.astype(np.int64)
+        c = y_pred.shape[-1]
+        if ids.size and (ids.min() < 0 or ids.max() >= c):
+            raise ValueError(f"y_true: class ids must be in [0, {c}), got values in [{ids.min()}, {ids.max()}]")
+        return ids
+
+    def _elementwise(self, y_true, y_pred):
+        onehot = np.zeros(y_pred.shape, dtype=np.float64)
+        np.put_along_axis(onehot, y_true[..., None], 1.0, axis=-1)
+        return _categorical(onehot, y_pred, self.from_logits)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
+
+
+class LossFunctionWrapper(Loss):
+    """Wraps a callable ``fn(y_true, y_pred[, mask=None]) -> (value, grad)`` as a Loss.
+
+    The callable must return the gradient itself (there is no automatic differentiation). When a
+    mask is present and the callable takes no ``mask`` argument, calling it is an error rather than
+    silently ignoring the mask.
+    """
+
+    def __init__(self, fn, name=None):
+        if not callable(fn):
+            raise TypeError(f"loss: expected a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        try:
+            params = inspect.signature(fn).parameters
+            self._takes_mask = "mask" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+        except (TypeError, ValueError):  # builtins without a signature
+            self._takes_mask = False
+
+    def __call__(self, y_true, y_pred, mask=None):
+        if mask is not None and not self._takes_mask:
+            raise ValueError(
+                f"loss '{self.name}': the model's outputs carry a mask but the loss callable takes no "
+                "'mask' argument; add a mask=None parameter to it"
+            )
+        out = self.fn(y_true, y_pred, mask=mask) if self._takes_mask else self.fn(y_true, y_pred)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(
+                f"loss '{self.name}': a loss callable must return (value, gradient w.r.t. y_pred), "
+                f"got {type(out).__name__}"
+            )
+        value, grad = out
+        grad = np.asarray(grad)
+        if grad.shape != np.shape(y_pred):
+            raise ValueError(
+                f"loss '{self.name}': gradient has shape {grad.shape}, expected y_pred's shape {np.shape(y_pred)}"
+            )
+        return float(value), grad
+
+    def sum_and_grad(self, y_true, y_pred, mask=None):
+        """Treats the callable's value as the mean over all entries of y_pred but the last axis."""
+        value, grad = self(y_true, y_pred, mask)
+        y_pred = np.asarray(y_pred)
+        count = int(np.asarray(mask).astype(bool).sum()) if mask is not None else int(np.prod(y_pred.shape[:-1]))
+        return value * count, count, grad * count
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+_ALIASES = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "meansquarederror": MeanSquaredError,
+    "mae": MeanAbsoluteError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "meanabsoluteerror": MeanAbsoluteError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "binarycrossentropy": BinaryCrossentropy,
+    "bce": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "categoricalcrossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "sparsecategoricalcrossentropy": SparseCategoricalCrossentropy,
+}
+_CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
+                                    CategoricalCrossentropy, SparseCategoricalCrossentropy)}
+
+
+def get(identifier):
+    """A Loss from a name (Keras names such as ``"mse"``, ``"binary_crossentropy"``), a Loss, a
+    ``{"class_name", "config"}`` dict or a callable returning (value, grad)."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        cls = _ALIASES.get(identifier.lower())
+        if cls is None:
+            raise ValueError(
+                f"loss: unknown loss '{identifier}'; expected one of "
+                f"{sorted(k for k in _ALIASES if '_' in k or len(k) <= 3)} or a Loss object"
+            )
+        return cls()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if callable(identifier):
+        return LossFunctionWrapper(identifier)
+    raise TypeError(f"loss: expected a str, Loss or callable, got {type(identifier).__name__}")
+
+
+def serialize(loss):
+    """``{"class_name", "config"}`` for a built-in loss; ValueError for a wrapped callable."""
+    if isinstance(loss, LossFunctionWrapper):
+        return {"class_name": "function", "config": {"name": loss.name}}
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+def deserialize(config, custom_objects=None):
+    """Inverse of :func:`serialize`; custom losses are looked up in ``custom_objects`` by name."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(f"loss config: expected a dict with 'class_name', got {config!r}")
+    name = config["class_name"]
+    cfg = config.get("config", {}) or {}
+    custom_objects = custom_objects or {}
+    if name == "function":
+        fname = cfg.get("name")
+        if fname in custom_objects:
+            return get(custom_objects[fname])
+        raise ValueError(
+            f"loss config: the loss is the custom function '{fname}'; pass it as custom_objects={{'{fname}': fn}}"
+        )
+    if name in custom_objects:
+        obj = custom_objects[name]
+        return obj.from_config(cfg) if isinstance(obj, type) else get(obj)
+    if name in _CLASSES:
+        return _CLASSES[name].from_config(cfg)
+    raise ValueError(f"loss config: unknown loss class '{name}'; pass it in custom_objects")

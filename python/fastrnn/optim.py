@@ -1,0 +1,535 @@
+"""Optimizers over lists of Parameters (``.value``, ``.grad``, ``.trainable``), with Keras semantics.
+
+    opt = Adam(learning_rate=1e-3, clipnorm=1.0)
+    opt.step(params)          # params: list of Parameter; reads .grad, updates .value in place
+
+The update rules are Keras 3's (stated per class); where PyTorch differs the docstring says how,
+and ``epsilon_style="torch"`` switches Adam/AdamW/RMSprop to PyTorch's epsilon placement. Optimizer
+state (slots) is kept per position in the parameter list, so ``step`` must always receive the same
+parameters in the same order (a model's ``parameters()`` does); the shapes are checked.
+
+Gradient clipping (at most one of them, as in Keras), applied to copies of the gradients:
+  clipnorm         each parameter's gradient g -> g * clipnorm / max(||g||, clipnorm)
+  global_clipnorm  all gradients scaled together by global_clipnorm / max(global norm, global_clipnorm)
+  clipvalue        each entry clipped to [-clipvalue, clipvalue]
+
+``learning_rate`` is a float, a :class:`LearningRateSchedule` (``ExponentialDecay``,
+``StepDecay``) or any callable ``step -> lr``; the schedule is evaluated at ``iterations``, the
+number of steps already taken (0 on the first step), as Keras does.
+
+``state_dict()`` returns the configuration (hyperparameters, including a learning rate changed by a
+callback), the step count and every slot array (copies); ``load_state_dict`` restores all of it,
+so training continues exactly as it would have.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "LearningRateSchedule",
+    "ExponentialDecay",
+    "StepDecay",
+    "Optimizer",
+    "SGD",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "get",
+    "serialize",
+    "deserialize",
+]
+
+
+# --------------------------------------------------------------------------- schedules
+class LearningRateSchedule:
+    """A learning rate as a function of the optimizer's step count: ``schedule(step) -> float``."""
+
+    def __call__(self, step):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_config(self):
+        """JSON-able constructor arguments."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        """Recreate from ``get_config()``'s dict."""
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _positive(value, argname, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argname}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{argname}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+    return value
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """Keras ``ExponentialDecay``: ``lr = initial * decay_rate ** (step / decay_steps)``.
+
+    staircase=True uses ``floor(step / decay_steps)`` (the rate drops every ``decay_steps`` steps).
+    """
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate", allow_zero=True)
+        self.decay_steps = _positive(decay_steps, "decay_steps")
+        self.decay_rate = _positive(decay_rate, "decay_rate")
+        self.staircase = bool(staircase)
+
+    def __call__(self, step):
+        p = step / self.decay_steps
+        if self.staircase:
+            p = math.floor(p)
+        return self.initial_learning_rate * self.decay_rate ** p
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "decay_rate": self.decay_rate, "staircase": self.staircase}
+
+
+class StepDecay(LearningRateSchedule):
+    """Step decay (PyTorch ``StepLR`` counted in optimizer steps): ``lr = initial * gamma ** (step // step_size)``."""
+
+    def __init__(self, initial_learning_rate, step_size, gamma=0.1):
+        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate", allow_zero=True)
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
+            raise ValueError(f"step_size: expected a positive int, got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = _positive(gamma, "gamma", allow_zero=True)
+
+    def __call__(self, step):
+        return self.initial_learning_rate * self.gamma ** (int(step) // self.step_size)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "step_size": self.step_size,
+                "gamma": self.gamma}
+
+
+_SCHEDULES = {"ExponentialDecay": ExponentialDecay, "StepDecay": StepDecay}
+
+
+# --------------------------------------------------------------------------- base
+class Optimizer:
+    """Base class: learning rate handling, clipping, slots, step count and state saving.
+
+    Subclasses set ``slot_names`` and implement ``_update(i, w, g, lr, t)`` which returns the new
+    value of parameter ``i`` (``w`` its value, ``g`` its clipped gradient, ``t`` the 1-based step).
+    """
+
+    slot_names: tuple = ()
+    default_learning_rate = 0.001
+
+    def __init__(self, learning_rate=None, *, lr=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 params=None, name=None):
+        if lr is not None and learning_rate is not None:
+            raise ValueError("learning_rate: give learning_rate or its alias lr, not both")
+        if learning_rate is None:
+            learning_rate = self.default_learning_rate if lr is None else lr
+        self._set_lr(learning_rate, "learning_rate")
+        given = [n for n, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                                ("global_clipnorm", global_clipnorm)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"Only one of clipnorm, clipvalue and global_clipnorm can be set; got {given}")
+        self.clipnorm = None if clipnorm is None else _positive(clipnorm, "clipnorm")
+        self.clipvalue = None if clipvalue is None else _positive(clipvalue, "clipvalue")
+        self.global_clipnorm = None if global_clipnorm is None else _positive(global_clipnorm, "global_clipnorm")
+        self.name = name or type(self).__name__.lower()
+        self.iterations = 0
+        self._slots = None  # {slot name: [array per parameter]}
+        self._params = None if params is None else list(params)
+
+    # -- learning rate
+    def _set_lr(self, value, argname):
+        if callable(value):
+            self._lr = value
+        else:
+            self._lr = _positive(value, argname, allow_zero=True)
+
+    @property
+    def learning_rate(self):
+        """The learning rate as given: a float, or the schedule object."""
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if callable(self._lr):
+            raise TypeError(
+                "learning_rate: this optimizer was created with a learning-rate schedule, so its learning "
+                "rate is not settable"
+            )
+        self._set_lr(value, "learning_rate")
+
+    lr = learning_rate
+
+    @property
+    def current_learning_rate(self):
+        """The learning rate the next step will use (the schedule evaluated at ``iterations``)."""
+        return float(self._lr(self.iterations)) if callable(self._lr) else float(self._lr)
+
+    # -- steps
+    def _resolve(self, params):
+        if params is None:
+            if self._params is None:
+                raise ValueError("params: step() needs the list of parameters (none was given to the constructor)")
+            params = self._params
+        params = list(params)
+        for i, p in enumerate(params):
+            if not (hasattr(p, "value") and hasattr(p, "grad")):
+                raise TypeError(f"params[{i}]: expected a Parameter with .value and .grad, got {type(p).__name__}")
+        return params
+
+    def _ensure_slots(self, params):
+        shapes = [tuple(np.shape(p.value)) for p in params]
+        if self._slots is None:
+            self._slots = {s: [np.zeros(sh, dtype=np.asarray(p.value).dtype) for sh, p in zip(shapes, params)]
+                           for s in self.slot_names}
+            return
+        for s, arrs in self._slots.items():
+            if len(arrs) != len(params):
+                raise ValueError(
+                    f"params: this optimizer holds state for {len(arrs)} parameters but step() got {len(params)}; "
+                    "pass the same parameters in the same order every step"
+                )
+            for i, (a, sh) in enumerate(zip(arrs, shapes)):
+                if a.shape != sh:
+                    raise ValueError(
+                        f"params[{i}]: shape {sh} does not match the optimizer state's shape {a.shape} (slot '{s}')"
+                    )
+
+    def _clip(self, grads):
+        if self.clipvalue is not None:
+            return [None if g is None else np.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        if self.clipnorm is not None:
+            out = []
+            for g in grads:
+                if g is None:
+                    out.append(None)
+                    continue
+                n = float(np.sqrt(np.sum(np.square(g, dtype=np.float64))))
+                out.append(g * (self.clipnorm / max(n, self.clipnorm)) if n > self.clipnorm else g)
+            return out
+        if self.global_clipnorm is not None:
+            n = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads if g is not None))
+            if n > self.global_clipnorm:
+                scale = self.global_clipnorm / n
+                return [None if g is None else g * scale for g in grads]
+        return grads
+
+    def step(self, params=None):
+        """Apply one update to every trainable parameter from its ``.grad`` (values change in place)."""
+        params = self._resolve(params)
+        self._ensure_slots(params)
+        grads = []
+        for p in params:
+            if not getattr(p, "trainable", True) or p.grad is None:
+                grads.append(None)
+            else:
+                grads.append(np.asarray(p.grad, dtype=np.asarray(p.value).dtype))
+        grads = self._clip(grads)
+        lr = self.current_learning_rate
+        t = self.iterations + 1
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            if g.shape != np.shape(p.value):
+                raise ValueError(f"params[{i}]: grad shape {g.shape} differs from value shape {np.shape(p.value)}")
+            new = self._update(i, p, np.asarray(p.value), g, lr, t)
+            p.value[...] = new
+        self.iterations = t
+
+    def zero_grad(self, params=None):
+        """Set every parameter's gradient to zero."""
+        for p in self._resolve(params):
+            if p.grad is not None:
+                p.grad[...] = 0
+
+    def _update(self, i, p, w, g, lr, t):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- config and state
+    def _hyper(self):
+        return {}
+
+    def get_config(self):
+        """JSON-able hyperparameters (the learning rate as a float or a schedule config)."""
+        lr = self._lr
+        if isinstance(lr, LearningRateSchedule):
+            lr = {"class_name": type(lr).__name__, "config": lr.get_config()}
+        elif callable(lr):
+            raise ValueError(
+                "learning_rate: a plain callable learning rate cannot be serialized; use ExponentialDecay, "
+                "StepDecay or a LearningRateSchedule subclass"
+            )
+        cfg = {"name": self.name, "learning_rate": lr, "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
+               "global_clipnorm": self.global_clipnorm}
+        cfg.update(self._hyper())
+        return cfg
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Recreate from ``get_config()``'s dict."""
+        config = dict(config)
+        lr = config.get("learning_rate")
+        if isinstance(lr, dict):
+            name = lr.get("class_name")
+            sched = (custom_objects or {}).get(name) or _SCHEDULES.get(name)
+            if sched is None:
+                raise ValueError(f"learning_rate: unknown schedule class '{name}'")
+            config["learning_rate"] = sched.from_config(lr.get("config", {}))
+        return cls(**config)
+
+    def state_dict(self):
+        """Everything needed to continue identically: class, config, step count and slot arrays (copies)."""
+        slots = {} if self._slots is None else {k: [a.copy() for a in v] for k, v in self._slots.items()}
+        return {"class_name": type(self).__name__, "config": self.get_config(), "iterations": int(self.iterations),
+                "slots": slots}
+
+    def load_state_dict(self, state):
+        """Restore ``state_dict()``'s output (hyperparameters, step count and slots)."""
+        if not isinstance(state, dict) or not {"class_name", "config", "iterations", "slots"} <= set(state):
+            raise ValueError("state: expected a dict from Optimizer.state_dict() with keys "
+                             "class_name, config, iterations, slots")
+        if state["class_name"] != type(self).__name__:
+            raise ValueError(f"state: saved for a {state['class_name']} optimizer, cannot load into {type(self).__name__}")
+        fresh = type(self).from_config(state["config"])
+        slots = state["slots"]
+        if slots:
+            if set(slots) != set(fresh.slot_names):
+                raise ValueError(f"state: slots {sorted(slots)} do not match the {type(self).__name__} "
+                                 f"configuration's slots {sorted(fresh.slot_names)}")
+            lens = {len(v) for v in slots.values()}
+            if len(lens) != 1:
+                raise ValueError("state: slot lists have different lengths")
+            new_slots = {k: [np.array(a, copy=True) for a in v] for k, v in slots.items()}
+        else:
+            new_slots = None if fresh.slot_names else {}
+        iterations = int(state["iterations"])
+        if iterations < 0:
+            raise ValueError(f"state: iterations must be >= 0, got {iterations}")
+        params = self._params
+        self.__dict__.update(fresh.__dict__)
+        self._params = params
+        self._slots = new_slots
+        self.iterations = iterations
+
+    def __repr__(self):
+        cfg = self.get_config() if not (callable(self._lr) and not isinstance(self._lr, LearningRateSchedule)) else {}
+        args = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if v is not None and k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+def _check_unit(value, argname, closed_top=False):
+    value = _positive(value, argname, allow_zero=True)
+    if value > 1 or (value == 1 and not closed_top):
+        raise ValueError(f"{argname}: expected a number in [0, {'1]' if closed_top else '1)'}, got {value}")
+    return value
+
+
+def _check_eps_style(style):
+    if style not in ("keras", "torch"):
+        raise ValueError(f"epsilon_style: expected 'keras' or 'torch', got {style!r}")
+    return style
+
+
+# --------------------------------------------------------------------------- optimizers
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, Keras 3 rule:
+
+        v = momentum * v - lr * g
+        w = w + v                               (nesterov=False)
+        w = w + momentum * v - lr * g           (nesterov=True)
+
+    With a constant learning rate this equals PyTorch's SGD (dampening 0), whose buffer is ``-v / lr``.
+    Keras defaults: learning_rate=0.01, momentum=0.
+    """
+
+    default_learning_rate = 0.01
+
+    @property
+    def slot_names(self):
+        return ("momentum",) if self.momentum > 0 else ()
+
+    def __init__(self, learning_rate=None, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.momentum = _check_unit(momentum, "momentum", closed_top=True)
+        self.nesterov = bool(nesterov)
+
+    def _update(self, i, p, w, g, lr, t):
+        if self.momentum == 0:
+            return w - lr * g
+        v = self._slots["momentum"][i]
+        v[...] = self.momentum * v - lr * g
+        if self.nesterov:
+            return w + self.momentum * v - lr * g
+        return w + v
+
+    def _hyper(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class RMSprop(Optimizer):
+    """RMSprop, Keras 3 rule (defaults learning_rate=0.001, rho=0.9, epsilon=1e-7):
+
+        s = rho * s + (1 - rho) * g**2
+        mg = rho * mg + (1 - rho) * g;  d = s - mg**2        (centered=True; else d = s)
+        inc = lr * g / sqrt(d + eps)                          (epsilon_style="keras")
+        inc = lr * g / (sqrt(d) + eps)                        (epsilon_style="torch", as torch.optim.RMSprop)
+        m = momentum * m + inc; w -= m                        (momentum > 0; else w -= inc)
+
+    PyTorch's ``alpha`` is ``rho`` here (its default is 0.99, eps 1e-8).
+    """
+
+    @property
+    def slot_names(self):
+        return (("velocity",) + (("average_gradient",) if self.centered else ())
+                + (("momentum",) if self.momentum > 0 else ()))
+
+    def __init__(self, learning_rate=None, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+                 epsilon_style="keras", **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.rho = _check_unit(rho, "rho")
+        self.momentum = _check_unit(momentum, "momentum", closed_top=True)
+        self.epsilon = _positive(epsilon, "epsilon", allow_zero=True)
+        self.centered = bool(centered)
+        self.epsilon_style = _check_eps_style(epsilon_style)
+
+    def _update(self, i, p, w, g, lr, t):
+        s = self._slots["velocity"][i]
+        s[...] = self.rho * s + (1 - self.rho) * g * g
+        d = s
+        if self.centered:
+            mg = self._slots["average_gradient"][i]
+            mg[...] = self.rho * mg + (1 - self.rho) * g
+            d = s - mg * mg
+        if self.epsilon_style == "keras":
+            inc = lr * g / np.sqrt(d + self.epsilon)
+        else:
+            inc = lr * g / (np.sqrt(d) + self.epsilon)
+        if self.momentum > 0:
+            m = self._slots["momentum"][i]
+            m[...] = self.momentum * m + inc
+            return w - m
+        return w - inc
+
+    def _hyper(self):
+        return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon, "centered": self.centered,
+                "epsilon_style": self.epsilon_style}
+
+
+class Adam(Optimizer):
+    """Adam, Keras 3 rule (defaults learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+
+        m = m + (1 - beta_1) * (g - m);  v = v + (1 - beta_2) * (g**2 - v)
+        vh = max(vh, v) if amsgrad else v
+        epsilon_style="keras":  w -= lr * sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (sqrt(vh) + eps)
+        epsilon_style="torch":  w -= lr * (m / (1 - beta_1**t)) / (sqrt(vh / (1 - beta_2**t)) + eps)
+
+    Keras adds epsilon to ``sqrt(v)`` before bias correction (the paper's "epsilon hat"); PyTorch
+    adds it after (use epsilon=1e-8 with epsilon_style="torch" to match torch.optim.Adam exactly).
+    """
+
+    @property
+    def slot_names(self):
+        return ("m", "v", "vhat") if self.amsgrad else ("m", "v")
+
+    def __init__(self, learning_rate=None, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+                 epsilon_style="keras", **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1 = _check_unit(beta_1, "beta_1")
+        self.beta_2 = _check_unit(beta_2, "beta_2")
+        self.epsilon = _positive(epsilon, "epsilon", allow_zero=True)
+        self.amsgrad = bool(amsgrad)
+        self.epsilon_style = _check_eps_style(epsilon_style)
+
+    def _adam(self, i, w, g, lr, t):
+        m, v = self._slots["m"][i], self._slots["v"][i]
+        m += (1 - self.beta_1) * (g - m)
+        v += (1 - self.beta_2) * (g * g - v)
+        vh = v
+        if self.amsgrad:
+            vh = self._slots["vhat"][i]
+            np.maximum(vh, v, out=vh)
+        c1 = 1 - self.beta_1 ** t
+        c2 = 1 - self.beta_2 ** t
+        if self.epsilon_style == "keras":
+            return w - (lr * math.sqrt(c2) / c1) * m / (np.sqrt(vh) + self.epsilon)
+        return w - lr * (m / c1) / (np.sqrt(vh / c2) + self.epsilon)
+
+    def _update(self, i, p, w, g, lr, t):
+        return self._adam(i, w, g, lr, t)
+
+    def _hyper(self):
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self.amsgrad,
+                "epsilon_style": self.epsilon_style}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), Keras 3 / PyTorch rule:
+
+        w = w - lr * weight_decay * w        (before the Adam update, which uses the same g)
+        then the Adam update above.
+
+    Keras's default weight_decay is 0.004 (PyTorch's 0.01). ``exclude_from_weight_decay`` is a list
+    of substrings: parameters whose ``name`` contains one are not decayed (e.g. ``["b"]`` for biases).
+    """
+
+    def __init__(self, learning_rate=None, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, epsilon_style="keras", exclude_from_weight_decay=None, **kwargs):
+        super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad,
+                         epsilon_style=epsilon_style, **kwargs)
+        self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
+        self.exclude_from_weight_decay = list(exclude_from_weight_decay or [])
+
+    def _update(self, i, p, w, g, lr, t):
+        name = str(getattr(p, "name", ""))
+        if self.weight_decay and not any(s in name for s in self.exclude_from_weight_decay):
+            w = w - lr * self.weight_decay * w
+        return self._adam(i, w, g, lr, t)
+
+    def _hyper(self):
+        cfg = super()._hyper()
+        cfg.update(weight_decay=self.weight_decay, exclude_from_weight_decay=list(self.exclude_from_weight_decay))
+        return cfg
+
+
+_OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+_CLASSES = {c.__name__: c for c in _OPTIMIZERS.values()}
+
+
+def get(identifier):
+    """An Optimizer from a name ("sgd", "rmsprop", "adam", "adamw"; Keras defaults), an Optimizer or a config dict."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        cls = _OPTIMIZERS.get(identifier.lower())
+        if cls is None:
+            raise ValueError(f"optimizer: unknown optimizer '{identifier}'; expected one of {sorted(_OPTIMIZERS)} "
+                             "or an Optimizer object")
+        return cls()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    raise TypeError(f"optimizer: expected a str or Optimizer, got {type(identifier).__name__}")
+
+
+def serialize(optimizer):
+    """``{"class_name", "config"}`` for an optimizer."""
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+
+
+def deserialize(config, custom_objects=None):
+    """Inverse of :func:`serialize`; custom classes are looked up in ``custom_objects``."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(f"optimizer config: expected a dict with 'class_name', got {config!r}")
+    name = config["class_name"]
+    cls = (custom_objects or {}).get(name) or _CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"optimizer config: unknown optimizer class '{name}'")
+    return cls.from_config(config.get("config", {}), custom_objects=custom_objects)
