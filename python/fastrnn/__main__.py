@@ -42,6 +42,9 @@ def _cmd_demo(args):
         print("fastrnn demo: the time-series example (examples/time_series.py) was not found; it ships "
               "with the source tree: run it from a checkout of fastrnn", file=sys.stderr)
         return 2
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # the example imports its helper module _common
     mod = _load_module(path, "fastrnn_example_time_series")
     argv = ["--demo"]
     if args.out:

@@ -1,0 +1,56 @@
+"""Small helpers shared by the example scripts (seeding, timing, saving plots, result lines)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+
+def set_seed(seed):
+    """Seed weight initialisation and dropout in fastrnn, and NumPy's global generator."""
+    import fastrnn
+
+    fn = getattr(fastrnn, "set_seed", None)
+    if fn is None:
+        from fastrnn.layers import set_seed as fn
+    fn(int(seed))
+    np.random.seed(int(seed))
+
+
+def fit_timed(model, x, y, epochs, **kwargs):
+    """``model.fit`` with the wall time; returns (history, seconds per epoch actually run)."""
+    t0 = time.perf_counter()
+    history = model.fit(x, y, epochs=epochs, **kwargs)
+    elapsed = time.perf_counter() - t0
+    ran = max(1, len(next(iter(history.history.values()), [])) if history is not None else epochs)
+    return history, elapsed / ran
+
+
+def save_figure(fig, path, dpi=110):
+    """Write a matplotlib figure atomically (temporary file in the same folder, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def print_results(example, mode, results):
+    """The machine-readable last line the tests parse: ``RESULTS_JSON {...}``."""
+    print("RESULTS_JSON " + json.dumps({"example": example, "mode": mode, "results": results}), flush=True)
