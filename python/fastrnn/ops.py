@@ -13,10 +13,9 @@ What the kernels accept (checked before any kernel runs, with the same messages 
   * CuPy arrays run the CuPy-compatible reference on the GPU (no CUDA kernels are bound yet) and
     return CuPy arrays; the cache then belongs to the reference and backward follows it there.
   * ``out=`` (keyword only, forward): an array for y, float32, C-contiguous, writeable, of y's shape.
-NaN and Inf are not checked: they propagate through the arithmetic like in the references
-(sigmoid/tanh of NaN is NaN; +-Inf saturate). One difference: a NaN or Inf in x at a *masked*
-position is never read by the references, while the kernels' weight gradient dW_ih = dG^T x
-multiplies it by a zero gate gradient, which gives NaN; pad with finite values.
+NaN and Inf are not checked: in valid steps they propagate through the arithmetic like in the
+references (sigmoid/tanh of NaN is NaN; +-Inf saturate). Values at masked positions are never
+read: NaN padding changes no output and no gradient.
 
 The training cache holds private copies of x and the weights, so changing them in place between
 forward and backward cannot corrupt the gradients.
@@ -108,6 +107,8 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
     mask_u8 = None if spec.mask is None else np.ascontiguousarray(spec.mask.T, dtype=np.uint8)
     if training:  # private copies: in-place edits between forward and backward cannot leak in
         xs, wi, wh = xs.copy(), wi.copy(), wh.copy()
+        if mask_u8 is not None:  # padding is never read, not even by dW_ih = dG^T x
+            xs[~(spec.mask.T if batch_first else spec.mask)] = 0.0
     cell_id = _CELL_ID[(cell, nonlinearity if cell == "rnn" else None)]
     y, h_n, c_n, gates, hprev, aux = backend.core().forward(
         cell_id, xs, wi, wh, bs[0], bs[1] if cell == "gru" else None, h0, c0, mask_u8,

@@ -1,0 +1,257 @@
+"""The C++ kernels (fastrnn.ops) against the float64 NumPy references, on every ISA path this
+machine supports, for every cell, inference and training, masks, reverse, layouts and truncation,
+on awkward sizes as well as round ones."""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _core, ops
+from fastrnn import reference as ref
+
+from _problems import base_name, forward_args, make_problem
+
+ISAS = _core.available_isas()
+CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
+# (T, B, I, H): awkward (H, I not multiples of 16, B = 1, T = 1, I = 1) and round sizes; the last
+# ones are big enough for the time loop to run on two threads with several row blocks.
+SHAPES = [(1, 1, 1, 1), (4, 1, 3, 5), (6, 5, 17, 33), (3, 4, 16, 32), (5, 13, 40, 70), (2, 37, 8, 129)]
+LAYOUTS = list(itertools.product([True, False], [False, True], [None, "lengths", "mask"]))
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    before = _core.get_isa()
+    _core.set_isa(request.param)
+    yield request.param
+    _core.set_isa(before)
+
+
+def _to64(v):
+    return v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v
+
+
+def _problem(cell, shape, batch_first, masking, seed=3):
+    T, B, I, H = shape
+    p = make_problem(cell, T, B, I, H, dtype=np.float32, seed=seed, batch_first=batch_first,
+                     lengths="random" if masking else None)
+    args, kw = forward_args(cell, p)
+    if masking == "mask":  # an arbitrary (not right-padded) mask with the same density
+        rng = np.random.default_rng(seed + 1)
+        kw["lengths"] = None
+        kw["mask"] = rng.random((B, T)) < 0.7
+    return args, kw
+
+
+def _close(got, want, what):
+    scale = 1.0 + float(np.max(np.abs(want))) if want.size else 1.0
+    err = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+    assert err <= 3e-5 * scale, f"{what}: max abs error {err:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("batch_first,reverse,masking", LAYOUTS,
+                         ids=lambda v: {True: "T", False: "F", None: "nomask"}.get(v, v) if not isinstance(v, bool) else str(v))
+def test_kernels_match_reference(isa, cell, shape, batch_first, reverse, masking):
+    name = base_name(cell)
+    args, kw = _problem(cell, shape, batch_first, masking)
+    kw.update(reverse=reverse, batch_first=batch_first)
+    fwd_k, bwd_k = getattr(ops, name + "_forward"), getattr(ops, name + "_backward")
+    fwd_r, bwd_r = getattr(ref, name + "_forward"), getattr(ref, name + "_backward")
+    kw64 = {k: _to64(v) for k, v in kw.items()}
+    y_r, s_r, c_r = fwd_r(*[_to64(a) for a in args], **kw64)
+
+    # inference: nothing saved, same outputs
+    y_i, s_i, c_i = fwd_k(*args, **kw, training=False)
+    assert c_i is None
+    _close(y_i, y_r, "y (inference)")
+
+    y_k, s_k, c_k = fwd_k(*args, **kw)
+    assert y_k.dtype == np.float32 and y_k.shape == y_r.shape
+    np.testing.assert_array_equal(y_k, y_i)  # training and inference forward agree bit for bit
+    _close(y_k, y_r, "y")
+    for a, b_, nm in zip(s_k if name == "lstm" else (s_k,), s_r if name == "lstm" else (s_r,), ("h_n", "c_n")):
+        _close(a, b_, nm)
+
+    rng = np.random.default_rng(7)
+    dy = rng.standard_normal(y_k.shape).astype(np.float32)
+    B, H = y_k.shape[0] if batch_first else y_k.shape[1], y_k.shape[2]
+    dh = rng.standard_normal((B, H)).astype(np.float32)
+    dstate = (dh, rng.standard_normal((B, H)).astype(np.float32)) if name == "lstm" else dh
+    dstate64 = tuple(_to64(d) for d in dstate) if name == "lstm" else _to64(dstate)
+    T = shape[0]
+    for k, with_dy, with_state in [(None, True, True), (1, True, False), (2, False, True), (3, True, True), (T, True, True)]:
+        g_k = bwd_k(c_k, dy if with_dy else None, dstate=dstate if with_state else None, bptt_steps=k)
+        g_r = bwd_r(c_r, _to64(dy) if with_dy else None, dstate=dstate64 if with_state else None, bptt_steps=k)
+        assert set(g_k) == set(g_r)
+        for key in g_r:
+            assert g_k[key].shape == g_r[key].shape, key
+            _close(g_k[key], g_r[key], f"grad {key} (bptt_steps={k}, dy={with_dy}, dstate={with_state})")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_masked_positions_are_zero_and_state_carries(isa, cell):
+    name = base_name(cell)
+    p = make_problem(cell, 6, 4, 3, 9, dtype=np.float32, seed=11, lengths=[6, 0, 3, 1])
+    args, kw = forward_args(cell, p)
+    y, state, _ = getattr(ops, name + "_forward")(*args, **kw)
+    h_n = state[0] if name == "lstm" else state
+    assert np.all(y[1] == 0) and np.all(y[2, 3:] == 0) and np.all(y[3, 1:] == 0)
+    np.testing.assert_array_equal(h_n[1], p["h0"][1])  # length 0: the state is h0
+    np.testing.assert_array_equal(h_n[2], y[2, 2])     # the state after the last valid step
+    np.testing.assert_array_equal(h_n[3], y[3, 0])
+
+
+def test_results_identical_across_thread_counts():
+    before = fastrnn.get_num_threads()
+    try:
+        for cell in ["lstm", "gru", "rnn"]:
+            name = base_name(cell)
+            p = make_problem(cell, 7, 19, 30, 150, dtype=np.float32, seed=5, lengths="random")
+            args, kw = forward_args(cell, p)
+            results = []
+            for n in (1, 2, 3):
+                fastrnn.set_num_threads(n)
+                y, _, c = getattr(ops, name + "_forward")(*args, **kw)
+                g = getattr(ops, name + "_backward")(c, np.ones_like(y), bptt_steps=3)
+                results.append((y, g))
+            for y, g in results[1:]:
+                np.testing.assert_array_equal(y, results[0][0])
+                for key in g:
+                    np.testing.assert_array_equal(g[key], results[0][1][key], err_msg=key)
+    finally:
+        fastrnn.set_num_threads(before)
+
+
+def test_concurrent_calls_from_python_threads_match_serial():
+    problems = [make_problem(c, 9, 6, 12, 40, dtype=np.float32, seed=s, lengths="random")
+                for s, c in enumerate(["lstm", "gru", "rnn", "lstm", "gru", "rnn"])]
+    cells = ["lstm", "gru", "rnn", "lstm", "gru", "rnn"]
+
+    def run(i):
+        args, kw = forward_args(cells[i], problems[i])
+        name = base_name(cells[i])
+        y, _, c = getattr(ops, name + "_forward")(*args, **kw)
+        return y, getattr(ops, name + "_backward")(c, y)
+
+    serial = [run(i) for i in range(len(cells))]
+    got = [None] * len(cells)
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(5):
+                got[i] = run(i)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(cells))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for (y0, g0), (y1, g1) in zip(serial, got):
+        np.testing.assert_array_equal(y0, y1)
+        for key in g0:
+            np.testing.assert_array_equal(g0[key], g1[key])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 53, 29), (130, 300, 257), (7, 1000, 65), (300, 2, 513)])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_matches_numpy(isa, shape, trans_a, trans_b):
+    M, K, N = shape
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+    got = _core.gemm(A, B, trans_a, trans_b)
+    assert got.shape == (M, N)
+    err = np.max(np.abs(got - want))
+    assert err <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want))), err
+
+
+def test_activation_accuracy(isa):
+    x = np.concatenate([np.linspace(-30, 30, 200001), np.linspace(-1e-3, 1e-3, 2001)]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    sig = _core.activation("sigmoid", x)
+    tanh = _core.activation("tanh", x)
+    assert np.max(np.abs(sig - 1 / (1 + np.exp(-x64)))) < 2e-7
+    assert np.max(np.abs(tanh - np.tanh(x64))) < 5e-7
+    small = np.abs(x) < 1e-3
+    assert np.max(np.abs(tanh[small] - np.tanh(x64[small])) / np.maximum(np.abs(x64[small]), 1e-30)) < 1e-6
+    e = x[x < 85]
+    assert np.max(np.abs(_core.activation("exp", e) / np.exp(e.astype(np.float64)) - 1)) < 3e-7
+    special = np.array([np.nan, np.inf, -np.inf, 0.0], dtype=np.float32)
+    s, t = _core.activation("sigmoid", special), _core.activation("tanh", special)
+    assert np.isnan(s[0]) and s[1] == 1.0 and 0.0 <= s[2] <= 1e-38 and s[3] == 0.5
+    assert np.isnan(t[0]) and t[1] == 1.0 and t[2] == -1.0 and t[3] == 0.0
+
+
+def test_nan_padding_is_never_read():
+    p = make_problem("gru", 5, 3, 4, 6, dtype=np.float32, seed=4, lengths=[5, 2, 0])
+    clean, _ = forward_args("gru", p)
+    p["x"][1, 2:] = np.nan
+    p["x"][2] = np.inf
+    dirty, kw = forward_args("gru", p)
+    y0, h0, c0 = ops.gru_forward(*clean, **kw)
+    y1, h1, c1 = ops.gru_forward(*dirty, **kw)
+    np.testing.assert_array_equal(y0, y1)
+    np.testing.assert_array_equal(h0, h1)
+    g0, g1 = ops.gru_backward(c0, np.ones_like(y0)), ops.gru_backward(c1, np.ones_like(y1))
+    for key in g0:
+        np.testing.assert_array_equal(g0[key], g1[key], err_msg=key)
+
+
+def test_nan_in_a_valid_step_propagates_only_in_its_row():
+    p = make_problem("lstm", 5, 3, 4, 6, dtype=np.float32, seed=2)
+    p["x"][1, 2, 0] = np.nan
+    args, kw = forward_args("lstm", p)
+    y, _, _ = ops.lstm_forward(*args, **kw)
+    assert not np.isnan(y[1, :2]).any() and np.isnan(y[1, 2:]).all()
+    assert not np.isnan(y[[0, 2]]).any()
+
+
+def test_isa_detection_matches_cpuinfo():
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    assert "scalar" in ISAS
+    if {"avx2", "fma"} <= flags:
+        assert "avx2" in ISAS
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        assert "avx512" in ISAS
+    assert fastrnn.isa() == ISAS[-1]  # the widest path is the default
+
+
+@pytest.mark.parametrize("name", ISAS)
+def test_env_override_selects_the_path(name):
+    code = "import fastrnn; print(fastrnn.isa())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "FASTRNN_ISA": name},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == name
+
+
+def test_set_isa_rejects_unknown_names():
+    with pytest.raises(ValueError, match="expected one of 'scalar', 'avx2', 'avx512'"):
+        fastrnn.set_isa("sse9")
+    with pytest.raises(TypeError, match="str"):
+        fastrnn.set_isa(3)
+
+
+def test_set_num_threads_checks_its_argument():
+    with pytest.raises(ValueError, match=">= 1"):
+        fastrnn.set_num_threads(0)
+    with pytest.raises(TypeError, match="positive int"):
+        fastrnn.set_num_threads(2.0)
