@@ -110,8 +110,11 @@ class Dense(Layer):
         super().build(input_shape)
 
     def _build_from_weights(self, weights):
-        if weights:
+        if weights and np.ndim(weights[0]) == 2:
             self.build((int(np.shape(weights[0])[0]),))
+
+    def _build_shape(self, shape):
+        return (None,) * (len(shape) - 1) + (shape[-1],)
 
     def call(self, x, training=False, mask=None):
         z = x @ self.kernel.value
@@ -174,17 +177,31 @@ class Embedding(Layer):
         self._rng = initializers.new_rng(seed)
         self.embeddings = None
 
+    def _create(self):
+        if self.embeddings is None:
+            self.add_parameter("embeddings", self._emb_init((self.input_dim, self.output_dim), rng=self._rng,
+                                                            dtype=self.dtype))
+
     def build(self, input_shape=None):
-        self.add_parameter("embeddings", self._emb_init((self.input_dim, self.output_dim), rng=self._rng,
-                                                        dtype=self.dtype))
-        super().build(() if input_shape is None else input_shape)
+        """Create the table (once) and record the ids' shape (batch excluded; unknown lengths as None)."""
+        self._create()
+        super().build((None,) if input_shape is None else input_shape)
 
     def _ensure_built(self):
-        if not self.built:
-            self.build(self.input_shape)
+        # the table does not depend on the input shape: it exists from construction on, so
+        # parameters(), count_params() and set_weights() work before the layer sees data
+        self._create()
+        super()._ensure_built()
+
+    def count_params(self):
+        self._create()
+        return int(self.embeddings.size)
 
     def _build_from_weights(self, weights):
-        self._ensure_built()
+        self._create()
+
+    def _build_shape(self, shape):
+        return (None,) * len(shape)
 
     def _check_input_shape(self, shape):
         return
@@ -274,6 +291,9 @@ class Dropout(Layer):
         self.seed = seed
         self._rng = initializers.new_rng(seed)
 
+    def _build_from_weights(self, weights):
+        return
+
     def _check_input_shape(self, shape):
         return
 
@@ -329,6 +349,9 @@ class Flatten(Layer):
 
     _input_rank = (1, None)
     _input_desc = "[batch, ...]"
+
+    def _build_from_weights(self, weights):
+        return
 
     def _check_input_shape(self, shape):
         return

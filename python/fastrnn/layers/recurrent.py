@@ -137,7 +137,7 @@ class BaseRNN(Layer):
         return self._bias_init((self._gates * self.units,), rng=self._init_rng, dtype=self.dtype)
 
     def _build_from_weights(self, weights):
-        if weights:
+        if weights and np.ndim(weights[0]) == 2:
             self.build((None, int(np.shape(weights[0])[1])))
 
     def _build_shape(self, shape):
