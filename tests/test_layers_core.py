@@ -314,3 +314,18 @@ def test_set_seed_and_seed_argument_are_reproducible():
     assert np.all(np.abs(initializers.uniform((1000,), seed=0)) <= 0.05)
     with pytest.raises(ValueError, match="seed"):
         L.set_seed(-1)
+
+
+def test_embedding_has_its_table_before_data_and_records_unknown_lengths():
+    emb = L.Embedding(30, 4)
+    assert emb.count_params() == 120 and len(emb.parameters()) == 1 and not emb.built
+    emb(np.array([[1, 2, 3]]))
+    assert emb.built and emb.input_shape == (None,)
+    assert emb.compute_output_shape(emb.input_shape) == (None, 4)
+    fixed = L.Embedding(30, 4, input_length=7)
+    assert fixed.built and fixed.compute_output_shape(fixed.input_shape) == (7, 4)
+    assert L.deserialize(L.serialize(fixed)).input_length == 7
+    dense = L.Dense(2)
+    dense(np.ones((2, 5, 3)))
+    assert dense.input_shape == (None, 3)
+    dense(np.ones((4, 3)))  # other leading dims are fine once built
