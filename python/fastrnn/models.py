@@ -449,8 +449,8 @@ class Model:
 
         history = callbacks_module.History()
         cb_list = list(callbacks or [])
-        cbs = callbacks_module.CallbackList(
-            [history] + cb_list, self,
+        cbs = callbacks_module.CallbackList(  # History last, as Keras, so it sees what callbacks add to logs
+            cb_list + [history], self,
             {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
         self.stop_training = False
         self.history = history
