@@ -1,0 +1,298 @@
+"""save/load: round trips, identical continued training, atomic writes, corrupt and foreign files."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from fastrnn import layers, losses, metrics, optim, saving
+from fastrnn.models import Model, Sequential
+
+
+def _data(seed=0, B=24, T=7):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, 30, size=(B, T))
+    for b in range(B):
+        x[b, rng.integers(3, T + 1):] = 0
+    y = (x[:, :1] % 2).astype(np.float32)
+    return x, y
+
+
+def _model(seed=0):
+    layers.set_seed(seed)
+    m = Sequential([layers.Embedding(30, 5, mask_zero=True), layers.GRU(6, return_sequences=True),
+                    layers.LSTM(4), layers.Dense(1, activation="sigmoid")])
+    m.compile(optimizer=optim.Adam(optim.ExponentialDecay(0.01, 5, 0.9), clipnorm=1.0),
+              loss="binary_crossentropy", metrics=["accuracy"])
+    return m
+
+
+def test_save_load_gives_identical_predictions_and_continued_training(tmp_path):
+    x, y = _data()
+    m = _model()
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0, seed=1)
+    path = str(tmp_path / "model.fastrnn")
+    m.save(path)
+    back = fr.load_model(path)
+    assert isinstance(back, Sequential) and [lay.name for lay in back.layers] == [lay.name for lay in m.layers]
+    assert [type(lay).__name__ for lay in back.layers] == ["Embedding", "GRU", "LSTM", "Dense"]
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
+    # compile configuration and the full optimizer state came back
+    assert isinstance(back.loss, losses.BinaryCrossentropy)
+    assert isinstance(back.compiled_metrics[0], metrics.BinaryAccuracy) and back.compiled_metrics[0].name == "accuracy"
+    assert isinstance(back.optimizer, optim.Adam) and back.optimizer.clipnorm == 1.0
+    assert isinstance(back.optimizer.learning_rate, optim.ExponentialDecay)
+    assert back.optimizer.iterations == m.optimizer.iterations == 6
+    for k in m.optimizer.state_dict()["slots"]:
+        for a, b in zip(m.optimizer.state_dict()["slots"][k], back.optimizer.state_dict()["slots"][k]):
+            np.testing.assert_array_equal(a, b)
+    h1 = m.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=2)
+    h2 = back.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=2)
+    assert h1.history == h2.history
+    for a, b in zip(m.get_weights(), back.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fresh_optimizer_would_train_differently(tmp_path):
+    # the continued-training check above is meaningful: without the optimizer state the weights differ
+    x, y = _data()
+    m = _model()
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0, seed=1)
+    m.save(str(tmp_path / "m.fastrnn"))
+    back = fr.load_model(str(tmp_path / "m.fastrnn"), compile=False)
+    assert back.optimizer is None
+    back.compile(optimizer=optim.Adam(optim.ExponentialDecay(0.01, 5, 0.9), clipnorm=1.0),
+                 loss="binary_crossentropy")
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=2)
+    back.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=2)
+    assert not np.array_equal(m.get_weights()[1], back.get_weights()[1])
+
+
+def test_file_layout_is_zip_of_json_and_npy(tmp_path):
+    m = _model()
+    m.build((None,))
+    path = tmp_path / "m.fastrnn"
+    m.save(str(path))
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        assert names[0] == "fastrnn.json"
+        marker = json.loads(zf.read("fastrnn.json"))
+        assert marker["format"] == "fastrnn" and marker["version"] == 1 and marker["kind"] == "model"
+        desc = json.loads(zf.read("model.json"))
+        assert desc["class_name"] == "Sequential"
+        assert [c["class_name"] for c in desc["config"]["layers"]] == ["Embedding", "GRU", "LSTM", "Dense"]
+        assert desc["compile_config"]["loss"]["class_name"] == "BinaryCrossentropy"
+        assert all(n.endswith(".npy") for n in names[2:])
+        w0 = np.load(zf.open(desc["weights"][0]["array"]["__ndarray__"]), allow_pickle=False)
+    np.testing.assert_array_equal(w0, m.get_weights()[0])
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_save_weights_and_load_weights(tmp_path):
+    x, _ = _data()
+    m = _model(seed=1)
+    m.build((None,))
+    m.save_weights(str(tmp_path / "w.fastrnn"))
+    other = _model(seed=2)
+    assert not np.array_equal(other.predict(x), m.predict(x))
+    other.load_weights(str(tmp_path / "w.fastrnn"))
+    np.testing.assert_array_equal(other.predict(x), m.predict(x))
+    with pytest.raises(ValueError, match="holds only weights.*load_weights"):
+        fr.load_model(str(tmp_path / "w.fastrnn"))
+    layers.set_seed(0)
+    wrong = Sequential([layers.Embedding(30, 5), layers.GRU(7), layers.Dense(1)])
+    wrong.build((None,))
+    with pytest.raises(ValueError, match="holds 10 weight arrays but model .* has 7 parameters"):
+        wrong.load_weights(str(tmp_path / "w.fastrnn"))
+    layers.set_seed(0)
+    wrong = Sequential([layers.Embedding(30, 5), layers.GRU(7, return_sequences=True), layers.LSTM(4),
+                        layers.Dense(1)])
+    wrong.build((None,))
+    with pytest.raises(ValueError, match=r"weight 'gru.*/w_ih' has shape \(18, 5\) but .* has shape \(21, 5\)"):
+        wrong.load_weights(str(tmp_path / "w.fastrnn"))
+
+
+def test_failure_mid_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    m = _model()
+    m.build((None,))
+    path = tmp_path / "m.fastrnn"
+    m.save(str(path))
+    old = path.read_bytes()
+    x, y = _data()
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)  # the weights change
+
+    real = saving._write_array
+    calls = []
+
+    def failing(zf, name, arr):
+        calls.append(name)
+        if len(calls) == 3:
+            raise OSError("disk full (simulated)")
+        real(zf, name, arr)
+
+    monkeypatch.setattr(saving, "_write_array", failing)
+    with pytest.raises(OSError, match="disk full"):
+        m.save(str(path))
+    assert len(calls) == 3
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.fastrnn"]  # no temporary file left behind
+    fr.load_model(str(path))  # still loads
+    # and a new path is not created at all by a failed save
+    with pytest.raises(OSError):
+        calls.clear()
+        m.save(str(tmp_path / "new.fastrnn"))
+    assert os.listdir(tmp_path) == ["m.fastrnn"]
+    monkeypatch.setattr(saving, "_write_array", real)
+    m.save(str(path))
+    assert path.read_bytes() != old
+
+
+def test_failure_before_replace_keeps_old_file(tmp_path, monkeypatch):
+    m = _model()
+    m.build((None,))
+    path = tmp_path / "m.fastrnn"
+    m.save(str(path))
+    old = path.read_bytes()
+
+    def boom(src, dst):
+        raise OSError("replace failed (simulated)")
+
+    monkeypatch.setattr(saving.os, "replace", boom)
+    with pytest.raises(OSError, match="replace failed"):
+        m.save(str(path))
+    assert path.read_bytes() == old and os.listdir(tmp_path) == ["m.fastrnn"]
+
+
+@pytest.fixture
+def saved(tmp_path):
+    m = _model()
+    m.build((None,))
+    path = tmp_path / "m.fastrnn"
+    m.save(str(path))
+    return path
+
+
+def test_truncated_file(saved):
+    data = saved.read_bytes()
+    for cut in (len(data) // 2, len(data) - 10, 100):
+        saved.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="not a fastrnn file.*truncated|corrupt"):
+            fr.load_model(str(saved))
+
+
+def test_corrupted_bytes_fail_the_crc(saved):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as zf:
+        info = zf.getinfo(zf.namelist()[-1])
+    pos = info.header_offset + 30 + len(info.filename) + 140  # inside the last array's data
+    data[pos] ^= 0xFF
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt or truncated fastrnn file"):
+        fr.load_model(str(saved))
+
+
+def test_foreign_files(tmp_path):
+    npz = tmp_path / "arrays.npz"
+    np.savez(npz, a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a fastrnn file \\(no 'fastrnn.json' format marker\\)"):
+        fr.load_model(str(npz))
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    with pytest.raises(ValueError, match="not a fastrnn file \\(not a readable zip archive"):
+        fr.load_model(str(txt))
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("fastrnn.json", json.dumps({"format": "somethingelse", "version": 1}))
+    with pytest.raises(ValueError, match="not a fastrnn file \\(format marker"):
+        fr.load_model(str(other))
+    newer = tmp_path / "newer.fastrnn"
+    with zipfile.ZipFile(newer, "w") as zf:
+        zf.writestr("fastrnn.json", json.dumps({"format": "fastrnn", "version": 99, "kind": "model"}))
+    with pytest.raises(ValueError, match="format version 99, newer than this fastrnn reads"):
+        fr.load_model(str(newer))
+    badjson = tmp_path / "badjson.fastrnn"
+    with zipfile.ZipFile(badjson, "w") as zf:
+        zf.writestr("fastrnn.json", json.dumps({"format": "fastrnn", "version": 1, "kind": "model"}))
+        zf.writestr("model.json", "{not json")
+    with pytest.raises(ValueError, match="entry 'model.json' is not valid JSON"):
+        fr.load_model(str(badjson))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        fr.load_model(str(tmp_path / "missing.fastrnn"))
+
+
+def test_pickled_array_entry_is_refused(saved, tmp_path):
+    # rewrite the first weight array as an object (pickled) .npy entry: loading must refuse it
+    with zipfile.ZipFile(saved) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    desc = json.loads(entries["model.json"])
+    name = desc["weights"][0]["array"]["__ndarray__"]
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    entries[name] = buf.getvalue()
+    evil = tmp_path / "evil.fastrnn"
+    with zipfile.ZipFile(evil, "w") as zf:
+        for n, data in entries.items():
+            zf.writestr(n, data)
+    with pytest.raises(ValueError, match="is not a valid .npy array"):
+        fr.load_model(str(evil))
+
+
+class Tiny(Model):
+    def __init__(self, units=3):
+        super().__init__()
+        self.units = units
+        self.rnn = layers.SimpleRNN(units)
+        self.out = layers.Dense(2)
+
+    def get_config(self):
+        return {"units": self.units}
+
+    def forward(self, x, training=False, mask=None):
+        return self.out(self.rnn(x, training=training, mask=mask), training=training)
+
+    def backward(self, dy):
+        return self.rnn.backward(self.out.backward(dy))
+
+
+def test_subclassed_model_and_custom_objects(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 4, 2)).astype(np.float32)
+    y = rng.normal(size=(8, 2)).astype(np.float32)
+
+    def my_loss(y_true, y_pred):
+        d = y_pred - y_true
+        return float((d * d).mean()), 2 * d / d.size
+
+    layers.set_seed(3)
+    m = Tiny(units=5)
+    m.compile(optimizer=optim.SGD(0.1, momentum=0.9), loss=my_loss)
+    m.fit(x, y, epochs=2, batch_size=4, verbose=0, shuffle=False)
+    path = str(tmp_path / "tiny.fastrnn")
+    m.save(path)
+    with pytest.raises(ValueError, match="custom model class 'Tiny'.*custom_objects"):
+        fr.load_model(path)
+    with pytest.raises(ValueError, match="custom function 'my_loss'.*custom_objects"):
+        fr.load_model(path, custom_objects={"Tiny": Tiny})
+    back = fr.load_model(path, custom_objects={"Tiny": Tiny, "my_loss": my_loss})
+    assert back.units == 5
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
+    m.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    back.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    for a, b in zip(m.get_weights(), back.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_errors(tmp_path):
+    m = Sequential([layers.Dense(2)])
+    with pytest.raises(ValueError, match="is not built"):
+        m.save(str(tmp_path / "m.fastrnn"))
+    m.build((3,))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        m.save(str(tmp_path / "no" / "such" / "dir.fastrnn"))
+    m.save(str(tmp_path / "uncompiled.fastrnn"))  # an uncompiled model saves and loads uncompiled
+    back = fr.load_model(str(tmp_path / "uncompiled.fastrnn"))
+    assert back.optimizer is None and back.count_params() == 8
