@@ -408,9 +408,15 @@ def _one_pass_grads(model, x, y, loss, k):
 
 
 def _tbptt_grads(model, x, y, loss, k):
-    model.compile(optimizer=optim.SGD(0.0), loss=loss)  # lr 0: the weights stay, the gradients remain
-    value = model.train_on_batch(x, y, tbptt=k)
-    return value, [p.grad.copy() for p in model.parameters()]
+    """fit(tbptt=k) on one batch with learning rate 0: the weights stay and .grad keeps the batch's gradient."""
+    model.compile(optimizer=optim.SGD(0.0), loss=loss)
+    h = model.fit(x, y, epochs=1, batch_size=len(x), shuffle=False, tbptt=k, verbose=0)
+    grads = [p.grad.copy() for p in model.parameters()]
+    value = model.train_on_batch(x, y, tbptt=k)  # the same step through the Keras-style single-batch API
+    assert value == pytest.approx(h.history["loss"][0], rel=1e-12)
+    for p, g in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g)
+    return value, grads
 
 
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 2e-4)])

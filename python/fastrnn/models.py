@@ -28,6 +28,7 @@ step per batch.
   are only run forward, to carry the state; the loss and the backward pass come from the last
   chunk alone. This too equals one pass with ``bptt_steps=k``: the gradient of the final output
   reaches back only through the last chunk (the one holding step T-1).
+* Dropout masks are drawn per chunk (each chunk is a separate forward call).
 * Layers that run backwards in time (``go_backwards=True``, ``Bidirectional``) are refused: a
   reversed layer would see only its own chunk's future.
 """
@@ -77,6 +78,8 @@ def _positive_int(value, argname, allow_zero=False):
 
 
 def _fmt_shape(shape):
+    if shape and isinstance(shape[-1], (list, tuple)):  # several outputs (return_state)
+        return "[" + ", ".join(_fmt_shape((None,) + tuple(s)) for s in shape[-1]) + "]"
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
@@ -550,7 +553,7 @@ class Model:
         for lay in self.layers:
             if lay.built and lay.input_shape is not None:
                 out = lay.compute_output_shape(tuple(lay.input_shape))
-                shape = _fmt_shape((None,) + tuple(out))
+                shape = _fmt_shape((None, list(out)) if isinstance(out, list) else (None,) + tuple(out))
                 params = lay.count_params()
             else:
                 shape, params = "? (unbuilt)", 0
