@@ -1,0 +1,289 @@
+"""The benchmark table: ``python -m fastrnn bench``.
+
+Times, side by side in one run, fastrnn's kernels against the NumPy reference and (when installed)
+PyTorch at the same thread count: forward (inference) and training (forward + full backward,
+input gradient included) for LSTM and GRU on the DeepBench-style shapes below, plus fastrnn's GEMM
+against numpy's matmul on the input-projection shapes. FLOP convention: LSTM forward =
+2*T*B*4H*(I+H), GRU the same with 3H, training = 3x forward; GEMM 2*M*N*K.
+
+The machines this runs on are shared and noisy: read the ratios of one run, not absolute figures
+across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+SHAPES = {  # name: (T, B, I, H)
+    "small": (50, 32, 1, 20),
+    "text": (256, 32, 100, 128),
+    "medium": (100, 64, 256, 256),
+    "large": (50, 64, 512, 1024),
+    "latency": (100, 1, 128, 512),
+}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def flops(cell, T, B, I, H, train):
+    """DeepBench convention: forward 2*T*B*G*H*(I+H); training 3x forward."""
+    f = 2.0 * T * B * GATES[cell] * H * (I + H)
+    return 3.0 * f if train else f
+
+
+def timeit(fn, min_time=0.5, min_runs=3, max_runs=50):
+    """Median seconds of fn() after one warm-up call."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < min_time and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _problem(cell, T, B, I, H, seed=0):
+    rng = np.random.default_rng(seed)
+    G = GATES[cell]
+    k = 1.0 / np.sqrt(H)
+    p = {
+        "x": rng.standard_normal((B, T, I)).astype(np.float32),
+        "w_ih": rng.uniform(-k, k, (G * H, I)).astype(np.float32),
+        "w_hh": rng.uniform(-k, k, (G * H, H)).astype(np.float32),
+        "b_ih": rng.uniform(-k, k, G * H).astype(np.float32),
+        "b_hh": rng.uniform(-k, k, G * H).astype(np.float32),
+    }
+    p["dy"] = rng.standard_normal((B, T, H)).astype(np.float32)
+    return p
+
+
+def _fr_calls(mod, cell, p):
+    """(forward, train) closures for fastrnn.ops or fastrnn.reference."""
+    x, wi, wh = p["x"], p["w_ih"], p["w_hh"]
+    if cell == "gru":
+        fwd = getattr(mod, "gru_forward")
+        bwd = getattr(mod, "gru_backward")
+        args = (x, wi, wh, p["b_ih"], p["b_hh"])
+    else:
+        fwd = getattr(mod, f"{cell}_forward")
+        bwd = getattr(mod, f"{cell}_backward")
+        args = (x, wi, wh, p["b_ih"] + p["b_hh"])
+
+    def forward():
+        return fwd(*args, training=False)
+
+    def train():
+        y, _, cache = fwd(*args, training=True)
+        return bwd(cache, p["dy"])
+
+    return forward, train
+
+
+def _torch_calls(torch, cell, p, T, B, I, H):
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](I, H, batch_first=True)
+    with torch.no_grad():
+        mod.weight_ih_l0.copy_(torch.from_numpy(p["w_ih"]))
+        mod.weight_hh_l0.copy_(torch.from_numpy(p["w_hh"]))
+        mod.bias_ih_l0.copy_(torch.from_numpy(p["b_ih"]))
+        mod.bias_hh_l0.copy_(torch.from_numpy(p["b_hh"]))
+    x = torch.from_numpy(p["x"])
+    dy = torch.from_numpy(p["dy"])
+
+    def forward():
+        with torch.no_grad():
+            return mod(x)
+
+    def train():
+        xg = x.detach().requires_grad_(True)
+        mod.zero_grad(set_to_none=True)
+        y, _ = mod(xg)
+        y.backward(dy)
+        return xg.grad
+
+    return forward, train
+
+
+def environment(threads):
+    """Lines describing the machine and versions."""
+    import fastrnn
+
+    lines = [f"date: {datetime.date.today().isoformat()}",
+             f"machine: {platform.machine()}, {_cpu_name()}, {os.cpu_count()} logical CPUs; threads used: {threads}",
+             f"fastrnn {fastrnn.__version__} (ISA path {fastrnn.isa()}), numpy {np.__version__}, "
+             f"python {platform.python_version()}"]
+    try:
+        import torch
+
+        lines.append(f"torch {torch.__version__} (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'})")
+    except ImportError:
+        lines.append("torch: not installed")
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads)"
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+        lines.append("numpy BLAS: " + ("; ".join(blas) or "unknown"))
+    except ImportError:
+        lines.append("numpy BLAS: threadpoolctl not installed")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            lines.append(f"note: {var}={os.environ[var]} is set (slows numpy's matmul)")
+    return lines
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run(shapes, cells, threads, with_torch=True, with_reference=True, min_time=0.5, log=print):
+    """Run the table; returns a list of row dicts."""
+    import fastrnn
+    from fastrnn import ops, reference
+
+    fastrnn.set_num_threads(threads)
+    torch = None
+    if with_torch:
+        try:
+            import torch as _torch
+
+            _torch.set_num_threads(threads)
+            torch = _torch
+        except ImportError:
+            torch = None
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=threads, user_api="blas")
+    except ImportError:
+        limiter = None
+    rows = []
+    for name in shapes:
+        T, B, I, H = SHAPES[name]
+        for cell in cells:
+            p = _problem(cell, T, B, I, H)
+            fr_f, fr_t = _fr_calls(ops, cell, p)
+            for mode, fr_fn in (("forward", fr_f), ("train", fr_t)):
+                row = {"shape": name, "T": T, "B": B, "I": I, "H": H, "cell": cell, "mode": mode}
+                row["fastrnn_ms"] = 1e3 * timeit(fr_fn, min_time)
+                if with_reference:
+                    rf, rt = _fr_calls(reference, cell, p)
+                    row["numpy_ms"] = 1e3 * timeit(rf if mode == "forward" else rt, min_time, min_runs=1, max_runs=3)
+                if torch is not None:
+                    tf, tt = _torch_calls(torch, cell, p, T, B, I, H)
+                    row["torch_ms"] = 1e3 * timeit(tf if mode == "forward" else tt, min_time)
+                row["gflops"] = flops(cell, T, B, I, H, mode == "train") / (row["fastrnn_ms"] * 1e6)
+                rows.append(row)
+                log(_format_row(row))
+    if limiter is not None:
+        limiter.restore_original_limits()
+    return rows
+
+
+def run_gemm(shapes, threads, min_time=0.3, log=print):
+    """fastrnn's GEMM vs numpy matmul on the input projections x[T*B, I] @ W_ih^T[I, 4H]."""
+    import fastrnn
+    from fastrnn import backend
+
+    fastrnn.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=threads, user_api="blas")
+    except ImportError:
+        limiter = None
+    core = backend.core()
+    rows = []
+    for name in shapes:
+        T, B, I, H = SHAPES[name]
+        M, K, N = T * B, I, 4 * H
+        rng = np.random.default_rng(1)
+        A = rng.standard_normal((M, K)).astype(np.float32)
+        W = rng.standard_normal((N, K)).astype(np.float32)
+        t_fr = timeit(lambda: core.gemm(A, W, False, True), min_time)
+        t_np = timeit(lambda: A @ W.T, min_time)
+        f = 2.0 * M * N * K
+        row = {"shape": name, "M": M, "N": N, "K": K, "fastrnn_gflops": f / t_fr / 1e9, "numpy_gflops": f / t_np / 1e9}
+        rows.append(row)
+        log(f"gemm {name:8s} M={M:6d} N={N:5d} K={K:4d}  fastrnn {row['fastrnn_gflops']:7.1f} GFLOP/s  "
+            f"numpy {row['numpy_gflops']:7.1f} GFLOP/s  ratio {row['fastrnn_gflops'] / row['numpy_gflops']:.2f}")
+    if limiter is not None:
+        limiter.restore_original_limits()
+    return rows
+
+
+def _format_row(r):
+    s = (f"{r['cell']:4s} {r['mode']:7s} {r['shape']:8s} (T={r['T']},B={r['B']},I={r['I']},H={r['H']})  "
+         f"fastrnn {r['fastrnn_ms']:9.3f} ms {r['gflops']:7.1f} GFLOP/s")
+    if "numpy_ms" in r:
+        s += f"  numpy {r['numpy_ms']:9.2f} ms (x{r['numpy_ms'] / r['fastrnn_ms']:.1f})"
+    if "torch_ms" in r:
+        s += f"  torch {r['torch_ms']:9.3f} ms (x{r['torch_ms'] / r['fastrnn_ms']:.2f})"
+    return s
+
+
+def markdown(rows, gemm_rows, env_lines):
+    """The results as a Markdown section (for bench/RESULTS.md)."""
+    out = ["", *[f"- {line}" for line in env_lines], "",
+           "| cell | mode | shape (T,B,I,H) | fastrnn ms | GFLOP/s | numpy ms | numpy/fastrnn | torch ms | torch/fastrnn |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        np_ms = f"{r['numpy_ms']:.2f}" if "numpy_ms" in r else "-"
+        np_ratio = f"{r['numpy_ms'] / r['fastrnn_ms']:.1f}" if "numpy_ms" in r else "-"
+        t_ms = f"{r['torch_ms']:.3f}" if "torch_ms" in r else "-"
+        t_ratio = f"{r['torch_ms'] / r['fastrnn_ms']:.2f}" if "torch_ms" in r else "-"
+        out.append(f"| {r['cell']} | {r['mode']} | {r['shape']} ({r['T']},{r['B']},{r['I']},{r['H']}) | "
+                   f"{r['fastrnn_ms']:.3f} | {r['gflops']:.1f} | {np_ms} | {np_ratio} | {t_ms} | {t_ratio} |")
+    if gemm_rows:
+        out += ["", "| GEMM (input projection) | M | N | K | fastrnn GFLOP/s | numpy GFLOP/s | ratio |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for g in gemm_rows:
+            out.append(f"| {g['shape']} | {g['M']} | {g['N']} | {g['K']} | {g['fastrnn_gflops']:.1f} | "
+                       f"{g['numpy_gflops']:.1f} | {g['fastrnn_gflops'] / g['numpy_gflops']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    from . import backend
+
+    p = argparse.ArgumentParser(prog="python -m fastrnn bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated: " + ",".join(SHAPES))
+    p.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm,gru")
+    p.add_argument("--threads", type=int, default=backend.default_num_threads())
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
+    p.add_argument("--no-gemm", action="store_true", help="skip the GEMM table")
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds of timing per measurement")
+    p.add_argument("--markdown", metavar="FILE", help="append the results as Markdown to FILE")
+    a = p.parse_args(argv)
+    shapes = [s for s in a.shapes.split(",") if s]
+    cells = [c for c in a.cells.split(",") if c]
+    for s in shapes:
+        if s not in SHAPES:
+            p.error(f"--shapes: unknown shape {s!r}; expected some of {', '.join(SHAPES)}")
+    for c in cells:
+        if c not in ("lstm", "gru"):
+            p.error(f"--cells: unknown cell {c!r}; expected lstm and/or gru")
+    if a.threads < 1:
+        p.error(f"--threads: expected >= 1, got {a.threads}")
+    env_lines = environment(a.threads)
+    for line in env_lines:
+        print(line)
+    rows = run(shapes, cells, a.threads, not a.no_torch, not a.no_reference, a.min_time)
+    gemm_rows = [] if a.no_gemm else run_gemm(shapes, a.threads)
+    if a.markdown:
+        with open(a.markdown, "a") as f:
+            f.write(markdown(rows, gemm_rows, env_lines))
+    return 0
