@@ -83,6 +83,8 @@ def _check_out(fn, out, shape):
 def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
              nonlinearity, out):
     fn = f"{cell}_forward"
+    if isinstance(x, np.ndarray) and x.dtype == np.float64:
+        _f32(fn, "x", x)  # says that the kernels take float32 (the references take float64)
     spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
                                 batch_first=batch_first, reverse=reverse, training=training,
                                 nonlinearity=nonlinearity)
