@@ -54,3 +54,23 @@ def pyplot():
 def print_results(example, mode, results):
     """The machine-readable last line the tests parse: ``RESULTS_JSON {...}``."""
     print("RESULTS_JSON " + json.dumps({"example": example, "mode": mode, "results": results}), flush=True)
+
+
+def add_threads_arg(parser):
+    """``--threads N``: the kernels' thread count (default: fastrnn's, the cores this process may use)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for the kernels (default: all cores this process may use)")
+
+
+def apply_threads(n):
+    """Set the kernels' thread count when ``n`` is given; returns the count in use."""
+    import fastrnn
+
+    if n is not None:
+        if n < 1:
+            raise SystemExit("--threads must be >= 1")
+        fastrnn.set_num_threads(int(n))
+    try:
+        return int(fastrnn.get_num_threads())
+    except Exception:  # the extension may be unavailable; the count is informational only
+        return None

@@ -33,7 +33,7 @@ from fastrnn.data import WordVectorizer, train_valid_test_split
 from fastrnn.datasets import SENTIMENT_CITATION, load_sentiment
 from fastrnn.models import Sequential
 
-from _common import fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import add_threads_arg, apply_threads, fit_timed, print_results, pyplot, save_figure, set_seed
 
 CELLS = {"SimpleRNN": layers.SimpleRNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
 
@@ -84,11 +84,13 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join("examples", "out"), help="folder for the plot")
     p.add_argument("--no-plot", action="store_true")
+    add_threads_arg(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    threads = apply_threads(args.threads)
     mode = "smoke" if args.smoke else "full"
     cfg = dict(MODES[mode])
     if args.epochs is not None:
@@ -119,7 +121,7 @@ def main(argv=None):
     print(f"  data: {SENTIMENT_CITATION}")
     print(f"  model: Embedding({vec.vocab_size}, {cfg['embed']}, mask_zero=True) -> <cell>({cfg['units']}) -> "
           f"Dense(1, sigmoid); Adam lr {cfg['lr']:g}, batch {args.batch_size}, up to {cfg['epochs']} epochs, "
-          f"early stopping (patience {cfg['patience']})")
+          f"early stopping (patience {cfg['patience']}); threads {threads}")
 
     results, curves, models = {}, {}, {}
     for cell in cells:

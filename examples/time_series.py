@@ -29,7 +29,7 @@ from fastrnn import layers, optim
 from fastrnn.models import Sequential
 from fastrnn.data import generate_time_series, train_valid_test_split
 
-from _common import fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import add_threads_arg, apply_threads, fit_timed, print_results, pyplot, save_figure, set_seed
 
 PUBLISHED = {"naive": 0.020, "linear": 0.004, "simple_rnn": 0.011, "deep_rnn": 0.003}
 TITLES = {"naive": "naive forecast", "linear": "linear (Flatten -> Dense(1))",
@@ -93,11 +93,13 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=os.path.join("examples", "out"), help="folder for the plot")
     p.add_argument("--no-plot", action="store_true", help="skip the plot")
+    add_threads_arg(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    threads = apply_threads(args.threads)
     mode = "smoke" if args.smoke else "demo" if args.demo else "full"
     cfg = dict(MODES[mode])
     if args.epochs is not None:
@@ -115,7 +117,7 @@ def main(argv=None):
     X_test, y_test = test[:, :n_steps], test[:, -1]
     print(f"fastrnn {fastrnn.__version__} | mode: {mode} | {n_series} series of {n_steps} steps "
           f"(train {len(X_train)}, valid {len(X_valid)}, test {len(X_test)}) | epochs {cfg['epochs']}, "
-          f"batch {args.batch_size}, Adam lr {cfg['lr']:g}")
+          f"batch {args.batch_size}, Adam lr {cfg['lr']:g} | threads {threads}")
 
     results = {"naive": {"val_mse": mse(y_valid, X_valid[:, -1]), "test_mse": mse(y_test, X_test[:, -1]),
                          "params": 0, "sec_per_epoch": 0.0}}
