@@ -171,3 +171,20 @@ def test_errors():
         interop.from_keras(unbuilt)
     with pytest.raises(ValueError, match="not built"):
         interop.to_keras(layers.LSTM(H))
+
+
+def test_return_state_and_no_bias():
+    kl = keras.layers.LSTM(H, return_sequences=True, return_state=True, use_bias=False)
+    kl.build((None, None, I))
+    _randomize(kl, 60)
+    ours = interop.from_keras(kl)
+    x = _x(105)
+    expected = [keras.ops.convert_to_numpy(a) for a in kl(x)]
+    got = ours(x)
+    assert len(got) == len(expected) == 3  # y, h, c
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+    back = interop.to_keras(ours)
+    assert back.return_state
+    for a, b in zip(back(x), expected):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b, atol=ATOL)
