@@ -88,8 +88,9 @@ struct BackwardArgs {
   int threads;
 };
 
-// C = A * B (+ C if accumulate), A: M x K with strides (rsa, csa), B: K x N with strides (rsb, csb),
-// C: M x N row-major with leading dimension ldc.
+// C = A * B + C (accumulate) or C = A * B + bias (bias: [N] added to every row, or nullptr);
+// A: M x K with strides (rsa, csa), B: K x N with strides (rsb, csb), C: M x N row-major with
+// leading dimension ldc.
 struct GemmArgs {
   int64_t M, N, K;
   const float* A; int64_t rsa, csa;
@@ -97,6 +98,7 @@ struct GemmArgs {
   float* C; int64_t ldc;
   bool accumulate;
   int threads;
+  const float* bias = nullptr;
 };
 
 // One instruction set's kernels.

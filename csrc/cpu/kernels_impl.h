@@ -12,8 +12,8 @@
 //             touch memory. One barrier per step (h is double-buffered).
 //   backward: per step, the fused pointwise pass (state gradients -> gate gradients, written in
 //             x's row order), a barrier, and dh_prev = dG_hh W_hh for the thread's own hidden
-//             slice. After the loop dx, dW_ih, dW_hh are single GEMMs over all T*B rows and the
-//             bias gradients are column sums.
+//             slice; the bias gradients are summed in the same pass. After the loop dx, dW_ih,
+//             dW_hh are single GEMMs over all T*B rows.
 #include <omp.h>
 
 #include <algorithm>
@@ -142,16 +142,21 @@ static inline void micro_packed(int64_t kc, const float* __restrict Ap, const fl
   }
 }
 
-// C[m x n] (+)= acc, for the valid m <= MR rows and n <= NV*W columns.
+// C[m x n] = acc + C (accumulate) or acc + bias (bias may be nullptr), for the valid m <= MR rows
+// and n <= NV*W columns.
 template <int MR, int NV>
-static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, int n, bool accumulate) {
+static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, int n, bool accumulate,
+                              const float* bias) {
   if (m == MR && n == NV * W) {
+    V add[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) add[v] = (!accumulate && bias) ? Simd::load(bias + v * W) : Simd::zero();
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
         float* p = C + i * ldc + v * W;
-        Simd::store(p, accumulate ? Simd::add(Simd::load(p), acc[i][v]) : acc[i][v]);
+        Simd::store(p, Simd::add(accumulate ? Simd::load(p) : add[v], acc[i][v]));
       }
     return;
   }
@@ -165,13 +170,16 @@ static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, in
     const float* s = tmp + i * NV * W;
     if (accumulate)
       for (int j = 0; j < n; ++j) p[j] += s[j];
+    else if (bias)
+      for (int j = 0; j < n; ++j) p[j] = bias[j] + s[j];
     else
       for (int j = 0; j < n; ++j) p[j] = s[j];
   }
 }
 
 static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa,
-                        const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate) {
+                        const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate,
+                        const float* bias) {
   float* Ap = scratch(0, (size_t)(GEMM_MC * GEMM_KC));
   float* Bp = scratch(1, (size_t)(GEMM_KC * (GEMM_NC + GEMM_NR)));
   for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
@@ -189,7 +197,8 @@ static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t
             const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
             V acc[GEMM_MR][GEMM_NV];
             micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-            store_tile<GEMM_MR, GEMM_NV>(acc, C + (ic + ir) * ldc + jc + jr, ldc, m, n, acc_c);
+            store_tile<GEMM_MR, GEMM_NV>(acc, C + (ic + ir) * ldc + jc + jr, ldc, m, n, acc_c,
+                                         bias ? bias + jc + jr : nullptr);
           }
         }
       }
@@ -201,7 +210,12 @@ static void gemm(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0) {
     if (!g.accumulate)
-      for (int64_t i = 0; i < g.M; ++i) std::memset(g.C + i * g.ldc, 0, sizeof(float) * (size_t)g.N);
+      for (int64_t i = 0; i < g.M; ++i) {
+        if (g.bias)
+          std::memcpy(g.C + i * g.ldc, g.bias, sizeof(float) * (size_t)g.N);
+        else
+          std::memset(g.C + i * g.ldc, 0, sizeof(float) * (size_t)g.N);
+      }
     return;
   }
   int nt = std::max(1, g.threads);
@@ -214,12 +228,12 @@ static void gemm(const GemmArgs& g) {
       const int64_t j0 = pn * tid / nt * GEMM_NR, j1 = std::min(g.N, pn * (tid + 1) / nt * GEMM_NR);
       if (j1 > j0)
         gemm_serial(g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
-                    g.accumulate);
+                    g.accumulate, g.bias ? g.bias + j0 : nullptr);
     } else {
       const int64_t i0 = pm * tid / nt * GEMM_MR, i1 = std::min(g.M, pm * (tid + 1) / nt * GEMM_MR);
       if (i1 > i0)
         gemm_serial(i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
-                    g.ldc, g.accumulate);
+                    g.ldc, g.accumulate, g.bias);
     }
   };
   if (nt == 1) {
@@ -374,18 +388,6 @@ static size_t forward_ws(const Dims& d, bool training, int threads) {
   return n;
 }
 
-// Fills every row of `out` ([rows, n]) with `bias` (or zeros); parallel over rows.
-static void fill_rows(float* out, int64_t rows, int64_t n, const float* bias, int threads) {
-  const int nt = (rows * n < 65536) ? 1 : std::max(1, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    if (bias)
-      std::memcpy(out + r * n, bias, sizeof(float) * (size_t)n);
-    else
-      std::memset(out + r * n, 0, sizeof(float) * (size_t)n);
-  }
-}
-
 template <Cell C>
 static void forward_impl(const ForwardArgs& a) {
   constexpr int G = CellTraits<C>::G;
@@ -404,9 +406,8 @@ static void forward_impl(const ForwardArgs& a) {
   ws += 2 * B * H;
   float* cstate = (C == Cell::LSTM) ? ws : nullptr;
 
-  // 1. input projection for all steps: xw = x W_ih^T + b_ih (one GEMM)
-  fill_rows(xw, N, GH, a.b_ih, a.threads);
-  gemm(GemmArgs{N, GH, I, a.x, I, 1, a.w_ih, 1, I, xw, GH, true, a.threads});
+  // 1. input projection for all steps: xw = x W_ih^T + b_ih (one GEMM, bias added at the store)
+  gemm(GemmArgs{N, GH, I, a.x, I, 1, a.w_ih, 1, I, xw, GH, false, a.threads, a.b_ih});
 
   // 2. the time loop
   const int nt = loop_threads(a.threads, P, 2.0 * (double)B * (double)GH * (double)H);
@@ -479,11 +480,18 @@ static void forward_impl(const ForwardArgs& a) {
 }
 
 // Backward pointwise for one row and W lanes: reads the carried dh/dc, writes the gate gradients
-// (dgi: x-side, dgh: h-side; the same except GRU's n gate), the carried dc and the direct part of
-// dh_prev (GRU: dh*z; others 0; the recurrent product is added later).
+// (dgi: x-side, dgh: h-side; the same except GRU's n gate), adds them to the bias gradients
+// dbi/dbh, and writes the carried dc and the direct part of dh_prev (GRU: dh*z; others 0; the
+// recurrent product is added later).
+static inline void put_grad(float* dg, float* db, V v, int nv) {
+  Simd::storen(dg, v, nv);
+  Simd::storen(db, Simd::add(Simd::loadn(db, nv), v), nv);
+}
+
 template <Cell C>
 static inline void backward_point(int64_t H, int nv, const float* gates, const float* aux, const float* hp,
-                                  const float* dyrow, float* dhc, float* dcc, float* dgi, float* dgh) {
+                                  const float* dyrow, float* dhc, float* dcc, float* dgi, float* dgh,
+                                  float* dbi, float* dbh) {
   V dh = Simd::loadn(dhc, nv);
   if (dyrow) dh = Simd::add(dh, Simd::loadn(dyrow, nv));
   const V one = Simd::set1(1.0f);
@@ -499,10 +507,10 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
     const V dzf = Simd::mul(Simd::mul(dc, cprev), Simd::mul(f, Simd::sub(one, f)));
     const V dzg = Simd::mul(Simd::mul(dc, i), Simd::fnmadd(g, g, one));
     const V dzo = Simd::mul(Simd::mul(dh, tc), Simd::mul(o, Simd::sub(one, o)));
-    Simd::storen(dgi, dzi, nv);
-    Simd::storen(dgi + H, dzf, nv);
-    Simd::storen(dgi + 2 * H, dzg, nv);
-    Simd::storen(dgi + 3 * H, dzo, nv);
+    put_grad(dgi, dbi, dzi, nv);
+    put_grad(dgi + H, dbi + H, dzf, nv);
+    put_grad(dgi + 2 * H, dbi + 2 * H, dzg, nv);
+    put_grad(dgi + 3 * H, dbi + 3 * H, dzo, nv);
     Simd::storen(dcc, Simd::mul(dc, f), nv);
     Simd::storen(dhc, Simd::zero(), nv);
   } else if constexpr (C == Cell::GRU) {
@@ -514,17 +522,17 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
     const V dan = Simd::mul(dn, Simd::fnmadd(n, n, one));
     const V dzr = Simd::mul(Simd::mul(dan, hn), Simd::mul(r, Simd::sub(one, r)));
     const V dzz = Simd::mul(dz, Simd::mul(z, Simd::sub(one, z)));
-    Simd::storen(dgi, dzr, nv);
-    Simd::storen(dgi + H, dzz, nv);
-    Simd::storen(dgi + 2 * H, dan, nv);
-    Simd::storen(dgh, dzr, nv);
-    Simd::storen(dgh + H, dzz, nv);
-    Simd::storen(dgh + 2 * H, Simd::mul(dan, r), nv);
+    put_grad(dgi, dbi, dzr, nv);
+    put_grad(dgi + H, dbi + H, dzz, nv);
+    put_grad(dgi + 2 * H, dbi + 2 * H, dan, nv);
+    put_grad(dgh, dbh, dzr, nv);
+    put_grad(dgh + H, dbh + H, dzz, nv);
+    put_grad(dgh + 2 * H, dbh + 2 * H, Simd::mul(dan, r), nv);
     Simd::storen(dhc, Simd::mul(dh, z), nv);
   } else {
     const V h = Simd::loadn(gates, nv);
     const V dz = (C == Cell::RNN_RELU) ? Simd::mul(dh, Simd::step(h)) : Simd::mul(dh, Simd::fnmadd(h, h, one));
-    Simd::storen(dgi, dz, nv);
+    put_grad(dgi, dbi, dz, nv);
     Simd::storen(dhc, Simd::zero(), nv);
   }
 }
@@ -573,6 +581,13 @@ static void backward_impl(const BackwardArgs& a) {
         dhc[b * H + j] = a.dh_n ? a.dh_n[b * H + j] : 0.0f;
         dcc[b * H + j] = a.dc_n ? a.dc_n[b * H + j] : 0.0f;
       }
+    // Bias gradients are summed in the pointwise pass, each thread over its own columns, in a
+    // fixed order (steps descending, rows ascending) whatever the thread count.
+    for (int g = 0; g < G; ++g)
+      for (int64_t j = j_lo; j < j_hi; ++j) {
+        a.db_ih[g * H + j] = 0.0f;
+        if (C == Cell::GRU) a.db_hh[g * H + j] = 0.0f;
+      }
     std::vector<int64_t> act((size_t)B);
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = d.time_of_step(s);
@@ -592,7 +607,8 @@ static void backward_impl(const BackwardArgs& a) {
           const int nv = (int)std::min<int64_t>(W, j_hi - j);
           backward_point<C>(H, nv, a.gates + pos * GH + j, a.aux ? a.aux + pos * H + j : nullptr,
                             a.hprev + pos * H + j, a.dy ? a.dy + pos * H + j : nullptr, dhc + b * H + j,
-                            dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j);
+                            dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j, a.db_ih + j,
+                            C == Cell::GRU ? a.db_hh + j : nullptr);
         }
       }
       if (a.bptt_steps > 0 && s > 0 && s % a.bptt_steps == 0) {
@@ -642,21 +658,6 @@ static void backward_impl(const BackwardArgs& a) {
   if (a.dx) gemm(GemmArgs{N, I, GH, dgi, GH, 1, a.w_ih, I, 1, a.dx, I, false, a.threads});
   gemm(GemmArgs{GH, I, N, dgi, 1, GH, a.x, I, 1, a.dw_ih, I, false, a.threads});
   gemm(GemmArgs{GH, H, N, dgh, 1, GH, a.hprev, H, 1, a.dw_hh, H, false, a.threads});
-  // Bias gradients: column sums (fixed summation order).
-  auto colsum = [&](const float* src, float* dst) {
-    const int nt2 = (N * GH < 65536) ? 1 : std::max(1, a.threads);
-    const int64_t chunks = ceil_div(GH, W);
-#pragma omp parallel for num_threads(nt2) schedule(static)
-    for (int64_t cidx = 0; cidx < chunks; ++cidx) {
-      const int64_t c0 = cidx * W;
-      const int nv = (int)std::min<int64_t>(W, GH - c0);
-      V acc = Simd::zero();
-      for (int64_t r = 0; r < N; ++r) acc = Simd::add(acc, Simd::loadn(src + r * GH + c0, nv));
-      Simd::storen(dst + c0, acc, nv);
-    }
-  };
-  colsum(dgi, a.db_ih);
-  if (C == Cell::GRU && a.db_hh) colsum(dgh, a.db_hh);
 }
 
 static void forward(const ForwardArgs& a) {
