@@ -115,7 +115,7 @@ def test_results_identical_across_thread_counts():
     try:
         for cell in ["lstm", "gru", "rnn"]:
             name = base_name(cell)
-            p = make_problem(cell, 7, 19, 30, 150, dtype=np.float32, seed=5, lengths="random")
+            p = make_problem(cell, 7, 19, 30, 260, dtype=np.float32, seed=5, lengths="random")
             args, kw = forward_args(cell, p)
             results = []
             for n in (1, 2, 3):

@@ -219,7 +219,7 @@ static void gemm(const GemmArgs& g) {
     return;
   }
   int nt = std::max(1, g.threads);
-  if ((double)g.M * (double)g.N * (double)g.K < 65536.0) nt = 1;  // not worth a team
+  if ((double)g.M * (double)g.N * (double)g.K < 5.0e5) nt = 1;  // not worth starting a team
   const int64_t pn = ceil_div(g.N, GEMM_NR), pm = ceil_div(g.M, GEMM_MR);
   const bool split_n = pn >= 2 * nt || pn >= pm;
   nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
@@ -257,7 +257,7 @@ static inline void panel_range(int64_t P, int tid, int nt, int64_t& p0, int64_t&
 // Threads worth using for a time loop whose per-step work is `flops` over `panels` panels.
 static int loop_threads(int requested, int64_t panels, double flops_per_step) {
   int nt = (int)std::min<int64_t>(std::max(1, requested), panels);
-  if (flops_per_step < 40000.0) nt = 1;  // a barrier costs more than the work
+  if (flops_per_step < 1.0e6) nt = 1;  // under ~10 us of work per step a barrier per step does not pay
   return std::max(1, nt);
 }
 
