@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import _core, ops
@@ -255,3 +257,28 @@ def test_set_num_threads_checks_its_argument():
         fastrnn.set_num_threads(0)
     with pytest.raises(TypeError, match="positive int"):
         fastrnn.set_num_threads(2.0)
+
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cell=st.sampled_from(CELLS), T=st.integers(1, 6), B=st.integers(1, 9), I=st.integers(1, 20),
+       H=st.integers(1, 40), batch_first=st.booleans(), reverse=st.booleans(),
+       masking=st.sampled_from([None, "lengths", "mask"]), k=st.sampled_from([None, 1, 2, 5]),
+       isa_name=st.sampled_from(ISAS), seed=st.integers(0, 10_000))
+def test_random_shapes_match_reference(cell, T, B, I, H, batch_first, reverse, masking, k, isa_name, seed):
+    before = _core.get_isa()
+    _core.set_isa(isa_name)
+    try:
+        name = base_name(cell)
+        args, kw = _problem(cell, (T, B, I, H), batch_first, masking, seed=seed)
+        kw.update(reverse=reverse, batch_first=batch_first)
+        y_k, _, c_k = getattr(ops, name + "_forward")(*args, **kw)
+        y_r, _, c_r = getattr(ref, name + "_forward")(*[_to64(a) for a in args], **{a: _to64(v) for a, v in kw.items()})
+        _close(y_k, y_r, "y")
+        dy = np.random.default_rng(seed).standard_normal(y_k.shape).astype(np.float32)
+        g_k = getattr(ops, name + "_backward")(c_k, dy, bptt_steps=k)
+        g_r = getattr(ref, name + "_backward")(c_r, _to64(dy), bptt_steps=k)
+        for key in g_r:
+            _close(g_k[key], g_r[key], f"grad {key}")
+    finally:
+        _core.set_isa(before)
