@@ -110,13 +110,13 @@ static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t 
         for (int j = 0; j < n; ++j) d[j] = src[j];
         for (int j = n; j < GEMM_NR; ++j) d[j] = 0.0f;
       }
-    } else {
-      for (int j = 0; j < n; ++j) {
-        const float* src = B + (j0 + j) * csb;
-        for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_NR + j] = src[k * rsb];
+    } else {  // k outer: contiguous writes; the n source rows stay in L1 across 16 values of k
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = B + k * rsb + j0 * csb;
+        float* d = dst + k * GEMM_NR;
+        for (int j = 0; j < n; ++j) d[j] = src[j * csb];
+        for (int j = n; j < GEMM_NR; ++j) d[j] = 0.0f;
       }
-      for (int j = n; j < GEMM_NR; ++j)
-        for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_NR + j] = 0.0f;
     }
   }
 }
@@ -269,15 +269,11 @@ static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p
     float* dst = Wp + p * H * G * W;
     const int64_t j0 = p * W;
     const int nv = (int)std::min<int64_t>(W, H - j0);
+    const float* src[G * W];  // the G*W source rows of this panel (nullptr: zero padding)
     for (int g = 0; g < G; ++g)
-      for (int w = 0; w < W; ++w) {
-        if (w < nv) {
-          const float* src = w_hh + (g * H + j0 + w) * H;
-          for (int64_t k = 0; k < H; ++k) dst[(k * G + g) * W + w] = src[k];
-        } else {
-          for (int64_t k = 0; k < H; ++k) dst[(k * G + g) * W + w] = 0.0f;
-        }
-      }
+      for (int w = 0; w < W; ++w) src[g * W + w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
+    for (int64_t k = 0; k < H; ++k)  // contiguous writes; the source rows stay in L1 across k
+      for (int r = 0; r < G * W; ++r) dst[k * G * W + r] = src[r] ? src[r][k] : 0.0f;
   }
 }
 
