@@ -37,15 +37,19 @@ using V = Simd::V;
 constexpr int W = Simd::W;
 
 // ---- tuning per ISA -------------------------------------------------------------------------
-// GEMM microkernel GEMM_MR x (GEMM_NV*W); forward-loop tiles keep FWD_ACC accumulators;
+// GEMM microkernel GEMM_MR x (GEMM_NV*W); forward-loop tiles MR rows x G gate vectors (CellTraits);
 // backward-loop tiles are BWD_MR x (BWD_NV*W).
+// Every tile keeps MR*NV accumulators + NV weight vectors + 1 broadcast in registers: at most 32
+// (AVX-512) or 16 (AVX2, and SSE registers for the scalar path) of them.
 #if defined(FASTRNN_ISA_AVX512)
-constexpr int GEMM_MR = 8, GEMM_NV = 2, FWD_ACC = 24, BWD_MR = 8, BWD_NV = 2;
+constexpr int VREGS = 32, GEMM_MR = 8, GEMM_NV = 2, BWD_MR = 8, BWD_NV = 2;
 #elif defined(FASTRNN_ISA_AVX2)
-constexpr int GEMM_MR = 6, GEMM_NV = 2, FWD_ACC = 12, BWD_MR = 6, BWD_NV = 2;
+constexpr int VREGS = 16, GEMM_MR = 6, GEMM_NV = 2, BWD_MR = 6, BWD_NV = 2;
 #else
-constexpr int GEMM_MR = 4, GEMM_NV = 4, FWD_ACC = 12, BWD_MR = 3, BWD_NV = 4;
+constexpr int VREGS = 16, GEMM_MR = 4, GEMM_NV = 2, BWD_MR = 2, BWD_NV = 4;
 #endif
+static_assert(GEMM_MR * GEMM_NV + GEMM_NV + 1 <= VREGS, "GEMM tile exceeds the registers");
+static_assert(BWD_MR * BWD_NV + BWD_NV + 1 <= VREGS, "backward tile exceeds the registers");
 constexpr int GEMM_NR = GEMM_NV * W;
 constexpr int64_t GEMM_KC = 256;
 constexpr int64_t GEMM_MC = 120;   // a multiple of every GEMM_MR above
@@ -293,10 +297,13 @@ static void pack_whh_backward(const float* w_hh, int64_t GH, int64_t H, int64_t 
   }
 }
 
-// acc[m][v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers.
+// out[m*NV + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers.
+// Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
+// inlined into the time loop they compete with the hoisted constants of the pointwise pass.
 template <int M, int NV>
-static inline void micro_rows(int64_t K, const float* const* rows, const float* __restrict Bp,
-                              V (&acc)[M][NV]) {
+__attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
+                                                 const float* __restrict Bp, V* __restrict out) {
+  V acc[M][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
@@ -315,12 +322,16 @@ static inline void micro_rows(int64_t K, const float* const* rows, const float* 
       for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
     }
   }
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) out[i * NV + v] = acc[i][v];
 }
 
 template <Cell C>
 struct CellTraits {
   static constexpr int G = (C == Cell::LSTM) ? 4 : (C == Cell::GRU ? 3 : 1);
-  static constexpr int MR = std::max(1, std::min(8, FWD_ACC / G));  // forward tile rows
+  static constexpr int MR = std::max(1, std::min(8, (VREGS - G - 2) / G));  // forward tile rows
 };
 
 // Forward pointwise for one row: z = recurrent pre-activations (registers), xg = x-projection row
@@ -452,7 +463,7 @@ static void forward_impl(const ForwardArgs& a) {
             const float* rows[Mr];
             for (int i = 0; i < Mr; ++i) rows[i] = hcur + act[(size_t)(r0 + i)] * H;
             V acc[Mr][G];
-            micro_rows<Mr, G>(H, rows, wp, acc);
+            micro_rows<Mr, G>(H, rows, wp, &acc[0][0]);
             for (int i = 0; i < Mr; ++i) {
               const int64_t b = act[(size_t)(r0 + i)];
               const int64_t pos = d.pos(t, b);
@@ -626,7 +637,7 @@ static void backward_impl(const BackwardArgs& a) {
             const float* rows[Mr];
             for (int i = 0; i < Mr; ++i) rows[i] = dgh + d.pos(t, act[(size_t)(r0 + i)]) * GH;
             V acc[Mr][BWD_NV];
-            micro_rows<Mr, BWD_NV>(GH, rows, wq, acc);
+            micro_rows<Mr, BWD_NV>(GH, rows, wq, &acc[0][0]);
             for (int i = 0; i < Mr; ++i) {
               float* out = dhc + act[(size_t)(r0 + i)] * H + j0;
               for (int v = 0; v < BWD_NV; ++v) {
