@@ -64,15 +64,21 @@ def _f32(fn, name, a):
     return np.ascontiguousarray(a)
 
 
+def _check_f32(fn, name, a, shape, what="float32"):
+    """A NumPy float32 array of the given shape (TypeError / ValueError otherwise)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{fn}: {name} must have dtype {what}, got {a.dtype}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have shape {C._shape_str(shape)}, got {C._shape_str(a.shape)}")
+    return a
+
+
 def _check_out(fn, out, shape):
     if out is None:
         return None
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{fn}: out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != np.float32:
-        raise TypeError(f"{fn}: out must have dtype float32, got {out.dtype}")
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{fn}: out must have shape {list(shape)} (the shape of y), got {list(out.shape)}")
+    _check_f32(fn, "out", out, shape)
     if not out.flags.c_contiguous:
         raise ValueError(f"{fn}: out must be C-contiguous")
     if not out.flags.writeable:
@@ -133,13 +139,7 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
 def _grad_array(fn, name, a, shape):
     if a is None:
         return None
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise TypeError(f"{fn}: {name} must have dtype float32 (the dtype of y), got {a.dtype}")
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{fn}: {name} must have shape {C._shape_str(shape)}, got {C._shape_str(a.shape)}")
-    return np.ascontiguousarray(a)
+    return np.ascontiguousarray(_check_f32(fn, name, a, shape, "float32 (the dtype of y)"))
 
 
 def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
