@@ -1,4 +1,7 @@
-"""The example scripts run in smoke mode, print parseable finite results and save their plots."""
+"""The example scripts run in smoke mode, print parseable finite results and save their plots.
+
+They run against the installed fastrnn (no PYTHONPATH games: the source tree has no compiled
+extension), so `python -m fastrnn demo` is tested the way a user runs it after `pip install .`."""
 from __future__ import annotations
 
 import json
@@ -16,7 +19,6 @@ EXAMPLES = ROOT / "examples"
 
 def _run(args, tmp_path, timeout=120):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["MPLBACKEND"] = "Agg"
     proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -99,7 +101,6 @@ def test_char_lm_smoke(tmp_path):
 
 def test_cli_info_demo_and_errors(tmp_path):
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "python")
     info = subprocess.run([sys.executable, "-m", "fastrnn", "info"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "fastrnn" in info.stdout
@@ -120,7 +121,6 @@ def test_cli_info_demo_and_errors(tmp_path):
 @pytest.mark.parametrize("script", ["time_series.py", "sentiment.py", "char_lm.py"])
 def test_bad_arguments_exit_cleanly(script, tmp_path):
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "python")
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--smoke", "--epochs", "0"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "--epochs" in proc.stderr
