@@ -188,6 +188,8 @@ def test_activation_accuracy(isa):
     tanh = _core.activation("tanh", x)
     assert np.max(np.abs(sig - 1 / (1 + np.exp(-x64)))) < 2e-7
     assert np.max(np.abs(tanh - np.tanh(x64))) < 5e-7
+    assert np.max(np.abs(tanh)) <= 1.0  # so that 1 - tanh^2 never turns negative in backward
+    assert np.max(np.abs(_core.activation("tanh", np.linspace(-100, 100, 400001).astype(np.float32)))) <= 1.0
     small = np.abs(x) < 1e-3
     assert np.max(np.abs(tanh[small] - np.tanh(x64[small])) / np.maximum(np.abs(x64[small]), 1e-30)) < 1e-6
     e = x[x < 85]
@@ -252,7 +254,38 @@ def test_set_isa_rejects_unknown_names():
         fastrnn.set_isa(3)
 
 
+def test_results_correct_when_the_runtime_grants_fewer_threads():
+    # OMP_DYNAMIC lets the OpenMP runtime give a team smaller than asked for: the partitions must
+    # follow the team actually granted, or parts of the outputs are never written.
+    code = """
+import numpy as np, fastrnn
+from fastrnn import ops, _core
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 3, 16)).astype(np.float32)
+w_ih = rng.standard_normal((512, 16)).astype(np.float32) * 0.1
+w_hh = rng.standard_normal((512, 128)).astype(np.float32) * 0.1
+b = np.zeros(512, np.float32)
+out = []
+for n in (1, 2):
+    fastrnn.set_num_threads(n)
+    y, _, c = ops.lstm_forward(x, w_ih, w_hh, b)
+    g = ops.lstm_backward(c, y)
+    out.append([y, *g.values()])
+for a, b2 in zip(*out):
+    assert np.array_equal(a, b2)
+A = np.ones((200, 100), np.float32); B = np.ones((100, 300), np.float32)
+assert np.array_equal(_core.gemm(A, B), np.full((200, 300), 100.0, np.float32))
+print("ok")
+"""
+    for env in ({"OMP_DYNAMIC": "true"}, {"OMP_THREAD_LIMIT": "1"}):
+        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", (env, proc.stderr[-2000:])
+
+
 def test_set_num_threads_checks_its_argument():
+    with pytest.raises(ValueError, match="set_num_threads: n must be <= "):
+        fastrnn.set_num_threads(100_000)
     with pytest.raises(ValueError, match=">= 1"):
         fastrnn.set_num_threads(0)
     with pytest.raises(TypeError, match="positive int"):

@@ -237,7 +237,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("gemm", &gemm, py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, "C = op(A) @ op(B) with fastrnn's own GEMM (float32).");
   m.def("activation", &activation, py::arg("kind"), py::arg("x").noconvert(),
-        "The kernels' vectorised sigmoid / tanh / exp on the active ISA (for accuracy tests).");
+        "The kernels' vectorised sigmoid / tanh / exp on the active ISA (for accuracy tests); the vector "
+        "exp clamps its input to [-87, 88].");
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastrnn::get_num_threads);
   m.def("get_isa", &fastrnn::active_isa);

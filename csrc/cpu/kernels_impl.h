@@ -245,7 +245,9 @@ static void gemm(const GemmArgs& g) {
     return;
   }
 #pragma omp parallel num_threads(nt)
-  part(omp_get_thread_num());
+  {  // the runtime may give fewer threads than asked for (OMP_DYNAMIC, thread limits, nesting)
+    for (int w = omp_get_thread_num(); w < nt; w += omp_get_num_threads()) part(w);
+  }
 }
 
 // =============================================================================================
@@ -420,9 +422,10 @@ static void forward_impl(const ForwardArgs& a) {
   const int nt = loop_threads(a.threads, P, 2.0 * (double)B * (double)GH * (double)H);
 #pragma omp parallel num_threads(nt)
   {
-    const int tid = omp_get_thread_num();
+    // partition by the team actually granted (it may be smaller than nt)
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     int64_t p0, p1;
-    panel_range(P, tid, nt, p0, p1);
+    panel_range(P, tid, team, p0, p1);
     const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
     pack_whh_forward<G>(a.w_hh, H, p0, p1, Wp);
     for (int64_t b = 0; b < B; ++b) {
@@ -578,9 +581,9 @@ static void backward_impl(const BackwardArgs& a) {
   const int nt = loop_threads(a.threads, Q, 2.0 * (double)B * (double)GH * (double)H);
 #pragma omp parallel num_threads(nt)
   {
-    const int tid = omp_get_thread_num();
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     int64_t q0, q1;
-    panel_range(Q, tid, nt, q0, q1);
+    panel_range(Q, tid, team, q0, q1);
     const int64_t j_lo = std::min(H, q0 * BWD_NR), j_hi = std::min(H, q1 * BWD_NR);
     pack_whh_backward(a.w_hh, GH, H, q0, q1, Wb);
     for (int64_t b = 0; b < B; ++b)

@@ -116,8 +116,9 @@ struct Simd {
   static V sub(V a, V b) { return a - b; }
   static V mul(V a, V b) { return a * b; }
   static V div(V a, V b) { return a / b; }
-  static V fmadd(V a, V b, V c) { return std::fma(a, b, c); }
-  static V fnmadd(V a, V b, V c) { return std::fma(-a, b, c); }
+  // Plain multiply-add: the portable path must not call the C library's fmaf per operation.
+  static V fmadd(V a, V b, V c) { return a * b + c; }
+  static V fnmadd(V a, V b, V c) { return c - a * b; }
   static V min(V a, V b) { return (a < b) ? a : b; }
   static V max(V a, V b) { return (a > b) ? a : b; }
   static V abs(V a) { return std::fabs(a); }
@@ -133,7 +134,8 @@ struct Simd {
 #if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
 using V = Simd::V;
 
-// e^x for x in [-87, 88] (clamped outside; NaN propagates).
+// e^x for x in [-87, 88]; inputs outside are clamped to that range (so exp(+inf) = e^88 and
+// exp(-inf) = e^-87): it serves sigmoid, where that changes results by < 1e-38. NaN propagates.
 static inline V vexp(V x) {
   x = Simd::max(Simd::set1(-87.0f), Simd::min(Simd::set1(88.0f), x));
   const V n = Simd::round(Simd::mul(x, Simd::set1(1.44269504088896341f)));
@@ -169,7 +171,10 @@ static inline V vtanh(V x0) {
   q = Simd::fmadd(q, x2, Simd::set1(1.18534705686654e-04f));
   q = Simd::fmadd(q, x2, Simd::set1(2.26843463243900e-03f));
   q = Simd::fmadd(q, x2, Simd::set1(4.89352518554385e-03f));
-  return Simd::blend_small(x0, x0, Simd::div(p, q), 0.0004f);
+  // The rational function slightly exceeds 1 in magnitude on [8.2, 9]: clamp the result so that
+  // |tanh| <= 1 and derivatives 1 - tanh^2 never turn negative (NaN still propagates).
+  const V r = Simd::max(Simd::set1(-1.0f), Simd::min(Simd::set1(1.0f), Simd::div(p, q)));
+  return Simd::blend_small(x0, x0, r, 0.0004f);
 }
 #else
 static inline float vexp(float x) { return std::exp(x); }

@@ -1,6 +1,9 @@
 // threads.cpp — the thread count the kernels use (default: the cores this process may run on).
 #include <sched.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -31,6 +34,11 @@ int get_num_threads() {
   return n;
 }
 
-void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
+void set_num_threads(int n) {
+  // Never ask the OpenMP runtime for more than it allows: libgomp ends the process when it cannot
+  // create a thread. The Python layer also refuses absurd counts with a ValueError.
+  const int limit = std::max(1, omp_get_thread_limit());
+  g_threads.store(std::min(std::max(n, 1), limit), std::memory_order_relaxed);
+}
 
 }  // namespace fastrnn

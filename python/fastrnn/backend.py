@@ -89,7 +89,15 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"set_num_threads: n must be a positive int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    limit = max_num_threads()
+    if n > limit:
+        raise ValueError(f"set_num_threads: n must be <= {limit} (4x the cores this process may use, at least 64), got {n}")
     core().set_num_threads(int(n))
+
+
+def max_num_threads() -> int:
+    """The largest thread count set_num_threads accepts: 4x the usable cores, at least 64."""
+    return max(64, 4 * default_num_threads())
 
 
 def get_num_threads() -> int:
