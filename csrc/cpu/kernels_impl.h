@@ -58,6 +58,11 @@ constexpr int BWD_NR = BWD_NV * W;
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Leading dimension for row buffers read by the time-loop tiles: rounded up to 16 floats plus 16
+// more, so that consecutive rows never sit a multiple of 4 KiB apart (rows read together in the
+// k-loop would otherwise compete for the same L1 sets).
+static inline int64_t padded_ld(int64_t n) { return ceil_div(n, 16) * 16 + 16; }
+
 // Calls f(std::integral_constant<int, m>) for a run-time m in [M, MMAX].
 template <int M, int MMAX, class F>
 static inline void with_rows(int m, F&& f) {
@@ -225,7 +230,9 @@ static void gemm(const GemmArgs& g) {
   int nt = std::max(1, g.threads);
   if ((double)g.M * (double)g.N * (double)g.K < 5.0e5) nt = 1;  // not worth starting a team
   const int64_t pn = ceil_div(g.N, GEMM_NR), pm = ceil_div(g.M, GEMM_MR);
-  const bool split_n = pn >= 2 * nt || pn >= pm;
+  // Split the larger of M and N: each thread packs all of the operand along the dimension that is
+  // not split, so splitting N costs nt*M*K packing and splitting M costs nt*K*N.
+  const bool split_n = g.N > g.M ? pn >= nt : pm < nt;
   nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
   auto part = [&](int tid) {
     if (split_n) {
@@ -391,7 +398,7 @@ static inline void forward_point(const V* z, float* xg, int64_t H, int nv, const
 
 static size_t forward_ws(const Dims& d, bool training, int threads) {
   const int64_t G = d.G(), P = ceil_div(d.H, W);
-  size_t n = (size_t)(P * d.H * G * W) + (size_t)(2 * d.B * d.H);
+  size_t n = (size_t)(P * d.H * G * W) + (size_t)(2 * d.B * padded_ld(d.H));
   if (!training) n += (size_t)(d.T * d.B * G * d.H);
   if (d.cell == Cell::LSTM) n += (size_t)(d.B * d.H);
   return n;
@@ -411,8 +418,9 @@ static void forward_impl(const ForwardArgs& a) {
   ws += P * H * G * W;
   float* xw = training ? a.gates : ws;
   if (!training) ws += N * GH;
+  const int64_t ldh = padded_ld(H);  // h ping-pong buffers: [2][B][ldh]
   float* hbuf = ws;
-  ws += 2 * B * H;
+  ws += 2 * B * ldh;
   float* cstate = (C == Cell::LSTM) ? ws : nullptr;
 
   // 1. input projection for all steps: xw = x W_ih^T + b_ih (one GEMM, bias added at the store)
@@ -429,7 +437,7 @@ static void forward_impl(const ForwardArgs& a) {
     const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
     pack_whh_forward<G>(a.w_hh, H, p0, p1, Wp);
     for (int64_t b = 0; b < B; ++b) {
-      float* hb = hbuf + b * H;
+      float* hb = hbuf + b * ldh;
       for (int64_t j = j_lo; j < j_hi; ++j) hb[j] = a.h0 ? a.h0[b * H + j] : 0.0f;
       if (cstate)
         for (int64_t j = j_lo; j < j_hi; ++j) cstate[b * H + j] = a.c0 ? a.c0[b * H + j] : 0.0f;
@@ -438,15 +446,15 @@ static void forward_impl(const ForwardArgs& a) {
 #pragma omp barrier
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = d.time_of_step(s);
-      const float* hcur = hbuf + (s & 1) * B * H;
-      float* hnext = hbuf + ((s + 1) & 1) * B * H;
+      const float* hcur = hbuf + (s & 1) * B * ldh;
+      float* hnext = hbuf + ((s + 1) & 1) * B * ldh;
       int64_t nact = 0;
       for (int64_t b = 0; b < B; ++b) {
         if (d.valid(t, b)) {
           act[(size_t)nact++] = b;
         } else if (j_hi > j_lo) {  // masked: carry the state, output 0
           const int64_t pos = d.pos(t, b);
-          std::memcpy(hnext + b * H + j_lo, hcur + b * H + j_lo, sizeof(float) * (size_t)(j_hi - j_lo));
+          std::memcpy(hnext + b * ldh + j_lo, hcur + b * ldh + j_lo, sizeof(float) * (size_t)(j_hi - j_lo));
           std::memset(a.y + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
           if (training) std::memset(a.hprev + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
           if (training && a.aux) std::memset(a.aux + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
@@ -464,13 +472,24 @@ static void forward_impl(const ForwardArgs& a) {
           with_rows<1, MR>(m, [&](auto mc) {
             constexpr int Mr = decltype(mc)::value;
             const float* rows[Mr];
-            for (int i = 0; i < Mr; ++i) rows[i] = hcur + act[(size_t)(r0 + i)] * H;
+            for (int i = 0; i < Mr; ++i) rows[i] = hcur + act[(size_t)(r0 + i)] * ldh;
+            // The x-projection rows this tile's pointwise pass reads come from far away in
+            // memory (one row per position): ask for them now, they arrive during the k-loop.
+            for (int i = 0; i < Mr; ++i) {
+              const int64_t pos = d.pos(t, act[(size_t)(r0 + i)]);
+              for (int g = 0; g < G; ++g) {
+                const float* q = xw + pos * GH + g * H + j0;
+                __builtin_prefetch(q, 1);
+                __builtin_prefetch(q + nv - 1, 1);
+              }
+              __builtin_prefetch(a.y + pos * H + j0, 1);
+            }
             V acc[Mr][G];
             micro_rows<Mr, G>(H, rows, wp, &acc[0][0]);
             for (int i = 0; i < Mr; ++i) {
               const int64_t b = act[(size_t)(r0 + i)];
               const int64_t pos = d.pos(t, b);
-              forward_point<C>(acc[i], xw + pos * GH + j0, H, nv, rows[i] + j0, hnext + b * H + j0,
+              forward_point<C>(acc[i], xw + pos * GH + j0, H, nv, rows[i] + j0, hnext + b * ldh + j0,
                                a.y + pos * H + j0, cstate ? cstate + b * H + j0 : nullptr,
                                training ? a.hprev + pos * H + j0 : nullptr,
                                (training && a.aux) ? a.aux + pos * H + j0 : nullptr, bhh, training);
@@ -480,9 +499,9 @@ static void forward_impl(const ForwardArgs& a) {
       }
 #pragma omp barrier
     }
-    const float* hfin = hbuf + (T & 1) * B * H;
+    const float* hfin = hbuf + (T & 1) * B * ldh;
     for (int64_t b = 0; b < B; ++b) {
-      for (int64_t j = j_lo; j < j_hi; ++j) a.h_n[b * H + j] = hfin[b * H + j];
+      for (int64_t j = j_lo; j < j_hi; ++j) a.h_n[b * H + j] = hfin[b * ldh + j];
       if (cstate && a.c_n)
         for (int64_t j = j_lo; j < j_hi; ++j) a.c_n[b * H + j] = cstate[b * H + j];
     }
@@ -490,9 +509,10 @@ static void forward_impl(const ForwardArgs& a) {
 }
 
 // Backward pointwise for one row and W lanes: reads the carried dh/dc, writes the gate gradients
-// (dgi: x-side, dgh: h-side; the same except GRU's n gate), adds them to the bias gradients
-// dbi/dbh, and writes the carried dc and the direct part of dh_prev (GRU: dh*z; others 0; the
-// recurrent product is added later).
+// (dgi: x side, at the position; dgh: h side, at the position (GRU only: they differ in the n
+// gate) and in the compact step row dgs read by the recurrent product), adds them to the bias
+// gradients dbi/dbh, and writes the carried dc and the direct part of dh_prev (GRU: dh*z;
+// others 0; the recurrent product is added later).
 static inline void put_grad(float* dg, float* db, V v, int nv) {
   Simd::storen(dg, v, nv);
   Simd::storen(db, Simd::add(Simd::loadn(db, nv), v), nv);
@@ -501,7 +521,7 @@ static inline void put_grad(float* dg, float* db, V v, int nv) {
 template <Cell C>
 static inline void backward_point(int64_t H, int nv, const float* gates, const float* aux, const float* hp,
                                   const float* dyrow, float* dhc, float* dcc, float* dgi, float* dgh,
-                                  float* dbi, float* dbh) {
+                                  float* dgs, float* dbi, float* dbh) {
   V dh = Simd::loadn(dhc, nv);
   if (dyrow) dh = Simd::add(dh, Simd::loadn(dyrow, nv));
   const V one = Simd::set1(1.0f);
@@ -521,6 +541,10 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
     put_grad(dgi + H, dbi + H, dzf, nv);
     put_grad(dgi + 2 * H, dbi + 2 * H, dzg, nv);
     put_grad(dgi + 3 * H, dbi + 3 * H, dzo, nv);
+    Simd::storen(dgs, dzi, nv);
+    Simd::storen(dgs + H, dzf, nv);
+    Simd::storen(dgs + 2 * H, dzg, nv);
+    Simd::storen(dgs + 3 * H, dzo, nv);
     Simd::storen(dcc, Simd::mul(dc, f), nv);
     Simd::storen(dhc, Simd::zero(), nv);
   } else if constexpr (C == Cell::GRU) {
@@ -535,14 +559,19 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
     put_grad(dgi, dbi, dzr, nv);
     put_grad(dgi + H, dbi + H, dzz, nv);
     put_grad(dgi + 2 * H, dbi + 2 * H, dan, nv);
+    const V dhn = Simd::mul(dan, r);
     put_grad(dgh, dbh, dzr, nv);
     put_grad(dgh + H, dbh + H, dzz, nv);
-    put_grad(dgh + 2 * H, dbh + 2 * H, Simd::mul(dan, r), nv);
+    put_grad(dgh + 2 * H, dbh + 2 * H, dhn, nv);
+    Simd::storen(dgs, dzr, nv);
+    Simd::storen(dgs + H, dzz, nv);
+    Simd::storen(dgs + 2 * H, dhn, nv);
     Simd::storen(dhc, Simd::mul(dh, z), nv);
   } else {
     const V h = Simd::loadn(gates, nv);
     const V dz = (C == Cell::RNN_RELU) ? Simd::mul(dh, Simd::step(h)) : Simd::mul(dh, Simd::fnmadd(h, h, one));
     put_grad(dgi, dbi, dz, nv);
+    Simd::storen(dgs, dz, nv);
     Simd::storen(dhc, Simd::zero(), nv);
   }
 }
@@ -554,6 +583,7 @@ static size_t backward_ws(const Dims& d, int threads) {
   if (d.cell == Cell::GRU) n += (size_t)(N * GH);     // dG (h side)
   n += (size_t)(Q * BWD_NR * GH);                     // packed w_hh columns
   n += (size_t)(2 * d.B * d.H);                       // carried dh, dc
+  n += (size_t)(2 * d.B * padded_ld(GH));             // compact h-side dG of a step, ping-pong
   return n;
 }
 
@@ -577,6 +607,9 @@ static void backward_impl(const BackwardArgs& a) {
   float* dhc = ws;
   ws += B * H;
   float* dcc = ws;
+  ws += B * H;
+  const int64_t ldg = padded_ld(GH);  // compact step rows of the h-side dG: [2][B][ldg]
+  float* dgs = ws;
 
   const int nt = loop_threads(a.threads, Q, 2.0 * (double)B * (double)GH * (double)H);
 #pragma omp parallel num_threads(nt)
@@ -617,17 +650,42 @@ static void backward_impl(const BackwardArgs& a) {
           const int nv = (int)std::min<int64_t>(W, j_hi - j);
           backward_point<C>(H, nv, a.gates + pos * GH + j, a.aux ? a.aux + pos * H + j : nullptr,
                             a.hprev + pos * H + j, a.dy ? a.dy + pos * H + j : nullptr, dhc + b * H + j,
-                            dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j, a.db_ih + j,
+                            dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j,
+                            dgs + ((s & 1) * B + b) * ldg + j, a.db_ih + j,
                             C == Cell::GRU ? a.db_hh + j : nullptr);
         }
       }
-      if (a.bptt_steps > 0 && s > 0 && s % a.bptt_steps == 0) {
-        // chunk border: nothing flows into step s-1 (every row, own slice; no barrier needed)
+      const bool border = a.bptt_steps > 0 && s > 0 && s % a.bptt_steps == 0;
+      if (border)  // chunk border: nothing flows into step s-1 (every row, own slice)
         for (int64_t b = 0; b < B; ++b)
           for (int64_t j = j_lo; j < j_hi; ++j) dhc[b * H + j] = 0.0f, dcc[b * H + j] = 0.0f;
-        continue;
-      }
+      // Every step has its barrier, borders included: the step rows dgs are ping-pong buffers,
+      // and the barrier is what keeps a thread's pointwise pass two steps on from overwriting
+      // rows that a slower thread's product is still reading.
 #pragma omp barrier
+      if (s > 0) {  // the next pointwise pass reads rows from far away: ask for them now
+        const int64_t tn = d.time_of_step(s - 1);
+        auto fetch = [&](const float* base, bool write) {  // this thread's slice, line by line
+          for (int64_t j = j_lo; j < j_hi; j += 16) {
+            if (write)
+              __builtin_prefetch(base + j, 1);
+            else
+              __builtin_prefetch(base + j, 0);
+          }
+        };
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t pos = d.pos(tn, b);
+          for (int g = 0; g < G; ++g) {
+            fetch(a.gates + pos * GH + g * H, false);
+            fetch(dgi + pos * GH + g * H, true);
+            if (C == Cell::GRU) fetch(dgh + pos * GH + g * H, true);
+          }
+          if (a.aux) fetch(a.aux + pos * H, false);
+          fetch(a.hprev + pos * H, false);
+          if (a.dy) fetch(a.dy + pos * H, false);
+        }
+      }
+      if (border) continue;
       // dh_prev[b, own slice] += dG_h[pos(t,b), :] W_hh[:, own slice]
       for (int64_t q = q0; q < q1; ++q) {
         const int64_t j0 = q * BWD_NR;
@@ -638,7 +696,7 @@ static void backward_impl(const BackwardArgs& a) {
           with_rows<1, BWD_MR>(m, [&](auto mc) {
             constexpr int Mr = decltype(mc)::value;
             const float* rows[Mr];
-            for (int i = 0; i < Mr; ++i) rows[i] = dgh + d.pos(t, act[(size_t)(r0 + i)]) * GH;
+            for (int i = 0; i < Mr; ++i) rows[i] = dgs + ((s & 1) * B + act[(size_t)(r0 + i)]) * ldg;
             V acc[Mr][BWD_NV];
             micro_rows<Mr, BWD_NV>(GH, rows, wq, &acc[0][0]);
             for (int i = 0; i < Mr; ++i) {
@@ -652,9 +710,8 @@ static void backward_impl(const BackwardArgs& a) {
           });
         }
       }
-      // The next step's pointwise pass reads only this thread's slice of dhc/dcc and writes
-      // dG rows of another position, so no second barrier is needed here. The next barrier
-      // (before that step's product) orders this product's reads of dG before any later write.
+      // The next step's pointwise pass reads only this thread's slice of dhc/dcc and writes the
+      // other dgs buffer, so no second barrier is needed here.
     }
 #pragma omp barrier
     for (int64_t b = 0; b < B; ++b)
