@@ -167,7 +167,7 @@ def test_concurrent_calls_from_python_threads_match_serial():
             np.testing.assert_array_equal(g0[key], g1[key])
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 53, 29), (130, 300, 257), (7, 1000, 65), (300, 2, 513)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 53, 29), (130, 300, 257), (7, 1000, 65), (300, 2, 513), (50, 70, 3), (129, 300, 4)])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
 def test_gemm_matches_numpy(isa, shape, trans_a, trans_b):
     M, K, N = shape

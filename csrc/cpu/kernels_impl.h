@@ -215,8 +215,48 @@ static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t
   }
 }
 
+// C = A B (+ C or + bias) for N <= 4 without packing: dot products when A's rows are contiguous,
+// axpy sweeps down A's columns when those are. Summation order fixed (k ascending per element).
+static constexpr int64_t SMALL_N = 4;
+
+static void gemm_small_n(const GemmArgs& g) {
+  const int64_t M = g.M, N = g.N, K = g.K;
+  auto init = [&](int64_t i, int64_t n) { return g.accumulate ? g.C[i * g.ldc + n] : (g.bias ? g.bias[n] : 0.0f); };
+  if (g.csa == 1) {
+    float* bt = scratch(1, (size_t)(N * K));  // op(B) transposed: bt[n][k]
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) bt[n * K + k] = g.B[k * g.rsb + n * g.csb];
+    for (int64_t i = 0; i < M; ++i) {
+      const float* a = g.A + i * g.rsa;
+      for (int64_t n = 0; n < N; ++n) {
+        V acc = Simd::zero();
+        for (int64_t k = 0; k < K; k += W) {
+          const int nv = (int)std::min<int64_t>(W, K - k);
+          acc = Simd::fmadd(Simd::loadn(a + k, nv), Simd::loadn(bt + n * K + k, nv), acc);
+        }
+        g.C[i * g.ldc + n] = init(i, n) + Simd::hsum(acc);
+      }
+    }
+  } else {  // g.rsa == 1: column k of A is contiguous
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i0 = 0; i0 < M; i0 += W) {
+        const int nv = (int)std::min<int64_t>(W, M - i0);
+        V acc = Simd::zero();
+        for (int64_t k = 0; k < K; ++k)
+          acc = Simd::fmadd(Simd::loadn(g.A + k * g.csa + i0, nv), Simd::set1(g.B[k * g.rsb + n * g.csb]), acc);
+        alignas(64) float tmp[W];
+        Simd::store(tmp, acc);
+        for (int j = 0; j < nv; ++j) g.C[(i0 + j) * g.ldc + n] = init(i0 + j, n) + tmp[j];
+      }
+  }
+}
+
 static void gemm(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
+  if (g.K > 0 && g.N <= SMALL_N && (g.csa == 1 || g.rsa == 1)) {
+    gemm_small_n(g);
+    return;
+  }
   if (g.K <= 0) {
     if (!g.accumulate)
       for (int64_t i = 0; i < g.M; ++i) {
