@@ -315,3 +315,20 @@ def test_random_shapes_match_reference(cell, T, B, I, H, batch_first, reverse, m
             _close(g_k[key], g_r[key], f"grad {key}")
     finally:
         _core.set_isa(before)
+
+
+def test_workspace_is_cached_per_thread_and_releasable():
+    p = make_problem("gru", 5, 4, 6, 33, dtype=np.float32, seed=9, lengths="random")
+    args, kw = forward_args("gru", p)
+    y0, _, c0 = ops.gru_forward(*args, **kw)
+    g0 = ops.gru_backward(c0, y0)
+    assert _core.workspace_bytes() > 0
+    _core.release_workspace()
+    assert _core.workspace_bytes() == 0
+    big = make_problem("gru", 9, 17, 6, 70, dtype=np.float32, seed=1)
+    ops.gru_forward(*forward_args("gru", big)[0])  # grows the buffer in between
+    y1, _, c1 = ops.gru_forward(*args, **kw)
+    g1 = ops.gru_backward(c1, y1)
+    np.testing.assert_array_equal(y0, y1)
+    for key in g0:
+        np.testing.assert_array_equal(g0[key], g1[key], err_msg=key)

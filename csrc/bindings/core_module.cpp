@@ -5,6 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <sys/mman.h>
+
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +52,42 @@ const float* opt_ptr(const ofarr& a, const std::vector<int64_t>& dims, const cha
 Cell to_cell(int c) {
   if (c < 0 || c > 3) throw py::value_error("cell: expected 0 (rnn tanh), 1 (rnn relu), 2 (lstm) or 3 (gru)");
   return static_cast<Cell>(c);
+}
+
+// The kernels' workspace, cached per calling thread: it grows to the largest size asked for and is
+// reused, so repeated calls (a training loop) pay no page faults for it. Large buffers are 2 MiB
+// aligned and advised to use transparent huge pages. release_workspace() frees the calling
+// thread's buffer.
+struct Workspace {
+  float* ptr = nullptr;
+  size_t floats = 0;
+  ~Workspace() { std::free(ptr); }
+  float* get(size_t n) {
+    if (n <= floats) return ptr;
+    std::free(ptr);
+    ptr = nullptr;
+    floats = 0;
+    const size_t bytes = n * sizeof(float);
+    const size_t align = bytes >= (size_t(4) << 20) ? (size_t(2) << 20) : 64;
+    void* p = nullptr;
+    if (posix_memalign(&p, align, (bytes + align - 1) / align * align) != 0) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+    if (align > 64) madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
+#endif
+    ptr = static_cast<float*>(p);
+    floats = n;
+    return ptr;
+  }
+  void release() {
+    std::free(ptr);
+    ptr = nullptr;
+    floats = 0;
+  }
+};
+
+Workspace& thread_workspace() {
+  thread_local Workspace ws;
+  return ws;
 }
 
 farr new_array(const std::vector<int64_t>& dims) { return farr(std::vector<py::ssize_t>(dims.begin(), dims.end())); }
@@ -119,8 +158,7 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
   }
   a.threads = fastrnn::get_num_threads();
   const fastrnn::KernelTable& k = fastrnn::active_kernels();
-  std::unique_ptr<float[]> ws(new float[k.forward_workspace_floats(d, training, a.threads) + 16]);
-  a.workspace = ws.get();
+  a.workspace = thread_workspace().get(k.forward_workspace_floats(d, training, a.threads) + 16);
   {
     py::gil_scoped_release release;
     k.forward(a);
@@ -175,8 +213,7 @@ py::tuple backward(int cell_id, const farr& x, const farr& w_ih, const farr& w_h
   }
   a.threads = fastrnn::get_num_threads();
   const fastrnn::KernelTable& k = fastrnn::active_kernels();
-  std::unique_ptr<float[]> ws(new float[k.backward_workspace_floats(d, a.threads) + 16]);
-  a.workspace = ws.get();
+  a.workspace = thread_workspace().get(k.backward_workspace_floats(d, a.threads) + 16);
   {
     py::gil_scoped_release release;
     k.backward(a);
@@ -239,6 +276,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("activation", &activation, py::arg("kind"), py::arg("x").noconvert(),
         "The kernels' vectorised sigmoid / tanh / exp on the active ISA (for accuracy tests); the vector "
         "exp clamps its input to [-87, 88].");
+  m.def("release_workspace", []() { thread_workspace().release(); },
+        "Free the calling thread's cached kernel workspace (it is reallocated on the next call).");
+  m.def("workspace_bytes", []() { return thread_workspace().floats * sizeof(float); },
+        "Bytes of kernel workspace cached for the calling thread.");
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastrnn::get_num_threads);
   m.def("get_isa", &fastrnn::active_isa);
