@@ -41,6 +41,16 @@ def save_figure(fig, path, dpi=110):
             os.remove(tmp)
 
 
+def can_plot():
+    """True when matplotlib is installed; otherwise says how to get the plots and returns False."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install matplotlib, or fastrnn[examples])")
+        return False
+    return True
+
+
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib

@@ -27,7 +27,7 @@ from fastrnn.data import CharVectorizer, to_categorical
 from fastrnn.datasets import load_tinyshakespeare
 from fastrnn.models import Sequential
 
-from _common import add_threads_arg, apply_threads, fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import add_threads_arg, apply_threads, can_plot, fit_timed, print_results, pyplot, save_figure, set_seed
 
 MODES = {
     "full": dict(max_chars=None, seq_len=64, embed=32, units=256, epochs=20, batch=32, lr=2e-3,
@@ -181,7 +181,7 @@ def main(argv=None):
     text_out = sample(model, vec, args.prime, cfg["sample_len"], args.temperature, rng)
     print(f"\nsample (temperature {args.temperature:g}):\n{'-' * 60}\n{text_out}\n{'-' * 60}")
 
-    if not args.no_plot:
+    if not args.no_plot and can_plot():
         path = os.path.join(args.out, "char_lm_loss.png")
         plot_losses(path, history)
         print(f"plot saved to {path}")

@@ -33,7 +33,7 @@ from fastrnn.data import WordVectorizer, train_valid_test_split
 from fastrnn.datasets import SENTIMENT_CITATION, load_sentiment
 from fastrnn.models import Sequential
 
-from _common import add_threads_arg, apply_threads, fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import add_threads_arg, apply_threads, can_plot, fit_timed, print_results, pyplot, save_figure, set_seed
 
 CELLS = {"SimpleRNN": layers.SimpleRNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
 
@@ -169,7 +169,7 @@ def main(argv=None):
     for s, p in zip(demo, probs):
         print(f"  {p:.2f}  {s}")
 
-    if not args.no_plot:
+    if not args.no_plot and can_plot():
         path = os.path.join(args.out, "sentiment_curves.png")
         plot_curves(path, curves, {c: r["test_accuracy"] for c, r in results.items()})
         print(f"plot saved to {path}")

@@ -29,7 +29,7 @@ from fastrnn import layers, optim
 from fastrnn.models import Sequential
 from fastrnn.data import generate_time_series, train_valid_test_split
 
-from _common import add_threads_arg, apply_threads, fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import add_threads_arg, apply_threads, can_plot, fit_timed, print_results, pyplot, save_figure, set_seed
 
 PUBLISHED = {"naive": 0.020, "linear": 0.004, "simple_rnn": 0.011, "deep_rnn": 0.003}
 TITLES = {"naive": "naive forecast", "linear": "linear (Flatten -> Dense(1))",
@@ -143,7 +143,7 @@ def main(argv=None):
     if mode != "full":
         print(f"(published figures are for the full run: 20 epochs at lr 0.001; this is the {mode} mode)")
 
-    if not args.no_plot:
+    if not args.no_plot and can_plot():
         k = 0
         path = os.path.join(args.out, "time_series_forecast.png")
         plot_forecast(path, X_valid[k, :, 0], float(y_valid[k, 0]),
