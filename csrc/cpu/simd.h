@@ -7,7 +7,8 @@
 //   exp:  Cephes degree-6 polynomial after range reduction by ln2 (max rel. error ~2 ulp)
 //   tanh: odd 13/6 rational approximation on [-9, 9], +-1 beyond (max abs. error 3.3e-7 — see
 //         tests/test_kernels.py::test_activation_accuracy, which measures it)
-//   sigmoid: 1 / (1 + exp(-x)) with an exact division.
+//   sigmoid: 1 / (1 + exp(-x)). The divisions (here and tanh's p/q) are exact on AVX2 and a
+//            14-bit reciprocal estimate plus one Newton step on AVX-512 (error ~1e-7 relative).
 // NaN propagates through all three (clamps are written min(hi, x) / max(lo, .), whose x86
 // semantics return the NaN operand).
 #pragma once
@@ -56,7 +57,20 @@ struct Simd {
     __mmask16 m = _mm512_cmp_ps_mask(abs(x), set1(thresh), _CMP_LT_OQ);
     return _mm512_mask_blend_ps(m, big_result, small_result);
   }
+  // +-1 (the sign of x) where |x| >= thresh, else r; NaN x keeps r.
+  static V saturate(V x, V r, float thresh) {
+    __mmask16 m = _mm512_cmp_ps_mask(abs(x), set1(thresh), _CMP_GE_OQ);
+    const V one = _mm512_or_ps(_mm512_and_ps(x, set1(-0.0f)), set1(1.0f));
+    return _mm512_mask_blend_ps(m, r, one);
+  }
   static float hsum(V a) { return _mm512_reduce_add_ps(a); }
+  // a/b as a times 1/b, with 1/b a 14-bit estimate refined by one Newton step (relative error
+  // ~1e-7 for normal b): it keeps the gate nonlinearities off the divider, their slowest unit.
+  static V fdiv(V a, V b) {
+    const V r = _mm512_rcp14_ps(b);
+    const V e = _mm512_fnmadd_ps(b, r, _mm512_set1_ps(1.0f));  // 1 - b r, exact with the FMA
+    return _mm512_mul_ps(a, _mm512_fmadd_ps(r, e, r));         // r + r e (exact 1/1 = 1)
+  }
 };
 
 #elif defined(FASTRNN_ISA_AVX2)
@@ -93,12 +107,18 @@ struct Simd {
     V m = _mm256_cmp_ps(abs(x), set1(thresh), _CMP_LT_OQ);
     return _mm256_blendv_ps(big_result, small_result, m);
   }
+  static V saturate(V x, V r, float thresh) {
+    V m = _mm256_cmp_ps(abs(x), set1(thresh), _CMP_GE_OQ);
+    const V one = _mm256_or_ps(_mm256_and_ps(x, set1(-0.0f)), set1(1.0f));
+    return _mm256_blendv_ps(r, one, m);
+  }
   static float hsum(V a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  static V fdiv(V a, V b) { return _mm256_div_ps(a, b); }  // rcpps has only 12 bits
 };
 
 #else
@@ -153,7 +173,7 @@ static inline V vexp(V x) {
 
 static inline V vsigmoid(V x) {
   const V e = vexp(Simd::sub(Simd::zero(), x));
-  return Simd::div(Simd::set1(1.0f), Simd::add(Simd::set1(1.0f), e));
+  return Simd::fdiv(Simd::set1(1.0f), Simd::add(Simd::set1(1.0f), e));
 }
 
 static inline V vtanh(V x0) {
@@ -173,7 +193,8 @@ static inline V vtanh(V x0) {
   q = Simd::fmadd(q, x2, Simd::set1(4.89352518554385e-03f));
   // The rational function slightly exceeds 1 in magnitude on [8.2, 9]: clamp the result so that
   // |tanh| <= 1 and derivatives 1 - tanh^2 never turn negative (NaN still propagates).
-  const V r = Simd::max(Simd::set1(-1.0f), Simd::min(Simd::set1(1.0f), Simd::div(p, q)));
+  V r = Simd::max(Simd::set1(-1.0f), Simd::min(Simd::set1(1.0f), Simd::fdiv(p, q)));
+  r = Simd::saturate(x0, r, 9.0f);  // tanh rounds to +-1 in float from |x| = 9 on
   return Simd::blend_small(x0, x0, r, 0.0004f);
 }
 #else
