@@ -23,6 +23,8 @@ import inspect
 
 import numpy as np
 
+from ._config import Configurable
+
 EPSILON = 1e-7
 
 __all__ = [
@@ -64,7 +66,7 @@ def _check_mask(mask, per_sample_shape):
     return mask.astype(bool)
 
 
-class Loss:
+class Loss(Configurable):
     """Base class. Subclasses implement ``_elementwise(y_true, y_pred) -> (per_sample, dper_sample)``.
 
     ``per_sample`` has shape ``y_pred.shape[:-1]``; ``dper_sample`` is the gradient of
@@ -119,19 +121,6 @@ class Loss:
 
     def _elementwise(self, y_true, y_pred):  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def get_config(self):
-        """JSON-able constructor arguments."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        """Recreate from ``get_config()``'s dict."""
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class MeanSquaredError(Loss):

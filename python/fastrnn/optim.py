@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from ._config import Configurable
+
 __all__ = [
     "LearningRateSchedule",
     "ExponentialDecay",
@@ -43,7 +45,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- schedules
-class LearningRateSchedule:
+class LearningRateSchedule(Configurable):
     """A learning rate as a function of the optimizer's step count: ``schedule(step) -> float``."""
 
     def __call__(self, step):  # pragma: no cover - abstract
@@ -52,15 +54,6 @@ class LearningRateSchedule:
     def get_config(self):
         """JSON-able constructor arguments."""
         raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config):
-        """Recreate from ``get_config()``'s dict."""
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _positive(value, argname, allow_zero=False):
