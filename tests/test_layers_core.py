@@ -283,6 +283,22 @@ def test_trainable_flag_reaches_parameters():
     assert L.deserialize(L.serialize(layer)).trainable is False
 
 
+def test_time_distributed_trainable_false_freezes_and_survives_config():
+    x = np.zeros((2, 4, 5), np.float32)
+    td = L.TimeDistributed(L.Dense(3), trainable=False)
+    td(x)
+    assert td.layer.trainable is False and all(not p.trainable for p in td.parameters())
+    td2 = L.TimeDistributed(L.Dense(3))
+    td2.trainable = False  # set before build
+    td2(x)
+    assert all(not p.trainable for p in td2.parameters())
+    clone = L.deserialize(L.serialize(td2))
+    clone(x)
+    assert clone.layer.trainable is False and all(not p.trainable for p in clone.parameters())
+    td2.trainable = True
+    assert all(p.trainable for p in td2.parameters())
+
+
 # ------------------------------------------------------------------------------------------------ initializers
 def test_glorot_uniform_limits_and_variance():
     w = initializers.glorot_uniform((400, 100), seed=0)

@@ -498,6 +498,28 @@ def test_config_roundtrip_recurrent_and_bidirectional():
         np.testing.assert_array_equal(clone(x), layer(x))
 
 
+def test_bidirectional_trainable_false_freezes_both_directions_and_survives_config():
+    x = np.zeros((2, 4, 5), np.float32)
+    bi = L.Bidirectional(L.LSTM(3), trainable=False)
+    bi(x)
+    assert not bi.forward_layer.trainable and not bi.backward_layer.trainable
+    assert all(not p.trainable for p in bi.parameters())
+    bi2 = L.Bidirectional(L.GRU(3))
+    bi2.trainable = False  # set before build
+    bi2(x)
+    assert all(not p.trainable for p in bi2.parameters())
+    clone = L.deserialize(json.loads(json.dumps(L.serialize(bi2))))
+    clone(x)
+    assert all(not p.trainable for p in clone.parameters())
+    # the inner layers keep their flag even when the wrapper itself is trainable again
+    bi3 = L.Bidirectional(L.SimpleRNN(2), input_shape=(4, 5))
+    bi3.forward_layer.trainable = False
+    bi3.backward_layer.trainable = False
+    clone3 = L.deserialize(L.serialize(bi3))
+    clone3(x)
+    assert clone3.trainable and all(not p.trainable for p in clone3.parameters())
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_bad_inputs_raise_clear_errors():
     layer = L.LSTM(3, name="enc")

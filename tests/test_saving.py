@@ -286,6 +286,25 @@ def test_subclassed_model_and_custom_objects(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_frozen_wrappers_stay_frozen_after_load(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.random((8, 4, 5)).astype(np.float32)
+    y = rng.random((8, 4, 3)).astype(np.float32)
+    m = Sequential([layers.Bidirectional(layers.LSTM(3, return_sequences=True), input_shape=(4, 5)),
+                    layers.TimeDistributed(layers.Dense(3))])
+    m.layers[0].trainable = False
+    m.layers[1].trainable = False
+    m.compile("adam", "mse")
+    path = str(tmp_path / "frozen.fastrnn")
+    m.save(path)
+    back = fr.load_model(path)
+    assert all(not p.trainable for p in back.parameters())
+    w0 = back.get_weights()
+    back.fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(w0, back.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_save_errors(tmp_path):
     m = Sequential([layers.Dense(2)])
     with pytest.raises(ValueError, match="is not built"):

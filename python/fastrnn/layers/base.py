@@ -257,8 +257,14 @@ class Layer(metaclass=_LayerMeta):
     @trainable.setter
     def trainable(self, value) -> None:
         self._trainable = bool(value)
+        for inner in self._wrapped_layers():
+            inner.trainable = self._trainable
         for p in self.parameters():
             p.trainable = self._trainable
+
+    def _wrapped_layers(self) -> list:
+        """Layers this layer wraps (setting ``trainable`` sets theirs too); none by default."""
+        return []
 
     def get_weights(self) -> list:
         """Copies of the parameter values, in ``parameters()`` order."""

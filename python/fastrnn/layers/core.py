@@ -381,7 +381,7 @@ class TimeDistributed(Layer):
     """Apply ``layer`` to every time step: [B, T, ...] -> fold to [B*T, ...] -> layer -> [B, T, ...].
 
     TimeDistributed(layer, ...). The wrapped layer's parameters are this layer's parameters; the mask
-    passes through.
+    passes through. ``trainable=False`` (given or set later) freezes the wrapped layer too.
     """
 
     _input_rank = (3, None)
@@ -392,6 +392,11 @@ class TimeDistributed(Layer):
             raise TypeError(f"TimeDistributed: layer must be a Layer, got {type(layer).__name__}")
         super().__init__(**kwargs)
         self.layer = layer
+        if not self._trainable:
+            layer.trainable = False
+
+    def _wrapped_layers(self):
+        return [self.layer]
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)

@@ -495,6 +495,7 @@ class Bidirectional(Layer):
     return_state the result is ``[y] + fw_states + bw_states`` (``[y_fw, y_bw] + ...`` for None);
     ``initial_state`` is ``fw_states + bw_states``. count_params is twice the wrapped layer's.
     When ``layer`` has a seed s, the backward copy uses s + 1 (so the two directions differ).
+    ``trainable=False`` (given or set later) freezes both directions.
     """
 
     _input_rank = (3, 3)
@@ -538,7 +539,13 @@ class Bidirectional(Layer):
                 raise ValueError(f"{self._who()}: backward_layer.go_backwards must be the opposite of layer.go_backwards")
             self.backward_layer = backward_layer
             self._custom_backward = serialize(backward_layer)
+        if not self._trainable:
+            self.forward_layer.trainable = False
+            self.backward_layer.trainable = False
         self.initial_state_grads = None
+
+    def _wrapped_layers(self):
+        return [self.forward_layer, self.backward_layer]
 
     # -- delegated options ----------------------------------------------------------------------
     @property
@@ -738,9 +745,12 @@ class Bidirectional(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(layer=self._layer_config, merge_mode=self.merge_mode)
+        layer_cfg = {**self._layer_config, "config": {**self._layer_config["config"],
+                                                      "trainable": self.forward_layer.trainable}}
+        cfg.update(layer=layer_cfg, merge_mode=self.merge_mode)
         if self._custom_backward is not None:
-            cfg["backward_layer"] = self._custom_backward
+            cfg["backward_layer"] = {**self._custom_backward, "config": {
+                **self._custom_backward["config"], "trainable": self.backward_layer.trainable}}
         return cfg
 
     @classmethod
