@@ -520,6 +520,27 @@ def test_bidirectional_trainable_false_freezes_both_directions_and_survives_conf
     assert clone3.trainable and all(not p.trainable for p in clone3.parameters())
 
 
+def test_bidirectional_config_follows_options_set_after_construction():
+    bi = L.Bidirectional(L.LSTM(3, return_sequences=True, seed=7), input_shape=(4, 5))
+    bi.bptt_steps = 2
+    bi.stateful = True
+    clone = L.deserialize(json.loads(json.dumps(L.serialize(bi))))
+    assert clone.bptt_steps == 2 and clone.backward_layer.bptt_steps == 2
+    assert clone.stateful and clone.backward_layer.stateful
+    assert clone.backward_layer.go_backwards and not clone.forward_layer.go_backwards
+    assert clone.backward_layer.seed == 8
+    # an edit to one direction only is kept too
+    bi.forward_layer.carry_state = True
+    bi.backward_layer.bptt_steps = 3
+    clone = L.deserialize(json.loads(json.dumps(L.serialize(bi))))
+    assert clone.forward_layer.carry_state and clone.forward_layer.bptt_steps == 2
+    assert clone.backward_layer.bptt_steps == 3 and clone.backward_layer.go_backwards
+    clone.set_weights(bi.get_weights())
+    x = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
+    bi.reset_states()
+    np.testing.assert_array_equal(clone(x), bi(x))
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_bad_inputs_raise_clear_errors():
     layer = L.LSTM(3, name="enc")

@@ -744,14 +744,29 @@ class Bidirectional(Layer):
         return out
 
     def get_config(self):
+        """Config built from the live forward (and backward) layers, so options set after construction
+        (bptt_steps, stateful, carry_state, trainable, ...) survive save/load."""
         cfg = super().get_config()
-        layer_cfg = {**self._layer_config, "config": {**self._layer_config["config"],
-                                                      "trainable": self.forward_layer.trainable}}
-        cfg.update(layer=layer_cfg, merge_mode=self.merge_mode)
-        if self._custom_backward is not None:
-            cfg["backward_layer"] = {**self._custom_backward, "config": {
-                **self._custom_backward["config"], "trainable": self.backward_layer.trainable}}
+        orig = self._layer_config["config"]
+        fcfg = self.forward_layer.get_config()
+        fcfg.pop("input_shape", None)
+        fcfg["name"] = orig["name"]
+        if orig.get("input_shape") is not None:
+            fcfg["input_shape"] = orig["input_shape"]
+        cfg.update(layer={"class_name": type(self.forward_layer).__name__, "config": fcfg},
+                   merge_mode=self.merge_mode)
+        bcfg = self.backward_layer.get_config()
+        if self._custom_backward is not None or bcfg != self._derived_backward_config(fcfg):
+            cfg["backward_layer"] = serialize(self.backward_layer)
         return cfg
+
+    def _derived_backward_config(self, layer_cfg):
+        """The backward layer's config as the constructor derives it from ``layer_cfg``."""
+        bcfg = {k: v for k, v in layer_cfg.items() if k != "input_shape"}
+        bcfg.update(name="backward_" + layer_cfg["name"], go_backwards=not layer_cfg["go_backwards"])
+        if bcfg.get("seed") is not None:
+            bcfg["seed"] = int(bcfg["seed"]) + 1
+        return bcfg
 
     @classmethod
     def from_config(cls, config):
