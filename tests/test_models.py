@@ -221,6 +221,16 @@ def test_subclassed_model_collects_layers_and_trains():
     assert "gru" in net.summary(print_fn=lambda s: None)
 
 
+def test_failed_add_leaves_the_model_unchanged():
+    m = Sequential([layers.LSTM(4, input_shape=(5, 3))])
+    with pytest.raises(ValueError, match=r"input shape must be \(time, features\)"):
+        m.add(layers.LSTM(2))  # the LSTM's output [B, 4] is not a sequence
+    assert [type(lay).__name__ for lay in m.layers] == ["LSTM"]
+    assert m.predict(np.zeros((2, 5, 3), np.float32), verbose=0).shape == (2, 4)
+    m.add(layers.Dense(1))
+    assert m.predict(np.zeros((2, 5, 3), np.float32), verbose=0).shape == (2, 1)
+
+
 # ----------------------------------------------------------------------------- callbacks
 class FakeModel:
     def __init__(self):

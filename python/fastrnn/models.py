@@ -639,16 +639,26 @@ class Sequential(Model):
         return list(self._layers)
 
     def add(self, layer):
-        """Append a layer; TypeError for non-layers, ValueError for a duplicate layer name."""
+        """Append a layer; TypeError for non-layers, ValueError for a duplicate layer name.
+
+        When the model already knows its input shape the layer is built at once; if that fails the
+        layer is removed again and the error re-raised."""
         if not isinstance(layer, layers_base.Layer):
             raise TypeError(f"add: expected a fastrnn Layer, got {type(layer).__name__}")
         if any(lay.name == layer.name for lay in self._layers):
             raise ValueError(f"add: the model already has a layer named '{layer.name}'; layer names must be unique")
+        prev_shape = self._build_input_shape
         self._layers.append(layer)
         if len(self._layers) == 1 and getattr(layer, "_given_input_shape", None) is not None:
             self._build_input_shape = tuple(layer._given_input_shape)
         if self._build_input_shape is not None:
-            self.build(self._build_input_shape)
+            try:
+                self.build(self._build_input_shape)
+            except Exception:
+                # a layer that does not fit is not kept: the model stays as it was before add()
+                self._layers.pop()
+                self._build_input_shape = prev_shape
+                raise
 
     def pop(self):
         """Remove and return the last layer."""
