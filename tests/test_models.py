@@ -231,6 +231,33 @@ def test_failed_add_leaves_the_model_unchanged():
     assert m.predict(np.zeros((2, 5, 3), np.float32), verbose=0).shape == (2, 1)
 
 
+class StatefulNet(Model):
+    def __init__(self):
+        super().__init__()
+        self.rnn = layers.SimpleRNN(4, stateful=True)
+        self.out = layers.Dense(1)
+
+    def forward(self, x, training=False, mask=None):
+        return self.out(self.rnn(x, training=training), training=training)
+
+    def backward(self, dy):
+        return self.rnn.backward(self.out.backward(dy))
+
+
+def test_build_leaves_carried_states_alone():
+    x = np.ones((8, 5, 3), np.float32)
+    net = StatefulNet()
+    net.build((5, 3))
+    assert net.rnn.states is None
+    net.compile(optimizer="sgd", loss="mse")
+    net.fit(x, np.zeros((8, 1), np.float32), batch_size=8, verbose=0)  # batch 8 after a batch-1 build
+    before = [s.copy() for s in net.rnn.states]
+    assert before[0].shape == (8, 4)
+    net.build((5, 3))  # rebuilding keeps the carried batch-8 state, unchanged
+    for a, b in zip(before, net.rnn.states):
+        np.testing.assert_array_equal(a, b)
+
+
 # ----------------------------------------------------------------------------- callbacks
 class FakeModel:
     def __init__(self):

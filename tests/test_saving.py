@@ -305,6 +305,27 @@ def test_frozen_wrappers_stay_frozen_after_load(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+class StatefulTiny(Tiny):
+    def __init__(self, units=3):
+        super().__init__(units)
+        self.rnn = layers.SimpleRNN(units, stateful=True)
+
+
+def test_loaded_custom_model_with_stateful_layer_trains_on_its_batch_size(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 4, 2)).astype(np.float32)
+    y = rng.normal(size=(8, 2)).astype(np.float32)
+    m = StatefulTiny()
+    m.compile(optimizer="sgd", loss="mse")
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    path = str(tmp_path / "stateful.fastrnn")
+    m.save(path)
+    back = fr.load_model(path, custom_objects={"StatefulTiny": StatefulTiny})
+    assert back.rnn.states is None
+    back.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert back.rnn.states[0].shape == (8, 3)
+
+
 def test_save_errors(tmp_path):
     m = Sequential([layers.Dense(2)])
     with pytest.raises(ValueError, match="is not built"):

@@ -46,6 +46,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optim as optim_module
 from .layers import base as layers_base
+from .layers import recurrent as layers_recurrent
 
 __all__ = ["Model", "Sequential"]
 
@@ -235,9 +236,22 @@ class Model:
         return y
 
     def build(self, input_shape):
-        """Build by running the model once on zeros of shape ``(1,) + input_shape`` (None dims become 1)."""
+        """Build by running the model once on zeros of shape ``(1,) + input_shape`` (None dims become 1).
+
+        The carried states of stateful / carry_state recurrent layers are left as they were before
+        (layers first made during this forward end with no carried state)."""
         shape = tuple(1 if d is None else int(d) for d in input_shape)
-        self(np.zeros((1,) + shape, dtype=np.float32), training=False)
+        saved = {}
+        for lay in _all_layers(self.layers):
+            if isinstance(lay, layers_recurrent.BaseRNN):
+                saved[id(lay)] = lay.states
+                lay.states = None
+        try:
+            self(np.zeros((1,) + shape, dtype=np.float32), training=False)
+        finally:
+            for lay in _all_layers(self.layers):
+                if isinstance(lay, layers_recurrent.BaseRNN):
+                    lay.states = saved.get(id(lay))
         self._build_input_shape = tuple(input_shape)
 
     # ------------------------------------------------------------------ compile
