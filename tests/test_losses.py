@@ -199,6 +199,23 @@ def test_callable_loss_wrapper():
         losses.get(lambda a, b: 1.0)(np.zeros(2), np.zeros(2))
 
 
+def test_callable_loss_counts_samples_of_one_dimensional_predictions():
+    def mean_sq(y_true, y_pred):
+        d = y_pred - y_true
+        return float((d * d).mean()), 2 * d / d.size
+
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.normal(size=6), rng.normal(size=6)
+    loss = losses.get(mean_sq)
+    whole, n, _ = loss.sum_and_grad(y_true, y_pred)
+    assert n == 6
+    # two uneven batches accumulate to the same mean as the whole set, as evaluate() does
+    s1, c1, _ = loss.sum_and_grad(y_true[:4], y_pred[:4])
+    s2, c2, _ = loss.sum_and_grad(y_true[4:], y_pred[4:])
+    assert (s1 + s2) / (c1 + c2) == pytest.approx(((y_pred - y_true) ** 2).mean())
+    assert whole / n == pytest.approx(((y_pred - y_true) ** 2).mean())
+
+
 # ----------------------------------------------------------------------------- metrics
 def test_accuracy_resolution_follows_the_loss():
     assert isinstance(metrics.get("accuracy", loss=losses.get("binary_crossentropy")), metrics.BinaryAccuracy)

@@ -306,10 +306,16 @@ class LossFunctionWrapper(Loss):
         return float(value), grad
 
     def sum_and_grad(self, y_true, y_pred, mask=None):
-        """Treats the callable's value as the mean over all entries of y_pred but the last axis."""
+        """Treats the callable's value as the mean over all entries of y_pred but the last axis
+        (over the samples for 1-D predictions [B])."""
         value, grad = self(y_true, y_pred, mask)
         y_pred = np.asarray(y_pred)
-        count = int(np.asarray(mask).astype(bool).sum()) if mask is not None else int(np.prod(y_pred.shape[:-1]))
+        if mask is not None:
+            count = int(np.asarray(mask).astype(bool).sum())
+        elif y_pred.ndim == 1:  # [B] predictions: one value per sample, as in the built-in losses
+            count = int(y_pred.shape[0])
+        else:
+            count = int(np.prod(y_pred.shape[:-1]))
         return value * count, count, grad * count
 
     def get_config(self):
