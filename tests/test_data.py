@@ -241,6 +241,21 @@ def test_batches_order_and_shuffle():
     assert isinstance(multi[0][0], list) and len(multi[0][0]) == 2
 
 
+def test_batches_plain_python_lists_are_samples():
+    x = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    y = [0, 1, 2]
+    it = D.batches(x, y, batch_size=2)
+    assert len(it) == 2
+    (xb, yb), (xb2, yb2) = list(it)
+    np.testing.assert_array_equal(xb, [[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(yb, [0, 1])
+    np.testing.assert_array_equal(xb2, [[5.0, 6.0]])
+    np.testing.assert_array_equal(yb2, [2])
+    # a tuple of arrays is still several inputs
+    multi = list(D.batches((np.zeros((3, 2)), np.ones((3, 4))), batch_size=2))
+    assert isinstance(multi[0], list) and multi[0][1].shape == (2, 4)
+
+
 def test_batches_errors():
     with pytest.raises(ValueError, match="same number of samples"):
         D.batches(np.zeros((5, 2)), np.zeros(4))

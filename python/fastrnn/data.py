@@ -452,9 +452,14 @@ class WordVectorizer(_Vectorizer):
 # --------------------------------------------------------------------------------------------
 
 def _as_list(x, name):
+    """A list/tuple whose elements are all arrays is several inputs; any other list is one array of samples."""
+    if isinstance(x, (list, tuple)) and len(x) > 0 and all(hasattr(a, "shape") for a in x):
+        return list(x), True
     if isinstance(x, (list, tuple)):
-        arrs = [np.asarray(a) if not hasattr(a, "shape") else a for a in x]
-        return arrs, True
+        try:
+            return [np.asarray(x)], False
+        except ValueError as exc:
+            raise ValueError(f"{name}: a list of samples could not be converted to an array: {exc}") from None
     return [x if hasattr(x, "shape") else np.asarray(x)], False
 
 
@@ -510,6 +515,8 @@ def batches(x, y=None, batch_size=32, shuffle=False, seed=None, drop_remainder=F
 
     Returns a re-iterable :class:`Batches` (``len()`` is the number of batches). Each iteration
     yields ``xb`` or ``(xb, yb)``; ``x``/``y`` may also be lists of arrays (then lists come back).
+    A list or tuple counts as several inputs only when every element is an array (has ``.shape``);
+    any other list, such as a plain Python list of samples, is converted with ``np.asarray``.
     With ``shuffle=True`` every pass uses a new permutation drawn from a generator seeded by
     ``seed``, so the same seed gives the same sequence of epochs. The last batch is smaller unless
     ``drop_remainder=True``.
