@@ -171,6 +171,9 @@ def test_errors():
         interop.from_keras(unbuilt)
     with pytest.raises(ValueError, match="not built"):
         interop.to_keras(layers.LSTM(H))
+    rev = layers.Bidirectional(layers.GRU(H, return_sequences=True, go_backwards=True), input_shape=(T, I))
+    with pytest.raises(ValueError, match="go_backwards"):
+        interop.to_keras(rev)
 
 
 def test_return_state_and_no_bias():

@@ -174,6 +174,9 @@ def test_errors():
     back.build((None, I))
     with pytest.raises(ValueError, match="go_backwards"):
         interop.to_torch(back)
+    rev = layers.Bidirectional(layers.LSTM(H, return_sequences=True, go_backwards=True), input_shape=(T, I))
+    with pytest.raises(ValueError, match="go_backwards"):
+        interop.to_torch(rev)
     mixed = [_fastrnn_stack("lstm", 1, False)[0], _fastrnn_stack("gru", 1, False)[0]]
     with pytest.raises(ValueError, match="one cell kind"):
         interop.to_torch(mixed)

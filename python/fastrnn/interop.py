@@ -204,7 +204,7 @@ def to_torch(layer, batch_first=True):
     the next (becomes ``num_layers``). The module's output sequence equals the last fastrnn layer's
     output with ``return_sequences=True``. ``batch_first`` sets the module's layout (default True,
     fastrnn's). SimpleRNN and LSTM biases go to ``bias_ih`` with zeros in ``bias_hh``.
-    Layers with ``go_backwards=True`` (outside Bidirectional) have no torch counterpart: ValueError.
+    Layers with ``go_backwards=True``, alone or wrapped in Bidirectional, have no torch counterpart: ValueError.
     """
     import torch
 
@@ -216,6 +216,9 @@ def to_torch(layer, batch_first=True):
             if merge != "concat":
                 raise ValueError(f"to_torch: Bidirectional merge_mode must be 'concat' (torch concatenates), "
                                  f"got {merge!r} in layer {i}")
+            if bool(_cfg(item.forward_layer, "go_backwards", False)):
+                raise ValueError(f"to_torch: layer {i} ('{item.name}') is a Bidirectional of a layer with "
+                                 "go_backwards=True, which torch bidirectional modules cannot express")
             subs = [item.forward_layer, item.backward_layer]
         else:
             if bool(_cfg(item, "go_backwards", False)):
@@ -404,11 +407,15 @@ def _keras_weights(kind, H, a):
 def to_keras(layer):
     """A built Keras 3 layer computing exactly what the fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU`` /
     ``Bidirectional`` layer computes (GRU becomes ``reset_after=True``). The fastrnn layer must be built.
+    A Bidirectional whose wrapped layer has ``go_backwards=True`` is refused (ValueError).
     """
     import keras
 
     if _is_bidirectional(layer):
         merge = _cfg(layer, "merge_mode", "concat")
+        if bool(_cfg(layer.forward_layer, "go_backwards", False)):
+            raise ValueError(f"to_keras: Bidirectional '{layer.name}' wraps a layer with go_backwards=True; "
+                             "only a forward-running wrapped layer can be exported")
         fl, kind, H, fa = _to_keras_cell(layer.forward_layer, go_backwards=False)
         bl, _, _, ba = _to_keras_cell(layer.backward_layer, go_backwards=True)
         kl = keras.layers.Bidirectional(fl, backward_layer=bl, merge_mode=merge)
