@@ -222,6 +222,38 @@ def test_foreign_files(tmp_path):
         fr.load_model(str(tmp_path / "missing.fastrnn"))
 
 
+def _rewrite_model_json(src, dst, edit):
+    with zipfile.ZipFile(src) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    desc = json.loads(entries["model.json"])
+    edit(desc)
+    entries["model.json"] = json.dumps(desc).encode()
+    with zipfile.ZipFile(dst, "w") as zf:
+        for n, data in entries.items():
+            zf.writestr(n, data)
+    return str(dst)
+
+
+def test_malformed_compile_config_names_the_file(saved, tmp_path):
+    def drop_optimizer(d):
+        del d["compile_config"]["optimizer"]
+
+    def bad_loss(d):
+        d["compile_config"]["loss"] = {"class_name": "BinaryCrossentropy", "config": 5}
+
+    def bad_state(d):
+        d["optimizer_state"] = {"class_name": "Adam"}
+
+    for i, (edit, what) in enumerate([(drop_optimizer, r"compile_config lacks 'optimizer'"),
+                                      (bad_loss, "compile"),
+                                      (bad_state, "optimizer state")]):
+        path = _rewrite_model_json(saved, tmp_path / f"bad{i}.fastrnn", edit)
+        with pytest.raises(ValueError, match=what) as info:
+            fr.load_model(path)
+        assert path in str(info.value)
+        fr.load_model(path, compile=False)  # the rest of the file is fine
+
+
 def test_pickled_array_entry_is_refused(saved, tmp_path):
     # rewrite the first weight array as an object (pickled) .npy entry: loading must refuse it
     with zipfile.ZipFile(saved) as zf:

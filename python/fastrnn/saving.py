@@ -273,10 +273,51 @@ def _model_class(name, custom_objects):
                      f"custom_objects={{'{name}': {name}}}")
 
 
+def _compile_from_file(model, r, cc, state, custom_objects):
+    """Compile ``model`` from a file's compile_config and restore the optimizer state; a malformed
+    section becomes a ValueError naming the file and what is wrong."""
+    from . import losses, optim
+
+    if not isinstance(cc, dict):
+        raise ValueError(f"'{r.path}': compile_config must be an object, got {type(cc).__name__}; "
+                         "load with compile=False to skip it")
+    missing = [k for k in ("optimizer", "loss") if k not in cc]
+    if missing:
+        raise ValueError(f"'{r.path}': compile_config lacks {', '.join(repr(k) for k in missing)}; "
+                         "load with compile=False to skip it")
+    try:
+        opt = optim.deserialize(cc["optimizer"], custom_objects=custom_objects)
+        loss = losses.deserialize(cc["loss"], custom_objects=custom_objects)
+        mets = []
+        for m in cc.get("metrics") or []:
+            if isinstance(m, dict) and m.get("class_name") == "custom":
+                cname = (m.get("config") or {}).get("name")
+                if not custom_objects or cname not in custom_objects:
+                    raise ValueError(
+                        f"load_model: the model was compiled with the custom metric '{cname}'; pass it as "
+                        f"custom_objects={{'{cname}': ...}} or load with compile=False"
+                    )
+                m = custom_objects[cname]
+            mets.append(m)
+        model.compile(optimizer=opt, loss=loss, metrics=mets)
+    except ValueError as exc:
+        raise ValueError(f"'{r.path}': cannot restore the compile settings: {exc}") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"'{r.path}': malformed compile_config ({type(exc).__name__}: {exc}); "
+                         "load with compile=False to skip it") from None
+    if state is not None:
+        try:
+            opt.load_state_dict(r.decode(state))
+        except ValueError as exc:
+            raise ValueError(f"'{r.path}': cannot restore the optimizer state: {exc}") from None
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"'{r.path}': malformed optimizer state ({type(exc).__name__}: {exc}); "
+                             "load with compile=False to skip it") from None
+
+
 def load_model(filepath, custom_objects=None, compile=True):
     """Recreate a model saved with ``model.save``: architecture, weights and (with compile=True) the
     optimizer (with its full state), loss and metrics. ValueError for corrupt or foreign files."""
-    from . import losses, optim
     from .models import Sequential
 
     r = _Reader(filepath, "model")
@@ -297,23 +338,7 @@ def load_model(filepath, custom_objects=None, compile=True):
     _assign_weights(model, r.weights(), r.path)
     cc = p.get("compile_config")
     if compile and cc:
-        opt = optim.deserialize(cc["optimizer"], custom_objects=custom_objects)
-        loss = losses.deserialize(cc["loss"], custom_objects=custom_objects)
-        mets = []
-        for m in cc.get("metrics") or []:
-            if isinstance(m, dict) and m.get("class_name") == "custom":
-                cname = (m.get("config") or {}).get("name")
-                if not custom_objects or cname not in custom_objects:
-                    raise ValueError(
-                        f"load_model: the model was compiled with the custom metric '{cname}'; pass it as "
-                        f"custom_objects={{'{cname}': ...}} or load with compile=False"
-                    )
-                m = custom_objects[cname]
-            mets.append(m)
-        model.compile(optimizer=opt, loss=loss, metrics=mets)
-        state = p.get("optimizer_state")
-        if state is not None:
-            opt.load_state_dict(r.decode(state))
+        _compile_from_file(model, r, cc, p.get("optimizer_state"), custom_objects)
     return model
 
 
