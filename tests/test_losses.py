@@ -115,6 +115,50 @@ def test_masked_sequence_loss_is_mean_over_valid_steps(name, from_logits):
     np.testing.assert_allclose(grad, _fd_grad(loss, yt, yp, mask), rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparse_crossentropy_equals_dense_one_hot_form(from_logits, dtype):
+    rng = np.random.default_rng(5)
+    B, T, C = 2, 3, 2000
+    ids = rng.integers(0, C, size=(B, T))
+    yp = rng.normal(size=(B, T, C)) * 3
+    if not from_logits:
+        yp = rng.random((B, T, C)) ** 4
+        yp[0, 0] = 0.0
+        yp[0, 0, ids[0, 0]] = 1e-3  # all the mass on the target: the upper clip is active
+        yp[1, 2, ids[1, 2]] = 0.0  # zero probability on the target: the lower clip is active
+    yp = yp.astype(dtype)
+    onehot = np.zeros((B, T, C))
+    np.put_along_axis(onehot, ids[..., None], 1.0, axis=-1)
+    mask = np.array([[True, True, False], [True, False, True]])
+    sparse = losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    dense = losses.CategoricalCrossentropy(from_logits=from_logits)
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    for m in (None, mask):
+        v, g = sparse(ids, yp, m)
+        rv, rg = dense(onehot, yp, m)
+        assert g.dtype == dtype
+        assert v == pytest.approx(rv, rel=rtol)
+        np.testing.assert_allclose(g, rg, rtol=rtol, atol=1e-12 * np.abs(rg).max())
+
+
+def test_sparse_crossentropy_needs_no_dense_one_hot():
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    yp = rng.normal(size=(4, 8, 20000)).astype(np.float32)
+    ids = rng.integers(0, 20000, size=(4, 8))
+    for from_logits in (True, False):
+        loss = losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        x = yp if from_logits else np.abs(yp)
+        tracemalloc.start()
+        loss(ids, x)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        # the gradient and its mean: 2x; a float64 one-hot alone would be another 2x
+        assert peak < 2.5 * yp.nbytes, (from_logits, peak / yp.nbytes)
+
+
 def test_all_masked_gives_zero():
     value, grad = losses.get("mse")(np.ones((2, 3, 1)), np.zeros((2, 3, 1)), np.zeros((2, 3), bool))
     assert value == 0.0 and np.all(grad == 0)

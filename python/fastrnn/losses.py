@@ -258,9 +258,53 @@ class SparseCategoricalCrossentropy(Loss):
         return ids
 
     def _elementwise(self, y_true, y_pred):
+        """Reference form through a dense one-hot (kept for checks; ``sum_and_grad`` avoids it)."""
         onehot = np.zeros(y_pred.shape, dtype=np.float64)
         np.put_along_axis(onehot, y_true[..., None], 1.0, axis=-1)
         return _categorical(onehot, y_pred, self.from_logits)
+
+    def sum_and_grad(self, y_true, y_pred, mask=None):
+        """As :meth:`Loss.sum_and_grad`, without a one-hot: the value gathers the target entries and
+        the gradient (in y_pred's dtype) is softmax minus one at the target (logits), or the
+        derivative of ``-log clip(p_t / sum p)`` (probabilities). Per-row sums and the target
+        entries are computed in float64."""
+        y_pred = _as_float_array(y_pred, "y_pred")
+        ids = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
+        m = _check_mask(mask, y_pred.shape[:-1])
+        gdt = _grad_dtype(y_pred)
+        wdt = np.dtype(np.float64) if gdt == np.float64 else np.dtype(np.float32)
+        z = y_pred.astype(wdt, copy=False)
+        idx = ids[..., None]
+        zt = np.take_along_axis(z, idx, axis=-1).astype(np.float64)  # [..., 1]
+        if self.from_logits:
+            zmax = z.max(axis=-1, keepdims=True)
+            grad = z - zmax  # the only full-size temporary, in the working dtype
+            np.exp(grad, out=grad)
+            se = grad.sum(axis=-1, keepdims=True, dtype=np.float64)
+            per = (np.log(se) + zmax.astype(np.float64) - zt)[..., 0]  # -log softmax(z)_t
+            grad /= se.astype(wdt)
+            # softmax_t - 1 = expm1(log softmax_t), accurate when softmax_t is close to 1
+            np.put_along_axis(grad, idx, np.expm1(-per)[..., None].astype(wdt), axis=-1)
+        else:
+            # Keras: normalise the probabilities over the last axis, then clip
+            s = z.sum(axis=-1, keepdims=True, dtype=np.float64)
+            s = np.where(s == 0, 1.0, s)
+            qt = zt / s
+            qc = np.clip(qt, EPSILON, 1.0 - EPSILON)
+            per = -np.log(qc)[..., 0]
+            # -1/qc_t times d q_t / d p_j (the clip only guards the division): (q_t/qc_t)/s for
+            # every j, plus -1/(qc_t s) at the target
+            other = qt / qc / s
+            grad = np.empty(z.shape, dtype=wdt)
+            grad[...] = other.astype(wdt)
+            np.put_along_axis(grad, idx, ((qt - 1.0) / qc / s).astype(wdt), axis=-1)
+        if m is not None:
+            per = np.where(m, per, 0.0)
+            grad[~m] = 0
+            count = int(m.sum())
+        else:
+            count = int(np.prod(per.shape))
+        return float(per.sum()), count, grad.astype(gdt, copy=False)
 
     def get_config(self):
         return {"from_logits": self.from_logits}
