@@ -95,8 +95,9 @@ def glorot_uniform(shape, seed=None, dtype=np.float32, rng=None):
 def orthogonal(shape, seed=None, dtype=np.float32, rng=None, gain=1.0):
     """A (semi-)orthogonal matrix times ``gain``: QR of a Gaussian matrix with the sign fix of Saxe et al.
 
-    For a square shape the result Q satisfies Q Q^T = gain^2 I. Recurrent layers apply it to each
-    [H, H] gate block of ``w_hh`` separately.
+    For a square shape the result Q satisfies Q Q^T = gain^2 I; for rows < cols, Q Q^T = gain^2 I
+    (orthonormal rows). Recurrent layers draw the whole Keras-layout kernel [H, G*H] this way and
+    store its transpose as ``w_hh``, as Keras does.
     """
     shape = _shape(shape)
     if len(shape) < 2:

@@ -6,8 +6,9 @@ references (``fastrnn.reference``) instead, for gradient checks.
 
 Inputs are batch-major [B, T, F]. Weights are in PyTorch layouts (``w_ih [G*H, F]``,
 ``w_hh [G*H, H]``; LSTM gates i,f,g,o with one bias ``b [4H]``; GRU gates r,z,n with ``b_ih``
-and ``b_hh``), initialised like Keras (glorot_uniform input weights, an orthogonal [H, H] block per
-gate for ``w_hh``, zero biases, LSTM forget-gate bias 1), so parameter counts equal Keras's.
+and ``b_hh``), initialised like Keras (glorot_uniform input weights; ``w_hh`` the transpose of a
+(semi-)orthogonal [H, G*H] matrix K, Keras's recurrent kernel layout, so that K K^T = I; zero
+biases, LSTM forget-gate bias 1), so parameter counts equal Keras's.
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ class BaseRNN(Layer):
         n_in = int(input_shape[-1])
         G, H, dt, rng = self._gates, self.units, self.dtype, self._init_rng
         self.add_parameter("w_ih", self._kernel_init((G * H, n_in), rng=rng, dtype=dt))
-        w_hh = np.concatenate([self._recurrent_init((H, H), rng=rng, dtype=dt) for _ in range(G)], axis=0)
+        # Keras draws the whole recurrent kernel in its layout [H, G*H]; w_hh [G*H, H] is its transpose
+        w_hh = np.ascontiguousarray(self._recurrent_init((H, G * H), rng=rng, dtype=dt).T)
         self.add_parameter("w_hh", w_hh)
         self._zero_biases = {}
         for bname in self._bias_names():
