@@ -283,6 +283,25 @@ def test_non_trainable_parameters_are_not_updated():
     assert p.value[0] == 0.5 and q.value[0] == 1.0
 
 
+def test_bad_grad_shape_changes_nothing():
+    p, q = P([1.0, 2.0], "a"), P([3.0, 4.0], "b")
+    p.grad[...] = 1.0
+    q.grad = np.ones(3)  # wrong shape on the later parameter
+    opt = optim.Adam(0.1)
+    with pytest.raises(ValueError, match=r"params\[1\]: grad shape \(3,\) differs from value shape \(2,\)"):
+        opt.step([p, q])
+    np.testing.assert_array_equal(p.value, [1.0, 2.0])
+    np.testing.assert_array_equal(q.value, [3.0, 4.0])
+    assert opt.iterations == 0
+    # once fixed, the first step is the same as a fresh optimizer's
+    q.grad = np.ones(2)
+    opt.step([p, q])
+    fresh_p = P([1.0, 2.0])
+    fresh_p.grad[...] = 1.0
+    optim.Adam(0.1).step([fresh_p])
+    np.testing.assert_array_equal(p.value, fresh_p.value)
+
+
 def test_float32_parameters_stay_float32_in_place():
     p = Parameter("w", np.ones(3))
     ref = p.value

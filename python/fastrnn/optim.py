@@ -217,7 +217,9 @@ class Optimizer:
         return grads
 
     def step(self, params=None):
-        """Apply one update to every trainable parameter from its ``.grad`` (values change in place)."""
+        """Apply one update to every trainable parameter from its ``.grad`` (values change in place).
+
+        ValueError, before any parameter or slot changes, when a gradient's shape differs from its value's."""
         params = self._resolve(params)
         self._ensure_slots(params)
         grads = []
@@ -226,14 +228,16 @@ class Optimizer:
                 grads.append(None)
             else:
                 grads.append(np.asarray(p.grad, dtype=np.asarray(p.value).dtype))
+        # check every gradient before updating anything, so a bad one leaves all parameters untouched
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is not None and g.shape != np.shape(p.value):
+                raise ValueError(f"params[{i}]: grad shape {g.shape} differs from value shape {np.shape(p.value)}")
         grads = self._clip(grads)
         lr = self.current_learning_rate
         t = self.iterations + 1
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
-            if g.shape != np.shape(p.value):
-                raise ValueError(f"params[{i}]: grad shape {g.shape} differs from value shape {np.shape(p.value)}")
             new = self._update(i, p, np.asarray(p.value), g, lr, t)
             p.value[...] = new
         self.iterations = t
