@@ -352,6 +352,10 @@ def from_keras(layer):
 
     The Keras layer must be built. GRU must have ``reset_after=True`` (ValueError otherwise); LSTM
     and GRU must use tanh / sigmoid activations; SimpleRNN tanh or relu.
+
+    With a mask, the results agree except at masked steps of a sequence output: fastrnn outputs
+    zeros there, while a Keras 3 layer (outside Bidirectional, ``zero_output_for_mask=False``)
+    repeats the last valid output. The states are the same in both.
     """
     import keras
 

@@ -42,6 +42,11 @@ class BaseRNN(Layer):
     ([dy, dh] / [dy, dh, dc], entries may be None). Returns dx [B, T, F] and leaves the gradients of
     the initial state in ``layer.initial_state_grads`` ([dh0] or [dh0, dc0]).
 
+    Masked steps: the state is carried unchanged (as in Keras) and the sequence output there is 0.
+    Keras 3 instead repeats the last valid output at masked steps (its ``zero_output_for_mask`` is by default
+    False unless the layer is inside Bidirectional), so with return_sequences and a mask the outputs
+    differ from Keras at masked positions only; the returned states and the valid outputs agree.
+
     Dropout (training only, variational): ``dropout`` draws one [B, F] input mask per call, shared by
     all time steps (and gates); ``recurrent_dropout`` one [B, H] mask on the state fed back into the
     recurrent matmul (as Keras / Gal & Ghahramani). Both are scaled by 1/(1-rate) and kept in
