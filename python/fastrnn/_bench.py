@@ -6,8 +6,9 @@ input gradient included) for LSTM and GRU on the DeepBench-style shapes below, p
 against numpy's matmul on the input-projection shapes. FLOP convention: LSTM forward =
 2*T*B*4H*(I+H), GRU the same with 3H, training = 3x forward; GEMM 2*M*N*K.
 
-The machines this runs on are shared and noisy: read the ratios of one run, not absolute figures
-across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
+The machines this runs on are shared and noisy: fastrnn and torch (and the two GEMMs) are timed
+in alternation, call by call, so that load bursts hit both; read the ratios of one run, not
+absolute figures across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
 """
 from __future__ import annotations
 
@@ -46,6 +47,21 @@ def timeit(fn, min_time=0.5, min_runs=3, max_runs=50):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def timeit_interleaved(fns, min_time=0.5, min_runs=5, max_runs=200):
+    """Median seconds of each function, timed in alternation (f1, f2, ..., f1, f2, ...) after one
+    warm-up call each, so that a burst of load on a shared machine hits all of them alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    start = time.perf_counter()
+    while len(times[0]) < min_runs or (time.perf_counter() - start < min_time * len(fns) and len(times[0]) < max_runs):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def _problem(cell, T, B, I, H, seed=0):
@@ -175,15 +191,20 @@ def run(shapes, cells, threads, with_torch=True, with_reference=True, min_time=0
         for cell in cells:
             p = _problem(cell, T, B, I, H)
             fr_f, fr_t = _fr_calls(ops, cell, p)
-            for mode, fr_fn in (("forward", fr_f), ("train", fr_t)):
+            rf = rt = tf = tt = None
+            if with_reference:
+                rf, rt = _fr_calls(reference, cell, p)
+            if torch is not None:
+                tf, tt = _torch_calls(torch, cell, p, T, B, I, H)
+            for mode, fr_fn, t_fn, r_fn in (("forward", fr_f, tf, rf), ("train", fr_t, tt, rt)):
                 row = {"shape": name, "T": T, "B": B, "I": I, "H": H, "cell": cell, "mode": mode}
-                row["fastrnn_ms"] = 1e3 * timeit(fr_fn, min_time)
-                if with_reference:
-                    rf, rt = _fr_calls(reference, cell, p)
-                    row["numpy_ms"] = 1e3 * timeit(rf if mode == "forward" else rt, min_time, min_runs=1, max_runs=3)
-                if torch is not None:
-                    tf, tt = _torch_calls(torch, cell, p, T, B, I, H)
-                    row["torch_ms"] = 1e3 * timeit(tf if mode == "forward" else tt, min_time)
+                if t_fn is not None:  # fastrnn and torch in alternation
+                    t_fr, t_t = timeit_interleaved([fr_fn, t_fn], min_time)
+                    row["fastrnn_ms"], row["torch_ms"] = 1e3 * t_fr, 1e3 * t_t
+                else:
+                    row["fastrnn_ms"] = 1e3 * timeit(fr_fn, min_time)
+                if r_fn is not None:
+                    row["numpy_ms"] = 1e3 * timeit(r_fn, min_time, min_runs=1, max_runs=3)
                 row["gflops"] = flops(cell, T, B, I, H, mode == "train") / (row["fastrnn_ms"] * 1e6)
                 rows.append(row)
                 log(_format_row(row))
@@ -212,8 +233,7 @@ def run_gemm(shapes, threads, min_time=0.3, log=print):
         rng = np.random.default_rng(1)
         A = rng.standard_normal((M, K)).astype(np.float32)
         W = rng.standard_normal((N, K)).astype(np.float32)
-        t_fr = timeit(lambda: core.gemm(A, W, False, True), min_time)
-        t_np = timeit(lambda: A @ W.T, min_time)
+        t_fr, t_np = timeit_interleaved([lambda: core.gemm(A, W, False, True), lambda: A @ W.T], min_time)
         f = 2.0 * M * N * K
         row = {"shape": name, "M": M, "N": N, "K": K, "fastrnn_gflops": f / t_fr / 1e9, "numpy_gflops": f / t_np / 1e9}
         rows.append(row)
