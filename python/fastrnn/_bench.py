@@ -7,8 +7,8 @@ against numpy's matmul on the input-projection shapes. FLOP convention: LSTM for
 2*T*B*4H*(I+H), GRU the same with 3H, training = 3x forward; GEMM 2*M*N*K.
 
 The machines this runs on are shared and noisy: fastrnn and torch (and the two GEMMs) are timed
-in alternation, call by call, so that load bursts hit both; read the ratios of one run, not
-absolute figures across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
+in alternating blocks, so that load bursts hit both; read the ratios of one run, not absolute
+figures across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
 """
 from __future__ import annotations
 
@@ -49,18 +49,25 @@ def timeit(fn, min_time=0.5, min_runs=3, max_runs=50):
     return statistics.median(times)
 
 
-def timeit_interleaved(fns, min_time=0.5, min_runs=5, max_runs=200):
-    """Median seconds of each function, timed in alternation (f1, f2, ..., f1, f2, ...) after one
-    warm-up call each, so that a burst of load on a shared machine hits all of them alike."""
-    for fn in fns:
-        fn()
+def timeit_interleaved(fns, min_time=0.5, rounds=5, min_runs=3):
+    """Median seconds of each function, timed in alternating blocks (f1 block, f2 block, ...,
+    repeated `rounds` times), so that a burst of load on a shared machine hits all of them alike.
+    Each block starts after a 20 ms pause and one untimed call: the thread pools of the other
+    library (libgomp, OpenBLAS, torch's OpenMP) spin for a while after their last call and would
+    otherwise steal the second core from the first calls of the block."""
     times = [[] for _ in fns]
-    start = time.perf_counter()
-    while len(times[0]) < min_runs or (time.perf_counter() - start < min_time * len(fns) and len(times[0]) < max_runs):
+    per_block = max(min_time / rounds, 0.0)
+    for _ in range(rounds):
         for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
+            time.sleep(0.02)
             fn()
-            ts.append(time.perf_counter() - t0)
+            start = time.perf_counter()
+            n = 0
+            while n < min_runs or time.perf_counter() - start < per_block:
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+                n += 1
     return [statistics.median(ts) for ts in times]
 
 
