@@ -6,9 +6,9 @@ input gradient included) for LSTM and GRU on the DeepBench-style shapes below, p
 against numpy's matmul on the input-projection shapes. FLOP convention: LSTM forward =
 2*T*B*4H*(I+H), GRU the same with 3H, training = 3x forward; GEMM 2*M*N*K.
 
-The machines this runs on are shared and noisy: fastrnn and torch (and the two GEMMs) are timed
-in alternating blocks, so that load bursts hit both; read the ratios of one run, not absolute
-figures across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
+The machines this runs on are shared and noisy: fastrnn and torch are timed in alternating
+blocks, so that load bursts hit both; read the ratios of one run, not absolute figures across
+runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
 """
 from __future__ import annotations
 
@@ -240,7 +240,12 @@ def run_gemm(shapes, threads, min_time=0.3, log=print):
         rng = np.random.default_rng(1)
         A = rng.standard_normal((M, K)).astype(np.float32)
         W = rng.standard_normal((N, K)).astype(np.float32)
-        t_fr, t_np = timeit_interleaved([lambda: core.gemm(A, W, False, True), lambda: A @ W.T], min_time)
+        # Not interleaved: OpenBLAS's threads keep polling for ~0.1 s after a call, which would
+        # take the second core from the GEMM timed right after it; a pause separates the two.
+        time.sleep(0.3)
+        t_fr = timeit(lambda: core.gemm(A, W, False, True), min_time)
+        time.sleep(0.3)
+        t_np = timeit(lambda: A @ W.T, min_time)
         f = 2.0 * M * N * K
         row = {"shape": name, "M": M, "N": N, "K": K, "fastrnn_gflops": f / t_fr / 1e9, "numpy_gflops": f / t_np / 1e9}
         rows.append(row)
