@@ -66,6 +66,18 @@ def print_results(example, mode, results):
     print("RESULTS_JSON " + json.dumps({"example": example, "mode": mode, "results": results}), flush=True)
 
 
+def mode_config(args, modes):
+    """(mode, settings): the mode chosen by --smoke / --demo (else 'full') and a copy of its settings
+    with --epochs applied (>= 1, else exit with a message)."""
+    mode = "smoke" if args.smoke else "demo" if getattr(args, "demo", False) else "full"
+    cfg = dict(modes[mode])
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise SystemExit("--epochs must be >= 1")
+        cfg["epochs"] = args.epochs
+    return mode, cfg
+
+
 def add_threads_arg(parser):
     """``--threads N``: the kernels' thread count (default: fastrnn's, the cores this process may use)."""
     parser.add_argument("--threads", type=int, default=None,

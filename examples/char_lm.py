@@ -27,7 +27,8 @@ from fastrnn.data import CharVectorizer, to_categorical
 from fastrnn.datasets import load_tinyshakespeare
 from fastrnn.models import Sequential
 
-from _common import add_threads_arg, apply_threads, can_plot, fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import (add_threads_arg, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
+                     save_figure, set_seed)
 
 MODES = {
     "full": dict(max_chars=None, seq_len=64, embed=32, units=256, epochs=20, batch=32, lr=2e-3,
@@ -131,12 +132,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     threads = apply_threads(args.threads)
-    mode = "smoke" if args.smoke else "full"
-    cfg = dict(MODES[mode])
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise SystemExit("--epochs must be >= 1")
-        cfg["epochs"] = args.epochs
+    mode, cfg = mode_config(args, MODES)
     if not args.temperature > 0:
         raise SystemExit("--temperature must be > 0")
 

@@ -33,7 +33,8 @@ from fastrnn.data import WordVectorizer, train_valid_test_split
 from fastrnn.datasets import SENTIMENT_CITATION, load_sentiment
 from fastrnn.models import Sequential
 
-from _common import add_threads_arg, apply_threads, can_plot, fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import (add_threads_arg, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
+                     save_figure, set_seed)
 
 CELLS = {"SimpleRNN": layers.SimpleRNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
 
@@ -91,12 +92,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     threads = apply_threads(args.threads)
-    mode = "smoke" if args.smoke else "full"
-    cfg = dict(MODES[mode])
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise SystemExit("--epochs must be >= 1")
-        cfg["epochs"] = args.epochs
+    mode, cfg = mode_config(args, MODES)
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     for c in cells:
         if c not in CELLS:

@@ -29,7 +29,8 @@ from fastrnn import layers, optim
 from fastrnn.models import Sequential
 from fastrnn.data import generate_time_series, train_valid_test_split
 
-from _common import add_threads_arg, apply_threads, can_plot, fit_timed, print_results, pyplot, save_figure, set_seed
+from _common import (add_threads_arg, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
+                     save_figure, set_seed)
 
 PUBLISHED = {"naive": 0.020, "linear": 0.004, "simple_rnn": 0.011, "deep_rnn": 0.003}
 TITLES = {"naive": "naive forecast", "linear": "linear (Flatten -> Dense(1))",
@@ -100,12 +101,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     threads = apply_threads(args.threads)
-    mode = "smoke" if args.smoke else "demo" if args.demo else "full"
-    cfg = dict(MODES[mode])
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise SystemExit("--epochs must be >= 1")
-        cfg["epochs"] = args.epochs
+    mode, cfg = mode_config(args, MODES)
     n_series, n_steps = cfg["n_series"], cfg["n_steps"]
 
     set_seed(args.seed)
