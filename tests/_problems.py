@@ -1,4 +1,5 @@
-"""Random problems shared by the tests: weights in PyTorch layouts, inputs, states and masks."""
+"""Helpers shared by the tests: random problems (weights in PyTorch layouts, inputs, states,
+masks) and central finite differences."""
 from __future__ import annotations
 
 import numpy as np
@@ -58,3 +59,17 @@ def forward_args(cell, p):
 def base_name(cell):
     """'rnn_relu' -> 'rnn'; the function prefix in reference/ops."""
     return "rnn" if cell.startswith("rnn") else cell
+
+
+def numgrad(f, a, eps=1e-6):
+    """Central finite differences of the scalar f() w.r.t. every entry of a (mutated in place)."""
+    g = np.zeros(a.shape, dtype=np.float64)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        fp = f()
+        a[idx] = old - eps
+        fm = f()
+        a[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g

@@ -9,19 +9,7 @@ import pytest
 from fastrnn import layers as L
 from fastrnn.layers import initializers
 
-
-def numgrad(f, a, eps=1e-6):
-    """Central finite differences of the scalar f() w.r.t. every entry of a (mutated in place)."""
-    g = np.zeros_like(a, dtype=np.float64)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + eps
-        fp = f()
-        a[idx] = old - eps
-        fm = f()
-        a[idx] = old
-        g[idx] = (fp - fm) / (2 * eps)
-    return g
+from _problems import numgrad
 
 
 def check_layer_grads(layer, x, rtol=1e-6, atol=1e-8, seed=0):

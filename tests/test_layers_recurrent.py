@@ -14,6 +14,8 @@ import pytest
 from fastrnn import layers as L
 from fastrnn import reference as R
 
+from _problems import numgrad
+
 # (class name, extra constructor kwargs, reference prefix)
 CELLS = [
     ("SimpleRNN", {}, "rnn"),
@@ -23,20 +25,6 @@ CELLS = [
 ]
 CELL_IDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 N_STATES = {"SimpleRNN": 1, "LSTM": 2, "GRU": 1}
-
-
-def numgrad(f, a, eps=1e-6):
-    """Central finite differences of the scalar f() w.r.t. every entry of a (mutated in place)."""
-    g = np.zeros(a.shape, dtype=np.float64)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + eps
-        fp = f()
-        a[idx] = old - eps
-        fm = f()
-        a[idx] = old
-        g[idx] = (fp - fm) / (2 * eps)
-    return g
 
 
 def make(cls_name, units=3, n_in=2, dtype="float64", seed=0, randomize=True, **kw):

@@ -10,7 +10,7 @@ gradient.
 import numpy as np
 import pytest
 
-from _problems import base_name, make_problem
+from _problems import base_name, make_problem, numgrad
 from fastrnn import reference as R
 
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
@@ -92,20 +92,7 @@ def loss_terms(y, h, c, R1, R2, R3):
 
 def numeric_grad(loss, p, names):
     """Central differences of loss() (a function of the arrays in p, perturbed in place)."""
-    grads = {}
-    for name in names:
-        a = p[name]
-        g = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            old = a[idx]
-            a[idx] = old + EPS
-            lp = loss()
-            a[idx] = old - EPS
-            lm = loss()
-            a[idx] = old
-            g[idx] = (lp - lm) / (2 * EPS)
-        grads[name] = g
-    return grads
+    return {name: numgrad(loss, p[name], EPS) for name in names}
 
 
 def time_slice(a, lo, hi, batch_first):
