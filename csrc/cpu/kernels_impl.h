@@ -51,7 +51,7 @@ constexpr int VREGS = 16, GEMM_MR = 4, GEMM_NV = 2, BWD_MR = 2, BWD_NV = 4;
 static_assert(GEMM_MR * GEMM_NV + GEMM_NV + 1 <= VREGS, "GEMM tile exceeds the registers");
 static_assert(BWD_MR * BWD_NV + BWD_NV + 1 <= VREGS, "backward tile exceeds the registers");
 constexpr int GEMM_NR = GEMM_NV * W;
-constexpr int64_t GEMM_KC = 256;
+constexpr int64_t GEMM_KC = 512;
 constexpr int64_t GEMM_MC = 120;   // a multiple of every GEMM_MR above
 constexpr int64_t GEMM_NC = 2048;  // a multiple of every GEMM_NR above
 constexpr int BWD_NR = BWD_NV * W;
@@ -86,11 +86,51 @@ static float* scratch(int which, size_t n) {
 // GEMM: C (+)= A B with general strides, BLIS-style packing, per-thread N or M split.
 // =============================================================================================
 
+#if defined(FASTRNN_ISA_AVX512)
+// dst[k][i] = rows[i][k] for 8 rows and 16 values of k: an 8x16 -> 16x8 transpose in registers.
+static inline void transpose_8x16(const float* A, int64_t rsa, float* dst) {
+  __m512 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_ps(A + i * rsa);
+  for (int i = 0; i < 8; i += 2) {  // per 128-bit lane l: (r_i[4l], r_i+1[4l], r_i[4l+1], r_i+1[4l+1]) ...
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {  // u[h+j], lane l: rows h..h+3 at k = 4l + j
+    u[h + 0] = _mm512_shuffle_ps(t[h], t[h + 2], 0x44);
+    u[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], 0xEE);
+    u[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    u[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  for (int half = 0; half < 2; ++half) {  // lanes {0,1} (k < 8), then lanes {2,3}
+    for (int j = 0; j < 2; ++j) {         // the pairs k = 4l + 2j, 4l + 2j + 1
+      const __m512 a = half ? _mm512_shuffle_f32x4(u[2 * j], u[4 + 2 * j], 0xEE)
+                            : _mm512_shuffle_f32x4(u[2 * j], u[4 + 2 * j], 0x44);
+      const __m512 b = half ? _mm512_shuffle_f32x4(u[2 * j + 1], u[5 + 2 * j], 0xEE)
+                            : _mm512_shuffle_f32x4(u[2 * j + 1], u[5 + 2 * j], 0x44);
+      const int k0 = 8 * half + 2 * j;
+      _mm512_storeu_ps(dst + k0 * 8, _mm512_shuffle_f32x4(a, b, 0x88));        // k0, k0+1
+      _mm512_storeu_ps(dst + (k0 + 4) * 8, _mm512_shuffle_f32x4(a, b, 0xDD));  // k0+4, k0+5
+    }
+  }
+}
+#endif
+
 // A block (mc x kc) -> GEMM_MR-row panels, each stored k-major: Ap[panel][k][i]; pads with zeros.
 static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t csa, float* Ap) {
   for (int64_t i0 = 0; i0 < mc; i0 += GEMM_MR) {
     const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
     float* dst = Ap + i0 * kc;
+#if defined(FASTRNN_ISA_AVX512)
+    static_assert(GEMM_MR == 8, "transpose_8x16 packs 8-row panels");
+    if (csa == 1 && m == GEMM_MR) {
+      const float* src = A + i0 * rsa;
+      int64_t k = 0;
+      for (; k + 16 <= kc; k += 16) transpose_8x16(src + k, rsa, dst + k * GEMM_MR);
+      for (; k < kc; ++k)
+        for (int i = 0; i < GEMM_MR; ++i) dst[k * GEMM_MR + i] = src[i * rsa + k];
+      continue;
+    }
+#endif
     if (csa == 1) {
       for (int i = 0; i < m; ++i) {
         const float* src = A + (i0 + i) * rsa;
@@ -98,6 +138,15 @@ static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t 
       }
       for (int i = m; i < GEMM_MR; ++i)
         for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_MR + i] = 0.0f;
+    } else if (rsa == 1) {  // the MR values of one k are contiguous: vector copies
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A + i0 + k * csa;
+        float* d = dst + k * GEMM_MR;
+        for (int c = 0; c < GEMM_MR; c += W) {
+          const int nv = std::min(W, GEMM_MR - c), nl = std::min(nv, m - c);
+          Simd::storen(d + c, nl > 0 ? Simd::loadn(src + c, nl) : Simd::zero(), nv);
+        }
+      }
     } else {
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = A + i0 * rsa + k * csa;
@@ -107,24 +156,30 @@ static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t 
   }
 }
 
-// B block (kc x nc) -> GEMM_NR-column panels, each stored k-major: Bp[panel][k][j]; pads with zeros.
+// Width of the packed B panel holding n <= GEMM_NR columns: a last panel of at most W columns is
+// packed (and multiplied) one vector wide, so that a narrow N (say 100 = 3*32 + 4) does not pay
+// for a whole GEMM_NR-wide panel of zeros.
+static inline int panel_width(int n) { return (GEMM_NV > 1 && n <= W) ? W : GEMM_NR; }
+
+// B block (kc x nc) -> column panels (GEMM_NR wide, the last one maybe W), each stored k-major:
+// Bp[panel][k][j]; pads with zeros.
 static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t csb, float* Bp) {
   for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
-    const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0);
+    const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0), nr = panel_width(n);
     float* dst = Bp + j0 * kc;
     if (csb == 1) {
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = B + k * rsb + j0;
-        float* d = dst + k * GEMM_NR;
+        float* d = dst + k * nr;
         for (int j = 0; j < n; ++j) d[j] = src[j];
-        for (int j = n; j < GEMM_NR; ++j) d[j] = 0.0f;
+        for (int j = n; j < nr; ++j) d[j] = 0.0f;
       }
     } else {  // k outer: contiguous writes; the n source rows stay in L1 across 16 values of k
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = B + k * rsb + j0 * csb;
-        float* d = dst + k * GEMM_NR;
+        float* d = dst + k * nr;
         for (int j = 0; j < n; ++j) d[j] = src[j * csb];
-        for (int j = n; j < GEMM_NR; ++j) d[j] = 0.0f;
+        for (int j = n; j < nr; ++j) d[j] = 0.0f;
       }
     }
   }
@@ -204,10 +259,24 @@ static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t
           const int m = (int)std::min<int64_t>(GEMM_MR, mc - ir);
           for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
             const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
-            V acc[GEMM_MR][GEMM_NV];
-            micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-            store_tile<GEMM_MR, GEMM_NV>(acc, C + (ic + ir) * ldc + jc + jr, ldc, m, n, acc_c,
-                                         bias ? bias + jc + jr : nullptr);
+            if (acc_c) {  // C is read back at the store: fetch it while the k-loop runs
+              float* c0 = C + (ic + ir) * ldc + jc + jr;
+              for (int i = 0; i < m; ++i) {
+                __builtin_prefetch(c0 + i * ldc, 1);
+                __builtin_prefetch(c0 + i * ldc + n - 1, 1);
+              }
+            }
+            float* ct = C + (ic + ir) * ldc + jc + jr;
+            const float* bt = bias ? bias + jc + jr : nullptr;
+            if (panel_width(n) == GEMM_NR) {
+              V acc[GEMM_MR][GEMM_NV];
+              micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+              store_tile<GEMM_MR, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt);
+            } else {
+              V acc[GEMM_MR][1];
+              micro_packed<GEMM_MR, 1>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+              store_tile<GEMM_MR, 1>(acc, ct, ldc, m, n, acc_c, bt);
+            }
           }
         }
       }
