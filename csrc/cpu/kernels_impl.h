@@ -306,17 +306,23 @@ static void gemm_small_n(const GemmArgs& g) {
         g.C[i * g.ldc + n] = init(i, n) + Simd::hsum(acc);
       }
     }
-  } else {  // g.rsa == 1: column k of A is contiguous
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t i0 = 0; i0 < M; i0 += W) {
-        const int nv = (int)std::min<int64_t>(W, M - i0);
-        V acc = Simd::zero();
-        for (int64_t k = 0; k < K; ++k)
-          acc = Simd::fmadd(Simd::loadn(g.A + k * g.csa + i0, nv), Simd::set1(g.B[k * g.rsb + n * g.csb]), acc);
-        alignas(64) float tmp[W];
-        Simd::store(tmp, acc);
-        for (int j = 0; j < nv; ++j) g.C[(i0 + j) * g.ldc + n] = init(i0 + j, n) + tmp[j];
+  } else {  // g.rsa == 1: column k of A is contiguous. One pass over A (k outer), its columns
+            // scaled into N accumulator rows acc[n][0..M) kept in the scratch buffer.
+    const int64_t ldacc = ceil_div(M, W) * W;
+    float* acc = scratch(1, (size_t)(N * ldacc));
+    std::memset(acc, 0, sizeof(float) * (size_t)(N * ldacc));
+    for (int64_t k = 0; k < K; ++k) {
+      const float* a = g.A + k * g.csa;
+      for (int64_t n = 0; n < N; ++n) {
+        const V bk = Simd::set1(g.B[k * g.rsb + n * g.csb]);
+        float* an = acc + n * ldacc;
+        int64_t i0 = 0;
+        for (; i0 + W <= M; i0 += W) Simd::store(an + i0, Simd::fmadd(Simd::load(a + i0), bk, Simd::load(an + i0)));
+        if (i0 < M) Simd::store(an + i0, Simd::fmadd(Simd::loadn(a + i0, (int)(M - i0)), bk, Simd::load(an + i0)));
       }
+    }
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t n = 0; n < N; ++n) g.C[i * g.ldc + n] = init(i, n) + acc[n * ldacc + i];
   }
 }
 
@@ -622,15 +628,15 @@ static void forward_impl(const ForwardArgs& a) {
 // gate) and in the compact step row dgs read by the recurrent product), adds them to the bias
 // gradients dbi/dbh, and writes the carried dc and the direct part of dh_prev (GRU: dh*z;
 // others 0; the recurrent product is added later).
-static inline void put_grad(float* dg, float* db, V v, int nv) {
+static inline void put_grad(float* dg, V& db, V v, int nv) {
   Simd::storen(dg, v, nv);
-  Simd::storen(db, Simd::add(Simd::loadn(db, nv), v), nv);
+  db = Simd::add(db, v);  // the bias-gradient sums of a column block live in registers
 }
 
 template <Cell C>
 static inline void backward_point(int64_t H, int nv, const float* gates, const float* aux, const float* hp,
                                   const float* dyrow, float* dhc, float* dcc, float* dgi, float* dgh,
-                                  float* dgs, float* dbi, float* dbh) {
+                                  float* dgs, V* dbi, V* dbh) {
   V dh = Simd::loadn(dhc, nv);
   if (dyrow) dh = Simd::add(dh, Simd::loadn(dyrow, nv));
   const V one = Simd::set1(1.0f);
@@ -646,10 +652,10 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
     const V dzf = Simd::mul(Simd::mul(dc, cprev), Simd::mul(f, Simd::sub(one, f)));
     const V dzg = Simd::mul(Simd::mul(dc, i), Simd::fnmadd(g, g, one));
     const V dzo = Simd::mul(Simd::mul(dh, tc), Simd::mul(o, Simd::sub(one, o)));
-    put_grad(dgi, dbi, dzi, nv);
-    put_grad(dgi + H, dbi + H, dzf, nv);
-    put_grad(dgi + 2 * H, dbi + 2 * H, dzg, nv);
-    put_grad(dgi + 3 * H, dbi + 3 * H, dzo, nv);
+    put_grad(dgi, dbi[0], dzi, nv);
+    put_grad(dgi + H, dbi[1], dzf, nv);
+    put_grad(dgi + 2 * H, dbi[2], dzg, nv);
+    put_grad(dgi + 3 * H, dbi[3], dzo, nv);
     Simd::storen(dgs, dzi, nv);
     Simd::storen(dgs + H, dzf, nv);
     Simd::storen(dgs + 2 * H, dzg, nv);
@@ -665,13 +671,13 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
     const V dan = Simd::mul(dn, Simd::fnmadd(n, n, one));
     const V dzr = Simd::mul(Simd::mul(dan, hn), Simd::mul(r, Simd::sub(one, r)));
     const V dzz = Simd::mul(dz, Simd::mul(z, Simd::sub(one, z)));
-    put_grad(dgi, dbi, dzr, nv);
-    put_grad(dgi + H, dbi + H, dzz, nv);
-    put_grad(dgi + 2 * H, dbi + 2 * H, dan, nv);
+    put_grad(dgi, dbi[0], dzr, nv);
+    put_grad(dgi + H, dbi[1], dzz, nv);
+    put_grad(dgi + 2 * H, dbi[2], dan, nv);
     const V dhn = Simd::mul(dan, r);
-    put_grad(dgh, dbh, dzr, nv);
-    put_grad(dgh + H, dbh + H, dzz, nv);
-    put_grad(dgh + 2 * H, dbh + 2 * H, dhn, nv);
+    put_grad(dgh, dbh[0], dzr, nv);
+    put_grad(dgh + H, dbh[1], dzz, nv);
+    put_grad(dgh + 2 * H, dbh[2], dhn, nv);
     Simd::storen(dgs, dzr, nv);
     Simd::storen(dgs + H, dzz, nv);
     Simd::storen(dgs + 2 * H, dhn, nv);
@@ -679,7 +685,7 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
   } else {
     const V h = Simd::loadn(gates, nv);
     const V dz = (C == Cell::RNN_RELU) ? Simd::mul(dh, Simd::step(h)) : Simd::mul(dh, Simd::fnmadd(h, h, one));
-    put_grad(dgi, dbi, dz, nv);
+    put_grad(dgi, dbi[0], dz, nv);
     Simd::storen(dgs, dz, nv);
     Simd::storen(dhc, Simd::zero(), nv);
   }
@@ -734,7 +740,7 @@ static void backward_impl(const BackwardArgs& a) {
         dcc[b * H + j] = a.dc_n ? a.dc_n[b * H + j] : 0.0f;
       }
     // Bias gradients are summed in the pointwise pass, each thread over its own columns, in a
-    // fixed order (steps descending, rows ascending) whatever the thread count.
+    // fixed order (per step over rows ascending, then steps descending) whatever the thread count.
     for (int g = 0; g < G; ++g)
       for (int64_t j = j_lo; j < j_hi; ++j) {
         a.db_ih[g * H + j] = 0.0f;
@@ -745,23 +751,37 @@ static void backward_impl(const BackwardArgs& a) {
       const int64_t t = d.time_of_step(s);
       int64_t nact = 0;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t pos = d.pos(t, b);
-        if (!d.valid(t, b)) {  // masked: gradients pass through; this position's dG is 0
-          for (int g = 0; g < G; ++g) {
-            std::memset(dgi + pos * GH + g * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
-            if (C == Cell::GRU)
-              std::memset(dgh + pos * GH + g * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
-          }
+        if (d.valid(t, b)) {
+          act[(size_t)nact++] = b;
           continue;
         }
-        act[(size_t)nact++] = b;
-        for (int64_t j = j_lo; j < j_hi; j += W) {
-          const int nv = (int)std::min<int64_t>(W, j_hi - j);
+        const int64_t pos = d.pos(t, b);  // masked: gradients pass through; this position's dG is 0
+        for (int g = 0; g < G; ++g) {
+          std::memset(dgi + pos * GH + g * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+          if (C == Cell::GRU)
+            std::memset(dgh + pos * GH + g * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+        }
+      }
+      // Column blocks outer, rows inner: each block's bias-gradient sums stay in registers for
+      // the whole step (rows ascending) and are added to db_ih / db_hh once per step.
+      for (int64_t j = j_lo; j < j_hi; j += W) {
+        const int nv = (int)std::min<int64_t>(W, j_hi - j);
+        V sbi[G], sbh[G];
+        for (int g = 0; g < G; ++g) sbi[g] = sbh[g] = Simd::zero();
+        for (int64_t r = 0; r < nact; ++r) {
+          const int64_t b = act[(size_t)r], pos = d.pos(t, b);
           backward_point<C>(H, nv, a.gates + pos * GH + j, a.aux ? a.aux + pos * H + j : nullptr,
                             a.hprev + pos * H + j, a.dy ? a.dy + pos * H + j : nullptr, dhc + b * H + j,
                             dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j,
-                            dgs + ((s & 1) * B + b) * ldg + j, a.db_ih + j,
-                            C == Cell::GRU ? a.db_hh + j : nullptr);
+                            dgs + ((s & 1) * B + b) * ldg + j, sbi, sbh);
+        }
+        for (int g = 0; g < G; ++g) {
+          float* p = a.db_ih + g * H + j;
+          Simd::storen(p, Simd::add(Simd::loadn(p, nv), sbi[g]), nv);
+          if (C == Cell::GRU) {
+            float* q = a.db_hh + g * H + j;
+            Simd::storen(q, Simd::add(Simd::loadn(q, nv), sbh[g]), nv);
+          }
         }
       }
       const bool border = a.bptt_steps > 0 && s > 0 && s % a.bptt_steps == 0;
@@ -776,10 +796,10 @@ static void backward_impl(const BackwardArgs& a) {
         const int64_t tn = d.time_of_step(s - 1);
         auto fetch = [&](const float* base, bool write) {  // this thread's slice, line by line
           for (int64_t j = j_lo; j < j_hi; j += 16) {
-            if (write)
-              __builtin_prefetch(base + j, 1);
+            if (write)  // into L2: a step's rows are more than L1 holds beside the product
+              __builtin_prefetch(base + j, 1, 2);
             else
-              __builtin_prefetch(base + j, 0);
+              __builtin_prefetch(base + j, 0, 2);
           }
         };
         for (int64_t b = 0; b < B; ++b) {
