@@ -63,6 +63,7 @@ struct Simd {
     const V one = _mm512_or_ps(_mm512_and_ps(x, set1(-0.0f)), set1(1.0f));
     return _mm512_mask_blend_ps(m, r, one);
   }
+  static V scalef(V p, V n) { return _mm512_scalef_ps(p, n); }  // p * 2^n (n integral here)
   static float hsum(V a) { return _mm512_reduce_add_ps(a); }
   // a/b as a times 1/b, with 1/b a 14-bit estimate refined by one Newton step (relative error
   // ~1e-7 for normal b): it keeps the gate nonlinearities off the divider, their slowest unit.
@@ -70,6 +71,10 @@ struct Simd {
     const V r = _mm512_rcp14_ps(b);
     const V e = _mm512_fnmadd_ps(b, r, _mm512_set1_ps(1.0f));  // 1 - b r, exact with the FMA
     return _mm512_mul_ps(a, _mm512_fmadd_ps(r, e, r));         // r + r e (exact 1/1 = 1)
+  }
+  static V frcp(V b) {  // 1/b as in fdiv, without the multiplication by a = 1
+    const V r = _mm512_rcp14_ps(b);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(b, r, _mm512_set1_ps(1.0f)), r);
   }
 };
 
@@ -119,6 +124,7 @@ struct Simd {
     return _mm_cvtss_f32(s);
   }
   static V fdiv(V a, V b) { return _mm256_div_ps(a, b); }  // rcpps has only 12 bits
+  static V frcp(V b) { return _mm256_div_ps(_mm256_set1_ps(1.0f), b); }
 };
 
 #else
@@ -168,12 +174,16 @@ static inline V vexp(V x) {
   p = Simd::fmadd(p, r, Simd::set1(1.6666665459e-1f));
   p = Simd::fmadd(p, r, Simd::set1(5.0000001201e-1f));
   p = Simd::fmadd(p, Simd::mul(r, r), Simd::add(r, Simd::set1(1.0f)));
+#if defined(FASTRNN_ISA_AVX512)
+  return Simd::scalef(p, n);  // one instruction for the exponent insertion and the product
+#else
   return Simd::mul(p, Simd::pow2n(n));
+#endif
 }
 
 static inline V vsigmoid(V x) {
   const V e = vexp(Simd::sub(Simd::zero(), x));
-  return Simd::fdiv(Simd::set1(1.0f), Simd::add(Simd::set1(1.0f), e));
+  return Simd::frcp(Simd::add(Simd::set1(1.0f), e));
 }
 
 static inline V vtanh(V x0) {
