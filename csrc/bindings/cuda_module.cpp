@@ -1,11 +1,126 @@
 // cuda_module.cpp — the optional CUDA module (built where a CUDA compiler is found).
+//
+// The kernels take raw device pointers (Python ints, e.g. CuPy's a.data.ptr; 0 = None) and shapes
+// as Python ints, plus the stream to enqueue on (CuPy's cupy.cuda.get_current_stream().ptr).
+// Checking arrays (kinds, dtypes, shapes, devices) and allocating outputs and the workspace is the
+// caller's job: fastrnn/_cuda_ops.py does it with CuPy. These functions only check what they can
+// (cell ids, sizes, null pointers, the workspace size), release the GIL and enqueue the kernels;
+// they return before the GPU has finished.
 #include <pybind11/pybind11.h>
 
-namespace fastrnn_cuda {
-int device_count();
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/kernels.h"
+
+namespace py = pybind11;
+namespace fc = fastrnn_cuda;
+
+namespace {
+
+template <class T = float>
+T* ptr(std::uintptr_t p) {
+  return reinterpret_cast<T*>(p);
 }
 
+fc::Shape make_shape(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
+                     std::uintptr_t mask) {
+  if (cell < 0 || cell > 3)
+    throw py::value_error("cell: expected 0 (rnn tanh), 1 (rnn relu), 2 (lstm) or 3 (gru), got " + std::to_string(cell));
+  if (T < 1 || B < 1 || I < 1 || H < 1)
+    throw py::value_error("T, B, I, H: every size must be at least 1");
+  return fc::Shape{cell, T, B, I, H, batch_first, reverse, ptr<const uint8_t>(mask)};
+}
+
+void forward(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
+             std::uintptr_t mask, std::uintptr_t x, std::uintptr_t w_ih, std::uintptr_t w_hh, std::uintptr_t b_ih,
+             std::uintptr_t b_hh, std::uintptr_t h0, std::uintptr_t c0, std::uintptr_t y, std::uintptr_t h_n,
+             std::uintptr_t c_n, std::uintptr_t gates, std::uintptr_t hprev, std::uintptr_t aux,
+             std::uintptr_t workspace, size_t workspace_floats, std::uintptr_t stream) {
+  fc::ForwardArgs a{};
+  a.d = make_shape(cell, T, B, I, H, batch_first, reverse, mask);
+  a.x = ptr(x); a.w_ih = ptr(w_ih); a.w_hh = ptr(w_hh); a.b_ih = ptr(b_ih); a.b_hh = ptr(b_hh);
+  a.h0 = ptr(h0); a.c0 = ptr(c0);
+  a.y = ptr(y); a.h_n = ptr(h_n); a.c_n = ptr(c_n);
+  a.gates = ptr(gates); a.hprev = ptr(hprev); a.aux = ptr(aux);
+  a.workspace = ptr(workspace); a.workspace_floats = workspace_floats;
+  a.stream = ptr<void>(stream);
+  py::gil_scoped_release release;
+  fc::forward(a);
+}
+
+void backward(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
+              std::uintptr_t mask, std::uintptr_t x, std::uintptr_t w_ih, std::uintptr_t w_hh, std::uintptr_t gates,
+              std::uintptr_t hprev, std::uintptr_t aux, std::uintptr_t dy, std::uintptr_t dh_n, std::uintptr_t dc_n,
+              int64_t bptt_steps, std::uintptr_t dx, std::uintptr_t dh0, std::uintptr_t dc0, std::uintptr_t dw_ih,
+              std::uintptr_t dw_hh, std::uintptr_t db_ih, std::uintptr_t db_hh, std::uintptr_t workspace,
+              size_t workspace_floats, std::uintptr_t stream) {
+  fc::BackwardArgs a{};
+  a.d = make_shape(cell, T, B, I, H, batch_first, reverse, mask);
+  a.x = ptr(x); a.w_ih = ptr(w_ih); a.w_hh = ptr(w_hh);
+  a.gates = ptr(gates); a.hprev = ptr(hprev); a.aux = ptr(aux);
+  a.dy = ptr(dy); a.dh_n = ptr(dh_n); a.dc_n = ptr(dc_n);
+  if (bptt_steps < 0) throw py::value_error("bptt_steps: expected >= 0 (0 = full BPTT), got " + std::to_string(bptt_steps));
+  a.bptt_steps = bptt_steps;
+  a.dx = ptr(dx); a.dh0 = ptr(dh0); a.dc0 = ptr(dc0);
+  a.dw_ih = ptr(dw_ih); a.dw_hh = ptr(dw_hh); a.db_ih = ptr(db_ih); a.db_hh = ptr(db_hh);
+  a.workspace = ptr(workspace); a.workspace_floats = workspace_floats;
+  a.stream = ptr<void>(stream);
+  py::gil_scoped_release release;
+  fc::backward(a);
+}
+
+void gemm(int64_t M, int64_t N, int64_t K, std::uintptr_t A, int64_t rsa, int64_t csa, std::uintptr_t B, int64_t rsb,
+          int64_t csb, std::uintptr_t C, int64_t ldc, bool accumulate, std::uintptr_t bias, std::uintptr_t workspace,
+          size_t workspace_floats, std::uintptr_t stream) {
+  if (M < 0 || N < 0 || K < 0) throw py::value_error("M, N, K: expected sizes >= 0");
+  if (ldc < N) throw py::value_error("ldc: expected >= N");
+  fc::GemmArgs g{M, N, K, ptr(A), rsa, csa, ptr(B), rsb, csb, ptr(C), ldc, accumulate, ptr(bias),
+                 ptr(workspace), workspace_floats, ptr<void>(stream)};
+  py::gil_scoped_release release;
+  fc::gemm(g);
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "fastrnn CUDA module";
-  m.def("device_count", &fastrnn_cuda::device_count, "Number of visible CUDA devices (0 without driver or GPU).");
+  m.doc() = "fastrnn CUDA module: kernels on raw device pointers (see fastrnn/_cuda_ops.py for the array API)";
+  // std::invalid_argument (bad sizes, null pointers, small workspace) arrives as ValueError,
+  // std::runtime_error (CUDA errors) as RuntimeError: pybind11's default translations.
+  m.def("device_count", &fc::device_count, "Number of visible CUDA devices (0 without driver or GPU).");
+  m.def("sm_count", &fc::sm_count, "Multiprocessors of the current CUDA device.");
+  m.def("forward_workspace_floats",
+        [](int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool training) {
+          return fc::forward_workspace_floats(make_shape(cell, T, B, I, H, true, false, 0), training);
+        },
+        py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"), py::arg("training"),
+        "Workspace (float32 elements) that forward needs on the current device.");
+  m.def("backward_workspace_floats",
+        [](int cell, int64_t T, int64_t B, int64_t I, int64_t H) {
+          return fc::backward_workspace_floats(make_shape(cell, T, B, I, H, true, false, 0));
+        },
+        py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
+        "Workspace (float32 elements) that backward needs on the current device.");
+  m.def("gemm_workspace_floats", &fc::gemm_workspace_floats, py::arg("M"), py::arg("N"), py::arg("K"),
+        "Workspace (float32 elements) that gemm needs for its split-K partial sums (may be 0).");
+  m.def("forward", &forward, py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
+        py::arg("batch_first"), py::arg("reverse"), py::arg("mask"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"),
+        py::arg("b_ih"), py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("y"), py::arg("h_n"), py::arg("c_n"),
+        py::arg("gates"), py::arg("hprev"), py::arg("aux"), py::arg("workspace"), py::arg("workspace_floats"),
+        py::arg("stream"),
+        "Enqueue a forward pass (training when gates != 0). Pointers are device addresses, 0 = None.");
+  m.def("backward", &backward, py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
+        py::arg("batch_first"), py::arg("reverse"), py::arg("mask"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"),
+        py::arg("gates"), py::arg("hprev"), py::arg("aux"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
+        py::arg("bptt_steps"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"), py::arg("dw_ih"), py::arg("dw_hh"),
+        py::arg("db_ih"), py::arg("db_hh"), py::arg("workspace"), py::arg("workspace_floats"), py::arg("stream"),
+        "Enqueue BPTT over a training forward's saved buffers. Pointers are device addresses, 0 = None.");
+  m.def("gemm", &gemm, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("A"), py::arg("rsa"), py::arg("csa"),
+        py::arg("B"), py::arg("rsb"), py::arg("csb"), py::arg("C"), py::arg("ldc"), py::arg("accumulate"),
+        py::arg("bias"), py::arg("workspace"), py::arg("workspace_floats"), py::arg("stream"),
+        "Enqueue C = op(A) op(B) (+ C or + bias) with general strides.");
+  m.def("set_step_tiles", &fc::set_step_tiles, py::arg("forward"), py::arg("backward"),
+        "Force the tile size of the per-step kernels (0 large, 1 medium, 2 small; -1 = by shape). For tests and benchmarks.");
+  m.def("get_step_tiles", []() { return py::make_tuple(fc::forward_tiles_override(), fc::backward_tiles_override()); });
 }

@@ -1,5 +1,10 @@
-// device.cu — CUDA runtime queries for the optional CUDA module.
+// device.cu — CUDA runtime queries for the optional CUDA module, and the process-wide settings
+// of the kernels (tile overrides for tests and benchmarks).
 #include <cuda_runtime.h>
+
+#include <atomic>
+
+#include "cuda/kernels.h"
 
 namespace fastrnn_cuda {
 
@@ -12,5 +17,37 @@ int device_count() {
   }
   return n;
 }
+
+// Multiprocessors of the current device, read once per device (at least 1).
+int sm_count() {
+  static std::atomic<int> cache[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  if (dev >= 0 && dev < 64) {
+    const int c = cache[dev].load(std::memory_order_relaxed);
+    if (c > 0) return c;
+  }
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1) {
+    cudaGetLastError();
+    n = 1;
+  }
+  if (dev >= 0 && dev < 64) cache[dev].store(n, std::memory_order_relaxed);
+  return n;
+}
+
+namespace {
+std::atomic<int> fwd_tiles{-1}, bwd_tiles{-1};
+}
+
+void set_step_tiles(int forward, int backward) {
+  fwd_tiles.store(forward, std::memory_order_relaxed);
+  bwd_tiles.store(backward, std::memory_order_relaxed);
+}
+int forward_tiles_override() { return fwd_tiles.load(std::memory_order_relaxed); }
+int backward_tiles_override() { return bwd_tiles.load(std::memory_order_relaxed); }
 
 }  // namespace fastrnn_cuda

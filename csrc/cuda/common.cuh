@@ -1,0 +1,53 @@
+// common.cuh — helpers shared by the CUDA kernels: error checks, the sequence layout on the
+// device, accurate activations.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/kernels.h"
+
+namespace fastrnn_cuda {
+
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("fastrnn CUDA: ") + what + ": " + cudaGetErrorString(e));
+}
+
+// After a launch: configuration errors show up here (execution errors surface at a later sync).
+inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+// The sequence layout as the kernels see it (see fastrnn.h): positions, processing order, mask.
+struct Seq {
+  int T, B;
+  bool batch_first, reverse;
+  const unsigned char* mask;  // [B, T] or nullptr
+  __device__ __forceinline__ int time_of_step(int s) const { return reverse ? T - 1 - s : s; }
+  __device__ __forceinline__ long long pos(int t, int b) const {
+    return batch_first ? (long long)b * T + t : (long long)t * B + b;
+  }
+  __device__ __forceinline__ bool valid(int t, int b) const { return mask == nullptr || mask[(long long)b * T + t] != 0; }
+};
+
+inline Seq make_seq(const Shape& d) {
+  return Seq{(int)d.T, (int)d.B, d.batch_first, d.reverse, d.mask};
+}
+
+// Accurate float32 activations (expf/tanhf, no fast-math intrinsics). 1/(1+e^-x) saturates
+// cleanly: e^-x = inf gives 0, and NaN stays NaN.
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float reluf_(float x) { return x > 0.0f ? x : (x == x ? 0.0f : x); }  // NaN stays NaN
+
+// gemm.cu: out[c] = sum_r A[r, c] for a row-major [R, Ncols] matrix (fixed summation order).
+void column_sums(const float* A, int64_t R, int64_t Ncols, float* out, void* stream);
+
+// Shape limits of the launch grids (rows of the step kernels on gridDim.y).
+constexpr int64_t MAX_GRID_Y = 65535;
+
+}  // namespace fastrnn_cuda

@@ -1,0 +1,104 @@
+// kernels.h — host interface of the CUDA kernels (included by the bindings; no CUDA headers here).
+//
+// Conventions are those of fastrnn.h (T, B, I, H, G; positions pos(t, b) = t*B + b or b*T + t;
+// saved buffers gates / hprev / aux; mask [B, T] uint8; truncated BPTT by bptt_steps), with
+// every pointer a DEVICE pointer (float32, dense, 4-byte aligned) on the current CUDA device.
+//
+// Memory: the caller allocates outputs and one workspace of *_workspace_floats() floats; the
+// kernels allocate nothing. Everything is enqueued on `stream` (a cudaStream_t, 0 = the legacy
+// default stream) and returns without synchronizing; launch errors throw std::runtime_error.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace fastrnn_cuda {
+
+// Cell ids: the same numbers as fastrnn::Cell (0 rnn tanh, 1 rnn relu, 2 lstm, 3 gru).
+enum Cell : int { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3 };
+
+inline int gate_count(int cell) { return cell == LSTM ? 4 : (cell == GRU ? 3 : 1); }
+
+struct Shape {
+  int cell;
+  int64_t T, B, I, H;
+  bool batch_first;
+  bool reverse;
+  const uint8_t* mask;  // [B, T] (1 = valid) or nullptr
+};
+
+struct ForwardArgs {
+  Shape d;
+  const float* x;     // [T*B, I] in position order
+  const float* w_ih;  // [G*H, I]
+  const float* w_hh;  // [G*H, H]
+  const float* b_ih;  // [G*H]: the bias of SimpleRNN/LSTM, b_ih of GRU
+  const float* b_hh;  // [G*H]: GRU only
+  const float* h0;    // [B, H] or nullptr (zeros)
+  const float* c0;    // [B, H] or nullptr (zeros), LSTM
+  float* y;           // [T*B, H]
+  float* h_n;         // [B, H]
+  float* c_n;         // [B, H], LSTM
+  float* gates;       // [T*B, G*H] when training, else nullptr (then hprev/aux are nullptr too)
+  float* hprev;       // [T*B, H]
+  float* aux;         // [T*B, H]: LSTM c before the step, GRU W_hn h + b_hn; nullptr for SimpleRNN
+  float* workspace;
+  size_t workspace_floats;
+  void* stream;
+};
+
+struct BackwardArgs {
+  Shape d;
+  const float* x;      // [T*B, I] (masked positions must hold finite values, e.g. 0)
+  const float* w_ih;   // [G*H, I]
+  const float* w_hh;   // [G*H, H]
+  const float* gates;  // saved by the training forward
+  const float* hprev;
+  const float* aux;
+  const float* dy;     // [T*B, H] or nullptr
+  const float* dh_n;   // [B, H] or nullptr
+  const float* dc_n;   // [B, H] or nullptr (LSTM)
+  int64_t bptt_steps;  // 0 = full BPTT
+  float* dx;           // [T*B, I] or nullptr (skipped)
+  float* dh0;          // [B, H]
+  float* dc0;          // [B, H] (LSTM)
+  float* dw_ih;        // [G*H, I]
+  float* dw_hh;        // [G*H, H]
+  float* db_ih;        // [G*H]
+  float* db_hh;        // [G*H] (GRU)
+  float* workspace;
+  size_t workspace_floats;
+  void* stream;
+};
+
+// C = op(A) op(B) (+ C when accumulate, else + bias when bias != nullptr). A: M x K with strides
+// (rsa, csa); B: K x N with strides (rsb, csb); C: M x N row-major, leading dimension ldc.
+struct GemmArgs {
+  int64_t M, N, K;
+  const float* A; int64_t rsa, csa;
+  const float* B; int64_t rsb, csb;
+  float* C; int64_t ldc;
+  bool accumulate;
+  const float* bias;
+  float* workspace;  // split-K partial sums: gemm_workspace_floats(M, N, K) floats (may be 0)
+  size_t workspace_floats;
+  void* stream;
+};
+
+size_t forward_workspace_floats(const Shape& d, bool training);
+size_t backward_workspace_floats(const Shape& d);
+size_t gemm_workspace_floats(int64_t M, int64_t N, int64_t K);
+
+void forward(const ForwardArgs& a);
+void backward(const BackwardArgs& a);
+void gemm(const GemmArgs& g);
+
+// device.cu
+int device_count();
+int sm_count();  // multiprocessors of the current device (cached per device)
+// Tile configuration of the per-step kernels: -1 = chosen by shape (default), 0 = large,
+// 1 = medium, 2 = small. For tests and benchmarks (process-wide, not thread-safe).
+void set_step_tiles(int forward, int backward);
+int forward_tiles_override();
+int backward_tiles_override();
+
+}  // namespace fastrnn_cuda
