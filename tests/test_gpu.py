@@ -1,6 +1,8 @@
 """The GPU side: fastrnn.ops on CuPy arrays against the NumPy references (outputs, final states and
-every gradient), the input checks on the CuPy path, the CUDA module and info(), and one LSTM forward
-against torch.nn.LSTM on CUDA. The whole module is skipped where there is no CUDA device.
+every gradient), the input checks on the CuPy path, the CUDA module and info(), one LSTM forward
+against torch.nn.LSTM on CUDA, and the CUDA kernels that CuPy float32 runs (route, masks, truncated
+BPTT, edge and bigger shapes, every tile size, the GEMM, determinism, streams). The whole module is
+skipped where there is no CUDA device.
 
 Run on a GPU machine with:  python -m pytest -q -rs tests/test_gpu.py
 """
@@ -173,3 +175,258 @@ def test_cupy_lstm_forward_matches_torch_cuda():
 
     for got, want, what in ((y_d, y_t, "y"), (h_d, h_t[0], "h_n"), (c_d, c_t[0], "c_n")):
         _same(got, want.cpu().numpy(), np.float64, what)
+
+
+# --------------------------------------------------------------------------- the CUDA kernels (float32)
+#
+# CuPy float32 runs fastrnn._cuda. Ground truth: the NumPy reference in float64 on the host, fed the
+# same float32 inputs; the kernels compute in float32, so the tolerance scales with the magnitude
+# of what is compared (long sums such as dW over T*B positions carry more rounding).
+
+from fastrnn import _cuda_ops  # noqa: E402
+
+kernels = pytest.mark.skipif(not backend.cuda_kernels_available(),
+                             reason="fastrnn was built without its CUDA module (no CUDA compiler at build time)")
+
+
+def _close32(got, want, what, rtol=1e-4, atol=3e-5):
+    """got (CuPy float32) equals the float64 host array want up to float32 rounding."""
+    assert isinstance(got, cupy.ndarray), f"{what}: expected a cupy.ndarray, got {type(got).__name__}"
+    assert got.dtype == np.float32, f"{what}: dtype {got.dtype}, expected float32"
+    g = cupy.asnumpy(got).astype(np.float64)
+    assert g.shape == want.shape, f"{what}: shape {g.shape}, expected {want.shape}"
+    assert np.isfinite(g).all(), f"{what}: non-finite values"
+    scale = max(1.0, float(np.abs(want).max()))
+    err = float(np.abs(g - want).max())
+    np.testing.assert_allclose(g, want, rtol=rtol, atol=atol * scale,
+                               err_msg=f"{what}: max abs error {err:.3g} (scale {scale:.3g})")
+
+
+def _random_mask(rng, B, T):
+    """bool [B, T] with holes anywhere: some rows all valid, one all masked (when B > 2), the rest random."""
+    m = rng.random((B, T)) < 0.7
+    m[0] = True
+    if B > 2:
+        m[1] = False
+    return m
+
+
+def _problem32(cell, T, B, I, H, seed, batch_first=True, masking=None, scale=None):
+    """A problem dict with float32 arrays (weights scaled by 1/sqrt(H) unless scale is given) and
+    the masking keyword: None, 'lengths' or 'mask'."""
+    rng = np.random.default_rng(seed)
+    s = scale if scale is not None else min(0.5, 1.0 / np.sqrt(H))
+    p = make_problem(cell, T, B, I, H, dtype=np.float32, seed=seed, batch_first=batch_first, scale=0.5)
+    G = p["w_hh"].shape[0] // H
+    p["w_ih"] = rng.uniform(-s, s, size=(G * H, I)).astype(np.float32) * np.float32(min(1.0, 4.0 / np.sqrt(I)))
+    p["w_hh"] = rng.uniform(-s, s, size=(G * H, H)).astype(np.float32)
+    p["lengths"] = None
+    mask = None
+    if masking == "lengths":
+        lens = rng.integers(0, T + 1, size=B)
+        lens[rng.integers(0, B)] = T
+        p["lengths"] = lens
+    elif masking == "mask":
+        mask = _random_mask(rng, B, T)
+    return p, mask
+
+
+def _compare(cell, p, mask, *, reverse=False, batch_first=True, bptt_steps=None, with_dstate=True, seed=1):
+    """Forward + backward through ops on CuPy float32 (the kernels) and the float64 reference."""
+    base = base_name(cell)
+    rng = np.random.default_rng(seed)
+    x = p["x"]
+    B, T = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
+    H = p["w_hh"].shape[1]
+    dy = rng.normal(size=(B, T, H) if batch_first else (T, B, H)).astype(np.float32)
+    dstate = None
+    if with_dstate:
+        dh = rng.normal(size=(B, H)).astype(np.float32)
+        dstate = (dh, rng.normal(size=(B, H)).astype(np.float32)) if base == "lstm" else dh
+    args, kw = forward_args(cell, p)
+    kw.update(reverse=reverse, batch_first=batch_first)
+    if mask is not None:
+        kw["mask"] = mask
+
+    def f64(a):
+        if isinstance(a, tuple):
+            return tuple(f64(v) for v in a)
+        return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
+
+    y, state, cache = getattr(reference, f"{base}_forward")(*f64(args), **{k: f64(v) for k, v in kw.items()})
+    grads = getattr(reference, f"{base}_backward")(cache, f64(dy), dstate=f64(dstate), bptt_steps=bptt_steps)
+
+    before = dict(_cuda_ops.calls)
+    y_d, state_d, cache_d = getattr(ops, f"{base}_forward")(*_dev(args), **{k: _dev(v) for k, v in kw.items()})
+    grads_d = getattr(ops, f"{base}_backward")(cache_d, _dev(dy), dstate=_dev(dstate), bptt_steps=bptt_steps)
+    assert _cuda_ops.calls["forward"] == before["forward"] + 1, "the forward did not run the CUDA kernels"
+    assert _cuda_ops.calls["backward"] == before["backward"] + 1, "the backward did not run the CUDA kernels"
+
+    _close32(y_d, y, "y")
+    if base == "lstm":
+        _close32(state_d[0], state[0], "h_n")
+        _close32(state_d[1], state[1], "c_n")
+    else:
+        _close32(state_d, state, "h_n")
+    assert sorted(grads_d) == sorted(grads)
+    for name in grads:
+        _close32(grads_d[name], grads[name], "d" + name)
+
+
+@kernels
+def test_float32_cupy_runs_the_cuda_kernels_and_float64_the_reference():
+    p = make_problem("gru", 4, 3, 5, 6, dtype=np.float32, seed=0)
+    args, kw = forward_args("gru", p)
+    before = dict(_cuda_ops.calls)
+    y, h, cache = ops.gru_forward(*_dev(args), **{k: _dev(v) for k, v in kw.items()})
+    assert isinstance(cache, _cuda_ops.CudaKernelCache)
+    assert _cuda_ops.calls["forward"] == before["forward"] + 1
+    ops.gru_backward(cache, y)
+    assert _cuda_ops.calls["backward"] == before["backward"] + 1
+    _, _, none_cache = ops.gru_forward(*_dev(args), training=False)
+    assert none_cache is None and _cuda_ops.calls["forward"] == before["forward"] + 2
+
+    p64 = make_problem("gru", 4, 3, 5, 6, dtype=np.float64, seed=0)
+    args64, kw64 = forward_args("gru", p64)
+    y64, _, cache64 = ops.gru_forward(*_dev(args64), **{k: _dev(v) for k, v in kw64.items()})
+    assert isinstance(cache64, dict) and y64.dtype == np.float64
+    ops.gru_backward(cache64, y64)
+    assert _cuda_ops.calls["forward"] == before["forward"] + 2
+    assert _cuda_ops.calls["backward"] == before["backward"] + 1
+
+
+@kernels
+@pytest.mark.parametrize("masking", [None, "lengths", "mask"], ids=["all", "lengths", "mask"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("batch_first", [True, False], ids=["bf", "tm"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_kernels_match_the_reference(cell, batch_first, reverse, masking):
+    p, mask = _problem32(cell, 7, 5, 3, 9, seed=CELLS.index(cell), batch_first=batch_first, masking=masking,
+                         scale=0.5)
+    _compare(cell, p, mask, reverse=reverse, batch_first=batch_first)
+
+
+@kernels
+@pytest.mark.parametrize("bptt_steps", [1, 2, 3, 9], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_truncated_bptt_matches_the_reference(cell, reverse, bptt_steps):
+    """bptt_steps 1, 2, 3 and T (= full) on T = 9 with an arbitrary mask."""
+    p, mask = _problem32(cell, 9, 6, 4, 11, seed=10 + CELLS.index(cell), masking="mask", scale=0.5)
+    _compare(cell, p, mask, reverse=reverse, bptt_steps=bptt_steps)
+
+
+@kernels
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 2, 5), (6, 1, 4, 3), (5, 4, 1, 7), (4, 3, 5, 1), (3, 2, 1, 1)],
+                         ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_edge_shapes(cell, shape):
+    T, B, I, H = shape
+    p, mask = _problem32(cell, T, B, I, H, seed=sum(shape), masking="lengths" if B > 1 else None, scale=0.5)
+    _compare(cell, p, mask)
+    _compare(cell, p, mask, reverse=True, batch_first=True, bptt_steps=1, with_dstate=False)
+
+
+@kernels
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_bigger_shape(cell):
+    """T=50, B=64, I=256, H=256 with lengths (time-major): the large tiles and the split-K GEMMs."""
+    p, mask = _problem32(cell, 50, 64, 256, 256, seed=5, batch_first=False, masking="lengths")
+    _compare(cell, p, mask, batch_first=False, reverse=True)
+
+
+@pytest.fixture
+def step_tiles():
+    """Force the per-step kernels' tile size; restores the automatic choice afterwards."""
+    mod = backend.cuda()
+    yield mod.set_step_tiles
+    mod.set_step_tiles(-1, -1)
+
+
+@kernels
+@pytest.mark.parametrize("tiles", [0, 1, 2], ids=["large", "medium", "small"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_step_tile_size(cell, tiles, step_tiles):
+    """Each tile size of the step kernels on shapes that fill none of them exactly (and span several)."""
+    step_tiles(tiles, tiles)
+    assert backend.cuda().get_step_tiles() == (tiles, tiles)
+    for T, B, I, H, masking in ((5, 13, 7, 37, "mask"), (3, 70, 5, 70, "lengths")):
+        p, mask = _problem32(cell, T, B, I, H, seed=tiles, masking=masking)
+        _compare(cell, p, mask, reverse=bool(tiles % 2), bptt_steps=2)
+
+
+@kernels
+@pytest.mark.parametrize("trans_a", [False, True], ids=["A", "At"])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["B", "Bt"])
+@pytest.mark.parametrize("mnk", [(1, 1, 1), (129, 130, 7), (80, 1, 1600), (1024, 256, 6400), (300, 700, 300)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cuda_gemm_matches_numpy(mnk, trans_a, trans_b):
+    """The GEMM alone: both tile sizes, split-K (long K, small output), transposes as strides."""
+    M, N, K = mnk
+    rng = np.random.default_rng(M + N + K)
+    a = rng.uniform(-1, 1, size=(K, M) if trans_a else (M, K)).astype(np.float32)
+    b = rng.uniform(-1, 1, size=(N, K) if trans_b else (K, N)).astype(np.float32)
+    bias = rng.uniform(-1, 1, size=N).astype(np.float32)
+    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64) + bias
+    got = _cuda_ops.matmul(cupy.asarray(a), cupy.asarray(b), trans_a, trans_b, bias=cupy.asarray(bias))
+    _close32(got, want, "C", atol=3e-6 * np.sqrt(K))
+
+
+@kernels
+def test_cuda_kernels_are_deterministic():
+    p, mask = _problem32("lstm", 20, 33, 40, 130, seed=3, masking="mask")
+    args, kw = forward_args("lstm", p)
+    kw["mask"] = mask
+    dy = cupy.asarray(np.random.default_rng(0).normal(size=(33, 20, 130)).astype(np.float32))
+    runs = []
+    for _ in range(2):
+        y, _, cache = ops.lstm_forward(*_dev(args), **{k: _dev(v) for k, v in kw.items()})
+        g = ops.lstm_backward(cache, dy, bptt_steps=4)
+        runs.append([cupy.asnumpy(y)] + [cupy.asnumpy(g[k]) for k in sorted(g)])
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+
+
+@kernels
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_never_reads_masked_positions(cell):
+    """NaN in x and dy at masked positions changes no output and no gradient."""
+    base = base_name(cell)
+    p, mask = _problem32(cell, 6, 5, 4, 7, seed=2, masking="mask", scale=0.5)
+    args, kw = forward_args(cell, p)
+    kw["mask"] = mask
+    dy = np.random.default_rng(1).normal(size=(5, 6, 7)).astype(np.float32)
+    results = []
+    for fill in (0.0, np.nan):
+        x = p["x"].copy()
+        x[~mask] = fill
+        d = dy.copy()
+        d[~mask] = fill
+        y, state, cache = getattr(ops, f"{base}_forward")(_dev(x), *_dev(args[1:]), **{k: _dev(v) for k, v in kw.items()})
+        g = getattr(ops, f"{base}_backward")(cache, _dev(d))
+        g.pop("x")  # dx at masked positions is 0 either way; the rest must match exactly
+        results.append([cupy.asnumpy(y)] + [cupy.asnumpy(g[k]) for k in sorted(g)])
+    for a, b in zip(*results):
+        assert np.isfinite(a).all() and np.array_equal(a, b)
+
+
+@kernels
+def test_cuda_kernels_run_on_the_current_stream_and_keep_private_copies():
+    p, mask = _problem32("gru", 8, 4, 6, 10, seed=4, masking="lengths")
+    args, kw = forward_args("gru", p)
+    args_d = _dev(args)
+    kw_d = {k: _dev(v) for k, v in kw.items()}
+    y0, h0, cache0 = ops.gru_forward(*args_d, **kw_d)
+    g0 = ops.gru_backward(cache0, y0)
+    cupy.cuda.Device().synchronize()  # the non-blocking stream does not wait for the default stream
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        y1, h1, cache1 = ops.gru_forward(*args_d, **kw_d)
+        args_d[0][...] = 7.0  # in-place edits after the forward: the cache holds its own copies
+        args_d[2][...] = -3.0
+        g1 = ops.gru_backward(cache1, y1)
+    stream.synchronize()
+    assert np.array_equal(cupy.asnumpy(y0), cupy.asnumpy(y1))
+    assert np.array_equal(cupy.asnumpy(h0), cupy.asnumpy(h1))
+    for k in g0:
+        assert np.array_equal(cupy.asnumpy(g0[k]), cupy.asnumpy(g1[k])), k

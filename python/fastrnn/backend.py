@@ -53,6 +53,21 @@ def cuda_device_count() -> int:
         return 0
 
 
+_cuda_kernels = None
+
+
+def cuda_kernels_available() -> bool:
+    """True when the CUDA module is built and sees a CUDA device (read once per process).
+
+    Then fastrnn.ops runs CuPy float32 arrays through the CUDA kernels; otherwise (and for
+    float64) CuPy arrays run the array-generic NumPy reference on the GPU.
+    """
+    global _cuda_kernels
+    if _cuda_kernels is None:
+        _cuda_kernels = cuda_device_count() > 0
+    return _cuda_kernels
+
+
 def array_module(*arrays):
     """``numpy`` or ``cupy``: the module the given arrays belong to (None entries are ignored)."""
     for a in arrays:

@@ -10,8 +10,10 @@
 What the kernels accept (checked before any kernel runs, with the same messages as the references):
   * NumPy arrays of dtype float32 (the references also take float64; a float64 array here raises
     TypeError). Non-contiguous arrays are copied; lists are refused.
-  * CuPy arrays run the CuPy-compatible reference on the GPU (no CUDA kernels are bound yet) and
-    return CuPy arrays; the cache then belongs to the reference and backward follows it there.
+  * CuPy arrays return CuPy arrays. float32 runs the CUDA kernels (fastrnn._cuda, via
+    fastrnn._cuda_ops) when the CUDA module is built and sees a device
+    (fastrnn.backend.cuda_kernels_available()); float64, or a build without the module, runs the
+    CuPy-compatible reference on the GPU. backward follows the cache it is given.
   * ``out=`` (keyword only, forward): an array for y, float32, C-contiguous, writeable, of y's shape.
 NaN and Inf are not checked: in valid steps they propagate through the arithmetic like in the
 references (sigmoid/tanh of NaN is NaN; +-Inf saturate). Values at masked positions are never
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
+from . import _cuda_ops, backend
 from . import reference as _ref
 from .reference import _common as C
 
@@ -94,15 +96,18 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
     spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
                                 batch_first=batch_first, reverse=reverse, training=training,
                                 nonlinearity=nonlinearity)
-    if spec.xp is not np:  # CuPy: the array-module generic reference runs on the GPU
+    if spec.xp is not np:  # CuPy: the CUDA kernels (float32), else the array-generic reference on the GPU
+        if out is not None:
+            raise TypeError(f"{fn}: out is only supported for numpy arrays")
+        if spec.dtype == np.float32 and _cuda_ops.available():
+            return _cuda_ops.forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, training,
+                                     nonlinearity)
         ref = getattr(_ref, fn)
         kw = dict(h0=h0, lengths=lengths, mask=mask, reverse=reverse, batch_first=batch_first, training=training)
         if cell == "lstm":
             kw["c0"] = c0
         if cell == "rnn":
             kw["nonlinearity"] = nonlinearity
-        if out is not None:
-            raise TypeError(f"{fn}: out is only supported for numpy arrays")
         return ref(x, w_ih, w_hh, *biases, **kw)
 
     shape_y = (spec.B, spec.T, spec.H) if batch_first else (spec.T, spec.B, spec.H)
@@ -144,6 +149,8 @@ def _grad_array(fn, name, a, shape):
 
 def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     fn = f"{cell}_backward"
+    if isinstance(cache, _cuda_ops.CudaKernelCache):  # a cache of the CUDA kernels
+        return _cuda_ops.backward(cell, cache, dy, dstate, bptt_steps, need_dx)
     if isinstance(cache, dict):  # a cache of the reference (CuPy inputs)
         return getattr(_ref, fn)(cache, dy, dstate=dstate, bptt_steps=bptt_steps)
     if cache is None:

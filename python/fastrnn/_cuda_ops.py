@@ -1,0 +1,218 @@
+"""The CUDA kernels (``fastrnn._cuda``) behind :mod:`fastrnn.ops` for CuPy float32 arrays.
+
+ops validates the arguments with the shared checks (``reference._common``) and calls
+:func:`forward` / :func:`backward` here, which check the devices, make contiguous (and, for
+training, private) copies, allocate the outputs and the workspace with CuPy on x's device and
+enqueue the kernels on CuPy's current stream. Nothing here synchronizes: like any CuPy
+operation, the results are ready when the stream reaches them.
+
+``calls`` counts the forward and backward calls that ran the CUDA kernels (tests read it to check
+the route a CuPy call took).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .reference import _common as C
+
+__all__ = ["CudaKernelCache", "available", "backward", "calls", "forward", "matmul"]
+
+#: Number of calls that ran the CUDA kernels, by kind ("forward", "backward").
+calls = {"forward": 0, "backward": 0}
+
+_CELL_ID = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
+
+
+def available() -> bool:
+    """True when the CUDA module is built and sees a device (CuPy float32 then runs the kernels)."""
+    return backend.cuda_kernels_available()
+
+
+class CudaKernelCache:
+    """What a training forward of the CUDA kernels saves for backward (opaque to users).
+
+    Holds private copies of x (zero at masked positions) and the weights, the mask and the
+    activations the kernels saved (gates, hprev, aux), all CuPy arrays on one device.
+    """
+
+    __slots__ = ("cell", "cell_id", "x", "w_ih", "w_hh", "mask", "reverse", "batch_first",
+                 "gates", "hprev", "aux", "T", "B", "I", "H", "device_id")
+
+    def __repr__(self) -> str:
+        return (f"CudaKernelCache(cell={self.cell!r}, T={self.T}, B={self.B}, I={self.I}, H={self.H}, "
+                f"reverse={self.reverse}, batch_first={self.batch_first}, device={self.device_id})")
+
+
+def _ptr(a) -> int:
+    return 0 if a is None else int(a.data.ptr)
+
+
+def _stream() -> int:
+    import cupy  # noqa: PLC0415
+
+    return int(cupy.cuda.get_current_stream().ptr)
+
+
+def _check_device(fn, device_id, named):
+    for name, a in named:
+        if a is not None and int(a.device.id) != device_id:
+            raise ValueError(f"{fn}: {name} is on CUDA device {a.device.id}, but x is on device {device_id} "
+                             f"(all arrays must be on one device)")
+
+
+def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, training, nonlinearity):
+    """Run ``{cell}_forward`` on the GPU; the arguments were validated by ``check_forward_args``.
+
+    Returns (y, state, cache) like the references; cache is a CudaKernelCache or None.
+    """
+    import cupy  # noqa: PLC0415
+
+    fn = f"{cell}_forward"
+    dev = int(x.device.id)
+    _check_device(fn, dev, [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0)]
+                  + list(zip(C.BIAS_NAMES[cell], biases)))
+    T, B, I, H, G = spec.T, spec.B, spec.I, spec.H, spec.G
+    cell_id = _CELL_ID[(cell, nonlinearity if cell == "rnn" else None)]
+    mod = backend.cuda()
+    with cupy.cuda.Device(dev):
+        mask_bt = None
+        mask_u8 = None
+        if spec.mask is not None:  # spec.mask: bool [T, B]; the kernels read uint8 [B, T]
+            mask_bt = cupy.ascontiguousarray(spec.mask.T)
+            mask_u8 = mask_bt.astype(cupy.uint8)
+        if training:  # private copies: in-place edits between forward and backward cannot leak in
+            if mask_bt is not None:  # padding is never read, not even by dW_ih = dG^T x
+                m = mask_bt if batch_first else mask_bt.T
+                xs = cupy.where(m[:, :, None], x, cupy.float32(0))
+            else:
+                xs = x.copy()
+            wi, wh = w_ih.copy(), w_hh.copy()
+        else:
+            xs = cupy.ascontiguousarray(x)
+            wi, wh = cupy.ascontiguousarray(w_ih), cupy.ascontiguousarray(w_hh)
+        bs = [cupy.ascontiguousarray(b) for b in biases]
+        h0c = None if h0 is None else cupy.ascontiguousarray(h0)
+        c0c = None if c0 is None else cupy.ascontiguousarray(c0)
+
+        y = cupy.empty((B, T, H) if batch_first else (T, B, H), dtype=cupy.float32)
+        h_n = cupy.empty((B, H), dtype=cupy.float32)
+        c_n = cupy.empty((B, H), dtype=cupy.float32) if cell == "lstm" else None
+        gates = hprev = aux = None
+        if training:
+            gates = cupy.empty((T * B, G * H), dtype=cupy.float32)
+            hprev = cupy.empty((T * B, H), dtype=cupy.float32)
+            if cell != "rnn":
+                aux = cupy.empty((T * B, H), dtype=cupy.float32)
+        nws = int(mod.forward_workspace_floats(cell_id, T, B, I, H, bool(training)))
+        ws = cupy.empty((max(nws, 1),), dtype=cupy.float32)
+        mod.forward(cell_id, T, B, I, H, bool(batch_first), bool(reverse), _ptr(mask_u8), _ptr(xs), _ptr(wi),
+                    _ptr(wh), _ptr(bs[0]), _ptr(bs[1]) if cell == "gru" else 0, _ptr(h0c), _ptr(c0c), _ptr(y),
+                    _ptr(h_n), _ptr(c_n), _ptr(gates), _ptr(hprev), _ptr(aux), _ptr(ws), nws, _stream())
+    calls["forward"] += 1
+    cache = None
+    if training:
+        cache = CudaKernelCache()
+        cache.cell, cache.cell_id = cell, cell_id
+        cache.x, cache.w_ih, cache.w_hh, cache.mask = xs, wi, wh, mask_u8
+        cache.reverse, cache.batch_first = bool(reverse), bool(batch_first)
+        cache.gates, cache.hprev, cache.aux = gates, hprev, aux
+        cache.T, cache.B, cache.I, cache.H = T, B, I, H
+        cache.device_id = dev
+    state = (h_n, c_n) if cell == "lstm" else h_n
+    return y, state, cache
+
+
+def _grad(fn, name, a, shape, device_id):
+    """None, or a C-contiguous CuPy float32 array of the given shape on the cache's device."""
+    import cupy  # noqa: PLC0415
+
+    if a is None:
+        return None
+    C.check_array(fn, name, a, shape, np.float32, cupy)
+    _check_device(fn, device_id, [(name, a)])
+    return cupy.ascontiguousarray(a)
+
+
+def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
+    """Run ``{cell}_backward`` on the GPU over a CudaKernelCache. Returns the gradient dict."""
+    import cupy  # noqa: PLC0415
+
+    fn = f"{cell}_backward"
+    if cache.cell != cell:
+        raise ValueError(f"{fn}: cache comes from {cache.cell}_forward, not {cell}_forward")
+    k = C.check_bptt_steps(bptt_steps, fn)
+    T, B, I, H = cache.T, cache.B, cache.I, cache.H
+    G = C.GATES[cell]
+    dev = cache.device_id
+    dy = _grad(fn, "dy", dy, (B, T, H) if cache.batch_first else (T, B, H), dev)
+    dc_n = None
+    if cell == "lstm":
+        if dstate is None:
+            dh_n = None
+        elif isinstance(dstate, (tuple, list)) and len(dstate) == 2:
+            dh_n, dc_n = dstate
+        else:
+            raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {type(dstate).__name__}")
+        dh_n = _grad(fn, "dstate[0] (dh_n)", dh_n, (B, H), dev)
+        dc_n = _grad(fn, "dstate[1] (dc_n)", dc_n, (B, H), dev)
+    else:
+        dh_n = _grad(fn, "dstate", dstate, (B, H), dev)
+    mod = backend.cuda()
+    f32 = cupy.float32
+    with cupy.cuda.Device(dev):
+        dx = cupy.empty(cache.x.shape, dtype=f32) if need_dx else None
+        dh0 = cupy.empty((B, H), dtype=f32)
+        dc0 = cupy.empty((B, H), dtype=f32) if cell == "lstm" else None
+        dw_ih = cupy.empty((G * H, I), dtype=f32)
+        dw_hh = cupy.empty((G * H, H), dtype=f32)
+        db_ih = cupy.empty((G * H,), dtype=f32)
+        db_hh = cupy.empty((G * H,), dtype=f32) if cell == "gru" else None
+        nws = int(mod.backward_workspace_floats(cache.cell_id, T, B, I, H))
+        ws = cupy.empty((max(nws, 1),), dtype=f32)
+        mod.backward(cache.cell_id, T, B, I, H, cache.batch_first, cache.reverse, _ptr(cache.mask), _ptr(cache.x),
+                     _ptr(cache.w_ih), _ptr(cache.w_hh), _ptr(cache.gates), _ptr(cache.hprev), _ptr(cache.aux),
+                     _ptr(dy), _ptr(dh_n), _ptr(dc_n), 0 if k is None else k, _ptr(dx), _ptr(dh0), _ptr(dc0),
+                     _ptr(dw_ih), _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(ws), nws, _stream())
+    calls["backward"] += 1
+    grads = {"x": dx, "h0": dh0}
+    if cell == "lstm":
+        grads["c0"] = dc0
+    grads["w_ih"], grads["w_hh"] = dw_ih, dw_hh
+    if cell == "gru":
+        grads["b_ih"], grads["b_hh"] = db_ih, db_hh
+    else:
+        grads["b"] = db_ih
+    return grads
+
+
+def matmul(a, b, trans_a=False, trans_b=False, bias=None):
+    """op(a) @ op(b) (+ bias) with the library's CUDA GEMM, for CuPy float32 2-D arrays.
+
+    The transposes are strides (no copies). For tests and benchmarks of the GEMM itself.
+    """
+    import cupy  # noqa: PLC0415
+
+    for name, v in (("a", a), ("b", b)):
+        if not isinstance(v, cupy.ndarray) or v.dtype != cupy.float32 or v.ndim != 2:
+            raise TypeError(f"matmul: {name} must be a 2-D cupy float32 array")
+    a = cupy.ascontiguousarray(a)
+    b = cupy.ascontiguousarray(b)
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != Kb:
+        raise ValueError(f"matmul: inner dimensions differ: op(a) is {M}x{K}, op(b) is {Kb}x{N}")
+    if bias is not None:
+        bias = cupy.ascontiguousarray(bias, dtype=cupy.float32)
+        if bias.shape != (N,):
+            raise ValueError(f"matmul: bias must have shape [{N}], got {list(bias.shape)}")
+    rsa, csa = (1, a.shape[1]) if trans_a else (a.shape[1], 1)
+    rsb, csb = (1, b.shape[1]) if trans_b else (b.shape[1], 1)
+    mod = backend.cuda()
+    with a.device:
+        c = cupy.empty((M, N), dtype=cupy.float32)
+        nws = int(mod.gemm_workspace_floats(M, N, K))
+        ws = cupy.empty((max(nws, 1),), dtype=cupy.float32)
+        mod.gemm(M, N, K, _ptr(a), rsa, csa, _ptr(b), rsb, csb, _ptr(c), N, False, _ptr(bias), _ptr(ws), nws,
+                 _stream())
+    return c
