@@ -112,12 +112,15 @@ def test_masked_positions_are_zero_and_state_carries(isa, cell):
     np.testing.assert_array_equal(h_n[3], y[3, 0])
 
 
-def test_results_identical_across_thread_counts():
+# (T, B, I, H): W_hh too big for one core's L2 -> the time loops split the hidden units (a barrier
+# per step); small W_hh and several row blocks -> they split the batch rows (no barrier).
+@pytest.mark.parametrize("shape", [(7, 19, 30, 260), (9, 37, 12, 20)], ids=["split-units", "split-rows"])
+def test_results_identical_across_thread_counts(shape):
     before = fastrnn.get_num_threads()
     try:
         for cell in ["lstm", "gru", "rnn"]:
             name = base_name(cell)
-            p = make_problem(cell, 7, 19, 30, 260, dtype=np.float32, seed=5, lengths="random")
+            p = make_problem(cell, *shape, dtype=np.float32, seed=5, lengths="random")
             args, kw = forward_args(cell, p)
             results = []
             for n in (1, 2, 3):

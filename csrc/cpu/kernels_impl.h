@@ -4,15 +4,16 @@
 //
 // Structure (see fastrnn.h for the conventions):
 //   forward : xw = x W_ih^T + b (one GEMM over all T*B rows, written straight into the saved-gates
-//             buffer when training) ; then one parallel region for the time loop. Thread t owns
-//             the hidden units of a contiguous range of W-wide "panels". Per step and per block of
-//             batch rows it computes the recurrent product for ITS panels with all G gates of a
-//             panel in registers (acc[row][gate] vectors), and applies the gate nonlinearities and
-//             the state update to those registers at once: the recurrent pre-activations never
-//             touch memory. One barrier per step (h is double-buffered).
+//             buffer when training) ; then one parallel region for the time loop. A thread owns
+//             either the hidden units of a contiguous range of W-wide "panels" (one barrier per
+//             step, h double-buffered) or, when W_hh is small, whole blocks of batch rows (no
+//             barrier; see loop_split). Per step and per tile of rows it computes the recurrent
+//             product for its panels with all G gates of a panel in registers (acc[row][gate]
+//             vectors), and applies the gate nonlinearities and the state update to those
+//             registers at once: the recurrent pre-activations never touch memory.
 //   backward: per step, the fused pointwise pass (state gradients -> gate gradients, written in
-//             x's row order), a barrier, and dh_prev = dG_hh W_hh for the thread's own hidden
-//             slice; the bias gradients are summed in the same pass. After the loop dx, dW_ih,
+//             x's row order; bias-gradient sums per row block), a barrier when split by units,
+//             and dh_prev = dG_hh W_hh for the thread's own part. After the loop dx, dW_ih,
 //             dW_hh are single GEMMs over all T*B rows.
 #include <omp.h>
 
@@ -389,6 +390,45 @@ static int loop_threads(int requested, int64_t panels, double flops_per_step) {
   return std::max(1, nt);
 }
 
+// How a time loop is split over threads. Two ways:
+//  * by hidden units (the default): each thread owns a slice of the hidden units and keeps its
+//    slice of W_hh in its own L2; every step needs all of h from every thread, so one barrier
+//    per step;
+//  * by batch rows: each thread runs whole sequences (blocks of ROW_BLOCK rows) through every
+//    step on its own, with no barrier at all, but reads all of W_hh every step. Chosen when the
+//    packed W_hh fits comfortably in one core's L2 and there are at least two row blocks.
+// Results do not depend on the split or on the thread count: every output row is computed by the
+// same arithmetic in the same order whoever computes it, and the bias gradients are summed per
+// row block (rows ascending, steps descending) and then over the blocks in a fixed order.
+constexpr int64_t ROW_BLOCK = 8;
+constexpr double ROWSPLIT_MAX_BYTES = 512.0 * 1024.0;
+
+struct LoopSplit {
+  int threads;
+  bool by_rows;
+};
+
+static LoopSplit loop_split(int requested, int64_t panels, int64_t B, double weight_bytes, double flops_per_step,
+                            int64_t T) {
+  const int64_t blocks = ceil_div(B, ROW_BLOCK);
+  if (requested > 1 && blocks >= 2 && weight_bytes <= ROWSPLIT_MAX_BYTES && flops_per_step * (double)T >= 1.0e6)
+    return {(int)std::min<int64_t>(requested, blocks), true};
+  return {loop_threads(requested, panels, flops_per_step), false};
+}
+
+// The rows [b_lo, b_hi) and unit panels [p0, p1) (of P) that thread tid of team computes.
+static void loop_part(bool by_rows, int64_t P, int64_t B, int tid, int team, int64_t& p0, int64_t& p1,
+                      int64_t& b_lo, int64_t& b_hi) {
+  if (by_rows) {
+    int64_t k0, k1;
+    panel_range(ceil_div(B, ROW_BLOCK), tid, team, k0, k1);
+    p0 = 0, p1 = P, b_lo = std::min(B, k0 * ROW_BLOCK), b_hi = std::min(B, k1 * ROW_BLOCK);
+  } else {
+    panel_range(P, tid, team, p0, p1);
+    b_lo = 0, b_hi = B;
+  }
+}
+
 // Packs W_hh rows for the forward tiles: panel p holds, for every k < H, the G gate vectors of
 // hidden units [p*W, p*W+W): Wp[p][k][g][w] = w_hh[g*H + p*W + w][k] (0 past H).
 template <int G>
@@ -542,21 +582,25 @@ static void forward_impl(const ForwardArgs& a) {
   gemm(GemmArgs{N, GH, I, a.x, I, 1, a.w_ih, 1, I, xw, GH, false, a.threads, a.b_ih});
 
   // 2. the time loop
-  const int nt = loop_threads(a.threads, P, 2.0 * (double)B * (double)GH * (double)H);
-#pragma omp parallel num_threads(nt)
+  const LoopSplit split = loop_split(a.threads, P, B, 4.0 * (double)(P * H * G * W),
+                                     2.0 * (double)B * (double)GH * (double)H, T);
+#pragma omp parallel num_threads(split.threads)
   {
-    // partition by the team actually granted (it may be smaller than nt)
+    // partition by the team actually granted (it may be smaller than asked for)
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-    int64_t p0, p1;
-    panel_range(P, tid, team, p0, p1);
-    const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
-    pack_whh_forward<G>(a.w_hh, H, p0, p1, Wp);
+    int64_t pp0, pp1;  // packing and initial state: by unit panels, whatever the split
+    panel_range(P, tid, team, pp0, pp1);
+    pack_whh_forward<G>(a.w_hh, H, pp0, pp1, Wp);
     for (int64_t b = 0; b < B; ++b) {
       float* hb = hbuf + b * ldh;
-      for (int64_t j = j_lo; j < j_hi; ++j) hb[j] = a.h0 ? a.h0[b * H + j] : 0.0f;
-      if (cstate)
-        for (int64_t j = j_lo; j < j_hi; ++j) cstate[b * H + j] = a.c0 ? a.c0[b * H + j] : 0.0f;
+      for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {
+        hb[j] = a.h0 ? a.h0[b * H + j] : 0.0f;
+        if (cstate) cstate[b * H + j] = a.c0 ? a.c0[b * H + j] : 0.0f;
+      }
     }
+    int64_t p0, p1, b_lo, b_hi;  // what this thread computes
+    loop_part(split.by_rows, P, B, tid, team, p0, p1, b_lo, b_hi);
+    const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
     std::vector<int64_t> act((size_t)B);
 #pragma omp barrier
     for (int64_t s = 0; s < T; ++s) {
@@ -564,7 +608,7 @@ static void forward_impl(const ForwardArgs& a) {
       const float* hcur = hbuf + (s & 1) * B * ldh;
       float* hnext = hbuf + ((s + 1) & 1) * B * ldh;
       int64_t nact = 0;
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b_lo; b < b_hi; ++b) {
         if (d.valid(t, b)) {
           act[(size_t)nact++] = b;
         } else if (j_hi > j_lo) {  // masked: carry the state, output 0
@@ -612,10 +656,12 @@ static void forward_impl(const ForwardArgs& a) {
           });
         }
       }
+      if (!split.by_rows) {  // the next step reads every thread's units of h
 #pragma omp barrier
+      }
     }
     const float* hfin = hbuf + (T & 1) * B * ldh;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b_lo; b < b_hi; ++b) {
       for (int64_t j = j_lo; j < j_hi; ++j) a.h_n[b * H + j] = hfin[b * ldh + j];
       if (cstate && a.c_n)
         for (int64_t j = j_lo; j < j_hi; ++j) a.c_n[b * H + j] = cstate[b * H + j];
@@ -694,11 +740,12 @@ static inline void backward_point(int64_t H, int nv, const float* gates, const f
 static size_t backward_ws(const Dims& d, int threads) {
   const int64_t G = d.G(), GH = G * d.H, N = d.T * d.B;
   const int64_t Q = ceil_div(d.H, BWD_NR);
-  size_t n = (size_t)(N * GH);                        // dG (x side)
-  if (d.cell == Cell::GRU) n += (size_t)(N * GH);     // dG (h side)
-  n += (size_t)(Q * BWD_NR * GH);                     // packed w_hh columns
-  n += (size_t)(2 * d.B * d.H);                       // carried dh, dc
-  n += (size_t)(2 * d.B * padded_ld(GH));             // compact h-side dG of a step, ping-pong
+  size_t n = (size_t)(N * GH);                                // dG (x side)
+  if (d.cell == Cell::GRU) n += (size_t)(N * GH);             // dG (h side)
+  n += (size_t)(Q * BWD_NR * GH);                             // packed w_hh columns
+  n += (size_t)(2 * d.B * d.H);                               // carried dh, dc
+  n += (size_t)(2 * d.B * padded_ld(GH));                     // compact h-side dG of a step, ping-pong
+  n += (size_t)(2 * ceil_div(d.B, ROW_BLOCK) * GH);           // bias-gradient sums per row block
   return n;
 }
 
@@ -708,6 +755,7 @@ static void backward_impl(const BackwardArgs& a) {
   const Dims& d = a.d;
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
   const int64_t Q = ceil_div(H, BWD_NR);
+  const int64_t NBLK = ceil_div(B, ROW_BLOCK);
 
   float* ws = a.workspace;
   float* dgi = ws;
@@ -725,32 +773,38 @@ static void backward_impl(const BackwardArgs& a) {
   ws += B * H;
   const int64_t ldg = padded_ld(GH);  // compact step rows of the h-side dG: [2][B][ldg]
   float* dgs = ws;
+  ws += 2 * B * ldg;
+  float* sum_i = ws;  // [NBLK][GH]: per row block, the bias gradients of the x side ...
+  float* sum_h = ws + NBLK * GH;  // ... and (GRU) of the h side
 
-  const int nt = loop_threads(a.threads, Q, 2.0 * (double)B * (double)GH * (double)H);
-#pragma omp parallel num_threads(nt)
+  const LoopSplit split = loop_split(a.threads, Q, B, 4.0 * (double)(Q * BWD_NR * GH),
+                                     2.0 * (double)B * (double)GH * (double)H, T);
+#pragma omp parallel num_threads(split.threads)
   {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-    int64_t q0, q1;
-    panel_range(Q, tid, team, q0, q1);
+    int64_t qq0, qq1;  // packing and initial state: by column panels, whatever the split
+    panel_range(Q, tid, team, qq0, qq1);
+    pack_whh_backward(a.w_hh, GH, H, qq0, qq1, Wb);
+    {
+      const int64_t i_lo = std::min(H, qq0 * BWD_NR), i_hi = std::min(H, qq1 * BWD_NR);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = i_lo; j < i_hi; ++j) {
+          dhc[b * H + j] = a.dh_n ? a.dh_n[b * H + j] : 0.0f;
+          dcc[b * H + j] = a.dc_n ? a.dc_n[b * H + j] : 0.0f;
+        }
+      for (int64_t k = 0; k < NBLK; ++k)
+        for (int g = 0; g < G; ++g)
+          for (int64_t j = i_lo; j < i_hi; ++j) sum_i[k * GH + g * H + j] = sum_h[k * GH + g * H + j] = 0.0f;
+    }
+    int64_t q0, q1, b_lo, b_hi;  // what this thread computes
+    loop_part(split.by_rows, Q, B, tid, team, q0, q1, b_lo, b_hi);
     const int64_t j_lo = std::min(H, q0 * BWD_NR), j_hi = std::min(H, q1 * BWD_NR);
-    pack_whh_backward(a.w_hh, GH, H, q0, q1, Wb);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = j_lo; j < j_hi; ++j) {
-        dhc[b * H + j] = a.dh_n ? a.dh_n[b * H + j] : 0.0f;
-        dcc[b * H + j] = a.dc_n ? a.dc_n[b * H + j] : 0.0f;
-      }
-    // Bias gradients are summed in the pointwise pass, each thread over its own columns, in a
-    // fixed order (per step over rows ascending, then steps descending) whatever the thread count.
-    for (int g = 0; g < G; ++g)
-      for (int64_t j = j_lo; j < j_hi; ++j) {
-        a.db_ih[g * H + j] = 0.0f;
-        if (C == Cell::GRU) a.db_hh[g * H + j] = 0.0f;
-      }
     std::vector<int64_t> act((size_t)B);
+#pragma omp barrier
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = d.time_of_step(s);
       int64_t nact = 0;
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b_lo; b < b_hi; ++b) {
         if (d.valid(t, b)) {
           act[(size_t)nact++] = b;
           continue;
@@ -762,39 +816,45 @@ static void backward_impl(const BackwardArgs& a) {
             std::memset(dgh + pos * GH + g * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
         }
       }
-      // Column blocks outer, rows inner: each block's bias-gradient sums stay in registers for
-      // the whole step (rows ascending) and are added to db_ih / db_hh once per step.
+      // Column blocks outer, rows inner: the bias-gradient sums of a row block stay in registers
+      // (rows ascending) and are added to that block's sums once per step.
       for (int64_t j = j_lo; j < j_hi; j += W) {
         const int nv = (int)std::min<int64_t>(W, j_hi - j);
-        V sbi[G], sbh[G];
-        for (int g = 0; g < G; ++g) sbi[g] = sbh[g] = Simd::zero();
-        for (int64_t r = 0; r < nact; ++r) {
-          const int64_t b = act[(size_t)r], pos = d.pos(t, b);
-          backward_point<C>(H, nv, a.gates + pos * GH + j, a.aux ? a.aux + pos * H + j : nullptr,
-                            a.hprev + pos * H + j, a.dy ? a.dy + pos * H + j : nullptr, dhc + b * H + j,
-                            dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j,
-                            dgs + ((s & 1) * B + b) * ldg + j, sbi, sbh);
-        }
-        for (int g = 0; g < G; ++g) {
-          float* p = a.db_ih + g * H + j;
-          Simd::storen(p, Simd::add(Simd::loadn(p, nv), sbi[g]), nv);
-          if (C == Cell::GRU) {
-            float* q = a.db_hh + g * H + j;
-            Simd::storen(q, Simd::add(Simd::loadn(q, nv), sbh[g]), nv);
+        for (int64_t r = 0; r < nact;) {
+          const int64_t blk = act[(size_t)r] / ROW_BLOCK;
+          V sbi[G], sbh[G];
+          for (int g = 0; g < G; ++g) sbi[g] = sbh[g] = Simd::zero();
+          for (; r < nact && act[(size_t)r] / ROW_BLOCK == blk; ++r) {
+            const int64_t b = act[(size_t)r], pos = d.pos(t, b);
+            backward_point<C>(H, nv, a.gates + pos * GH + j, a.aux ? a.aux + pos * H + j : nullptr,
+                              a.hprev + pos * H + j, a.dy ? a.dy + pos * H + j : nullptr, dhc + b * H + j,
+                              dcc + b * H + j, dgi + pos * GH + j, dgh + pos * GH + j,
+                              dgs + ((s & 1) * B + b) * ldg + j, sbi, sbh);
+          }
+          for (int g = 0; g < G; ++g) {
+            float* pi = sum_i + blk * GH + g * H + j;
+            Simd::storen(pi, Simd::add(Simd::loadn(pi, nv), sbi[g]), nv);
+            if (C == Cell::GRU) {
+              float* ph = sum_h + blk * GH + g * H + j;
+              Simd::storen(ph, Simd::add(Simd::loadn(ph, nv), sbh[g]), nv);
+            }
           }
         }
       }
       const bool border = a.bptt_steps > 0 && s > 0 && s % a.bptt_steps == 0;
-      if (border)  // chunk border: nothing flows into step s-1 (every row, own slice)
-        for (int64_t b = 0; b < B; ++b)
+      if (border)  // chunk border: nothing flows into step s-1 (own rows, own columns)
+        for (int64_t b = b_lo; b < b_hi; ++b)
           for (int64_t j = j_lo; j < j_hi; ++j) dhc[b * H + j] = 0.0f, dcc[b * H + j] = 0.0f;
-      // Every step has its barrier, borders included: the step rows dgs are ping-pong buffers,
-      // and the barrier is what keeps a thread's pointwise pass two steps on from overwriting
-      // rows that a slower thread's product is still reading.
+      // Split by hidden units, every step has its barrier, borders included: the step rows dgs
+      // are ping-pong buffers, and the barrier is what keeps a thread's pointwise pass two steps
+      // on from overwriting rows that a slower thread's product is still reading. Split by rows,
+      // a thread reads only its own rows.
+      if (!split.by_rows) {
 #pragma omp barrier
+      }
       if (s > 0) {  // the next pointwise pass reads rows from far away: ask for them now
         const int64_t tn = d.time_of_step(s - 1);
-        auto fetch = [&](const float* base, bool write) {  // this thread's slice, line by line
+        auto fetch = [&](const float* base, bool write) {  // this thread's columns, line by line
           for (int64_t j = j_lo; j < j_hi; j += 16) {
             if (write)  // into L2: a step's rows are more than L1 holds beside the product
               __builtin_prefetch(base + j, 1, 2);
@@ -802,7 +862,7 @@ static void backward_impl(const BackwardArgs& a) {
               __builtin_prefetch(base + j, 0, 2);
           }
         };
-        for (int64_t b = 0; b < B; ++b) {
+        for (int64_t b = b_lo; b < b_hi; ++b) {
           const int64_t pos = d.pos(tn, b);
           for (int g = 0; g < G; ++g) {
             fetch(a.gates + pos * GH + g * H, false);
@@ -815,7 +875,7 @@ static void backward_impl(const BackwardArgs& a) {
         }
       }
       if (border) continue;
-      // dh_prev[b, own slice] += dG_h[pos(t,b), :] W_hh[:, own slice]
+      // dh_prev[b, own columns] += dG_h[pos(t,b), :] W_hh[:, own columns]
       for (int64_t q = q0; q < q1; ++q) {
         const int64_t j0 = q * BWD_NR;
         const int n = (int)std::min<int64_t>(BWD_NR, H - j0);
@@ -839,14 +899,26 @@ static void backward_impl(const BackwardArgs& a) {
           });
         }
       }
-      // The next step's pointwise pass reads only this thread's slice of dhc/dcc and writes the
+      // The next step's pointwise pass reads only this thread's part of dhc/dcc and writes the
       // other dgs buffer, so no second barrier is needed here.
     }
-#pragma omp barrier
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b_lo; b < b_hi; ++b)
       for (int64_t j = j_lo; j < j_hi; ++j) {
         a.dh0[b * H + j] = dhc[b * H + j];
         if (C == Cell::LSTM && a.dc0) a.dc0[b * H + j] = dcc[b * H + j];
+      }
+#pragma omp barrier
+    // Bias gradients: the row blocks' sums added in block order, by column panels.
+    const int64_t i_lo = std::min(H, qq0 * BWD_NR), i_hi = std::min(H, qq1 * BWD_NR);
+    for (int g = 0; g < G; ++g)
+      for (int64_t j = i_lo; j < i_hi; ++j) {
+        float si = 0.0f, sh = 0.0f;
+        for (int64_t k = 0; k < NBLK; ++k) {
+          si += sum_i[k * GH + g * H + j];
+          sh += sum_h[k * GH + g * H + j];
+        }
+        a.db_ih[g * H + j] = si;
+        if (C == Cell::GRU) a.db_hh[g * H + j] = sh;
       }
   }
 
