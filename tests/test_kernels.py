@@ -23,8 +23,10 @@ from _problems import base_name, forward_args, make_problem
 ISAS = _core.available_isas()
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
 # (T, B, I, H): awkward (H, I not multiples of 16, B = 1, T = 1, I = 1) and round sizes; the last
-# ones are big enough for the time loop to run on two threads with several row blocks.
-SHAPES = [(1, 1, 1, 1), (4, 1, 3, 5), (6, 5, 17, 33), (3, 4, 16, 32), (5, 13, 40, 70), (2, 37, 8, 129)]
+# ones are big enough for the time loops to use two threads: split by batch rows (B = 13, 37: two
+# or more row blocks) and, for LSTM and GRU, split by hidden units (B = 6: one row block).
+SHAPES = [(1, 1, 1, 1), (4, 1, 3, 5), (6, 5, 17, 33), (3, 4, 16, 32), (5, 13, 40, 70), (2, 37, 8, 129),
+          (3, 6, 8, 200)]
 LAYOUTS = list(itertools.product([True, False], [False, True], [None, "lengths", "mask"]))
 
 
@@ -112,9 +114,9 @@ def test_masked_positions_are_zero_and_state_carries(isa, cell):
     np.testing.assert_array_equal(h_n[3], y[3, 0])
 
 
-# (T, B, I, H): W_hh too big for one core's L2 -> the time loops split the hidden units (a barrier
-# per step); small W_hh and several row blocks -> they split the batch rows (no barrier).
-@pytest.mark.parametrize("shape", [(7, 19, 30, 260), (9, 37, 12, 20)], ids=["split-units", "split-rows"])
+# (T, B, I, H): one row block (B <= 8) -> the time loops split the hidden units (a barrier per
+# step); several row blocks -> they split the batch rows (no barrier).
+@pytest.mark.parametrize("shape", [(7, 8, 30, 260), (9, 37, 12, 20)], ids=["split-units", "split-rows"])
 def test_results_identical_across_thread_counts(shape):
     before = fastrnn.get_num_threads()
     try:
