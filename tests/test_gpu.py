@@ -337,19 +337,21 @@ def test_cuda_bigger_shape(cell):
 
 @pytest.fixture
 def step_tiles():
-    """Force the per-step kernels' tile size; restores the automatic choice afterwards."""
+    """Force the step kernels' tile size and time loop; restores the automatic choice afterwards."""
     mod = backend.cuda()
     yield mod.set_step_tiles
-    mod.set_step_tiles(-1, -1)
+    mod.set_step_tiles(-1, -1, -1)
 
 
 @kernels
+@pytest.mark.parametrize("persistent", [0, 1], ids=["launch-per-step", "persistent"])
 @pytest.mark.parametrize("tiles", [0, 1, 2], ids=["large", "medium", "small"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_every_step_tile_size(cell, tiles, step_tiles):
-    """Each tile size of the step kernels on shapes that fill none of them exactly (and span several)."""
-    step_tiles(tiles, tiles)
-    assert backend.cuda().get_step_tiles() == (tiles, tiles)
+def test_every_step_tile_size(cell, tiles, persistent, step_tiles):
+    """Each tile size of the step kernels, with the time loop as one launch per step and as one
+    persistent launch, on shapes that fill no tile exactly (and span several)."""
+    step_tiles(tiles, tiles, persistent)
+    assert backend.cuda().get_step_tiles() == (tiles, tiles, persistent)
     for T, B, I, H, masking in ((5, 13, 7, 37, "mask"), (3, 70, 5, 70, "lengths")):
         p, mask = _problem32(cell, T, B, I, H, seed=tiles, masking=masking)
         _compare(cell, p, mask, reverse=bool(tiles % 2), bptt_steps=2)

@@ -8,7 +8,8 @@
 //   product(s):   dh_prev[b, j] = pass[b, j] + sum_k dgs[b, k] W_hh[k, j]  (k < G*H).
 // Pointwise work is elementwise in (b, j), so ONE kernel per step does product(s) for a tile of
 // (rows, units) and then, in its epilogue, pointwise(s-1) for the same (rows, units): T+1 launches
-// (the first is pointwise(T-1) alone, the last product(0) alone, writing dh0/dc0). dgs and pass are
+// (the first is pointwise(T-1) alone, the last product(0) alone, writing dh0/dc0), or one
+// cooperative launch with a grid barrier between them where the grid fits (step.cuh). dgs and pass are
 // double-buffered (the product of step s reads every column of dgs[s&1] while other blocks write
 // dgs[(s-1)&1]); dc is updated in place (each element belongs to one thread).
 // Truncation: at a chunk border s (s > 0, s % bptt_steps == 0) the product is skipped and the
@@ -62,12 +63,12 @@ struct WCols {  // B(k, n) = W_hh[k][j0 + n]
   }
 };
 
-template <int C, class Cfg>
-__global__ void __launch_bounds__(Cfg::NT) backward_step(BwdStep p) {
+// One launch's work for the block's tile. COHERENT: dgs_in was written by other blocks of this launch.
+template <int C, class Cfg, bool COHERENT>
+__device__ __forceinline__ void step_body(const BwdStep& p, float* smem) {
   constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
   constexpr int RJ = Cfg::RN, UJ = Cfg::BN;
   static_assert(Cfg::NGN == 1, "backward tiles have one column group");
-  __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
   const int H = p.H, B = p.seq.B, GH = G * H;
   const int j0 = blockIdx.x * UJ, b0 = blockIdx.y * Cfg::BM;
 
@@ -77,9 +78,10 @@ __global__ void __launch_bounds__(Cfg::NT) backward_step(BwdStep p) {
 #pragma unroll
     for (int j = 0; j < Cfg::TN; ++j) acc[i][j] = 0.0f;
   if (p.product)  // uniform over the grid
-    tile_product<Cfg, true, false>(0, GH, GRows{p.dgs_in, GH, B, b0}, WCols{p.w_hh, H, j0}, smem, acc);
+    tile_product<Cfg, true, false, COHERENT>(0, GH, GRows{p.dgs_in, GH, B, b0}, WCols{p.w_hh, H, j0}, smem, acc);
 
-  const int tx = threadIdx.x % Cfg::NTX, ty = threadIdx.x / Cfg::NTX;
+  if (!Cfg::leader()) return;  // with K split inside the block, group 0 holds the tile
+  const int tx = Cfg::tx(), ty = Cfg::ty();
   const int t = p.s_point >= 0 ? p.seq.time_of_step(p.s_point) : 0;
 #pragma unroll
   for (int i = 0; i < Cfg::TM; ++i) {
@@ -157,56 +159,94 @@ __global__ void __launch_bounds__(Cfg::NT) backward_step(BwdStep p) {
 }
 
 template <int C, class Cfg>
-void run_steps(BwdStep p, const Shape& d, int64_t k, float* dgs, float* pass, float* dh0, float* dc0,
-               const float* dh_n, cudaStream_t st) {
-  constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
-  const int64_t T = d.T, B = d.B, H = d.H, GH = G * H;
+__global__ void __launch_bounds__(Cfg::NT) backward_step(BwdStep p) {
+  __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
+  step_body<C, Cfg, false>(p, smem);
+}
+
+// The launches of the time loop (see run_steps): set p for launch number `phase` (0 .. T):
+// 0 = pointwise(T-1) from dh_n; 1 .. T-1 = product(s) + pointwise(s-1) for s = T - phase;
+// T = product(0) -> dh0, dc0.
+struct BwdLoop {
+  float* dgs;           // [2][B][G*H]
+  float* pass;          // [2][B][H]
+  long long bgh, bh;    // B*G*H, B*H
+  int T;
+  long long k;          // bptt_steps (0 = full)
+  float* dh0;
+  float* dc0;
+  const float* dh_n;
+  __host__ __device__ void set(BwdStep& p, int phase) const {
+    if (phase == 0) {
+      p.product = 0;
+      p.dh_in = dh_n;
+      p.zero_dc = 0;
+      p.s_point = T - 1;
+      p.dgs_out = dgs + ((T - 1) & 1) * bgh;
+      p.pass_out = pass + ((T - 1) & 1) * bh;
+    } else if (phase < T) {
+      const int s = T - phase;
+      const bool border = k > 0 && s % k == 0;
+      p.product = border ? 0 : 1;
+      p.zero_dc = border ? 1 : 0;
+      p.dh_in = nullptr;
+      p.dgs_in = dgs + (s & 1) * bgh;
+      p.pass_in = pass + (s & 1) * bh;
+      p.s_point = s - 1;
+      p.dgs_out = dgs + ((s - 1) & 1) * bgh;
+      p.pass_out = pass + ((s - 1) & 1) * bh;
+    } else {
+      p.product = 1;
+      p.zero_dc = 0;
+      p.dh_in = nullptr;
+      p.dgs_in = dgs;
+      p.pass_in = pass;
+      p.s_point = -1;
+      p.dh_out = dh0;
+      p.dc_out = dc0;
+    }
+  }
+};
+
+// The whole time loop in one cooperative launch.
+template <int C, class Cfg>
+__global__ void __launch_bounds__(Cfg::NT) backward_loop(BwdStep p, BwdLoop L, unsigned* barrier) {
+  __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
+  const unsigned nblocks = gridDim.x * gridDim.y;
+  unsigned target = 0;
+  for (int phase = 0; phase <= L.T; ++phase) {
+    if (phase > 0) grid_barrier(barrier, nblocks, target);
+    L.set(p, phase);
+    step_body<C, Cfg, true>(p, smem);
+  }
+}
+
+template <int C, class Cfg>
+void run_steps(BwdStep p, const BwdLoop& L, int64_t B, int64_t H, unsigned* barrier, cudaStream_t st) {
   const dim3 grid((unsigned)ceil_div(H, Cfg::BN), (unsigned)ceil_div(B, Cfg::BM));
-  auto buf_g = [&](int64_t s) { return dgs + (s & 1) * B * GH; };
-  auto buf_p = [&](int64_t s) { return pass + (s & 1) * B * H; };
-  // pointwise(T-1) from dh_n
-  p.product = 0;
-  p.dh_in = dh_n;
-  p.zero_dc = 0;
-  p.s_point = (int)(T - 1);
-  p.dgs_out = buf_g(T - 1);
-  p.pass_out = buf_p(T - 1);
-  backward_step<C, Cfg><<<grid, Cfg::NT, 0, st>>>(p);
-  check_launch("backward step");
-  p.dh_in = nullptr;
-  for (int64_t s = T - 1; s >= 1; --s) {  // product(s), pointwise(s-1)
-    const bool border = k > 0 && s % k == 0;
-    p.product = border ? 0 : 1;
-    p.zero_dc = border ? 1 : 0;
-    p.dgs_in = buf_g(s);
-    p.pass_in = buf_p(s);
-    p.s_point = (int)(s - 1);
-    p.dgs_out = buf_g(s - 1);
-    p.pass_out = buf_p(s - 1);
+  if (use_persistent(backward_loop<C, Cfg>, Cfg::NT, (int64_t)grid.x * grid.y, (int64_t)L.T + 1)) {
+    check(cudaMemsetAsync(barrier, 0, sizeof(unsigned), st), "zero the barrier");
+    BwdLoop loop = L;
+    void* args[] = {&p, &loop, &barrier};
+    check(cudaLaunchCooperativeKernel((const void*)backward_loop<C, Cfg>, grid, dim3(Cfg::NT), args, 0, st),
+          "backward loop");
+    return;
+  }
+  for (int phase = 0; phase <= L.T; ++phase) {
+    L.set(p, phase);
     backward_step<C, Cfg><<<grid, Cfg::NT, 0, st>>>(p);
     check_launch("backward step");
   }
-  // product(0) -> dh0, dc0
-  p.product = 1;
-  p.zero_dc = 0;
-  p.dgs_in = buf_g(0);
-  p.pass_in = buf_p(0);
-  p.s_point = -1;
-  p.dh_out = dh0;
-  p.dc_out = dc0;
-  backward_step<C, Cfg><<<grid, Cfg::NT, 0, st>>>(p);
-  check_launch("backward step");
 }
 
 template <int C>
-void run_steps_for_cell(BwdStep p, const Shape& d, int64_t k, float* dgs, float* pass, float* dh0, float* dc0,
-                        const float* dh_n, cudaStream_t st) {
+void run_steps_for_cell(BwdStep p, const Shape& d, const BwdLoop& L, unsigned* barrier, cudaStream_t st) {
   static const int bm[3] = {BwdL::BM, BwdM::BM, BwdS::BM};
   static const int uj[3] = {BwdL::BN, BwdM::BN, BwdS::BN};
   switch (pick_tiles(backward_tiles_override(), d.B, d.H, bm, uj)) {
-    case 0: run_steps<C, BwdL>(p, d, k, dgs, pass, dh0, dc0, dh_n, st); break;
-    case 1: run_steps<C, BwdM>(p, d, k, dgs, pass, dh0, dc0, dh_n, st); break;
-    default: run_steps<C, BwdS>(p, d, k, dgs, pass, dh0, dc0, dh_n, st); break;
+    case 0: run_steps<C, BwdL>(p, L, d.B, d.H, barrier, st); break;
+    case 1: run_steps<C, BwdM>(p, L, d.B, d.H, barrier, st); break;
+    default: run_steps<C, BwdS>(p, L, d.B, d.H, barrier, st); break;
   }
 }
 
@@ -224,6 +264,7 @@ size_t backward_workspace_floats(const Shape& d) {
   if (d.cell == GRU) n += (size_t)(N * GH);           // dG, h side
   n += (size_t)(2 * d.B * GH + 2 * d.B * d.H);        // dgs, pass (ping-pong)
   n += (size_t)(d.B * d.H);                           // carried dc
+  n += 4;                                             // grid-barrier counter (16 bytes)
   return n + gemm_ws_max(d);
 }
 
@@ -257,6 +298,8 @@ void backward(const BackwardArgs& a) {
   ws += 2 * B * H;
   float* dc = ws;
   ws += B * H;
+  unsigned* barrier = reinterpret_cast<unsigned*>(ws);
+  ws += 4;
   const size_t gemm_ws = a.workspace_floats - (size_t)(ws - a.workspace);
 
   if (lstm) {
@@ -276,12 +319,12 @@ void backward(const BackwardArgs& a) {
   p.dgi = dgi;
   p.dgh = dgh;
   p.dc = dc;
-  const int64_t k = a.bptt_steps;
+  const BwdLoop L{dgs, pass, B * GH, B * H, (int)d.T, a.bptt_steps, a.dh0, a.dc0, a.dh_n};
   switch (d.cell) {
-    case RNN_TANH: run_steps_for_cell<RNN_TANH>(p, d, k, dgs, pass, a.dh0, a.dc0, a.dh_n, st); break;
-    case RNN_RELU: run_steps_for_cell<RNN_RELU>(p, d, k, dgs, pass, a.dh0, a.dc0, a.dh_n, st); break;
-    case LSTM: run_steps_for_cell<LSTM>(p, d, k, dgs, pass, a.dh0, a.dc0, a.dh_n, st); break;
-    default: run_steps_for_cell<GRU>(p, d, k, dgs, pass, a.dh0, a.dc0, a.dh_n, st); break;
+    case RNN_TANH: run_steps_for_cell<RNN_TANH>(p, d, L, barrier, st); break;
+    case RNN_RELU: run_steps_for_cell<RNN_RELU>(p, d, L, barrier, st); break;
+    case LSTM: run_steps_for_cell<LSTM>(p, d, L, barrier, st); break;
+    default: run_steps_for_cell<GRU>(p, d, L, barrier, st); break;
   }
 
   // Bias gradients, then the weight and input gradients as single GEMMs over all T*B positions.

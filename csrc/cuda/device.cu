@@ -40,14 +40,16 @@ int sm_count() {
 }
 
 namespace {
-std::atomic<int> fwd_tiles{-1}, bwd_tiles{-1};
+std::atomic<int> fwd_tiles{-1}, bwd_tiles{-1}, persistent{-1};
 }
 
-void set_step_tiles(int forward, int backward) {
+void set_step_tiles(int forward, int backward, int persistent_loop) {
   fwd_tiles.store(forward, std::memory_order_relaxed);
   bwd_tiles.store(backward, std::memory_order_relaxed);
+  persistent.store(persistent_loop, std::memory_order_relaxed);
 }
 int forward_tiles_override() { return fwd_tiles.load(std::memory_order_relaxed); }
 int backward_tiles_override() { return bwd_tiles.load(std::memory_order_relaxed); }
+int persistent_override() { return persistent.load(std::memory_order_relaxed); }
 
 }  // namespace fastrnn_cuda

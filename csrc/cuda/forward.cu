@@ -2,9 +2,11 @@
 //
 //   1. xw = x W_ih^T + b_ih for all T*B positions: one GEMM (gemm.cu), bias in the epilogue,
 //      written straight into the saved-gates buffer when training (else into the workspace).
-//   2. per processing step s, one kernel: each block computes h W_hh^T for its batch rows and
-//      ALL G gates of its hidden units (tile_product), then applies the nonlinearities and the
-//      state update to those registers: the recurrent pre-activations never touch memory.
+//   2. per processing step s, each block computes h W_hh^T for its batch rows and ALL G gates of
+//      its hidden units (tile_product), then applies the nonlinearities and the state update to
+//      those registers: the recurrent pre-activations never touch memory. The loop is one launch
+//      per step or, where the grid fits on the device, one cooperative launch with a grid barrier
+//      between steps (step.cuh).
 //      h is double-buffered in the workspace (step s reads buffer s&1, writes (s+1)&1); the LSTM
 //      cell state is updated in place in c_n (each element belongs to one thread).
 // When training, the step kernel overwrites xw with the activated gates and saves hprev (h before
@@ -49,12 +51,12 @@ struct GateCols {  // B(k, n) = W_hh[g*H + j0 + u][k] for tile column n = g*UJ +
   }
 };
 
-template <int C, class Cfg>
-__global__ void __launch_bounds__(Cfg::NT) forward_step(FwdStep p) {
+// One step for the block's tile. COHERENT: h was written by other blocks of this launch.
+template <int C, class Cfg, bool COHERENT>
+__device__ __forceinline__ void step_body(const FwdStep& p, float* smem) {
   constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
   constexpr int RJ = Cfg::RN, UJ = Cfg::BN / G;
   static_assert(Cfg::NGN == G, "one column group per gate");
-  __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
   const int H = p.H, B = p.seq.B;
   const int j0 = blockIdx.x * UJ, b0 = blockIdx.y * Cfg::BM;
 
@@ -63,9 +65,10 @@ __global__ void __launch_bounds__(Cfg::NT) forward_step(FwdStep p) {
   for (int i = 0; i < Cfg::TM; ++i)
 #pragma unroll
     for (int j = 0; j < Cfg::TN; ++j) acc[i][j] = 0.0f;
-  tile_product<Cfg, true, true>(0, H, HRows{p.hcur, H, B, b0}, GateCols<G, UJ>{p.w_hh, H, j0}, smem, acc);
+  tile_product<Cfg, true, true, COHERENT>(0, H, HRows{p.hcur, H, B, b0}, GateCols<G, UJ>{p.w_hh, H, j0}, smem, acc);
 
-  const int tx = threadIdx.x % Cfg::NTX, ty = threadIdx.x / Cfg::NTX;
+  if (!Cfg::leader()) return;  // with K split inside the block, group 0 holds the tile
+  const int tx = Cfg::tx(), ty = Cfg::ty();
   const int t = p.seq.time_of_step(p.s);
   const long long GH = (long long)G * H;
 #pragma unroll
@@ -79,7 +82,7 @@ __global__ void __launch_bounds__(Cfg::NT) forward_step(FwdStep p) {
       const int j = j0 + tx * RJ + r;
       if (j >= H) continue;
       const long long hb = (long long)b * H + j, py = pos * H + j;
-      const float hp = p.hcur[hb];
+      const float hp = p.hcur[hb];  // written by this thread at the previous step (or before the launch)
       if (!valid) {  // masked: carry the state, output 0
         p.hnext[hb] = hp;
         p.y[py] = 0.0f;
@@ -126,9 +129,39 @@ __global__ void __launch_bounds__(Cfg::NT) forward_step(FwdStep p) {
 }
 
 template <int C, class Cfg>
-void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, cudaStream_t st) {
+__global__ void __launch_bounds__(Cfg::NT) forward_step(FwdStep p) {
+  __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
+  step_body<C, Cfg, false>(p, smem);
+}
+
+// The whole time loop in one cooperative launch; h in the ping-pong buffers hbuf[2][B][H].
+template <int C, class Cfg>
+__global__ void __launch_bounds__(Cfg::NT) forward_loop(FwdStep p, float* hbuf, int T, unsigned* barrier) {
+  __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
+  const long long BH = (long long)p.seq.B * p.H;
+  const unsigned nblocks = gridDim.x * gridDim.y;
+  unsigned target = 0;
+  for (int s = 0; s < T; ++s) {
+    p.s = s;
+    p.hcur = hbuf + (s & 1) * BH;
+    p.hnext = hbuf + ((s + 1) & 1) * BH;
+    step_body<C, Cfg, true>(p, smem);
+    if (s + 1 < T) grid_barrier(barrier, nblocks, target);
+  }
+}
+
+template <int C, class Cfg>
+void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, unsigned* barrier, cudaStream_t st) {
   constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
   const dim3 grid((unsigned)ceil_div(H, Cfg::BN / G), (unsigned)ceil_div(B, Cfg::BM));
+  if (use_persistent(forward_loop<C, Cfg>, Cfg::NT, (int64_t)grid.x * grid.y, T)) {
+    check(cudaMemsetAsync(barrier, 0, sizeof(unsigned), st), "zero the barrier");
+    int steps = (int)T;
+    void* args[] = {&p, &hbuf, &steps, &barrier};
+    check(cudaLaunchCooperativeKernel((const void*)forward_loop<C, Cfg>, grid, dim3(Cfg::NT), args, 0, st),
+          "forward loop");
+    return;
+  }
   for (int64_t s = 0; s < T; ++s) {
     p.s = (int)s;
     p.hcur = hbuf + (s & 1) * B * H;
@@ -139,14 +172,14 @@ void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, cudaStre
 }
 
 template <int C>
-void run_steps_for_cell(FwdStep p, const Shape& d, float* hbuf, cudaStream_t st) {
+void run_steps_for_cell(FwdStep p, const Shape& d, float* hbuf, unsigned* barrier, cudaStream_t st) {
   constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
   static const int bm[3] = {FwdL<G>::BM, FwdM<G>::BM, FwdS<G>::BM};
   static const int uj[3] = {FwdL<G>::BN / G, FwdM<G>::BN / G, FwdS<G>::BN / G};
   switch (pick_tiles(forward_tiles_override(), d.B, d.H, bm, uj)) {
-    case 0: run_steps<C, FwdL<G>>(p, d.T, d.B, d.H, hbuf, st); break;
-    case 1: run_steps<C, FwdM<G>>(p, d.T, d.B, d.H, hbuf, st); break;
-    default: run_steps<C, FwdS<G>>(p, d.T, d.B, d.H, hbuf, st); break;
+    case 0: run_steps<C, FwdL<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
+    case 1: run_steps<C, FwdM<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
+    default: run_steps<C, FwdS<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
   }
 }
 
@@ -154,7 +187,7 @@ void run_steps_for_cell(FwdStep p, const Shape& d, float* hbuf, cudaStream_t st)
 
 size_t forward_workspace_floats(const Shape& d, bool training) {
   const int64_t G = gate_count(d.cell), N = d.T * d.B;
-  size_t n = (size_t)(2 * d.B * d.H);                   // h ping-pong
+  size_t n = 4 + (size_t)(2 * d.B * d.H);               // grid-barrier counter (16 bytes), h ping-pong
   if (!training) n += (size_t)(N * G * d.H);             // x projection
   n += gemm_workspace_floats(N, G * d.H, d.I);           // its split-K partials, if any
   return n;
@@ -177,6 +210,8 @@ void forward(const ForwardArgs& a) {
   cudaStream_t st = as_stream(a.stream);
   const int64_t G = gate_count(d.cell), GH = G * d.H, N = d.T * d.B, B = d.B, H = d.H;
   float* ws = a.workspace;
+  unsigned* barrier = reinterpret_cast<unsigned*>(ws);
+  ws += 4;
   float* hbuf = ws;
   ws += 2 * B * H;
   float* xw = training ? a.gates : ws;
@@ -207,10 +242,10 @@ void forward(const ForwardArgs& a) {
   p.hprev = training ? a.hprev : nullptr;
   p.aux = training ? a.aux : nullptr;
   switch (d.cell) {
-    case RNN_TANH: run_steps_for_cell<RNN_TANH>(p, d, hbuf, st); break;
-    case RNN_RELU: run_steps_for_cell<RNN_RELU>(p, d, hbuf, st); break;
-    case LSTM: run_steps_for_cell<LSTM>(p, d, hbuf, st); break;
-    default: run_steps_for_cell<GRU>(p, d, hbuf, st); break;
+    case RNN_TANH: run_steps_for_cell<RNN_TANH>(p, d, hbuf, barrier, st); break;
+    case RNN_RELU: run_steps_for_cell<RNN_RELU>(p, d, hbuf, barrier, st); break;
+    case LSTM: run_steps_for_cell<LSTM>(p, d, hbuf, barrier, st); break;
+    default: run_steps_for_cell<GRU>(p, d, hbuf, barrier, st); break;
   }
 
   // 4. final state

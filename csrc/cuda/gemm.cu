@@ -62,7 +62,8 @@ __global__ void __launch_bounds__(Cfg::NT) gemm_kernel(GemmParams p) {
   const LoadB lb{Strided{p.B, p.csb, p.rsb, p.N, n0}};
   tile_product<Cfg, A_KC, B_KC>((int)kb, (int)ke, la, lb, smem, acc);
 
-  const int tx = threadIdx.x % Cfg::NTX, ty = threadIdx.x / Cfg::NTX;
+  if (!Cfg::leader()) return;  // with K split inside the block, group 0 holds the tile
+  const int tx = Cfg::tx(), ty = Cfg::ty();
 #pragma unroll
   for (int i = 0; i < Cfg::TM; ++i) {
     const long long r = m0 + Cfg::row(i, ty);
