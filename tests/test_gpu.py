@@ -345,7 +345,7 @@ def step_tiles():
 
 @kernels
 @pytest.mark.parametrize("persistent", [0, 1], ids=["launch-per-step", "persistent"])
-@pytest.mark.parametrize("tiles", [0, 1, 2], ids=["large", "medium", "small"])
+@pytest.mark.parametrize("tiles", [0, 1], ids=["large", "small"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_step_tile_size(cell, tiles, persistent, step_tiles):
     """Each tile size of the step kernels, with the time loop as one launch per step and as one

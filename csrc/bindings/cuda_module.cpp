@@ -121,7 +121,7 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("bias"), py::arg("workspace"), py::arg("workspace_floats"), py::arg("stream"),
         "Enqueue C = op(A) op(B) (+ C or + bias) with general strides.");
   m.def("set_step_tiles", &fc::set_step_tiles, py::arg("forward"), py::arg("backward"), py::arg("persistent") = -1,
-        "Force the tile size of the per-step kernels (0 large, 1 medium, 2 small; -1 = by shape) and the time "
+        "Force the tile size of the per-step kernels (0 large, 1 small; -1 = by shape) and the time "
         "loop (0 = one launch per step; -1 or 1 = one persistent launch where the grid fits). For tests and benchmarks.");
   m.def("get_step_tiles", []() {
     return py::make_tuple(fc::forward_tiles_override(), fc::backward_tiles_override(), fc::persistent_override());

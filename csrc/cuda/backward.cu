@@ -241,11 +241,8 @@ void run_steps(BwdStep p, const BwdLoop& L, int64_t B, int64_t H, unsigned* barr
 
 template <int C>
 void run_steps_for_cell(BwdStep p, const Shape& d, const BwdLoop& L, unsigned* barrier, cudaStream_t st) {
-  static const int bm[3] = {BwdL::BM, BwdM::BM, BwdS::BM};
-  static const int uj[3] = {BwdL::BN, BwdM::BN, BwdS::BN};
-  switch (pick_tiles(backward_tiles_override(), d.B, d.H, bm, uj)) {
+  switch (pick_tiles(backward_tiles_override(), d.B, d.H, BwdL::BM, BwdL::BN)) {
     case 0: run_steps<C, BwdL>(p, L, d.B, d.H, barrier, st); break;
-    case 1: run_steps<C, BwdM>(p, L, d.B, d.H, barrier, st); break;
     default: run_steps<C, BwdS>(p, L, d.B, d.H, barrier, st); break;
   }
 }

@@ -174,11 +174,8 @@ void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, unsigned
 template <int C>
 void run_steps_for_cell(FwdStep p, const Shape& d, float* hbuf, unsigned* barrier, cudaStream_t st) {
   constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
-  static const int bm[3] = {FwdL<G>::BM, FwdM<G>::BM, FwdS<G>::BM};
-  static const int uj[3] = {FwdL<G>::BN / G, FwdM<G>::BN / G, FwdS<G>::BN / G};
-  switch (pick_tiles(forward_tiles_override(), d.B, d.H, bm, uj)) {
+  switch (pick_tiles(forward_tiles_override(), d.B, d.H, FwdL<G>::BM, FwdL<G>::BN / G)) {
     case 0: run_steps<C, FwdL<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
-    case 1: run_steps<C, FwdM<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
     default: run_steps<C, FwdS<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
   }
 }

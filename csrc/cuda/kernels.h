@@ -96,7 +96,7 @@ void gemm(const GemmArgs& g);
 int device_count();
 int sm_count();  // multiprocessors of the current device (cached per device)
 // Tile configuration of the per-step kernels: -1 = chosen by shape (default), 0 = large,
-// 1 = medium, 2 = small; and the time loop: -1 = one persistent launch where the grid fits on
+// 1 = small; and the time loop: -1 = one persistent launch where the grid fits on
 // the device (default), 0 = one launch per step, 1 = persistent where it fits (as -1).
 // For tests and benchmarks (process-wide).
 void set_step_tiles(int forward, int backward, int persistent);
