@@ -20,9 +20,13 @@
 //    from forward_workspace_floats / backward_workspace_floats. The kernels allocate nothing per
 //    call except the GEMM's per-thread packing scratch, which grows once and is reused.
 //  * Threads: each call runs its own OpenMP team of `threads` threads: the input projection GEMM,
-//    then ONE parallel region for the whole time loop in which each thread owns a fixed slice of
-//    hidden units (all G gate columns of it), with one barrier per step. Results are bit-identical
-//    for any thread count (no reduction is ever split across threads).
+//    then ONE parallel region for the whole time loop in which each thread owns either a fixed
+//    slice of hidden units (all G gate columns of it; one barrier per step) or, when W_hh is not
+//    too big and the batch has several blocks of 8 rows, whole row blocks (no barrier; see
+//    loop_split in cpu/kernels_impl.h). Results are bit-identical for any thread count and
+//    either split: each output element is computed by the same operations in the same order
+//    whoever computes it; the bias gradients are summed per row block, then over the blocks in
+//    block order.
 #pragma once
 #include <cstddef>
 #include <cstdint>

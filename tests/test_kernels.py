@@ -22,10 +22,10 @@ from _problems import base_name, forward_args, make_problem
 
 ISAS = _core.available_isas()
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
-# (T, B, I, H): awkward (H, I not multiples of 16, B = 1, T = 1, I = 1) and round sizes; the last
-# ones are big enough for the time loops to use two threads: split by batch rows (B = 13, 37: two
-# or more row blocks) and, for LSTM and GRU, split by hidden units (B = 6: one row block).
-SHAPES = [(1, 1, 1, 1), (4, 1, 3, 5), (6, 5, 17, 33), (3, 4, 16, 32), (5, 13, 40, 70), (2, 37, 8, 129),
+# (T, B, I, H): awkward (H, I not multiples of 16, B = 1, T = 1, I = 1) and round sizes. With two
+# threads the time loops of (2, 45, 8, 129) split the batch rows (six row blocks, the last of 5
+# rows), those of (3, 6, 8, 200) split the hidden units for LSTM and GRU (one row block).
+SHAPES = [(1, 1, 1, 1), (4, 1, 3, 5), (6, 5, 17, 33), (3, 4, 16, 32), (5, 13, 40, 70), (2, 45, 8, 129),
           (3, 6, 8, 200)]
 LAYOUTS = list(itertools.product([True, False], [False, True], [None, "lengths", "mask"]))
 
@@ -115,8 +115,8 @@ def test_masked_positions_are_zero_and_state_carries(isa, cell):
 
 
 # (T, B, I, H): one row block (B <= 8) -> the time loops split the hidden units (a barrier per
-# step); several row blocks -> they split the batch rows (no barrier).
-@pytest.mark.parametrize("shape", [(7, 8, 30, 260), (9, 37, 12, 20)], ids=["split-units", "split-rows"])
+# step); six row blocks -> they split the batch rows (no barrier) at 2 and 3 threads.
+@pytest.mark.parametrize("shape", [(7, 8, 30, 260), (16, 48, 12, 32)], ids=["split-units", "split-rows"])
 def test_results_identical_across_thread_counts(shape):
     before = fastrnn.get_num_threads()
     try:
@@ -172,7 +172,10 @@ def test_concurrent_calls_from_python_threads_match_serial():
             np.testing.assert_array_equal(g0[key], g1[key])
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 53, 29), (130, 300, 257), (7, 1000, 65), (300, 2, 513), (50, 70, 3), (129, 300, 4)])
+# (M, K, N); N = 48 and 24 end in a last column panel one vector wide (AVX-512 and AVX2); M = 2100
+# with N = 3 takes the small-N path in more than one block of rows
+@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 53, 29), (130, 300, 257), (7, 1000, 65), (300, 2, 513), (50, 70, 3),
+                                   (129, 300, 4), (37, 53, 48), (29, 70, 24), (2100, 40, 3)])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
 def test_gemm_matches_numpy(isa, shape, trans_a, trans_b):
     M, K, N = shape
@@ -270,14 +273,15 @@ x = rng.standard_normal((8, 3, 16)).astype(np.float32)
 w_ih = rng.standard_normal((512, 16)).astype(np.float32) * 0.1
 w_hh = rng.standard_normal((512, 128)).astype(np.float32) * 0.1
 b = np.zeros(512, np.float32)
-out = []
-for n in (1, 2):
-    fastrnn.set_num_threads(n)
-    y, _, c = ops.lstm_forward(x, w_ih, w_hh, b)
-    g = ops.lstm_backward(c, y)
-    out.append([y, *g.values()])
-for a, b2 in zip(*out):
-    assert np.array_equal(a, b2)
+for xb in (x, rng.standard_normal((32, 3, 16)).astype(np.float32)):  # time loops split by units, by rows
+    out = []
+    for n in (1, 2):
+        fastrnn.set_num_threads(n)
+        y, _, c = ops.lstm_forward(xb, w_ih, w_hh, b)
+        g = ops.lstm_backward(c, y)
+        out.append([y, *g.values()])
+    for a, b2 in zip(*out):
+        assert np.array_equal(a, b2)
 A = np.ones((200, 100), np.float32); B = np.ones((100, 300), np.float32)
 assert np.array_equal(_core.gemm(A, B), np.full((200, 300), 100.0, np.float32))
 print("ok")

@@ -285,9 +285,12 @@ static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t
   }
 }
 
-// C = A B (+ C or + bias) for N <= 4 without packing: dot products when A's rows are contiguous,
-// axpy sweeps down A's columns when those are. Summation order fixed (k ascending per element).
+// C = A B (+ C or + bias) for N <= 4 without packing: dot products when A's rows are contiguous;
+// when A's columns are, one sweep down A per block of SMALL_N_MB rows of C, scaling each column
+// into N accumulator rows (at most 4 x SMALL_N_MB floats, in L1). Summation order fixed (k
+// ascending per element).
 static constexpr int64_t SMALL_N = 4;
+static constexpr int64_t SMALL_N_MB = 1024;
 
 static void gemm_small_n(const GemmArgs& g) {
   const int64_t M = g.M, N = g.N, K = g.K;
@@ -307,23 +310,25 @@ static void gemm_small_n(const GemmArgs& g) {
         g.C[i * g.ldc + n] = init(i, n) + Simd::hsum(acc);
       }
     }
-  } else {  // g.rsa == 1: column k of A is contiguous. One pass over A (k outer), its columns
-            // scaled into N accumulator rows acc[n][0..M) kept in the scratch buffer.
-    const int64_t ldacc = ceil_div(M, W) * W;
+  } else {  // g.rsa == 1: column k of A is contiguous
+    const int64_t ldacc = ceil_div(std::min(M, SMALL_N_MB), W) * W;
     float* acc = scratch(1, (size_t)(N * ldacc));
-    std::memset(acc, 0, sizeof(float) * (size_t)(N * ldacc));
-    for (int64_t k = 0; k < K; ++k) {
-      const float* a = g.A + k * g.csa;
-      for (int64_t n = 0; n < N; ++n) {
-        const V bk = Simd::set1(g.B[k * g.rsb + n * g.csb]);
-        float* an = acc + n * ldacc;
-        int64_t i0 = 0;
-        for (; i0 + W <= M; i0 += W) Simd::store(an + i0, Simd::fmadd(Simd::load(a + i0), bk, Simd::load(an + i0)));
-        if (i0 < M) Simd::store(an + i0, Simd::fmadd(Simd::loadn(a + i0, (int)(M - i0)), bk, Simd::load(an + i0)));
+    for (int64_t m0 = 0; m0 < M; m0 += SMALL_N_MB) {
+      const int64_t mb = std::min(SMALL_N_MB, M - m0);
+      std::memset(acc, 0, sizeof(float) * (size_t)(N * ldacc));
+      for (int64_t k = 0; k < K; ++k) {
+        const float* a = g.A + k * g.csa + m0;
+        for (int64_t n = 0; n < N; ++n) {
+          const V bk = Simd::set1(g.B[k * g.rsb + n * g.csb]);
+          float* an = acc + n * ldacc;
+          int64_t i0 = 0;
+          for (; i0 + W <= mb; i0 += W) Simd::store(an + i0, Simd::fmadd(Simd::load(a + i0), bk, Simd::load(an + i0)));
+          if (i0 < mb) Simd::store(an + i0, Simd::fmadd(Simd::loadn(a + i0, (int)(mb - i0)), bk, Simd::load(an + i0)));
+        }
       }
+      for (int64_t i = 0; i < mb; ++i)
+        for (int64_t n = 0; n < N; ++n) g.C[(m0 + i) * g.ldc + n] = init(m0 + i, n) + acc[n * ldacc + i];
     }
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t n = 0; n < N; ++n) g.C[i * g.ldc + n] = init(i, n) + acc[n * ldacc + i];
   }
 }
 
@@ -377,7 +382,7 @@ static void gemm(const GemmArgs& g) {
 // Recurrent loops
 // =============================================================================================
 
-// Forward: hidden units in W-wide panels; thread tid of nt owns panels [p0, p1).
+// Thread tid of nt owns items [p0, p1) of P (unit panels, column panels or row blocks).
 static inline void panel_range(int64_t P, int tid, int nt, int64_t& p0, int64_t& p1) {
   p0 = P * tid / nt;
   p1 = P * (tid + 1) / nt;
@@ -396,7 +401,9 @@ static int loop_threads(int requested, int64_t panels, double flops_per_step) {
 //    per step;
 //  * by batch rows: each thread runs whole sequences (blocks of ROW_BLOCK rows) through every
 //    step on its own, with no barrier at all, but reads all of W_hh every step. Chosen when
-//    there are at least two row blocks and the packed W_hh is at most ROWSPLIT_MAX_BYTES.
+//    more than one thread is asked for, the loop has >= 1 MFLOP in all, the packed W_hh is at
+//    most ROWSPLIT_MAX_BYTES, and the row blocks give as many threads as the unit split would,
+//    with no thread more than 15 % above the average number of rows.
 //    Both splits stream W_hh once per tile of rows per step, so the cache traffic is about the
 //    same; the row split saves the barriers and the exchange of h between cores (measured on a
 //    2-core Zen 4 with 32 MiB L3: LSTM 1.36x on (T,B,I,H) = (50,32,1,20), 1.13x on
@@ -418,10 +425,14 @@ struct LoopSplit {
 
 static LoopSplit loop_split(int requested, int64_t panels, int64_t B, double weight_bytes, double flops_per_step,
                             int64_t T) {
+  const LoopSplit by_units{loop_threads(requested, panels, flops_per_step), false};
   const int64_t blocks = ceil_div(B, ROW_BLOCK);
-  if (requested > 1 && blocks >= 2 && weight_bytes <= ROWSPLIT_MAX_BYTES && flops_per_step * (double)T >= 1.0e6)
-    return {(int)std::min<int64_t>(requested, blocks), true};
-  return {loop_threads(requested, panels, flops_per_step), false};
+  const int nt = (int)std::min<int64_t>(std::max(1, requested), blocks);
+  if (nt < 2 || nt < by_units.threads || weight_bytes > ROWSPLIT_MAX_BYTES || flops_per_step * (double)T < 1.0e6)
+    return by_units;
+  const double most_rows = (double)std::min(B, ceil_div(blocks, nt) * ROW_BLOCK);  // rows of the busiest thread
+  if (most_rows > 1.15 * (double)B / nt) return by_units;
+  return {nt, true};
 }
 
 // The rows [b_lo, b_hi) and unit panels [p0, p1) (of P) that thread tid of team computes.
@@ -679,9 +690,9 @@ static void forward_impl(const ForwardArgs& a) {
 
 // Backward pointwise for one row and W lanes: reads the carried dh/dc, writes the gate gradients
 // (dgi: x side, at the position; dgh: h side, at the position (GRU only: they differ in the n
-// gate) and in the compact step row dgs read by the recurrent product), adds them to the bias
-// gradients dbi/dbh, and writes the carried dc and the direct part of dh_prev (GRU: dh*z;
-// others 0; the recurrent product is added later).
+// gate) and in the compact step row dgs read by the recurrent product), adds them to the current
+// row block's bias-gradient sums dbi/dbh (registers), and writes the carried dc and the direct
+// part of dh_prev (GRU: dh*z; others 0; the recurrent product is added later).
 static inline void put_grad(float* dg, V& db, V v, int nv) {
   Simd::storen(dg, v, nv);
   db = Simd::add(db, v);  // the bias-gradient sums of a column block live in registers
