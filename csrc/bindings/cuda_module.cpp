@@ -82,6 +82,20 @@ void gemm(int64_t M, int64_t N, int64_t K, std::uintptr_t A, int64_t rsa, int64_
   fc::gemm(g);
 }
 
+void set_step_tiles(int forward, int backward, int persistent) {
+  const auto tiles_ok = [](int v) { return v >= -1 && v <= 1; };
+  if (!tiles_ok(forward))
+    throw py::value_error("set_step_tiles: forward must be -1 (by shape), 0 (large) or 1 (small), got " +
+                          std::to_string(forward));
+  if (!tiles_ok(backward))
+    throw py::value_error("set_step_tiles: backward must be -1 (by shape), 0 (large) or 1 (small), got " +
+                          std::to_string(backward));
+  if (persistent < -1 || persistent > 2)
+    throw py::value_error("set_step_tiles: persistent must be -1 (where the grid fits), 0 (one launch per step), "
+                          "1 (as -1) or 2 (always try the persistent launch), got " + std::to_string(persistent));
+  fc::set_step_tiles(forward, backward, persistent);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -120,9 +134,39 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("B"), py::arg("rsb"), py::arg("csb"), py::arg("C"), py::arg("ldc"), py::arg("accumulate"),
         py::arg("bias"), py::arg("workspace"), py::arg("workspace_floats"), py::arg("stream"),
         "Enqueue C = op(A) op(B) (+ C or + bias) with general strides.");
-  m.def("set_step_tiles", &fc::set_step_tiles, py::arg("forward"), py::arg("backward"), py::arg("persistent") = -1,
-        "Force the tile size of the per-step kernels (0 large, 1 small; -1 = by shape) and the time "
-        "loop (0 = one launch per step; -1 or 1 = one persistent launch where the grid fits). For tests and benchmarks.");
+  m.def("kernel_support",
+        [](int device) {
+          const fc::KernelSupport r = fc::kernel_support(device);
+          py::dict d;
+          d["ok"] = r.ok;
+          d["device"] = r.device;
+          d["compute_capability"] = py::make_tuple(r.major, r.minor);
+          d["binary_version"] = r.binary_version;
+          d["ptx_version"] = r.ptx_version;
+          d["error"] = r.error;
+          d["message"] = r.message;
+          return d;
+        },
+        py::arg("device") = -1,
+        "Whether this build's kernels run on a CUDA device (-1 = the current one): a dict with ok, device, "
+        "compute_capability, binary_version / ptx_version of the kernel image (when ok), and the CUDA error "
+        "and message when not (e.g. no kernel image for the device's architecture). Never raises.");
+  m.def("_fail_for_tests", &fc::fail_for_tests,
+        "Raise the RuntimeError of a failed CUDA runtime call (tests that it does not leak into the next call).");
+  m.def("set_step_tiles", &set_step_tiles, py::arg("forward"), py::arg("backward"), py::arg("persistent") = -1,
+        "Force the tile size of the per-step kernels (0 large, 1 small; -1 = by shape) and the time loop "
+        "(0 = one launch per step; -1 or 1 = one persistent launch where the grid fits; 2 = always try the "
+        "persistent launch, which falls back to one launch per step when refused). ValueError for other "
+        "values. For tests and benchmarks.");
+  m.def("time_loop_counts", []() {
+    py::dict d;
+    d["forward_persistent"] = fc::time_loop_count(0, true);
+    d["forward_per_step"] = fc::time_loop_count(0, false);
+    d["backward_persistent"] = fc::time_loop_count(1, true);
+    d["backward_per_step"] = fc::time_loop_count(1, false);
+    return d;
+  }, "How many time loops ran as one persistent (cooperative) launch and as one launch per step, "
+     "forward and backward, since the module was loaded.");
   m.def("get_step_tiles", []() {
     return py::make_tuple(fc::forward_tiles_override(), fc::backward_tiles_override(), fc::persistent_override());
   });

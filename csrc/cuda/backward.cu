@@ -228,15 +228,17 @@ void run_steps(BwdStep p, const BwdLoop& L, int64_t B, int64_t H, unsigned* barr
     check(cudaMemsetAsync(barrier, 0, sizeof(unsigned), st), "zero the barrier");
     BwdLoop loop = L;
     void* args[] = {&p, &loop, &barrier};
-    check(cudaLaunchCooperativeKernel((const void*)backward_loop<C, Cfg>, grid, dim3(Cfg::NT), args, 0, st),
-          "backward loop");
-    return;
+    if (launch_cooperative((const void*)backward_loop<C, Cfg>, grid, dim3(Cfg::NT), args, st)) {
+      count_time_loop(1, true);
+      return;
+    }
   }
   for (int phase = 0; phase <= L.T; ++phase) {
     L.set(p, phase);
     backward_step<C, Cfg><<<grid, Cfg::NT, 0, st>>>(p);
     check_launch("backward step");
   }
+  count_time_loop(1, false);
 }
 
 template <int C>
@@ -254,6 +256,10 @@ size_t gemm_ws_max(const Shape& d) {
 }
 
 }  // namespace
+
+cudaError_t backward_kernel_attributes(cudaFuncAttributes* attr) {
+  return cudaFuncGetAttributes(attr, (const void*)backward_step<LSTM, BwdS>);
+}
 
 size_t backward_workspace_floats(const Shape& d) {
   const int64_t GH = gate_count(d.cell) * d.H, N = d.T * d.B;

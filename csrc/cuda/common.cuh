@@ -12,8 +12,14 @@
 
 namespace fastrnn_cuda {
 
+// Throws on an error, after clearing the runtime's last error: otherwise the next healthy call
+// would report this one again from check_launch's cudaGetLastError(). (Sticky errors, which
+// corrupt the context, cannot be cleared and keep failing every call.)
 inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("fastrnn CUDA: ") + what + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error(std::string("fastrnn CUDA: ") + what + ": " + cudaGetErrorString(e));
+  }
 }
 
 // After a launch: configuration errors show up here (execution errors surface at a later sync).
@@ -46,6 +52,15 @@ __device__ __forceinline__ float reluf_(float x) { return x > 0.0f ? x : (x == x
 
 // gemm.cu: out[c] = sum_r A[r, c] for a row-major [R, Ncols] matrix (fixed summation order).
 void column_sums(const float* A, int64_t R, int64_t Ncols, float* out, void* stream);
+
+// device.cu: count the time loop that ran (pass 0 forward, 1 backward) for tests and benchmarks.
+void count_time_loop(int pass, bool persistent);
+
+// Attributes of one kernel of each source file (gemm.cu, forward.cu, backward.cu): the error
+// says whether this build holds an image that runs on the current device.
+cudaError_t gemm_kernel_attributes(cudaFuncAttributes* attr);
+cudaError_t forward_kernel_attributes(cudaFuncAttributes* attr);
+cudaError_t backward_kernel_attributes(cudaFuncAttributes* attr);
 
 // Shape limits of the launch grids (rows of the step kernels on gridDim.y).
 constexpr int64_t MAX_GRID_Y = 65535;

@@ -158,9 +158,10 @@ void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, unsigned
     check(cudaMemsetAsync(barrier, 0, sizeof(unsigned), st), "zero the barrier");
     int steps = (int)T;
     void* args[] = {&p, &hbuf, &steps, &barrier};
-    check(cudaLaunchCooperativeKernel((const void*)forward_loop<C, Cfg>, grid, dim3(Cfg::NT), args, 0, st),
-          "forward loop");
-    return;
+    if (launch_cooperative((const void*)forward_loop<C, Cfg>, grid, dim3(Cfg::NT), args, st)) {
+      count_time_loop(0, true);
+      return;
+    }
   }
   for (int64_t s = 0; s < T; ++s) {
     p.s = (int)s;
@@ -169,6 +170,7 @@ void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, unsigned
     forward_step<C, Cfg><<<grid, Cfg::NT, 0, st>>>(p);
     check_launch("forward step");
   }
+  count_time_loop(0, false);
 }
 
 template <int C>
@@ -181,6 +183,10 @@ void run_steps_for_cell(FwdStep p, const Shape& d, float* hbuf, unsigned* barrie
 }
 
 }  // namespace
+
+cudaError_t forward_kernel_attributes(cudaFuncAttributes* attr) {
+  return cudaFuncGetAttributes(attr, (const void*)forward_step<LSTM, FwdS<4>>);
+}
 
 size_t forward_workspace_floats(const Shape& d, bool training) {
   const int64_t G = gate_count(d.cell), N = d.T * d.B;

@@ -143,6 +143,10 @@ void launch_gemm(const GemmParams& p, int splits, cudaStream_t st) {
 
 }  // namespace
 
+cudaError_t gemm_kernel_attributes(cudaFuncAttributes* attr) {
+  return cudaFuncGetAttributes(attr, (const void*)gemm_kernel<Big, true, true>);
+}
+
 size_t gemm_workspace_floats(int64_t M, int64_t N, int64_t K) {
   if (M <= 0 || N <= 0 || K <= 0) return 0;
   const Plan pl = plan_gemm(M, N, K);

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace fastrnn_cuda {
 
@@ -95,13 +96,35 @@ void gemm(const GemmArgs& g);
 // device.cu
 int device_count();
 int sm_count();  // multiprocessors of the current device (cached per device)
+
+// Whether this build's kernels can run on a device (-1 = the current one): the build holds a
+// SASS image for its architecture or PTX the driver can compile. When not, ok is false and
+// error / message give the CUDA error (no kernel image, no device, ...); the error is cleared.
+struct KernelSupport {
+  bool ok;
+  int device;
+  int major, minor;                 // compute capability (0 when unknown)
+  int binary_version, ptx_version;  // of the kernels' image (e.g. 90), when ok
+  int error;                        // cudaError_t when not ok
+  std::string message;
+};
+KernelSupport kernel_support(int device);
+
+// Throws the error of a failed runtime call through the module's error check (tests that an
+// error does not leak into the next call).
+void fail_for_tests();
+
 // Tile configuration of the per-step kernels: -1 = chosen by shape (default), 0 = large,
 // 1 = small; and the time loop: -1 = one persistent launch where the grid fits on
-// the device (default), 0 = one launch per step, 1 = persistent where it fits (as -1).
-// For tests and benchmarks (process-wide).
+// the device (default), 0 = one launch per step, 1 = persistent where it fits (as -1),
+// 2 = try the persistent launch even where the grid does not fit (the launch is refused and
+// the loop falls back to one launch per step). For tests and benchmarks (process-wide).
 void set_step_tiles(int forward, int backward, int persistent);
 int forward_tiles_override();
 int backward_tiles_override();
 int persistent_override();
+// How many time loops ran as one persistent launch / one launch per step since the module was
+// loaded (pass 0 forward, 1 backward).
+long long time_loop_count(int pass, bool persistent);
 
 }  // namespace fastrnn_cuda

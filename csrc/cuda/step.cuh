@@ -30,12 +30,14 @@ inline int pick_tiles(int override_, int64_t B, int64_t H, int bm_large, int uj_
   return ceil_div(B, bm_large) * ceil_div(H, uj_large) >= sm_count() ? 0 : 1;
 }
 
-// Whether the time loop runs as ONE cooperative launch (all blocks resident at once, a grid
+// Whether to try the time loop as ONE cooperative launch (all blocks resident at once, a grid
 // barrier between steps) instead of one launch per step: by default wherever the grid fits.
 // The barrier counter adds one per block and step, so steps * blocks must stay below 2^31.
+// Override 2 skips the fit check (tests of the fallback when the launch is refused).
 template <class Kernel>
 bool use_persistent(Kernel kernel, int threads, int64_t blocks, int64_t steps) {
-  if (persistent_override() == 0 || blocks * steps >= (int64_t(1) << 31)) return false;
+  const int mode = persistent_override();
+  if (mode == 0 || blocks * steps >= (int64_t(1) << 31)) return false;
   int dev = 0, coop = 0, per_sm = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess || !coop ||
@@ -43,7 +45,17 @@ bool use_persistent(Kernel kernel, int threads, int64_t blocks, int64_t steps) {
     cudaGetLastError();
     return false;
   }
-  return (int64_t)per_sm * sm_count() >= blocks;
+  return mode == 2 || (int64_t)per_sm * sm_count() >= blocks;
+}
+
+// The cooperative launch of a time loop. The runtime may refuse it even where the occupancy
+// query said the grid fits (MPS limits on the multiprocessors, other work on the device, stream
+// capture, a device without support): then the error is cleared and false returned, and the
+// caller runs the loop as one launch per step. A real fault shows up again in those launches.
+inline bool launch_cooperative(const void* kernel, dim3 grid, dim3 block, void** args, cudaStream_t st) {
+  if (cudaLaunchCooperativeKernel(kernel, grid, block, args, 0, st) == cudaSuccess) return true;
+  cudaGetLastError();
+  return false;
 }
 
 }  // namespace fastrnn_cuda
