@@ -30,7 +30,8 @@ from .saving import load_model  # noqa: E402
 
 
 def info(file=None) -> dict:
-    """Print and return the version, the ISA path in use, the thread count and CUDA availability."""
+    """Print and return the version, the ISA path in use, the thread count and CUDA availability
+    (devices, whether the CUDA kernels run on the current one, and why not when they are present)."""
     from . import backend
 
     try:
@@ -40,6 +41,8 @@ def info(file=None) -> dict:
     except ImportError:
         isa_now, isas, threads, compiled = "unavailable", [], 0, False
     ndev = backend.cuda_device_count()
+    support = backend.cuda_kernel_support()
+    import_error = backend.cuda_import_error()
     data = {
         "version": __version__,
         "extension": compiled,
@@ -49,14 +52,19 @@ def info(file=None) -> dict:
         "cuda_module": backend.cuda() is not None,
         "cuda_devices": ndev,
         "cuda_available": ndev > 0,
+        "cuda_kernels": bool(support["ok"]),
+        "cuda_problem": None if support["ok"] or (ndev == 0 and import_error is None) else support["message"],
     }
     lines = [
         f"fastrnn {data['version']}",
         f"  ISA path:      {data['isa']} (available: {', '.join(isas) or 'none'})",
         f"  threads:       {data['threads']}",
         f"  CUDA module:   {'built' if data['cuda_module'] else 'not built'}; "
-        f"devices: {ndev}; CUDA available: {'yes' if data['cuda_available'] else 'no'}",
+        f"devices: {ndev}; CUDA available: {'yes' if data['cuda_available'] else 'no'}; "
+        f"CUDA kernels: {'yes' if data['cuda_kernels'] else 'no'}",
     ]
+    if data["cuda_problem"]:
+        lines.append(f"  CUDA problem:  {data['cuda_problem']} (CuPy arrays run the reference)")
     print("\n".join(lines), file=file)
     return data
 

@@ -1,9 +1,9 @@
 """The CUDA kernels (``fastrnn._cuda``) behind :mod:`fastrnn.ops` for CuPy float32 arrays.
 
-ops validates the arguments with the shared checks (``reference._common``) and calls
-:func:`forward` / :func:`backward` here, which check the devices, make contiguous (and, for
-training, private) copies, allocate the outputs and the workspace with CuPy on x's device and
-enqueue the kernels on CuPy's current stream. Nothing here synchronizes: like any CuPy
+ops checks that every array is on x's device and validates the arguments with the shared checks
+(``reference._common``) on that device, then calls :func:`forward` / :func:`backward` here,
+which make contiguous (and, for training, private) copies, allocate the outputs and the
+workspace with CuPy on that device and enqueue the kernels on CuPy's current stream. Nothing here synchronizes: like any CuPy
 operation, the results are ready when the stream reaches them.
 
 ``calls`` counts the forward and backward calls that ran the CUDA kernels (tests read it to check
@@ -24,9 +24,10 @@ calls = {"forward": 0, "backward": 0}
 _CELL_ID = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
 
 
-def available() -> bool:
-    """True when the CUDA module is built and sees a device (CuPy float32 then runs the kernels)."""
-    return backend.cuda_kernels_available()
+def available(device=None) -> bool:
+    """True when the CUDA module is built and its kernels run on the device (None = the current
+    one); CuPy float32 arrays on that device then run the kernels."""
+    return backend.cuda_kernels_available(device)
 
 
 class CudaKernelCache:
@@ -54,9 +55,11 @@ def _stream() -> int:
     return int(cupy.cuda.get_current_stream().ptr)
 
 
-def _check_device(fn, device_id, named):
+def check_same_device(fn, device_id, named):
+    """ValueError unless every CuPy array among the (name, value) pairs is on device_id (other
+    values, None, lists and NumPy arrays, are left to the argument checks)."""
     for name, a in named:
-        if a is not None and int(a.device.id) != device_id:
+        if type(a).__module__.startswith("cupy") and hasattr(a, "device") and int(a.device.id) != device_id:
             raise ValueError(f"{fn}: {name} is on CUDA device {a.device.id}, but x is on device {device_id} "
                              f"(all arrays must be on one device)")
 
@@ -70,8 +73,8 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
 
     fn = f"{cell}_forward"
     dev = int(x.device.id)
-    _check_device(fn, dev, [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0)]
-                  + list(zip(C.BIAS_NAMES[cell], biases)))
+    check_same_device(fn, dev, [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("mask", spec.mask)]
+                      + list(zip(C.BIAS_NAMES[cell], biases)))
     T, B, I, H, G = spec.T, spec.B, spec.I, spec.H, spec.G
     cell_id = _CELL_ID[(cell, nonlinearity if cell == "rnn" else None)]
     mod = backend.cuda()
@@ -130,8 +133,9 @@ def _grad(fn, name, a, shape, device_id):
     if a is None:
         return None
     C.check_array(fn, name, a, shape, np.float32, cupy)
-    _check_device(fn, device_id, [(name, a)])
-    return cupy.ascontiguousarray(a)
+    check_same_device(fn, device_id, [(name, a)])
+    with cupy.cuda.Device(device_id):
+        return cupy.ascontiguousarray(a)
 
 
 def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
@@ -145,22 +149,22 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     T, B, I, H = cache.T, cache.B, cache.I, cache.H
     G = C.GATES[cell]
     dev = cache.device_id
-    dy = _grad(fn, "dy", dy, (B, T, H) if cache.batch_first else (T, B, H), dev)
-    dc_n = None
-    if cell == "lstm":
-        if dstate is None:
-            dh_n = None
-        elif isinstance(dstate, (tuple, list)) and len(dstate) == 2:
-            dh_n, dc_n = dstate
-        else:
-            raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {type(dstate).__name__}")
-        dh_n = _grad(fn, "dstate[0] (dh_n)", dh_n, (B, H), dev)
-        dc_n = _grad(fn, "dstate[1] (dc_n)", dc_n, (B, H), dev)
-    else:
-        dh_n = _grad(fn, "dstate", dstate, (B, H), dev)
     mod = backend.cuda()
     f32 = cupy.float32
     with cupy.cuda.Device(dev):
+        dy = _grad(fn, "dy", dy, (B, T, H) if cache.batch_first else (T, B, H), dev)
+        dc_n = None
+        if cell == "lstm":
+            if dstate is None:
+                dh_n = None
+            elif isinstance(dstate, (tuple, list)) and len(dstate) == 2:
+                dh_n, dc_n = dstate
+            else:
+                raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {type(dstate).__name__}")
+            dh_n = _grad(fn, "dstate[0] (dh_n)", dh_n, (B, H), dev)
+            dc_n = _grad(fn, "dstate[1] (dc_n)", dc_n, (B, H), dev)
+        else:
+            dh_n = _grad(fn, "dstate", dstate, (B, H), dev)
         dx = cupy.empty(cache.x.shape, dtype=f32) if need_dx else None
         dh0 = cupy.empty((B, H), dtype=f32)
         dc0 = cupy.empty((B, H), dtype=f32) if cell == "lstm" else None
@@ -196,20 +200,21 @@ def matmul(a, b, trans_a=False, trans_b=False, bias=None):
     for name, v in (("a", a), ("b", b)):
         if not isinstance(v, cupy.ndarray) or v.dtype != cupy.float32 or v.ndim != 2:
             raise TypeError(f"matmul: {name} must be a 2-D cupy float32 array")
-    a = cupy.ascontiguousarray(a)
-    b = cupy.ascontiguousarray(b)
+    check_same_device("matmul", int(a.device.id), [("b", b), ("bias", bias)])
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if K != Kb:
         raise ValueError(f"matmul: inner dimensions differ: op(a) is {M}x{K}, op(b) is {Kb}x{N}")
-    if bias is not None:
-        bias = cupy.ascontiguousarray(bias, dtype=cupy.float32)
-        if bias.shape != (N,):
-            raise ValueError(f"matmul: bias must have shape [{N}], got {list(bias.shape)}")
-    rsa, csa = (1, a.shape[1]) if trans_a else (a.shape[1], 1)
-    rsb, csb = (1, b.shape[1]) if trans_b else (b.shape[1], 1)
     mod = backend.cuda()
-    with a.device:
+    with cupy.cuda.Device(int(a.device.id)):
+        a = cupy.ascontiguousarray(a)
+        b = cupy.ascontiguousarray(b)
+        if bias is not None:
+            bias = cupy.ascontiguousarray(bias, dtype=cupy.float32)
+            if bias.shape != (N,):
+                raise ValueError(f"matmul: bias must have shape [{N}], got {list(bias.shape)}")
+        rsa, csa = (1, a.shape[1]) if trans_a else (a.shape[1], 1)
+        rsb, csb = (1, b.shape[1]) if trans_b else (b.shape[1], 1)
         c = cupy.empty((M, N), dtype=cupy.float32)
         nws = int(mod.gemm_workspace_floats(M, N, K))
         ws = cupy.empty((max(nws, 1),), dtype=cupy.float32)

@@ -5,6 +5,7 @@ The C++ extension ``fastrnn._core`` is imported lazily so that the pure-Python p
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 _core_module = None
 _cuda_module = None
 _cuda_checked = False
+_cuda_error = None
 
 
 def core():
@@ -30,16 +32,38 @@ def core():
 
 
 def cuda():
-    """The compiled CUDA module ``fastrnn._cuda`` or None when it was not built."""
-    global _cuda_module, _cuda_checked
+    """The compiled CUDA module ``fastrnn._cuda``, or None when it is not there.
+
+    A module that was not built (no CUDA compiler at build time) is None silently. A module that
+    is there but fails to import (a broken build, a missing symbol or library) is None too, so
+    that fastrnn keeps working on the references, but the error is kept
+    (:func:`cuda_import_error`), reported by ``fastrnn.info()`` and warned about once.
+    """
+    global _cuda_module, _cuda_checked, _cuda_error
     if not _cuda_checked:
         _cuda_checked = True
+        _cuda_error = None
+        mod = None
         try:
-            from . import _cuda as mod  # type: ignore[attr-defined]
-        except ImportError:
-            mod = None
+            mod = importlib.import_module(f"{__package__}._cuda")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}._cuda":  # the module is there but needs a missing one
+                _cuda_error = exc
+        except ImportError as exc:
+            _cuda_error = exc
+        if _cuda_error is not None:
+            import warnings  # noqa: PLC0415
+
+            warnings.warn(f"fastrnn's CUDA module (fastrnn._cuda) is present but failed to import: "
+                          f"{_cuda_error}; CuPy arrays run the reference", RuntimeWarning, stacklevel=2)
         _cuda_module = mod
     return _cuda_module
+
+
+def cuda_import_error():
+    """The ImportError of a CUDA module that is present but failed to import, else None."""
+    cuda()
+    return _cuda_error
 
 
 def cuda_device_count() -> int:
@@ -53,19 +77,44 @@ def cuda_device_count() -> int:
         return 0
 
 
-_cuda_kernels = None
+_kernel_support = {}
 
 
-def cuda_kernels_available() -> bool:
-    """True when the CUDA module is built and sees a CUDA device (read once per process).
+def cuda_kernel_support(device=None) -> dict:
+    """Whether the CUDA module's kernels run on a device (None = the current one), read once per
+    device: a dict with ``ok`` and, from the module, the device's compute capability, the
+    kernel image's version and, when not ok, the CUDA error and its message (e.g. "no kernel
+    image is available for execution on the device" for a GPU older than the build's
+    architectures). ``ok`` is False without the module or without a device.
+    """
+    mod = cuda()
+    if mod is None:
+        return {"ok": False, "device": device, "message": "the CUDA module is not built"
+                if _cuda_error is None else f"the CUDA module failed to import: {_cuda_error}"}
+    if cuda_device_count() < 1:
+        return {"ok": False, "device": device, "message": "no CUDA device"}
+    if device is None:
+        info = dict(mod.kernel_support(-1))
+        device = info["device"]
+        _kernel_support.setdefault(device, info)
+    if device not in _kernel_support:
+        _kernel_support[device] = dict(mod.kernel_support(int(device)))
+    return dict(_kernel_support[device])
+
+
+def cuda_kernels_available(device=None) -> bool:
+    """True when the CUDA module is built, sees a CUDA device and its kernels run on that device
+    (None = the current one; read once per device and process).
 
     Then fastrnn.ops runs CuPy float32 arrays through the CUDA kernels; otherwise (and for
-    float64) CuPy arrays run the array-generic NumPy reference on the GPU.
+    float64) CuPy arrays run the array-generic NumPy reference on the GPU. A GPU whose
+    architecture the build has no kernel image for (see CMakeLists.txt: CUDAARCHS) counts as
+    not available.
     """
-    global _cuda_kernels
-    if _cuda_kernels is None:
-        _cuda_kernels = cuda_device_count() > 0
-    return _cuda_kernels
+    known = _kernel_support.get(device) if device is not None else None
+    if known is not None:  # the per-call path of fastrnn.ops
+        return bool(known["ok"])
+    return bool(cuda_kernel_support(device)["ok"])
 
 
 def array_module(*arrays):

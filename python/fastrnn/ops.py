@@ -11,9 +11,12 @@ What the kernels accept (checked before any kernel runs, with the same messages 
   * NumPy arrays of dtype float32 (the references also take float64; a float64 array here raises
     TypeError). Non-contiguous arrays are copied; lists are refused.
   * CuPy arrays return CuPy arrays. float32 runs the CUDA kernels (fastrnn._cuda, via
-    fastrnn._cuda_ops) when the CUDA module is built and sees a device
-    (fastrnn.backend.cuda_kernels_available()); float64, or a build without the module, runs the
-    CuPy-compatible reference on the GPU. backward follows the cache it is given.
+    fastrnn._cuda_ops) when the CUDA module is built and its kernels run on x's device
+    (fastrnn.backend.cuda_kernels_available(device)); float64, a build without the module, or a
+    GPU the build has no kernel image for, runs the CuPy-compatible reference on the GPU. Every
+    array argument (lengths and mask included) must be on x's device; the checks, copies and
+    outputs are made on that device whatever the current one is. backward follows the cache it
+    is given.
   * ``out=`` (keyword only, forward): an array for y, float32, C-contiguous, writeable, of y's shape.
 NaN and Inf are not checked: in valid steps they propagate through the arithmetic like in the
 references (sigmoid/tanh of NaN is NaN; +-Inf saturate). Values at masked positions are never
@@ -88,18 +91,25 @@ def _check_out(fn, out, shape):
     return out
 
 
-def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
-             nonlinearity, out):
+def _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
+                  nonlinearity, out):
+    """CuPy x: every check, copy and allocation on x's device, then the CUDA kernels (float32,
+    where they run on that device) or the array-generic reference on the GPU."""
+    import cupy  # noqa: PLC0415
+
     fn = f"{cell}_forward"
-    if isinstance(x, np.ndarray) and x.dtype == np.float64:
-        _f32(fn, "x", x)  # says that the kernels take float32 (the references take float64)
-    spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
-                                batch_first=batch_first, reverse=reverse, training=training,
-                                nonlinearity=nonlinearity)
-    if spec.xp is not np:  # CuPy: the CUDA kernels (float32), else the array-generic reference on the GPU
+    named = [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("lengths", lengths), ("mask", mask)]
+    if isinstance(biases, (tuple, list)):
+        named += list(zip(C.BIAS_NAMES[cell], biases))
+    dev = int(x.device.id)
+    _cuda_ops.check_same_device(fn, dev, named)
+    with cupy.cuda.Device(dev):
+        spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
+                                    batch_first=batch_first, reverse=reverse, training=training,
+                                    nonlinearity=nonlinearity)
         if out is not None:
             raise TypeError(f"{fn}: out is only supported for numpy arrays")
-        if spec.dtype == np.float32 and _cuda_ops.available():
+        if spec.dtype == np.float32 and _cuda_ops.available(dev):
             return _cuda_ops.forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, training,
                                      nonlinearity)
         ref = getattr(_ref, fn)
@@ -109,6 +119,19 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
         if cell == "rnn":
             kw["nonlinearity"] = nonlinearity
         return ref(x, w_ih, w_hh, *biases, **kw)
+
+
+def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
+             nonlinearity, out):
+    fn = f"{cell}_forward"
+    if isinstance(x, np.ndarray) and x.dtype == np.float64:
+        _f32(fn, "x", x)  # says that the kernels take float32 (the references take float64)
+    if C._is_cupy(x) and C._is_array(x):
+        return _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
+                             nonlinearity, out)
+    spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
+                                batch_first=batch_first, reverse=reverse, training=training,
+                                nonlinearity=nonlinearity)
 
     shape_y = (spec.B, spec.T, spec.H) if batch_first else (spec.T, spec.B, spec.H)
     out = _check_out(fn, out, shape_y)
@@ -151,7 +174,13 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     fn = f"{cell}_backward"
     if isinstance(cache, _cuda_ops.CudaKernelCache):  # a cache of the CUDA kernels
         return _cuda_ops.backward(cell, cache, dy, dstate, bptt_steps, need_dx)
-    if isinstance(cache, dict):  # a cache of the reference (CuPy inputs)
+    if isinstance(cache, dict):  # a cache of the reference (CuPy inputs): run on the cache's device
+        x = cache.get("x")
+        if C._is_cupy(x):
+            import cupy  # noqa: PLC0415
+
+            with cupy.cuda.Device(int(x.device.id)):
+                return getattr(_ref, fn)(cache, dy, dstate=dstate, bptt_steps=bptt_steps)
         return getattr(_ref, fn)(cache, dy, dstate=dstate, bptt_steps=bptt_steps)
     if cache is None:
         raise ValueError(f"{fn}: cache is None; run {cell}_forward with training=True to get a cache for backward")
