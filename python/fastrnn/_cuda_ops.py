@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from ._kernel_cache import KernelCache, grads_dict
 from .reference import _common as C
 
 __all__ = ["CudaKernelCache", "available", "backward", "calls", "forward", "matmul"]
@@ -30,19 +31,21 @@ def available(device=None) -> bool:
     return backend.cuda_kernels_available(device)
 
 
-class CudaKernelCache:
+class CudaKernelCache(KernelCache):
     """What a training forward of the CUDA kernels saves for backward (opaque to users).
 
     Holds private copies of x (zero at masked positions) and the weights, the mask and the
-    activations the kernels saved (gates, hprev, aux), all CuPy arrays on one device.
+    activations the kernels saved (gates, hprev, aux), all CuPy arrays on device ``device_id``.
     """
 
-    __slots__ = ("cell", "cell_id", "x", "w_ih", "w_hh", "mask", "reverse", "batch_first",
-                 "gates", "hprev", "aux", "T", "B", "I", "H", "device_id")
+    __slots__ = ("device_id",)
 
-    def __repr__(self) -> str:
-        return (f"CudaKernelCache(cell={self.cell!r}, T={self.T}, B={self.B}, I={self.I}, H={self.H}, "
-                f"reverse={self.reverse}, batch_first={self.batch_first}, device={self.device_id})")
+    def __init__(self, *args, device_id):
+        super().__init__(*args)
+        self.device_id = device_id
+
+    def _extra(self) -> str:
+        return f", device={self.device_id}"
 
 
 def _ptr(a) -> int:
@@ -115,13 +118,8 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
     calls["forward"] += 1
     cache = None
     if training:
-        cache = CudaKernelCache()
-        cache.cell, cache.cell_id = cell, cell_id
-        cache.x, cache.w_ih, cache.w_hh, cache.mask = xs, wi, wh, mask_u8
-        cache.reverse, cache.batch_first = bool(reverse), bool(batch_first)
-        cache.gates, cache.hprev, cache.aux = gates, hprev, aux
-        cache.T, cache.B, cache.I, cache.H = T, B, I, H
-        cache.device_id = dev
+        cache = CudaKernelCache(cell, cell_id, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux,
+                                T, B, I, H, device_id=dev)
     state = (h_n, c_n) if cell == "lstm" else h_n
     return y, state, cache
 
@@ -179,15 +177,7 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
                      _ptr(dy), _ptr(dh_n), _ptr(dc_n), 0 if k is None else k, _ptr(dx), _ptr(dh0), _ptr(dc0),
                      _ptr(dw_ih), _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(ws), nws, _stream())
     calls["backward"] += 1
-    grads = {"x": dx, "h0": dh0}
-    if cell == "lstm":
-        grads["c0"] = dc0
-    grads["w_ih"], grads["w_hh"] = dw_ih, dw_hh
-    if cell == "gru":
-        grads["b_ih"], grads["b_hh"] = db_ih, db_hh
-    else:
-        grads["b"] = db_ih
-    return grads
+    return grads_dict(cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
 
 def matmul(a, b, trans_a=False, trans_b=False, bias=None):

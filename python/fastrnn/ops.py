@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _cuda_ops, backend
+from ._kernel_cache import KernelCache, grads_dict
 from . import reference as _ref
 from .reference import _common as C
 
@@ -44,17 +45,6 @@ __all__ = [
 ]
 
 _CELL_ID = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
-
-
-class KernelCache:
-    """What a training forward of the C++ kernels saves for backward (opaque to users)."""
-
-    __slots__ = ("cell", "cell_id", "x", "w_ih", "w_hh", "mask", "reverse", "batch_first",
-                 "gates", "hprev", "aux", "T", "B", "I", "H")
-
-    def __repr__(self) -> str:
-        return (f"KernelCache(cell={self.cell!r}, T={self.T}, B={self.B}, I={self.I}, H={self.H}, "
-                f"reverse={self.reverse}, batch_first={self.batch_first})")
 
 
 def _f32(fn, name, a):
@@ -154,12 +144,8 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
         y = out
     cache = None
     if training:
-        cache = KernelCache()
-        cache.cell, cache.cell_id = cell, cell_id
-        cache.x, cache.w_ih, cache.w_hh, cache.mask = xs, wi, wh, mask_u8
-        cache.reverse, cache.batch_first = bool(reverse), bool(batch_first)
-        cache.gates, cache.hprev, cache.aux = gates, hprev, aux
-        cache.T, cache.B, cache.I, cache.H = spec.T, spec.B, spec.I, spec.H
+        cache = KernelCache(cell, cell_id, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux,
+                            spec.T, spec.B, spec.I, spec.H)
     state = (h_n, c_n) if cell == "lstm" else h_n
     return y, state, cache
 
@@ -206,15 +192,7 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
         cache.cell_id, cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.batch_first,
         cache.gates, cache.hprev, cache.aux, dy, dh_n, dc_n, 0 if k is None else k, bool(need_dx))
-    grads = {"x": dx, "h0": dh0}
-    if cell == "lstm":
-        grads["c0"] = dc0
-    grads["w_ih"], grads["w_hh"] = dw_ih, dw_hh
-    if cell == "gru":
-        grads["b_ih"], grads["b_hh"] = db_ih, db_hh
-    else:
-        grads["b"] = db_ih
-    return grads
+    return grads_dict(cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
 
 def rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
