@@ -6,7 +6,8 @@
     dx = lstm.backward(dy)           # accumulates into lstm.parameters()[i].grad
 
 Core: Dense, Embedding, Dropout, Flatten, TimeDistributed. Recurrent: SimpleRNN, LSTM, GRU,
-Bidirectional. ``set_seed(s)`` makes weight initialisation and dropout masks reproducible.
+Bidirectional. Attention: BahdanauAttention, LuongAttention. ``set_seed(s)`` makes weight
+initialisation and dropout masks reproducible.
 ``get_layer_class`` / ``serialize`` / ``deserialize`` rebuild layers from their configs.
 """
 from . import initializers
@@ -20,11 +21,14 @@ from .base import (
     serialize,
     unique_name,
 )
+from .attention import BahdanauAttention, LuongAttention
 from .core import Dense, Dropout, Embedding, Flatten, TimeDistributed
 from .initializers import set_seed
 from .recurrent import GRU, LSTM, BaseRNN, Bidirectional, SimpleRNN
 
 __all__ = [
+    "BahdanauAttention",
+    "LuongAttention",
     "GRU",
     "LSTM",
     "BaseRNN",

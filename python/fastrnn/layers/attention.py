@@ -1,0 +1,286 @@
+"""Attention layers: BahdanauAttention (additive) and LuongAttention (multiplicative).
+
+Both are called on one decoder query and the encoder's annotations:
+
+    context, weights = attn(query, values, mask=None, training=False)
+    # query [B, Dq] (the decoder state s_{i-1}), values [B, Tx, Dv] (the annotations h_j),
+    # mask [B, Tx] bool (True = a real encoder step), context [B, Dv], weights [B, Tx]
+    dquery, dvalues = attn.backward(dcontext, dweights=None)   # ACCUMULATES parameter grads
+
+The scores e_j are turned into weights alpha_j = softmax over the unmasked steps j; masked steps
+get weight exactly 0, and a row with no unmasked step gets all-zero weights and a zero context
+(never NaN). The context is c = sum_j alpha_j h_j.
+
+Decoders that call the layer once per output step and backpropagate through all steps afterwards
+use ``forward_step`` / ``backward_step``, which hand the per-call cache to the caller instead of
+keeping only the last one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer, register_layer
+from .core import _init_name, _positive_int
+from . import initializers
+
+__all__ = ["BahdanauAttention", "LuongAttention", "masked_softmax"]
+
+
+def masked_softmax(scores, mask=None):
+    """Softmax over the last axis of ``scores`` [B, T] restricted to ``mask`` (bool [B, T] or None).
+
+    Masked entries get 0; a row without any unmasked entry is all zeros (no NaN)."""
+    if mask is None:
+        z = scores - scores.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+    neg = np.where(mask, scores, -np.inf)
+    mx = neg.max(axis=-1, keepdims=True)
+    mx = np.where(np.isfinite(mx), mx, 0.0)
+    e = np.where(mask, np.exp(np.where(mask, scores - mx, 0.0)), 0.0)
+    s = e.sum(axis=-1, keepdims=True)
+    return (e / np.where(s > 0, s, 1.0)).astype(scores.dtype, copy=False)
+
+
+class _Attention(Layer):
+    """Shared input handling, softmax, context and their gradients (subclasses give the scores)."""
+
+    _input_rank = (2, 2)
+    _input_desc = "[batch, query_features]"
+
+    def __init__(self, query_dim=None, value_dim=None, **kwargs):
+        super().__init__(**kwargs)
+        self.query_dim = None if query_dim is None else _positive_int(query_dim, self._who(), "query_dim")
+        self.value_dim = None if value_dim is None else _positive_int(value_dim, self._who(), "value_dim")
+        if self.query_dim is not None and self.value_dim is not None:
+            self.input_shape = ((self.query_dim,), (None, self.value_dim))
+
+    # -- build -----------------------------------------------------------------------------------
+    def build(self, input_shape):
+        """``input_shape`` = ((Dq,), (Tx, Dv)): the query's and the values' shapes without the batch."""
+        try:
+            (dq,), (_, dv) = input_shape
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{self._who()}: input shape must be ((query_features,), (time, value_features)), got {input_shape!r}"
+            ) from None
+        if dq is None or dv is None:
+            raise ValueError(f"{self._who()}: the feature sizes must be known, got input shape {input_shape!r}")
+        self.query_dim, self.value_dim = int(dq), int(dv)
+        self._create(self.query_dim, self.value_dim)
+        self.input_shape = ((self.query_dim,), (None, self.value_dim))
+        self.built = True
+
+    def _create(self, dq, dv):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- input checks ----------------------------------------------------------------------------
+    def _convert(self, a, argname, rank, desc):
+        if isinstance(a, (list, tuple)):
+            a = np.asarray(a)
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{self._who()}: {argname} must be a numpy array, got {type(a).__name__}")
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{self._who()}: {argname} must be a numeric array, got dtype {a.dtype}")
+        if a.ndim != rank:
+            raise ValueError(f"{self._who()}: {argname} must have shape {desc}, got shape {tuple(a.shape)}")
+        return np.ascontiguousarray(a, dtype=self.dtype)
+
+    def _check_inputs(self, query, values, mask):
+        query = self._convert(query, "query", 2, "[batch, query_features]")
+        values = self._convert(values, "values", 3, "[batch, time, value_features]")
+        if query.shape[0] != values.shape[0]:
+            raise ValueError(
+                f"{self._who()}: query and values must have the same batch size, got {query.shape[0]} and "
+                f"{values.shape[0]}"
+            )
+        if not self.built:
+            self.build(((query.shape[1],), (values.shape[1], values.shape[2])))
+        if query.shape[1] != self.query_dim:
+            raise ValueError(f"{self._who()}: query must have {self.query_dim} features (built for that), got "
+                             f"shape {tuple(query.shape)}")
+        if values.shape[2] != self.value_dim:
+            raise ValueError(f"{self._who()}: values must have {self.value_dim} features (built for that), got "
+                             f"shape {tuple(values.shape)}")
+        if mask is not None:
+            m = np.asarray(mask)
+            if m.dtype.kind not in "biu":
+                raise TypeError(f"{self._who()}: mask must be a boolean array, got dtype {m.dtype}")
+            if m.shape != values.shape[:2]:
+                raise ValueError(f"{self._who()}: mask must have shape [batch, time] = {tuple(values.shape[:2])}, "
+                                 f"got {tuple(m.shape)}")
+            mask = m.astype(bool, copy=False)
+        return query, values, mask
+
+    # -- forward / backward ----------------------------------------------------------------------
+    def __call__(self, query, values, mask=None, training=False):
+        """(context [B, Dv], weights [B, Tx]); keeps the backward cache when ``training``."""
+        context, weights, cache = self.forward_step(query, values, mask=mask, training=training)
+        if training:
+            self._cache = cache
+        return context, weights
+
+    def forward_step(self, query, values, mask=None, training=True):
+        """(context, weights, cache): one call whose cache goes to ``backward_step`` (None unless training)."""
+        query, values, mask = self._check_inputs(query, values, mask)
+        scores, score_cache = self._scores(query, values)
+        weights = masked_softmax(scores, mask)
+        context = np.einsum("bt,btd->bd", weights, values)
+        cache = (query, values, weights, score_cache) if training else None
+        return context, weights, cache
+
+    def backward(self, dcontext, dweights=None):
+        """(dquery, dvalues) for the last training call; ACCUMULATES into the parameters' grads."""
+        if self._cache is None:
+            raise RuntimeError(f"{self._who()}: backward() called before a forward pass with training=True")
+        return self.backward_step(self._cache, dcontext, dweights)
+
+    def backward_step(self, cache, dcontext, dweights=None):
+        """(dquery, dvalues) for the call that returned ``cache``; ACCUMULATES parameter grads."""
+        if cache is None:
+            raise RuntimeError(f"{self._who()}: backward_step needs the cache of a call with training=True")
+        query, values, weights, score_cache = cache
+        B, T, Dv = values.shape
+        dcontext = self._check_dy(dcontext, (B, Dv), "dcontext")
+        dalpha = np.einsum("bd,btd->bt", dcontext, values)
+        if dweights is not None:
+            dalpha = dalpha + self._check_dy(dweights, (B, T), "dweights")
+        dvalues = weights[:, :, None] * dcontext[:, None, :]
+        # softmax backward; masked steps have weight 0 and so get no score gradient
+        dscores = weights * (dalpha - (weights * dalpha).sum(axis=1, keepdims=True))
+        dquery, dv2 = self._scores_backward(query, values, score_cache, dscores)
+        return dquery, dvalues + dv2
+
+    def _scores(self, query, values):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _scores_backward(self, query, values, score_cache, dscores):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- shapes / config -------------------------------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        """[(Dv,), (Tx,)]: the context's and the weights' shapes (batch excluded)."""
+        (_,), (tx, dv) = input_shape
+        return [(dv,), (tx,)]
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(query_dim=self.query_dim, value_dim=self.value_dim)
+        return cfg
+
+
+@register_layer
+class BahdanauAttention(_Attention):
+    """Additive attention (Bahdanau et al. 2015): score(s, h_j) = v^T tanh(s W1 + h_j W2 + b).
+
+    BahdanauAttention(units, kernel_initializer='glorot_uniform', bias_initializer='zeros',
+    query_dim=None, value_dim=None, seed=None, name=None, dtype='float32'). Parameters (Keras
+    layouts): ``w1`` [Dq, units] on the query, ``w2`` [Dv, units] on the values, ``b`` [units],
+    ``v`` [units, 1]. This is the TF/Keras NMT tutorial's layer with W1 = Dense(units),
+    W2 = Dense(units), V = Dense(1): w1/w2/v are their kernels, b is W1.bias + W2.bias (only the
+    sum matters), and V's bias is left out because the softmax ignores a constant shift.
+    Built from the first call, or at construction when ``query_dim`` and ``value_dim`` are given.
+    """
+
+    def __init__(self, units, kernel_initializer="glorot_uniform", bias_initializer="zeros", seed=None,
+                 **kwargs):
+        self.units = units
+        self._kernel_init, self.kernel_initializer = _init_name(kernel_initializer, "BahdanauAttention",
+                                                                "kernel_initializer")
+        self._bias_init, self.bias_initializer = _init_name(bias_initializer, "BahdanauAttention",
+                                                            "bias_initializer")
+        self.seed = seed
+        self._rng = initializers.new_rng(seed)
+        self.w1 = self.w2 = self.b = self.v = None
+        super().__init__(**kwargs)
+        self.units = _positive_int(units, self._who(), "units")
+
+    def _create(self, dq, dv):
+        U, rng, dt = self.units, self._rng, self.dtype
+        self.add_parameter("w1", self._kernel_init((dq, U), rng=rng, dtype=dt))
+        self.add_parameter("w2", self._kernel_init((dv, U), rng=rng, dtype=dt))
+        self.add_parameter("b", self._bias_init((U,), rng=rng, dtype=dt))
+        self.add_parameter("v", self._kernel_init((U, 1), rng=rng, dtype=dt))
+
+    def _build_from_weights(self, weights):
+        if len(weights) == 4 and all(np.ndim(w) == 2 for w in (weights[0], weights[1])):
+            self.build(((int(np.shape(weights[0])[0]),), (None, int(np.shape(weights[1])[0]))))
+
+    def _scores(self, query, values):
+        pre = (query @ self.w1.value + self.b.value)[:, None, :] + values @ self.w2.value   # [B, Tx, U]
+        t = np.tanh(pre)
+        return (t @ self.v.value)[..., 0], t
+
+    def _scores_backward(self, query, values, t, dscores):
+        U, Dv = self.units, values.shape[2]
+        self.v.grad += np.einsum("btu,bt->u", t, dscores)[:, None]
+        dpre = dscores[:, :, None] * self.v.value[:, 0] * (1.0 - t * t)                      # [B, Tx, U]
+        dq_pre = dpre.sum(axis=1)                                                             # [B, U]
+        self.b.grad += dq_pre.sum(axis=0)
+        self.w1.grad += query.T @ dq_pre
+        self.w2.grad += values.reshape(-1, Dv).T @ dpre.reshape(-1, U)
+        return dq_pre @ self.w1.value.T, dpre @ self.w2.value.T
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(units=self.units, kernel_initializer=self.kernel_initializer,
+                   bias_initializer=self.bias_initializer, seed=self.seed)
+        return cfg
+
+
+_LUONG_SCORES = ("general", "dot")
+
+
+@register_layer
+class LuongAttention(_Attention):
+    """Multiplicative attention (Luong et al. 2015): score(s, h_j) = s^T W h_j ('general') or s . h_j ('dot').
+
+    LuongAttention(score='general', kernel_initializer='glorot_uniform', query_dim=None,
+    value_dim=None, seed=None, name=None, dtype='float32'). 'general' has one parameter ``w``
+    [Dq, Dv]; 'dot' has none and needs Dq == Dv.
+    """
+
+    def __init__(self, score="general", kernel_initializer="glorot_uniform", seed=None, **kwargs):
+        if score not in _LUONG_SCORES:
+            raise ValueError(f"LuongAttention: score must be 'general' or 'dot', got {score!r}")
+        self.score = score
+        self._kernel_init, self.kernel_initializer = _init_name(kernel_initializer, "LuongAttention",
+                                                                "kernel_initializer")
+        self.seed = seed
+        self._rng = initializers.new_rng(seed)
+        self.w = None
+        super().__init__(**kwargs)
+
+    def _create(self, dq, dv):
+        if self.score == "general":
+            self.add_parameter("w", self._kernel_init((dq, dv), rng=self._rng, dtype=self.dtype))
+        elif dq != dv:
+            raise ValueError(f"{self._who()}: score='dot' needs query and values with the same number of features, "
+                             f"got {dq} and {dv}")
+
+    def _build_from_weights(self, weights):
+        if self.score == "general" and len(weights) == 1 and np.ndim(weights[0]) == 2:
+            dq, dv = np.shape(weights[0])
+            self.build(((int(dq),), (None, int(dv))))
+        elif self.score == "dot" and not weights and self.query_dim is not None:
+            self.build(((self.query_dim,), (None, self.query_dim)))
+
+    def _scores(self, query, values):
+        qw = query @ self.w.value if self.score == "general" else query                      # [B, Dv]
+        return np.einsum("btd,bd->bt", values, qw), qw
+
+    def _scores_backward(self, query, values, qw, dscores):
+        dqw = np.einsum("bt,btd->bd", dscores, values)
+        dvalues = dscores[:, :, None] * qw[:, None, :]
+        if self.score == "general":
+            self.w.grad += query.T @ dqw
+            return dqw @ self.w.value.T, dvalues
+        return dqw, dvalues
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(score=self.score, kernel_initializer=self.kernel_initializer, seed=self.seed)
+        return cfg
