@@ -24,7 +24,7 @@ from . import losses  # noqa: E402
 from . import metrics  # noqa: E402
 from . import optim  # noqa: E402
 from . import callbacks  # noqa: E402
-from .models import Model, Sequential  # noqa: E402
+from .models import Model, Seq2Seq, Sequential  # noqa: E402
 from .saving import load_model  # noqa: E402
 # --- end of the training API block ---
 
@@ -71,6 +71,7 @@ def info(file=None) -> dict:
 
 __all__ = [
     "Model",
+    "Seq2Seq",
     "Sequential",
     "callbacks",
     "layers",

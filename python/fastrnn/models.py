@@ -48,7 +48,7 @@ from . import optim as optim_module
 from .layers import base as layers_base
 from .layers import recurrent as layers_recurrent
 
-__all__ = ["Model", "Sequential"]
+__all__ = ["Model", "Seq2Seq", "Sequential"]
 
 
 def _to_array(a, argname):
@@ -348,12 +348,16 @@ class Model:
                 "(try a lower learning rate, gradient clipping such as clipnorm=1.0, or check the data for NaN/Inf)"
             )
 
+    def _outputs_for_loss(self, xb, yb, training):
+        """(predictions, mask) that the loss compares with ``yb``: the model's output on ``xb`` and its
+        ``output_mask``. Models whose forward needs the targets too (teacher forcing) override this."""
+        return self(xb, training=training), self.output_mask
+
     def _step_full(self, xb, yb, where):
-        y_pred = self(xb, training=True)
+        y_pred, mask = self._outputs_for_loss(xb, yb, True)
         if isinstance(y_pred, (tuple, list)):
             raise ValueError("fit: the model's output must be a single array (a layer with return_state=True "
                              "cannot be the last layer)")
-        mask = self.output_mask
         total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask)
         value = total / count if count else 0.0
         self._check_loss(value, where)
@@ -520,8 +524,7 @@ class Model:
         steps = int(math.ceil(n / batch_size))
         for b in tqdm(range(steps), desc="Evaluate", unit="batch", disable=verbose != 1, leave=True):
             sl = slice(b * batch_size, (b + 1) * batch_size)
-            y_pred = self(x[sl], training=False)
-            mask = self.output_mask
+            y_pred, mask = self._outputs_for_loss(x[sl], y[sl], False)
             s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask)
             total += s
             count += c
@@ -751,3 +754,6 @@ class Sequential(Model):
         if shape is not None and model._build_input_shape is None:
             model.build(tuple(shape))
         return model
+
+
+from .seq2seq import Seq2Seq  # noqa: E402  (defined in its own module, built on Model)

@@ -1,0 +1,309 @@
+"""Seq2Seq: an encoder-decoder with attention for sequences of token ids (Bahdanau et al. 2015).
+
+    model = Seq2Seq(src_vocab=13, tgt_vocab=13, embed_dim=16, units=32)   # LSTM, bidirectional, Bahdanau
+    model.compile(optimizer="adam", metrics=["accuracy"])   # loss: sparse CE on logits, padding masked
+    model.fit(x_src, y_tgt, epochs=10, batch_size=64)
+    ids = model.predict(x_src, max_len=8)                   # greedy decoding
+    ids, weights = model.predict(x_src, return_attention=True)
+
+Token ids: 0 is padding in both vocabularies (the source embedding has ``mask_zero=True``);
+``start_id`` (default 1) is fed to the decoder before the first output and ``end_id`` (default 2,
+or None) ends a decoded sequence. ``y_tgt`` holds the tokens to produce, right-padded with 0,
+usually ending with ``end_id``; the decoder's input at step i is y_{i-1} (teacher forcing, with
+``start_id`` at i = 0) and the loss is the mean sparse categorical cross-entropy over the non-padding
+target tokens.
+
+Encoder: Embedding(mask_zero=True) -> Bidirectional(LSTM or GRU) (or a single direction) returning
+the annotations h_j [B, Tx, D] (D = 2 * units when bidirectional) and the final states. Decoder: an
+LSTM/GRU cell with D units, started from the encoder's final state (the two directions'
+states concatenated), run one step at a time through ``fastrnn.ops`` (T = 1 calls with h0/c0):
+
+    c_i = attention(s_{i-1}, h, source mask)          # Bahdanau ordering: the previous state
+    s_i = cell([embedding(y_{i-1}); c_i], s_{i-1})
+    logits_i = Dense(tgt_vocab)(s_i)
+
+Backward runs the decoder steps in reverse, chaining the state gradients through ``dstate`` of
+the backward ops, sending each step's context gradient through the attention into the annotations
+and the final-state gradient into the encoder. ``dtype='float64'`` runs the NumPy references (for
+gradient checks).
+
+Speed: every decoder step is a T = 1 kernel call followed by small NumPy matmuls (attention,
+output). On a machine with few cores, the kernels' thread pool and NumPy's BLAS threads then take
+turns on the same cores and wait on each other (on 2 cores a training step ran about 10x slower);
+``fastrnn.set_num_threads(1)`` (or OPENBLAS_NUM_THREADS=1) avoids it.
+
+fit / evaluate / train_on_batch / save come from :class:`fastrnn.models.Model`; ``predict`` decodes
+greedily. Truncated BPTT (``tbptt=``) is not supported. Saved models load with
+``Seq2Seq.load(path)`` or ``fastrnn.load_model(path, custom_objects={"Seq2Seq": Seq2Seq})``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import losses as losses_module
+from . import saving
+from .layers.base import unique_name
+from .layers.attention import BahdanauAttention, LuongAttention
+from .layers.core import Dense, Embedding
+from .layers.recurrent import GRU, LSTM, Bidirectional, _ops_for
+from .models import Model, _positive_int
+
+__all__ = ["Seq2Seq"]
+
+_CELLS = {"lstm": LSTM, "gru": GRU}
+_ATTENTIONS = ("bahdanau", "luong")
+
+
+def _token_id(value, argname, vocab, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argname}: expected an int token id, got {type(value).__name__}")
+    if not 1 <= value < vocab:
+        raise ValueError(f"{argname}: expected a token id in [1, tgt_vocab={vocab}) (0 is padding), got {value}")
+    return int(value)
+
+
+class Seq2Seq(Model):
+    """Encoder-decoder with attention for token-id sequences (see the module docstring).
+
+    Seq2Seq(src_vocab, tgt_vocab, embed_dim=32, units=64, cell='lstm', bidirectional=True,
+    attention='bahdanau', attention_units=None, start_id=1, end_id=2, max_output_len=None,
+    dtype='float32', seed=None, name=None). ``cell``: 'lstm' or 'gru'; ``attention``: 'bahdanau'
+    (additive, ``attention_units`` default: the decoder's units) or 'luong' (multiplicative
+    'general'). The model is built at construction. Layers: ``src_embedding``, ``encoder``,
+    ``tgt_embedding``, ``attention``, ``decoder`` (the cell's parameters), ``output_layer``.
+    """
+
+    def __init__(self, src_vocab, tgt_vocab, embed_dim=32, units=64, cell="lstm", bidirectional=True,
+                 attention="bahdanau", attention_units=None, start_id=1, end_id=2, max_output_len=None,
+                 dtype="float32", seed=None, name=None):
+        super().__init__(name=unique_name("seq2seq") if name is None else name)
+        self.src_vocab = _positive_int(src_vocab, "src_vocab")
+        self.tgt_vocab = _positive_int(tgt_vocab, "tgt_vocab")
+        self.embed_dim = _positive_int(embed_dim, "embed_dim")
+        self.units = _positive_int(units, "units")
+        if cell not in _CELLS:
+            raise ValueError(f"cell: expected 'lstm' or 'gru', got {cell!r}")
+        if attention not in _ATTENTIONS:
+            raise ValueError(f"attention: expected 'bahdanau' or 'luong', got {attention!r}")
+        self.cell, self.attention_kind, self.bidirectional = cell, attention, bool(bidirectional)
+        self.start_id = _token_id(start_id, "start_id", self.tgt_vocab)
+        self.end_id = _token_id(end_id, "end_id", self.tgt_vocab, allow_none=True)
+        if self.end_id == self.start_id:
+            raise ValueError(f"end_id: must differ from start_id, both are {start_id}")
+        self.max_output_len = None if max_output_len is None else _positive_int(max_output_len, "max_output_len")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed: expected None or a non-negative int, got {seed!r}")
+        self.seed = seed
+        if str(np.dtype(dtype)) not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        self.dtype = np.dtype(dtype)
+
+        def sd(k):
+            return None if seed is None else int(seed) * 16 + k
+
+        dt, rnn = self.dtype.name, _CELLS[cell]
+        self.enc_dim = self.units * (2 if self.bidirectional else 1)
+        self.attention_units = (self.enc_dim if attention_units is None
+                                else _positive_int(attention_units, "attention_units"))
+        E, D = self.embed_dim, self.enc_dim
+        self.src_embedding = Embedding(self.src_vocab, E, mask_zero=True, dtype=dt, seed=sd(0))
+        enc = rnn(self.units, return_sequences=True, return_state=True, dtype=dt, seed=sd(1))
+        self.encoder = Bidirectional(enc) if self.bidirectional else enc
+        self.tgt_embedding = Embedding(self.tgt_vocab, E, dtype=dt, seed=sd(3))
+        if attention == "bahdanau":
+            self.attention = BahdanauAttention(self.attention_units, query_dim=D, value_dim=D, dtype=dt, seed=sd(4))
+        else:
+            self.attention = LuongAttention("general", query_dim=D, value_dim=D, dtype=dt, seed=sd(4))
+        self.decoder = rnn(D, dtype=dt, seed=sd(5), input_shape=(None, E + D))
+        self.output_layer = Dense(self.tgt_vocab, dtype=dt, seed=sd(6), input_shape=(D,))
+        self.src_embedding.build((None,))
+        self.encoder.build((None, E))
+        self.tgt_embedding.build((None,))
+        self._build_input_shape = (None,)
+        self._steps = None
+
+    # ------------------------------------------------------------------ structure
+    def build(self, input_shape=None):
+        """The model is built at construction; this only records the input shape (source ids [Tx])."""
+        self._build_input_shape = (None,) if input_shape is None else tuple(input_shape)
+
+    def get_config(self):
+        """Constructor arguments (JSON-able)."""
+        return {"src_vocab": self.src_vocab, "tgt_vocab": self.tgt_vocab, "embed_dim": self.embed_dim,
+                "units": self.units, "cell": self.cell, "bidirectional": self.bidirectional,
+                "attention": self.attention_kind, "attention_units": self.attention_units,
+                "start_id": self.start_id, "end_id": self.end_id, "max_output_len": self.max_output_len,
+                "dtype": self.dtype.name, "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def load(cls, filepath, compile=True):
+        """A Seq2Seq saved with ``save`` (weights, and with compile=True the optimizer state and loss)."""
+        return saving.load_model(filepath, custom_objects={cls.__name__: cls}, compile=compile)
+
+    # ------------------------------------------------------------------ input checks
+    def _ids(self, a, argname, vocab):
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"{argname}: expected an integer array of token ids, got dtype {a.dtype}")
+        if a.ndim != 2:
+            raise ValueError(f"{argname}: expected token ids of shape [batch, time], got shape {a.shape}")
+        bad = (a < 0) | (a >= vocab)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{argname}: token id {int(a[pos])} at position {pos} is outside [0, {vocab})")
+        return a.astype(np.int64, copy=False)
+
+    def _check_x(self, x, argname="x"):
+        return self._ids(super()._check_x(x, argname), argname, self.src_vocab)
+
+    def _check_xy(self, x, y, xname="x", yname="y"):
+        x, y = super()._check_xy(x, y, xname, yname)
+        return x, self._ids(y, yname, self.tgt_vocab)
+
+    # ------------------------------------------------------------------ encoder / decoder step
+    def _encode(self, x, training):
+        """(annotations [B, Tx, D], source mask [B, Tx], decoder initial state list)."""
+        emb = self.src_embedding(x, training=training)
+        mask = self.src_embedding.compute_mask(x)
+        out = self.encoder(emb, training=training, mask=mask)
+        enc_out, states = out[0], out[1:]
+        if self.bidirectional:
+            n = len(states) // 2
+            states = [np.concatenate([states[k], states[n + k]], axis=-1) for k in range(n)]
+        return enc_out, mask, states
+
+    def _step(self, ops, emb_t, state, enc_out, mask, training):
+        """One decoder step: (new state list, attention weights, (attention cache, cell cache))."""
+        ctx, weights, acache = self.attention.forward_step(state[0], enc_out, mask=mask, training=training)
+        x_t = np.concatenate([emb_t, ctx], axis=-1)[:, None, :]
+        dec = self.decoder
+        _, state, cache = dec._forward_op(ops, np.ascontiguousarray(x_t), dec.w_hh.value, state, None, training)
+        return state, weights, (acache, cache)
+
+    # ------------------------------------------------------------------ teacher-forced forward / backward
+    def forward_teacher(self, x, y, training=False):
+        """Logits [B, Ty, tgt_vocab] with the decoder fed the true previous tokens (teacher forcing).
+
+        With ``training=True`` it keeps what ``backward`` needs."""
+        ops = _ops_for(self.dtype)
+        enc_out, mask, state = self._encode(x, training)
+        B, Ty = y.shape
+        dec_in = np.concatenate([np.full((B, 1), self.start_id, dtype=np.int64), y[:, :-1]], axis=1)
+        emb = self.tgt_embedding(dec_in, training=training)
+        hs = np.empty((B, Ty, self.enc_dim), dtype=self.dtype)
+        steps = []
+        for i in range(Ty):
+            state, _, caches = self._step(ops, emb[:, i], state, enc_out, mask, training)
+            hs[:, i] = state[0]
+            steps.append(caches)
+        logits = self.output_layer(hs, training=training)
+        self._steps = steps if training else None
+        return logits
+
+    def backward(self, dlogits):
+        """Backpropagate d loss / d logits of the last training ``forward_teacher``; accumulates the grads."""
+        if self._steps is None:
+            raise RuntimeError("backward: called before a forward pass with training=True")
+        ops = _ops_for(self.dtype)
+        dec, E, D = self.decoder, self.embed_dim, self.enc_dim
+        dhs = self.output_layer.backward(dlogits)
+        B, Ty = dhs.shape[:2]
+        demb = np.zeros((B, Ty, E), dtype=self.dtype)
+        denc = None
+        dstate = [np.zeros((B, D), dtype=self.dtype) for _ in range(dec._n_states)]
+        for i in range(Ty - 1, -1, -1):
+            acache, cache = self._steps[i]
+            grads = dec._backward_op(ops, cache, None, [dstate[0] + dhs[:, i]] + dstate[1:])
+            for p in dec.parameters():
+                p.grad += grads[p.name.rsplit("/", 1)[1]]
+            dx = grads["x"][:, 0]
+            demb[:, i] = dx[:, :E]
+            dq, dv = self.attention.backward_step(acache, dx[:, E:])
+            denc = dv if denc is None else denc + dv
+            dstate = [grads["h0"] + dq] + ([grads["c0"]] if dec._n_states == 2 else [])
+        self.tgt_embedding.backward(demb)
+        if self.bidirectional:
+            U = self.units
+            dstate = [d[:, :U] for d in dstate] + [d[:, U:] for d in dstate]
+        dx_enc = self.encoder.backward([denc] + [np.ascontiguousarray(d) for d in dstate])
+        self.src_embedding.backward(dx_enc)
+        self._steps = None
+        return None
+
+    def loss_and_grad(self, x, y):
+        """(mean loss over non-padding target tokens, logits); fills every parameter's grad (zeroed first)."""
+        x, y = self._check_xy(x, y)
+        loss = self.loss if self.loss is not None else losses_module.SparseCategoricalCrossentropy(from_logits=True)
+        self.zero_grad()
+        logits = self.forward_teacher(x, y, training=True)
+        total, count, d = loss.sum_and_grad(y, logits, y != 0)
+        self.backward(d / count if count else d)
+        return (total / count if count else 0.0), logits
+
+    # ------------------------------------------------------------------ Model hooks
+    def compile(self, optimizer="adam", loss=None, metrics=None):
+        """As Model.compile; the default loss is sparse categorical cross-entropy on logits."""
+        if loss is None:
+            loss = losses_module.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+    def _outputs_for_loss(self, xb, yb, training):
+        """Teacher-forced logits and the mask of the non-padding target tokens (used by fit and evaluate)."""
+        return self.forward_teacher(xb, yb, training=training), yb != 0
+
+    def _step_tbptt(self, xb, yb, k, where):
+        raise ValueError("tbptt: Seq2Seq does not support truncated BPTT; call fit without tbptt")
+
+    # ------------------------------------------------------------------ greedy decoding
+    def forward(self, x, training=False, mask=None):
+        """Greedy decoding of one batch of source ids (what ``model(x)`` returns): ids [B, max_len]."""
+        return self._greedy(self._check_x(x), self._max_len(None, x))[0]
+
+    def _max_len(self, max_len, x):
+        if max_len is not None:
+            return _positive_int(max_len, "max_len")
+        if self.max_output_len is not None:
+            return self.max_output_len
+        return 2 * int(np.shape(x)[1]) + 2
+
+    def _greedy(self, x, max_len):
+        ops = _ops_for(self.dtype)
+        enc_out, mask, state = self._encode(x, False)
+        B, Tx = x.shape
+        table = self.tgt_embedding.embeddings.value
+        tok = np.full(B, self.start_id, dtype=np.int64)
+        out = np.zeros((B, max_len), dtype=np.int64)
+        att = np.zeros((B, max_len, Tx), dtype=self.dtype)
+        done = np.zeros(B, dtype=bool)
+        for i in range(max_len):
+            state, weights, _ = self._step(ops, table[tok], state, enc_out, mask, False)
+            logits = self.output_layer(state[0])
+            tok = np.where(done, 0, logits[:, 1:].argmax(axis=-1) + 1)  # never the padding id 0
+            out[:, i] = tok
+            att[:, i] = np.where(done[:, None], 0, weights)
+            if self.end_id is not None:
+                done |= tok == self.end_id
+                if done.all():
+                    break
+        return out, att
+
+    def predict(self, x, batch_size=None, verbose=0, max_len=None, return_attention=False):
+        """Greedy decoding: ids [N, max_len] (0 after a row's end_id), and with ``return_attention``
+        also the attention weights [N, max_len, Tx] of every decoded step (0 after the end).
+
+        max_len: default ``max_output_len`` from the constructor, else 2 * Tx + 2."""
+        x = self._check_x(x)
+        max_len = self._max_len(max_len, x)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
+        ids, atts = [], []
+        steps = int(math.ceil(x.shape[0] / batch_size))
+        for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
+            o, a = self._greedy(x[b * batch_size:(b + 1) * batch_size], max_len)
+            ids.append(o)
+            atts.append(a)
+        ids = np.concatenate(ids, axis=0)
+        return (ids, np.concatenate(atts, axis=0)) if return_attention else ids

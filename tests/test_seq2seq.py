@@ -1,0 +1,232 @@
+"""Seq2Seq with attention: gradients by finite differences, padding, learning a toy task, decoding,
+save/load, the example script and input errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from fastrnn import Seq2Seq
+
+from _problems import numgrad
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from seq2seq_attention import DIGIT0, END, make_data  # noqa: E402  (the example's toy task)
+
+
+def reverse_task(n, seed):
+    """Random digit sequences (ids 3..12, lengths 4..7, right-padded with 0) and their reversals + END."""
+    return make_data(n, np.random.default_rng(seed))
+
+
+@pytest.fixture
+def one_thread():
+    # the decoder alternates tiny kernel calls with NumPy matmuls: one kernel thread avoids the two
+    # thread pools contending for the same cores
+    old = fr.get_num_threads()
+    fr.set_num_threads(1)
+    yield
+    fr.set_num_threads(old)
+
+
+# ------------------------------------------------------------------------------------- gradients
+TINY_X = np.array([[3, 4, 5, 0], [5, 3, 0, 0], [4, 4, 4, 3]])
+TINY_Y = np.array([[5, 4, 3, 2, 0], [3, 5, 2, 0, 0], [3, 4, 4, 4, 2]])
+
+
+@pytest.mark.parametrize("cell,attention,bidirectional", [
+    ("lstm", "bahdanau", True), ("gru", "luong", False), ("gru", "bahdanau", True), ("lstm", "luong", False)])
+def test_loss_gradient_matches_finite_differences(cell, attention, bidirectional):
+    model = Seq2Seq(6, 6, embed_dim=3, units=2, cell=cell, attention=attention, bidirectional=bidirectional,
+                    attention_units=3, dtype="float64", seed=1)
+    for p in model.parameters():  # larger weights than the initialisation: every path matters
+        p.value[...] = np.random.default_rng(abs(hash(p.name)) % 2**32).uniform(-0.8, 0.8, p.shape)
+    loss_fn = fr.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss():
+        return loss_fn(TINY_Y, model.forward_teacher(TINY_X, TINY_Y), TINY_Y != 0)[0]
+
+    value, _ = model.loss_and_grad(TINY_X, TINY_Y)
+    assert value == pytest.approx(loss(), rel=1e-12)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for p in model.parameters():
+        g = p.grad.copy()
+        flat = p.value.reshape(-1)
+        picks = set(rng.choice(flat.size, size=min(5, flat.size), replace=False).tolist())
+        picks.add(int(np.argmax(np.abs(g))))
+        for k in picks:
+            one = flat[k:k + 1]  # a view: numgrad perturbs the parameter in place
+            num = numgrad(loss, one)[0]
+            assert g.reshape(-1)[k] == pytest.approx(num, rel=1e-5, abs=1e-8), (p.name, k)
+            checked += 1
+        assert np.any(g != 0), p.name
+    assert checked >= 4 * len(model.parameters())
+
+
+def test_padding_beyond_the_sequences_changes_nothing():
+    model = Seq2Seq(6, 6, embed_dim=3, units=2, dtype="float64", seed=2)
+    v1, _ = model.loss_and_grad(TINY_X, TINY_Y)
+    g1 = [p.grad.copy() for p in model.parameters()]
+    x2 = np.pad(TINY_X, ((0, 0), (0, 3)))
+    y2 = np.pad(TINY_Y, ((0, 0), (0, 2)))
+    v2, _ = model.loss_and_grad(x2, y2)
+    assert v2 == pytest.approx(v1, rel=1e-12)
+    for a, p in zip(g1, model.parameters()):
+        np.testing.assert_allclose(p.grad, a, rtol=1e-10, atol=1e-14, err_msg=p.name)
+    # the source padding row of the embedding gets no gradient
+    assert np.all(model.src_embedding.embeddings.grad[0] == 0)
+
+
+def test_float32_kernels_agree_with_float64_reference():
+    m32 = Seq2Seq(6, 6, embed_dim=4, units=3, cell="gru", seed=3)
+    m64 = Seq2Seq(6, 6, embed_dim=4, units=3, cell="gru", dtype="float64")
+    m64.set_weights(m32.get_weights())
+    np.testing.assert_allclose(m32.forward_teacher(TINY_X, TINY_Y), m64.forward_teacher(TINY_X, TINY_Y),
+                               rtol=1e-4, atol=1e-5)
+    m32.loss_and_grad(TINY_X, TINY_Y)
+    m64.loss_and_grad(TINY_X, TINY_Y)
+    for a, b in zip(m32.parameters(), m64.parameters()):
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-3, atol=1e-5, err_msg=a.name)
+
+
+# ------------------------------------------------------------------------------------- learning
+@pytest.fixture(scope="module")
+def trained():
+    old = fr.get_num_threads()
+    fr.set_num_threads(1)
+    try:
+        x, y = reverse_task(1200, 0)
+        xt, yt = reverse_task(200, 1)
+        model = Seq2Seq(13, 13, embed_dim=16, units=32, seed=0)
+        model.compile(optimizer=fr.optim.Adam(learning_rate=0.01), metrics=["accuracy"])
+        t0 = time.perf_counter()
+        acc, epochs = 0.0, 0
+        while acc <= 0.95 and epochs < 12:
+            model.fit(x, y, epochs=1, batch_size=48, verbose=0, seed=epochs)
+            epochs += 1
+            acc = float(np.mean(np.all(model.predict(xt, max_len=yt.shape[1]) == yt, axis=1)))
+        seconds = time.perf_counter() - t0
+    finally:
+        fr.set_num_threads(old)
+    return dict(model=model, x=x, y=y, xt=xt, yt=yt, acc=acc, seconds=seconds, epochs=epochs)
+
+
+def test_learns_to_reverse_digit_sequences(trained):
+    print(f"exact-sequence accuracy {trained['acc']:.3f} after {trained['epochs']} epochs, "
+          f"{trained['seconds']:.1f} s")
+    assert trained["acc"] > 0.9
+    model, xt, yt = trained["model"], trained["xt"], trained["yt"]
+    loss, acc = model.evaluate(xt, yt, verbose=0)
+    assert loss < 0.3 and acc > 0.95
+
+
+def test_greedy_decoding_and_attention_weights(trained, one_thread):
+    model, xt = trained["model"], trained["xt"][:20]
+    ids, att = model.predict(xt, max_len=10, batch_size=7, return_attention=True)
+    assert ids.shape == (20, 10) and att.shape == (20, 10, xt.shape[1])
+    src_mask = xt != 0
+    for b in range(20):
+        ends = np.flatnonzero(ids[b] == END)
+        assert ends.size == 1  # decoding stops at the end token ...
+        e = ends[0]
+        assert np.all(ids[b, e + 1:] == 0) and np.all(att[b, e + 1:] == 0)  # ... and pads after it
+        assert np.all(ids[b, :e] >= DIGIT0)
+        np.testing.assert_allclose(att[b, :e + 1].sum(axis=1), 1.0, rtol=1e-5)
+        assert np.all(att[b, :, ~src_mask[b]] == 0)
+    # reversing: the first output attends mostly to the last source digit
+    last = src_mask.sum(axis=1) - 1
+    assert np.mean(att[:, 0].argmax(axis=1) == last) > 0.7
+    # model(x) is the same greedy decoding
+    np.testing.assert_array_equal(model(xt[:3])[:, :10], ids[:3])
+
+
+def test_save_and_load_roundtrip(trained, tmp_path, one_thread):
+    model, x, y, xt = trained["model"], trained["x"][:96], trained["y"][:96], trained["xt"][:30]
+    path = tmp_path / "s2s.fastrnn"
+    model.save(path)
+    loaded = Seq2Seq.load(path)
+    assert loaded.get_config() | {"name": None} == model.get_config() | {"name": None}
+    np.testing.assert_array_equal(loaded.predict(xt), model.predict(xt))
+    also = fr.load_model(path, custom_objects={"Seq2Seq": Seq2Seq})
+    np.testing.assert_array_equal(also.predict(xt), model.predict(xt))
+    # the optimizer state came along: one more identical step gives identical weights
+    a = model.train_on_batch(x, y)
+    b = loaded.train_on_batch(x, y)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    for p, q in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(p.value, q.value)
+    with pytest.raises(ValueError, match="custom model class 'Seq2Seq'"):
+        fr.load_model(path)
+
+
+def test_fit_history_validation_and_summary(one_thread):
+    x, y = reverse_task(64, 5)
+    model = Seq2Seq(13, 13, embed_dim=4, units=4, cell="gru", attention="luong", bidirectional=False, seed=4)
+    model.compile(metrics=["accuracy"])
+    h = model.fit(x, y, epochs=2, batch_size=16, validation_split=0.25, verbose=0)
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(np.isfinite(v).all() for v in h.history.values())
+    text = model.summary(print_fn=lambda s: None)
+    assert "LuongAttention" in text and f"{model.count_params():,}" in text
+    clone = Seq2Seq.from_config(model.get_config())
+    assert [p.shape for p in clone.parameters()] == [p.shape for p in model.parameters()]
+
+
+# ------------------------------------------------------------------------------------- errors
+def test_bad_inputs_raise_clear_errors():
+    model = Seq2Seq(6, 6, embed_dim=2, units=2, seed=0)
+    model.compile()
+    with pytest.raises(TypeError, match="x: expected an integer array"):
+        model.fit(TINY_X.astype(float), TINY_Y, verbose=0)
+    with pytest.raises(ValueError, match=r"y: token id 7 at position \(0, 1\)"):
+        model.fit(TINY_X, np.where(TINY_Y == 4, 7, TINY_Y), verbose=0)
+    with pytest.raises(ValueError, match="x: expected rank 2"):
+        model.predict(TINY_X[:, :, None])
+    with pytest.raises(ValueError, match="same number of samples"):
+        model.evaluate(TINY_X, TINY_Y[:2], verbose=0)
+    with pytest.raises(ValueError, match="tbptt"):
+        model.fit(TINY_X, TINY_Y, tbptt=2, verbose=0)
+    with pytest.raises(ValueError, match="max_len"):
+        model.predict(TINY_X, max_len=0)
+    with pytest.raises(RuntimeError, match="before a forward pass"):
+        model.backward(np.zeros((3, 5, 6)))
+    with pytest.raises(ValueError, match="cell"):
+        Seq2Seq(6, 6, cell="rnn")
+    with pytest.raises(ValueError, match="attention"):
+        Seq2Seq(6, 6, attention="dot")
+    with pytest.raises(ValueError, match="end_id"):
+        Seq2Seq(6, 6, start_id=1, end_id=1)
+    with pytest.raises(ValueError, match="start_id"):
+        Seq2Seq(6, 6, start_id=6)
+    with pytest.raises(TypeError, match="units"):
+        Seq2Seq(6, 6, units=2.0)
+    with pytest.raises(ValueError, match="dtype"):
+        Seq2Seq(6, 6, dtype="float16")
+
+
+# ------------------------------------------------------------------------------------- example
+def test_example_smoke(tmp_path):
+    import json
+
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke"], cwd=tmp_path,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS_JSON ")]
+    assert len(lines) == 1
+    data = json.loads(lines[0][len("RESULTS_JSON "):])
+    assert data["example"] == "seq2seq_attention" and data["mode"] == "smoke"
+    res = data["results"]
+    assert 0.0 <= res["exact_sequence_accuracy"] <= 1.0 and 0.0 <= res["token_accuracy"] <= 1.0
+    assert res["params"] > 0 and res["seconds"] > 0
+    assert "attention weights" in proc.stdout and "->" in proc.stdout
+    bad = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke", "--epochs", "0"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--epochs" in bad.stderr and "Traceback" not in bad.stderr
