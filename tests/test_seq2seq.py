@@ -230,3 +230,15 @@ def test_example_smoke(tmp_path):
     bad = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke", "--epochs", "0"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--epochs" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_empty_source_row_gives_finite_loss_gradients_and_decoding():
+    model = Seq2Seq(6, 6, embed_dim=3, units=2, dtype="float64", seed=7)
+    x = TINY_X.copy()
+    x[1] = 0  # a source with no tokens: zero context, zero initial state, no NaN
+    value, logits = model.loss_and_grad(x, TINY_Y)
+    assert np.isfinite(value) and np.all(np.isfinite(logits))
+    assert all(np.all(np.isfinite(p.grad)) for p in model.parameters())
+    ids, att = model.predict(x, max_len=4, return_attention=True)
+    assert np.all(att[1] == 0) and np.all(np.isfinite(att))
+    assert np.all(ids[:, 0] != 0)  # greedy decoding never emits the padding id
