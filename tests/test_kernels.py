@@ -292,6 +292,18 @@ print("ok")
         assert proc.returncode == 0 and proc.stdout.strip() == "ok", (env, proc.stderr[-2000:])
 
 
+@pytest.mark.parametrize("env,want", [({}, "3000"), ({"GOMP_SPINCOUNT": "77"}, "77"), ({"OMP_WAIT_POLICY": "active"}, "")])
+def test_openmp_spin_default_is_short_and_user_settings_win(env, want):
+    # idle kernel workers must not busy-wait for long after a call (they would compete with
+    # NumPy's BLAS threads in code that alternates the two); a user's own setting is kept, and the
+    # environment seen by other libraries and child processes is left as it was
+    code = ("import os, fastrnn; from fastrnn import _core; "
+            "print(repr(_core.gomp_spincount_at_load()), repr(os.environ.get('GOMP_SPINCOUNT')))")
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [repr(want), repr(env.get("GOMP_SPINCOUNT"))]
+
+
 def test_set_num_threads_checks_its_argument():
     with pytest.raises(ValueError, match="set_num_threads: n must be <= "):
         fastrnn.set_num_threads(100_000)

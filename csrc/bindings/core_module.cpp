@@ -258,6 +258,13 @@ farr activation(const std::string& kind, const farr& x) {
 
 }  // namespace
 
+// GOMP_SPINCOUNT as the environment held it when this module (and with it libgomp, which reads it
+// once, at load) was loaded: fastrnn's Python side sets a short default just for that moment.
+static const std::string g_spin_at_load = [] {
+  const char* v = std::getenv("GOMP_SPINCOUNT");
+  return std::string(v ? v : "");
+}();
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastrnn CPU kernels (SimpleRNN, LSTM, GRU forward and BPTT; GEMM)";
   m.def("forward", &forward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
@@ -276,6 +283,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("activation", &activation, py::arg("kind"), py::arg("x").noconvert(),
         "The kernels' vectorised sigmoid / tanh / exp on the active ISA (for accuracy tests); the vector "
         "exp clamps its input to [-87, 88].");
+  m.def("gomp_spincount_at_load", []() { return g_spin_at_load; },
+        "GOMP_SPINCOUNT when the module was loaded ('' when unset).");
   m.def("release_workspace", []() { thread_workspace().release(); },
         "Free the calling thread's cached kernel workspace (it is reallocated on the next call).");
   m.def("workspace_bytes", []() { return thread_workspace().floats * sizeof(float); },
