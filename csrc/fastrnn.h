@@ -115,6 +115,8 @@ struct KernelTable {
   void (*backward)(const BackwardArgs& a);
   void (*gemm)(const GemmArgs& g);
   void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
+  size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
+  void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
 };
 
 const KernelTable& kernels_scalar();
@@ -127,6 +129,10 @@ const KernelTable& kernels_avx512();
 
 // isa.cpp: the table in use (CPUID once at start, FASTRNN_ISA=scalar|avx2|avx512 overrides).
 const KernelTable& active_kernels();
+// The GEMM packing scratch of every instruction-set path this CPU runs: bytes held by the calling
+// thread, and freeing it there and on the workers of a `threads`-thread team.
+size_t scratch_bytes_all();
+void release_scratch_all(int threads);
 const char* active_isa();
 void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
 int isa_supported(const char* name);  // by the build and the CPU

@@ -344,8 +344,11 @@ def test_workspace_is_cached_per_thread_and_releasable():
     y0, _, c0 = ops.gru_forward(*args, **kw)
     g0 = ops.gru_backward(c0, y0)
     assert _core.workspace_bytes() > 0
+    _core.gemm(np.ones((300, 200), np.float32), np.ones((200, 100), np.float32))  # packs on this thread
+    assert _core.scratch_bytes() > 0
     _core.release_workspace()
     assert _core.workspace_bytes() == 0
+    assert _core.scratch_bytes() == 0
     big = make_problem("gru", 9, 17, 6, 70, dtype=np.float32, seed=1)
     ops.gru_forward(*forward_args("gru", big)[0])  # grows the buffer in between
     y1, _, c1 = ops.gru_forward(*args, **kw)

@@ -285,8 +285,16 @@ PYBIND11_MODULE(_core, m) {
         "exp clamps its input to [-87, 88].");
   m.def("gomp_spincount_at_load", []() { return g_spin_at_load; },
         "GOMP_SPINCOUNT when the module was loaded ('' when unset).");
-  m.def("release_workspace", []() { thread_workspace().release(); },
-        "Free the calling thread's cached kernel workspace (it is reallocated on the next call).");
+  m.def("release_workspace",
+        []() {
+          thread_workspace().release();
+          py::gil_scoped_release release;
+          fastrnn::release_scratch_all(fastrnn::get_num_threads());
+        },
+        "Free the calling thread's cached kernel workspace and the GEMM packing scratch of the "
+        "calling thread and of the kernels' worker threads (all are reallocated when next needed).");
+  m.def("scratch_bytes", []() { return fastrnn::scratch_bytes_all(); },
+        "Bytes of GEMM packing scratch held by the calling thread.");
   m.def("workspace_bytes", []() { return thread_workspace().floats * sizeof(float); },
         "Bytes of kernel workspace cached for the calling thread.");
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));

@@ -88,6 +88,18 @@ const char* active_isa() { return active_kernels().name; }
 
 int isa_supported(const char* name) { return table_for(name) != nullptr; }
 
+size_t scratch_bytes_all() {
+  size_t n = 0;
+  for (const char* name : {"scalar", "avx2", "avx512"})
+    if (const KernelTable* t = table_for(name)) n += t->scratch_bytes();
+  return n;
+}
+
+void release_scratch_all(int threads) {
+  for (const char* name : {"scalar", "avx2", "avx512"})
+    if (const KernelTable* t = table_for(name)) t->release_scratch(threads);
+}
+
 void set_isa(const char* name) {
   const std::string n(name);
   if (n == "auto") {

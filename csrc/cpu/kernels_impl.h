@@ -77,10 +77,26 @@ static inline void with_rows(int m, F&& f) {
 }
 
 // Per-thread packing scratch for the GEMM: grows once, reused by every later call on the thread.
+thread_local std::vector<float> g_scratch[2];
+
 static float* scratch(int which, size_t n) {
-  thread_local std::vector<float> bufs[2];
-  if (bufs[which].size() < n) bufs[which].resize(n);
-  return bufs[which].data();
+  if (g_scratch[which].size() < n) g_scratch[which].resize(n);
+  return g_scratch[which].data();
+}
+
+// The calling thread's packing scratch in bytes, and freeing it on the calling thread and on the
+// workers of a `threads`-thread team (libgomp reuses its worker threads from team to team).
+static size_t scratch_bytes() { return sizeof(float) * (g_scratch[0].capacity() + g_scratch[1].capacity()); }
+
+static void release_scratch(int threads) {
+  auto release = [] {
+    for (auto& b : g_scratch) std::vector<float>().swap(b);
+  };
+  release();
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    release();
+  }
 }
 
 // =============================================================================================
@@ -975,7 +991,8 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 }
 
 static const KernelTable& table() {
-  static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation};
+  static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
+                             scratch_bytes, release_scratch};
   return t;
 }
 
