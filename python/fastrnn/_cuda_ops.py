@@ -151,18 +151,9 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     f32 = cupy.float32
     with cupy.cuda.Device(dev):
         dy = _grad(fn, "dy", dy, (B, T, H) if cache.batch_first else (T, B, H), dev)
-        dc_n = None
-        if cell == "lstm":
-            if dstate is None:
-                dh_n = None
-            elif isinstance(dstate, (tuple, list)) and len(dstate) == 2:
-                dh_n, dc_n = dstate
-            else:
-                raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {type(dstate).__name__}")
-            dh_n = _grad(fn, "dstate[0] (dh_n)", dh_n, (B, H), dev)
-            dc_n = _grad(fn, "dstate[1] (dc_n)", dc_n, (B, H), dev)
-        else:
-            dh_n = _grad(fn, "dstate", dstate, (B, H), dev)
+        dh_n, dc_n, dh_name = C.split_dstate(fn, cell, dstate)
+        dh_n = _grad(fn, dh_name, dh_n, (B, H), dev)
+        dc_n = _grad(fn, "dstate[1] (dc_n)", dc_n, (B, H), dev)
         dx = cupy.empty(cache.x.shape, dtype=f32) if need_dx else None
         dh0 = cupy.empty((B, H), dtype=f32)
         dc0 = cupy.empty((B, H), dtype=f32) if cell == "lstm" else None

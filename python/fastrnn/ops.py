@@ -177,18 +177,9 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     k = C.check_bptt_steps(bptt_steps, fn)
     T, B, H = cache.T, cache.B, cache.H
     dy = _grad_array(fn, "dy", dy, (B, T, H) if cache.batch_first else (T, B, H))
-    dc_n = None
-    if cell == "lstm":
-        if dstate is None:
-            dh_n = None
-        elif isinstance(dstate, (tuple, list)) and len(dstate) == 2:
-            dh_n, dc_n = dstate
-        else:
-            raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {type(dstate).__name__}")
-        dh_n = _grad_array(fn, "dstate[0] (dh_n)", dh_n, (B, H))
-        dc_n = _grad_array(fn, "dstate[1] (dc_n)", dc_n, (B, H))
-    else:
-        dh_n = _grad_array(fn, "dstate", dstate, (B, H))
+    dh_n, dc_n, dh_name = C.split_dstate(fn, cell, dstate)
+    dh_n = _grad_array(fn, dh_name, dh_n, (B, H))
+    dc_n = _grad_array(fn, "dstate[1] (dc_n)", dc_n, (B, H))
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
         cache.cell_id, cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.batch_first,
         cache.gates, cache.hprev, cache.aux, dy, dh_n, dc_n, 0 if k is None else k, bool(need_dx))

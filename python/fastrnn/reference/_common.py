@@ -251,6 +251,18 @@ def check_forward_args(cell, x, w_ih, w_hh, biases, h0=None, c0=None, lengths=No
 
 # --------------------------------------------------------------------------- the backward check
 
+def split_dstate(fn, cell, dstate):
+    """(dh_n, dc_n, the name dh_n goes by in messages) from ``{cell}_backward``'s dstate: a pair
+    (dh_n, dc_n) or None for lstm, one array or None otherwise. The arrays are not checked here."""
+    if cell != "lstm":
+        return dstate, None, "dstate"
+    if dstate is None:
+        return None, None, "dstate[0] (dh_n)"
+    if isinstance(dstate, (tuple, list)) and len(dstate) == 2:
+        return dstate[0], dstate[1], "dstate[0] (dh_n)"
+    raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {_kind(dstate)}")
+
+
 def check_backward_args(cell, cache, dy, dstate, bptt_steps):
     """Validate the arguments of ``{cell}_backward``.
 
@@ -278,22 +290,12 @@ def check_backward_args(cell, cache, dy, dstate, bptt_steps):
         check_array(fn, "dy", dy, (B, T, H) if batch_first else (T, B, H), dtype, xp)
         dy_tm = to_time_major(dy, batch_first)
 
-    dc_n = None
+    dh_n, dc_n, name = split_dstate(fn, cell, dstate)
     if cell == "lstm":
-        if dstate is None:
-            dh_n = dc_n = None
-        elif isinstance(dstate, (tuple, list)) and len(dstate) == 2:
-            dh_n, dc_n = dstate
-        else:
-            raise TypeError(f"{fn}: dstate must be None or a pair (dh_n, dc_n), got {_kind(dstate)}")
         if dc_n is not None:
             check_array(fn, "dstate[1] (dc_n)", dc_n, (B, H), dtype, xp)
         else:
             dc_n = xp.zeros((B, H), dtype=dtype)
-        name = "dstate[0] (dh_n)"
-    else:
-        dh_n = dstate
-        name = "dstate"
     if dh_n is not None:
         check_array(fn, name, dh_n, (B, H), dtype, xp)
     else:
