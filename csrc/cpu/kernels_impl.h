@@ -132,6 +132,57 @@ static inline void transpose_8x16(const float* A, int64_t rsa, float* dst) {
 }
 #endif
 
+// dst[k * ldd + i] = src[i * lds + k] for i, k < W: one W x W block transposed in registers
+// (16 x 16 on AVX-512, 8 x 8 on AVX2). Serves the packing of operands stored the other way round
+// (W_hh for the forward tiles, W_ih^T for the input projection), which was a scalar gather.
+static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_t ldd) {
+#if defined(FASTRNN_ISA_AVX512)
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 16; i += 2) {  // per 128-bit lane l: (r_i[4l], r_i+1[4l], r_i[4l+1], r_i+1[4l+1]) ...
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 16; h += 4) {  // r[h+j], lane l: rows h..h+3 at k = 4l + j
+    const __m512d a = _mm512_castps_pd(t[h]), b = _mm512_castps_pd(t[h + 1]);
+    const __m512d c = _mm512_castps_pd(t[h + 2]), e = _mm512_castps_pd(t[h + 3]);
+    r[h + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[h + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+    r[h + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+  }
+  for (int h = 0; h < 16; h += 8)  // t[h+j] lanes: rows h..h+3 at k = j, 8+j, then h+4..h+7 at k = j, 8+j
+    for (int j = 0; j < 4; ++j) {  // (t[h+4+j]: the same rows at k = 4+j, 12+j)
+      t[h + j] = _mm512_shuffle_f32x4(r[h + j], r[h + 4 + j], 0x88);
+      t[h + 4 + j] = _mm512_shuffle_f32x4(r[h + j], r[h + 4 + j], 0xDD);
+    }
+  for (int j = 0; j < 8; ++j) {  // rows 0..15 at k = j (lanes from t[j], t[8+j]) and at k = 8+j
+    _mm512_storeu_ps(dst + j * ldd, _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88));
+    _mm512_storeu_ps(dst + (8 + j) * ldd, _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD));
+  }
+#elif defined(FASTRNN_ISA_AVX2)
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    r[h + 0] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+    _mm256_storeu_ps(dst + (4 + j) * ldd, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+  }
+#else
+  for (int i = 0; i < W; ++i)
+    for (int k = 0; k < W; ++k) dst[k * ldd + i] = src[i * lds + k];
+#endif
+}
+
 // A block (mc x kc) -> GEMM_MR-row panels, each stored k-major: Ap[panel][k][i]; pads with zeros.
 static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t csa, float* Ap) {
   for (int64_t i0 = 0; i0 < mc; i0 += GEMM_MR) {
@@ -191,8 +242,13 @@ static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t 
         for (int j = 0; j < n; ++j) d[j] = src[j];
         for (int j = n; j < nr; ++j) d[j] = 0.0f;
       }
-    } else {  // k outer: contiguous writes; the n source rows stay in L1 across 16 values of k
-      for (int64_t k = 0; k < kc; ++k) {
+    } else {
+      int64_t k0 = 0;
+      if (rsb == 1 && n == nr)  // B's columns are contiguous: whole W x W blocks transposed in registers
+        for (; k0 + W <= kc; k0 += W)
+          for (int v = 0; v < nr; v += W) transpose_w(B + (j0 + v) * csb + k0, csb, dst + k0 * nr + v, nr);
+      // the rest: k outer, contiguous writes; the n source rows stay in L1 across 16 values of k
+      for (int64_t k = k0; k < kc; ++k) {
         const float* src = B + k * rsb + j0 * csb;
         float* d = dst + k * nr;
         for (int j = 0; j < n; ++j) d[j] = src[j * csb];
@@ -472,10 +528,14 @@ static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p
     float* dst = Wp + p * H * G * W;
     const int64_t j0 = p * W;
     const int nv = (int)std::min<int64_t>(W, H - j0);
+    int64_t k0 = 0;
+    if (nv == W)  // whole W x W blocks: transposed in registers
+      for (; k0 + W <= H; k0 += W)
+        for (int g = 0; g < G; ++g) transpose_w(w_hh + (g * H + j0) * H + k0, H, dst + k0 * G * W + g * W, G * W);
     const float* src[G * W];  // the G*W source rows of this panel (nullptr: zero padding)
     for (int g = 0; g < G; ++g)
       for (int w = 0; w < W; ++w) src[g * W + w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
-    for (int64_t k = 0; k < H; ++k)  // contiguous writes; the source rows stay in L1 across k
+    for (int64_t k = k0; k < H; ++k)  // the rest: contiguous writes; the source rows stay in L1 across k
       for (int r = 0; r < G * W; ++r) dst[k * G * W + r] = src[r] ? src[r][k] : 0.0f;
   }
 }
