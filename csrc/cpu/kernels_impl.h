@@ -528,10 +528,9 @@ static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p
     float* dst = Wp + p * H * G * W;
     const int64_t j0 = p * W;
     const int nv = (int)std::min<int64_t>(W, H - j0);
-    int64_t k0 = 0;
-    if (nv == W)  // whole W x W blocks: transposed in registers
-      for (; k0 + W <= H; k0 += W)
-        for (int g = 0; g < G; ++g) transpose_w(w_hh + (g * H + j0) * H + k0, H, dst + k0 * G * W + g * W, G * W);
+    const int64_t k0 = nv == W ? H / W * W : 0;  // whole W x W blocks: transposed in registers, one
+    for (int g = 0; g < G; ++g)                  // gate at a time (W source rows streamed at once)
+      for (int64_t k = 0; k < k0; k += W) transpose_w(w_hh + (g * H + j0) * H + k, H, dst + k * G * W + g * W, G * W);
     const float* src[G * W];  // the G*W source rows of this panel (nullptr: zero padding)
     for (int g = 0; g < G; ++g)
       for (int w = 0; w < W; ++w) src[g * W + w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
@@ -550,8 +549,10 @@ static void pack_whh_backward(const float* w_hh, int64_t GH, int64_t H, int64_t 
     for (int64_t k = 0; k < GH; ++k) {
       const float* src = w_hh + k * H + j0;
       float* d = dst + k * BWD_NR;
-      for (int j = 0; j < n; ++j) d[j] = src[j];
-      for (int j = n; j < BWD_NR; ++j) d[j] = 0.0f;
+      for (int v = 0; v < BWD_NV; ++v) {
+        const int nv = (int)std::max(0, std::min(W, n - v * W));
+        Simd::store(d + v * W, Simd::loadn(src + v * W, nv));  // zeros past H
+      }
     }
   }
 }
