@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_bench_table_runs_and_writes_markdown(tmp_path):
     md = tmp_path / "table.md"
@@ -23,3 +25,35 @@ def test_bench_rejects_unknown_shape():
     proc = subprocess.run([sys.executable, "-m", "fastrnn", "bench", "--shapes=huge"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "unknown shape 'huge'" in proc.stderr
+
+
+class _FakeTime:
+    """A clock that moves only when the timed functions say so; sleep() marks a new block."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.blocks = 0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.blocks += 1
+
+
+def test_interleaved_timing_reports_the_quietest_block(monkeypatch):
+    from fastrnn import _bench
+
+    clock = _FakeTime()
+    monkeypatch.setattr(_bench, "time", clock)
+
+    def busy_then_quiet():  # 5 ms in the first two of its three blocks (load), then 4 ms
+        clock.now += 0.005 if (clock.blocks - 1) // 2 < 2 else 0.004
+
+    def steady():
+        clock.now += 0.010
+
+    t_a, t_b = _bench.timeit_interleaved([busy_then_quiet, steady], min_time=0.3, rounds=3)
+    assert clock.blocks == 6  # a, b, a, b, a, b
+    # a's median over all its calls would be 5 ms (40 calls at 5 ms, 25 at 4 ms)
+    assert t_a == pytest.approx(0.004) and t_b == pytest.approx(0.010)

@@ -7,13 +7,14 @@ against numpy's matmul on the input-projection shapes. FLOP convention: LSTM for
 2*T*B*4H*(I+H), GRU the same with 3H, training = 3x forward; GEMM 2*M*N*K.
 
 The machines this runs on are shared and noisy: fastrnn and torch are timed in alternating
-blocks, so that load bursts hit both; read the ratios of one run, not absolute figures across
-runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
+blocks, so that load bursts hit both, and each figure is the median of its quietest block (load
+only ever adds time); read the ratios of one run, not absolute figures across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -50,25 +51,27 @@ def timeit(fn, min_time=0.5, min_runs=3, max_runs=50):
 
 
 def timeit_interleaved(fns, min_time=0.5, rounds=5, min_runs=3):
-    """Median seconds of each function, timed in alternating blocks (f1 block, f2 block, ...,
-    repeated `rounds` times), so that a burst of load on a shared machine hits all of them alike.
-    Each block starts after a 20 ms pause and one untimed call: the thread pools of the other
-    library (libgomp, OpenBLAS, torch's OpenMP) spin for a while after their last call and would
-    otherwise steal the second core from the first calls of the block."""
-    times = [[] for _ in fns]
+    """Seconds of each function, timed in alternating blocks (f1 block, f2 block, ..., repeated
+    `rounds` times): the median of each block, then the smallest of these block medians. Load
+    from other tenants of a shared machine only ever adds time and comes in bursts, so the
+    quietest block is the best estimate of what each function costs, and every function gets the
+    same treatment. Each block starts after a 20 ms pause and one untimed call: the thread pools
+    of the other library (libgomp, OpenBLAS, torch's OpenMP) spin for a while after their last
+    call and would otherwise steal the second core from the first calls of the block."""
+    best = [math.inf for _ in fns]
     per_block = max(min_time / rounds, 0.0)
     for _ in range(rounds):
-        for fn, ts in zip(fns, times):
+        for i, fn in enumerate(fns):
             time.sleep(0.02)
             fn()
+            ts = []
             start = time.perf_counter()
-            n = 0
-            while n < min_runs or time.perf_counter() - start < per_block:
+            while len(ts) < min_runs or time.perf_counter() - start < per_block:
                 t0 = time.perf_counter()
                 fn()
                 ts.append(time.perf_counter() - t0)
-                n += 1
-    return [statistics.median(ts) for ts in times]
+            best[i] = min(best[i], statistics.median(ts))
+    return best
 
 
 def _problem(cell, T, B, I, H, seed=0):
