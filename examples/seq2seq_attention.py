@@ -23,7 +23,7 @@ import numpy as np
 import fastrnn
 from fastrnn import optim
 
-from _common import add_threads_arg, mode_config, print_results, set_seed
+from _common import add_threads_arg, apply_threads, mode_config, print_results, set_seed
 
 MODES = {
     "full": dict(train=6000, test=1000, embed=32, units=64, epochs=8, batch=64, lr=5e-3),
@@ -65,11 +65,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    # the decoder alternates one-step kernel calls with small NumPy matmuls; one kernel thread keeps the
-    # kernels' thread pool from contending with NumPy's for the same cores (pass --threads to change it)
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit("--threads must be >= 1")
-    fastrnn.set_num_threads(1 if args.threads is None else args.threads)
+    apply_threads(args.threads)
     mode, cfg = mode_config(args, MODES)
     set_seed(args.seed)
     rng = np.random.default_rng(args.seed)

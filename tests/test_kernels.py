@@ -189,6 +189,52 @@ def test_gemm_matches_numpy(isa, shape, trans_a, trans_b):
     assert err <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want))), err
 
 
+@pytest.mark.parametrize("a_shape,b_shape", [((37, 53), (53, 29)), ((4, 7, 33), (33, 65)), ((1, 1), (1, 1)),
+                                             ((2, 3, 5, 17), (17, 3)), ((130, 300), (300, 257))])
+@pytest.mark.parametrize("layout", ["c", "a_transposed", "b_transposed", "strided"])
+def test_ops_matmul_matches_numpy_for_every_layout(isa, a_shape, b_shape, layout):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = rng.standard_normal(b_shape).astype(np.float32)
+    if layout == "a_transposed" and a.ndim == 2:
+        a = np.ascontiguousarray(a.T).T  # F-contiguous: goes in as a transposed operand
+    elif layout == "b_transposed":
+        b = np.ascontiguousarray(b.T).T
+    elif layout == "strided":  # neither C- nor F-contiguous: copied
+        a = np.repeat(a, 2, axis=-1)[..., ::2]
+        b = np.repeat(b, 2, axis=0)[::2]
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    got = ops.matmul(a, b)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    K = a_shape[-1]
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want)))
+
+
+def test_ops_matmul_runs_fastrnn_gemm_for_float32_only(monkeypatch):
+    from fastrnn import backend
+
+    calls = []
+    real = backend.core()
+
+    class Spy:
+        def gemm(self, *args):
+            calls.append([x.shape for x in args[:2]] + list(args[2:]))
+            return real.gemm(*args)
+
+    monkeypatch.setattr(backend, "core", lambda: Spy())
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((5, 4), np.float32)
+    np.testing.assert_array_equal(ops.matmul(a, b.T), np.full((3, 5), 4.0, np.float32))
+    assert calls == [[(3, 4), (5, 4), False, True]]  # b.T went in as a transposed operand, not copied
+    # numpy's @ for the rest: float64, 1-D, batched b, empty; its errors for shapes that do not fit
+    for x, y in [(a.astype(np.float64), b.T.astype(np.float64)), (a, np.ones(4, np.float32)),
+                 (a, np.ones((2, 4, 5), np.float32)), (np.ones((0, 4), np.float32), b.T)]:
+        np.testing.assert_array_equal(ops.matmul(x, y), x @ y)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="mismatch"):
+        ops.matmul(a, b)
+
+
 def test_activation_accuracy(isa):
     x = np.concatenate([np.linspace(-30, 30, 200001), np.linspace(-1e-3, 1e-3, 2001)]).astype(np.float32)
     x64 = x.astype(np.float64)

@@ -64,6 +64,36 @@ def test_dense_forward_matches_formula_and_converts_to_float32():
     assert yi.dtype == np.float32
 
 
+def test_dense_runs_its_products_on_fastrnn_gemm(monkeypatch):
+    """float32 Dense forward and backward use fastrnn's GEMM (one thread pool with the recurrent
+    kernels, not numpy's BLAS) and give numpy's results."""
+    from fastrnn import backend
+
+    calls = []
+    real = backend.core()
+
+    class Spy:
+        def gemm(self, *args):
+            calls.append(args[2:])
+            return real.gemm(*args)
+
+    monkeypatch.setattr(backend, "core", lambda: Spy())
+    rng = np.random.default_rng(0)
+    layer = L.Dense(7, activation="tanh")
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    y = layer(x, training=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(dy)
+    assert len(calls) == 3  # y = x W, dW = x^T dz, dx = dz W^T
+    w = layer.kernel.value.astype(np.float64)
+    z = x.astype(np.float64) @ w + layer.bias.value
+    np.testing.assert_allclose(y, np.tanh(z), rtol=1e-5, atol=1e-6)
+    dz = dy * (1 - np.tanh(z) ** 2)
+    np.testing.assert_allclose(dx, dz @ w.T, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.kernel.grad, x.reshape(-1, 4).T.astype(np.float64) @ dz.reshape(-1, 7),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_backward_accumulates_into_grad():
     layer = L.Dense(3, dtype="float64", seed=0)
     x = np.random.default_rng(0).standard_normal((4, 2))

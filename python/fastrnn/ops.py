@@ -17,6 +17,8 @@ What the kernels accept (checked before any kernel runs, with the same messages 
     array argument (lengths and mask included) must be on x's device; the checks, copies and
     outputs are made on that device whatever the current one is. backward follows the cache it
     is given.
+  * ``matmul(a, b)`` is ``a @ b`` on fastrnn's own GEMM for float32 NumPy operands (numpy's or
+    CuPy's ``@`` for anything else); the layers use it for their dense products.
   * ``out=`` (keyword only, forward): an array for y, float32, C-contiguous, writeable, of y's shape.
 NaN and Inf are not checked: in valid steps they propagate through the arithmetic like in the
 references (sigmoid/tanh of NaN is NaN; +-Inf saturate). Values at masked positions are never
@@ -40,6 +42,7 @@ __all__ = [
     "gru_forward",
     "lstm_backward",
     "lstm_forward",
+    "matmul",
     "rnn_backward",
     "rnn_forward",
 ]
@@ -220,3 +223,31 @@ def lstm_backward(cache, dy, dstate=None, bptt_steps=None):
 def gru_backward(cache, dy, dstate=None, bptt_steps=None):
     """GRU BPTT. Returns a dict with x, h0, w_ih, w_hh, b_ih, b_hh."""
     return _backward("gru", cache, dy, dstate, bptt_steps)
+
+
+def _gemm_operand(m):
+    """(array, transposed): m itself when C-contiguous, its transpose (a C-contiguous view) when
+    F-contiguous, else a C-contiguous copy."""
+    if m.flags.c_contiguous:
+        return m, False
+    if m.flags.f_contiguous:
+        return m.T, True
+    return np.ascontiguousarray(m), False
+
+
+def matmul(a, b):
+    """``a @ b``, on fastrnn's own GEMM (the threads of fastrnn.set_num_threads) when both are
+    float32 NumPy arrays, ``b`` is 2-D and ``a`` has 2 or more axes (the leading ones are folded
+    into rows); transposed views go in as strides, other layouts are copied. Anything else
+    (float64, CuPy arrays, empty or 1-D operands, batched ``b``) is numpy's or CuPy's ``@``, with
+    its errors for shapes that do not fit.
+
+    The layers use it for their dense products so that a fastrnn model keeps to one thread pool:
+    numpy's OpenBLAS threads keep spinning after each call and would take the cores from the
+    recurrent kernels that run next."""
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == np.float32 and b.dtype == np.float32
+            and a.ndim >= 2 and b.ndim == 2 and a.shape[-1] == b.shape[0] and a.size and b.size):
+        a2, ta = _gemm_operand(a.reshape(-1, a.shape[-1]))
+        b2, tb = _gemm_operand(b)
+        return backend.core().gemm(a2, b2, ta, tb).reshape(a.shape[:-1] + (b.shape[1],))
+    return a @ b

@@ -27,11 +27,12 @@ the backward ops, sending each step's context gradient through the attention int
 and the final-state gradient into the encoder. ``dtype='float64'`` runs the NumPy references (for
 gradient checks).
 
-Speed: every decoder step is a T = 1 kernel call followed by small NumPy matmuls (attention,
-output), so the kernels' thread pool and NumPy's BLAS threads take turns on the same cores. With
-libgomp's default spin time a training step (B = 64, 2 threads, 2 cores) took 219 ms; fastrnn
-loads its kernels with a short one (see ``fastrnn.backend``): 38 ms; on one kernel thread
-(``fastrnn.set_num_threads(1)``, what the example uses) 25 ms.
+Speed: every decoder step is a T = 1 kernel call followed by small dense products (attention,
+output). These run on fastrnn's own GEMM (``fastrnn.ops.matmul``), so one thread pool serves the
+whole step: with NumPy's BLAS for them its threads kept spinning between calls and a training step
+(B = 64, 2 threads, 2 cores) took 38-45 ms against 24 ms on one thread; now 18-20 ms on two. With
+libgomp's default spin time it took 219 ms (fastrnn loads its kernels with a short one, see
+``fastrnn.backend``).
 
 fit / evaluate / train_on_batch / save come from :class:`fastrnn.models.Model`; ``predict`` decodes
 greedily. Truncated BPTT (``tbptt=``) is not supported. Saved models load with

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from .base import Layer, register_layer
 from .core import _init_name, _positive_int
 from . import initializers
@@ -210,9 +211,9 @@ class BahdanauAttention(_Attention):
             self.build(((int(np.shape(weights[0])[0]),), (None, int(np.shape(weights[1])[0]))))
 
     def _scores(self, query, values):
-        pre = (query @ self.w1.value + self.b.value)[:, None, :] + values @ self.w2.value   # [B, Tx, U]
+        pre = (ops.matmul(query, self.w1.value) + self.b.value)[:, None, :] + ops.matmul(values, self.w2.value)
         t = np.tanh(pre)
-        return (t @ self.v.value)[..., 0], t
+        return ops.matmul(t, self.v.value)[..., 0], t
 
     def _scores_backward(self, query, values, t, dscores):
         U, Dv = self.units, values.shape[2]
@@ -220,9 +221,9 @@ class BahdanauAttention(_Attention):
         dpre = dscores[:, :, None] * self.v.value[:, 0] * (1.0 - t * t)                      # [B, Tx, U]
         dq_pre = dpre.sum(axis=1)                                                             # [B, U]
         self.b.grad += dq_pre.sum(axis=0)
-        self.w1.grad += query.T @ dq_pre
-        self.w2.grad += values.reshape(-1, Dv).T @ dpre.reshape(-1, U)
-        return dq_pre @ self.w1.value.T, dpre @ self.w2.value.T
+        self.w1.grad += ops.matmul(query.T, dq_pre)
+        self.w2.grad += ops.matmul(values.reshape(-1, Dv).T, dpre.reshape(-1, U))
+        return ops.matmul(dq_pre, self.w1.value.T), ops.matmul(dpre, self.w2.value.T)
 
     def get_config(self):
         cfg = super().get_config()
@@ -269,15 +270,15 @@ class LuongAttention(_Attention):
             self.build(((self.query_dim,), (None, self.query_dim)))
 
     def _scores(self, query, values):
-        qw = query @ self.w.value if self.score == "general" else query                      # [B, Dv]
+        qw = ops.matmul(query, self.w.value) if self.score == "general" else query             # [B, Dv]
         return np.einsum("btd,bd->bt", values, qw), qw
 
     def _scores_backward(self, query, values, qw, dscores):
         dqw = np.einsum("bt,btd->bd", dscores, values)
         dvalues = dscores[:, :, None] * qw[:, None, :]
         if self.score == "general":
-            self.w.grad += query.T @ dqw
-            return dqw @ self.w.value.T, dvalues
+            self.w.grad += ops.matmul(query.T, dqw)
+            return ops.matmul(dqw, self.w.value.T), dvalues
         return dqw, dvalues
 
     def get_config(self):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from . import initializers
 from .base import Layer, deserialize, register_layer, serialize
 
@@ -117,7 +118,7 @@ class Dense(Layer):
         return (None,) * (len(shape) - 1) + (shape[-1],)
 
     def call(self, x, training=False, mask=None):
-        z = x @ self.kernel.value
+        z = ops.matmul(x, self.kernel.value)
         if self.use_bias:
             z += self.bias.value
         y = ACTIVATIONS[self.activation][0](z)
@@ -130,10 +131,10 @@ class Dense(Layer):
         dy = self._check_dy(dy, y.shape)
         dz = ACTIVATIONS[self.activation][1](dy, y)
         dz2 = dz.reshape(-1, self.units)
-        self.kernel.grad += x.reshape(-1, x.shape[-1]).T @ dz2
+        self.kernel.grad += ops.matmul(x.reshape(-1, x.shape[-1]).T, dz2)
         if self.use_bias:
             self.bias.grad += dz2.sum(axis=0)
-        return dz @ self.kernel.value.T
+        return ops.matmul(dz, self.kernel.value.T)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
