@@ -135,6 +135,31 @@ def test_backward_matches_finite_differences(kind, masked):
     np.testing.assert_allclose(dq0, dq1)
 
 
+@pytest.mark.parametrize("kind", ["bahdanau", "general", "dot"])
+def test_float32_layer_matches_float64_forward_and_backward(kind):
+    """float32 runs the dense products on fastrnn's GEMM (ops.matmul), float64 on numpy's."""
+    q, v = _inputs(4)
+    if kind == "dot":
+        q = np.random.default_rng(7).standard_normal((B, DV))
+    mask = _mask()
+    rng = np.random.default_rng(5)
+    rc, rw = rng.standard_normal((B, DV)), rng.standard_normal((B, TX))
+    l64, l32 = _make(kind), _make(kind, dtype="float32")
+    l64(q, v, mask=mask)
+    l32(q.astype(np.float32), v.astype(np.float32), mask=mask)
+    l32.set_weights([w.astype(np.float32) for w in l64.get_weights()])
+    want = l64(q, v, mask=mask, training=True)
+    got = l32(q.astype(np.float32), v.astype(np.float32), mask=mask, training=True)
+    for g, w in zip(got, want):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    for g, w in zip(l32.backward(rc.astype(np.float32), rw.astype(np.float32)), l64.backward(rc, rw)):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    for p32, p64 in zip(l32.parameters(), l64.parameters()):
+        np.testing.assert_allclose(p32.grad, p64.grad, rtol=1e-4, atol=1e-5, err_msg=p32.name)
+
+
 def test_backward_accumulates_and_step_api_keeps_separate_caches():
     q, v = _inputs(2)
     layer = _make("bahdanau")

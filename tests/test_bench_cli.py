@@ -33,12 +33,14 @@ class _FakeTime:
     def __init__(self):
         self.now = 0.0
         self.blocks = 0
+        self.calls_in_block = 0
 
     def perf_counter(self):
         return self.now
 
     def sleep(self, seconds):
         self.blocks += 1
+        self.calls_in_block = 0
 
 
 def test_interleaved_timing_reports_the_quietest_block(monkeypatch):
@@ -47,13 +49,17 @@ def test_interleaved_timing_reports_the_quietest_block(monkeypatch):
     clock = _FakeTime()
     monkeypatch.setattr(_bench, "time", clock)
 
-    def busy_then_quiet():  # 5 ms in the first two of its three blocks (load), then 4 ms
-        clock.now += 0.005 if (clock.blocks - 1) // 2 < 2 else 0.004
+    def busy_quiet_busy():
+        # blocks of `a`: all calls 6 ms (load), then 3, 4, 4, 3, 4, 4, ... ms (quiet), then all 5 ms
+        a_block = (clock.blocks - 1) // 2
+        clock.now += {0: 0.006, 2: 0.005}.get(a_block, (0.003, 0.004, 0.004)[clock.calls_in_block % 3])
+        clock.calls_in_block += 1
 
     def steady():
         clock.now += 0.010
 
-    t_a, t_b = _bench.timeit_interleaved([busy_then_quiet, steady], min_time=0.3, rounds=3)
+    t_a, t_b = _bench.timeit_interleaved([busy_quiet_busy, steady], min_time=0.3, rounds=3)
     assert clock.blocks == 6  # a, b, a, b, a, b
-    # a's median over all its calls would be 5 ms (40 calls at 5 ms, 25 at 4 ms)
+    # the quiet block's median: not its mean (3.7 ms), not the fastest call (3 ms), not the last
+    # block (5 ms), not the median over all calls (5 ms)
     assert t_a == pytest.approx(0.004) and t_b == pytest.approx(0.010)

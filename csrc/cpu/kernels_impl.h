@@ -247,7 +247,8 @@ static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t 
       if (rsb == 1 && n == nr)  // B's columns are contiguous: whole W x W blocks transposed in registers
         for (; k0 + W <= kc; k0 += W)
           for (int v = 0; v < nr; v += W) transpose_w(B + (j0 + v) * csb + k0, csb, dst + k0 * nr + v, nr);
-      // the rest: k outer, contiguous writes; the n source rows stay in L1 across 16 values of k
+      // the rest (all of it for other strides or a partial panel): k outer, contiguous writes; the
+      // n source rows stay in L1 across 16 values of k
       for (int64_t k = k0; k < kc; ++k) {
         const float* src = B + k * rsb + j0 * csb;
         float* d = dst + k * nr;

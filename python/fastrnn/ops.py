@@ -1,5 +1,6 @@
 """Functional kernels: the C++ (AVX2 / AVX-512) implementations behind the signatures of
-:mod:`fastrnn.reference`, so the two are interchangeable in user code and tests.
+:mod:`fastrnn.reference`, so the two are interchangeable in user code and tests (``matmul``, the
+layers' dense product, has no reference twin: numpy's ``@`` is its reference).
 
     y, h_n, cache        = rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None,
                                        reverse=False, batch_first=True, training=True, nonlinearity="tanh")

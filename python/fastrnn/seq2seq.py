@@ -30,7 +30,7 @@ gradient checks).
 Speed: every decoder step is a T = 1 kernel call followed by small dense products (attention,
 output). These run on fastrnn's own GEMM (``fastrnn.ops.matmul``), so one thread pool serves the
 whole step: with NumPy's BLAS for them its threads kept spinning between calls and a training step
-(B = 64, 2 threads, 2 cores) took 38-45 ms against 24 ms on one thread; now 18-20 ms on two. With
+(B = 64, 2 threads, 2 cores) took 38-45 ms against 24-25 ms on one thread; now 18-20 ms on two. With
 libgomp's default spin time it took 219 ms (fastrnn loads its kernels with a short one, see
 ``fastrnn.backend``).
 
