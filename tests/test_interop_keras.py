@@ -142,17 +142,37 @@ def test_bidirectional_to_keras(bid, kind, merge, seq):
     np.testing.assert_allclose(_keras_out(kl, x), ours(x), atol=ATOL, rtol=1e-5)
 
 
+# right padding, a gap and a leading masked step (an explicit mask need not be right-padded)
+MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 1, 1, 0, 1]], bool)
+
+
 def test_masked_batch_matches_keras(keras_bidi):
-    # right-padded batch with an explicit mask: Keras's masking vs fastrnn's
+    # Bidirectional returning sequences: Keras makes both directions output 0 at masked steps
     kl = keras_bidi["lstm_concat"]
     ours = interop.from_keras(kl)
     x = _x(104)
-    mask = np.arange(T)[None, :] < np.array([5, 2, 3])[:, None]
-    expected = keras.ops.convert_to_numpy(kl(x, mask=mask))
-    got = ours(x, mask=mask)
-    valid = mask[..., None]
-    # at masked steps Keras repeats the previous output, fastrnn writes 0; compare the valid steps
-    np.testing.assert_allclose(np.where(valid, got, 0), np.where(valid, expected, 0), atol=ATOL)
+    expected = keras.ops.convert_to_numpy(kl(x, mask=MASK))
+    np.testing.assert_allclose(ours(x, mask=MASK), expected, atol=ATOL)
+    assert not expected[~MASK].any()
+
+
+@pytest.mark.parametrize("cid", ["simplernn_tanh", "lstm", "lstm_backwards", "gru", "gru_backwards"])
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_masked_sequence_outputs_match_keras_everywhere(keras_layers, cid, zero_output):
+    # a layer alone repeats the last valid output at masked steps (Keras's zero_output_for_mask=False),
+    # or outputs 0 there (True); both directions, a gap and a leading masked step
+    kind, kw = next((k, w) for c, k, w in CASES if c == cid)
+    kl = KERAS[kind](H, return_sequences=True, zero_output_for_mask=zero_output, **kw)
+    kl.build((None, None, I))
+    kl.set_weights(keras_layers[cid].get_weights())
+    ours = interop.from_keras(kl)
+    assert ours.zero_output_for_mask is zero_output
+    x = _x(105)
+    expected = keras.ops.convert_to_numpy(kl(x, mask=MASK))
+    np.testing.assert_allclose(ours(x, mask=MASK), expected, atol=ATOL, rtol=1e-5)
+    back = interop.to_keras(ours)
+    assert back.zero_output_for_mask is zero_output
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x, mask=MASK)), expected, atol=ATOL, rtol=1e-5)
 
 
 def test_errors():

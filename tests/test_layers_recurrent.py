@@ -96,7 +96,9 @@ def fd_check_layer(layer, x, call_kw, arrays_extra=(), rtol=2e-6, atol=1e-8, see
 def test_float32_layer_matches_reference(cls_name, kw, prefix):
     rng = np.random.default_rng(1)
     B, T, I, H = 3, 5, 4, 6
-    layer = make(cls_name, H, I, dtype="float32", return_sequences=True, return_state=True, **kw)
+    # zero_output_for_mask: the op (and its reference) writes 0 at masked steps
+    layer = make(cls_name, H, I, dtype="float32", return_sequences=True, return_state=True,
+                 zero_output_for_mask=True, **kw)
     x = rng.standard_normal((B, T, I))  # float64 in: converted to float32
     init = [rng.uniform(-0.5, 0.5, (B, H)) for _ in range(N_STATES[cls_name])]
     mask = random_mask(B, T, rng, right_padded=False)
@@ -165,10 +167,44 @@ def test_masked_embedding_lstm_equals_unpadded_runs():
             alone = lstm(emb(ids[b:b + 1, :n]))
             if rs:
                 np.testing.assert_allclose(y[b:b + 1, :n], alone, rtol=1e-5, atol=1e-6)
-                assert not y[b, n:].any()
+                np.testing.assert_array_equal(y[b, n:], np.broadcast_to(y[b, n - 1], y[b, n:].shape))
             else:
                 np.testing.assert_allclose(y[b:b + 1], alone, rtol=1e-5, atol=1e-6)
         assert (lstm.compute_mask(x, emb.compute_mask(ids)) is None) == (not rs)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("cls_name", ["LSTM", "GRU", "SimpleRNN"])
+def test_masked_steps_repeat_the_last_valid_output_or_are_zero(cls_name, go_backwards):
+    """Keras semantics: at a masked step the sequence output is the output of the last valid step
+    before it in the order the layer runs (0 before the first); zero_output_for_mask=True: 0."""
+    rng = np.random.default_rng(12)
+    B, T, I, H = 3, 6, 2, 4
+    x = rng.standard_normal((B, T, I))
+    mask = np.array([[0, 1, 1, 0, 0, 1], [1, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]], bool)
+    zeros = make(cls_name, H, I, return_sequences=True, go_backwards=go_backwards, zero_output_for_mask=True,
+                 seed=3)
+    rep = make(cls_name, H, I, return_sequences=True, go_backwards=go_backwards, seed=3)
+    yz, yr = zeros(x, mask=mask), rep(x, mask=mask)
+    valid = mask[:, ::-1] if go_backwards else mask  # in output (= running) order
+    assert not yz[~valid].any() and yz[valid].all()
+    for b in range(B):
+        last = np.zeros(H)
+        for t in range(T):
+            if valid[b, t]:
+                last = yz[b, t]
+            np.testing.assert_array_equal(yr[b, t], last)
+    assert rep.get_config()["zero_output_for_mask"] is False and zeros.get_config()["zero_output_for_mask"] is True
+
+
+def test_bidirectional_sets_zero_output_for_mask_on_its_layers_when_it_returns_sequences():
+    bi = L.Bidirectional(L.LSTM(3, return_sequences=True))
+    assert bi.forward_layer.zero_output_for_mask and bi.backward_layer.zero_output_for_mask
+    last = L.Bidirectional(L.LSTM(3))
+    assert not last.forward_layer.zero_output_for_mask and not last.backward_layer.zero_output_for_mask
+    x = np.random.default_rng(0).standard_normal((2, 4, 2))
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1]], bool)
+    assert not bi(x, mask=mask)[0, 2:].any()
 
 
 def test_lengths_argument_equals_mask():

@@ -311,6 +311,7 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
         "return_sequences": bool(klayer.return_sequences) if return_sequences is None else return_sequences,
         "return_state": bool(getattr(klayer, "return_state", False)),
         "go_backwards": bool(klayer.go_backwards) if go_backwards is None else go_backwards,
+        "zero_output_for_mask": bool(getattr(klayer, "zero_output_for_mask", False)),
     }
     if kind == "SimpleRNN":
         if act not in ("tanh", "relu"):
@@ -382,7 +383,8 @@ def _to_keras_cell(layer, go_backwards=None):
     act = _activation_name(layer)
     kw = dict(return_sequences=bool(_cfg(layer, "return_sequences", False)),
               return_state=bool(_cfg(layer, "return_state", False)),
-              go_backwards=bool(_cfg(layer, "go_backwards", False)) if go_backwards is None else go_backwards)
+              go_backwards=bool(_cfg(layer, "go_backwards", False)) if go_backwards is None else go_backwards,
+              zero_output_for_mask=bool(_cfg(layer, "zero_output_for_mask", False)))
     for opt in ("dropout", "recurrent_dropout"):
         v = float(_cfg(layer, opt, 0.0) or 0.0)
         if v:

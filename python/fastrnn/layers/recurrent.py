@@ -29,6 +29,29 @@ def _ops_for(dtype):
     return mod
 
 
+def _repeat_last_valid(y, valid):
+    """y [B, T, H] with every step where valid [B, T] is False replaced by y at the last valid step
+    before it, and by 0 before the first valid step (Keras's sequence output at masked steps)."""
+    T = y.shape[1]
+    last = np.maximum.accumulate(np.where(valid, np.arange(T), -1), axis=1)  # [B, T]
+    out = np.take_along_axis(y, np.maximum(last, 0)[:, :, None], axis=1)
+    out[last < 0] = 0
+    return out
+
+
+def _repeat_last_valid_backward(dy, valid):
+    """The adjoint of _repeat_last_valid: a valid step gets its own gradient plus those of the
+    invalid steps that repeat it; invalid steps get 0."""
+    out = np.zeros_like(dy)
+    run = np.zeros_like(dy[:, 0])
+    for t in range(dy.shape[1] - 1, -1, -1):
+        run += dy[:, t]
+        v = valid[:, t]
+        out[v, t] = run[v]
+        run[v] = 0
+    return out
+
+
 class BaseRNN(Layer):
     """Shared machinery of SimpleRNN, LSTM and GRU (not used directly).
 
@@ -42,10 +65,10 @@ class BaseRNN(Layer):
     ([dy, dh] / [dy, dh, dc], entries may be None). Returns dx [B, T, F] and leaves the gradients of
     the initial state in ``layer.initial_state_grads`` ([dh0] or [dh0, dc0]).
 
-    Masked steps: the state is carried unchanged (as in Keras) and the sequence output there is 0.
-    Keras 3 instead repeats the last valid output at masked steps (its ``zero_output_for_mask`` is by default
-    False unless the layer is inside Bidirectional), so with return_sequences and a mask the outputs
-    differ from Keras at masked positions only; the returned states and the valid outputs agree.
+    Masked steps (as in Keras): the state is carried unchanged, and the sequence output there repeats
+    the output of the last valid step before it (0 before the first valid step), or is 0 with
+    ``zero_output_for_mask=True`` (what Bidirectional sets on the layers it wraps when it returns
+    sequences, as Keras does). "Before" is in the order the layer runs (reversed for go_backwards).
 
     Dropout (training only, variational): ``dropout`` draws one [B, F] input mask per call, shared by
     all time steps (and gates); ``recurrent_dropout`` one [B, H] mask on the state fed back into the
@@ -65,10 +88,12 @@ class BaseRNN(Layer):
     def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
                  recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
                  recurrent_dropout=0.0, return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, carry_state=False, bptt_steps=None, seed=None, **kwargs):
+                 stateful=False, carry_state=False, bptt_steps=None, seed=None, zero_output_for_mask=False,
+                 **kwargs):
         super().__init__(**kwargs)
         who = self._who()
         self.units = _positive_int(units, who, "units")
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         if not isinstance(activation, str):
             raise TypeError(f"{who}: activation must be a str, got {type(activation).__name__}")
         if activation not in self._activations:
@@ -238,14 +263,18 @@ class BaseRNN(Layer):
             y, states, cache = self._forward_op(ops, x, self.w_hh.value, init, mask, training)
         else:
             y, states, cache = self._forward_rows(ops, x, rdp, init, mask, training)
+        fill = None  # the valid steps in output order, when masked outputs repeat the last valid one
         if self.return_sequences:
             out = np.ascontiguousarray(y[:, ::-1]) if self.go_backwards else y
+            if mask is not None and not self.zero_output_for_mask:
+                fill = mask[:, ::-1] if self.go_backwards else mask
+                out = _repeat_last_valid(out, fill)
         else:
             out = states[0].copy()
         if self.stateful or self.carry_state:
             self.states = [np.array(s, copy=True) for s in states]
         if training:
-            self._cache = {"cache": cache, "dp": dp, "rdp": rdp, "B": B, "T": T}
+            self._cache = {"cache": cache, "dp": dp, "rdp": rdp, "B": B, "T": T, "fill": fill}
         self.last_dropout_masks = (dp, rdp) if training else (None, None)
         if self.return_state:
             return [out] + [np.array(s, copy=True) for s in states]
@@ -296,6 +325,8 @@ class BaseRNN(Layer):
         if self.return_sequences:
             if dy_out is not None:
                 dy_seq = self._check_dy(dy_out, (B, T, H))
+                if c["fill"] is not None:
+                    dy_seq = _repeat_last_valid_backward(dy_seq, c["fill"])
                 if self.go_backwards:
                     dy_seq = dy_seq[:, ::-1]
                 dy_seq = np.ascontiguousarray(dy_seq)
@@ -362,6 +393,7 @@ class BaseRNN(Layer):
             recurrent_dropout=self.recurrent_dropout, return_sequences=self.return_sequences,
             return_state=self.return_state, go_backwards=self.go_backwards, stateful=self.stateful,
             carry_state=self.carry_state, bptt_steps=self.bptt_steps, seed=self.seed,
+            zero_output_for_mask=self.zero_output_for_mask,
         )
         return cfg
 
@@ -373,8 +405,8 @@ class SimpleRNN(BaseRNN):
     SimpleRNN(units, activation='tanh', use_bias=True, kernel_initializer='glorot_uniform',
     recurrent_initializer='orthogonal', bias_initializer='zeros', dropout=0.0, recurrent_dropout=0.0,
     return_sequences=False, return_state=False, go_backwards=False, stateful=False, carry_state=False,
-    bptt_steps=None, seed=None, name=None, ...). Parameters: w_ih [H, F], w_hh [H, H], b [H]
-    (F*H + H*H + H scalars, as Keras). See BaseRNN for calling conventions.
+    bptt_steps=None, seed=None, zero_output_for_mask=False, name=None, ...). Parameters: w_ih [H, F],
+    w_hh [H, H], b [H] (F*H + H*H + H scalars, as Keras). See BaseRNN for calling conventions.
     """
 
     _cell = "rnn"
@@ -401,7 +433,7 @@ class LSTM(BaseRNN):
     kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
     unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0, return_sequences=False,
     return_state=False, go_backwards=False, stateful=False, carry_state=False, bptt_steps=None,
-    seed=None, name=None, ...). Parameters: w_ih [4H, F], w_hh [4H, H], b [4H]
+    seed=None, zero_output_for_mask=False, name=None, ...). Parameters: w_ih [4H, F], w_hh [4H, H], b [4H]
     (4(F*H + H*H + H) scalars, as Keras). States [h, c].
     """
 
@@ -449,8 +481,8 @@ class GRU(BaseRNN):
     GRU(units, activation='tanh', recurrent_activation='sigmoid', reset_after=True, use_bias=True,
     kernel_initializer='glorot_uniform', recurrent_initializer='orthogonal', bias_initializer='zeros',
     dropout=0.0, recurrent_dropout=0.0, return_sequences=False, return_state=False, go_backwards=False,
-    stateful=False, carry_state=False, bptt_steps=None, seed=None, name=None, ...).
-    Parameters: w_ih [3H, F], w_hh [3H, H], b_ih [3H], b_hh [3H] (3(F*H + H*H + 2H) scalars, as Keras).
+    stateful=False, carry_state=False, bptt_steps=None, seed=None, zero_output_for_mask=False,
+    name=None, ...). Parameters: w_ih [3H, F], w_hh [3H, H], b_ih [3H], b_hh [3H] (3(F*H + H*H + 2H) scalars, as Keras).
     """
 
     _cell = "gru"
@@ -546,6 +578,8 @@ class Bidirectional(Layer):
                 raise ValueError(f"{self._who()}: backward_layer.go_backwards must be the opposite of layer.go_backwards")
             self.backward_layer = backward_layer
             self._custom_backward = serialize(backward_layer)
+        for inner in (self.forward_layer, self.backward_layer):  # as Keras: the merged sequence is 0 at
+            inner.zero_output_for_mask = inner.return_sequences     # masked steps in both directions
         if not self._trainable:
             self.forward_layer.trainable = False
             self.backward_layer.trainable = False
