@@ -144,6 +144,8 @@ def test_bidirectional_to_keras(bid, kind, merge, seq):
 
 # right padding, a gap and a leading masked step (an explicit mask need not be right-padded)
 MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 1, 1, 0, 1]], bool)
+# ... and a row with no valid step
+MASK4 = np.array([[1, 1, 0, 0, 0], [0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 0, 1, 1, 0]], bool)
 
 
 def test_masked_batch_matches_keras(keras_bidi):
@@ -211,3 +213,26 @@ def test_return_state_and_no_bias():
     assert back.return_state
     for a, b in zip(back(x), expected):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("seq", [True, False])
+@pytest.mark.parametrize("backwards", [False, True])
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_masked_outputs_and_states_match_keras_with_initial_state(kind, seq, backwards, zero_output):
+    # a nonzero initial state, leading masked steps, a row with no valid step: the last output of
+    # return_sequences=False is 0 where Keras's is (no valid step; zero_output_for_mask and a masked
+    # last step), the states are the states
+    kl = KERAS[kind](H, return_sequences=seq, return_state=True, go_backwards=backwards,
+                     zero_output_for_mask=zero_output)
+    kl.build((None, None, I))
+    _randomize(kl, 60)
+    ours = interop.from_keras(kl)
+    rng = np.random.default_rng(61)
+    x = rng.uniform(-1, 1, size=(4, T, I)).astype(np.float32)
+    init = [rng.uniform(-0.5, 0.5, size=(4, H)).astype(np.float32) for _ in range(2 if kind == "LSTM" else 1)]
+    expected = [keras.ops.convert_to_numpy(o) for o in kl(x, mask=MASK4, initial_state=init)]
+    got = ours(x, mask=MASK4, initial_state=init)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=ATOL, rtol=1e-5)

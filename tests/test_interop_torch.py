@@ -151,6 +151,24 @@ def test_bidirectional_with_padding_matches_packed_sequence():
     np.testing.assert_allclose(y, expected.numpy(), atol=ATOL)
 
 
+def test_stacked_unidirectional_with_padding_matches_packed_sequence():
+    # torch pads packed outputs with 0: the converted layers output 0 at padded steps too
+    m = _torch_module("gru", 2, False, True, seed=10)
+    lengths = np.array([5, 2, 4])
+    x = _x(seed=11)
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                     batch_first=True, enforce_sorted=False)
+    with torch.no_grad():
+        out, _ = m(packed)
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+    y = x
+    for layer in interop.from_torch(m):
+        y = layer(y, mask=mask)
+    np.testing.assert_allclose(y, expected.numpy(), atol=ATOL)
+    assert not y[~mask].any()
+
+
 def test_converted_model_runs_without_torch_state():
     # the fastrnn layers own copies: changing the torch module afterwards changes nothing
     m = _torch_module("lstm", 1, False, True, seed=8)

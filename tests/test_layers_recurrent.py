@@ -135,6 +135,42 @@ def test_gradients_match_finite_differences(cls_name, kw, prefix, return_sequenc
     fd_check_layer(layer, x, {"mask": mask, "initial_state": init}, arrays_extra=init)
 
 
+@pytest.mark.parametrize("cls_name, kw, prefix", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_gradients_with_gaps_leading_and_fully_masked_rows(cls_name, kw, prefix, return_sequences, go_backwards,
+                                                           zero_output):
+    """Finite differences through the masked-output semantics: repeated outputs (gaps, leading masked
+    steps, a fully masked row, both directions) and the rows whose last output is 0."""
+    rng = np.random.default_rng(13)
+    B, T, I, H = 4, 5, 2, 2
+    layer = make(cls_name, H, I, return_sequences=return_sequences, return_state=True, go_backwards=go_backwards,
+                 zero_output_for_mask=zero_output, **kw)
+    x = rng.standard_normal((B, T, I))
+    init = [rng.uniform(-0.5, 0.5, (B, H)) for _ in range(N_STATES[cls_name])]
+    mask = np.array([[0, 1, 0, 0, 1], [1, 1, 0, 1, 0], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1]], dtype=bool)
+    fd_check_layer(layer, x, {"mask": mask, "initial_state": init}, arrays_extra=init)
+
+
+def test_truncated_bptt_sends_a_repeated_output_back_only_within_its_chunk():
+    """bptt_steps=2, mask [1, 0, 0, 0]: step 3 repeats step 0's output from another chunk, so a
+    gradient on it alone reaches nothing (like the final state, which holds the same value); from
+    step 1 (same chunk) it reaches x[0]."""
+    layer = make("GRU", 3, 2, return_sequences=True, bptt_steps=2)
+    x = np.random.default_rng(14).standard_normal((1, 4, 2))
+    mask = np.array([[1, 0, 0, 0]], bool)
+    y = layer(x, mask=mask, training=True)
+    np.testing.assert_array_equal(y[0, 3], y[0, 0])
+    for step, reaches in ((3, False), (1, True)):
+        dy = np.zeros_like(y)
+        dy[0, step] = 1.0
+        layer(x, mask=mask, training=True)
+        layer.zero_grad()
+        dx = layer.backward(dy)
+        assert bool(np.abs(dx[0, 0]).max() > 0) is reaches
+
+
 # ------------------------------------------------------------------------------------------------ Keras semantics
 @pytest.mark.parametrize("cls_name, kw, prefix", CELLS, ids=CELL_IDS)
 def test_go_backwards_equals_forward_on_reversed_input(cls_name, kw, prefix):

@@ -150,7 +150,7 @@ def from_torch(module):
         raise ValueError(f"from_torch: LSTM proj_size={module.proj_size} is not supported (fastrnn LSTM has no projection)")
     H, I0 = int(module.hidden_size), int(module.input_size)
     ndir = 2 if module.bidirectional else 1
-    kw = {"return_sequences": True}
+    kw = {"return_sequences": True, "zero_output_for_mask": True}  # torch pads packed outputs with 0
     if kind == "SimpleRNN":
         if module.nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"from_torch: nonlinearity must be 'tanh' or 'relu', got {module.nonlinearity!r}")
@@ -354,9 +354,8 @@ def from_keras(layer):
     The Keras layer must be built. GRU must have ``reset_after=True`` (ValueError otherwise); LSTM
     and GRU must use tanh / sigmoid activations; SimpleRNN tanh or relu.
 
-    With a mask, the results agree except at masked steps of a sequence output: fastrnn outputs
-    zeros there, while a Keras 3 layer (outside Bidirectional, ``zero_output_for_mask=False``)
-    repeats the last valid output. The states are the same in both.
+    With a mask the results agree at masked steps too: the layer takes the Keras layer's
+    ``zero_output_for_mask`` (repeat the last valid output, or 0; Bidirectional: 0).
     """
     import keras
 

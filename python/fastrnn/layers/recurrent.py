@@ -1,7 +1,8 @@
 """Recurrent layers: SimpleRNN, LSTM, GRU and the Bidirectional wrapper.
 
 All recurrent computation runs in ``fastrnn.ops.{rnn,lstm,gru}_forward / _backward`` (the C++
-kernels); nothing here loops over time. Layers made with ``dtype="float64"`` run the NumPy
+kernels); the layers only loop over time to spread the gradients of masked outputs that repeat
+an earlier step's output (Keras's masked-output semantics, below). Layers made with ``dtype="float64"`` run the NumPy
 references (``fastrnn.reference``) instead, for gradient checks.
 
 Inputs are batch-major [B, T, F]. Weights are in PyTorch layouts (``w_ih [G*H, F]``,
@@ -34,14 +35,20 @@ def _repeat_last_valid(y, valid):
     before it, and by 0 before the first valid step (Keras's sequence output at masked steps)."""
     T = y.shape[1]
     last = np.maximum.accumulate(np.where(valid, np.arange(T), -1), axis=1)  # [B, T]
-    out = np.take_along_axis(y, np.maximum(last, 0)[:, :, None], axis=1)
-    out[last < 0] = 0
+    b, t = np.nonzero(~valid)  # only the masked entries are gathered
+    src = last[b, t]
+    out = y.copy()
+    out[b, t] = 0
+    keep = src >= 0
+    out[b[keep], t[keep]] = y[b[keep], src[keep]]
     return out
 
 
-def _repeat_last_valid_backward(dy, valid):
+def _repeat_last_valid_backward(dy, valid, bptt_steps=None):
     """The adjoint of _repeat_last_valid: a valid step gets its own gradient plus those of the
-    invalid steps that repeat it; invalid steps get 0."""
+    invalid steps that repeat it; invalid steps get 0. With truncated BPTT (chunks of bptt_steps
+    steps in running order) only repeats within the source step's chunk send their gradient back,
+    as when the chunks are trained one after another (a chunk that starts masked outputs 0)."""
     out = np.zeros_like(dy)
     run = np.zeros_like(dy[:, 0])
     for t in range(dy.shape[1] - 1, -1, -1):
@@ -49,6 +56,8 @@ def _repeat_last_valid_backward(dy, valid):
         v = valid[:, t]
         out[v, t] = run[v]
         run[v] = 0
+        if bptt_steps is not None and t % bptt_steps == 0:
+            run[:] = 0
     return out
 
 
@@ -69,6 +78,10 @@ class BaseRNN(Layer):
     the output of the last valid step before it (0 before the first valid step), or is 0 with
     ``zero_output_for_mask=True`` (what Bidirectional sets on the layers it wraps when it returns
     sequences, as Keras does). "Before" is in the order the layer runs (reversed for go_backwards).
+    Without return_sequences the output is the final state, except 0 for rows with no valid step
+    and, with ``zero_output_for_mask=True``, for rows whose last step run is masked (Keras's last
+    output); ``return_state`` returns the states themselves. With ``bptt_steps`` the gradient of a
+    repeated output reaches its source step only from within the source's chunk.
 
     Dropout (training only, variational): ``dropout`` draws one [B, F] input mask per call, shared by
     all time steps (and gates); ``recurrent_dropout`` one [B, H] mask on the state fed back into the
@@ -264,17 +277,25 @@ class BaseRNN(Layer):
         else:
             y, states, cache = self._forward_rows(ops, x, rdp, init, mask, training)
         fill = None  # the valid steps in output order, when masked outputs repeat the last valid one
+        drop = None  # rows whose last output is 0 (return_sequences=False)
+        run_valid = None if mask is None else (mask[:, ::-1] if self.go_backwards else mask)  # running order
         if self.return_sequences:
             out = np.ascontiguousarray(y[:, ::-1]) if self.go_backwards else y
             if mask is not None and not self.zero_output_for_mask:
-                fill = mask[:, ::-1] if self.go_backwards else mask
+                fill = run_valid
                 out = _repeat_last_valid(out, fill)
         else:
             out = states[0].copy()
+            if mask is not None:  # Keras's last output: 0 where no step is valid, and with
+                drop = ~run_valid.any(axis=1)  # zero_output_for_mask where the last step run is masked
+                if self.zero_output_for_mask:
+                    drop |= ~run_valid[:, -1]
+                out[drop] = 0
+                drop = drop if drop.any() else None
         if self.stateful or self.carry_state:
             self.states = [np.array(s, copy=True) for s in states]
         if training:
-            self._cache = {"cache": cache, "dp": dp, "rdp": rdp, "B": B, "T": T, "fill": fill}
+            self._cache = {"cache": cache, "dp": dp, "rdp": rdp, "B": B, "T": T, "fill": fill, "drop": drop}
         self.last_dropout_masks = (dp, rdp) if training else (None, None)
         if self.return_state:
             return [out] + [np.array(s, copy=True) for s in states]
@@ -326,12 +347,14 @@ class BaseRNN(Layer):
             if dy_out is not None:
                 dy_seq = self._check_dy(dy_out, (B, T, H))
                 if c["fill"] is not None:
-                    dy_seq = _repeat_last_valid_backward(dy_seq, c["fill"])
+                    dy_seq = _repeat_last_valid_backward(dy_seq, c["fill"], self.bptt_steps)
                 if self.go_backwards:
                     dy_seq = dy_seq[:, ::-1]
                 dy_seq = np.ascontiguousarray(dy_seq)
         elif dy_out is not None:
             d = self._check_dy(dy_out, (B, H))
+            if c["drop"] is not None:  # those rows output 0, not the state
+                d = np.where(c["drop"][:, None], 0, d).astype(d.dtype, copy=False)
             dstates[0] = d if dstates[0] is None else dstates[0] + d
         ops = _ops_for(self.dtype)
         if c["rdp"] is None:
