@@ -119,9 +119,17 @@ int64_t hidden_from_whh(const farr& w_hh, int G) {
   return w_hh.shape(1);
 }
 
+// A training buffer for the kernels to fill: the caller's (checked) when given, else a new array.
+farr out_buffer(const ofarr& given, const std::vector<int64_t>& dims, const char* name) {
+  if (!given) return new_array(dims);
+  check_shape(*given, dims, name);
+  if (!given->writeable()) throw py::value_error(std::string(name) + ": the array must be writeable");
+  return *given;
+}
+
 py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const farr& b_ih, const ofarr& b_hh,
                   const ofarr& h0, const ofarr& c0, const std::optional<u8arr>& mask, bool reverse, bool batch_first,
-                  bool training) {
+                  bool training, const ofarr& out_gates, const ofarr& out_hprev, const ofarr& out_aux) {
   const Cell cell = to_cell(cell_id);
   const int G = fastrnn::gate_count(cell);
   const int64_t H = hidden_from_whh(w_hh, G);
@@ -147,11 +155,11 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
     cn = c;
   }
   if (training) {
-    farr g = new_array({d.T * d.B, G * H}), hp = new_array({d.T * d.B, H});
+    farr g = out_buffer(out_gates, {d.T * d.B, G * H}, "gates"), hp = out_buffer(out_hprev, {d.T * d.B, H}, "hprev");
     a.gates = g.mutable_data(); a.hprev = hp.mutable_data();
     gates = g; hprev = hp;
     if (cell == Cell::LSTM || cell == Cell::GRU) {
-      farr ax = new_array({d.T * d.B, H});
+      farr ax = out_buffer(out_aux, {d.T * d.B, H}, "aux");
       a.aux = ax.mutable_data();
       aux = ax;
     }
@@ -271,7 +279,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert().none(true),
         py::arg("h0").noconvert().none(true), py::arg("c0").noconvert().none(true),
         py::arg("mask").noconvert().none(true), py::arg("reverse"), py::arg("batch_first"), py::arg("training"),
-        "Returns (y, h_n, c_n|None, gates|None, hprev|None, aux|None).");
+        py::arg("gates").noconvert().none(true) = py::none(), py::arg("hprev").noconvert().none(true) = py::none(),
+        py::arg("aux").noconvert().none(true) = py::none(),
+        "Returns (y, h_n, c_n|None, gates|None, hprev|None, aux|None). With training, gates / hprev / aux may "
+        "be given (float32, C-contiguous, writeable, [T*B, G*H] / [T*B, H] / [T*B, H]): the kernels fill them "
+        "instead of new arrays.");
   m.def("backward", &backward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert().none(true), py::arg("reverse"),
         py::arg("batch_first"), py::arg("gates").noconvert(), py::arg("hprev").noconvert(),

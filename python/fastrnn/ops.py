@@ -26,14 +26,17 @@ references (sigmoid/tanh of NaN is NaN; +-Inf saturate). Values at masked positi
 read: NaN padding changes no output and no gradient.
 
 The training cache holds private copies of x and the weights, so changing them in place between
-forward and backward cannot corrupt the gradients.
+forward and backward cannot corrupt the gradients. When a cache is dropped, its large buffers
+that nothing else refers to are kept for the next training forward of the same shapes (no page
+faults and zeroing of fresh memory; LSTM (100, 64, 256, 256) training 1.07x);
+``release_workspace()`` frees them with the kernels' workspace.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import _cuda_ops, backend
-from ._kernel_cache import KernelCache, grads_dict
+from ._kernel_cache import POOL, KernelCache, grads_dict
 from . import reference as _ref
 from .reference import _common as C
 
@@ -44,6 +47,7 @@ __all__ = [
     "lstm_backward",
     "lstm_forward",
     "matmul",
+    "release_workspace",
     "rnn_backward",
     "rnn_forward",
 ]
@@ -135,14 +139,19 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
     h0 = _f32(fn, "h0", h0)
     c0 = _f32(fn, "c0", c0)
     mask_u8 = None if spec.mask is None else np.ascontiguousarray(spec.mask.T, dtype=np.uint8)
+    bufs = {}
     if training:  # private copies: in-place edits between forward and backward cannot leak in
-        xs, wi, wh = xs.copy(), wi.copy(), wh.copy()
+        xs, wi, wh = POOL.copy(xs), POOL.copy(wi), POOL.copy(wh)
         if mask_u8 is not None:  # padding is never read, not even by dW_ih = dG^T x
             xs[~(spec.mask.T if batch_first else spec.mask)] = 0.0
+        n, gh = spec.T * spec.B, wh.shape[0]
+        bufs = {"gates": POOL.take((n, gh)), "hprev": POOL.take((n, spec.H))}
+        if cell in ("lstm", "gru"):
+            bufs["aux"] = POOL.take((n, spec.H))
     cell_id = _CELL_ID[(cell, nonlinearity if cell == "rnn" else None)]
     y, h_n, c_n, gates, hprev, aux = backend.core().forward(
         cell_id, xs, wi, wh, bs[0], bs[1] if cell == "gru" else None, h0, c0, mask_u8,
-        bool(reverse), bool(batch_first), bool(training))
+        bool(reverse), bool(batch_first), bool(training), **bufs)
     if out is not None:
         np.copyto(out, y)
         y = out
@@ -252,3 +261,11 @@ def matmul(a, b):
         b2, tb = _gemm_operand(b)
         return backend.core().gemm(a2, b2, ta, tb).reshape(a.shape[:-1] + (b.shape[1],))
     return a @ b
+
+
+def release_workspace():
+    """Free the memory the kernels keep between calls: the calling thread's kernel workspace and
+    GEMM packing buffers (and those of the kernels' worker threads), and the pooled training-cache
+    buffers (see fastrnn._kernel_cache.BufferPool)."""
+    POOL.clear()
+    backend.core().release_workspace()
