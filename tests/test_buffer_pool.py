@@ -85,3 +85,29 @@ def test_given_buffers_are_checked():
     g = np.full((6, 20), np.nan, np.float32)
     out = core.forward(*args, gates=g)
     assert out[3] is g and np.isfinite(g).all()  # filled in place, returned as the cache's gates
+
+
+def test_concurrent_training_steps_from_threads_agree():
+    import threading
+
+    p = _problem(3)
+    POOL.clear()
+    want = _step(p)
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(3):
+                y, g = _step(p)
+                np.testing.assert_array_equal(y, want[0])
+                for k in g:
+                    np.testing.assert_array_equal(g[k], want[1][k])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors

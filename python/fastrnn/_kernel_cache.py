@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class BufferPool:
     def __init__(self, max_bytes=1 << 30, max_arrays=16, min_bytes=1 << 20):
         self.max_bytes, self.max_arrays, self.min_bytes = int(max_bytes), int(max_arrays), int(min_bytes)
         self._free = {}
+        self._lock = threading.Lock()  # forwards and dropped caches may come from several threads
         self.bytes = 0
         self.hits = self.misses = 0
         self._unshared = self._calibrate()
@@ -48,13 +50,14 @@ class BufferPool:
         shape = tuple(int(n) for n in shape)
         if 4 * math.prod(shape) < self.min_bytes:
             return None
-        free = self._free.get(shape)
-        if free:
-            a = free.pop()
-            self.bytes -= a.nbytes
-            self.hits += 1
-            return a
-        self.misses += 1
+        with self._lock:
+            free = self._free.get(shape)
+            if free:
+                a = free.pop()
+                self.bytes -= a.nbytes
+                self.hits += 1
+                return a
+            self.misses += 1
         return np.empty(shape, np.float32)
 
     def copy(self, a):
@@ -71,15 +74,17 @@ class BufferPool:
         if (type(a) is not np.ndarray or a.nbytes < self.min_bytes or a.dtype != np.float32 or a.base is not None
                 or not a.flags.writeable or not a.flags.c_contiguous or self._refs(a) > self._unshared):
             return
-        free = self._free.setdefault(a.shape, [])
-        if len(free) >= self.max_arrays or self.bytes + a.nbytes > self.max_bytes:
-            return
-        free.append(a)
-        self.bytes += a.nbytes
+        with self._lock:
+            free = self._free.setdefault(a.shape, [])
+            if len(free) >= self.max_arrays or self.bytes + a.nbytes > self.max_bytes:
+                return
+            free.append(a)
+            self.bytes += a.nbytes
 
     def clear(self):
-        self._free.clear()
-        self.bytes = 0
+        with self._lock:
+            self._free.clear()
+            self.bytes = 0
 
 
 POOL = BufferPool()
