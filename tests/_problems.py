@@ -73,3 +73,20 @@ def numgrad(f, a, eps=1e-6):
         a[idx] = old
         g[idx] = (fp - fm) / (2 * eps)
     return g
+
+
+def spy_on_gemm(monkeypatch):
+    """Route backend.core() through a wrapper that records each gemm call as
+    [A.shape, B.shape, trans_a, trans_b] and runs the real one; returns the list of calls."""
+    from fastrnn import backend
+
+    calls = []
+    real = backend.core()
+
+    class Spy:
+        def gemm(self, *args):
+            calls.append([x.shape for x in args[:2]] + list(args[2:]))
+            return real.gemm(*args)
+
+    monkeypatch.setattr(backend, "core", lambda: Spy())
+    return calls

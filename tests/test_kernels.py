@@ -18,7 +18,7 @@ import fastrnn
 from fastrnn import _core, ops
 from fastrnn import reference as ref
 
-from _problems import base_name, forward_args, make_problem
+from _problems import base_name, forward_args, make_problem, spy_on_gemm
 
 ISAS = _core.available_isas()
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
@@ -211,17 +211,7 @@ def test_ops_matmul_matches_numpy_for_every_layout(isa, a_shape, b_shape, layout
 
 
 def test_ops_matmul_runs_fastrnn_gemm_for_float32_only(monkeypatch):
-    from fastrnn import backend
-
-    calls = []
-    real = backend.core()
-
-    class Spy:
-        def gemm(self, *args):
-            calls.append([x.shape for x in args[:2]] + list(args[2:]))
-            return real.gemm(*args)
-
-    monkeypatch.setattr(backend, "core", lambda: Spy())
+    calls = spy_on_gemm(monkeypatch)
     a = np.ones((3, 4), np.float32)
     b = np.ones((5, 4), np.float32)
     np.testing.assert_array_equal(ops.matmul(a, b.T), np.full((3, 5), 4.0, np.float32))

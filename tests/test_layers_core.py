@@ -9,7 +9,7 @@ import pytest
 from fastrnn import layers as L
 from fastrnn.layers import initializers
 
-from _problems import numgrad
+from _problems import numgrad, spy_on_gemm
 
 
 def check_layer_grads(layer, x, rtol=1e-6, atol=1e-8, seed=0):
@@ -67,17 +67,7 @@ def test_dense_forward_matches_formula_and_converts_to_float32():
 def test_dense_runs_its_products_on_fastrnn_gemm(monkeypatch):
     """float32 Dense forward and backward use fastrnn's GEMM (one thread pool with the recurrent
     kernels, not numpy's BLAS) and give numpy's results."""
-    from fastrnn import backend
-
-    calls = []
-    real = backend.core()
-
-    class Spy:
-        def gemm(self, *args):
-            calls.append(args[2:])
-            return real.gemm(*args)
-
-    monkeypatch.setattr(backend, "core", lambda: Spy())
+    calls = spy_on_gemm(monkeypatch)
     rng = np.random.default_rng(0)
     layer = L.Dense(7, activation="tanh")
     x = rng.standard_normal((3, 5, 4)).astype(np.float32)

@@ -9,7 +9,8 @@ against numpy's matmul on the input-projection shapes. FLOP convention: LSTM for
 The machines this runs on are shared and noisy: fastrnn and torch are timed in alternating
 blocks, so that load bursts hit both, and each of their figures is the median of its quietest
 block (load only ever adds time); the NumPy reference and the GEMM table are medians over all
-their runs. Read the ratios of one run, not absolute figures across runs. For numpy comparisons unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
+their runs. Read the ratios of one run, not absolute figures across runs. For numpy comparisons
+unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 All recurrent computation runs in ``fastrnn.ops.{rnn,lstm,gru}_forward / _backward`` (the C++
 kernels); the layers only loop over time to spread the gradients of masked outputs that repeat
-an earlier step's output (Keras's masked-output semantics, below). Layers made with ``dtype="float64"`` run the NumPy
-references (``fastrnn.reference``) instead, for gradient checks.
+an earlier step's output (Keras's masked-output semantics, below). Layers made with
+``dtype="float64"`` run the NumPy references (``fastrnn.reference``) instead, for gradient checks.
 
 Inputs are batch-major [B, T, F]. Weights are in PyTorch layouts (``w_ih [G*H, F]``,
 ``w_hh [G*H, H]``; LSTM gates i,f,g,o with one bias ``b [4H]``; GRU gates r,z,n with ``b_ih``
@@ -354,7 +354,7 @@ class BaseRNN(Layer):
         elif dy_out is not None:
             d = self._check_dy(dy_out, (B, H))
             if c["drop"] is not None:  # those rows output 0, not the state
-                d = np.where(c["drop"][:, None], 0, d).astype(d.dtype, copy=False)
+                d = np.where(c["drop"][:, None], d.dtype.type(0), d)
             dstates[0] = d if dstates[0] is None else dstates[0] + d
         ops = _ops_for(self.dtype)
         if c["rdp"] is None:
