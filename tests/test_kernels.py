@@ -173,9 +173,11 @@ def test_concurrent_calls_from_python_threads_match_serial():
 
 
 # (M, K, N); N = 48 and 24 end in a last column panel one vector wide (AVX-512 and AVX2); M = 2100
-# with N = 3 takes the small-N path in more than one block of rows
+# with N = 3 takes the small-N path in more than one block of rows; M = 251, K = 1030 spans three
+# row blocks (the last one ragged) split over the threads and three blocks of K
 @pytest.mark.parametrize("shape", [(1, 1, 1), (37, 53, 29), (130, 300, 257), (7, 1000, 65), (300, 2, 513), (50, 70, 3),
-                                   (129, 300, 4), (37, 53, 48), (29, 70, 24), (2100, 40, 3)])
+                                   (129, 300, 4), (37, 53, 48), (29, 70, 24), (2100, 40, 3),
+                                   (251, 1030, 40)])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
 def test_gemm_matches_numpy(isa, shape, trans_a, trans_b):
     M, K, N = shape

@@ -185,6 +185,31 @@ static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_
 
 // A block (mc x kc) -> GEMM_MR-row panels, each stored k-major: Ap[panel][k][i]; pads with zeros.
 static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t csa, float* Ap) {
+  if (rsa == 1 && csa != 1) {
+    // Column k of A is contiguous (A = X^T of a row-major X, as in the weight gradients): walk k
+    // and copy the mc values of each column into every panel. Columns lie csa floats apart, often
+    // a page or more, where the hardware prefetchers stop: fetch the column PF_K ahead by hand.
+    constexpr int64_t PF_K = 8;
+    const int64_t np = ceil_div(mc, GEMM_MR);
+    for (int64_t k = 0; k < kc; ++k) {
+      if (k + PF_K < kc) {
+        const char* pf = reinterpret_cast<const char*>(A + (k + PF_K) * csa);
+        for (int64_t b = 0; b < mc * (int64_t)sizeof(float); b += 64) __builtin_prefetch(pf + b, 0, 3);
+        __builtin_prefetch(pf + mc * (int64_t)sizeof(float) - 1, 0, 3);
+      }
+      const float* src = A + k * csa;
+      for (int64_t p = 0; p < np; ++p) {
+        const int64_t i0 = p * GEMM_MR;
+        const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
+        float* d = Ap + i0 * kc + k * GEMM_MR;
+        for (int c = 0; c < GEMM_MR; c += W) {
+          const int nv = std::min(W, GEMM_MR - c), nl = std::min(nv, m - c);
+          Simd::storen(d + c, nl > 0 ? Simd::loadn(src + i0 + c, nl) : Simd::zero(), nv);
+        }
+      }
+    }
+    return;
+  }
   for (int64_t i0 = 0; i0 < mc; i0 += GEMM_MR) {
     const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
     float* dst = Ap + i0 * kc;
@@ -206,15 +231,6 @@ static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t 
       }
       for (int i = m; i < GEMM_MR; ++i)
         for (int64_t k = 0; k < kc; ++k) dst[k * GEMM_MR + i] = 0.0f;
-    } else if (rsa == 1) {  // the MR values of one k are contiguous: vector copies
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* src = A + i0 + k * csa;
-        float* d = dst + k * GEMM_MR;
-        for (int c = 0; c < GEMM_MR; c += W) {
-          const int nv = std::min(W, GEMM_MR - c), nl = std::min(nv, m - c);
-          Simd::storen(d + c, nl > 0 ? Simd::loadn(src + c, nl) : Simd::zero(), nv);
-        }
-      }
     } else {
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = A + i0 * rsa + k * csa;
