@@ -19,6 +19,8 @@ def test_bench_table_runs_and_writes_markdown(tmp_path):
         assert float(cells[3]) > 0 and float(cells[5]) > 0 and float(cells[7]) > 0  # fastrnn, numpy, torch ms
     assert "| GEMM (input projection)" in md.read_text()
     assert "threads used: 1" in proc.stdout
+    blas = [ln for ln in proc.stdout.splitlines() if ln.startswith("numpy BLAS:")]
+    assert len(blas) == 1 and "threads: 1 in the runs" in blas[0], proc.stdout[:2000]  # the limit the runs use
 
 
 def test_bench_rejects_unknown_shape():

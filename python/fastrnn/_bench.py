@@ -154,7 +154,9 @@ def environment(threads):
     try:
         from threadpoolctl import threadpool_info
 
-        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads)"
+        # the runs limit the BLAS to `threads` (threadpoolctl); this reports its own default beside it
+        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}; threads: {threads} in the "
+                f"runs, {i.get('num_threads')} by default)"
                 for i in threadpool_info() if i.get("user_api") == "blas"]
         lines.append("numpy BLAS: " + ("; ".join(blas) or "unknown"))
     except ImportError:
