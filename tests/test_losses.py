@@ -115,6 +115,29 @@ def test_masked_sequence_loss_is_mean_over_valid_steps(name, from_logits):
     np.testing.assert_allclose(grad, _fd_grad(loss, yt, yp, mask), rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("name,from_logits", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nan_at_masked_steps_stays_out_of_value_and_gradient(name, from_logits, dtype):
+    """Padding often holds NaN (or garbage) in the targets or the predictions: a masked entry must
+    add nothing, NaN included, to the value or the gradient."""
+    rng = np.random.default_rng(4)
+    B, T, C = 3, 5, 4
+    yt, yp = _problem(name, (B, T, C), rng, from_logits)
+    mask = np.ones((B, T), bool)
+    mask[0, 3:] = mask[2, 1] = False
+    loss = _make(name, from_logits)
+    want_value, want_grad = loss(yt, yp.astype(dtype), mask)
+    yt_nan, yp_nan = yt.astype(np.float64), yp.astype(dtype)
+    if name != "sparse_categorical_crossentropy":  # integer ids cannot hold NaN
+        yt_nan[~mask] = np.nan
+    yp_nan[~mask] = np.nan
+    value, grad = loss(yt_nan, yp_nan, mask)
+    assert np.isfinite(value) and value == pytest.approx(want_value, rel=1e-6)
+    assert grad.dtype == want_grad.dtype and np.all(np.isfinite(grad))
+    assert np.all(grad[~mask] == 0)
+    np.testing.assert_array_equal(grad[mask], want_grad[mask])
+
+
 @pytest.mark.parametrize("from_logits", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_sparse_crossentropy_equals_dense_one_hot_form(from_logits, dtype):

@@ -101,7 +101,7 @@ class Loss(Configurable):
         m = _check_mask(mask, y_pred2.shape[:-1])
         if m is not None:
             per = np.where(m, per, 0.0)
-            dper = dper * m[..., None]
+            dper = np.where(m[..., None], dper, 0.0)  # a select: NaN * 0 would be NaN
             count = int(m.sum())
         else:
             count = int(np.prod(per.shape))
