@@ -301,6 +301,37 @@ def test_bidirectional_gradients_finite_differences(merge_mode):
     fd_check_layer(bi, x, {"mask": mask, "initial_state": init}, arrays_extra=init)
 
 
+@pytest.mark.parametrize("return_state", [False, True])
+def test_bidirectional_bad_gradient_for_one_direction_changes_neither(return_state):
+    """A dy whose backward-direction part is malformed raises before either layer's gradients
+    change; the corrected call then gives what a fresh backward gives."""
+    rng = np.random.default_rng(12)
+    bi = L.Bidirectional(L.GRU(5, return_sequences=True, return_state=return_state, seed=3), merge_mode=None)
+    x = rng.standard_normal((3, 6, 4)).astype(np.float32)
+    out = bi(x, training=True)
+    good = [rng.standard_normal(np.shape(o)).astype(np.float32) for o in out]
+    bad = list(good)
+    if return_state:  # the backward direction's state gradient has the wrong shape
+        bad[-1] = np.ones((3, 4), np.float32)
+    else:  # [dy_forward, dy_backward] with dy_backward's last axis wrong
+        bad[1] = np.ones((3, 6, 4), np.float32)
+    params = [bi.forward_layer.w_ih, bi.forward_layer.w_hh, bi.backward_layer.w_ih, bi.backward_layer.w_hh]
+    before = [p.grad.copy() for p in params]
+    with pytest.raises(ValueError, match="backward_gru"):
+        bi.backward(bad)
+    for p, g in zip(params, before):
+        np.testing.assert_array_equal(p.grad, g)
+    dx = bi.backward(good)
+    fresh = L.Bidirectional.from_config(bi.get_config())
+    fresh(x)  # builds
+    fresh.set_weights(bi.get_weights())
+    fresh(x, training=True)
+    np.testing.assert_array_equal(dx, fresh.backward(good))
+    for p, q in zip(params, [fresh.forward_layer.w_ih, fresh.forward_layer.w_hh, fresh.backward_layer.w_ih,
+                             fresh.backward_layer.w_hh]):
+        np.testing.assert_array_equal(p.grad, q.grad)
+
+
 def test_bidirectional_structure_names_and_states():
     L.clear_session()
     bi = L.Bidirectional(L.LSTM(4, return_state=True), input_shape=(None, 3))

@@ -337,6 +337,13 @@ class BaseRNN(Layer):
         return dys + [None] * (1 + self._n_states - len(dys))
 
     def _backward(self, dy):
+        grads, dx = self._compute_backward(dy)
+        self._apply_backward(grads)
+        return dx
+
+    def _compute_backward(self, dy):
+        """(gradients, dx) for ``dy``, changing nothing: Bidirectional computes both directions
+        before it applies either, so that a bad gradient for one leaves both layers untouched."""
         c = self._cache
         B, T, H = c["B"], c["T"], self.units
         dys = self._split_dy(dy)
@@ -361,17 +368,21 @@ class BaseRNN(Layer):
             grads = self._backward_op(ops, c["cache"], dy_seq, dstates)
         else:
             grads = self._backward_rows(ops, c["cache"], c["rdp"], dy_seq, dstates)
+        dx = grads["x"]
+        if c["dp"] is not None:
+            dx = dx * c["dp"][:, None, :]
+        return grads, dx
+
+    def _apply_backward(self, grads):
+        """Accumulate the parameter gradients of :meth:`_compute_backward` and keep the initial
+        states' gradients."""
         self.w_ih.grad += grads["w_ih"]
         self.w_hh.grad += grads["w_hh"]
         for bname in self._bias_names():
             p = getattr(self, bname)
             if p is not None:
                 p.grad += grads[bname]
-        dx = grads["x"]
-        if c["dp"] is not None:
-            dx = dx * c["dp"][:, None, :]
         self.initial_state_grads = [grads["h0"]] + ([grads["c0"]] if self._n_states == 2 else [])
-        return dx
 
     def _backward_rows(self, ops, caches, rdp, dy_seq, dstates):
         rows = []
@@ -774,12 +785,16 @@ class Bidirectional(Layer):
             dyf = np.ascontiguousarray(dyf)
         if dyb is not None:
             dyb = np.ascontiguousarray(dyb)
-        if self.return_state:
-            dxf = self.forward_layer.backward([dyf] + list(dsf))
-            dxb = self.backward_layer.backward([dyb] + list(dsb))
-        else:
-            dxf = self.forward_layer.backward(dyf)
-            dxb = self.backward_layer.backward(dyb)
+        fl, bl = self.forward_layer, self.backward_layer
+        for layer in (fl, bl):
+            if layer._cache is None:
+                raise RuntimeError(f"{layer._who()}: backward() called before a forward pass with training=True")
+        # both directions computed before either is applied: a bad gradient for one of them
+        # raises with neither layer's gradients changed
+        gf, dxf = fl._compute_backward([dyf] + list(dsf) if self.return_state else dyf)
+        gb, dxb = bl._compute_backward([dyb] + list(dsb) if self.return_state else dyb)
+        fl._apply_backward(gf)
+        bl._apply_backward(gb)
         self.initial_state_grads = list(self.forward_layer.initial_state_grads) + list(
             self.backward_layer.initial_state_grads)
         return dxf + dxb
