@@ -177,6 +177,57 @@ def test_backward_accumulates_and_step_api_keeps_separate_caches():
     assert not np.allclose(g1, layer.w1.grad)
 
 
+@pytest.mark.parametrize("kind", ["bahdanau", "general", "dot"])
+def test_nan_or_inf_at_masked_steps_reaches_neither_context_nor_gradients(kind):
+    """Padding with NaN / inf in the masked steps of ``values`` changes nothing: every output and
+    gradient equals the run with zeros there (the weights were always right; 0 * NaN was not)."""
+    rng = np.random.default_rng(21)
+    q = rng.standard_normal((B, DQ if kind != "dot" else DV))
+    v = rng.standard_normal((B, TX, DV))
+    mask = _mask()
+    mask[2] = False  # a row with no valid step: zero context, never NaN
+    v0 = np.where(mask[..., None], v, 0.0)
+    v_bad = v0.copy()
+    v_bad[~mask] = np.nan
+    v_bad[1, 0] = np.inf
+    dctx = rng.standard_normal((B, DV))
+    got, want = _make(kind), _make(kind)
+    outs = []
+    for layer, vals in ((got, v_bad), (want, v0)):
+        ctx, w = layer(q, vals, mask=mask, training=True)
+        dq, dv = layer.backward(dctx)
+        outs.append((ctx, w, dq, np.where(mask[..., None], dv, 0.0), [p.grad for p in layer.parameters()]))
+    (c1, w1, dq1, dv1, g1), (c0, w0, dq0, dv0, g0) = outs
+    assert np.all(np.isfinite(c1)) and np.all(c1[2] == 0)
+    for a, b in ((c1, c0), (w1, w0), (dq1, dq0), (dv1, dv0)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(g1, g0):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "dot"])
+def test_backward_is_unaffected_by_changes_to_the_query_and_returned_weights(kind):
+    rng = np.random.default_rng(22)
+    q = rng.standard_normal((B, DQ if kind != "dot" else DV))
+    v = rng.standard_normal((B, TX, DV))
+    dctx = rng.standard_normal((B, DV))
+    results = []
+    for meddle in (False, True):
+        layer = _make(kind)
+        qq = q.copy()
+        _, w = layer(qq, v, mask=_mask(), training=True)
+        if meddle:  # the caller reuses its arrays before backward
+            qq += 1.0
+            w *= 3.0
+        dq, dv = layer.backward(dctx)
+        results.append((dq, dv, [p.grad.copy() for p in layer.parameters()]))
+    (dq1, dv1, g1), (dq2, dv2, g2) = results
+    np.testing.assert_array_equal(dq1, dq2)
+    np.testing.assert_array_equal(dv1, dv2)
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_parameters_names_shapes_and_glorot_init():
     layer = L.BahdanauAttention(10, name="att", seed=0, query_dim=20, value_dim=30)
     assert layer.built

@@ -97,6 +97,27 @@ def test_backward_accumulates_into_grad():
     assert not layer.kernel.grad.any() and not layer.bias.grad.any()
 
 
+@pytest.mark.parametrize("activation", [None, "tanh", "softmax"])
+def test_dense_backward_is_unaffected_by_changes_to_its_input_and_output(activation):
+    """Backward uses the forward's x and y even if the caller changes its arrays in between
+    (a residual ``y += x``, a reused input buffer)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    dy = rng.standard_normal((4, 3, 6)).astype(np.float32)
+    results = []
+    for meddle in (False, True):
+        layer = L.Dense(6, activation=activation, seed=2)
+        xx = x.copy()
+        y = layer(xx, training=True)
+        if meddle:
+            y += 1.0
+            xx *= -2.0
+        dx = layer.backward(dy)
+        results.append((dx, layer.kernel.grad.copy(), layer.bias.grad.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 # ------------------------------------------------------------------------------------------------ Embedding
 def test_embedding_lookup_gradient_and_mask():
     layer = L.Embedding(7, 3, mask_zero=True, dtype="float64", seed=0)
@@ -113,6 +134,22 @@ def test_embedding_lookup_gradient_and_mask():
         return float(np.sum(dy * layer(ids)))
 
     np.testing.assert_allclose(layer.embeddings.grad, numgrad(loss, layer.embeddings.value), atol=1e-8)
+
+
+def test_embedding_backward_uses_the_ids_of_its_forward():
+    ids = np.array([[1, 2, 0], [3, 3, 4]])
+    dy = np.random.default_rng(6).standard_normal((2, 3, 2)).astype(np.float32)
+    results = []
+    for meddle in (False, True):
+        layer = L.Embedding(6, 2, seed=1)
+        given = ids.copy()
+        layer(given, training=True)
+        if meddle:
+            given[...] = 5  # the caller refills its batch buffer
+        layer.backward(dy)
+        results.append(layer.embeddings.grad.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not results[0][5].any()
 
 
 def test_embedding_without_mask_zero_has_no_mask_and_float_ids_are_cast():

@@ -9,7 +9,11 @@ Both are called on one decoder query and the encoder's annotations:
 
 The scores e_j are turned into weights alpha_j = softmax over the unmasked steps j; masked steps
 get weight exactly 0, and a row with no unmasked step gets all-zero weights and a zero context
-(never NaN). The context is c = sum_j alpha_j h_j.
+(never NaN, whatever the masked steps of ``values`` hold). The context is c = sum_j alpha_j h_j.
+
+A training call keeps copies of the query and the weights it returns, and ``values`` as given
+(encoder outputs, reused by every decoder step): do not change ``values`` in place, or the
+parameters, between a call and its backward.
 
 Decoders that call the layer once per output step and backpropagate through all steps afterwards
 use ``forward_step`` / ``backward_step``, which hand the per-call cache to the caller instead of
@@ -111,6 +115,11 @@ class _Attention(Layer):
                 raise ValueError(f"{self._who()}: mask must have shape [batch, time] = {tuple(values.shape[:2])}, "
                                  f"got {tuple(m.shape)}")
             mask = m.astype(bool, copy=False)
+            # padding may hold NaN or inf: its weight is 0, but 0 * NaN is NaN in the context and in
+            # the gradients, so such masked steps are zeroed (checked on the masked entries alone,
+            # a few percent of the cost of the zeroing that is rarely needed)
+            if not mask.all() and not np.isfinite(values[~mask]).all():
+                values = np.where(mask[..., None], values, self.dtype.type(0))
         return query, values, mask
 
     # -- forward / backward ----------------------------------------------------------------------
@@ -124,10 +133,14 @@ class _Attention(Layer):
     def forward_step(self, query, values, mask=None, training=True):
         """(context, weights, cache): one call whose cache goes to ``backward_step`` (None unless training)."""
         query, values, mask = self._check_inputs(query, values, mask)
+        # The query and the returned weights are the caller's to change before backward: the cache
+        # keeps copies. values (often large, and reused by every decoder step) is kept as given.
+        if training:
+            query = query.copy()
         scores, score_cache = self._scores(query, values)
         weights = masked_softmax(scores, mask)
         context = np.einsum("bt,btd->bd", weights, values)
-        cache = (query, values, weights, score_cache) if training else None
+        cache = (query, values, weights.copy(), score_cache) if training else None
         return context, weights, cache
 
     def backward(self, dcontext, dweights=None):

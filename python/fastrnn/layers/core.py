@@ -81,6 +81,8 @@ class Dense(Layer):
     bias_initializer='zeros', seed=None, name=None, ...). ``kernel`` is [in, units] (Keras layout),
     ``bias`` [units]. activation: None/'linear', 'tanh', 'relu', 'sigmoid', 'softmax'. Inputs of any
     rank >= 2 ([B, F] or [B, T, F], applied at every step); the mask passes through.
+    A training call keeps copies of x and y for backward; backward reads the kernel as it is then,
+    so update the parameters after backward (as ``fit`` does), not between forward and backward.
     """
 
     _input_rank = (2, None)
@@ -122,8 +124,8 @@ class Dense(Layer):
         if self.use_bias:
             z += self.bias.value
         y = ACTIVATIONS[self.activation][0](z)
-        if training:
-            self._cache = (x, y)
+        if training:  # private copies: the caller may change x or the returned y before backward
+            self._cache = (np.array(x, copy=True), y.copy())
         return y
 
     def _backward(self, dy):
@@ -243,8 +245,8 @@ class Embedding(Layer):
 
     def call(self, x, training=False, mask=None):
         y = self.embeddings.value[x]
-        if training:
-            self._cache = x
+        if training:  # a private copy: the caller may change the ids before backward
+            self._cache = np.array(x, copy=True)
         return y
 
     def _backward(self, dy):
