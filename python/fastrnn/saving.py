@@ -22,8 +22,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -160,6 +162,13 @@ def save_weights(model, filepath):
 
 
 # --------------------------------------------------------------------------- reading
+# What zipfile raises on damaged archives: besides BadZipFile, a flipped bit in a header can read
+# as an unsupported compression method or version (NotImplementedError), an encrypted entry
+# (RuntimeError), a broken deflate stream (zlib.error) or a short header (struct.error).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
+               RuntimeError, zlib.error, struct.error, UnicodeDecodeError, OverflowError)
+
+
 class _Reader:
     """Opens and validates a container; every problem becomes a ValueError naming the file."""
 
@@ -171,7 +180,7 @@ class _Reader:
             data = f.read()
         try:
             self.zf = zipfile.ZipFile(io.BytesIO(data))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        except _ZIP_ERRORS as exc:
             raise ValueError(
                 f"'{self.path}' is not a fastrnn file (not a readable zip archive: {exc}); it may be truncated, "
                 "corrupt or written by another program"
@@ -204,7 +213,7 @@ class _Reader:
             return self.zf.read(name)
         except KeyError:
             raise ValueError(f"'{self.path}': corrupt fastrnn file (missing entry '{name}')") from None
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except _ZIP_ERRORS as exc:
             raise ValueError(f"'{self.path}': corrupt or truncated fastrnn file (entry '{name}': {exc})") from None
 
     def _json(self, name):
