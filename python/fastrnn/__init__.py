@@ -24,6 +24,7 @@ from . import losses  # noqa: E402
 from . import metrics  # noqa: E402
 from . import optim  # noqa: E402
 from . import callbacks  # noqa: E402
+from . import interop  # noqa: E402  (imports torch / keras only inside its functions)
 from .models import Model, Seq2Seq, Sequential  # noqa: E402
 from .saving import load_model  # noqa: E402
 # --- end of the training API block ---
@@ -83,6 +84,7 @@ __all__ = [
     "available_isas",
     "get_num_threads",
     "info",
+    "interop",
     "isa",
     "ops",
     "reference",
