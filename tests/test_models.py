@@ -73,6 +73,19 @@ def test_evaluate_returns_metrics_like_keras():
     assert set(d) == {"loss", "accuracy", "mse"}
 
 
+def test_evaluate_progress_bar_shows_the_loss_and_metrics(capsys):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+    m = Sequential([layers.Dense(1, activation="sigmoid")])
+    m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    d = m.evaluate(x, y, batch_size=8, verbose=1, return_dict=True)
+    err = capsys.readouterr().err  # tqdm writes to stderr
+    assert f"loss={d['loss']:.4g}" in err and f"accuracy={d['accuracy']:.4g}" in err
+    m.evaluate(x, y, verbose=0)
+    assert "loss=" not in capsys.readouterr().err
+
+
 def test_validation_split_takes_the_last_fraction_before_shuffling():
     x, y = _linear_data(n=100)
     y = y.copy()

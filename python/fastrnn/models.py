@@ -522,17 +522,27 @@ class Model:
         total, count = 0.0, 0
         n = x.shape[0]
         steps = int(math.ceil(n / batch_size))
-        for b in tqdm(range(steps), desc="Evaluate", unit="batch", disable=verbose != 1, leave=True):
-            sl = slice(b * batch_size, (b + 1) * batch_size)
-            y_pred, mask = self._outputs_for_loss(x[sl], y[sl], False)
-            s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask)
-            total += s
-            count += c
-            for m in self.compiled_metrics:
-                m.update_state(y[sl], y_pred, mask)
-        out = {"loss": total / count if count else 0.0}
-        out.update({m.name: m.result() for m in self.compiled_metrics})
-        return out
+        def results():
+            out = {"loss": total / count if count else 0.0}
+            out.update({m.name: m.result() for m in self.compiled_metrics})
+            return out
+
+        bar = tqdm(total=steps, desc="Evaluate", unit="batch", disable=verbose != 1, leave=True, dynamic_ncols=True)
+        try:
+            for b in range(steps):
+                sl = slice(b * batch_size, (b + 1) * batch_size)
+                y_pred, mask = self._outputs_for_loss(x[sl], y[sl], False)
+                s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask)
+                total += s
+                count += c
+                for m in self.compiled_metrics:
+                    m.update_state(y[sl], y_pred, mask)
+                bar.update(1)
+                if not bar.disable:  # the running loss and metrics, as fit shows them
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in results().items()}, refresh=False)
+        finally:
+            bar.close()
+        return results()
 
     def evaluate(self, x, y, batch_size=None, verbose=1, return_dict=False):
         """Loss (and metrics) on x, y in inference mode.
