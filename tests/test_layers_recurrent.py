@@ -683,3 +683,16 @@ def test_bad_inputs_raise_clear_errors():
         bi(np.zeros((1, 3, 2)), initial_state=[np.zeros((1, 2))] * 2)
     with pytest.raises(RuntimeError, match="Bidirectional 'bi2'"):
         L.Bidirectional(L.GRU(2), name="bi2").backward(np.zeros((1, 4)))
+
+
+@pytest.mark.parametrize("cls_name", ["LSTM", "GRU", "SimpleRNN"])
+def test_set_weights_in_keras_layout_points_to_from_keras(cls_name):
+    """Keras's kernels are [features, gates*units]: the shape error says which layout fastrnn uses
+    and how to convert."""
+    layer = getattr(L, cls_name)(4)
+    layer.build((None, 3))
+    keras_layout = [np.asarray(w).T if np.ndim(w) == 2 else w for w in layer.get_weights()]
+    with pytest.raises(ValueError, match=r"PyTorch's layout.*fastrnn\.interop\.from_keras"):
+        layer.set_weights(keras_layout)
+    with pytest.raises(ValueError, match=r"expected \d arrays.*from_keras"):
+        layer.set_weights(keras_layout[:1])

@@ -279,16 +279,19 @@ class Layer(metaclass=_LayerMeta):
         if len(weights) != len(params):
             raise ValueError(
                 f"{type(self).__name__} '{self.name}': set_weights expected {len(params)} arrays "
-                f"({', '.join(p.name for p in params)}), got {len(weights)}"
+                f"({', '.join(p.name for p in params)}), got {len(weights)}{self._weights_hint}"
             )
         for p, w in zip(params, weights):
             if np.shape(w) != p.shape:
                 raise ValueError(
                     f"{type(self).__name__} '{self.name}': weight for '{p.name}' must have shape {p.shape}, "
-                    f"got {np.shape(w)}"
+                    f"got {np.shape(w)}{self._weights_hint}"
                 )
         for p, w in zip(params, weights):
             p.assign(w)
+
+    # appended to set_weights' errors (layers whose layout differs from Keras's say so here)
+    _weights_hint = ""
 
     def _build_from_weights(self, weights) -> None:
         """Build an unbuilt layer from the shapes of ``weights`` (subclasses that can override this)."""

@@ -89,11 +89,18 @@ class BaseRNN(Layer):
     ``last_dropout_masks`` = (input mask or None, recurrent mask or None). recurrent_dropout > 0 runs
     one kernel call per sequence (the mask is folded into that sequence's w_hh), which is slower than
     one batched call; the time loop stays in the kernel.
+
+    ``get_weights`` / ``set_weights`` use the PyTorch layout above. A Keras layer's ``get_weights()``
+    is in Keras's ([features, gates*units] kernels) and must go through
+    ``fastrnn.interop.from_keras``: set_weights refuses it where the shapes differ, but for a
+    SimpleRNN with as many features as units they coincide and it cannot tell.
     """
 
     _cell = "rnn"
     _gates = 1
     _n_states = 1
+    _weights_hint = ("; the weights are in PyTorch's layout (w_ih [gates*units, features], w_hh [gates*units, "
+                     "units]), not Keras's: convert a Keras layer's weights with fastrnn.interop.from_keras")
     _input_rank = (3, 3)
     _input_desc = "[batch, time, features]"
     _activations = ("tanh",)
