@@ -234,6 +234,86 @@ def test_subclassed_model_collects_layers_and_trains():
     assert "gru" in net.summary(print_fn=lambda s: None)
 
 
+class EncoderDecoder(Model):
+    """Keras's encoder-decoder pattern: two inputs, the encoder's states start the decoder."""
+
+    def __init__(self, units=6, vocab=4):
+        super().__init__()
+        self.units, self.vocab = units, vocab
+        self.enc = layers.LSTM(units, return_state=True)
+        self.dec = layers.LSTM(units, return_sequences=True)
+        self.head = layers.TimeDistributed(layers.Dense(vocab, activation="softmax"))
+
+    def get_config(self):
+        return {"units": self.units, "vocab": self.vocab}
+
+    def forward(self, x, training=False, mask=None):
+        x_enc, x_dec = x
+        _, h, c = self.enc(x_enc, training=training)
+        return self.head(self.dec(x_dec, training=training, initial_state=[h, c]), training=training)
+
+    def backward(self, dy):
+        dx_dec = self.dec.backward(self.head.backward(dy))
+        dx_enc = self.enc.backward([None] + list(self.dec.initial_state_grads))
+        return [dx_enc, dx_dec]
+
+
+def _enc_dec_data(n=24, tx=5, ty=4, f=3, vocab=4, seed=8):
+    rng = np.random.default_rng(seed)
+    xe = rng.normal(size=(n, tx, f)).astype(np.float32)
+    xd = rng.normal(size=(n, ty, f)).astype(np.float32)
+    y = (xe[:, :ty, 0] > 0).astype(np.int64) + 2 * (xd[..., 0] > 0)
+    return xe, xd, y
+
+
+def test_model_with_two_inputs_fits_evaluates_predicts_and_saves(tmp_path):
+    """fit / evaluate / predict / train_on_batch take a list of input arrays, as Keras's do."""
+    xe, xd, y = _enc_dec_data()
+    layers.set_seed(8)
+    m = EncoderDecoder()
+    m.compile(optimizer=optim.Adam(0.02), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = m.fit([xe, xd], y, epochs=15, batch_size=8, verbose=0, seed=0, validation_split=0.25)
+    assert h.history["loss"][-1] < 0.7 * h.history["loss"][0] and "val_loss" in h.history
+    p = m.predict([xe, xd], batch_size=5)
+    assert p.shape == (24, 4, 4)
+    np.testing.assert_allclose(p, m((xe, xd)), rtol=1e-6, atol=1e-7)  # a tuple works too
+    loss, acc = m.evaluate([xe, xd], y, batch_size=7, verbose=0)
+    want = losses.get("sparse_categorical_crossentropy")(y, p)[0]
+    assert loss == pytest.approx(want, rel=1e-5)
+    assert acc == pytest.approx(np.mean(p.argmax(-1) == y))
+    assert m._build_input_shape == [(5, 3), (4, 3)]
+    path = str(tmp_path / "encdec.fastrnn")
+    m.save(path)
+    m2 = fr.load_model(path, custom_objects={"EncoderDecoder": EncoderDecoder})
+    np.testing.assert_array_equal(m2.predict([xe, xd]), p)
+    assert isinstance(m.train_on_batch([xe[:8], xd[:8]], y[:8]), list)
+
+
+def test_model_with_two_inputs_rejects_bad_input_lists():
+    xe, xd, y = _enc_dec_data()
+    m = EncoderDecoder()
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    m.predict([xe, xd])
+    with pytest.raises(ValueError, match=r"x\[1\]"):
+        m.fit([xe, xd[:10]], y, verbose=0)
+    with pytest.raises(ValueError, match="takes 2 inputs, got a list of 3"):
+        m.predict([xe, xd, xd])
+    with pytest.raises(ValueError, match="takes 2 inputs; pass a list of 2 arrays"):
+        m.predict(xe)
+    with pytest.raises(ValueError, match=r"x\[0\]: expected rank 3"):
+        m.predict([xe[..., 0], xd])
+    with pytest.raises(ValueError, match="tbptt"):
+        m.fit([xe, xd], y, tbptt=2, verbose=0)
+    with pytest.raises(ValueError, match="tbptt"):
+        m.train_on_batch([xe, xd], y, tbptt=2)
+
+
+def test_sequential_still_stacks_a_list_of_sample_arrays():
+    m = Sequential([layers.Dense(2, input_shape=(3,))])
+    samples = [np.ones(3, np.float32), np.zeros(3, np.float32)]
+    np.testing.assert_array_equal(m.predict(samples), m.predict(np.stack(samples)))
+
+
 def test_failed_add_leaves_the_model_unchanged():
     m = Sequential([layers.LSTM(4, input_shape=(5, 3))])
     with pytest.raises(ValueError, match=r"input shape must be \(time, features\)"):

@@ -11,7 +11,9 @@ A custom model subclasses ``Model``, assigns its layers as attributes (they are 
 ``model.parameters()``) and writes ``forward(x, training=False, mask=None)`` and
 ``backward(dy) -> dx``; when its output is a masked sequence it sets ``self.output_mask`` in
 ``forward`` so that the loss skips the masked steps. compile/fit/evaluate/predict/summary/save
-are inherited.
+are inherited. A model with several inputs (Keras's encoder-decoder pattern) takes them as a list
+of arrays, ``model.fit([x_enc, x_dec], y)``, and its ``forward`` receives that list; a Sequential
+takes one array (a list of per-sample arrays is stacked into one).
 
 Truncated BPTT (``fit(..., tbptt=k)``): every batch is cut along the time axis (axis 1 of x) into
 chunks of k steps that are run one after another, each recurrent layer carrying its state from
@@ -68,6 +70,36 @@ def _to_array(a, argname):
     if a.shape[0] == 0:
         raise ValueError(f"{argname}: got no samples (shape {a.shape})")
     return a
+
+
+def _is_array(a):
+    return isinstance(a, np.ndarray) or type(a).__module__.startswith("cupy")
+
+
+def _is_multi_input(x):
+    """A list or tuple of arrays: one model input per entry (Keras's multi-input convention).
+    Nested Python lists of numbers stay one input."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(_is_array(a) for a in x)
+
+
+def _is_shape_list(shape):
+    """A list of input shapes (a multi-input model) rather than one shape."""
+    return isinstance(shape, (list, tuple)) and len(shape) > 0 and all(isinstance(s, (list, tuple)) for s in shape)
+
+
+def _n_samples(x):
+    return x[0].shape[0] if isinstance(x, list) else x.shape[0]
+
+
+def _take(x, idx):
+    """Rows ``idx`` of an input (every array of a multi-input list)."""
+    return [a[idx] for a in x] if isinstance(x, list) else x[idx]
+
+
+def _input_shape_of(x):
+    if _is_multi_input(x):
+        return [tuple(np.shape(a)[1:]) for a in x]
+    return tuple(np.shape(x)[1:])
 
 
 def _positive_int(value, argname, allow_zero=False):
@@ -232,7 +264,7 @@ class Model:
         self.output_mask = None
         y = self.forward(x, training=training, mask=mask)
         if self._build_input_shape is None:
-            self._build_input_shape = tuple(np.shape(x)[1:])
+            self._build_input_shape = _input_shape_of(x)
         return y
 
     def build(self, input_shape):
@@ -240,19 +272,21 @@ class Model:
 
         The carried states of stateful / carry_state recurrent layers are left as they were before
         (layers first made during this forward end with no carried state)."""
-        shape = tuple(1 if d is None else int(d) for d in input_shape)
+        multi = _is_shape_list(input_shape)
+        shapes = [tuple(1 if d is None else int(d) for d in sh) for sh in (input_shape if multi else [input_shape])]
         saved = {}
         for lay in _all_layers(self.layers):
             if isinstance(lay, layers_recurrent.BaseRNN):
                 saved[id(lay)] = lay.states
                 lay.states = None
         try:
-            self(np.zeros((1,) + shape, dtype=np.float32), training=False)
+            zeros = [np.zeros((1,) + sh, dtype=np.float32) for sh in shapes]
+            self(zeros if multi else zeros[0], training=False)
         finally:
             for lay in _all_layers(self.layers):
                 if isinstance(lay, layers_recurrent.BaseRNN):
                     lay.states = saved.get(id(lay))
-        self._build_input_shape = tuple(input_shape)
+        self._build_input_shape = [tuple(sh) for sh in input_shape] if multi else tuple(input_shape)
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None):
@@ -293,8 +327,24 @@ class Model:
         return None
 
     def _check_x(self, x, argname="x"):
-        x = _to_array(x, argname)
         want = self._expected_input_shape()
+        if _is_multi_input(x) and not isinstance(self, Sequential) and not (
+                want is not None and not _is_shape_list(want)):
+            # several inputs (a model that was called on one array before takes lists as one input)
+            xs = [_to_array(a, f"{argname}[{i}]") for i, a in enumerate(x)]
+            if want is not None and len(want) != len(xs):
+                raise ValueError(f"{argname}: the model takes {len(want)} inputs, got a list of {len(xs)} arrays")
+            for i, a in enumerate(xs):
+                if a.shape[0] != xs[0].shape[0]:
+                    raise ValueError(f"{argname}: every input must have the same number of samples (first axis): "
+                                     f"{argname}[0] has {xs[0].shape[0]}, {argname}[{i}] has {a.shape[0]}")
+                if want is not None and a.ndim != len(want[i]) + 1:
+                    raise ValueError(f"{argname}[{i}]: expected rank {len(want[i]) + 1} input of shape (batch,) + "
+                                     f"{_fmt_shape(want[i])}, got rank {a.ndim} with shape {a.shape}")
+            return xs
+        x = _to_array(x, argname)
+        if want is not None and _is_shape_list(want):
+            raise ValueError(f"{argname}: the model takes {len(want)} inputs; pass a list of {len(want)} arrays")
         if want is not None and x.ndim != len(want) + 1:
             raise ValueError(
                 f"{argname}: expected rank {len(want) + 1} input of shape (batch,) + {_fmt_shape(want)}, got "
@@ -305,10 +355,10 @@ class Model:
     def _check_xy(self, x, y, xname="x", yname="y"):
         x = self._check_x(x, xname)
         y = _to_array(y, yname)
-        if x.shape[0] != y.shape[0]:
+        if _n_samples(x) != y.shape[0]:
             raise ValueError(
                 f"{xname} and {yname} must have the same number of samples (first axis): {xname} has "
-                f"{x.shape[0]}, {yname} has {y.shape[0]}"
+                f"{_n_samples(x)}, {yname} has {y.shape[0]}"
             )
         return x, y
 
@@ -367,6 +417,8 @@ class Model:
         return value
 
     def _step_tbptt(self, xb, yb, k, where):
+        if isinstance(xb, list):
+            raise ValueError("tbptt: truncated BPTT cuts one input array along time; this model takes several")
         T = xb.shape[1] if xb.ndim >= 2 else 1
         if xb.ndim < 2:
             raise ValueError(f"tbptt: x must have a time axis [batch, steps, ...], got shape {xb.shape}")
@@ -445,7 +497,7 @@ class Model:
         verbose = 1 if verbose == "auto" else verbose
         if tbptt is not None:
             tbptt = _positive_int(tbptt, "tbptt")
-            if x.ndim < 2:
+            if not isinstance(x, list) and x.ndim < 2:
                 raise ValueError(f"tbptt: x must have a time axis [batch, steps, ...], got shape {x.shape}")
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)) \
                 or not 0.0 <= float(validation_split) < 1.0:
@@ -456,15 +508,15 @@ class Model:
                 raise ValueError("validation_data: expected a tuple (x_val, y_val)")
             val = self._check_xy(validation_data[0], validation_data[1], "validation_data x", "validation_data y")
         elif validation_split:
-            n = x.shape[0]
+            n = _n_samples(x)
             split = int(math.floor(n * (1.0 - float(validation_split))))
             if split == 0 or split == n:
                 raise ValueError(
                     f"validation_split: {validation_split} of {n} samples leaves "
                     f"{'no training' if split == 0 else 'no validation'} samples"
                 )
-            x, y, val = x[:split], y[:split], (x[split:], y[split:])
-        n = x.shape[0]
+            x, y, val = _take(x, slice(None, split)), y[:split], (_take(x, slice(split, None)), y[split:])
+        n = _n_samples(x)
         steps = int(math.ceil(n / batch_size))
         rng = np.random.default_rng(seed)
 
@@ -491,10 +543,10 @@ class Model:
                     if not shuffle:
                         idx = slice(b * batch_size, min((b + 1) * batch_size, n))
                     cbs.on_train_batch_begin(b, {})
-                    xb, yb = x[idx], y[idx]
+                    xb, yb = _take(x, idx), y[idx]
                     value = self._train_step(xb, yb, tbptt, f"epoch {epoch + 1}, batch {b + 1} of {steps}")
-                    loss_sum += value * xb.shape[0]
-                    loss_n += xb.shape[0]
+                    loss_sum += value * yb.shape[0]
+                    loss_n += yb.shape[0]
                     logs = {"loss": loss_sum / loss_n}
                     logs.update({m.name: m.result() for m in self.compiled_metrics})
                     cbs.on_train_batch_end(b, dict(logs))
@@ -520,8 +572,8 @@ class Model:
         for m in self.compiled_metrics:
             m.reset_state()
         total, count = 0.0, 0
-        n = x.shape[0]
-        steps = int(math.ceil(n / batch_size))
+        steps = int(math.ceil(_n_samples(x) / batch_size))
+
         def results():
             out = {"loss": total / count if count else 0.0}
             out.update({m.name: m.result() for m in self.compiled_metrics})
@@ -531,7 +583,7 @@ class Model:
         try:
             for b in range(steps):
                 sl = slice(b * batch_size, (b + 1) * batch_size)
-                y_pred, mask = self._outputs_for_loss(x[sl], y[sl], False)
+                y_pred, mask = self._outputs_for_loss(_take(x, sl), y[sl], False)
                 s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask)
                 total += s
                 count += c
@@ -566,9 +618,9 @@ class Model:
         x = self._check_x(x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
         outs = []
-        steps = int(math.ceil(x.shape[0] / batch_size))
+        steps = int(math.ceil(_n_samples(x) / batch_size))
         for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
-            y = self(x[b * batch_size:(b + 1) * batch_size], training=False)
+            y = self(_take(x, slice(b * batch_size, (b + 1) * batch_size)), training=False)
             if isinstance(y, (tuple, list)):
                 raise ValueError("predict: the model's output must be a single array")
             outs.append(np.asarray(y))
