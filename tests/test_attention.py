@@ -299,3 +299,21 @@ def test_bad_inputs_raise_clear_errors():
         L.LuongAttention("concat")
     with pytest.raises(ValueError, match="same number of features"):
         L.LuongAttention("dot")(q, v)
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "general"])
+def test_keras_style_list_call_equals_the_two_argument_call(kind):
+    rng = np.random.default_rng(23)
+    q, v = rng.standard_normal((B, DQ)), rng.standard_normal((B, TX, DV))
+    layer = _make(kind)
+    want = layer(q, v, mask=_mask())
+    for mask in (_mask(), [None, _mask()]):
+        got = layer([q, v], mask=mask)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"takes \[query, values\], got 3 items"):
+        layer([q, v, v])
+    with pytest.raises(ValueError, match=r"\[None, values_mask\]"):
+        layer([q, v], mask=[np.ones((B,), bool), _mask()])
+    with pytest.raises(TypeError, match="missing values"):
+        layer(q)

@@ -2,7 +2,7 @@
 
 Both are called on one decoder query and the encoder's annotations:
 
-    context, weights = attn(query, values, mask=None, training=False)
+    context, weights = attn(query, values, mask=None, training=False)   # or attn([query, values])
     # query [B, Dq] (the decoder state s_{i-1}), values [B, Tx, Dv] (the annotations h_j),
     # mask [B, Tx] bool (True = a real encoder step), context [B, Dv], weights [B, Tx]
     dquery, dvalues = attn.backward(dcontext, dweights=None)   # ACCUMULATES parameter grads
@@ -123,8 +123,22 @@ class _Attention(Layer):
         return query, values, mask
 
     # -- forward / backward ----------------------------------------------------------------------
-    def __call__(self, query, values, mask=None, training=False):
-        """(context [B, Dv], weights [B, Tx]); keeps the backward cache when ``training``."""
+    def __call__(self, query, values=None, mask=None, training=False):
+        """(context [B, Dv], weights [B, Tx]); keeps the backward cache when ``training``.
+
+        Also callable Keras-style on a list, ``attn([query, values])``, with ``mask`` the values'
+        mask or ``[None, values_mask]`` (a query is one decoder step: it has no mask)."""
+        if values is None and isinstance(query, (list, tuple)):
+            if len(query) != 2:
+                raise ValueError(f"{self._who()}: called on a list, it takes [query, values], got {len(query)} items")
+            query, values = query
+            if isinstance(mask, (list, tuple)):
+                if len(mask) != 2 or mask[0] is not None:
+                    raise ValueError(f"{self._who()}: mask for [query, values] must be the values' mask or "
+                                     "[None, values_mask] (the query, one decoder step, has none)")
+                mask = mask[1]
+        elif values is None:
+            raise TypeError(f"{self._who()}: missing values: call attn(query, values) or attn([query, values])")
         context, weights, cache = self.forward_step(query, values, mask=mask, training=training)
         if training:
             self._cache = cache
