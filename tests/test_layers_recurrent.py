@@ -696,3 +696,21 @@ def test_set_weights_in_keras_layout_points_to_from_keras(cls_name):
         layer.set_weights(keras_layout)
     with pytest.raises(ValueError, match=r"expected \d arrays.*from_keras"):
         layer.set_weights(keras_layout[:1])
+
+
+def test_layer_masks_take_bool_or_0_1_like_the_ops():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    layer = make("GRU", 5, 3, return_sequences=True, seed=1)
+    m = np.array([[1, 1, 0, 1], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(layer(x, mask=m), layer(x, mask=m.astype(bool)))
+    for bad in (2, -1):
+        m2 = m.copy()
+        m2[0, 0] = bad
+        with pytest.raises(ValueError, match="only 0/1"):
+            layer(x, mask=m2)
+    with pytest.raises(TypeError, match="boolean \\(or 0/1\\)"):
+        layer(x, mask=m.astype(np.float32))
+    attn = L.LuongAttention("dot")
+    with pytest.raises(ValueError, match="only 0/1"):
+        attn(x[:, 0], x, mask=np.full((2, 4), 3))

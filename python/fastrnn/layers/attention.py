@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .base import Layer, register_layer
+from .base import Layer, bool_mask, register_layer
 from .core import _init_name, _positive_int
 from . import initializers
 
@@ -109,12 +109,10 @@ class _Attention(Layer):
                              f"shape {tuple(values.shape)}")
         if mask is not None:
             m = np.asarray(mask)
-            if m.dtype.kind not in "biu":
-                raise TypeError(f"{self._who()}: mask must be a boolean array, got dtype {m.dtype}")
             if m.shape != values.shape[:2]:
                 raise ValueError(f"{self._who()}: mask must have shape [batch, time] = {tuple(values.shape[:2])}, "
                                  f"got {tuple(m.shape)}")
-            mask = m.astype(bool, copy=False)
+            mask = bool_mask(m, self._who())
             # padding may hold NaN or inf: its weight is 0, but 0 * NaN is NaN in the context and in
             # the gradients, so such masked steps are zeroed (checked on the masked entries alone,
             # a few percent of the cost of the zeroing that is rarely needed)

@@ -30,6 +30,16 @@ __all__ = [
 _SUPPORTED_DTYPES = ("float32", "float64")
 
 
+def bool_mask(m, who):
+    """``m`` (bool, or integers that are all 0 or 1, as the kernels accept) as a bool array."""
+    m = np.asarray(m)
+    if m.dtype.kind not in "biu":
+        raise TypeError(f"{who}: mask must be a boolean (or 0/1) array, got dtype {m.dtype}")
+    if m.dtype.kind != "b" and m.size and not np.all((m == 0) | (m == 1)):
+        raise ValueError(f"{who}: mask must contain only 0/1 (or bool) values")
+    return m.astype(bool, copy=False)
+
+
 class Parameter:
     """A trainable array: ``value`` and the gradient ``grad`` accumulated by ``backward``.
 
@@ -363,13 +373,11 @@ class Layer(metaclass=_LayerMeta):
 
     def _convert_mask(self, mask, x):
         m = np.asarray(mask)
-        if m.dtype.kind not in "biu":
-            raise TypeError(f"{self._who()}: mask must be a boolean array, got dtype {m.dtype}")
         if m.ndim != 2 or x.ndim < 2 or m.shape != tuple(x.shape[:2]):
             raise ValueError(
                 f"{self._who()}: mask must have shape [batch, time] = {tuple(x.shape[:2])}, got {tuple(m.shape)}"
             )
-        return m.astype(bool, copy=False)
+        return bool_mask(m, self._who())
 
     def call(self, x, training=False, mask=None):
         """The layer's computation on a converted, checked input (override)."""
