@@ -169,6 +169,17 @@ def test_embedding_ids_outside_range_raise_value_error_naming_id(bad, pos):
         layer(ids)
 
 
+@pytest.mark.parametrize("ids", [np.array([[1, 2**64 - 1]], np.uint64), np.array([[1.0, 1e20]]),
+                                 np.array([[1, 2**40]], np.int64)])
+def test_embedding_names_huge_ids_as_given(ids):
+    """The range is checked before the cast to int64, which would wrap 2**64 - 1 to -1 and 1e20 to
+    the most negative int64."""
+    layer = L.Embedding(10, 4, name="emb_huge")
+    value = int(ids[0, 1])
+    with pytest.raises(ValueError, match=rf"token id {value} at position \(0, 1\)"):
+        layer(ids)
+
+
 def test_embedding_rejects_non_integer_ids():
     with pytest.raises(TypeError, match="token ids must be integers"):
         L.Embedding(5, 2)(np.array([[0.5, 1.0]]))

@@ -215,27 +215,25 @@ class Embedding(Layer):
                 x = np.asarray(x)
             except ValueError as exc:
                 raise ValueError(f"{self._who()}: ids could not be converted to an array: {exc}") from None
-        if x.dtype.kind in "iub":
-            ids = x.astype(np.int64, copy=False)
-        elif x.dtype.kind == "f":
+        if x.dtype.kind == "f":
             if not np.all(np.isfinite(x)) or np.any(x != np.round(x)):
                 bad = x[~(np.isfinite(x) & (x == np.round(x)))].ravel()[0]
                 raise TypeError(
                     f"{self._who()}: token ids must be integers, got a {x.dtype} array containing {bad!r}"
                 )
-            ids = x.astype(np.int64)
-        else:
+        elif x.dtype.kind not in "iub":
             raise TypeError(f"{self._who()}: token ids must be an integer array, got dtype {x.dtype}")
-        if ids.size:
-            bad = (ids < 0) | (ids >= self.input_dim)
+        if x.size:  # the range is checked in the given dtype: a cast first would wrap huge values
+            bad = (x < 0) | (x >= self.input_dim)
             if bad.any():
                 flat = int(np.flatnonzero(bad.ravel())[0])
-                pos = tuple(int(i) for i in np.unravel_index(flat, ids.shape))
+                pos = tuple(int(i) for i in np.unravel_index(flat, x.shape))
+                value = x.ravel()[flat].item()
                 raise ValueError(
-                    f"{self._who()}: token id {int(ids.ravel()[flat])} at position {pos} is outside "
-                    f"[0, input_dim={self.input_dim})"
+                    f"{self._who()}: token id {int(value) if x.dtype.kind == 'f' else value} at position {pos} "
+                    f"is outside [0, input_dim={self.input_dim})"
                 )
-        return ids
+        return x.astype(np.int64, copy=False)
 
     def _convert_mask(self, mask, x):
         m = np.asarray(mask)
