@@ -397,3 +397,18 @@ def test_save_errors(tmp_path):
     m.save(str(tmp_path / "uncompiled.fastrnn"))  # an uncompiled model saves and loads uncompiled
     back = fr.load_model(str(tmp_path / "uncompiled.fastrnn"))
     assert back.optimizer is None and back.count_params() == 8
+
+
+def test_save_through_a_symlink_and_to_a_bytes_path(tmp_path):
+    m = Sequential([layers.Dense(2)])
+    m.build((3,))
+    target = tmp_path / "real.fastrnn"
+    link = tmp_path / "link.fastrnn"
+    m.save(str(target))
+    link.symlink_to(target)
+    m.layers[0].kernel.value[...] = 7.0
+    m.save(str(link))  # writes the file the link points to; the link stays a link
+    assert link.is_symlink() and os.path.realpath(link) == os.path.realpath(target)
+    assert np.all(fr.load_model(str(target)).layers[0].kernel.value == 7.0)
+    m.save(os.fsencode(tmp_path / "bytes.fastrnn"))
+    np.testing.assert_array_equal(fr.load_model(str(tmp_path / "bytes.fastrnn")).get_weights()[0], 7.0)

@@ -51,7 +51,9 @@ def _umask():
 
 def _atomic_write(path, write_fn):
     """Call ``write_fn(binary file)`` on a temp file next to ``path``, fsync it, then os.replace it over ``path``."""
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))  # str, bytes or PathLike
+    if os.path.islink(path):  # write through a link, as open() would: the link stays a link
+        path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"filepath: directory '{directory}' does not exist")
