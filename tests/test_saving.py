@@ -283,6 +283,17 @@ def test_malformed_compile_config_names_the_file(saved, tmp_path):
         fr.load_model(path, compile=False)  # the rest of the file is fine
 
 
+@pytest.mark.parametrize("config", [["not", "a", "dict"], "text", 7])
+def test_model_config_that_is_not_a_dict_is_a_value_error(saved, tmp_path, config):
+    def edit(d):
+        d["config"] = config
+
+    path = _rewrite_model_json(saved, tmp_path / "badcfg.fastrnn", edit)
+    with pytest.raises(ValueError, match="cannot rebuild the model from its config") as info:
+        fr.load_model(path)
+    assert path in str(info.value)
+
+
 def test_pickled_array_entry_is_refused(saved, tmp_path):
     # rewrite the first weight array as an object (pickled) .npy entry: loading must refuse it
     with zipfile.ZipFile(saved) as zf:

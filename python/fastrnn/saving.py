@@ -339,7 +339,7 @@ def load_model(filepath, custom_objects=None, compile=True):
             model = cls.from_config(p.get("config") or {}, custom_objects=custom_objects)
         else:
             model = cls.from_config(p.get("config") or {})
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:  # AttributeError: a config that is not a dict
         raise ValueError(f"'{r.path}': cannot rebuild the model from its config: {exc}") from None
     if not model.built:
         shape = p.get("build_input_shape")
