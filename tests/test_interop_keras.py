@@ -236,3 +236,37 @@ def test_masked_outputs_and_states_match_keras_with_initial_state(kind, seq, bac
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, atol=ATOL, rtol=1e-5)
+
+
+def test_sequential_with_input_masking_repeatvector_activation_matches_keras():
+    """keras.Input, Masking (padded time series), RepeatVector (the encoder-decoder bridge) and
+    Activation give Keras's outputs, and training gradients match TensorFlow's."""
+    import tensorflow as tf
+
+    from fastrnn.models import Sequential
+
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    x[0, 4:] = 0.0
+    x[2, 2] = 0.0  # a gap inside a sequence
+    km = keras.Sequential([keras.Input((6, 3)), keras.layers.Masking(0.0), keras.layers.LSTM(5),
+                           keras.layers.RepeatVector(2), keras.layers.GRU(4, return_sequences=True),
+                           keras.layers.Activation("tanh")])
+    for w in km.layers:
+        if w.weights:
+            _randomize(w, 7)
+    ours = Sequential([layers.Input((6, 3)), layers.Masking(0.0), interop.from_keras(km.layers[1]),
+                       layers.RepeatVector(2), interop.from_keras(km.layers[3]), layers.Activation("tanh")])
+    want = km(x).numpy()
+    np.testing.assert_allclose(ours.predict(x), want, atol=ATOL)
+    dy = rng.standard_normal(want.shape).astype(np.float32)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        out = tf.reduce_sum(km(xt) * dy)
+    gx, gk = tape.gradient(out, [xt, km.layers[1].cell.kernel])
+    ours(x, training=True)
+    ours.zero_grad()
+    dx = ours.backward(dy)
+    np.testing.assert_allclose(dx, gx.numpy(), atol=ATOL)
+    np.testing.assert_allclose(ours.layers[2].w_ih.grad, gk.numpy().T, atol=ATOL)

@@ -401,3 +401,64 @@ def test_embedding_has_its_table_before_data_and_records_unknown_lengths():
     dense(np.ones((2, 5, 3)))
     assert dense.input_shape == (None, 3)
     dense(np.ones((4, 3)))  # other leading dims are fine once built
+
+
+# ------------------------------------------------------------------------------------------------ Input, Activation,
+# RepeatVector, Masking
+@pytest.mark.parametrize("make_layer, shape", [
+    (lambda: L.Activation("tanh", dtype="float64"), (3, 4, 2)),
+    (lambda: L.Activation("softmax", dtype="float64"), (3, 5)),
+    (lambda: L.RepeatVector(3, dtype="float64"), (2, 4)),
+    (lambda: L.Masking(0.5, dtype="float64"), (3, 4, 2)),
+    (lambda: L.Input((4, 2), dtype="float64"), (3, 4, 2)),
+])
+def test_parameterless_layers_gradients_match_finite_differences(make_layer, shape):
+    rng = np.random.default_rng(14)
+    layer = make_layer()
+    x = rng.standard_normal(shape)
+    if isinstance(layer, L.Masking):
+        x[0, 1] = 0.5  # a padded step
+        x[2, 3] = 0.5
+    r = rng.standard_normal(layer(x).shape)
+    layer(x, training=True)
+    dx = layer.backward(r)
+    want = numgrad(lambda: float(np.sum(r * layer(x))), x)
+    if isinstance(layer, L.Masking):
+        # at a padded step the output is 0 whatever x is, as long as x stays the mask value: the
+        # gradient there is 0 (as in Keras); a finite difference moves x off it
+        assert np.all(dx[0, 1] == 0) and np.all(dx[2, 3] == 0)
+        want[0, 1] = want[2, 3] = 0.0
+    np.testing.assert_allclose(dx, want, rtol=1e-6, atol=1e-9)
+
+
+def test_masking_zeroes_padded_steps_and_sets_the_mask():
+    x = np.arange(24, dtype=np.float32).reshape(2, 4, 3) + 1
+    x[0, 2:] = 0.0
+    x[1, 1] = 0.0
+    x[1, 3, 0] = 0.0  # one feature equal to mask_value: still a real step
+    layer = L.Masking()
+    want_mask = np.array([[1, 1, 0, 0], [1, 0, 1, 1]], bool)
+    np.testing.assert_array_equal(layer.compute_mask(x), want_mask)
+    np.testing.assert_array_equal(layer(x), x * want_mask[..., None])
+    x2 = x.copy()
+    x2[~want_mask] = -1.0
+    np.testing.assert_array_equal(L.Masking(-1.0).compute_mask(x2), want_mask)
+    with pytest.raises(TypeError, match="mask_value must be a number"):
+        L.Masking("0")
+
+
+def test_input_layer_declares_the_sequential_input_shape_and_checks_it():
+    from fastrnn.models import Sequential
+
+    m = Sequential([L.Input((None, 3)), L.LSTM(4), L.RepeatVector(2), L.Activation("relu")])
+    assert m.built and m.layers[1].input_shape == (None, 3)
+    assert m.predict(np.ones((2, 7, 3), np.float32)).shape == (2, 2, 4)
+    with pytest.raises(ValueError, match=r"InputLayer 'input_layer.*': expected input of shape \(batch,\) \+ \(None, 3\)"):
+        m.predict(np.ones((2, 7, 5), np.float32))
+    cfg = json.loads(json.dumps(m.get_config()))
+    m2 = Sequential.from_config(cfg)
+    m2.set_weights(m.get_weights())
+    np.testing.assert_array_equal(m2.predict(np.ones((2, 7, 3), np.float32)), m.predict(np.ones((2, 7, 3), np.float32)))
+    assert [type(lay).__name__ for lay in m2.layers] == ["InputLayer", "LSTM", "RepeatVector", "Activation"]
+    with pytest.raises(ValueError, match="input_shape .* is required"):
+        L.InputLayer()

@@ -5,7 +5,8 @@
     y = lstm(x, training=True)       # x: [B, T, F]
     dx = lstm.backward(dy)           # accumulates into lstm.parameters()[i].grad
 
-Core: Dense, Embedding, Dropout, Flatten, TimeDistributed. Recurrent: SimpleRNN, LSTM, GRU,
+Core: Dense, Embedding, Dropout, Flatten, TimeDistributed, Activation, RepeatVector, Masking, and
+Input (an InputLayer declaring a Sequential model's input shape, as ``keras.Input``). Recurrent: SimpleRNN, LSTM, GRU,
 Bidirectional. Attention: BahdanauAttention, LuongAttention. ``set_seed(s)`` makes weight
 initialisation and dropout masks reproducible.
 ``get_layer_class`` / ``serialize`` / ``deserialize`` rebuild layers from their configs.
@@ -22,11 +23,13 @@ from .base import (
     unique_name,
 )
 from .attention import BahdanauAttention, LuongAttention
-from .core import Dense, Dropout, Embedding, Flatten, TimeDistributed
+from .core import (Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, RepeatVector,
+                   TimeDistributed)
 from .initializers import set_seed
 from .recurrent import GRU, LSTM, BaseRNN, Bidirectional, SimpleRNN
 
 __all__ = [
+    "Activation",
     "BahdanauAttention",
     "LuongAttention",
     "GRU",
@@ -37,8 +40,12 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "Input",
+    "InputLayer",
     "Layer",
+    "Masking",
     "Parameter",
+    "RepeatVector",
     "SimpleRNN",
     "TimeDistributed",
     "clear_session",

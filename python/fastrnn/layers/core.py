@@ -7,7 +7,8 @@ from .. import ops
 from . import initializers
 from .base import Layer, deserialize, register_layer, serialize
 
-__all__ = ["Dense", "Dropout", "Embedding", "Flatten", "TimeDistributed", "ACTIVATIONS"]
+__all__ = ["Activation", "Dense", "Dropout", "Embedding", "Flatten", "Input", "InputLayer", "Masking",
+           "RepeatVector", "TimeDistributed", "ACTIVATIONS"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,6 +375,154 @@ class Flatten(Layer):
 
     def compute_mask(self, x, mask=None):
         return None
+
+
+# ----------------------------------------------------------------------------------------------
+class _Stateless(Layer):
+    """A layer without parameters that takes inputs of any feature size."""
+
+    def _build_from_weights(self, weights):
+        return
+
+    def _check_input_shape(self, shape):
+        return
+
+
+@register_layer
+class InputLayer(_Stateless):
+    """The identity, with the input shape it declares: ``Sequential([layers.Input((T, F)), ...])``
+    builds the model from it, as ``keras.Input`` does. Input masks pass through."""
+
+    _input_rank = (1, None)
+    _input_desc = "[batch, ...]"
+
+    def __init__(self, input_shape=None, **kwargs):
+        if input_shape is None:
+            raise ValueError("InputLayer: input_shape (the shape of one sample, batch excluded) is required")
+        super().__init__(input_shape=input_shape, **kwargs)
+
+    def _check_input_shape(self, shape):
+        want = self._given_input_shape
+        if len(shape) != len(want) or any(w is not None and w != d for w, d in zip(want, shape)):
+            raise ValueError(f"{self._who()}: expected input of shape (batch,) + {tuple(want)}, got "
+                             f"(batch,) + {tuple(shape)}")
+
+    def call(self, x, training=False, mask=None):
+        if training:
+            self._cache = x.shape
+        return x
+
+    def _backward(self, dy):
+        return self._check_dy(dy, self._cache)
+
+
+def Input(shape, name=None, dtype="float32"):
+    """``keras.Input``'s counterpart for Sequential models: an :class:`InputLayer` declaring the
+    shape of one sample (batch excluded; None for any length)."""
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    return InputLayer(input_shape=tuple(shape), name=name, dtype=dtype)
+
+
+@register_layer
+class Activation(_Stateless):
+    """``y = activation(x)`` elementwise (softmax over the last axis): Activation('tanh'); the mask
+    passes through. A training call keeps a copy of y for backward."""
+
+    _input_rank = (1, None)
+    _input_desc = "[batch, ...]"
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = _activation(activation, self._who())
+
+    def call(self, x, training=False, mask=None):
+        y = ACTIVATIONS[self.activation][0](x)
+        if training:
+            self._cache = y.copy()
+        return y
+
+    def _backward(self, dy):
+        y = self._cache
+        return ACTIVATIONS[self.activation][1](self._check_dy(dy, y.shape), y)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(activation=self.activation)
+        return cfg
+
+
+@register_layer
+class RepeatVector(_Stateless):
+    """[B, F] -> [B, n, F], the input repeated n times (the encoder-decoder bridge of Keras's
+    sequence-to-sequence examples). The output has no mask."""
+
+    _input_rank = (2, 2)
+    _input_desc = "[batch, features]"
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        self.n = _positive_int(n, self._who(), "n")
+
+    def call(self, x, training=False, mask=None):
+        if training:
+            self._cache = x.shape
+        return np.repeat(x[:, None, :], self.n, axis=1)
+
+    def _backward(self, dy):
+        B, F = self._cache
+        return self._check_dy(dy, (B, self.n, F)).sum(axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (self.n,) + tuple(input_shape)
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(n=self.n)
+        return cfg
+
+
+@register_layer
+class Masking(_Stateless):
+    """Marks the time steps whose features all equal ``mask_value`` as padding (Keras semantics):
+    the output mask [B, T] is True where any feature differs from it, and the output is the input
+    with the masked steps set to 0. The incoming mask is replaced, as in Keras."""
+
+    _input_rank = (3, None)
+    _input_desc = "[batch, time, ...]"
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(mask_value, bool) or not isinstance(mask_value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{self._who()}: mask_value must be a number, got {type(mask_value).__name__}")
+        self.mask_value = float(mask_value)
+
+    def _keep(self, x):
+        return np.any(x != self.dtype.type(self.mask_value), axis=tuple(range(2, x.ndim)))
+
+    def call(self, x, training=False, mask=None):
+        keep = self._keep(x)
+        if training:
+            self._cache = keep
+        return np.where(keep.reshape(keep.shape + (1,) * (x.ndim - 2)), x, self.dtype.type(0))
+
+    def _backward(self, dy):
+        keep = self._cache
+        dy = np.asarray(dy)
+        if dy.shape[:2] != keep.shape:
+            raise ValueError(f"{self._who()}: dy must have the input's shape [batch, time, ...], got {dy.shape}")
+        return np.where(keep.reshape(keep.shape + (1,) * (dy.ndim - 2)), dy, 0).astype(self.dtype, copy=False)
+
+    def compute_mask(self, x, mask=None):
+        return self._keep(self._convert_input(x))
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(mask_value=self.mask_value)
+        return cfg
 
 
 # ----------------------------------------------------------------------------------------------
