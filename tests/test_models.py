@@ -316,7 +316,7 @@ def test_sequential_still_stacks_a_list_of_sample_arrays():
 
 def test_failed_add_leaves_the_model_unchanged():
     m = Sequential([layers.LSTM(4, input_shape=(5, 3))])
-    with pytest.raises(ValueError, match=r"input shape must be \(time, features\)"):
+    with pytest.raises(ValueError, match=r"input shape must be \(time, features\).*return_sequences=True"):
         m.add(layers.LSTM(2))  # the LSTM's output [B, 4] is not a sequence
     assert [type(lay).__name__ for lay in m.layers] == ["LSTM"]
     assert m.predict(np.zeros((2, 5, 3), np.float32), verbose=0).shape == (2, 4)

@@ -167,8 +167,10 @@ class BaseRNN(Layer):
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != 2 or input_shape[-1] is None:
+            hint = ("; its input has no time axis: if the layer before it is recurrent, give that layer "
+                    "return_sequences=True" if len(input_shape) == 1 else "")
             raise ValueError(
-                f"{self._who()}: input shape must be (time, features) with features known, got {input_shape}"
+                f"{self._who()}: input shape must be (time, features) with features known, got {input_shape}{hint}"
             )
         n_in = int(input_shape[-1])
         G, H, dt, rng = self._gates, self.units, self.dtype, self._init_rng
