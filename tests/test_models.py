@@ -492,8 +492,11 @@ def test_bad_inputs_give_clear_errors():
         m.fit(x, y[:19], verbose=0)
     with pytest.raises(ValueError, match=r"x: expected rank 2 input of shape \(batch,\) \+ \(4,\), got rank 3"):
         m.fit(x[:, None, :], y, verbose=0)
-    with pytest.raises(ValueError, match=r"x: expected rank 2"):
+    with pytest.raises(ValueError, match=r"x: expected rank 2") as info:
         m.predict(x[:, None, :])
+    assert "one sample" not in str(info.value)
+    with pytest.raises(ValueError, match=r"got rank 1 with shape \(4,\) \(one sample\? x\[None\] adds the batch axis\)"):
+        m.predict(x[0])
     with pytest.raises(ValueError, match=r"y_true: expected shape \(20, 1\)"):
         m.evaluate(x, y[:, :, None].repeat(2, axis=2), verbose=0, batch_size=20)
     with pytest.raises(ValueError, match=r"validation_split: expected a float in \[0, 1\)"):

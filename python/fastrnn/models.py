@@ -346,9 +346,11 @@ class Model:
         if want is not None and _is_shape_list(want):
             raise ValueError(f"{argname}: the model takes {len(want)} inputs; pass a list of {len(want)} arrays")
         if want is not None and x.ndim != len(want) + 1:
+            one = x.ndim == len(want) and all(w is None or w == d for w, d in zip(want, x.shape))
             raise ValueError(
                 f"{argname}: expected rank {len(want) + 1} input of shape (batch,) + {_fmt_shape(want)}, got "
                 f"rank {x.ndim} with shape {x.shape}"
+                + (f" (one sample? {argname}[None] adds the batch axis)" if one else "")
             )
         return x
 
