@@ -67,7 +67,8 @@ the weights (w_ih, w_hh, and b or b_ih/b_hh), h_prev ([T, B, H], the state befor
 rnn adds nonlinearity and act ([T, B, H], the candidate state act(...) at time t); lstm adds
 c_prev ([T, B, H]), gates ([T, B, 4H], activated i, f, g, o) and tanh_c ([T, B, H], tanh of the
 candidate c'); gru adds gates ([T, B, 3H], activated r, z, n) and u_n ([T, B, H], h W_hn^T + b_hn).
-The cache keeps references to the weights; do not modify them in place between forward and backward.
+The cache keeps references to x and the weights; do not modify them in place between forward and
+backward (the kernel ops, fastrnn.ops, keep private copies).
 """
 from __future__ import annotations
 
