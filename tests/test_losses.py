@@ -327,3 +327,27 @@ def test_metric_bad_inputs():
         metrics.get(5)
     with pytest.raises(ValueError, match=r"y_true: expected class ids of shape \(3,\)"):
         metrics.SparseCategoricalAccuracy()(np.zeros((2,)), np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("name,from_logits", CASES)
+@pytest.mark.parametrize("shape", [(6,), (5, 4), (3, 6, 4)])
+def test_functional_losses_equal_keras_per_sample(name, from_logits, shape):
+    """fr.losses.mean_squared_error(y_true, y_pred) etc. return Keras's unreduced per-sample losses
+    (the lessons' naive-forecast baseline is np.mean(losses.mean_squared_error(y, y_hat)))."""
+    import keras
+
+    if name in ("categorical_crossentropy", "sparse_categorical_crossentropy") and len(shape) == 1:
+        return  # class scores need a class axis
+    rng = np.random.default_rng(5)
+    yt, yp = _problem(name, shape, rng, from_logits)
+    yp = yp.astype(np.float32)
+    kw = {"from_logits": True} if from_logits else {}
+    fname = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}.get(name, name)
+    got = getattr(losses, fname)(yt, yp, **kw)
+    want = np.asarray(getattr(keras.losses, fname)(yt.astype(np.float32), yp, **kw))
+    if len(shape) == 1:  # [B] predictions: one value per sample here, Keras reduces them to one number
+        assert got.shape == shape and np.mean(got) == pytest.approx(float(want), rel=1e-5)
+    else:
+        assert got.shape == shape[:-1] and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.mean(got) == pytest.approx(_make(name, from_logits)(yt, yp)[0], rel=1e-6)

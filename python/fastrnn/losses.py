@@ -16,6 +16,10 @@ Probability inputs are clipped to ``[1e-7, 1 - 1e-7]`` as Keras does; the gradie
 derivative of the loss evaluated at the clipped probability (it is not zeroed where clipping acts,
 so a saturated sigmoid/softmax output still learns). ``from_logits=True`` uses the stable
 log-sum-exp / softplus forms, whose gradients are ``sigmoid(z) - y`` and ``softmax(z) - y``.
+
+Keras's functional forms are here too and return the unreduced per-sample losses (no gradient):
+``mean_squared_error(y_true, y_pred)``, ``mean_absolute_error``, ``binary_crossentropy``,
+``categorical_crossentropy``, ``sparse_categorical_crossentropy`` (``loss.per_sample`` on an object).
 """
 from __future__ import annotations
 
@@ -35,6 +39,11 @@ __all__ = [
     "CategoricalCrossentropy",
     "SparseCategoricalCrossentropy",
     "LossFunctionWrapper",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "sparse_categorical_crossentropy",
     "get",
     "serialize",
     "deserialize",
@@ -83,11 +92,8 @@ class Loss(Configurable):
             return 0.0, np.zeros_like(dtotal)
         return total / count, (dtotal / count).astype(dtotal.dtype, copy=False)
 
-    def sum_and_grad(self, y_true, y_pred, mask=None):
-        """(sum of per-entry losses, number of valid entries, gradient of the sum w.r.t. y_pred).
-
-        Models use this to weight chunks of a sequence (truncated BPTT) by their valid entries.
-        """
+    def _entries(self, y_true, y_pred):
+        """(y_pred, per-entry losses [y_pred.shape[:-1]], their gradients), float64."""
         y_pred = _as_float_array(y_pred, "y_pred")
         if y_pred.ndim < 1:
             raise ValueError(f"y_pred: expected at least 1 dimension [batch, ...], got shape {y_pred.shape}")
@@ -98,6 +104,22 @@ class Loss(Configurable):
         else:
             y_pred2, y_true2 = y_pred, y_true
         per, dper = self._elementwise(y_true2, y_pred2.astype(np.float64))
+        return y_pred, per, dper
+
+    def per_sample(self, y_true, y_pred):
+        """The loss of every sample (and step), unreduced: shape ``y_pred.shape[:-1]`` ([B] for
+        [B] predictions), in y_pred's float dtype, like Keras's functional losses
+        (``keras.losses.mean_squared_error(y_true, y_pred)``)."""
+        y_pred, per, _ = self._entries(y_true, y_pred)
+        return per.astype(_grad_dtype(y_pred), copy=False)
+
+    def sum_and_grad(self, y_true, y_pred, mask=None):
+        """(sum of per-entry losses, number of valid entries, gradient of the sum w.r.t. y_pred).
+
+        Models use this to weight chunks of a sequence (truncated BPTT) by their valid entries.
+        """
+        y_pred, per, dper = self._entries(y_true, y_pred)
+        y_pred2 = y_pred[:, None] if y_pred.ndim == 1 else y_pred
         m = _check_mask(mask, y_pred2.shape[:-1])
         if m is not None:
             per = np.where(m, per, 0.0)
@@ -383,6 +405,31 @@ _ALIASES = {
 }
 _CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
                                     CategoricalCrossentropy, SparseCategoricalCrossentropy)}
+
+
+def mean_squared_error(y_true, y_pred):
+    """Per-sample mean squared error over the last axis (``keras.losses.mean_squared_error``)."""
+    return MeanSquaredError().per_sample(y_true, y_pred)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """Per-sample mean absolute error over the last axis (``keras.losses.mean_absolute_error``)."""
+    return MeanAbsoluteError().per_sample(y_true, y_pred)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False):
+    """Per-sample binary crossentropy averaged over the last axis (``keras.losses.binary_crossentropy``)."""
+    return BinaryCrossentropy(from_logits=from_logits).per_sample(y_true, y_pred)
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False):
+    """Per-sample crossentropy with one-hot targets (``keras.losses.categorical_crossentropy``)."""
+    return CategoricalCrossentropy(from_logits=from_logits).per_sample(y_true, y_pred)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+    """Per-sample crossentropy with integer targets (``keras.losses.sparse_categorical_crossentropy``)."""
+    return SparseCategoricalCrossentropy(from_logits=from_logits).per_sample(y_true, y_pred)
 
 
 def get(identifier):
