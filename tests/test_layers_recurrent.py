@@ -389,7 +389,7 @@ def test_stateful_two_calls_equal_one_call_on_concatenation(mode, cls_name):
     np.testing.assert_allclose(split(x[:, :3]), y1, rtol=0, atol=0)
     with pytest.raises(ValueError, match="reset_states"):
         split(x[:1])
-    split.reset_states()
+    split.reset_state()  # Keras 3's name
     split(x[:1])  # a new batch size after reset_states is fine
 
 
@@ -714,3 +714,12 @@ def test_layer_masks_take_bool_or_0_1_like_the_ops():
     attn = L.LuongAttention("dot")
     with pytest.raises(ValueError, match="only 0/1"):
         attn(x[:, 0], x, mask=np.full((2, 4), 3))
+
+
+def test_bidirectional_reset_state_is_reset_states():
+    bi = L.Bidirectional(L.GRU(3, return_sequences=True, stateful=True))
+    x = np.ones((2, 4, 2), np.float32)
+    y0 = bi(x)
+    assert not np.array_equal(bi(x), y0)  # the carried state changes the second call
+    bi.reset_state()
+    np.testing.assert_array_equal(bi(x), y0)

@@ -209,6 +209,10 @@ class BaseRNN(Layer):
             return
         self.states = [s.copy() for s in self._resolve_initial_state(states, None, what="states")]
 
+    def reset_state(self, states=None):
+        """Keras 3's name for :meth:`reset_states`."""
+        self.reset_states(states)
+
     def _resolve_initial_state(self, initial_state, B, what="initial_state"):
         if initial_state is None:
             return None
@@ -679,6 +683,8 @@ class Bidirectional(Layer):
         fw, bw = self._split_states(states, "states")
         self.forward_layer.reset_states(fw)
         self.backward_layer.reset_states(bw)
+
+    reset_state = BaseRNN.reset_state  # Keras 3's name
 
     def _split_states(self, states, what):
         n = self.forward_layer._n_states
