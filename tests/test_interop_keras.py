@@ -186,8 +186,12 @@ def test_errors():
     hard.build((None, None, I))
     with pytest.raises(ValueError, match="sigmoid"):
         interop.from_keras(hard)
-    with pytest.raises(TypeError, match="SimpleRNN, LSTM, GRU"):
+    with pytest.raises(TypeError, match="SimpleRNN, LSTM, GRU.*got Conv1D"):
+        interop.from_keras(keras.layers.Conv1D(3, 2))
+    with pytest.raises(ValueError, match="not built"):
         interop.from_keras(keras.layers.Dense(3))
+    with pytest.raises(ValueError, match="Dense activation 'elu'"):
+        interop.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="elu")]))
     unbuilt = keras.layers.LSTM(H)
     with pytest.raises(ValueError, match="not built"):
         interop.from_keras(unbuilt)
@@ -270,3 +274,31 @@ def test_sequential_with_input_masking_repeatvector_activation_matches_keras():
     dx = ours.backward(dy)
     np.testing.assert_allclose(dx, gx.numpy(), atol=ATOL)
     np.testing.assert_allclose(ours.layers[2].w_ih.grad, gk.numpy().T, atol=ATOL)
+
+
+@pytest.mark.parametrize("lesson", ["sentiment", "forecast", "hello"])
+def test_keras_sequential_models_of_the_lessons_convert_exactly(lesson):
+    """from_keras on a whole keras.Sequential: the lessons' models give Keras's predictions."""
+    from fastrnn.models import Sequential
+
+    K = keras.layers
+    rng = np.random.default_rng(32)
+    if lesson == "sentiment":  # Embedding(mask_zero) + LSTM + Dense(sigmoid), padded sentences
+        km = keras.Sequential([keras.Input((9,), dtype="int32"), K.Embedding(30, 8, mask_zero=True), K.Dropout(0.2),
+                               K.Bidirectional(K.LSTM(6)), K.Dense(1, activation="sigmoid")])
+        x = rng.integers(1, 30, size=(5, 9))
+        x[0, 5:] = x[3, 2:] = 0
+    elif lesson == "forecast":  # deep SimpleRNN, 10 steps ahead
+        km = keras.Sequential([keras.Input((None, 1)), K.SimpleRNN(7, return_sequences=True), K.SimpleRNN(5),
+                               K.Dense(10)])
+        x = rng.standard_normal((4, 12, 1)).astype(np.float32)
+    else:  # the character-level 'hello' model: per-step softmax
+        km = keras.Sequential([keras.Input((5, 4)), K.GRU(6, return_sequences=True),
+                               K.TimeDistributed(K.Dense(4)), K.Activation("softmax")])
+        x = np.eye(4, dtype=np.float32)[rng.integers(0, 4, size=(3, 5))]
+    for w in km.layers:
+        if w.weights:
+            _randomize(w, 9)
+    ours = interop.from_keras(km)
+    assert isinstance(ours, Sequential) and type(ours.layers[0]).__name__ == "InputLayer"
+    np.testing.assert_allclose(ours.predict(x), km.predict(x, verbose=0), atol=ATOL)

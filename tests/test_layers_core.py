@@ -462,3 +462,8 @@ def test_input_layer_declares_the_sequential_input_shape_and_checks_it():
     assert [type(lay).__name__ for lay in m2.layers] == ["InputLayer", "LSTM", "RepeatVector", "Activation"]
     with pytest.raises(ValueError, match="input_shape .* is required"):
         L.InputLayer()
+    # token ids pass through unchanged (float32 would round ids above 2**24)
+    ids = np.array([[2**24 + 1, 3]])
+    emb = Sequential([L.Input((2,)), L.Embedding(2**24 + 2, 1)])
+    np.testing.assert_array_equal(emb.predict(ids)[0, 0], emb.layers[1].embeddings.value[2**24 + 1])
+    assert L.Input((2,))(ids).dtype == ids.dtype

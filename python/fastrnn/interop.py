@@ -9,7 +9,9 @@ fastrnn stores recurrent weights in PyTorch layouts (``w_ih [G*H, I]``, ``w_hh [
   SimpleRNN and LSTM are summed into fastrnn's one bias; :func:`to_torch` puts that bias in
   ``bias_ih`` and zeros in ``bias_hh`` (the outputs are identical). GRU keeps both biases.
 - Keras 3: ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True`` only, Keras's default) and
-  ``Bidirectional``. Keras kernels are ``[I, G*H]`` (transposed); Keras's LSTM gate order i, f, c, o
+  ``Bidirectional``, and for :func:`from_keras` the core layers (Dense, Embedding, Dropout, Flatten,
+  TimeDistributed, Activation, RepeatVector, Masking) and whole ``keras.Sequential`` models of
+  them. Keras kernels are ``[I, G*H]`` (transposed); Keras's LSTM gate order i, f, c, o
   is fastrnn's i, f, g, o; Keras's GRU order z, r, h is reordered to r, z, n; Keras's GRU bias
   ``[2, 3H]`` holds the input and the recurrent bias.
 
@@ -282,7 +284,9 @@ def _keras_kind(layer):
         if isinstance(layer, cls):
             return kind
     raise TypeError(
-        f"from_keras expects a keras SimpleRNN, LSTM, GRU or Bidirectional layer, got {type(layer).__name__}")
+        f"from_keras expects a keras SimpleRNN, LSTM, GRU, Bidirectional, Dense, Embedding, Dropout, Flatten, "
+        f"TimeDistributed, Activation, RepeatVector or Masking layer or a keras.Sequential of them, got "
+        f"{type(layer).__name__}")
 
 
 def _act_name(act):
@@ -347,18 +351,86 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
     return layer
 
 
+def _keras_array(v):
+    return _f32(v.numpy() if hasattr(v, "numpy") else v)
+
+
+def _from_keras_other(klayer):
+    """The fastrnn twin of a Keras core layer (Dense, Embedding, Dropout, Flatten, TimeDistributed,
+    Activation, RepeatVector, Masking), or None for a kind handled elsewhere."""
+    import keras
+
+    L = _layers()
+    K = keras.layers
+    if isinstance(klayer, K.Dense):
+        act = _act_name(klayer.activation)
+        if act not in ("linear", "tanh", "relu", "sigmoid", "softmax"):
+            raise ValueError(f"from_keras: Dense activation {act!r} is not one of fastrnn's "
+                             "(linear, tanh, relu, sigmoid, softmax)")
+        if not klayer.built:
+            raise ValueError(f"from_keras: keras layer '{klayer.name}' is not built; call it on data or build it first")
+        kernel = _keras_array(klayer.kernel)
+        ours = L.Dense(int(klayer.units), activation=act, use_bias=bool(klayer.use_bias))
+        ours.build((kernel.shape[0],))
+        ours.set_weights([kernel] + ([_keras_array(klayer.bias)] if klayer.use_bias else []))
+        return ours
+    if isinstance(klayer, K.Embedding):
+        if not klayer.built:
+            raise ValueError(f"from_keras: keras layer '{klayer.name}' is not built; call it on data or build it first")
+        ours = L.Embedding(int(klayer.input_dim), int(klayer.output_dim), mask_zero=bool(klayer.mask_zero))
+        ours.set_weights([_keras_array(klayer.embeddings)])
+        return ours
+    if isinstance(klayer, K.Dropout):
+        ns = getattr(klayer, "noise_shape", None)
+        return L.Dropout(float(klayer.rate), noise_shape=None if ns is None else tuple(ns))
+    if isinstance(klayer, K.TimeDistributed):
+        return L.TimeDistributed(from_keras(klayer.layer))
+    if isinstance(klayer, K.Flatten):
+        return L.Flatten()
+    if isinstance(klayer, K.Activation):
+        return L.Activation(_act_name(klayer.activation))
+    if isinstance(klayer, K.RepeatVector):
+        return L.RepeatVector(int(klayer.n))
+    if isinstance(klayer, K.Masking):
+        return L.Masking(float(klayer.mask_value))
+    return None
+
+
+def _from_keras_sequential(model):
+    from .models import Sequential
+
+    ours = [from_keras(kl) for kl in model.layers]
+    shape = None
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, IndexError, TypeError, ValueError):  # a model never built on an input
+        pass
+    if shape is not None:
+        ours = [_layers().Input(shape)] + ours
+    return Sequential(ours)
+
+
 def from_keras(layer):
     """A fastrnn layer computing exactly what a Keras 3 ``SimpleRNN`` / ``LSTM`` / ``GRU`` /
-    ``Bidirectional`` layer computes (same return_sequences, return_state, go_backwards, merge_mode).
+    ``Bidirectional`` layer computes (same return_sequences, return_state, go_backwards, merge_mode);
+    for the core layers ``Dense``, ``Embedding``, ``Dropout``, ``Flatten``, ``TimeDistributed``,
+    ``Activation``, ``RepeatVector`` and ``Masking`` their fastrnn twins; for a ``keras.Sequential``
+    a fastrnn Sequential of those (with an Input layer when the Keras model knows its input shape).
 
-    The Keras layer must be built. GRU must have ``reset_after=True`` (ValueError otherwise); LSTM
-    and GRU must use tanh / sigmoid activations; SimpleRNN tanh or relu.
+    The Keras layers must be built. GRU must have ``reset_after=True`` (ValueError otherwise); LSTM
+    and GRU must use tanh / sigmoid activations; SimpleRNN tanh or relu; Dense and Activation one of
+    linear, tanh, relu, sigmoid, softmax.
 
     With a mask the results agree at masked steps too: the layer takes the Keras layer's
     ``zero_output_for_mask`` (repeat the last valid output, or 0; Bidirectional: 0).
     """
     import keras
 
+    if isinstance(layer, keras.Sequential):
+        return _from_keras_sequential(layer)
+    other = _from_keras_other(layer)
+    if other is not None:
+        return other
     if isinstance(layer, keras.layers.Bidirectional):
         fwd, bwd = layer.forward_layer, layer.backward_layer
         kind = _keras_kind(fwd)

@@ -401,6 +401,13 @@ class InputLayer(_Stateless):
             raise ValueError("InputLayer: input_shape (the shape of one sample, batch excluded) is required")
         super().__init__(input_shape=input_shape, **kwargs)
 
+    def _convert_input(self, x):
+        # integer inputs (token ids for an Embedding) pass unchanged: float32 holds ids exactly
+        # only up to 2**24
+        if isinstance(x, np.ndarray) and x.dtype.kind in "iub":
+            return x
+        return super()._convert_input(x)
+
     def _check_input_shape(self, shape):
         want = self._given_input_shape
         if len(shape) != len(want) or any(w is not None and w != d for w, d in zip(want, shape)):
