@@ -308,6 +308,21 @@ def test_model_with_two_inputs_rejects_bad_input_lists():
         m.train_on_batch([xe, xd], y, tbptt=2)
 
 
+def test_model_with_two_inputs_recovers_from_a_failed_first_call_and_prebuilt_layers():
+    xe, xd, y = _enc_dec_data()
+    layers.set_seed(8)
+    want = EncoderDecoder().predict([xe, xd])
+    layers.set_seed(8)
+    m = EncoderDecoder()
+    with pytest.raises(ValueError):
+        m.predict([xe, xd[:, 0]])  # the decoder's input lacks its time axis; the encoder got built
+    np.testing.assert_array_equal(m.predict([xe, xd]), want)
+    layers.set_seed(8)
+    m2 = EncoderDecoder()
+    m2.enc.build((None, 3))  # a first layer built before any call
+    np.testing.assert_array_equal(m2.predict([xe, xd]), want)
+
+
 def test_sequential_still_stacks_a_list_of_sample_arrays():
     m = Sequential([layers.Dense(2, input_shape=(3,))])
     samples = [np.ones(3, np.float32), np.zeros(3, np.float32)]

@@ -328,9 +328,11 @@ class Model:
 
     def _check_x(self, x, argname="x"):
         want = self._expected_input_shape()
+        recorded = self._build_input_shape  # what a successful call or build saw (None before)
         if _is_multi_input(x) and not isinstance(self, Sequential) and not (
-                want is not None and not _is_shape_list(want)):
-            # several inputs (a model that was called on one array before takes lists as one input)
+                recorded is not None and not _is_shape_list(recorded)):
+            # several inputs (a model that ran on one array before takes lists as one input)
+            want = recorded
             xs = [_to_array(a, f"{argname}[{i}]") for i, a in enumerate(x)]
             if want is not None and len(want) != len(xs):
                 raise ValueError(f"{argname}: the model takes {len(want)} inputs, got a list of {len(xs)} arrays")
