@@ -455,6 +455,9 @@ def test_input_layer_declares_the_sequential_input_shape_and_checks_it():
     assert m.predict(np.ones((2, 7, 3), np.float32)).shape == (2, 2, 4)
     with pytest.raises(ValueError, match=r"InputLayer 'input_layer.*': expected input of shape \(batch,\) \+ \(None, 3\)"):
         m.predict(np.ones((2, 7, 5), np.float32))
+    with pytest.raises(ValueError, match=r"InputLayer .*expected input of shape"):
+        m.layers[0](np.ones((2, 7, 3, 1), np.float32))  # the wrong rank (the model checks it first)
+    m.predict(np.ones((2, 2, 3), np.float32))  # any number of steps
     cfg = json.loads(json.dumps(m.get_config()))
     m2 = Sequential.from_config(cfg)
     m2.set_weights(m.get_weights())
@@ -467,3 +470,22 @@ def test_input_layer_declares_the_sequential_input_shape_and_checks_it():
     emb = Sequential([L.Input((2,)), L.Embedding(2**24 + 2, 1)])
     np.testing.assert_array_equal(emb.predict(ids)[0, 0], emb.layers[1].embeddings.value[2**24 + 1])
     assert L.Input((2,))(ids).dtype == ids.dtype
+
+
+def test_fixed_length_input_trains_with_truncated_bptt_and_takes_int_dtype():
+    """Input((T, F)) fixes the features, not the number of steps: truncated BPTT feeds chunks."""
+    from fastrnn.models import Sequential
+
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((8, 6, 2)).astype(np.float32)
+    y = np.cumsum(x[..., :1], axis=1)
+    m = Sequential([L.Input((6, 2)), L.LSTM(3, return_sequences=True), L.TimeDistributed(L.Dense(1))])
+    m.compile(optimizer="adam", loss="mse")
+    assert np.isfinite(m.fit(x, y, epochs=2, tbptt=2, verbose=0).history["loss"]).all()
+    ids = Sequential([L.Input((4,), dtype="int32"), L.Embedding(10, 2)])
+    assert ids.predict(np.array([[1, 2, 3, 9]])).shape == (1, 4, 2)
+
+
+def test_masking_takes_batch_time_features():
+    with pytest.raises(ValueError, match=r"Masking .*\[batch, time, features\]"):
+        L.Masking()(np.zeros((1, 2, 2, 3), np.float32))

@@ -351,3 +351,19 @@ def test_functional_losses_equal_keras_per_sample(name, from_logits, shape):
         assert got.shape == shape[:-1] and got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert np.mean(got) == pytest.approx(_make(name, from_logits)(yt, yp)[0], rel=1e-6)
+
+
+def test_compile_takes_the_functional_losses_as_keras_does():
+    from fastrnn import layers
+    from fastrnn.models import Sequential
+
+    for fn, cls in ((losses.mean_squared_error, losses.MeanSquaredError),
+                    (losses.binary_crossentropy, losses.BinaryCrossentropy),
+                    (losses.sparse_categorical_crossentropy, losses.SparseCategoricalCrossentropy)):
+        assert type(losses.get(fn)) is cls
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 3)).astype(np.float32)
+    m = Sequential([layers.Dense(1, input_shape=(3,))])
+    m.compile(optimizer="sgd", loss=losses.mean_squared_error)
+    h = m.fit(x, x[:, :1] * 2, epochs=3, verbose=0)
+    assert np.isfinite(h.history["loss"]).all()

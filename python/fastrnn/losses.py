@@ -408,7 +408,10 @@ _CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryC
 
 
 def mean_squared_error(y_true, y_pred):
-    """Per-sample mean squared error over the last axis (``keras.losses.mean_squared_error``)."""
+    """Per-sample mean squared error over the last axis (``keras.losses.mean_squared_error``).
+
+    Like every functional loss here, [B] predictions count as one value per sample and give [B]
+    (Keras reduces their last axis, the batch, to one number: the mean of these)."""
     return MeanSquaredError().per_sample(y_true, y_pred)
 
 
@@ -432,6 +435,11 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
     return SparseCategoricalCrossentropy(from_logits=from_logits).per_sample(y_true, y_pred)
 
 
+_FUNCTIONS = {mean_squared_error: MeanSquaredError, mean_absolute_error: MeanAbsoluteError,
+              binary_crossentropy: BinaryCrossentropy, categorical_crossentropy: CategoricalCrossentropy,
+              sparse_categorical_crossentropy: SparseCategoricalCrossentropy}
+
+
 def get(identifier):
     """A Loss from a name (Keras names such as ``"mse"``, ``"binary_crossentropy"``), a Loss, a
     ``{"class_name", "config"}`` dict or a callable returning (value, grad)."""
@@ -447,6 +455,8 @@ def get(identifier):
         return cls()
     if isinstance(identifier, dict):
         return deserialize(identifier)
+    if identifier in _FUNCTIONS:  # compile(loss=losses.mean_squared_error), as with keras.losses
+        return _FUNCTIONS[identifier]()
     if callable(identifier):
         return LossFunctionWrapper(identifier)
     raise TypeError(f"loss: expected a str, Loss or callable, got {type(identifier).__name__}")

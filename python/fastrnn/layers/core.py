@@ -126,7 +126,8 @@ class Dense(Layer):
             z += self.bias.value
         y = ACTIVATIONS[self.activation][0](z)
         if training:  # private copies: the caller may change x or the returned y before backward
-            self._cache = (np.array(x, copy=True), y.copy())
+            # (a linear layer's backward reads only y's shape)
+            self._cache = (np.array(x, copy=True), y if self.activation == "linear" else y.copy())
         return y
 
     def _backward(self, dy):
@@ -391,7 +392,9 @@ class _Stateless(Layer):
 @register_layer
 class InputLayer(_Stateless):
     """The identity, with the input shape it declares: ``Sequential([layers.Input((T, F)), ...])``
-    builds the model from it, as ``keras.Input`` does. Input masks pass through."""
+    builds the model from it, as ``keras.Input`` does. Inputs must have the declared rank and
+    sizes, except along the first (time) axis, whose length may vary (truncated BPTT feeds chunks
+    of it). Integer inputs (token ids) pass unchanged; input masks pass through."""
 
     _input_rank = (1, None)
     _input_desc = "[batch, ...]"
@@ -410,9 +413,9 @@ class InputLayer(_Stateless):
 
     def _check_input_shape(self, shape):
         want = self._given_input_shape
-        if len(shape) != len(want) or any(w is not None and w != d for w, d in zip(want, shape)):
-            raise ValueError(f"{self._who()}: expected input of shape (batch,) + {tuple(want)}, got "
-                             f"(batch,) + {tuple(shape)}")
+        if len(shape) != len(want) or any(w is not None and w != d for w, d in zip(want[1:], shape[1:])):
+            raise ValueError(f"{self._who()}: expected input of shape (batch,) + {tuple(want)} (any length along "
+                             f"the first axis), got (batch,) + {tuple(shape)}")
 
     def call(self, x, training=False, mask=None):
         if training:
@@ -425,9 +428,12 @@ class InputLayer(_Stateless):
 
 def Input(shape, name=None, dtype="float32"):
     """``keras.Input``'s counterpart for Sequential models: an :class:`InputLayer` declaring the
-    shape of one sample (batch excluded; None for any length)."""
+    shape of one sample (batch excluded; None for any length). An integer ``dtype`` (token ids,
+    ``Input((T,), dtype="int32")``) is accepted: integer inputs pass through unchanged anyway."""
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
+    if np.dtype(dtype).kind in "iub":
+        dtype = "float32"
     return InputLayer(input_shape=tuple(shape), name=name, dtype=dtype)
 
 
@@ -498,8 +504,8 @@ class Masking(_Stateless):
     the output mask [B, T] is True where any feature differs from it, and the output is the input
     with the masked steps set to 0. The incoming mask is replaced, as in Keras."""
 
-    _input_rank = (3, None)
-    _input_desc = "[batch, time, ...]"
+    _input_rank = (3, 3)
+    _input_desc = "[batch, time, features]"
 
     def __init__(self, mask_value=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -508,20 +514,17 @@ class Masking(_Stateless):
         self.mask_value = float(mask_value)
 
     def _keep(self, x):
-        return np.any(x != self.dtype.type(self.mask_value), axis=tuple(range(2, x.ndim)))
+        return np.any(x != self.dtype.type(self.mask_value), axis=-1)
 
     def call(self, x, training=False, mask=None):
         keep = self._keep(x)
         if training:
-            self._cache = keep
-        return np.where(keep.reshape(keep.shape + (1,) * (x.ndim - 2)), x, self.dtype.type(0))
+            self._cache = (keep, x.shape)
+        return np.where(keep[..., None], x, self.dtype.type(0))
 
     def _backward(self, dy):
-        keep = self._cache
-        dy = np.asarray(dy)
-        if dy.shape[:2] != keep.shape:
-            raise ValueError(f"{self._who()}: dy must have the input's shape [batch, time, ...], got {dy.shape}")
-        return np.where(keep.reshape(keep.shape + (1,) * (dy.ndim - 2)), dy, 0).astype(self.dtype, copy=False)
+        keep, shape = self._cache
+        return np.where(keep[..., None], self._check_dy(dy, shape), self.dtype.type(0))
 
     def compute_mask(self, x, mask=None):
         return self._keep(self._convert_input(x))
