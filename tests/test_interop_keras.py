@@ -190,7 +190,7 @@ def test_errors():
         interop.from_keras(keras.layers.Conv1D(3, 2))
     with pytest.raises(ValueError, match="not built"):
         interop.from_keras(keras.layers.Dense(3))
-    with pytest.raises(ValueError, match="Dense activation 'elu'"):
+    with pytest.raises(ValueError, match="Dense with activation 'elu'"):
         interop.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="elu")]))
     unbuilt = keras.layers.LSTM(H)
     with pytest.raises(ValueError, match="not built"):
@@ -302,3 +302,16 @@ def test_keras_sequential_models_of_the_lessons_convert_exactly(lesson):
     ours = interop.from_keras(km)
     assert isinstance(ours, Sequential) and type(ours.layers[0]).__name__ == "InputLayer"
     np.testing.assert_allclose(ours.predict(x), km.predict(x, verbose=0), atol=ATOL)
+
+
+def test_from_keras_keeps_stateful_and_refuses_unknown_activations():
+    K = keras.layers
+    km = keras.Sequential([keras.Input((3, 2), batch_size=2), K.LSTM(4, stateful=True), K.Dense(1)])
+    _randomize(km.layers[0], 3)
+    ours = interop.from_keras(km)
+    assert ours.layers[1].stateful
+    x = np.random.default_rng(33).standard_normal((2, 3, 2)).astype(np.float32)
+    for _ in range(2):  # the second call starts from the state the first left
+        np.testing.assert_allclose(ours.predict(x), km.predict(x, verbose=0), atol=ATOL)
+    with pytest.raises(ValueError, match="from_keras: Activation with activation 'gelu'"):
+        interop.from_keras(K.Activation("gelu"))

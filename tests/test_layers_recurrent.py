@@ -723,3 +723,10 @@ def test_bidirectional_reset_state_is_reset_states():
     assert not np.array_equal(bi(x), y0)  # the carried state changes the second call
     bi.reset_state()
     np.testing.assert_array_equal(bi(x), y0)
+
+
+def test_bidirectional_set_weights_error_gives_the_layout_hint():
+    bi = L.Bidirectional(L.LSTM(3))
+    bi.build((None, 2))
+    with pytest.raises(ValueError, match="PyTorch's layout.*from_keras"):
+        bi.set_weights([w.T for w in bi.get_weights()])

@@ -316,6 +316,7 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
         "return_state": bool(getattr(klayer, "return_state", False)),
         "go_backwards": bool(klayer.go_backwards) if go_backwards is None else go_backwards,
         "zero_output_for_mask": bool(getattr(klayer, "zero_output_for_mask", False)),
+        "stateful": bool(getattr(klayer, "stateful", False)),
     }
     if kind == "SimpleRNN":
         if act not in ("tanh", "relu"):
@@ -355,6 +356,14 @@ def _keras_array(v):
     return _f32(v.numpy() if hasattr(v, "numpy") else v)
 
 
+def _core_activation(klayer, what):
+    act = _act_name(klayer.activation)
+    if act not in ("linear", "tanh", "relu", "sigmoid", "softmax"):
+        raise ValueError(f"from_keras: {what} with activation {act!r}; fastrnn has linear, tanh, relu, sigmoid "
+                         "and softmax")
+    return act
+
+
 def _from_keras_other(klayer):
     """The fastrnn twin of a Keras core layer (Dense, Embedding, Dropout, Flatten, TimeDistributed,
     Activation, RepeatVector, Masking), or None for a kind handled elsewhere."""
@@ -363,10 +372,7 @@ def _from_keras_other(klayer):
     L = _layers()
     K = keras.layers
     if isinstance(klayer, K.Dense):
-        act = _act_name(klayer.activation)
-        if act not in ("linear", "tanh", "relu", "sigmoid", "softmax"):
-            raise ValueError(f"from_keras: Dense activation {act!r} is not one of fastrnn's "
-                             "(linear, tanh, relu, sigmoid, softmax)")
+        act = _core_activation(klayer, "Dense")
         if not klayer.built:
             raise ValueError(f"from_keras: keras layer '{klayer.name}' is not built; call it on data or build it first")
         kernel = _keras_array(klayer.kernel)
@@ -388,7 +394,7 @@ def _from_keras_other(klayer):
     if isinstance(klayer, K.Flatten):
         return L.Flatten()
     if isinstance(klayer, K.Activation):
-        return L.Activation(_act_name(klayer.activation))
+        return L.Activation(_core_activation(klayer, "Activation"))
     if isinstance(klayer, K.RepeatVector):
         return L.RepeatVector(int(klayer.n))
     if isinstance(klayer, K.Masking):

@@ -584,6 +584,8 @@ class Bidirectional(Layer):
     ``trainable=False`` (given or set later) freezes both directions.
     """
 
+    _weights_hint = BaseRNN._weights_hint
+
     _input_rank = (3, 3)
     _input_desc = "[batch, time, features]"
 
