@@ -180,7 +180,9 @@ class Seq2Seq(Model):
 
     def _step(self, ops, emb_t, state, enc_out, mask, training):
         """One decoder step: (new state list, attention weights, (attention cache, cell cache))."""
-        ctx, weights, acache = self.attention.forward_step(state[0], enc_out, mask=mask, training=training)
+        # the encoder's outputs at padded steps repeat a valid output or are 0: finite, no check
+        ctx, weights, acache = self.attention.forward_step(state[0], enc_out, mask=mask, training=training,
+                                                           _padding_finite=True)
         x_t = np.concatenate([emb_t, ctx], axis=-1)[:, None, :]
         dec = self.decoder
         _, state, cache = dec._forward_op(ops, np.ascontiguousarray(x_t), dec.w_hh.value, state, None, training)

@@ -91,7 +91,7 @@ class _Attention(Layer):
             raise ValueError(f"{self._who()}: {argname} must have shape {desc}, got shape {tuple(a.shape)}")
         return np.ascontiguousarray(a, dtype=self.dtype)
 
-    def _check_inputs(self, query, values, mask):
+    def _check_inputs(self, query, values, mask, padding_finite=False):
         query = self._convert(query, "query", 2, "[batch, query_features]")
         values = self._convert(values, "values", 3, "[batch, time, value_features]")
         if query.shape[0] != values.shape[0]:
@@ -116,7 +116,7 @@ class _Attention(Layer):
             # padding may hold NaN or inf: its weight is 0, but 0 * NaN is NaN in the context and in
             # the gradients, so such masked steps are zeroed (checked on the masked entries alone,
             # a few percent of the cost of the zeroing that is rarely needed)
-            if not mask.all() and not np.isfinite(values[~mask]).all():
+            if not padding_finite and not mask.all() and not np.isfinite(values[~mask]).all():
                 values = np.where(mask[..., None], values, self.dtype.type(0))
         return query, values, mask
 
@@ -142,9 +142,12 @@ class _Attention(Layer):
             self._cache = cache
         return context, weights
 
-    def forward_step(self, query, values, mask=None, training=True):
-        """(context, weights, cache): one call whose cache goes to ``backward_step`` (None unless training)."""
-        query, values, mask = self._check_inputs(query, values, mask)
+    def forward_step(self, query, values, mask=None, training=True, _padding_finite=False):
+        """(context, weights, cache): one call whose cache goes to ``backward_step`` (None unless training).
+
+        ``_padding_finite``: the caller knows the masked steps of ``values`` are finite (a decoder
+        whose encoder is a fastrnn recurrent layer), so the per-call check is skipped."""
+        query, values, mask = self._check_inputs(query, values, mask, _padding_finite)
         # The query and the returned weights are the caller's to change before backward: the cache
         # keeps copies. values (often large, and reused by every decoder step) is kept as given.
         if training:
