@@ -265,8 +265,8 @@ def test_config_roundtrip_and_set_weights(kind):
 def test_bad_inputs_raise_clear_errors():
     q, v = _inputs(4, np.float32)
     layer = L.BahdanauAttention(U)
-    with pytest.raises(ValueError, match="query"):
-        layer(q[:, None, :], v)
+    with pytest.raises(ValueError, match="query must have shape"):
+        layer(q[:, None, None, :], v)
     with pytest.raises(ValueError, match="values"):
         layer(q, v[:, 0])
     with pytest.raises(ValueError, match="batch size"):
@@ -317,3 +317,57 @@ def test_keras_style_list_call_equals_the_two_argument_call(kind):
         layer([q, v], mask=[np.ones((B,), bool), _mask()])
     with pytest.raises(TypeError, match="missing values"):
         layer(q)
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "general", "dot"])
+def test_query_sequence_equals_one_call_per_query_step(kind):
+    """A query sequence [B, Tq, Dq] (Keras's Attention / AdditiveAttention call) gives, step by
+    step, what one call per query step gives; its backward sums the steps' parameter gradients."""
+    rng = np.random.default_rng(24)
+    TQ = 4
+    dq = DQ if kind != "dot" else DV
+    qs = rng.standard_normal((B, TQ, dq))
+    v = rng.standard_normal((B, TX, DV))
+    mask = _mask()
+    dctx = rng.standard_normal((B, TQ, DV))
+    dw = rng.standard_normal((B, TQ, TX))
+    seq, step = _make(kind), _make(kind)
+    ctx, w = seq(qs, v, mask=mask, training=True)
+    assert ctx.shape == (B, TQ, DV) and w.shape == (B, TQ, TX)
+    dq_seq, dv_seq = seq.backward(dctx, dw)
+    dv_sum = np.zeros_like(v)
+    for i in range(TQ):
+        c, wi, cache = step.forward_step(qs[:, i], v, mask=mask, training=True)
+        np.testing.assert_allclose(ctx[:, i], c, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(w[:, i], wi, rtol=1e-12, atol=1e-14)
+        dqi, dvi = step.backward_step(cache, dctx[:, i], dw[:, i])
+        np.testing.assert_allclose(dq_seq[:, i], dqi, rtol=1e-10, atol=1e-12)
+        dv_sum += dvi
+    np.testing.assert_allclose(dv_seq, dv_sum, rtol=1e-10, atol=1e-12)
+    for p, r in zip(seq.parameters(), step.parameters()):
+        np.testing.assert_allclose(p.grad, r.grad, rtol=1e-10, atol=1e-12)
+    assert seq.compute_output_shape(((TQ, dq), (TX, DV))) == [(TQ, DV), (TQ, TX)]
+    with pytest.raises(ValueError, match=r"dcontext must have shape \(3, 4, 6\)"):
+        seq.backward(dctx[:, 0])
+
+
+def test_query_sequence_gradients_match_finite_differences():
+    rng = np.random.default_rng(25)
+    layer = _make("bahdanau")
+    qs = rng.standard_normal((B, 3, DQ))
+    v = rng.standard_normal((B, TX, DV))
+    mask = _mask()
+    rc = rng.standard_normal((B, 3, DV))
+    layer(qs, v, mask=mask)
+
+    def loss():
+        return float(np.sum(rc * layer(qs, v, mask=mask)[0]))
+
+    layer(qs, v, mask=mask, training=True)
+    layer.zero_grad()
+    dq, dv = layer.backward(rc)
+    np.testing.assert_allclose(dq, numgrad(loss, qs), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dv, numgrad(loss, v), rtol=1e-6, atol=1e-9)
+    for p in layer.parameters():
+        g = p.grad.copy()
+        np.testing.assert_allclose(g, numgrad(loss, p.value), rtol=1e-6, atol=1e-9, err_msg=p.name)

@@ -315,3 +315,17 @@ def test_from_keras_keeps_stateful_and_refuses_unknown_activations():
         np.testing.assert_allclose(ours.predict(x), km.predict(x, verbose=0), atol=ATOL)
     with pytest.raises(ValueError, match="from_keras: Activation with activation 'gelu'"):
         interop.from_keras(K.Activation("gelu"))
+
+
+def test_luong_dot_attention_on_query_sequences_is_keras_attention():
+    """LuongAttention('dot') on [query_seq, values] with a values mask computes what
+    keras.layers.Attention() does (context and attention scores)."""
+    rng = np.random.default_rng(34)
+    q = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    v = rng.standard_normal((3, 6, 5)).astype(np.float32)
+    mask = np.ones((3, 6), bool)
+    mask[0, 4:] = mask[2, 1] = False
+    want, want_w = keras.layers.Attention()([q, v], mask=[None, mask], return_attention_scores=True)
+    ctx, w = layers.LuongAttention("dot")([q, v], mask=[None, mask])
+    np.testing.assert_allclose(ctx, np.asarray(want), atol=ATOL)
+    np.testing.assert_allclose(w, np.asarray(want_w), atol=ATOL)

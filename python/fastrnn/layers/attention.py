@@ -3,7 +3,7 @@
 Both are called on one decoder query and the encoder's annotations:
 
     context, weights = attn(query, values, mask=None, training=False)   # or attn([query, values])
-    # query [B, Dq] (the decoder state s_{i-1}), values [B, Tx, Dv] (the annotations h_j),
+    # query [B, Dq] (the decoder state s_{i-1}) or [B, Tq, Dq], values [B, Tx, Dv] (the annotations h_j),
     # mask [B, Tx] bool (True = a real encoder step), context [B, Dv], weights [B, Tx]
     dquery, dvalues = attn.backward(dcontext, dweights=None)   # ACCUMULATES parameter grads
 
@@ -18,6 +18,11 @@ parameters, between a call and its backward.
 Decoders that call the layer once per output step and backpropagate through all steps afterwards
 use ``forward_step`` / ``backward_step``, which hand the per-call cache to the caller instead of
 keeping only the last one.
+
+A whole query sequence ``query [B, Tq, Dq]`` (Keras's ``Attention()([query, value])`` style, e.g.
+a teacher-forced decoder's outputs) gives ``context [B, Tq, Dv]`` and ``weights [B, Tq, Tx]``, each
+query step exactly as a call on that step alone (``LuongAttention('dot')`` is then
+``keras.layers.Attention()``); ``mask`` stays the values' mask [B, Tx].
 """
 from __future__ import annotations
 
@@ -62,12 +67,17 @@ class _Attention(Layer):
 
     # -- build -----------------------------------------------------------------------------------
     def build(self, input_shape):
-        """``input_shape`` = ((Dq,), (Tx, Dv)): the query's and the values' shapes without the batch."""
+        """``input_shape`` = ((Dq,) or (Tq, Dq), (Tx, Dv)): the query's and the values' shapes without
+        the batch."""
         try:
-            (dq,), (_, dv) = input_shape
+            qshape, (_, dv) = input_shape
+            if len(qshape) not in (1, 2):
+                raise ValueError
+            dq = qshape[-1]
         except (TypeError, ValueError):
             raise ValueError(
-                f"{self._who()}: input shape must be ((query_features,), (time, value_features)), got {input_shape!r}"
+                f"{self._who()}: input shape must be ((query_features,) or (query_time, query_features), "
+                f"(time, value_features)), got {input_shape!r}"
             ) from None
         if dq is None or dv is None:
             raise ValueError(f"{self._who()}: the feature sizes must be known, got input shape {input_shape!r}")
@@ -80,28 +90,28 @@ class _Attention(Layer):
         raise NotImplementedError
 
     # -- input checks ----------------------------------------------------------------------------
-    def _convert(self, a, argname, rank, desc):
+    def _convert(self, a, argname, ranks, desc):
         if isinstance(a, (list, tuple)):
             a = np.asarray(a)
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{self._who()}: {argname} must be a numpy array, got {type(a).__name__}")
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{self._who()}: {argname} must be a numeric array, got dtype {a.dtype}")
-        if a.ndim != rank:
+        if a.ndim not in ranks:
             raise ValueError(f"{self._who()}: {argname} must have shape {desc}, got shape {tuple(a.shape)}")
         return np.ascontiguousarray(a, dtype=self.dtype)
 
     def _check_inputs(self, query, values, mask, padding_finite=False):
-        query = self._convert(query, "query", 2, "[batch, query_features]")
-        values = self._convert(values, "values", 3, "[batch, time, value_features]")
+        query = self._convert(query, "query", (2, 3), "[batch, query_features] or [batch, query_time, query_features]")
+        values = self._convert(values, "values", (3,), "[batch, time, value_features]")
         if query.shape[0] != values.shape[0]:
             raise ValueError(
                 f"{self._who()}: query and values must have the same batch size, got {query.shape[0]} and "
                 f"{values.shape[0]}"
             )
         if not self.built:
-            self.build(((query.shape[1],), (values.shape[1], values.shape[2])))
-        if query.shape[1] != self.query_dim:
+            self.build(((query.shape[-1],), (values.shape[1], values.shape[2])))
+        if query.shape[-1] != self.query_dim:
             raise ValueError(f"{self._who()}: query must have {self.query_dim} features (built for that), got "
                              f"shape {tuple(query.shape)}")
         if values.shape[2] != self.value_dim:
@@ -148,14 +158,19 @@ class _Attention(Layer):
         ``_padding_finite``: the caller knows the masked steps of ``values`` are finite (a decoder
         whose encoder is a fastrnn recurrent layer), so the per-call check is skipped."""
         query, values, mask = self._check_inputs(query, values, mask, _padding_finite)
-        # The query and the returned weights are the caller's to change before backward: the cache
-        # keeps copies. values (often large, and reused by every decoder step) is kept as given.
+        one = query.ndim == 2  # one decoder step; else a query sequence [B, Tq, Dq]
+        # Computed on query sequences [B, Q, Dq] (Q = 1 for one step). The query and the returned
+        # weights are the caller's to change before backward: the cache keeps copies. values
+        # (often large, and reused by every decoder step) is kept as given.
+        q3 = query[:, None, :] if one else query
         if training:
-            query = query.copy()
-        scores, score_cache = self._scores(query, values)
-        weights = masked_softmax(scores, mask)
-        context = np.einsum("bt,btd->bd", weights, values)
-        cache = (query, values, weights.copy(), score_cache) if training else None
+            q3 = q3.copy()
+        scores, score_cache = self._scores(q3, values)                                    # [B, Q, Tx]
+        weights = masked_softmax(scores, None if mask is None else mask[:, None, :])
+        context = np.einsum("bqt,btd->bqd", weights, values)
+        cache = (q3, values, weights.copy(), score_cache, one) if training else None
+        if one:
+            return context[:, 0], weights[:, 0], cache
         return context, weights, cache
 
     def backward(self, dcontext, dweights=None):
@@ -168,17 +183,19 @@ class _Attention(Layer):
         """(dquery, dvalues) for the call that returned ``cache``; ACCUMULATES parameter grads."""
         if cache is None:
             raise RuntimeError(f"{self._who()}: backward_step needs the cache of a call with training=True")
-        query, values, weights, score_cache = cache
+        q3, values, weights, score_cache, one = cache
         B, T, Dv = values.shape
-        dcontext = self._check_dy(dcontext, (B, Dv), "dcontext")
-        dalpha = np.einsum("bd,btd->bt", dcontext, values)
+        Q = q3.shape[1]
+        lead = (B,) if one else (B, Q)
+        dcontext = self._check_dy(dcontext, lead + (Dv,), "dcontext").reshape(B, Q, Dv)
+        dalpha = np.einsum("bqd,btd->bqt", dcontext, values)
         if dweights is not None:
-            dalpha = dalpha + self._check_dy(dweights, (B, T), "dweights")
-        dvalues = weights[:, :, None] * dcontext[:, None, :]
+            dalpha = dalpha + self._check_dy(dweights, lead + (T,), "dweights").reshape(B, Q, T)
+        dvalues = np.einsum("bqt,bqd->btd", weights, dcontext)
         # softmax backward; masked steps have weight 0 and so get no score gradient
-        dscores = weights * (dalpha - (weights * dalpha).sum(axis=1, keepdims=True))
-        dquery, dv2 = self._scores_backward(query, values, score_cache, dscores)
-        return dquery, dvalues + dv2
+        dscores = weights * (dalpha - (weights * dalpha).sum(axis=-1, keepdims=True))
+        dquery, dv2 = self._scores_backward(q3, values, score_cache, dscores)
+        return (dquery[:, 0] if one else dquery), dvalues + dv2
 
     def _scores(self, query, values):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -188,9 +205,11 @@ class _Attention(Layer):
 
     # -- shapes / config -------------------------------------------------------------------------
     def compute_output_shape(self, input_shape):
-        """[(Dv,), (Tx,)]: the context's and the weights' shapes (batch excluded)."""
-        (_,), (tx, dv) = input_shape
-        return [(dv,), (tx,)]
+        """The context's and the weights' shapes (batch excluded): [(Dv,), (Tx,)] for one query
+        step, [(Tq, Dv), (Tq, Tx)] for a query sequence."""
+        qshape, (tx, dv) = input_shape
+        lead = tuple(qshape[:-1])
+        return [lead + (dv,), lead + (tx,)]
 
     def compute_mask(self, x, mask=None):
         return None
@@ -239,19 +258,22 @@ class BahdanauAttention(_Attention):
             self.build(((int(np.shape(weights[0])[0]),), (None, int(np.shape(weights[1])[0]))))
 
     def _scores(self, query, values):
-        pre = (ops.matmul(query, self.w1.value) + self.b.value)[:, None, :] + ops.matmul(values, self.w2.value)
+        # query [B, Q, Dq] -> pre [B, Q, Tx, U]
+        pre = (ops.matmul(query, self.w1.value) + self.b.value)[:, :, None, :] + \
+            ops.matmul(values, self.w2.value)[:, None, :, :]
         t = np.tanh(pre)
         return ops.matmul(t, self.v.value)[..., 0], t
 
     def _scores_backward(self, query, values, t, dscores):
-        U, Dv = self.units, values.shape[2]
-        self.v.grad += np.einsum("btu,bt->u", t, dscores)[:, None]
-        dpre = dscores[:, :, None] * self.v.value[:, 0] * (1.0 - t * t)                      # [B, Tx, U]
-        dq_pre = dpre.sum(axis=1)                                                             # [B, U]
-        self.b.grad += dq_pre.sum(axis=0)
-        self.w1.grad += ops.matmul(query.T, dq_pre)
-        self.w2.grad += ops.matmul(values.reshape(-1, Dv).T, dpre.reshape(-1, U))
-        return ops.matmul(dq_pre, self.w1.value.T), ops.matmul(dpre, self.w2.value.T)
+        U, Dq, Dv = self.units, query.shape[2], values.shape[2]
+        self.v.grad += np.einsum("bqtu,bqt->u", t, dscores)[:, None]
+        dpre = dscores[..., None] * self.v.value[:, 0] * (1.0 - t * t)                      # [B, Q, Tx, U]
+        dq_pre = dpre.sum(axis=2)                                                             # [B, Q, U]
+        dv_pre = dpre[:, 0] if dpre.shape[1] == 1 else dpre.sum(axis=1)                      # [B, Tx, U]
+        self.b.grad += dq_pre.sum(axis=(0, 1))
+        self.w1.grad += ops.matmul(query.reshape(-1, Dq).T, dq_pre.reshape(-1, U))
+        self.w2.grad += ops.matmul(values.reshape(-1, Dv).T, dv_pre.reshape(-1, U))
+        return ops.matmul(dq_pre, self.w1.value.T), ops.matmul(dv_pre, self.w2.value.T)
 
     def get_config(self):
         cfg = super().get_config()
@@ -298,14 +320,15 @@ class LuongAttention(_Attention):
             self.build(((self.query_dim,), (None, self.query_dim)))
 
     def _scores(self, query, values):
-        qw = ops.matmul(query, self.w.value) if self.score == "general" else query             # [B, Dv]
-        return np.einsum("btd,bd->bt", values, qw), qw
+        qw = ops.matmul(query, self.w.value) if self.score == "general" else query          # [B, Q, Dv]
+        return np.einsum("btd,bqd->bqt", values, qw), qw
 
     def _scores_backward(self, query, values, qw, dscores):
-        dqw = np.einsum("bt,btd->bd", dscores, values)
-        dvalues = dscores[:, :, None] * qw[:, None, :]
+        dqw = np.einsum("bqt,btd->bqd", dscores, values)
+        dvalues = np.einsum("bqt,bqd->btd", dscores, qw)
         if self.score == "general":
-            self.w.grad += ops.matmul(query.T, dqw)
+            Dq, Dv = query.shape[2], values.shape[2]
+            self.w.grad += ops.matmul(query.reshape(-1, Dq).T, dqw.reshape(-1, Dv))
             return ops.matmul(dqw, self.w.value.T), dvalues
         return dqw, dvalues
 
