@@ -422,4 +422,13 @@ def test_save_through_a_symlink_and_to_a_bytes_path(tmp_path):
     assert link.is_symlink() and os.path.realpath(link) == os.path.realpath(target)
     assert np.all(fr.load_model(str(target)).layers[0].kernel.value == 7.0)
     m.save(os.fsencode(tmp_path / "bytes.fastrnn"))
-    np.testing.assert_array_equal(fr.load_model(str(tmp_path / "bytes.fastrnn")).get_weights()[0], 7.0)
+    np.testing.assert_array_equal(fr.load_model(os.fsencode(tmp_path / "bytes.fastrnn")).get_weights()[0], 7.0)
+    (tmp_path / "junk.fastrnn").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"^'[^b].*junk\.fastrnn' is not a fastrnn file"):
+        fr.load_model(os.fsencode(tmp_path / "junk.fastrnn"))  # the path as text, not b'...'
+    from fastrnn import callbacks
+
+    m.compile(optimizer="sgd", loss="mse")
+    ck = callbacks.ModelCheckpoint(os.fsencode(tmp_path / "ck_{epoch}.fastrnn"), monitor="loss")
+    m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), epochs=1, verbose=0, callbacks=[ck])
+    assert (tmp_path / "ck_1.fastrnn").is_file()

@@ -184,7 +184,7 @@ class ModelCheckpoint(Callback):
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
                  mode="auto"):
         super().__init__()
-        self.filepath = os.fspath(filepath)
+        self.filepath = os.fsdecode(os.fspath(filepath))  # str, bytes or PathLike
         self.monitor = monitor
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)

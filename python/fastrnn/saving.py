@@ -175,7 +175,7 @@ class _Reader:
     """Opens and validates a container; every problem becomes a ValueError naming the file."""
 
     def __init__(self, filepath, expect_kind):
-        self.path = os.fspath(filepath)
+        self.path = os.fsdecode(os.fspath(filepath))  # str, bytes or PathLike
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"filepath: no such file '{self.path}'")
         with open(self.path, "rb") as f:
