@@ -329,3 +329,33 @@ def test_luong_dot_attention_on_query_sequences_is_keras_attention():
     ctx, w = layers.LuongAttention("dot")([q, v], mask=[None, mask])
     np.testing.assert_allclose(ctx, np.asarray(want), atol=ATOL)
     np.testing.assert_allclose(w, np.asarray(want_w), atol=ATOL)
+
+
+@pytest.mark.parametrize("arch", ["seq2seq_bridge", "sentiment"])
+def test_sequential_to_keras_and_back(arch):
+    """to_keras on a fastrnn Sequential gives a keras.Sequential with the same predictions, and
+    from_keras brings it back unchanged."""
+    from fastrnn.models import Sequential
+
+    rng = np.random.default_rng(35)
+    layers.set_seed(35)
+    if arch == "seq2seq_bridge":
+        ours = Sequential([layers.Input((6, 3)), layers.Masking(0.0), layers.LSTM(5), layers.RepeatVector(4),
+                           layers.GRU(4, return_sequences=True), layers.TimeDistributed(layers.Dense(3)),
+                           layers.Activation("softmax")])
+        x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+        x[1, 4:] = 0.0
+    else:
+        ours = Sequential([layers.Embedding(20, 6, mask_zero=True, input_shape=(7,)), layers.Dropout(0.3),
+                           layers.Bidirectional(layers.LSTM(4)), layers.Dense(1, activation="sigmoid")])
+        x = rng.integers(1, 20, size=(5, 7))
+        x[0, 3:] = 0
+    ours.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) for w in ours.get_weights()])
+    km = interop.to_keras(ours)
+    assert isinstance(km, keras.Sequential)
+    want = ours.predict(x)
+    np.testing.assert_allclose(km.predict(x, verbose=0), want, atol=ATOL)
+    back = interop.from_keras(km)
+    np.testing.assert_allclose(back.predict(x), want, atol=ATOL)
+    assert [type(lay).__name__ for lay in back.layers][1:] == [type(lay).__name__ for lay in ours.layers
+                                                               if type(lay).__name__ != "InputLayer"]

@@ -9,9 +9,8 @@ fastrnn stores recurrent weights in PyTorch layouts (``w_ih [G*H, I]``, ``w_hh [
   SimpleRNN and LSTM are summed into fastrnn's one bias; :func:`to_torch` puts that bias in
   ``bias_ih`` and zeros in ``bias_hh`` (the outputs are identical). GRU keeps both biases.
 - Keras 3: ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True`` only, Keras's default) and
-  ``Bidirectional``, and for :func:`from_keras` the core layers (Dense, Embedding, Dropout, Flatten,
-  TimeDistributed, Activation, RepeatVector, Masking) and whole ``keras.Sequential`` models of
-  them. Keras kernels are ``[I, G*H]`` (transposed); Keras's LSTM gate order i, f, c, o
+  ``Bidirectional``, the core layers (Dense, Embedding, Dropout, Flatten, TimeDistributed,
+  Activation, RepeatVector, Masking) and whole Sequential models of them, both ways. Keras kernels are ``[I, G*H]`` (transposed); Keras's LSTM gate order i, f, c, o
   is fastrnn's i, f, g, o; Keras's GRU order z, r, h is reordered to r, z, n; Keras's GRU bias
   ``[2, 3H]`` holds the input and the recurrent bias.
 
@@ -487,13 +486,67 @@ def _keras_weights(kind, H, a):
     return [a["w_ih"].T.copy(), a["w_hh"].T.copy(), a["b"].copy()]
 
 
+def _to_keras_other(layer):
+    """The Keras twin of a fastrnn core layer, or None for a kind handled elsewhere."""
+    import keras
+
+    L = _layers()
+    K = keras.layers
+    if isinstance(layer, L.Dense):
+        if not layer.built:
+            raise ValueError(f"to_keras: layer '{layer.name}' is not built")
+        kl = K.Dense(layer.units, activation=layer.activation, use_bias=layer.use_bias)
+        kl.build((None, layer.kernel.shape[0]))
+        kl.set_weights([p.value for p in layer.parameters()])
+        return kl
+    if isinstance(layer, L.Embedding):
+        kl = K.Embedding(layer.input_dim, layer.output_dim, mask_zero=layer.mask_zero)
+        kl.build((None, None))
+        kl.set_weights([layer.embeddings.value])
+        return kl
+    if isinstance(layer, L.Dropout):
+        return K.Dropout(layer.rate, noise_shape=layer.noise_shape)
+    if isinstance(layer, L.TimeDistributed):
+        return K.TimeDistributed(to_keras(layer.layer))
+    if isinstance(layer, L.Flatten):
+        return K.Flatten()
+    if isinstance(layer, L.Activation):
+        return K.Activation(layer.activation)
+    if isinstance(layer, L.RepeatVector):
+        return K.RepeatVector(layer.n)
+    if isinstance(layer, L.Masking):
+        return K.Masking(layer.mask_value)
+    return None
+
+
+def _to_keras_sequential(model):
+    import keras
+
+    lays = list(model.layers)
+    shape = model._build_input_shape
+    if lays and isinstance(lays[0], _layers().InputLayer):
+        shape = lays.pop(0)._given_input_shape
+    head = [keras.Input(tuple(shape))] if shape is not None else []
+    return keras.Sequential(head + [to_keras(lay) for lay in lays])
+
+
 def to_keras(layer):
     """A built Keras 3 layer computing exactly what the fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU`` /
-    ``Bidirectional`` layer computes (GRU becomes ``reset_after=True``). The fastrnn layer must be built.
-    A Bidirectional whose wrapped layer has ``go_backwards=True`` is refused (ValueError).
+    ``Bidirectional`` layer computes (GRU becomes ``reset_after=True``); for the core layers (Dense,
+    Embedding, Dropout, Flatten, TimeDistributed, Activation, RepeatVector, Masking) their Keras
+    twins; for a fastrnn ``Sequential`` a ``keras.Sequential`` of those (with a ``keras.Input``
+    when the model knows its input shape). The fastrnn layers must be built. A Bidirectional
+    whose wrapped layer has ``go_backwards=True`` is refused (ValueError).
     """
     import keras
 
+    from .models import Sequential
+
+    if isinstance(layer, Sequential):
+        return _to_keras_sequential(layer)
+    other = _to_keras_other(layer)
+    if other is not None:
+        return other
     if _is_bidirectional(layer):
         merge = _cfg(layer, "merge_mode", "concat")
         if bool(_cfg(layer.forward_layer, "go_backwards", False)):
