@@ -359,3 +359,19 @@ def test_sequential_to_keras_and_back(arch):
     np.testing.assert_allclose(back.predict(x), want, atol=ATOL)
     assert [type(lay).__name__ for lay in back.layers][1:] == [type(lay).__name__ for lay in ours.layers
                                                                if type(lay).__name__ != "InputLayer"]
+
+
+def test_to_keras_keeps_stateful_with_its_batch_size():
+    from fastrnn.models import Sequential
+
+    rng = np.random.default_rng(36)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    ours = Sequential([layers.Input((5, 3)), layers.LSTM(4, stateful=True), layers.Dense(2)])
+    with pytest.raises(ValueError, match="stateful.*batch_size"):
+        interop.to_keras(ours)  # no carried state yet: the batch size is unknown
+    km = interop.to_keras(ours, batch_size=2)
+    assert km.layers[0].stateful
+    for _ in range(2):  # both start from zeros and carry their state to the next call
+        np.testing.assert_allclose(km.predict(x, verbose=0), ours.predict(x), atol=ATOL)
+    km2 = interop.to_keras(ours.layers[1])  # now its carried state gives the batch size
+    assert km2.stateful and interop.from_keras(km2).stateful

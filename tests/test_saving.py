@@ -432,3 +432,16 @@ def test_save_through_a_symlink_and_to_a_bytes_path(tmp_path):
     ck = callbacks.ModelCheckpoint(os.fsencode(tmp_path / "ck_{epoch}.fastrnn"), monitor="loss")
     m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), epochs=1, verbose=0, callbacks=[ck])
     assert (tmp_path / "ck_1.fastrnn").is_file()
+    # a name that is not UTF-8, announced with verbose=1 on a strict UTF-8 stdout (a terminal's)
+    import io
+    import sys
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    ck = callbacks.ModelCheckpoint(os.fsencode(tmp_path) + b"/\xff_{epoch}.fastrnn", monitor="loss", verbose=1,
+                                   save_best_only=True)
+    saved_stdout, sys.stdout = sys.stdout, out
+    try:
+        m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), epochs=1, verbose=0, callbacks=[ck])
+    finally:
+        sys.stdout = saved_stdout
+    assert os.path.isfile(os.fsencode(tmp_path) + b"/\xff_1.fastrnn")

@@ -209,8 +209,9 @@ class ModelCheckpoint(Callback):
             if not improved:
                 return
             if self.verbose > 0:
+                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # a non-UTF-8 name
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to {current:.5f}, "
-                      f"saving model to {path}")
+                      f"saving model to {shown}")
             self.best = current
         if self.save_weights_only:
             self.model.save_weights(path)

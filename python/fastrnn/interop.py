@@ -452,10 +452,25 @@ def from_keras(layer):
     return _from_keras_cell(layer)
 
 
-def _to_keras_cell(layer, go_backwards=None):
+def _stateful_batch(layer, batch_size):
+    """Keras's stateful RNNs need a static batch size: ``batch_size`` or that of the layer's
+    carried state; None for a layer that is not stateful."""
+    if not bool(_cfg(layer, "stateful", False)):
+        return None
+    states = getattr(layer, "states", None)
+    if batch_size is None and states:
+        batch_size = int(np.shape(states[0])[0])
+    if batch_size is None:
+        raise ValueError(f"to_keras: layer '{layer.name}' is stateful, and Keras needs a stateful layer's batch "
+                         "size: pass batch_size=..., or run the layer once so that its carried state fixes it")
+    return int(batch_size)
+
+
+def _to_keras_cell(layer, go_backwards=None, batch_size=None):
     import keras
 
     kind, H, I, a = _cell_arrays(layer)
+    batch = _stateful_batch(layer, batch_size)
     act = _activation_name(layer)
     kw = dict(return_sequences=bool(_cfg(layer, "return_sequences", False)),
               return_state=bool(_cfg(layer, "return_state", False)),
@@ -465,6 +480,8 @@ def _to_keras_cell(layer, go_backwards=None):
         v = float(_cfg(layer, opt, 0.0) or 0.0)
         if v:
             kw[opt] = v
+    if batch is not None:
+        kw["stateful"] = True
     if kind == "SimpleRNN":
         kl = keras.layers.SimpleRNN(H, activation=act, **kw)
     elif kind == "LSTM":
@@ -475,7 +492,7 @@ def _to_keras_cell(layer, go_backwards=None):
         if act != "tanh":
             raise ValueError(f"to_keras: GRU activation must be 'tanh', got {act!r}")
         kl = keras.layers.GRU(H, reset_after=True, **kw)
-    kl.build((None, None, I))
+    kl.build((batch, None, I))  # the state starts from zeros in Keras
     return kl, kind, H, a
 
 
@@ -519,31 +536,36 @@ def _to_keras_other(layer):
     return None
 
 
-def _to_keras_sequential(model):
+def _to_keras_sequential(model, batch_size):
     import keras
 
     lays = list(model.layers)
     shape = model._build_input_shape
     if lays and isinstance(lays[0], _layers().InputLayer):
         shape = lays.pop(0)._given_input_shape
-    head = [keras.Input(tuple(shape))] if shape is not None else []
-    return keras.Sequential(head + [to_keras(lay) for lay in lays])
+    stateful = [lay for lay in lays if isinstance(lay, _layers().BaseRNN) and lay.stateful]
+    if stateful:
+        batch_size = _stateful_batch(stateful[0], batch_size)
+    head = [keras.Input(tuple(shape), batch_size=batch_size)] if shape is not None else []
+    return keras.Sequential(head + [to_keras(lay, batch_size=batch_size) for lay in lays])
 
 
-def to_keras(layer):
+def to_keras(layer, batch_size=None):
     """A built Keras 3 layer computing exactly what the fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU`` /
     ``Bidirectional`` layer computes (GRU becomes ``reset_after=True``); for the core layers (Dense,
     Embedding, Dropout, Flatten, TimeDistributed, Activation, RepeatVector, Masking) their Keras
     twins; for a fastrnn ``Sequential`` a ``keras.Sequential`` of those (with a ``keras.Input``
     when the model knows its input shape). The fastrnn layers must be built. A Bidirectional
-    whose wrapped layer has ``go_backwards=True`` is refused (ValueError).
+    whose wrapped layer has ``go_backwards=True`` is refused (ValueError). Stateful layers stay
+    stateful, with the static batch size Keras needs: ``batch_size``, or the batch size of the
+    layer's carried state (the Keras layer starts from zeros).
     """
     import keras
 
     from .models import Sequential
 
     if isinstance(layer, Sequential):
-        return _to_keras_sequential(layer)
+        return _to_keras_sequential(layer, batch_size)
     other = _to_keras_other(layer)
     if other is not None:
         return other
@@ -552,13 +574,13 @@ def to_keras(layer):
         if bool(_cfg(layer.forward_layer, "go_backwards", False)):
             raise ValueError(f"to_keras: Bidirectional '{layer.name}' wraps a layer with go_backwards=True; "
                              "only a forward-running wrapped layer can be exported")
-        fl, kind, H, fa = _to_keras_cell(layer.forward_layer, go_backwards=False)
-        bl, _, _, ba = _to_keras_cell(layer.backward_layer, go_backwards=True)
+        fl, kind, H, fa = _to_keras_cell(layer.forward_layer, go_backwards=False, batch_size=batch_size)
+        bl, _, _, ba = _to_keras_cell(layer.backward_layer, go_backwards=True, batch_size=batch_size)
         kl = keras.layers.Bidirectional(fl, backward_layer=bl, merge_mode=merge)
-        kl.build((None, None, fa["w_ih"].shape[1]))
+        kl.build((_stateful_batch(layer.forward_layer, batch_size), None, fa["w_ih"].shape[1]))
         kl.forward_layer.set_weights(_keras_weights(kind, H, fa))
         kl.backward_layer.set_weights(_keras_weights(kind, H, ba))
         return kl
-    kl, kind, H, a = _to_keras_cell(layer)
+    kl, kind, H, a = _to_keras_cell(layer, batch_size=batch_size)
     kl.set_weights(_keras_weights(kind, H, a))
     return kl

@@ -22,7 +22,8 @@ keeping only the last one.
 A whole query sequence ``query [B, Tq, Dq]`` (Keras's ``Attention()([query, value])`` style, e.g.
 a teacher-forced decoder's outputs) gives ``context [B, Tq, Dv]`` and ``weights [B, Tq, Tx]``, each
 query step exactly as a call on that step alone (``LuongAttention('dot')`` is then
-``keras.layers.Attention()``); ``mask`` stays the values' mask [B, Tx].
+``keras.layers.Attention()``, except on rows whose every value step is masked: zeros here, Keras
+averages the values uniformly); ``mask`` stays the values' mask [B, Tx].
 """
 from __future__ import annotations
 
@@ -132,10 +133,11 @@ class _Attention(Layer):
 
     # -- forward / backward ----------------------------------------------------------------------
     def __call__(self, query, values=None, mask=None, training=False):
-        """(context [B, Dv], weights [B, Tx]); keeps the backward cache when ``training``.
+        """(context [B, Dv], weights [B, Tx]) for a query [B, Dq], or (context [B, Tq, Dv], weights
+        [B, Tq, Tx]) for a query sequence [B, Tq, Dq]; keeps the backward cache when ``training``.
 
         Also callable Keras-style on a list, ``attn([query, values])``, with ``mask`` the values'
-        mask or ``[None, values_mask]`` (a query is one decoder step: it has no mask)."""
+        mask or ``[None, values_mask]`` (query masks are not supported)."""
         if values is None and isinstance(query, (list, tuple)):
             if len(query) != 2:
                 raise ValueError(f"{self._who()}: called on a list, it takes [query, values], got {len(query)} items")
@@ -143,7 +145,7 @@ class _Attention(Layer):
             if isinstance(mask, (list, tuple)):
                 if len(mask) != 2 or mask[0] is not None:
                     raise ValueError(f"{self._who()}: mask for [query, values] must be the values' mask or "
-                                     "[None, values_mask] (the query, one decoder step, has none)")
+                                     "[None, values_mask] (query masks are not supported)")
                 mask = mask[1]
         elif values is None:
             raise TypeError(f"{self._who()}: missing values: call attn(query, values) or attn([query, values])")
