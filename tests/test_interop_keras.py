@@ -375,3 +375,60 @@ def test_to_keras_keeps_stateful_with_its_batch_size():
         np.testing.assert_allclose(km.predict(x, verbose=0), ours.predict(x), atol=ATOL)
     km2 = interop.to_keras(ours.layers[1])  # now its carried state gives the batch size
     assert km2.stateful and interop.from_keras(km2).stateful
+
+
+def test_keras_attention_seq2seq_pattern_as_a_fastrnn_model():
+    """The usual Keras tutorial model (encoder LSTM -> decoder LSTM from its states -> Attention over
+    [decoder outputs, encoder outputs] -> Concatenate -> Dense softmax) written as a two-input
+    fastrnn Model from the Keras layers' weights gives Keras's predictions and its input gradients."""
+    import tensorflow as tf
+
+    from fastrnn.models import Model
+
+    K = keras.layers
+    B, TX, TY, F, H, V = 3, 6, 4, 5, 7, 9
+    ei, di = keras.Input((TX, F)), keras.Input((TY, F))
+    enc = K.LSTM(H, return_sequences=True, return_state=True)
+    dec = K.LSTM(H, return_sequences=True)
+    dense = K.Dense(V, activation="softmax")
+    e_out, h, c = enc(ei)
+    d_out = dec(di, initial_state=[h, c])
+    ctx = K.Attention()([d_out, e_out])
+    km = keras.Model([ei, di], dense(K.Concatenate()([ctx, d_out])))
+    for lay in (enc, dec, dense):
+        _randomize(lay, 11)
+
+    class AttnSeq2Seq(Model):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec, self.head = interop.from_keras(enc), interop.from_keras(dec), interop.from_keras(dense)
+            self.attn, self.cat = layers.LuongAttention("dot"), layers.Concatenate()
+
+        def forward(self, x, training=False, mask=None):
+            e_out, h, c = self.enc(x[0], training=training)
+            d_out = self.dec(x[1], training=training, initial_state=[h, c])
+            ctx, _ = self.attn([d_out, e_out], training=training)
+            return self.head(self.cat([ctx, d_out], training=training), training=training)
+
+        def backward(self, dy):
+            dctx, dd_out = self.cat.backward(self.head.backward(dy))
+            dq, de_out = self.attn.backward(dctx)
+            dxd = self.dec.backward(dd_out + dq)
+            dxe = self.enc.backward([de_out] + list(self.dec.initial_state_grads))
+            return [dxe, dxd]
+
+    rng = np.random.default_rng(37)
+    xe = rng.standard_normal((B, TX, F)).astype(np.float32)
+    xd = rng.standard_normal((B, TY, F)).astype(np.float32)
+    ours = AttnSeq2Seq()
+    np.testing.assert_allclose(ours.predict([xe, xd]), km.predict([xe, xd], verbose=0), atol=ATOL)
+    dy = rng.standard_normal((B, TY, V)).astype(np.float32)
+    te, td = tf.constant(xe), tf.constant(xd)
+    with tf.GradientTape() as tape:
+        tape.watch([te, td])
+        out = tf.reduce_sum(km([te, td]) * dy)
+    ge, gd = tape.gradient(out, [te, td])
+    ours([xe, xd], training=True)
+    dxe, dxd = ours.backward(dy)
+    np.testing.assert_allclose(dxe, ge.numpy(), atol=1e-4)
+    np.testing.assert_allclose(dxd, gd.numpy(), atol=1e-4)

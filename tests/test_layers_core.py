@@ -489,3 +489,30 @@ def test_fixed_length_input_trains_with_truncated_bptt_and_takes_int_dtype():
 def test_masking_takes_batch_time_features():
     with pytest.raises(ValueError, match=r"Masking .*\[batch, time, features\]"):
         L.Masking()(np.zeros((1, 2, 2, 3), np.float32))
+
+
+def test_concatenate_forward_backward_masks_and_errors():
+    rng = np.random.default_rng(16)
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 2))
+    cat = L.Concatenate(dtype="float64")
+    y = cat([a, b], training=True)
+    np.testing.assert_array_equal(y, np.concatenate([a, b], axis=-1))
+    dy = rng.standard_normal(y.shape)
+    da, db = cat.backward(dy)
+    np.testing.assert_array_equal(da, dy[..., :4])
+    np.testing.assert_array_equal(db, dy[..., 4:])
+    on_time = L.Concatenate(axis=1, dtype="float64")
+    assert on_time([a, a]).shape == (2, 6, 4) and on_time.compute_output_shape([(3, 4), (None, 4)]) == (None, 4)
+    assert cat.compute_output_shape([(3, 4), (3, 2)]) == (3, 6)
+    m1, m2 = np.array([[1, 1, 0], [1, 0, 0]], bool), np.array([[1, 0, 1], [1, 1, 1]], bool)
+    np.testing.assert_array_equal(cat.compute_mask([a, b], [m1, m2]), m1 & m2)
+    assert cat.compute_mask([a, b], [None, None]) is None
+    with pytest.raises(ValueError, match="outside axis -1"):
+        cat([a, b[:1]])
+    with pytest.raises(ValueError, match="list of at least 2 arrays"):
+        cat(a)
+    with pytest.raises(ValueError, match="non-batch axis"):
+        L.Concatenate(axis=0)
+    with pytest.raises(ValueError, match="dy must have 6 entries along axis -1"):
+        cat.backward(dy[..., :5])
+    assert L.Concatenate.from_config(json.loads(json.dumps(on_time.get_config()))).axis == 1

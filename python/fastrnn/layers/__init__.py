@@ -5,7 +5,8 @@
     y = lstm(x, training=True)       # x: [B, T, F]
     dx = lstm.backward(dy)           # accumulates into lstm.parameters()[i].grad
 
-Core: Dense, Embedding, Dropout, Flatten, TimeDistributed, Activation, RepeatVector, Masking, and
+Core: Dense, Embedding, Dropout, Flatten, TimeDistributed, Activation, RepeatVector, Masking,
+Concatenate (for models with several branches), and
 Input (an InputLayer declaring a Sequential model's input shape, as ``keras.Input``). Recurrent: SimpleRNN, LSTM, GRU,
 Bidirectional. Attention: BahdanauAttention, LuongAttention. ``set_seed(s)`` makes weight
 initialisation and dropout masks reproducible.
@@ -23,8 +24,8 @@ from .base import (
     unique_name,
 )
 from .attention import BahdanauAttention, LuongAttention
-from .core import (Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, RepeatVector,
-                   TimeDistributed)
+from .core import (Activation, Concatenate, Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking,
+                   RepeatVector, TimeDistributed)
 from .initializers import set_seed
 from .recurrent import GRU, LSTM, BaseRNN, Bidirectional, SimpleRNN
 
@@ -36,6 +37,7 @@ __all__ = [
     "LSTM",
     "BaseRNN",
     "Bidirectional",
+    "Concatenate",
     "Dense",
     "Dropout",
     "Embedding",

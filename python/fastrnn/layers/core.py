@@ -7,7 +7,7 @@ from .. import ops
 from . import initializers
 from .base import Layer, deserialize, register_layer, serialize
 
-__all__ = ["Activation", "Dense", "Dropout", "Embedding", "Flatten", "Input", "InputLayer", "Masking",
+__all__ = ["Activation", "Concatenate", "Dense", "Dropout", "Embedding", "Flatten", "Input", "InputLayer", "Masking",
            "RepeatVector", "TimeDistributed", "ACTIVATIONS"]
 
 
@@ -495,6 +495,69 @@ class RepeatVector(_Stateless):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(n=self.n)
+        return cfg
+
+
+@register_layer
+class Concatenate(_Stateless):
+    """Joins a list of arrays along ``axis`` (default the last), as Keras's Concatenate: for models
+    with several branches (``fastrnn.Model`` subclasses). ``layer([a, b])`` -> array; backward(dy)
+    -> the list of the inputs' gradients. ``compute_mask([masks])``: the masks' logical AND (None
+    when none is given); ``axis`` may not be the batch axis."""
+
+    _input_rank = (1, None)
+    _input_desc = "[batch, ...]"
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis == 0:
+            raise ValueError(f"{self._who()}: axis must be a non-batch axis (an int other than 0), got {axis!r}")
+        self.axis = int(axis)
+
+    def __call__(self, inputs, training=False, mask=None, **kwargs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+            raise ValueError(f"{self._who()}: expected a list of at least 2 arrays, got {type(inputs).__name__}")
+        xs = [self._convert_input(a) for a in inputs]
+        ndim = xs[0].ndim
+        if ndim < 2 or any(a.ndim != ndim for a in xs) or not -ndim <= self.axis < ndim:
+            raise ValueError(f"{self._who()}: the inputs must all have one rank >= 2 that has axis {self.axis}, "
+                             f"got shapes {[a.shape for a in xs]}")
+        ax = self.axis % ndim
+        for i, a in enumerate(xs):
+            if a.shape[:ax] + a.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:]:
+                raise ValueError(f"{self._who()}: inputs[{i}] has shape {a.shape}, which differs from inputs[0]'s "
+                                 f"{xs[0].shape} outside axis {self.axis}")
+        if not self.built:
+            self.build(tuple(xs[0].shape[1:]))
+        if training:
+            self._cache = [a.shape[ax] for a in xs]
+        return np.concatenate(xs, axis=ax)
+
+    def _backward(self, dy):
+        dy = np.asarray(dy).astype(self.dtype, copy=False)
+        sizes = self._cache
+        ax = self.axis % dy.ndim
+        if dy.shape[ax] != sum(sizes):
+            raise ValueError(f"{self._who()}: dy must have {sum(sizes)} entries along axis {self.axis}, got shape "
+                             f"{dy.shape}")
+        return np.split(dy, np.cumsum(sizes)[:-1], axis=ax)
+
+    def compute_output_shape(self, input_shape):
+        shapes = [tuple(sh) for sh in input_shape]
+        ax = self.axis % (len(shapes[0]) + 1) - 1  # input_shape excludes the batch axis
+        out = list(shapes[0])
+        out[ax] = None if any(sh[ax] is None for sh in shapes) else sum(sh[ax] for sh in shapes)
+        return tuple(out)
+
+    def compute_mask(self, x, mask=None):
+        masks = [m for m in (mask if isinstance(mask, (list, tuple)) else [mask]) if m is not None]
+        if not masks:
+            return None
+        return np.logical_and.reduce([np.asarray(m, bool) for m in masks])
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(axis=self.axis)
         return cfg
 
 
