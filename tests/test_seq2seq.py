@@ -242,3 +242,74 @@ def test_empty_source_row_gives_finite_loss_gradients_and_decoding():
     ids, att = model.predict(x, max_len=4, return_attention=True)
     assert np.all(att[1] == 0) and np.all(np.isfinite(att))
     assert np.all(ids[:, 0] != 0)  # greedy decoding never emits the padding id
+
+
+# ------------------------------------------------------------------------------------- beam search
+def _sequence_logprob(model, x, y):
+    """Total log-probability of target rows y given sources x (teacher forcing), float64; the
+    padding after a row's end (id 0) is not part of the sequence."""
+    z = model.forward_teacher(x, y).astype(np.float64)
+    zmax = z.max(axis=-1, keepdims=True)
+    logp = z - zmax - np.log(np.exp(z - zmax).sum(axis=-1, keepdims=True))
+    return (np.take_along_axis(logp, y[..., None], axis=-1)[..., 0] * (y != 0)).sum(axis=1)
+
+
+def test_beam_search_of_width_one_is_greedy_decoding(trained, one_thread):
+    model, xt = trained["model"], trained["xt"][:25]
+    g_ids, g_att = model._greedy(xt, 9)
+    b_ids, b_att, _ = model._beam(xt, 9, 1)
+    np.testing.assert_array_equal(b_ids, g_ids)
+    np.testing.assert_allclose(b_att, g_att, rtol=0, atol=0)
+
+
+def test_wide_beam_finds_the_most_likely_sequence_exhaustively(one_thread):
+    """With width >= V^(L-1) beam search keeps every prefix until the last step, so it must return
+    the most likely of all V^L outputs (end_id=None: every output has length L)."""
+    rng = np.random.default_rng(3)
+    model = Seq2Seq(6, 4, embed_dim=5, units=6, cell="gru", end_id=None, seed=4)
+    model.set_weights([w + rng.normal(0, 0.8, w.shape).astype(np.float32) for w in model.get_weights()])
+    x = np.array([[3, 4, 5, 0], [5, 2, 0, 0], [2, 2, 3, 4], [4, 0, 0, 0], [5, 5, 3, 0]])
+    L = 3
+    tokens = np.array(np.meshgrid(*[np.arange(1, 4)] * L, indexing="ij")).reshape(L, -1).T  # 27 rows
+    ids, _, scores = model._beam(x, L, 9)
+    assert np.array_equal(model.predict(x, max_len=L, beam_width=9), ids)
+    narrow, _, narrow_scores = model._beam(x, L, 2)
+    # the search's own scores are the sequences' log-probabilities, for every beam it keeps
+    np.testing.assert_allclose(scores, _sequence_logprob(model, x, ids), rtol=0, atol=1e-4)
+    every, every_att, every_scores = model._beam(x, L, 9, all_beams=True)
+    assert np.all(np.diff(every_scores, axis=1) <= 0) and np.all(np.isfinite(every_scores))
+    rows = np.repeat(x, 9, axis=0)
+    flat = every.reshape(-1, L)
+    np.testing.assert_allclose(every_scores.ravel(), _sequence_logprob(model, rows, flat), rtol=0, atol=1e-4)
+    # each beam's attention weights are those of decoding its own tokens step by step
+    from fastrnn.seq2seq import _ops_for
+
+    enc_out, mask, state = model._encode(rows, False)
+    prev = np.full(len(rows), model.start_id)
+    for i in range(L):
+        state, w, _ = model._step(_ops_for(model.dtype), model.tgt_embedding.embeddings.value[prev], state,
+                                  enc_out, mask, False)
+        np.testing.assert_allclose(every_att.reshape(-1, L, x.shape[1])[:, i], w, rtol=0, atol=1e-6)
+        prev = flat[:, i]
+    for b in range(len(x)):
+        lp = _sequence_logprob(model, np.repeat(x[b:b + 1], len(tokens), axis=0), tokens)
+        best = tokens[lp.argmax()]
+        assert np.sort(lp)[-1] - np.sort(lp)[-2] > 1e-4  # a unique optimum, so the check is exact
+        np.testing.assert_array_equal(ids[b], best)
+        assert narrow_scores[b] <= lp.max() + 1e-4
+
+
+def test_beam_search_output_ends_and_pads_like_greedy(trained, one_thread):
+    model, xt, yt = trained["model"], trained["xt"][:30], trained["yt"][:30]
+    ids, att = model.predict(xt, max_len=10, beam_width=3, return_attention=True)
+    for b in range(len(xt)):
+        e = np.flatnonzero(ids[b] == END)[0]
+        assert np.all(ids[b, e + 1:] == 0) and np.all(att[b, e + 1:] == 0)
+        np.testing.assert_allclose(att[b, :e + 1].sum(axis=1), 1.0, rtol=1e-5)
+    assert np.mean(np.all(ids[:, :yt.shape[1]] == yt, axis=1)) > 0.9  # a trained model: mostly right
+    greedy = model.predict(xt, max_len=10)
+    lp_beam = _sequence_logprob(model, xt, ids)
+    lp_greedy = _sequence_logprob(model, xt, greedy)
+    assert np.mean(lp_beam >= lp_greedy - 1e-5) > 0.9  # the wider search scores at least as well, mostly
+    with pytest.raises(ValueError, match="beam_width"):
+        model.predict(xt, beam_width=0)

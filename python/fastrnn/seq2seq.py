@@ -3,7 +3,7 @@
     model = Seq2Seq(src_vocab=13, tgt_vocab=13, embed_dim=16, units=32)   # LSTM, bidirectional, Bahdanau
     model.compile(optimizer="adam", metrics=["accuracy"])   # loss: sparse CE on logits, padding masked
     model.fit(x_src, y_tgt, epochs=10, batch_size=64)
-    ids = model.predict(x_src, max_len=8)                   # greedy decoding
+    ids = model.predict(x_src, max_len=8)                   # greedy decoding (beam_width=k: beam search)
     ids, weights = model.predict(x_src, return_attention=True)
 
 Token ids: 0 is padding in both vocabularies (the source embedding has ``mask_zero=True``);
@@ -295,18 +295,74 @@ class Seq2Seq(Model):
                     break
         return out, att
 
-    def predict(self, x, batch_size=None, verbose=0, max_len=None, return_attention=False):
-        """Greedy decoding: ids [N, max_len] (0 after a row's end_id), and with ``return_attention``
-        also the attention weights [N, max_len, Tx] of every decoded step (0 after the end).
+    def _beam(self, x, max_len, k, all_beams=False):
+        """Beam search of width k: per source the sequence of the highest total log-probability
+        among the k kept at each step (a finished beam, one that emitted end_id, keeps its score
+        and competes as it is: no length normalisation), its attention weights and that
+        log-probability (``all_beams``: all k of each, [B, k, ...], best first). k = 1 is greedy
+        decoding."""
+        ops = _ops_for(self.dtype)
+        enc_out, mask, state = self._encode(x, False)
+        B, Tx = x.shape
+        V = self.tgt_vocab
 
-        max_len: default ``max_output_len`` from the constructor, else 2 * Tx + 2."""
+        def rep(a):  # one copy per beam: row b * k + j
+            return np.repeat(a, k, axis=0)
+
+        enc_k, mask_k, state = rep(enc_out), None if mask is None else rep(mask), [rep(s) for s in state]
+        table = self.tgt_embedding.embeddings.value
+        tok = np.full(B * k, self.start_id, dtype=np.int64)
+        score = np.full((B, k), -np.inf)
+        score[:, 0] = 0.0  # the k copies of the start are one beam
+        done = np.zeros((B, k), dtype=bool)
+        seqs = np.zeros((B, k, max_len), dtype=np.int64)
+        atts = np.zeros((B, k, max_len, Tx), dtype=self.dtype)
+        for i in range(max_len):
+            state, weights, _ = self._step(ops, table[tok], state, enc_k, mask_k, False)
+            z = self.output_layer(state[0]).astype(np.float64)
+            zmax = z.max(axis=-1, keepdims=True)
+            logp = z - zmax - np.log(np.exp(z - zmax).sum(axis=-1, keepdims=True))
+            logp[:, 0] = -np.inf  # never the padding id
+            cand = score[..., None] + logp.reshape(B, k, V)
+            cand[done] = -np.inf
+            cand[..., 0] = np.where(done, score, -np.inf)  # a finished beam continues with 0, free
+            flat = cand.reshape(B, k * V)
+            top = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+            src, new = top // V, top % V
+            score = np.take_along_axis(flat, top, axis=1)
+            was_done = np.take_along_axis(done, src, axis=1)
+            seqs = np.take_along_axis(seqs, src[..., None], axis=1)
+            seqs[:, :, i] = new
+            atts = np.take_along_axis(atts, src[..., None, None], axis=1)
+            w = np.take_along_axis(weights.reshape(B, k, Tx), src[..., None], axis=1)
+            atts[:, :, i] = np.where(was_done[..., None], 0, w)
+            done = was_done | ((new == self.end_id) if self.end_id is not None else False)
+            rows = (np.arange(B)[:, None] * k + src).ravel()
+            state = [st[rows] for st in state]
+            tok = new.ravel()
+            if done.all():
+                break
+        if all_beams:  # the kept beams are in descending score order already
+            return seqs, atts, score
+        best = score.argmax(axis=1)
+        return seqs[np.arange(B), best], atts[np.arange(B), best], score[np.arange(B), best]
+
+    def predict(self, x, batch_size=None, verbose=0, max_len=None, return_attention=False, beam_width=1):
+        """Decoding: ids [N, max_len] (0 after a row's end_id), and with ``return_attention`` also
+        the attention weights [N, max_len, Tx] of every decoded step (0 after the end).
+
+        max_len: default ``max_output_len`` from the constructor, else 2 * Tx + 2. beam_width: 1
+        decodes greedily; k > 1 runs a beam search of width k and returns, per source, the kept
+        sequence of the highest total log-probability (no length normalisation)."""
         x = self._check_x(x)
         max_len = self._max_len(max_len, x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
+        beam_width = _positive_int(beam_width, "beam_width")
         ids, atts = [], []
         steps = int(math.ceil(x.shape[0] / batch_size))
         for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
-            o, a = self._greedy(x[b * batch_size:(b + 1) * batch_size], max_len)
+            xb = x[b * batch_size:(b + 1) * batch_size]
+            o, a = self._greedy(xb, max_len) if beam_width == 1 else self._beam(xb, max_len, beam_width)[:2]
             ids.append(o)
             atts.append(a)
         ids = np.concatenate(ids, axis=0)
