@@ -313,3 +313,25 @@ def test_beam_search_output_ends_and_pads_like_greedy(trained, one_thread):
     assert np.mean(lp_beam >= lp_greedy - 1e-5) > 0.9  # the wider search scores at least as well, mostly
     with pytest.raises(ValueError, match="beam_width"):
         model.predict(xt, beam_width=0)
+
+
+def test_length_penalty_picks_the_best_normalised_beam(one_thread):
+    rng = np.random.default_rng(5)
+    model = Seq2Seq(8, 6, embed_dim=6, units=8, seed=2)  # untrained, perturbed: beams of many lengths
+    model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    xt = rng.integers(3, 8, size=(20, 5))
+    every, _, scores = model._beam(xt, 10, 4, all_beams=True)
+    n = (every != 0).sum(axis=2)
+    # a strong penalty changes the choice somewhere (else this test could not tell it is applied)
+    assert np.any((scores / ((5.0 + n) / 6.0) ** 3.0).argmax(axis=1) != scores.argmax(axis=1))
+    for alpha in (0.0, 0.6, 3.0):
+        ids = model.predict(xt, max_len=10, beam_width=4, length_penalty=alpha)
+        want = (scores / ((5.0 + n) / 6.0) ** alpha).argmax(axis=1)
+        np.testing.assert_array_equal(ids, every[np.arange(len(xt)), want])
+    np.testing.assert_array_equal(model.predict(xt, max_len=10, beam_width=4, length_penalty=0.0),
+                                  model.predict(xt, max_len=10, beam_width=4))
+    for bad in (-0.5, float("nan"), "1"):
+        with pytest.raises(ValueError, match="length_penalty"):
+            model.predict(xt, beam_width=4, length_penalty=bad)
+    with pytest.raises(ValueError, match="beam_width > 1"):
+        model.predict(xt, length_penalty=0.6)

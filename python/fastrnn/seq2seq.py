@@ -295,12 +295,14 @@ class Seq2Seq(Model):
                     break
         return out, att
 
-    def _beam(self, x, max_len, k, all_beams=False):
+    def _beam(self, x, max_len, k, all_beams=False, length_penalty=0.0):
         """Beam search of width k: per source the sequence of the highest total log-probability
         among the k kept at each step (a finished beam, one that emitted end_id, keeps its score
         and competes as it is: no length normalisation), its attention weights and that
         log-probability (``all_beams``: all k of each, [B, k, ...], best first). k = 1 is greedy
-        decoding."""
+        decoding. ``length_penalty`` alpha > 0 picks the final sequence by score / ((5 + n) / 6) **
+        alpha, n its length up to its end_id (GNMT's normalisation, which favours longer outputs);
+        the search itself keeps the k best raw scores."""
         ops = _ops_for(self.dtype)
         enc_out, mask, state = self._encode(x, False)
         B, Tx = x.shape
@@ -344,25 +346,37 @@ class Seq2Seq(Model):
                 break
         if all_beams:  # the kept beams are in descending score order already
             return seqs, atts, score
-        best = score.argmax(axis=1)
+        rank = score
+        if length_penalty:
+            n = (seqs != 0).sum(axis=2)  # tokens up to and including end_id (0 only pads)
+            rank = score / ((5.0 + n) / 6.0) ** float(length_penalty)
+        best = rank.argmax(axis=1)
         return seqs[np.arange(B), best], atts[np.arange(B), best], score[np.arange(B), best]
 
-    def predict(self, x, batch_size=None, verbose=0, max_len=None, return_attention=False, beam_width=1):
+    def predict(self, x, batch_size=None, verbose=0, max_len=None, return_attention=False, beam_width=1,
+                length_penalty=0.0):
         """Decoding: ids [N, max_len] (0 after a row's end_id), and with ``return_attention`` also
         the attention weights [N, max_len, Tx] of every decoded step (0 after the end).
 
         max_len: default ``max_output_len`` from the constructor, else 2 * Tx + 2. beam_width: 1
         decodes greedily; k > 1 runs a beam search of width k and returns, per source, the kept
-        sequence of the highest total log-probability (no length normalisation)."""
+        sequence of the highest total log-probability, or with ``length_penalty`` alpha > 0 of the
+        highest log-probability / ((5 + length) / 6) ** alpha (GNMT's length normalisation)."""
         x = self._check_x(x)
         max_len = self._max_len(max_len, x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
         beam_width = _positive_int(beam_width, "beam_width")
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= float(length_penalty) < float("inf"):
+            raise ValueError(f"length_penalty: expected a finite number >= 0, got {length_penalty!r}")
+        if length_penalty and beam_width == 1:
+            raise ValueError("length_penalty: applies to beam search; give beam_width > 1")
         ids, atts = [], []
         steps = int(math.ceil(x.shape[0] / batch_size))
         for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
             xb = x[b * batch_size:(b + 1) * batch_size]
-            o, a = self._greedy(xb, max_len) if beam_width == 1 else self._beam(xb, max_len, beam_width)[:2]
+            o, a = self._greedy(xb, max_len) if beam_width == 1 else \
+                self._beam(xb, max_len, beam_width, length_penalty=length_penalty)[:2]
             ids.append(o)
             atts.append(a)
         ids = np.concatenate(ids, axis=0)
