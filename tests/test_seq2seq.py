@@ -335,3 +335,53 @@ def test_length_penalty_picks_the_best_normalised_beam(one_thread):
             model.predict(xt, beam_width=4, length_penalty=bad)
     with pytest.raises(ValueError, match="beam_width > 1"):
         model.predict(xt, length_penalty=0.6)
+
+
+# ------------------------------------------------------------------------------------- dropout
+def _reseed_dropout(model, seed):
+    """The same dropout masks on the next training forward (one generator per dropping layer)."""
+    model.output_dropout._rng = np.random.default_rng(seed)
+    enc = model.encoder
+    for i, lay in enumerate((enc.forward_layer, enc.backward_layer) if model.bidirectional else (enc,)):
+        lay._dropout_rng = np.random.default_rng(seed + 1 + i)
+
+
+@pytest.mark.parametrize("cell,bidirectional", [("lstm", True), ("gru", False)])
+def test_dropout_gradients_match_finite_differences_with_fixed_masks(cell, bidirectional):
+    model = Seq2Seq(6, 6, embed_dim=3, units=2, cell=cell, bidirectional=bidirectional, attention_units=3,
+                    dropout=0.4, dtype="float64", seed=1)
+    for p in model.parameters():
+        p.value[...] = np.random.default_rng(abs(hash(p.name)) % 2**32).uniform(-0.8, 0.8, p.shape)
+    loss_fn = fr.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss():
+        _reseed_dropout(model, 7)
+        return loss_fn(TINY_Y, model.forward_teacher(TINY_X, TINY_Y, training=True), TINY_Y != 0)[0]
+
+    _reseed_dropout(model, 7)
+    value, _ = model.loss_and_grad(TINY_X, TINY_Y)
+    assert value == pytest.approx(loss(), rel=1e-12)
+    assert value != pytest.approx(loss_fn(TINY_Y, model.forward_teacher(TINY_X, TINY_Y), TINY_Y != 0)[0],
+                                  rel=1e-6)  # the masks change the training loss
+    for p in model.parameters():
+        g = p.grad.copy()
+        flat = p.value.reshape(-1)
+        for k in {0, int(np.argmax(np.abs(g)))}:
+            num = numgrad(loss, flat[k:k + 1])[0]
+            assert g.reshape(-1)[k] == pytest.approx(num, rel=1e-5, abs=1e-8), (p.name, k)
+
+
+def test_dropout_only_in_training_and_in_the_config(one_thread):
+    x, y = reverse_task(40, 3)
+    plain = Seq2Seq(13, 13, embed_dim=8, units=8, seed=5)
+    drop = Seq2Seq(13, 13, embed_dim=8, units=8, seed=5, dropout=0.5)
+    drop.set_weights(plain.get_weights())
+    np.testing.assert_array_equal(drop.predict(x[:8], max_len=6), plain.predict(x[:8], max_len=6))
+    np.testing.assert_array_equal(drop.forward_teacher(x, y), plain.forward_teacher(x, y))
+    a, b = drop.forward_teacher(x, y, training=True), drop.forward_teacher(x, y, training=True)
+    assert not np.allclose(a, b)  # a new mask every training call
+    assert Seq2Seq.from_config(drop.get_config()).dropout == 0.5
+    assert Seq2Seq.from_config({k: v for k, v in plain.get_config().items() if k != "dropout"}).dropout == 0.0
+    for bad in (1.0, -0.1, "0.2", True):
+        with pytest.raises(ValueError, match="dropout"):
+            Seq2Seq(13, 13, dropout=bad)

@@ -22,6 +22,11 @@ states concatenated), run one step at a time through ``fastrnn.ops`` (T = 1 call
     s_i = cell([embedding(y_{i-1}); c_i], s_{i-1})
     logits_i = Dense(tgt_vocab)(s_i)
 
+Dropout (training only, ``dropout=p``): variational on the encoder's inputs (the source
+embeddings, one mask per sequence shared over time, the encoder layer's own ``dropout``) and on
+the decoder's states before the output layer (one mask per sequence shared over the output
+steps); decoding never drops.
+
 Backward runs the decoder steps in reverse, chaining the state gradients through ``dstate`` of
 the backward ops, sending each step's context gradient through the attention into the annotations
 and the final-state gradient into the encoder. ``dtype='float64'`` runs the NumPy references (for
@@ -49,7 +54,7 @@ from . import losses as losses_module
 from . import saving
 from .layers.base import unique_name
 from .layers.attention import BahdanauAttention, LuongAttention
-from .layers.core import Dense, Embedding
+from .layers.core import Dense, Dropout, Embedding
 from .layers.recurrent import GRU, LSTM, Bidirectional, _ops_for
 from .models import Model, _positive_int
 
@@ -74,15 +79,16 @@ class Seq2Seq(Model):
 
     Seq2Seq(src_vocab, tgt_vocab, embed_dim=32, units=64, cell='lstm', bidirectional=True,
     attention='bahdanau', attention_units=None, start_id=1, end_id=2, max_output_len=None,
-    dtype='float32', seed=None, name=None). ``cell``: 'lstm' or 'gru'; ``attention``: 'bahdanau'
+    dropout=0.0, dtype='float32', seed=None, name=None). ``cell``: 'lstm' or 'gru'; ``attention``: 'bahdanau'
     (additive, ``attention_units`` default: the decoder's units) or 'luong' (multiplicative
     'general'). The model is built at construction. Layers: ``src_embedding``, ``encoder``,
-    ``tgt_embedding``, ``attention``, ``decoder`` (the cell's parameters), ``output_layer``.
+    ``tgt_embedding``, ``attention``, ``decoder`` (the cell's parameters), ``output_layer``, and
+    ``output_dropout`` (see ``dropout`` in the module docstring).
     """
 
     def __init__(self, src_vocab, tgt_vocab, embed_dim=32, units=64, cell="lstm", bidirectional=True,
                  attention="bahdanau", attention_units=None, start_id=1, end_id=2, max_output_len=None,
-                 dtype="float32", seed=None, name=None):
+                 dropout=0.0, dtype="float32", seed=None, name=None):
         super().__init__(name=unique_name("seq2seq") if name is None else name)
         self.src_vocab = _positive_int(src_vocab, "src_vocab")
         self.tgt_vocab = _positive_int(tgt_vocab, "tgt_vocab")
@@ -98,6 +104,10 @@ class Seq2Seq(Model):
         if self.end_id == self.start_id:
             raise ValueError(f"end_id: must differ from start_id, both are {start_id}")
         self.max_output_len = None if max_output_len is None else _positive_int(max_output_len, "max_output_len")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed: expected None or a non-negative int, got {seed!r}")
         self.seed = seed
@@ -114,7 +124,7 @@ class Seq2Seq(Model):
                                 else _positive_int(attention_units, "attention_units"))
         E, D = self.embed_dim, self.enc_dim
         self.src_embedding = Embedding(self.src_vocab, E, mask_zero=True, dtype=dt, seed=sd(0))
-        enc = rnn(self.units, return_sequences=True, return_state=True, dtype=dt, seed=sd(1))
+        enc = rnn(self.units, return_sequences=True, return_state=True, dropout=self.dropout, dtype=dt, seed=sd(1))
         self.encoder = Bidirectional(enc) if self.bidirectional else enc
         self.tgt_embedding = Embedding(self.tgt_vocab, E, dtype=dt, seed=sd(3))
         if attention == "bahdanau":
@@ -123,9 +133,11 @@ class Seq2Seq(Model):
             self.attention = LuongAttention("general", query_dim=D, value_dim=D, dtype=dt, seed=sd(4))
         self.decoder = rnn(D, dtype=dt, seed=sd(5), input_shape=(None, E + D))
         self.output_layer = Dense(self.tgt_vocab, dtype=dt, seed=sd(6), input_shape=(D,))
+        self.output_dropout = Dropout(self.dropout, noise_shape=(None, 1, None), dtype=dt, seed=sd(7))
         self.src_embedding.build((None,))
         self.encoder.build((None, E))
         self.tgt_embedding.build((None,))
+        self.output_dropout.build((None, D))
         self._build_input_shape = (None,)
         self._steps = None
 
@@ -140,7 +152,7 @@ class Seq2Seq(Model):
                 "units": self.units, "cell": self.cell, "bidirectional": self.bidirectional,
                 "attention": self.attention_kind, "attention_units": self.attention_units,
                 "start_id": self.start_id, "end_id": self.end_id, "max_output_len": self.max_output_len,
-                "dtype": self.dtype.name, "seed": self.seed, "name": self.name}
+                "dropout": self.dropout, "dtype": self.dtype.name, "seed": self.seed, "name": self.name}
 
     @classmethod
     def load(cls, filepath, compile=True):
@@ -204,7 +216,7 @@ class Seq2Seq(Model):
             state, _, caches = self._step(ops, emb[:, i], state, enc_out, mask, training)
             hs[:, i] = state[0]
             steps.append(caches)
-        logits = self.output_layer(hs, training=training)
+        logits = self.output_layer(self.output_dropout(hs, training=training), training=training)
         self._steps = steps if training else None
         return logits
 
@@ -214,7 +226,7 @@ class Seq2Seq(Model):
             raise RuntimeError("backward: called before a forward pass with training=True")
         ops = _ops_for(self.dtype)
         dec, E, D = self.decoder, self.embed_dim, self.enc_dim
-        dhs = self.output_layer.backward(dlogits)
+        dhs = self.output_dropout.backward(self.output_layer.backward(dlogits))
         B, Ty = dhs.shape[:2]
         demb = np.zeros((B, Ty, E), dtype=self.dtype)
         denc = None
