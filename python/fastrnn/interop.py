@@ -10,9 +10,10 @@ fastrnn stores recurrent weights in PyTorch layouts (``w_ih [G*H, I]``, ``w_hh [
   ``bias_ih`` and zeros in ``bias_hh`` (the outputs are identical). GRU keeps both biases.
 - Keras 3: ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True`` only, Keras's default) and
   ``Bidirectional``, the core layers (Dense, Embedding, Dropout, Flatten, TimeDistributed,
-  Activation, RepeatVector, Masking) and whole Sequential models of them, both ways. Keras kernels are ``[I, G*H]`` (transposed); Keras's LSTM gate order i, f, c, o
-  is fastrnn's i, f, g, o; Keras's GRU order z, r, h is reordered to r, z, n; Keras's GRU bias
-  ``[2, 3H]`` holds the input and the recurrent bias.
+  Activation, RepeatVector, Masking) and whole Sequential models of them, both ways. Keras kernels
+  are ``[I, G*H]`` (transposed); Keras's LSTM gate order i, f, c, o is fastrnn's i, f, g, o;
+  Keras's GRU order z, r, h is reordered to r, z, n; Keras's GRU bias ``[2, 3H]`` holds the input
+  and the recurrent bias.
 
 torch and keras are imported only inside the functions that need them.
 
@@ -303,10 +304,19 @@ def _gru_ours_to_keras(a, H):
     return _gru_keras_to_ours(a, H)
 
 
-def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
-    kind = _keras_kind(klayer)
+def _keras_array(v):
+    """A Keras weight (a backend variable or an array) as a float32 NumPy array."""
+    return _f32(v.numpy() if hasattr(v, "numpy") else v)
+
+
+def _require_built(klayer):
     if not klayer.built:
         raise ValueError(f"from_keras: keras layer '{klayer.name}' is not built; call it on data or build it first")
+
+
+def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
+    kind = _keras_kind(klayer)
+    _require_built(klayer)
     cell = getattr(klayer, "cell", klayer)
     H = int(klayer.units)
     act = _act_name(cell.activation)
@@ -333,11 +343,10 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
         v = float(getattr(cell, opt, 0.0) or 0.0)
         if v:
             kw[opt] = v
-    kernel = _f32(cell.kernel.numpy() if hasattr(cell.kernel, "numpy") else cell.kernel)
-    rkernel = _f32(cell.recurrent_kernel.numpy() if hasattr(cell.recurrent_kernel, "numpy") else cell.recurrent_kernel)
+    kernel, rkernel = _keras_array(cell.kernel), _keras_array(cell.recurrent_kernel)
     G = _GATES[kind]
     if getattr(cell, "use_bias", True) and cell.bias is not None:
-        bias = _f32(cell.bias.numpy() if hasattr(cell.bias, "numpy") else cell.bias)
+        bias = _keras_array(cell.bias)
     else:
         bias = np.zeros((2, G * H) if kind == "GRU" else (G * H,), np.float32)
     I = kernel.shape[0]
@@ -351,15 +360,12 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
     return layer
 
 
-def _keras_array(v):
-    return _f32(v.numpy() if hasattr(v, "numpy") else v)
-
-
 def _core_activation(klayer, what):
+    from .layers.core import ACTIVATIONS
+
     act = _act_name(klayer.activation)
-    if act not in ("linear", "tanh", "relu", "sigmoid", "softmax"):
-        raise ValueError(f"from_keras: {what} with activation {act!r}; fastrnn has linear, tanh, relu, sigmoid "
-                         "and softmax")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"from_keras: {what} with activation {act!r}; fastrnn has {', '.join(ACTIVATIONS)}")
     return act
 
 
@@ -372,16 +378,14 @@ def _from_keras_other(klayer):
     K = keras.layers
     if isinstance(klayer, K.Dense):
         act = _core_activation(klayer, "Dense")
-        if not klayer.built:
-            raise ValueError(f"from_keras: keras layer '{klayer.name}' is not built; call it on data or build it first")
+        _require_built(klayer)
         kernel = _keras_array(klayer.kernel)
         ours = L.Dense(int(klayer.units), activation=act, use_bias=bool(klayer.use_bias))
         ours.build((kernel.shape[0],))
         ours.set_weights([kernel] + ([_keras_array(klayer.bias)] if klayer.use_bias else []))
         return ours
     if isinstance(klayer, K.Embedding):
-        if not klayer.built:
-            raise ValueError(f"from_keras: keras layer '{klayer.name}' is not built; call it on data or build it first")
+        _require_built(klayer)
         ours = L.Embedding(int(klayer.input_dim), int(klayer.output_dim), mask_zero=bool(klayer.mask_zero))
         ours.set_weights([_keras_array(klayer.embeddings)])
         return ours

@@ -333,9 +333,7 @@ class Seq2Seq(Model):
         atts = np.zeros((B, k, max_len, Tx), dtype=self.dtype)
         for i in range(max_len):
             state, weights, _ = self._step(ops, table[tok], state, enc_k, mask_k, False)
-            z = self.output_layer(state[0]).astype(np.float64)
-            zmax = z.max(axis=-1, keepdims=True)
-            logp = z - zmax - np.log(np.exp(z - zmax).sum(axis=-1, keepdims=True))
+            logp = losses_module._log_softmax(self.output_layer(state[0]).astype(np.float64))
             logp[:, 0] = -np.inf  # never the padding id
             cand = score[..., None] + logp.reshape(B, k, V)
             cand[done] = -np.inf

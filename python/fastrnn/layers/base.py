@@ -16,6 +16,8 @@ import threading
 
 import numpy as np
 
+from ..reference._common import zero_one_as_bool
+
 __all__ = [
     "Layer",
     "Parameter",
@@ -35,9 +37,7 @@ def bool_mask(m, who):
     m = np.asarray(m)
     if m.dtype.kind not in "biu":
         raise TypeError(f"{who}: mask must be a boolean (or 0/1) array, got dtype {m.dtype}")
-    if m.dtype.kind != "b" and m.size and not np.all((m == 0) | (m == 1)):
-        raise ValueError(f"{who}: mask must contain only 0/1 (or bool) values")
-    return m.astype(bool, copy=False)
+    return zero_one_as_bool(who, m)
 
 
 class Parameter:

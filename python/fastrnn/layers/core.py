@@ -274,8 +274,21 @@ class Embedding(Layer):
 
 
 # ----------------------------------------------------------------------------------------------
+class _Stateless(Layer):
+    """A layer without parameters that takes inputs of any rank and feature size."""
+
+    _input_rank = (1, None)
+    _input_desc = "[batch, ...]"
+
+    def _build_from_weights(self, weights):
+        return
+
+    def _check_input_shape(self, shape):
+        return
+
+
 @register_layer
-class Dropout(Layer):
+class Dropout(_Stateless):
     """Inverted dropout: when training, zero each element with probability ``rate`` and scale the rest by
     1/(1-rate); identity at inference.
 
@@ -284,21 +297,12 @@ class Dropout(Layer):
     axis, e.g. (None, 1, None) for one mask per sequence shared over time. The mask passes through.
     """
 
-    _input_rank = (1, None)
-    _input_desc = "[batch, ...]"
-
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.rate = _rate(rate, self._who(), "rate")
         self.noise_shape = None if noise_shape is None else tuple(None if d is None else int(d) for d in noise_shape)
         self.seed = seed
         self._rng = initializers.new_rng(seed)
-
-    def _build_from_weights(self, weights):
-        return
-
-    def _check_input_shape(self, shape):
-        return
 
     def _mask_shape(self, shape):
         if self.noise_shape is None:
@@ -347,17 +351,8 @@ class Dropout(Layer):
 
 # ----------------------------------------------------------------------------------------------
 @register_layer
-class Flatten(Layer):
+class Flatten(_Stateless):
     """[B, d1, d2, ...] -> [B, d1*d2*...]. The output has no mask."""
-
-    _input_rank = (1, None)
-    _input_desc = "[batch, ...]"
-
-    def _build_from_weights(self, weights):
-        return
-
-    def _check_input_shape(self, shape):
-        return
 
     def call(self, x, training=False, mask=None):
         if training:
@@ -378,26 +373,12 @@ class Flatten(Layer):
         return None
 
 
-# ----------------------------------------------------------------------------------------------
-class _Stateless(Layer):
-    """A layer without parameters that takes inputs of any feature size."""
-
-    def _build_from_weights(self, weights):
-        return
-
-    def _check_input_shape(self, shape):
-        return
-
-
 @register_layer
 class InputLayer(_Stateless):
     """The identity, with the input shape it declares: ``Sequential([layers.Input((T, F)), ...])``
     builds the model from it, as ``keras.Input`` does. Inputs must have the declared rank and
     sizes, except along the first (time) axis, whose length may vary (truncated BPTT feeds chunks
     of it). Integer inputs (token ids) pass unchanged; input masks pass through."""
-
-    _input_rank = (1, None)
-    _input_desc = "[batch, ...]"
 
     def __init__(self, input_shape=None, **kwargs):
         if input_shape is None:
@@ -441,9 +422,6 @@ def Input(shape, name=None, dtype="float32"):
 class Activation(_Stateless):
     """``y = activation(x)`` elementwise (softmax over the last axis): Activation('tanh'); the mask
     passes through. A training call keeps a copy of y for backward."""
-
-    _input_rank = (1, None)
-    _input_desc = "[batch, ...]"
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
@@ -504,9 +482,6 @@ class Concatenate(_Stateless):
     with several branches (``fastrnn.Model`` subclasses). ``layer([a, b])`` -> array; backward(dy)
     -> the list of the inputs' gradients. ``compute_mask([masks])``: the masks' logical AND (None
     when none is given); ``axis`` may not be the batch axis."""
-
-    _input_rank = (1, None)
-    _input_desc = "[batch, ...]"
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)

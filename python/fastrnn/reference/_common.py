@@ -163,11 +163,16 @@ def check_mask(fn: str, mask, T: int, B: int, xp):
         raise TypeError(f"{fn}: mask must be a bool (or 0/1) array, got dtype {mask.dtype}")
     if tuple(mask.shape) != (B, T):
         raise ValueError(f"{fn}: mask must have shape [B, T] = [{B}, {T}], got {_shape_str(mask.shape)}")
-    if mask.dtype.kind != "b":
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError(f"{fn}: mask must contain only 0/1 (or bool) values")
-        mask = mask != 0
-    return xp.ascontiguousarray(mask.T)
+    return xp.ascontiguousarray(zero_one_as_bool(fn, mask).T)
+
+
+def zero_one_as_bool(fn: str, mask):
+    """A bool mask from bools, or from numbers that must all be 0 or 1 (ValueError otherwise)."""
+    if mask.dtype.kind == "b":
+        return mask
+    if mask.size and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{fn}: mask must contain only 0/1 (or bool) values")
+    return mask != 0
 
 
 # --------------------------------------------------------------------------- the forward check
