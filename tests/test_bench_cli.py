@@ -65,3 +65,46 @@ def test_interleaved_timing_reports_the_quietest_block(monkeypatch):
     # the quiet block's median: not its mean (3.7 ms), not the fastest call (3 ms), not the last
     # block (5 ms), not the median over all calls (5 ms)
     assert t_a == pytest.approx(0.004) and t_b == pytest.approx(0.010)
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "fastrnn", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_bench_takes_options_with_a_space_as_well_as_with_equals():
+    proc = _cli("bench", "--shapes", "small", "--cells", "lstm", "--threads", "1", "--min-time", "0.01",
+                "--no-torch", "--no-reference", "--no-gemm")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("lstm ")]
+    assert len(rows) == 2 and all("small" in r for r in rows), proc.stdout[-2000:]
+    assert not any(ln.startswith("gru ") for ln in proc.stdout.splitlines())  # --cells lstm was applied
+    assert "threads used: 1" in proc.stdout
+
+
+def test_bench_help_lists_its_options():
+    proc = _cli("bench", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for opt in ("--shapes", "--cells", "--threads", "--no-torch", "--markdown"):
+        assert opt in proc.stdout
+    assert "bench_args" not in proc.stdout
+
+
+def test_version_flag_and_bad_arguments():
+    import fastrnn
+
+    proc = _cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"fastrnn {fastrnn.__version__}"
+    proc = _cli("bench", "--shapes", "small", "--frobnicate")
+    assert proc.returncode == 2 and "unrecognized arguments: --frobnicate" in proc.stderr
+    proc = _cli("info", "--frobnicate")
+    assert proc.returncode == 2 and "unrecognized arguments: --frobnicate" in proc.stderr
+    assert "usage: python -m fastrnn" in proc.stderr
+
+
+def test_usage_names_the_console_script_when_run_as_one(monkeypatch):
+    from fastrnn import __main__ as cli
+
+    monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/fastrnn", "info"])
+    assert cli.build_parser().prog == "fastrnn"
+    monkeypatch.setattr(sys, "argv", ["/src/python/fastrnn/__main__.py", "info"])
+    assert cli.build_parser().prog == "python -m fastrnn"

@@ -55,24 +55,18 @@ def _cmd_demo(args):
 
 
 def _cmd_bench(args):
-    import importlib
+    from . import _bench
 
-    try:
-        _bench = importlib.import_module("fastrnn._bench")
-    except ModuleNotFoundError as exc:
-        if exc.name != "fastrnn._bench":
-            raise
-        print("fastrnn bench: the benchmark runner (fastrnn._bench) is not available in this "
-              "installation; run the suite in bench/ from a source checkout "
-              "(pytest bench/ --benchmark-only)", file=sys.stderr)
-        return 2
-    return _bench.main(list(args.bench_args)) or 0
+    return _bench.run_from_args(args, args.parser) or 0
 
 
-def build_parser():
-    """The argparse parser for ``python -m fastrnn``."""
-    p = argparse.ArgumentParser(prog="python -m fastrnn",
+def build_parser(prog=None):
+    """The argparse parser for ``fastrnn`` / ``python -m fastrnn``."""
+    from . import __version__, _bench
+
+    p = argparse.ArgumentParser(prog=prog or _prog_name(),
                                 description="fastrnn: fast SimpleRNN / LSTM / GRU kernels for NumPy")
+    p.add_argument("--version", action="version", version=f"fastrnn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{info,demo,bench}")
     sub.required = True
     s = sub.add_parser("info", help="version, ISA in use, threads, CUDA availability")
@@ -81,20 +75,23 @@ def build_parser():
     s.add_argument("--out", default=None, help="folder for the forecast plot (default examples/out/)")
     s.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's)")
     s.set_defaults(func=_cmd_demo)
-    s = sub.add_parser("bench", help="benchmark table (fastrnn vs NumPy reference vs PyTorch)")
-    s.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark runner")
-    s.set_defaults(func=_cmd_bench)
+    s = sub.add_parser("bench", help="benchmark table (fastrnn vs NumPy reference vs PyTorch)",
+                       description="Times fastrnn's LSTM and GRU kernels against the NumPy reference "
+                                   "and PyTorch, side by side in one run (see bench/RESULTS.md).")
+    _bench.add_arguments(s)
+    s.set_defaults(func=_cmd_bench, parser=s)
     return p
+
+
+def _prog_name():
+    """'fastrnn' when run as the console script, 'python -m fastrnn' when run as a module."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m fastrnn" if name in ("__main__.py", "-m", "-c", "") else "fastrnn"
 
 
 def main(argv=None):
     """Entry point of ``python -m fastrnn`` and of the ``fastrnn`` console script."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command != "bench":
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.bench_args = list(args.bench_args) + extra
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -294,19 +294,24 @@ def markdown(rows, gemm_rows, env_lines):
     return "\n".join(out) + "\n"
 
 
-def main(argv=None):
+def add_arguments(p):
+    """The benchmark's options, on ``p`` (the ``bench`` subcommand's parser or a parser of its own)."""
     from . import backend
 
-    p = argparse.ArgumentParser(prog="python -m fastrnn bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated: " + ",".join(SHAPES))
     p.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm,gru")
-    p.add_argument("--threads", type=int, default=backend.default_num_threads())
+    p.add_argument("--threads", type=int, default=backend.default_num_threads(),
+                   help="threads for fastrnn, torch and numpy's BLAS (default: %(default)s)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM table")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timing per measurement")
     p.add_argument("--markdown", metavar="FILE", help="append the results as Markdown to FILE")
-    a = p.parse_args(argv)
+    return p
+
+
+def run_from_args(a, p):
+    """Run the benchmark for the parsed options ``a`` (``p`` reports usage errors)."""
     shapes = [s for s in a.shapes.split(",") if s]
     cells = [c for c in a.cells.split(",") if c]
     for s in shapes:
@@ -326,3 +331,9 @@ def main(argv=None):
         with open(a.markdown, "a") as f:
             f.write(markdown(rows, gemm_rows, env_lines))
     return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="fastrnn bench", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv), p)
