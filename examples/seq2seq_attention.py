@@ -27,7 +27,7 @@ from _common import add_threads_arg, apply_threads, mode_config, print_results, 
 
 MODES = {
     "full": dict(train=6000, test=1000, embed=32, units=64, epochs=8, batch=64, lr=5e-3),
-    "smoke": dict(train=1200, test=200, embed=16, units=32, epochs=7, batch=48, lr=1e-2),
+    "smoke": dict(train=1200, test=200, embed=16, units=32, epochs=9, batch=32, lr=1e-2),
 }
 PAD, START, END, DIGIT0 = 0, 1, 2, 3
 MIN_LEN, MAX_LEN = 4, 7

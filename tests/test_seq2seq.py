@@ -213,18 +213,21 @@ def test_bad_inputs_raise_clear_errors():
 
 
 # ------------------------------------------------------------------------------------- example
-def test_example_smoke(tmp_path):
+@pytest.mark.parametrize("isa", fr.available_isas())
+def test_example_smoke(tmp_path, isa):
+    """The lesson learns the reversal on every ISA path (its smoke configuration once sat at the edge
+    of convergence: 0.355 exact on avx2 against 1.000 on the scalar path)."""
     import json
 
     proc = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke"], cwd=tmp_path,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
+                          env=dict(os.environ, FASTRNN_ISA=isa), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS_JSON ")]
     assert len(lines) == 1
     data = json.loads(lines[0][len("RESULTS_JSON "):])
     assert data["example"] == "seq2seq_attention" and data["mode"] == "smoke"
     res = data["results"]
-    assert 0.0 <= res["exact_sequence_accuracy"] <= 1.0 and 0.0 <= res["token_accuracy"] <= 1.0
+    assert res["exact_sequence_accuracy"] >= 0.97 and res["token_accuracy"] >= 0.97, res
     assert res["params"] > 0 and res["seconds"] > 0
     assert "attention weights" in proc.stdout and "->" in proc.stdout
     bad = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke", "--epochs", "0"],
