@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -61,9 +62,29 @@ def pyplot():
     return plt
 
 
-def print_results(example, mode, results):
-    """The machine-readable last line the tests parse: ``RESULTS_JSON {...}``."""
-    print("RESULTS_JSON " + json.dumps({"example": example, "mode": mode, "results": results}), flush=True)
+def print_results(args, example, mode, results):
+    """With ``--json``: the machine-readable last line that tests and scripts parse,
+    ``RESULTS_JSON {...}`` (people read the table above it)."""
+    if getattr(args, "json", False):
+        print("RESULTS_JSON " + json.dumps({"example": example, "mode": mode, "results": results}), flush=True)
+
+
+def default_out_dir():
+    """Where the plots go by default: ``examples/out`` beside the scripts of a source tree (whatever
+    the current directory), ``./fastrnn_out`` for the copies installed with the package (the demo)."""
+    here = Path(__file__).resolve().parent
+    if here.name == "_examples":
+        return os.path.join(os.getcwd(), "fastrnn_out")
+    return str(here / "out")
+
+
+def add_common_args(parser):
+    """The options every example takes: ``--out``, ``--no-plot``, ``--json`` and ``--threads``."""
+    parser.add_argument("--out", default=default_out_dir(), help="folder for the plots (default: %(default)s)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the plots")
+    parser.add_argument("--json", action="store_true",
+                        help="end with a machine-readable line: RESULTS_JSON {...}")
+    add_threads_arg(parser)
 
 
 def mode_config(args, modes):

@@ -22,12 +22,12 @@ import sys
 
 import numpy as np
 
-from fastrnn import layers, losses, optim
+from fastrnn import callbacks, layers, losses, optim
 from fastrnn.data import CharVectorizer, to_categorical
 from fastrnn.datasets import load_tinyshakespeare
 from fastrnn.models import Sequential
 
-from _common import (add_threads_arg, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
+from _common import (add_common_args, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
                      save_figure, set_seed)
 
 MODES = {
@@ -98,16 +98,31 @@ def sample(model, vec, prime, length, temperature, rng):
         lstm.reset_states()
 
 
-def plot_losses(path, history):
+class BatchLosses(callbacks.Callback):
+    """Records the running mean training loss after every batch, so that a short run (one epoch)
+    still draws a curve."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float((logs or {})["loss"]))
+
+
+def plot_losses(path, history, batch_losses):
+    """Training loss over the batches (the epoch's running mean, as the progress bar shows it) and
+    the validation loss after each epoch, on an axis of epochs."""
     plt = pyplot()
     h = history.history
-    epochs = np.arange(1, len(h["loss"]) + 1)
+    epochs = len(h["loss"])
+    per_epoch = len(batch_losses) / max(epochs, 1)
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(epochs, h["loss"], "o--", label="training")
-    ax.plot(epochs, h["val_loss"], "o-", label="validation")
+    ax.plot(np.arange(1, len(batch_losses) + 1) / per_epoch, batch_losses, "-", alpha=0.8,
+            label="training (running mean within the epoch)")
+    ax.plot(np.arange(1, epochs + 1), h["val_loss"], "o-", label="validation (end of epoch)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy (nats per character)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Character LSTM on tiny-shakespeare")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -123,9 +138,7 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
     p.add_argument("--prime", default="ROMEO:\n", help="text the sample starts from")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join("examples", "out"), help="folder for the plot")
-    p.add_argument("--no-plot", action="store_true")
-    add_threads_arg(p)
+    add_common_args(p)
     return p.parse_args(argv)
 
 
@@ -166,8 +179,10 @@ def main(argv=None):
     print(f"  model: Embedding({V}, {cfg['embed']}) -> LSTM({cfg['units']}) -> Dense({V}); "
           f"{model.count_params()} parameters; Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} epochs; threads {threads}")
     # the full run takes minutes: one line per epoch (training and validation loss in nats/char)
+    batch_losses = BatchLosses()
     history, sec = fit_timed(model, x_tr, y_tr, cfg["epochs"], batch_size=cfg["batch"],
-                             validation_data=(x_va, y_va), verbose=2 if mode == "full" else 0, seed=args.seed)
+                             validation_data=(x_va, y_va), verbose=2 if mode == "full" else 0, seed=args.seed,
+                             callbacks=[batch_losses])
     val = float(model.evaluate(x_va, y_va, verbose=0, batch_size=cfg["batch"]))
     uniform = math.log(V)
     print(f"validation loss {val:.4f} nats per character ({val / math.log(2):.3f} bits; uniform guess "
@@ -179,9 +194,9 @@ def main(argv=None):
 
     if not args.no_plot and can_plot():
         path = os.path.join(args.out, "char_lm_loss.png")
-        plot_losses(path, history)
+        plot_losses(path, history, batch_losses.losses)
         print(f"plot saved to {path}")
-    print_results("char_lm", mode, {
+    print_results(args, "char_lm", mode, {
         "hello": {"prediction": pred, "loss": loss},
         "shakespeare": {"val_loss_nats_per_char": val, "uniform_nats_per_char": uniform, "vocab": V,
                         "sec_per_epoch": sec, "epochs": cfg["epochs"], "params": int(model.count_params()),

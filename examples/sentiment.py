@@ -33,7 +33,7 @@ from fastrnn.data import WordVectorizer, train_valid_test_split
 from fastrnn.datasets import SENTIMENT_CITATION, load_sentiment
 from fastrnn.models import Sequential
 
-from _common import (add_threads_arg, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
+from _common import (add_common_args, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
                      save_figure, set_seed)
 
 CELLS = {"SimpleRNN": layers.SimpleRNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
@@ -53,7 +53,7 @@ def build_model(cell, vocab_size, cfg, seed):
     ], name=f"sentiment_{cell.lower()}")
 
 
-def plot_curves(path, curves, test_acc):
+def plot_curves(path, curves, test_acc, n_sentences):
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (cell, h) in enumerate(curves.items()):
@@ -70,7 +70,7 @@ def plot_curves(path, curves, test_acc):
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Sentiment of 3,000 review sentences (Kotzias et al., KDD 2015)", fontsize=10)
+    fig.suptitle(f"Sentiment of {n_sentences:,} review sentences (Kotzias et al., KDD 2015)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -83,9 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cells", default="SimpleRNN,LSTM,GRU", help="comma-separated subset of SimpleRNN,LSTM,GRU")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join("examples", "out"), help="folder for the plot")
-    p.add_argument("--no-plot", action="store_true")
-    add_threads_arg(p)
+    add_common_args(p)
     return p.parse_args(argv)
 
 
@@ -167,9 +165,9 @@ def main(argv=None):
 
     if not args.no_plot and can_plot():
         path = os.path.join(args.out, "sentiment_curves.png")
-        plot_curves(path, curves, {c: r["test_accuracy"] for c, r in results.items()})
+        plot_curves(path, curves, {c: r["test_accuracy"] for c, r in results.items()}, len(sentences))
         print(f"plot saved to {path}")
-    print_results("sentiment", mode, results)
+    print_results(args, "sentiment", mode, results)
     return 0
 
 

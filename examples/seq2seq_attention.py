@@ -15,6 +15,7 @@ the weights run along the anti-diagonal: output i looks at source digit L-1-i).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -23,7 +24,8 @@ import numpy as np
 import fastrnn
 from fastrnn import optim
 
-from _common import add_threads_arg, apply_threads, mode_config, print_results, set_seed
+from _common import (add_common_args, apply_threads, can_plot, mode_config, print_results, pyplot, save_figure,
+                     set_seed)
 
 MODES = {
     "full": dict(train=6000, test=1000, embed=32, units=64, epochs=8, batch=64, lr=5e-3),
@@ -54,12 +56,30 @@ def text(ids):
     return "".join(out)
 
 
+def plot_attention(path, rows):
+    """Heat maps of the attention weights: one panel per (source, decoded output, weights [out, src])."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows), 3.4), gridspec_kw={"wspace": 0.5})
+    for ax, (src, out_labels, w) in zip(np.atleast_1d(axes), rows):
+        im = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(len(src)), list(src))
+        ax.set_yticks(range(len(out_labels)), out_labels)
+        ax.set_xlabel("source digit")
+        ax.set_ylabel("output step")
+        ax.set_title(f"{src} -> {''.join(out_labels[:-1])}", fontsize=9)
+    fig.colorbar(im, ax=list(np.atleast_1d(axes)), shrink=0.8, label="attention weight")
+    fig.suptitle("Bahdanau attention of the reversal model (the anti-diagonal: output i reads digit L-1-i)",
+                 fontsize=9)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default by mode)")
     p.add_argument("--seed", type=int, default=0)
-    add_threads_arg(p)
+    add_common_args(p)
     return p.parse_args(argv)
 
 
@@ -93,17 +113,24 @@ def main(argv=None):
     for k in range(6):
         print(f"  {text(x_te[k]):>8} -> {text(pred[k]):<8} ({text(y_te[k])})")
 
-    k = 0
-    src, L = text(x_te[k]), int((x_te[k] != PAD).sum())
-    n_out = len(text(pred[k])) + 1
+    def weights(k):
+        """(source digits, output labels up to and with <end>, weights [outputs, source steps])."""
+        src, L = text(x_te[k]), int((x_te[k] != PAD).sum())
+        n_out = len(text(pred[k])) + 1
+        labels = ["<end>" if pred[k, i] == END else str(pred[k, i] - DIGIT0) for i in range(n_out)]
+        return src, labels, att[k, :n_out, :L]
+
+    src, labels, w = weights(0)
     print(f"\nattention weights for {src} (rows: output steps, columns: source digits)")
     print("        " + " ".join(f"{c:>5}" for c in src))
-    for i in range(n_out):
-        tok = pred[k, i]
-        label = "<end>" if tok == END else str(tok - DIGIT0)
-        print(f"  {label:>5} " + " ".join(f"{w:5.2f}" for w in att[k, i, :L]))
+    for label, row in zip(labels, w):
+        print(f"  {label:>5} " + " ".join(f"{v:5.2f}" for v in row))
+    if not args.no_plot and can_plot():
+        path = os.path.join(args.out, "seq2seq_attention.png")
+        plot_attention(path, [weights(k) for k in range(3)])
+        print(f"plot saved to {path}")
 
-    print_results("seq2seq_attention", mode, {
+    print_results(args, "seq2seq_attention", mode, {
         "exact_sequence_accuracy": exact, "token_accuracy": float(token_acc), "test_loss": float(loss),
         "seconds": seconds, "epochs": cfg["epochs"], "params": int(model.count_params()),
     })

@@ -29,7 +29,7 @@ from fastrnn import layers, losses, optim
 from fastrnn.models import Sequential
 from fastrnn.data import generate_time_series, train_valid_test_split
 
-from _common import (add_threads_arg, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
+from _common import (add_common_args, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
                      save_figure, set_seed)
 
 PUBLISHED = {"naive": 0.020, "linear": 0.004, "simple_rnn": 0.011, "deep_rnn": 0.003}
@@ -65,11 +65,12 @@ def mse(y_true, y_pred):
     return float(np.mean(losses.mean_squared_error(np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64))))
 
 
-def plot_forecast(path, series, y_true, forecasts):
-    """One validation series, its true next value and each model's forecast."""
+def plot_forecast(path, series, y_true, forecasts, histories, naive_mse):
+    """Left: one validation series, its true next value and each model's forecast. Right: each
+    trained model's training and validation MSE per epoch, beside the naive forecast's."""
     plt = pyplot()
     n = len(series)
-    fig, ax = plt.subplots(figsize=(10.5, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     ax.plot(np.arange(n), series, ".-", color="0.3", label="series")
     ax.plot(n, y_true, "o", color="black", markersize=9, label=f"actual next value: {y_true:+.3f}")
     markers = {"naive": "s", "linear": "^", "simple_rnn": "v", "deep_rnn": "x"}
@@ -79,7 +80,19 @@ def plot_forecast(path, series, y_true, forecasts):
     ax.set_ylabel("value")
     ax.set_title("Forecasting one step ahead (a validation series)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="next value (step %d)" % n)
+    ax.legend(fontsize=7, loc="lower left", title="next value (step %d)" % n, title_fontsize=7)
+    for i, (name, h) in enumerate(histories.items()):
+        epochs = np.arange(1, len(h["loss"]) + 1)
+        ax2.plot(epochs, h["val_loss"], "o-", color=f"C{i + 1}", markersize=3, label=f"{name} validation")
+        ax2.plot(epochs, h["loss"], "--", color=f"C{i + 1}", alpha=0.6, label=f"{name} training")
+    ax2.axhline(naive_mse, color="C0", linestyle=":", label=f"naive forecast validation ({naive_mse:.4f})")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("MSE")
+    ax2.set_title("Training and validation loss")
+    ax2.xaxis.get_major_locator().set_params(integer=True)
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -93,9 +106,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="epochs per network (default by mode)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", default=os.path.join("examples", "out"), help="folder for the plot")
-    p.add_argument("--no-plot", action="store_true", help="skip the plot")
-    add_threads_arg(p)
+    add_common_args(p)
     return p.parse_args(argv)
 
 
@@ -119,11 +130,13 @@ def main(argv=None):
     results = {"naive": {"val_mse": mse(y_valid, X_valid[:, -1]), "test_mse": mse(y_test, X_test[:, -1]),
                          "params": 0, "sec_per_epoch": 0.0}}
     predictions = {"naive": X_valid[:, -1, 0]}
+    histories = {}
     for name in ("linear", "simple_rnn", "deep_rnn"):
         model = build_model(name, n_steps, cfg["units"])
         model.compile(optimizer=optim.Adam(learning_rate=cfg["lr"]), loss="mse")
-        _, sec = fit_timed(model, X_train, y_train, cfg["epochs"], batch_size=args.batch_size,
-                           validation_data=(X_valid, y_valid), verbose=0, seed=args.seed)
+        history, sec = fit_timed(model, X_train, y_train, cfg["epochs"], batch_size=args.batch_size,
+                                 validation_data=(X_valid, y_valid), verbose=0, seed=args.seed)
+        histories[name] = history.history
         pred_valid = model.predict(X_valid, verbose=0)
         pred_test = model.predict(X_test, verbose=0)
         results[name] = {"val_mse": mse(y_valid, pred_valid), "test_mse": mse(y_test, pred_test),
@@ -144,9 +157,10 @@ def main(argv=None):
         k = 0
         path = os.path.join(args.out, "time_series_forecast.png")
         plot_forecast(path, X_valid[k, :, 0], float(y_valid[k, 0]),
-                      {name: float(p[k]) for name, p in predictions.items()})
+                      {name: float(p[k]) for name, p in predictions.items()}, histories,
+                      results["naive"]["val_mse"])
         print(f"plot saved to {path}")
-    print_results("time_series", mode, results)
+    print_results(args, "time_series", mode, results)
     return 0
 
 

@@ -48,7 +48,7 @@ def _png(path):
 
 def test_time_series_smoke(tmp_path):
     out = tmp_path / "plots"
-    stdout = _run([str(EXAMPLES / "time_series.py"), "--smoke", "--out", str(out)], tmp_path)
+    stdout = _run([str(EXAMPLES / "time_series.py"), "--smoke", "--json", "--out", str(out)], tmp_path)
     res = _results(stdout, "time_series")
     assert set(res) == {"naive", "linear", "simple_rnn", "deep_rnn"}
     for name, r in res.items():
@@ -66,7 +66,7 @@ def test_time_series_smoke(tmp_path):
 
 def test_sentiment_smoke(tmp_path):
     out = tmp_path / "plots"
-    stdout = _run([str(EXAMPLES / "sentiment.py"), "--smoke", "--out", str(out)], tmp_path)
+    stdout = _run([str(EXAMPLES / "sentiment.py"), "--smoke", "--json", "--out", str(out)], tmp_path)
     res = _results(stdout, "sentiment")
     assert set(res) == {"SimpleRNN", "LSTM", "GRU"}
     params = {}
@@ -86,7 +86,7 @@ def test_sentiment_smoke(tmp_path):
 
 def test_char_lm_smoke(tmp_path):
     out = tmp_path / "plots"
-    stdout = _run([str(EXAMPLES / "char_lm.py"), "--smoke", "--out", str(out)], tmp_path)
+    stdout = _run([str(EXAMPLES / "char_lm.py"), "--smoke", "--json", "--out", str(out)], tmp_path)
     res = _results(stdout, "char_lm")
     assert res["hello"]["prediction"] == "ello"
     assert "predicted 'ello'" in stdout
@@ -104,7 +104,7 @@ def test_cli_info_demo_and_errors(tmp_path):
     info = subprocess.run([sys.executable, "-m", "fastrnn", "info"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "fastrnn" in info.stdout
-    demo = subprocess.run([sys.executable, "-m", "fastrnn", "demo", "--epochs", "1", "--out", str(tmp_path)],
+    demo = subprocess.run([sys.executable, "-m", "fastrnn", "demo", "--epochs", "1", "--json", "--out", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert demo.returncode == 0, demo.stderr[-2000:]
     assert "mode: demo" in demo.stdout and "deep RNN" in demo.stdout
@@ -113,12 +113,23 @@ def test_cli_info_demo_and_errors(tmp_path):
     # with all 10,000 series the naive forecast's MSE is the lesson's figure, about 0.020
     assert 0.015 < data["results"]["naive"]["val_mse"] < 0.025
     _png(tmp_path / "time_series_forecast.png")
+    # without --json the user sees the table and no machine-readable line; without --out the plot
+    # goes beside the example scripts (source tree) or to ./fastrnn_out (installed), never ./examples
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    demo = subprocess.run([sys.executable, "-m", "fastrnn", "demo", "--epochs", "1"], cwd=run_dir, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert "RESULTS_JSON" not in demo.stdout and "deep RNN" in demo.stdout
+    saved = [ln.split("plot saved to ", 1)[1] for ln in demo.stdout.splitlines() if "plot saved to " in ln]
+    assert len(saved) == 1 and Path(saved[0]).is_file(), demo.stdout[-2000:]
+    assert not (run_dir / "examples").exists()
     bad = subprocess.run([sys.executable, "-m", "fastrnn", "nonsense"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
-@pytest.mark.parametrize("script", ["time_series.py", "sentiment.py", "char_lm.py"])
+@pytest.mark.parametrize("script", ["time_series.py", "sentiment.py", "char_lm.py", "seq2seq_attention.py"])
 def test_bad_arguments_exit_cleanly(script, tmp_path):
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--smoke", "--epochs", "0"], cwd=tmp_path,

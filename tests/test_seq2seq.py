@@ -219,7 +219,8 @@ def test_example_smoke(tmp_path, isa):
     of convergence: 0.355 exact on avx2 against 1.000 on the scalar path)."""
     import json
 
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke", "--json",
+                           "--out", str(tmp_path / "plots")], cwd=tmp_path,
                           env=dict(os.environ, FASTRNN_ISA=isa), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS_JSON ")]
@@ -230,6 +231,8 @@ def test_example_smoke(tmp_path, isa):
     assert res["exact_sequence_accuracy"] >= 0.97 and res["token_accuracy"] >= 0.97, res
     assert res["params"] > 0 and res["seconds"] > 0
     assert "attention weights" in proc.stdout and "->" in proc.stdout
+    with open(tmp_path / "plots" / "seq2seq_attention.png", "rb") as f:  # the heat map
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_attention.py"), "--smoke", "--epochs", "0"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--epochs" in bad.stderr and "Traceback" not in bad.stderr

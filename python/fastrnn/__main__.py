@@ -51,6 +51,8 @@ def _cmd_demo(args):
         argv += ["--out", args.out]
     if args.epochs is not None:
         argv += ["--epochs", str(args.epochs)]
+    if args.json:
+        argv.append("--json")
     return mod.main(argv) or 0
 
 
@@ -72,8 +74,10 @@ def build_parser(prog=None):
     s = sub.add_parser("info", help="version, ISA in use, threads, CUDA availability")
     s.set_defaults(func=_cmd_info)
     s = sub.add_parser("demo", help="train the time-series lesson's models and print the MSE table")
-    s.add_argument("--out", default=None, help="folder for the forecast plot (default examples/out/)")
+    s.add_argument("--out", default=None,
+                   help="folder for the plot (default: examples/out of a source tree, else ./fastrnn_out)")
     s.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's)")
+    s.add_argument("--json", action="store_true", help="end with a machine-readable line: RESULTS_JSON {...}")
     s.set_defaults(func=_cmd_demo)
     s = sub.add_parser("bench", help="benchmark table (fastrnn vs NumPy reference vs PyTorch)",
                        description="Times fastrnn's LSTM and GRU kernels against the NumPy reference "
