@@ -277,10 +277,11 @@ def test_nan_in_a_valid_step_propagates_only_in_its_row():
 def test_isa_detection_matches_cpuinfo():
     flags = set()
     if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
     assert "scalar" in ISAS
     if {"avx2", "fma"} <= flags:
         assert "avx2" in ISAS
