@@ -1,4 +1,5 @@
-"""Training callbacks with Keras semantics: History, EarlyStopping, ModelCheckpoint, LearningRateScheduler.
+"""Training callbacks with Keras semantics: History, EarlyStopping, ModelCheckpoint, LearningRateScheduler,
+ReduceLROnPlateau, CSVLogger, TerminateOnNaN.
 
 A callback receives ``set_model(model)`` and ``set_params(params)`` before training, then
 ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``, ``on_train_batch_begin(batch, logs)``,
@@ -9,6 +10,7 @@ ends training after the current epoch.
 """
 from __future__ import annotations
 
+import csv
 import inspect
 import math
 import os
@@ -16,7 +18,17 @@ import warnings
 
 import numpy as np
 
-__all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "History",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
+    "TerminateOnNaN",
+]
 
 
 class Callback:
@@ -91,6 +103,58 @@ class History(Callback):
 
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+    def plot(self, keys=None, ax=None, path=None):
+        """Plot the recorded curves against the epoch (needs matplotlib).
+
+        One panel per quantity: ``loss`` beside ``val_loss``, each metric beside its ``val_`` twin
+        (``keys`` picks quantities by their training name, e.g. ``["loss"]``). ``ax``: one matplotlib
+        Axes (or a sequence of them, one per panel) to draw into; otherwise a new figure. ``path``:
+        also save the figure there (PNG, PDF, ... by the suffix). Returns the figure.
+        """
+        try:
+            import matplotlib  # noqa: PLC0415  (optional dependency)
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib (or fastrnn[examples])") from None
+        if not self.history:
+            raise ValueError("History.plot: nothing recorded yet (fit the model first)")
+        names = [k for k in self.history if not k.startswith("val_")]
+        names += [k[4:] for k in self.history if k.startswith("val_") and k[4:] not in self.history]
+        if keys is not None:
+            keys = [keys] if isinstance(keys, str) else list(keys)
+            unknown = [k for k in keys if k not in names]
+            if unknown:
+                raise ValueError(f"keys: {unknown} not recorded; recorded: {names}")
+            names = keys
+        if ax is None:
+            if path is not None and "matplotlib.pyplot" not in __import__("sys").modules:
+                matplotlib.use("Agg")  # saving only: no window needed
+            import matplotlib.pyplot as plt  # noqa: PLC0415
+
+            fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+            axes = list(axes[0])
+        else:
+            axes = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
+            if len(axes) != len(names):
+                raise ValueError(f"ax: expected {len(names)} Axes (one per quantity {names}), got {len(axes)}")
+            fig = axes[0].figure
+        epochs = np.asarray(self.epoch) + 1 if len(self.epoch) else None
+        for a, name in zip(axes, names):
+            for key, style, label in ((name, "o--", "training"), ("val_" + name, "o-", "validation")):
+                values = self.history.get(key)
+                if values:
+                    x = epochs if epochs is not None and len(epochs) == len(values) else np.arange(1, len(values) + 1)
+                    a.plot(x, values, style, label=label, markersize=3)
+            a.set_title(name)
+            a.set_xlabel("epoch")
+            a.xaxis.get_major_locator().set_params(integer=True)
+            a.grid(alpha=0.3)
+            a.legend()
+        if ax is None:
+            fig.tight_layout()
+        if path is not None:
+            fig.savefig(os.fspath(path))
+        return fig
 
 
 def _resolve_mode(mode, monitor):
@@ -249,3 +313,131 @@ class LearningRateScheduler(Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(self.model.optimizer.current_learning_rate)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for ``patience``
+    epochs (Keras semantics).
+
+    An epoch improves when the value beats the best so far by more than ``min_delta`` (lower for
+    mode 'min', higher for 'max'; 'auto' picks 'max' for accuracies). After a reduction, ``cooldown``
+    epochs pass before the count of epochs without improvement starts again. The rate never goes
+    below ``min_lr``. The rate in use is recorded as ``learning_rate`` in the epoch logs. The
+    optimizer must have a float learning rate (not a schedule object).
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0):
+        super().__init__()
+        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= float(factor) < 1.0:
+            raise ValueError(f"factor: expected a number in [0, 1) (the rate is multiplied by it), got {factor!r}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+        if isinstance(min_lr, bool) or not isinstance(min_lr, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(min_lr) or min_lr < 0:
+            raise ValueError(f"min_lr: expected a finite number >= 0, got {min_lr!r}")
+        self.monitor = monitor
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.verbose = verbose
+        self.mode = _resolve_mode(mode, monitor)
+        self.min_delta = abs(float(min_delta))
+        self.cooldown = int(cooldown)
+        self.min_lr = float(min_lr)
+        self._reset()
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def _better(self, a, b):
+        if self.mode == "min":
+            return a < b - self.min_delta
+        return a > b + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        if callable(self.model.optimizer.learning_rate):
+            raise TypeError("ReduceLROnPlateau: the optimizer's learning_rate is a schedule object; give it a "
+                            "float learning rate to let the callback change it")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        opt = self.model.optimizer
+        logs["learning_rate"] = float(opt.current_learning_rate)
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"ReduceLROnPlateau: the monitored metric '{self.monitor}' is not in the logs "
+                          f"(available: {sorted(logs)}); the learning rate is unchanged",
+                          RuntimeWarning, stacklevel=2)
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._better(current, self.best):
+            self.best = current
+            self.wait = 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(opt.current_learning_rate)
+                if old > self.min_lr:
+                    new = max(old * self.factor, self.min_lr)
+                    opt.learning_rate = new
+                    if self.verbose > 0:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+
+
+class CSVLogger(Callback):
+    """Write the epoch logs to a CSV file, one row per epoch (Keras semantics): the column ``epoch``
+    (0-based) and then the logged quantities in sorted order. ``append=True`` adds to an existing
+    file (without repeating its header); otherwise the file is replaced when training begins. Each
+    row is flushed when written, so the file can be read while training runs."""
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.filename = os.fsdecode(os.fspath(filename))
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"separator: expected one character, got {separator!r}")
+        self.separator = separator
+        self.append = bool(append)
+        self._file = self._writer = self._keys = None
+
+    def on_train_begin(self, logs=None):
+        had_rows = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        self._file = open(self.filename, "a" if self.append else "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer, self._keys, self._header_written = None, None, had_rows
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if self._keys is None:
+            self._keys = sorted(logs)
+            self._writer = csv.DictWriter(self._file, fieldnames=["epoch", *self._keys], delimiter=self.separator,
+                                          extrasaction="ignore", restval="NA")
+            if not self._header_written:
+                self._writer.writeheader()
+        row = {"epoch": epoch}
+        row.update((k, logs.get(k, "NA")) for k in self._keys)
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as a batch's loss is NaN or infinite (Keras semantics): the epoch ends
+    after that batch and no further epoch runs."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            self.model.stop_training = True
