@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ._common import (
+    DEFAULT_ACTIVATION,
     base_cache,
     check_backward_args,
     check_forward_args,
@@ -9,6 +10,7 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    resolve_activation,
     select,
     step_times,
     step_valid,
@@ -17,15 +19,17 @@ from ._common import (
 
 
 def rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
-                training=True, nonlinearity="tanh"):
+                training=True, nonlinearity=DEFAULT_ACTIVATION, *, activation=None):
     """SimpleRNN forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [H, I]; w_hh [H, H]; b [H]; h0 [B, H] or None
     (zeros). lengths (int [B]) or mask (bool [B, T]) select the valid steps; reverse processes
-    t = T-1..0. Returns (y, h_n, cache): y in x's layout with H features (0 at masked steps), h_n
-    [B, H] the state after the last processed valid step, cache a dict for rnn_backward (None when
-    training is False).
+    t = T-1..0. activation: 'tanh' (default) or 'relu'; nonlinearity is another name for it (the
+    older one; ValueError when both are given and differ). Returns (y, h_n, cache): y in x's layout
+    with H features (0 at masked steps), h_n [B, H] the state after the last processed valid step,
+    cache a dict (a ReferenceCache) for rnn_backward (None when training is False).
     """
+    nonlinearity = resolve_activation("rnn_forward", activation, nonlinearity)
     spec = check_forward_args("rnn", x, w_ih, w_hh, (b,), h0=h0, lengths=lengths, mask=mask,
                               batch_first=batch_first, reverse=reverse, training=training,
                               nonlinearity=nonlinearity)
