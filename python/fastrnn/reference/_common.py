@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .. import _cells
 from .._cache import Cache
@@ -43,6 +44,13 @@ class _DefaultActivation(str):
 
 #: rnn_forward's default nonlinearity ("tanh").
 DEFAULT_ACTIVATION = _DefaultActivation("tanh")
+
+#: The arrays of the references: float32 or float64 NumPy arrays (CuPy arrays go where these go).
+FloatArray = NDArray[np.floating]
+#: lengths (int [B]) or mask (bool or 0/1 [B, T]): arrays or nested sequences.
+Steps = Optional[ArrayLike]
+#: The gradient dict of ``{cell}_backward``.
+Grads = Dict[str, FloatArray]
 
 
 class ForwardSpec(NamedTuple):
