@@ -50,7 +50,7 @@ class BufferPool:
 
     def take(self, shape):
         """A float32 C-contiguous array of ``shape`` (contents undefined), or None under min_bytes
-        (the kernels then allocate it themselves, which measured faster for such sizes)."""
+        (the kernels then allocate it themselves, which is cheaper for such sizes)."""
         if 4 * math.prod(shape) < self.min_bytes:
             return None
         shape = tuple(int(n) for n in shape)
