@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+from fastrnn._cells import cell_spec
+
+#: The test spellings of the cells ('rnn' is the tanh SimpleRNN) and their gate counts.
+GATES = {name: cell_spec(name).gates for name in ("rnn", "rnn_relu", "lstm", "gru")}
 
 
 def make_problem(cell, T, B, I, H, *, dtype=np.float64, seed=0, batch_first=True,
@@ -23,13 +26,11 @@ def make_problem(cell, T, B, I, H, *, dtype=np.float64, seed=0, batch_first=True
 
     shape = (B, T, I) if batch_first else (T, B, I)
     p = {"x": u(*shape), "w_ih": u(G * H, I), "w_hh": u(G * H, H)}
-    if cell == "gru":
-        p["b_ih"], p["b_hh"] = u(G * H), u(G * H)
-    else:
-        p["b"] = u(G * H)
+    for name in cell_spec(cell).bias_names:
+        p[name] = u(G * H)
     if with_state:
         p["h0"] = u(B, H)
-        if cell == "lstm":
+        if cell_spec(cell).n_states == 2:
             p["c0"] = u(B, H)
     if isinstance(lengths, str) and lengths == "random":
         lens = rng.integers(0, T + 1, size=B)
@@ -58,7 +59,7 @@ def forward_args(cell, p):
 
 def base_name(cell):
     """'rnn_relu' -> 'rnn'; the function prefix in reference/ops."""
-    return "rnn" if cell.startswith("rnn") else cell
+    return cell_spec(cell).base
 
 
 def numgrad(f, a, eps=1e-6):

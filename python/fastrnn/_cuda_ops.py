@@ -11,9 +11,11 @@ the route a CuPy call took).
 """
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import numpy as np
 
-from . import backend
+from . import _cells, backend
 from ._kernel_cache import KernelCache, grads_dict
 from .reference import _common as C
 
@@ -21,9 +23,6 @@ __all__ = ["CudaKernelCache", "available", "backward", "calls", "forward", "matm
 
 #: Number of calls that ran the CUDA kernels, by kind ("forward", "backward").
 calls = {"forward": 0, "backward": 0}
-
-_CELL_ID = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
-
 
 def available(device=None) -> bool:
     """True when the CUDA module is built and its kernels run on the device (None = the current
@@ -35,7 +34,8 @@ class CudaKernelCache(KernelCache):
     """What a training forward of the CUDA kernels saves for backward (opaque to users).
 
     Holds private copies of x (zero at masked positions) and the weights, the mask and the
-    activations the kernels saved (gates, hprev, aux), all CuPy arrays on device ``device_id``.
+    activations the kernels saved (gates, h_prev, aux), all CuPy arrays on device ``device_id``,
+    in the layout of the C++ kernels' caches.
     """
 
     __slots__ = ("device_id",)
@@ -43,6 +43,14 @@ class CudaKernelCache(KernelCache):
     def __init__(self, *args, device_id):
         super().__init__(*args)
         self.device_id = device_id
+
+    def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> Dict[str, Any]:
+        """Check dy, dstate and bptt_steps, then run the CUDA backward over this cache."""
+        return backward(self.cell, self, dy, dstate, bptt_steps, need_dx)
+
+    def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> Dict[str, Any]:
+        dstate = (dh_n, dc_n) if self.cell == "lstm" and (dh_n is not None or dc_n is not None) else dh_n
+        return backward(self.cell, self, dy, dstate, bptt_steps or None, need_dx)
 
     def _extra(self) -> str:
         return f", device={self.device_id}"
@@ -79,7 +87,8 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
     check_same_device(fn, dev, [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("mask", spec.mask)]
                       + list(zip(C.BIAS_NAMES[cell], biases)))
     T, B, I, H, G = spec.T, spec.B, spec.I, spec.H, spec.G
-    cell_id = _CELL_ID[(cell, nonlinearity if cell == "rnn" else None)]
+    cspec = _cells.by_base(cell, nonlinearity)
+    cell_id = cspec.kernel_id
     mod = backend.cuda()
     with cupy.cuda.Device(dev):
         mask_bt = None
@@ -103,24 +112,26 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
 
         y = cupy.empty((B, T, H) if batch_first else (T, B, H), dtype=cupy.float32)
         h_n = cupy.empty((B, H), dtype=cupy.float32)
-        c_n = cupy.empty((B, H), dtype=cupy.float32) if cell == "lstm" else None
+        c_n = cupy.empty((B, H), dtype=cupy.float32) if cspec.n_states == 2 else None
         gates = hprev = aux = None
         if training:
             gates = cupy.empty((T * B, G * H), dtype=cupy.float32)
             hprev = cupy.empty((T * B, H), dtype=cupy.float32)
-            if cell != "rnn":
+            if cspec.aux is not None:
                 aux = cupy.empty((T * B, H), dtype=cupy.float32)
-        nws = int(mod.forward_workspace_floats(cell_id, T, B, I, H, bool(training)))
+        nws = int(mod.forward_workspace_floats(cell=cell_id, T=T, B=B, I=I, H=H, training=bool(training)))
         ws = cupy.empty((max(nws, 1),), dtype=cupy.float32)
-        mod.forward(cell_id, T, B, I, H, bool(batch_first), bool(reverse), _ptr(mask_u8), _ptr(xs), _ptr(wi),
-                    _ptr(wh), _ptr(bs[0]), _ptr(bs[1]) if cell == "gru" else 0, _ptr(h0c), _ptr(c0c), _ptr(y),
-                    _ptr(h_n), _ptr(c_n), _ptr(gates), _ptr(hprev), _ptr(aux), _ptr(ws), nws, _stream())
+        mod.forward(cell=cell_id, T=T, B=B, I=I, H=H, batch_first=bool(batch_first), reverse=bool(reverse),
+                    mask=_ptr(mask_u8), x=_ptr(xs), w_ih=_ptr(wi), w_hh=_ptr(wh), b_ih=_ptr(bs[0]),
+                    b_hh=_ptr(bs[1]) if cell == "gru" else 0, h0=_ptr(h0c), c0=_ptr(c0c), y=_ptr(y),
+                    h_n=_ptr(h_n), c_n=_ptr(c_n), gates=_ptr(gates), hprev=_ptr(hprev), aux=_ptr(aux),
+                    workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
     calls["forward"] += 1
     cache = None
     if training:
-        cache = CudaKernelCache(cell, cell_id, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux,
+        cache = CudaKernelCache(cspec, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux,
                                 T, B, I, H, device_id=dev)
-    state = (h_n, c_n) if cell == "lstm" else h_n
+    state = (h_n, c_n) if cspec.n_states == 2 else h_n
     return y, state, cache
 
 
@@ -145,7 +156,7 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
         raise ValueError(f"{fn}: cache comes from {cache.cell}_forward, not {cell}_forward")
     k = C.check_bptt_steps(bptt_steps, fn)
     T, B, I, H = cache.T, cache.B, cache.I, cache.H
-    G = C.GATES[cell]
+    G = cache.spec.gates
     dev = cache.device_id
     mod = backend.cuda()
     f32 = cupy.float32
@@ -161,12 +172,14 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
         dw_hh = cupy.empty((G * H, H), dtype=f32)
         db_ih = cupy.empty((G * H,), dtype=f32)
         db_hh = cupy.empty((G * H,), dtype=f32) if cell == "gru" else None
-        nws = int(mod.backward_workspace_floats(cache.cell_id, T, B, I, H))
+        nws = int(mod.backward_workspace_floats(cell=cache.cell_id, T=T, B=B, I=I, H=H))
         ws = cupy.empty((max(nws, 1),), dtype=f32)
-        mod.backward(cache.cell_id, T, B, I, H, cache.batch_first, cache.reverse, _ptr(cache.mask), _ptr(cache.x),
-                     _ptr(cache.w_ih), _ptr(cache.w_hh), _ptr(cache.gates), _ptr(cache.hprev), _ptr(cache.aux),
-                     _ptr(dy), _ptr(dh_n), _ptr(dc_n), 0 if k is None else k, _ptr(dx), _ptr(dh0), _ptr(dc0),
-                     _ptr(dw_ih), _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(ws), nws, _stream())
+        mod.backward(cell=cache.cell_id, T=T, B=B, I=I, H=H, batch_first=cache.batch_first, reverse=cache.reverse,
+                     mask=_ptr(cache.mask), x=_ptr(cache.x), w_ih=_ptr(cache.w_ih), w_hh=_ptr(cache.w_hh),
+                     gates=_ptr(cache.gates), hprev=_ptr(cache.hprev), aux=_ptr(cache.aux), dy=_ptr(dy),
+                     dh_n=_ptr(dh_n), dc_n=_ptr(dc_n), bptt_steps=0 if k is None else k, dx=_ptr(dx),
+                     dh0=_ptr(dh0), dc0=_ptr(dc0), dw_ih=_ptr(dw_ih), dw_hh=_ptr(dw_hh), db_ih=_ptr(db_ih),
+                     db_hh=_ptr(db_hh), workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
     calls["backward"] += 1
     return grads_dict(cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
@@ -197,8 +210,8 @@ def matmul(a, b, trans_a=False, trans_b=False, bias=None):
         rsa, csa = (1, a.shape[1]) if trans_a else (a.shape[1], 1)
         rsb, csb = (1, b.shape[1]) if trans_b else (b.shape[1], 1)
         c = cupy.empty((M, N), dtype=cupy.float32)
-        nws = int(mod.gemm_workspace_floats(M, N, K))
+        nws = int(mod.gemm_workspace_floats(M=M, N=N, K=K))
         ws = cupy.empty((max(nws, 1),), dtype=cupy.float32)
-        mod.gemm(M, N, K, _ptr(a), rsa, csa, _ptr(b), rsb, csb, _ptr(c), N, False, _ptr(bias), _ptr(ws), nws,
-                 _stream())
+        mod.gemm(M=M, N=N, K=K, A=_ptr(a), rsa=rsa, csa=csa, B=_ptr(b), rsb=rsb, csb=csb, C=_ptr(c), ldc=N,
+                 accumulate=False, bias=_ptr(bias), workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
     return c

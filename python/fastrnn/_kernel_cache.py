@@ -5,10 +5,15 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["POOL", "BufferPool", "KernelCache", "grads_dict"]
+from . import _cells, backend
+from ._cache import Cache
+from .reference import _common as C
+
+__all__ = ["POOL", "BufferPool", "Cache", "KernelCache", "grads_dict"]
 
 
 class BufferPool:
@@ -16,8 +21,7 @@ class BufferPool:
 
     A training step allocates the same large arrays every time (the saved gates and states, the
     private copies of x and the weights): fresh memory from the OS costs a page fault and the
-    kernel's zeroing per page, measured at 6 % of an LSTM training step on (T, B, I, H) =
-    (100, 64, 256, 256). When a cache is dropped, the arrays nobody else refers to come here and
+    kernel's zeroing per page, a visible part of a training step at large shapes. When a cache is dropped, the arrays nobody else refers to come here and
     the next forward of that shape takes them. At most ``max_arrays`` per shape and ``max_bytes``
     in all are kept; ``clear()`` (or fastrnn.ops.release_workspace()) gives them back. Arrays under
     ``min_bytes`` are not pooled: the C library's allocator serves those from memory it keeps, and
@@ -46,10 +50,10 @@ class BufferPool:
 
     def take(self, shape):
         """A float32 C-contiguous array of ``shape`` (contents undefined), or None under min_bytes
-        (the kernels then allocate it themselves, which measured faster for such sizes)."""
-        shape = tuple(int(n) for n in shape)
+        (the kernels then allocate it themselves, which is cheaper for such sizes)."""
         if 4 * math.prod(shape) < self.min_bytes:
             return None
+        shape = tuple(int(n) for n in shape)
         with self._lock:
             free = self._free.get(shape)
             if free:
@@ -62,6 +66,8 @@ class BufferPool:
 
     def copy(self, a):
         """A pooled float32 copy of ``a``."""
+        if 4 * a.size < self.min_bytes:  # what take() would refuse, without its bookkeeping
+            return a.copy()
         out = self.take(a.shape)
         if out is None:
             return a.copy()
@@ -91,22 +97,49 @@ POOL = BufferPool()
 _RECYCLED = ("gates", "hprev", "aux", "x", "w_ih", "w_hh")
 
 
-class KernelCache:
+def check_f32(fn: str, name: str, a: Any, shape: Tuple[int, ...], what: str = "float32") -> np.ndarray:
+    """A NumPy float32 array of the given shape (TypeError / ValueError otherwise)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{fn}: {name} must have dtype {what}, got {a.dtype}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have shape {C._shape_str(shape)}, got {C._shape_str(a.shape)}")
+    return a
+
+
+def grad_array(fn: str, name: str, a: Any, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """None, or a C-contiguous NumPy float32 gradient of the given shape."""
+    if a is None:
+        return None
+    return np.ascontiguousarray(check_f32(fn, name, a, shape, "float32 (the dtype of y)"))
+
+
+class KernelCache(Cache):
     """What a training forward of the C++ kernels saves for backward (opaque to users).
 
-    Private copies of x (zero at masked positions) and the weights, the mask (uint8 [T, B] or None),
-    and the activations the kernels saved (gates, hprev, aux) in x's row order.
+    Private copies of x (zero at masked positions) and the weights, the mask (uint8 [B, T] or None),
+    and the activations the kernels saved (gates, h_prev, aux) in x's row order. ``hprev`` is
+    ``h_prev``'s name in the kernels' arguments (both work).
     """
 
-    __slots__ = ("cell", "cell_id", "x", "w_ih", "w_hh", "mask", "reverse", "batch_first",
+    __slots__ = ("spec", "cell", "cell_id", "x", "w_ih", "w_hh", "mask", "reverse", "batch_first",
                  "gates", "hprev", "aux", "T", "B", "I", "H")
 
-    def __init__(self, cell, cell_id, x, w_ih, w_hh, mask, reverse, batch_first, gates, hprev, aux, T, B, I, H):
-        self.cell, self.cell_id = cell, cell_id
+    LAYOUT = ("x's layout: x [B, T, I] if batch_first else [T, B, I], mask uint8 [B, T]; "
+              "h_prev / aux [T*B, H], gates [T*B, G*H] with rows in x's order")
+
+    def __init__(self, spec: _cells.CellSpec, x, w_ih, w_hh, mask, reverse: bool, batch_first: bool, gates,
+                 hprev, aux, T: int, B: int, I: int, H: int):  # noqa: E741
+        self.spec, self.cell, self.cell_id = spec, spec.base, spec.kernel_id
         self.x, self.w_ih, self.w_hh, self.mask = x, w_ih, w_hh, mask
         self.reverse, self.batch_first = bool(reverse), bool(batch_first)
         self.gates, self.hprev, self.aux = gates, hprev, aux
         self.T, self.B, self.I, self.H = T, B, I, H
+
+    @property
+    def h_prev(self):
+        return self.hprev
 
     def __del__(self):
         # the C++ path's buffers go back to the pool unless someone else still holds them
@@ -119,6 +152,29 @@ class KernelCache:
             if a is not None:
                 setattr(self, name, None)
                 POOL.give(a)
+
+    def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> Dict[str, Any]:
+        """Check dy, dstate and bptt_steps (the messages of ``{cell}_backward``), then run the C++
+        backward over this cache."""
+        cell = self.cell
+        fn = f"{cell}_backward"
+        k = C.check_bptt_steps(bptt_steps, fn)
+        T, B, H = self.T, self.B, self.H
+        dy = grad_array(fn, "dy", dy, (B, T, H) if self.batch_first else (T, B, H))
+        dh_n, dc_n, dh_name = C.split_dstate(fn, cell, dstate)
+        dh_n = grad_array(fn, dh_name, dh_n, (B, H))
+        dc_n = grad_array(fn, "dstate[1] (dc_n)", dc_n, (B, H))
+        return self.run_backward(dy, dh_n, dc_n, 0 if k is None else k, need_dx)
+
+    def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> Dict[str, Any]:
+        """The C++ backward without checks: dy None or [B, T, H] / [T, B, H] in the forward's layout,
+        dh_n / dc_n None or [B, H], all float32 C-contiguous NumPy arrays (the bindings refuse
+        others); bptt_steps an int, 0 for full BPTT."""
+        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
+            cell=self.cell_id, x=self.x, w_ih=self.w_ih, w_hh=self.w_hh, mask=self.mask, reverse=self.reverse,
+            batch_first=self.batch_first, gates=self.gates, hprev=self.hprev, aux=self.aux, dy=dy, dh_n=dh_n,
+            dc_n=dc_n, bptt_steps=bptt_steps, need_dx=bool(need_dx))
+        return grads_dict(self.cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
     def _extra(self) -> str:
         return ""

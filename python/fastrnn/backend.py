@@ -19,11 +19,11 @@ _cuda_error = None
 # How long an idle OpenMP worker of the kernels spins before it sleeps. libgomp's default
 # (300,000 spins) keeps the kernels' workers busy-waiting long after a call returns; code that
 # alternates short kernel calls with NumPy's BLAS (whose threads poll too) then has three or more
-# threads spinning on the cores the work needs. Measured on 2 cores, a Seq2Seq training step
-# (one-step decoder calls between small matmuls, 2 threads): 219 ms with the default, 41 ms with
-# 3,000 spins, 25 ms on one thread; the bench shapes did not change beyond the noise. (The layers
-# now run those matmuls on fastrnn's own GEMM, fastrnn.ops.matmul, which keeps numpy's BLAS
-# threads out of the way too: 18-20 ms.)
+# threads spinning on the cores the work needs: on few cores, a Seq2Seq training step (one-step
+# decoder calls between small matmuls) ran several times slower with the default than with a
+# short spin, while the large benchmark shapes did not change beyond the noise. (The layers now
+# run those matmuls on fastrnn's own GEMM, fastrnn.ops.matmul, which keeps numpy's BLAS threads
+# out of the way too.)
 # libgomp reads GOMP_SPINCOUNT once, when it loads: the extension is loaded here with the
 # variable set and the environment is then put back, so that other libraries (PyTorch's own
 # libgomp, child processes) keep their defaults. A user's GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.

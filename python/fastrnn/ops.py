@@ -3,7 +3,8 @@
 layers' dense product, has no reference twin: numpy's ``@`` is its reference).
 
     y, h_n, cache        = rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None,
-                                       reverse=False, batch_first=True, training=True, nonlinearity="tanh")
+                                       reverse=False, batch_first=True, training=True, nonlinearity="tanh",
+                                       *, activation=None)   # activation=: nonlinearity's other name
     y, (h_n, c_n), cache = lstm_forward(x, w_ih, w_hh, b, h0=None, c0=None, ...)
     y, h_n, cache        = gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, ...)
     grads = {rnn,lstm,gru}_backward(cache, dy, dstate=None, bptt_steps=None)
@@ -28,15 +29,27 @@ read: NaN padding changes no output and no gradient.
 The training cache holds private copies of x and the weights, so changing them in place between
 forward and backward cannot corrupt the gradients. When a cache is dropped, its large buffers
 that nothing else refers to are kept for the next training forward of the same shapes (no page
-faults and zeroing of fresh memory; LSTM (100, 64, 256, 256) training 1.07x);
+faults and zeroing of fresh memory, which shows at large training shapes);
 ``release_workspace()`` frees them with the kernels' workspace.
+
+Every cache (these kernels', the CUDA kernels', the references') is a fastrnn._cache.Cache: the
+same fields under the same names, and its own ``backward``, which ``{cell}_backward`` calls once it
+has checked that the cache belongs to the cell.
+
+Callers that have checked and converted their arrays already (the layers) may skip the checks
+with the internal runner, :func:`_run_forward` / :func:`_run_backward` (see their contract).
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Any, Dict, Optional, Sequence, Tuple
 
-from . import _cuda_ops, backend
-from ._kernel_cache import POOL, KernelCache, grads_dict
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _cells, _cuda_ops, backend
+from ._cache import Cache
+from ._cells import _BY_BASE_ACT, CellSpec
+from ._kernel_cache import POOL, KernelCache, check_f32 as _check_f32, grad_array as _grad_array
 from . import reference as _ref
 from .reference import _common as C
 
@@ -52,7 +65,12 @@ __all__ = [
     "rnn_forward",
 ]
 
-_CELL_ID = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, ("lstm", None): 2, ("gru", None): 3}
+#: A float32 NumPy array (CuPy arrays go where these go, see the module docstring).
+F32 = NDArray[np.float32]
+#: lengths (int [B]) or mask (bool or 0/1 [B, T]): arrays or nested sequences.
+Steps = Optional[ArrayLike]
+#: The gradient dict of ``{cell}_backward``.
+Grads = Dict[str, Optional[F32]]
 
 
 def _f32(fn, name, a):
@@ -65,17 +83,6 @@ def _f32(fn, name, a):
             f"(cast with .astype(np.float32), or use fastrnn.reference for float64)"
         )
     return np.ascontiguousarray(a)
-
-
-def _check_f32(fn, name, a, shape, what="float32"):
-    """A NumPy float32 array of the given shape (TypeError / ValueError otherwise)."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise TypeError(f"{fn}: {name} must have dtype {what}, got {a.dtype}")
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{fn}: {name} must have shape {C._shape_str(shape)}, got {C._shape_str(a.shape)}")
-    return a
 
 
 def _check_out(fn, out, shape):
@@ -121,10 +128,12 @@ def _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, b
 
 def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
              nonlinearity, out):
+    """The public forwards: every check and conversion, then _kernel_forward (NumPy) or the CuPy
+    route. cell: the base name ("rnn", "lstm", "gru")."""
     fn = f"{cell}_forward"
     if isinstance(x, np.ndarray) and x.dtype == np.float64:
         _f32(fn, "x", x)  # says that the kernels take float32 (the references take float64)
-    if C._is_cupy(x) and C._is_array(x):
+    if type(x) is not np.ndarray and C._is_cupy(x) and C._is_array(x):
         return _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
                              nonlinearity, out)
     spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
@@ -135,45 +144,48 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
     out = _check_out(fn, out, shape_y)
     xs = _f32(fn, "x", x)
     wi, wh = _f32(fn, "w_ih", w_ih), _f32(fn, "w_hh", w_hh)
-    bs = [_f32(fn, n, b) for n, b in zip(C.BIAS_NAMES[cell], biases)]
-    h0 = _f32(fn, "h0", h0)
-    c0 = _f32(fn, "c0", c0)
-    mask_u8 = None if spec.mask is None else np.ascontiguousarray(spec.mask.T, dtype=np.uint8)
+    cspec = _BY_BASE_ACT[(cell, nonlinearity if cell == "rnn" else None)]
+    b_ih = _f32(fn, cspec.bias_names[0], biases[0])
+    b_hh = _f32(fn, "b_hh", biases[1]) if cell == "gru" else None
+    h0 = None if h0 is None else _f32(fn, "h0", h0)
+    c0 = None if c0 is None else _f32(fn, "c0", c0)
+    return _kernel_forward(cspec, xs, wi, wh, b_ih, b_hh, h0, c0, None if spec.mask is None else spec.mask.T,
+                           reverse, batch_first, training, out, spec.T, spec.B, spec.I, spec.H)
+
+
+def _kernel_forward(cell, xs, wi, wh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out, T, B, I, H):
+    """The C++ forward on checked arrays; mask: None or [B, T], bool or 0/1 (nonzero = valid)."""
+    mask_u8 = None if mask is None else np.ascontiguousarray(mask, dtype=np.uint8)
     bufs = {}
     if training:  # private copies: in-place edits between forward and backward cannot leak in
         xs, wi, wh = POOL.copy(xs), POOL.copy(wi), POOL.copy(wh)
-        if mask_u8 is not None:  # padding is never read, not even by dW_ih = dG^T x
-            xs[~(spec.mask.T if batch_first else spec.mask)] = 0.0
-        n, gh = spec.T * spec.B, wh.shape[0]
-        bufs = {"gates": POOL.take((n, gh)), "hprev": POOL.take((n, spec.H))}
-        if cell in ("lstm", "gru"):
-            bufs["aux"] = POOL.take((n, spec.H))
-    cell_id = _CELL_ID[(cell, nonlinearity if cell == "rnn" else None)]
+        if mask is not None:  # padding is never read, not even by dW_ih = dG^T x
+            xs[(mask_u8 if batch_first else mask_u8.T) == 0] = 0.0
+        n = T * B
+        bufs = {"gates": POOL.take((n, wh.shape[0])), "hprev": POOL.take((n, H))}
+        if cell.aux is not None:
+            bufs["aux"] = POOL.take((n, H))
     y, h_n, c_n, gates, hprev, aux = backend.core().forward(
-        cell_id, xs, wi, wh, bs[0], bs[1] if cell == "gru" else None, h0, c0, mask_u8,
-        bool(reverse), bool(batch_first), bool(training), **bufs)
+        cell=cell.kernel_id, x=xs, w_ih=wi, w_hh=wh, b_ih=b_ih, b_hh=b_hh, h0=h0, c0=c0, mask=mask_u8,
+        reverse=bool(reverse), batch_first=bool(batch_first), training=bool(training), **bufs)
     if out is not None:
         np.copyto(out, y)
         y = out
     cache = None
     if training:
-        cache = KernelCache(cell, cell_id, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux,
-                            spec.T, spec.B, spec.I, spec.H)
-    state = (h_n, c_n) if cell == "lstm" else h_n
+        cache = KernelCache(cell, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux, T, B, I, H)
+    state = (h_n, c_n) if cell.n_states == 2 else h_n
     return y, state, cache
 
 
-def _grad_array(fn, name, a, shape):
-    if a is None:
-        return None
-    return np.ascontiguousarray(_check_f32(fn, name, a, shape, "float32 (the dtype of y)"))
-
-
 def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
+    """The public backwards: the cache must belong to the cell; it runs its own backward."""
     fn = f"{cell}_backward"
-    if isinstance(cache, _cuda_ops.CudaKernelCache):  # a cache of the CUDA kernels
-        return _cuda_ops.backward(cell, cache, dy, dstate, bptt_steps, need_dx)
-    if isinstance(cache, dict):  # a cache of the reference (CuPy inputs): run on the cache's device
+    if isinstance(cache, Cache):  # the C++, CUDA or reference kernels' cache
+        if cache.cell != cell:
+            raise ValueError(f"{fn}: cache comes from {cache.cell}_forward, not {cell}_forward")
+        return cache.backward(dy, dstate, bptt_steps, need_dx)
+    if isinstance(cache, dict):  # any other dict: the reference's, on the device of its arrays
         x = cache.get("x")
         if C._is_cupy(x):
             import cupy  # noqa: PLC0415
@@ -183,54 +195,117 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
         return getattr(_ref, fn)(cache, dy, dstate=dstate, bptt_steps=bptt_steps)
     if cache is None:
         raise ValueError(f"{fn}: cache is None; run {cell}_forward with training=True to get a cache for backward")
-    if not isinstance(cache, KernelCache):
-        raise TypeError(f"{fn}: cache must be the cache returned by {cell}_forward, got {type(cache).__name__}")
-    if cache.cell != cell:
-        raise ValueError(f"{fn}: cache comes from {cache.cell}_forward, not {cell}_forward")
-    k = C.check_bptt_steps(bptt_steps, fn)
-    T, B, H = cache.T, cache.B, cache.H
-    dy = _grad_array(fn, "dy", dy, (B, T, H) if cache.batch_first else (T, B, H))
-    dh_n, dc_n, dh_name = C.split_dstate(fn, cell, dstate)
-    dh_n = _grad_array(fn, dh_name, dh_n, (B, H))
-    dc_n = _grad_array(fn, "dstate[1] (dc_n)", dc_n, (B, H))
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
-        cache.cell_id, cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.batch_first,
-        cache.gates, cache.hprev, cache.aux, dy, dh_n, dc_n, 0 if k is None else k, bool(need_dx))
-    return grads_dict(cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+    raise TypeError(f"{fn}: cache must be the cache returned by {cell}_forward, got {type(cache).__name__}")
 
 
-def rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
-                training=True, nonlinearity="tanh", *, out=None):
-    """SimpleRNN forward, h' = act(x W_ih^T + h W_hh^T + b). Returns (y, h_n, cache)."""
+# --------------------------------------------------------------------------- the internal runner
+
+def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
+                 b_hh: Optional[F32] = None, h0: Optional[F32] = None, c0: Optional[F32] = None,
+                 mask: Optional[NDArray[Any]] = None, reverse: bool = False, batch_first: bool = True,
+                 training: bool = True, out: Optional[F32] = None) -> Tuple[Any, Any, Optional[Cache]]:
+    """The forward of the ops without their argument checks, for callers that checked already.
+
+    Returns (y, state, cache) like ``{cell}_forward``: state is (h_n, c_n) for LSTM, else h_n.
+
+    cell: a CellSpec (fastest) or anything fastrnn._cells.cell_spec takes ("lstm", 2, ...);
+    b_ih is the one bias of SimpleRNN and LSTM, b_hh GRU's second (None otherwise).
+
+    The caller guarantees, for NumPy float32 x:
+      * x, w_ih, w_hh, b_ih (, b_hh), h0, c0 and out are float32 NumPy arrays, C-contiguous, of
+        the shapes the public op checks (x [B, T, I] if batch_first else [T, B, I]; w_ih
+        [G*H, I]; w_hh [G*H, H]; biases [G*H]; h0 / c0 None or [B, H], c0 for LSTM only; out None
+        or y's shape, writeable);
+      * mask is None or a NumPy array [B, T] of bools or 0/1 (nonzero = valid step; lengths
+        must be turned into such a mask first), in any memory layout;
+      * reverse, batch_first and training are bools.
+    Nothing of this is checked here beyond what the compiled module checks itself (dtypes,
+    contiguity and shapes, refused with TypeError / ValueError, never read out of bounds); a
+    mask of other values (cast to uint8) or a wrong out gives wrong results silently.
+
+    Any other x (CuPy arrays, float64, lists) takes the public op's route, with its checks: the
+    runner can be called for every array a layer holds.
+    """
+    spec = cell if type(cell) is CellSpec else _cells.cell_spec(cell)
+    if type(x) is not np.ndarray or x.dtype != np.float32:
+        biases = (b_ih, b_hh) if spec.base == "gru" else (b_ih,)
+        return _forward(spec.base, x, w_ih, w_hh, biases, h0, c0, None, mask, reverse, batch_first, training,
+                        spec.activation, out)
+    if batch_first:
+        B, T, I = x.shape
+    else:
+        T, B, I = x.shape
+    return _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out,
+                           T, B, I, w_hh.shape[1])
+
+
+def _run_backward(cache: Cache, dy: Optional[F32], dh_n: Optional[F32] = None, dc_n: Optional[F32] = None,
+                  bptt_steps: Optional[int] = None, need_dx: bool = True) -> Grads:
+    """The backward of the ops without their argument checks, for callers that checked already.
+
+    Returns the gradient dict of ``{cell}_backward`` ("x" is None when need_dx is False).
+
+    The caller guarantees: cache is what a training forward (public or _run_forward) returned; dy
+    is None or y's shape; dh_n (and dc_n, LSTM only) None or [B, H]; bptt_steps None or a positive
+    int. For the C++ kernels' caches the arrays must be C-contiguous float32 NumPy arrays (the
+    compiled module refuses others with TypeError, and checks shapes); any other cache (CUDA,
+    reference) runs its own checked backward.
+    """
+    if type(cache) is KernelCache:
+        return cache.run_backward(dy, dh_n, dc_n, 0 if bptt_steps is None else bptt_steps, need_dx)
+    if cache.cell == "lstm":
+        dstate = None if dh_n is None and dc_n is None else (dh_n, dc_n)
+    else:
+        dstate = dh_n
+    return cache.backward(dy, dstate, bptt_steps, need_dx)
+
+
+# --------------------------------------------------------------------------- the public ops
+
+def rnn_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: Optional[F32] = None, lengths: Steps = None,
+                mask: Steps = None, reverse: bool = False, batch_first: bool = True, training: bool = True,
+                nonlinearity: str = C.DEFAULT_ACTIVATION, *, out: Optional[F32] = None,
+                activation: Optional[str] = None) -> Tuple[F32, F32, Optional[Cache]]:
+    """SimpleRNN forward, h' = act(x W_ih^T + h W_hh^T + b). Returns (y, h_n, cache).
+
+    activation: 'tanh' (default) or 'relu'; nonlinearity is another name for it (ValueError when
+    both are given and differ)."""
+    nonlinearity = C.resolve_activation("rnn_forward", activation, nonlinearity)
     return _forward("rnn", x, w_ih, w_hh, (b,), h0, None, lengths, mask, reverse, batch_first, training,
                     nonlinearity, out)
 
 
-def lstm_forward(x, w_ih, w_hh, b, h0=None, c0=None, lengths=None, mask=None, reverse=False, batch_first=True,
-                 training=True, *, out=None):
+def lstm_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: Optional[F32] = None, c0: Optional[F32] = None,
+                 lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
+                 training: bool = True, *, out: Optional[F32] = None
+                 ) -> Tuple[F32, Tuple[F32, F32], Optional[Cache]]:
     """LSTM forward (gates i, f, g, o; one bias b [4H]). Returns (y, (h_n, c_n), cache)."""
     return _forward("lstm", x, w_ih, w_hh, (b,), h0, c0, lengths, mask, reverse, batch_first, training,
                     "tanh", out)
 
 
-def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
-                training=True, *, out=None):
+def gru_forward(x: F32, w_ih: F32, w_hh: F32, b_ih: F32, b_hh: F32, h0: Optional[F32] = None,
+                lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
+                training: bool = True, *, out: Optional[F32] = None) -> Tuple[F32, F32, Optional[Cache]]:
     """GRU forward (gates r, z, n; linear-before-reset; b_ih, b_hh [3H]). Returns (y, h_n, cache)."""
     return _forward("gru", x, w_ih, w_hh, (b_ih, b_hh), h0, None, lengths, mask, reverse, batch_first,
                     training, "tanh", out)
 
 
-def rnn_backward(cache, dy, dstate=None, bptt_steps=None):
+def rnn_backward(cache: Cache, dy: Optional[F32], dstate: Optional[F32] = None,
+                 bptt_steps: Optional[int] = None) -> Grads:
     """SimpleRNN BPTT. Returns a dict with x, h0, w_ih, w_hh, b."""
     return _backward("rnn", cache, dy, dstate, bptt_steps)
 
 
-def lstm_backward(cache, dy, dstate=None, bptt_steps=None):
+def lstm_backward(cache: Cache, dy: Optional[F32],
+                  dstate: Optional[Sequence[Optional[F32]]] = None, bptt_steps: Optional[int] = None) -> Grads:
     """LSTM BPTT; dstate None or (dh_n, dc_n). Returns a dict with x, h0, c0, w_ih, w_hh, b."""
     return _backward("lstm", cache, dy, dstate, bptt_steps)
 
 
-def gru_backward(cache, dy, dstate=None, bptt_steps=None):
+def gru_backward(cache: Cache, dy: Optional[F32], dstate: Optional[F32] = None,
+                 bptt_steps: Optional[int] = None) -> Grads:
     """GRU BPTT. Returns a dict with x, h0, w_ih, w_hh, b_ih, b_hh."""
     return _backward("gru", cache, dy, dstate, bptt_steps)
 
@@ -245,7 +320,7 @@ def _gemm_operand(m):
     return np.ascontiguousarray(m), False
 
 
-def matmul(a, b):
+def matmul(a: ArrayLike, b: ArrayLike) -> Any:
     """``a @ b``, on fastrnn's own GEMM (the threads of fastrnn.set_num_threads) when both are
     float32 NumPy arrays, ``b`` is 2-D and ``a`` has 2 or more axes (the leading ones are folded
     into rows); transposed views go in as strides, other layouts are copied. Anything else
@@ -263,7 +338,7 @@ def matmul(a, b):
     return a @ b
 
 
-def release_workspace():
+def release_workspace() -> None:
     """Free the memory the kernels keep between calls: the calling thread's kernel workspace and
     GEMM packing buffers (and those of the kernels' worker threads), and the pooled training-cache
     buffers (see fastrnn._kernel_cache.BufferPool)."""

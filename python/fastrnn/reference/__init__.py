@@ -8,7 +8,8 @@ share it, otherwise TypeError).
 Functions (fastrnn.ops has the same signatures)::
 
     y, h_n, cache        = rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None, reverse=False,
-                                       batch_first=True, training=True, nonlinearity="tanh")
+                                       batch_first=True, training=True, nonlinearity="tanh",
+                                       *, activation=None)  # activation=: nonlinearity's other name
     y, (h_n, c_n), cache = lstm_forward(x, w_ih, w_hh, b, h0=None, c0=None, lengths=None, mask=None,
                                         reverse=False, batch_first=True, training=True)
     y, h_n, cache        = gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, mask=None,
@@ -19,11 +20,13 @@ Functions (fastrnn.ops has the same signatures)::
 
 Conventions
 -----------
-Shapes: T steps, B batch, I input features, H hidden units, G gates (SimpleRNN 1, GRU 3, LSTM 4).
+Shapes: T steps, B batch, I input features, H hidden units, G gates (SimpleRNN 1, GRU 3, LSTM 4;
+fastrnn._cells describes each cell).
 
 - x is [B, T, I] if batch_first (the default) else [T, B, I]; y has the same layout with H features.
 - Weights in PyTorch layouts: w_ih [G*H, I], w_hh [G*H, H].
-- SimpleRNN: h' = act(x W_ih^T + h W_hh^T + b), b [H], act = tanh or relu (nonlinearity=).
+- SimpleRNN: h' = act(x W_ih^T + h W_hh^T + b), b [H], act = tanh or relu (activation=, or its
+  older name nonlinearity=).
 - LSTM: gate order i, f, g, o; ONE bias b [4H] (= torch b_ih + b_hh). z = x W_ih^T + h W_hh^T + b;
   i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o); c' = f*c + i*g; h' = o*tanh(c').
 - GRU: gate order r, z, n; two biases b_ih [3H], b_hh [3H] (torch / cuDNN / Keras reset_after=True):
@@ -39,7 +42,8 @@ Shapes: T steps, B batch, I input features, H hidden units, G gates (SimpleRNN 1
 - h_n (and c_n) is the state after the last processed valid step of each row (h0 / c0 if none).
 - Backward: dy has y's shape or is None (zeros); dy at masked positions is ignored. dstate is the
   gradient for the final state: [B, H] or None for rnn/gru, None or (dh_n, dc_n) for lstm (either
-  may be None). A cache is a dict; forward with training=False returns cache None and backward
+  may be None). A cache is a dict (a ReferenceCache: also the fields of fastrnn._cache.Cache as
+  attributes, and its own backward); forward with training=False returns cache None and backward
   then raises ValueError.
 - Truncated BPTT: bptt_steps=k (None, or k >= T, means full BPTT). Processing steps are split into
   chunks [0,k), [k,2k), ...; the gradient carried through the recurrent state (dh, and dc for LSTM)

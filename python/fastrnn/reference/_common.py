@@ -16,19 +16,41 @@ sigmoid(xp, z)
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
+from .. import _cells
+from .._cache import Cache
 from ..backend import array_module
 
-#: Gates per cell: rows of w_ih / w_hh are G*H.
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+#: Gates per cell (by the base name of its functions): rows of w_ih / w_hh are G*H.
+GATES: Dict[str, int] = {s.base: s.gates for s in _cells.CELLS}
 #: Bias argument names per cell, in signature order.
-BIAS_NAMES = {"rnn": ("b",), "lstm": ("b",), "gru": ("b_ih", "b_hh")}
+BIAS_NAMES: Dict[str, Tuple[str, ...]] = {s.base: s.bias_names for s in _cells.CELLS}
 #: Dtypes the references accept (results have x's dtype).
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-NONLINEARITIES = ("tanh", "relu")
+NONLINEARITIES: Tuple[str, ...] = _cells.ACTIVATIONS
+
+
+class _DefaultActivation(str):
+    """The default of ``rnn_forward``'s nonlinearity: the str "tanh", told apart (by identity) from
+    a "tanh" the caller gave, so that activation= and nonlinearity= can be checked against each
+    other."""
+
+    __slots__ = ()
+
+
+#: rnn_forward's default nonlinearity ("tanh").
+DEFAULT_ACTIVATION = _DefaultActivation("tanh")
+
+#: The arrays of the references: float32 or float64 NumPy arrays (CuPy arrays go where these go).
+FloatArray = NDArray[np.floating]
+#: lengths (int [B]) or mask (bool or 0/1 [B, T]): arrays or nested sequences.
+Steps = Optional[ArrayLike]
+#: The gradient dict of ``{cell}_backward``.
+Grads = Dict[str, FloatArray]
 
 
 class ForwardSpec(NamedTuple):
@@ -84,6 +106,8 @@ def check_array(fn: str, name: str, a, shape, dtype, xp):
     shape is a tuple of ints; dtype the expected numpy dtype. Raises TypeError for the wrong kind of
     object, the wrong array module or dtype, and ValueError for the wrong shape.
     """
+    if type(a) is np.ndarray and xp is np and a.dtype == dtype and a.shape == tuple(shape):
+        return a  # the common case, without the calls below (they are for the messages)
     if not _is_array(a):
         raise TypeError(f"{fn}: {name} must be a numpy or cupy array, got {_kind(a)}")
     if array_module(a) is not xp:
@@ -110,13 +134,27 @@ def check_bptt_steps(bptt_steps, fn: str = "backward"):
     return int(bptt_steps)
 
 
-def check_nonlinearity(nonlinearity, fn: str = "rnn_forward") -> str:
-    """'tanh' or 'relu'."""
+def check_nonlinearity(nonlinearity, fn: str = "rnn_forward", name: str = "nonlinearity") -> str:
+    """'tanh' or 'relu' (name: the argument in messages)."""
     if not isinstance(nonlinearity, str):
-        raise TypeError(f"{fn}: nonlinearity must be 'tanh' or 'relu', got {type(nonlinearity).__name__}")
+        raise TypeError(f"{fn}: {name} must be 'tanh' or 'relu', got {type(nonlinearity).__name__}")
     if nonlinearity not in NONLINEARITIES:
-        raise ValueError(f"{fn}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        raise ValueError(f"{fn}: {name} must be 'tanh' or 'relu', got {nonlinearity!r}")
     return nonlinearity
+
+
+def resolve_activation(fn: str, activation, nonlinearity):
+    """The activation of ``rnn_forward`` from its two spellings: ``activation=`` (the layers' name)
+    and ``nonlinearity=`` (the older one, kept as an alias). ValueError when both are given and
+    differ. A value given as activation= is checked here (messages name activation); one given as
+    nonlinearity= is checked by check_forward_args, as before."""
+    if activation is None:
+        return "tanh" if nonlinearity is DEFAULT_ACTIVATION else nonlinearity
+    if nonlinearity is not DEFAULT_ACTIVATION and nonlinearity != activation:
+        raise ValueError(f"{fn}: activation={activation!r} and nonlinearity={nonlinearity!r} differ "
+                         f"(nonlinearity is another name for activation: give one)")
+    check_nonlinearity(activation, fn, "activation")
+    return activation
 
 
 def _as_xp(fn: str, name: str, a, xp):
@@ -194,15 +232,18 @@ def check_forward_args(cell, x, w_ih, w_hh, biases, h0=None, c0=None, lengths=No
         raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(GATES)}")
     fn = f"{cell}_forward"
     G = GATES[cell]
-    batch_first = check_flag(fn, "batch_first", batch_first)
-    check_flag(fn, "reverse", reverse)
-    check_flag(fn, "training", training)
+    if batch_first is not True and batch_first is not False:  # (the common case skips the calls)
+        batch_first = check_flag(fn, "batch_first", batch_first)
+    if reverse is not True and reverse is not False:
+        check_flag(fn, "reverse", reverse)
+    if training is not True and training is not False:
+        check_flag(fn, "training", training)
     if cell == "rnn":
         check_nonlinearity(nonlinearity, fn)
 
     if not _is_array(x):
         raise TypeError(f"{fn}: x must be a numpy or cupy array, got {_kind(x)}")
-    xp = array_module(x)
+    xp = np if type(x) is np.ndarray else array_module(x)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{fn}: x must have dtype float32 or float64, got {x.dtype}")
     dtype = x.dtype
@@ -355,8 +396,62 @@ def input_projection(x_tm, w_ih, b):
     return (x_tm.reshape(T * B, I) @ w_ih.T + b).reshape(T, B, w_ih.shape[0])
 
 
-def base_cache(cell, spec: ForwardSpec, x_tm, weights: dict, reverse: bool, batch_first: bool, **options) -> dict:
-    """The option and argument part of a cache dict (the cell adds its saved activations)."""
+class ReferenceCache(dict, Cache):
+    """The cache of a reference forward: a dict with the keys listed in fastrnn.reference's
+    docstring (``cache["x"]``, ``cache.get("h_prev")``, ...), and the fields of
+    :class:`fastrnn._cache.Cache` as attributes (``cache.x``, ``cache.h_prev``, ``cache.aux``)."""
+
+    __slots__ = ()
+
+    LAYOUT = "time-major: x [T, B, I], mask bool [T, B], h_prev / aux [T, B, H], gates [T, B, G*H]"
+
+    @property
+    def spec(self) -> _cells.CellSpec:
+        return _cells.by_base(self["cell"], self.get("nonlinearity"))
+
+    cell = property(lambda self: self["cell"])
+    T = property(lambda self: self["T"])
+    B = property(lambda self: self["B"])
+    I = property(lambda self: self["I"])  # noqa: E741
+    H = property(lambda self: self["H"])
+    batch_first = property(lambda self: self["batch_first"])
+    reverse = property(lambda self: self["reverse"])
+    x = property(lambda self: self["x"])
+    w_ih = property(lambda self: self["w_ih"])
+    w_hh = property(lambda self: self["w_hh"])
+    mask = property(lambda self: self["mask"])
+    h_prev = property(lambda self: self["h_prev"])
+
+    @property
+    def gates(self):
+        return self["act"] if self["cell"] == "rnn" else self["gates"]
+
+    @property
+    def aux(self):
+        name = self.spec.aux
+        return None if name is None else self[name]
+
+    def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> dict:
+        """``reference.{cell}_backward(self, ...)``, on the device of a CuPy cache's arrays."""
+        from .. import reference  # noqa: PLC0415 - the package imports this module
+
+        fn = getattr(reference, f"{self['cell']}_backward")
+        x = self.get("x")
+        if _is_cupy(x):
+            import cupy  # noqa: PLC0415
+
+            with cupy.cuda.Device(int(x.device.id)):
+                grads = fn(self, dy, dstate=dstate, bptt_steps=bptt_steps)
+        else:
+            grads = fn(self, dy, dstate=dstate, bptt_steps=bptt_steps)
+        if not need_dx:
+            grads["x"] = None
+        return grads
+
+
+def base_cache(cell, spec: ForwardSpec, x_tm, weights: dict, reverse: bool, batch_first: bool,
+               **options) -> ReferenceCache:
+    """The option and argument part of a cache (the cell adds its saved activations)."""
     cache = {
         "cell": cell,
         "T": spec.T, "B": spec.B, "I": spec.I, "H": spec.H,
@@ -367,7 +462,7 @@ def base_cache(cell, spec: ForwardSpec, x_tm, weights: dict, reverse: bool, batc
     }
     cache.update(weights)
     cache.update(options)
-    return cache
+    return ReferenceCache(cache)
 
 
 def step_valid(mask, t: int):

@@ -5,7 +5,13 @@ n = tanh(a_n + r*u_n), h' = (1-z)*n + z*h.
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 from ._common import (
+    FloatArray,
+    Grads,
+    ReferenceCache,
+    Steps,
     base_cache,
     check_backward_args,
     check_forward_args,
@@ -21,8 +27,10 @@ from ._common import (
 )
 
 
-def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
-                training=True):
+def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatArray, b_hh: FloatArray,
+                h0: Optional[FloatArray] = None, lengths: Steps = None, mask: Steps = None, reverse: bool = False,
+                batch_first: bool = True, training: bool = True
+                ) -> Tuple[FloatArray, FloatArray, Optional[ReferenceCache]]:
     """GRU forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [3H, I]; w_hh [3H, H]; b_ih, b_hh [3H]; h0 [B, H]
@@ -64,7 +72,8 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, mask=None, rev
     return from_time_major(y, batch_first), h, cache
 
 
-def gru_backward(cache, dy, dstate=None, bptt_steps=None):
+def gru_backward(cache: ReferenceCache, dy: Optional[FloatArray], dstate: Optional[FloatArray] = None,
+                 bptt_steps: Optional[int] = None) -> Grads:
     """Gradients of a GRU forward pass.
 
     dy: y's shape (or None: zeros; ignored at masked steps); dstate: gradient for h_n, [B, H] or

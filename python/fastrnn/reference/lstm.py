@@ -5,7 +5,13 @@ c' = f*c + i*g; h' = o*tanh(c').
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence, Tuple
+
 from ._common import (
+    FloatArray,
+    Grads,
+    ReferenceCache,
+    Steps,
     base_cache,
     check_backward_args,
     check_forward_args,
@@ -21,8 +27,10 @@ from ._common import (
 )
 
 
-def lstm_forward(x, w_ih, w_hh, b, h0=None, c0=None, lengths=None, mask=None, reverse=False, batch_first=True,
-                 training=True):
+def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray,
+                 h0: Optional[FloatArray] = None, c0: Optional[FloatArray] = None, lengths: Steps = None,
+                 mask: Steps = None, reverse: bool = False, batch_first: bool = True, training: bool = True
+                 ) -> Tuple[FloatArray, Tuple[FloatArray, FloatArray], Optional[ReferenceCache]]:
     """LSTM forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [4H, I]; w_hh [4H, H]; b [4H]; h0, c0 [B, H] or
@@ -69,7 +77,8 @@ def lstm_forward(x, w_ih, w_hh, b, h0=None, c0=None, lengths=None, mask=None, re
     return from_time_major(y, batch_first), (h, c), cache
 
 
-def lstm_backward(cache, dy, dstate=None, bptt_steps=None):
+def lstm_backward(cache: ReferenceCache, dy: Optional[FloatArray],
+                  dstate: Optional[Sequence[Optional[FloatArray]]] = None, bptt_steps: Optional[int] = None) -> Grads:
     """Gradients of an LSTM forward pass.
 
     dy: y's shape (or None: zeros; ignored at masked steps); dstate: None or (dh_n, dc_n), either

@@ -1,7 +1,14 @@
 """SimpleRNN (Elman) reference: h' = act(x W_ih^T + h W_hh^T + b), act = tanh or relu."""
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 from ._common import (
+    DEFAULT_ACTIVATION,
+    FloatArray,
+    Grads,
+    ReferenceCache,
+    Steps,
     base_cache,
     check_backward_args,
     check_forward_args,
@@ -9,6 +16,7 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    resolve_activation,
     select,
     step_times,
     step_valid,
@@ -16,16 +24,20 @@ from ._common import (
 )
 
 
-def rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None, reverse=False, batch_first=True,
-                training=True, nonlinearity="tanh"):
+def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray, h0: Optional[FloatArray] = None,
+                lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
+                training: bool = True, nonlinearity: str = DEFAULT_ACTIVATION, *,
+                activation: Optional[str] = None) -> Tuple[FloatArray, FloatArray, Optional[ReferenceCache]]:
     """SimpleRNN forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [H, I]; w_hh [H, H]; b [H]; h0 [B, H] or None
     (zeros). lengths (int [B]) or mask (bool [B, T]) select the valid steps; reverse processes
-    t = T-1..0. Returns (y, h_n, cache): y in x's layout with H features (0 at masked steps), h_n
-    [B, H] the state after the last processed valid step, cache a dict for rnn_backward (None when
-    training is False).
+    t = T-1..0. activation: 'tanh' (default) or 'relu'; nonlinearity is another name for it (the
+    older one; ValueError when both are given and differ). Returns (y, h_n, cache): y in x's layout
+    with H features (0 at masked steps), h_n [B, H] the state after the last processed valid step,
+    cache a dict (a ReferenceCache) for rnn_backward (None when training is False).
     """
+    nonlinearity = resolve_activation("rnn_forward", activation, nonlinearity)
     spec = check_forward_args("rnn", x, w_ih, w_hh, (b,), h0=h0, lengths=lengths, mask=mask,
                               batch_first=batch_first, reverse=reverse, training=training,
                               nonlinearity=nonlinearity)
@@ -55,7 +67,8 @@ def rnn_forward(x, w_ih, w_hh, b, h0=None, lengths=None, mask=None, reverse=Fals
     return from_time_major(y, batch_first), h, cache
 
 
-def rnn_backward(cache, dy, dstate=None, bptt_steps=None):
+def rnn_backward(cache: ReferenceCache, dy: Optional[FloatArray], dstate: Optional[FloatArray] = None,
+                 bptt_steps: Optional[int] = None) -> Grads:
     """Gradients of a SimpleRNN forward pass.
 
     dy: y's shape (or None: zeros; ignored at masked steps); dstate: gradient for h_n, [B, H] or
