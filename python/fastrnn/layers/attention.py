@@ -30,9 +30,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .base import Layer, bool_mask, register_layer
-from .core import _init_name, _positive_int
+from .._validation import layer_positive_int as _positive_int
 from . import initializers
+from .base import Layer, bool_mask, register_layer
+from .core import _init_name
 
 __all__ = ["BahdanauAttention", "LuongAttention", "masked_softmax"]
 
