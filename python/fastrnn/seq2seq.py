@@ -52,11 +52,13 @@ from tqdm.auto import tqdm
 
 from . import losses as losses_module
 from . import saving
-from .layers.base import unique_name
+from ._model import Model
+from ._validation import fraction
+from ._validation import positive_int as _positive_int
 from .layers.attention import BahdanauAttention, LuongAttention
+from .layers.base import unique_name
 from .layers.core import Dense, Dropout, Embedding
 from .layers.recurrent import GRU, LSTM, Bidirectional, _ops_for
-from .models import Model, _positive_int
 
 __all__ = ["Seq2Seq"]
 
@@ -104,10 +106,7 @@ class Seq2Seq(Model):
         if self.end_id == self.start_id:
             raise ValueError(f"end_id: must differ from start_id, both are {start_id}")
         self.max_output_len = None if max_output_len is None else _positive_int(max_output_len, "max_output_len")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
-                or not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = fraction(dropout, "dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed: expected None or a non-negative int, got {seed!r}")
         self.seed = seed
