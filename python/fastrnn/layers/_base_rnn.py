@@ -84,6 +84,21 @@ class BaseRNN(Layer):
     one kernel call per sequence (the mask is folded into that sequence's w_hh), which is slower than
     one batched call; the time loop stays in the kernel.
 
+    One step at a time (a decoder, or any loop that computes its next input from the last output):
+    ``h_t, states = layer.step(x_t, states, training=False)`` runs one time step [B, F] -> [B, H]
+    through the same kernels, and ``dx_t, dstates = layer.step_backward(dh_t, dstates)`` its
+    backward, accumulating the parameter gradients as ``backward`` does; training steps are
+    consumed last first, and a call on a sequence (or ``reset_steps()``) drops those left::
+
+        states, outs = enc_states, []           # e.g. [h, c] of an encoder, or None for zeros
+        for t in range(T):
+            h, states = dec.step(inputs(t), states, training=True)
+            outs.append(h)
+        dstates = None
+        for t in reversed(range(T)):            # d_outs[t]: the loss gradient w.r.t. outs[t]
+            dx_t, dstates = dec.step_backward(d_outs[t], dstates)
+        # dstates: the gradients w.r.t. enc_states
+
     ``get_weights`` / ``set_weights`` use the PyTorch layout above. A Keras layer's ``get_weights()``
     is in Keras's ([features, gates*units] kernels) and must go through
     ``fastrnn.interop.from_keras``: set_weights refuses it where the shapes differ, but for a
@@ -137,6 +152,7 @@ class BaseRNN(Layer):
         self.initial_state_grads = None
         self.last_dropout_masks = (None, None)
         self.w_ih = self.w_hh = None
+        self._step_caches = []  # caches of training steps (step), consumed last first by step_backward
 
     # -- options -----------------------------------------------------------------------------
     @property
@@ -253,6 +269,7 @@ class BaseRNN(Layer):
 
     # -- forward / backward --------------------------------------------------------------------
     def call(self, x, training=False, mask=None, initial_state=None, lengths=None):
+        self._step_caches = []  # a call on a sequence ends any step-by-step use
         B, T, _ = x.shape
         mask = self._resolve_mask(mask, lengths, B, T)
         init = self._resolve_initial_state(initial_state, B)
@@ -377,13 +394,92 @@ class BaseRNN(Layer):
     def _apply_backward(self, grads):
         """Accumulate the parameter gradients of :meth:`_compute_backward` and keep the initial
         states' gradients."""
+        self._accumulate_grads(grads)
+        self.initial_state_grads = self._state_grads(grads)
+
+    def _accumulate_grads(self, grads):
+        """``p.grad += grads[...]`` for every parameter (the op's gradients, keyed by attribute name)."""
         self.w_ih.grad += grads["w_ih"]
         self.w_hh.grad += grads["w_hh"]
         for bname in self._bias_names():
             p = getattr(self, bname)
             if p is not None:
                 p.grad += grads[bname]
-        self.initial_state_grads = [grads["h0"]] + ([grads["c0"]] if self._n_states == 2 else [])
+
+    def _state_grads(self, grads):
+        """The initial states' gradients of an op's result: [dh0] or [dh0, dc0]."""
+        return [grads["h0"]] + ([grads["c0"]] if self._n_states == 2 else [])
+
+    # -- one time step -------------------------------------------------------------------------
+    def step(self, x_t, states=None, training: bool = False):
+        """Run ONE time step: ``(h_t, new_states)`` for the input ``x_t`` [B, F].
+
+        ``states``: the states before the step, a list ([h] or, for LSTM, [h, c], each [B, units];
+        a bare array for SimpleRNN / GRU) or None for zeros. ``new_states`` is the list after the
+        step and ``h_t`` its first entry (the step's output). The step runs the same kernel as a
+        sequence of length 1 (the references for float64 layers). It neither reads nor sets the
+        carried ``states`` of a stateful layer, takes no mask, and a single step has no direction
+        (``go_backwards`` changes nothing). ``training=True`` keeps what :meth:`step_backward`
+        needs; dropout is not applied step by step, so a training step of a layer with
+        ``dropout`` or ``recurrent_dropout`` > 0 is refused (ValueError).
+        """
+        x_t = self._convert_input(x_t)
+        if x_t.ndim != 2:
+            raise ValueError(f"{self._who()}: step expects x_t of shape [batch, features], got shape "
+                             f"{tuple(x_t.shape)}")
+        if not self.built:
+            self.build(self._given_input_shape or (None, x_t.shape[1]))
+        if x_t.shape[1] != self.input_shape[-1]:
+            raise ValueError(f"{self._who()}: step expects x_t with {self.input_shape[-1]} features, got shape "
+                             f"{tuple(x_t.shape)}")
+        training = bool(training)
+        if training and (self.dropout > 0.0 or self.recurrent_dropout > 0.0):
+            raise ValueError(f"{self._who()}: step(training=True) does not apply dropout; use a layer with "
+                             "dropout=0 and recurrent_dropout=0 (or drop the inputs yourself)")
+        B = x_t.shape[0]
+        init = self._resolve_initial_state(states, B, what="states")
+        x = np.ascontiguousarray(x_t[:, None, :])
+        _, new_states, cache = self._forward_op(_ops_for(self.dtype), x, self.w_hh.value, init, None, training)
+        if training:
+            self._step_caches.append((cache, B))
+        return new_states[0], new_states
+
+    def step_backward(self, dh_t, dstates=None):
+        """Backpropagate through the LAST training :meth:`step` not yet consumed: ``(dx_t, dstates_prev)``.
+
+        ``dh_t`` [B, units]: the gradient w.r.t. that step's output ``h_t`` (None for none);
+        ``dstates``: the gradients w.r.t. its ``new_states`` (a list like the states, entries may be
+        None; or None). As ``h_t`` is ``new_states[0]``, the two add up. Returns the gradient w.r.t.
+        ``x_t`` [B, F] and the list of gradients w.r.t. the step's input ``states``, and
+        ACCUMULATES the parameter gradients (``p.grad +=``) exactly as :meth:`backward` does.
+        Training steps are consumed last first (run step_backward in reverse order of the steps);
+        RuntimeError when none is left. A call on a sequence, or :meth:`reset_steps`, drops them.
+        """
+        if not self._step_caches:
+            raise RuntimeError(f"{self._who()}: step_backward() called without a pending step(..., training=True) "
+                               "(each training step is consumed by one step_backward, last step first)")
+        cache, B = self._step_caches[-1]
+        n, H = self._n_states, self.units
+        if dstates is None:
+            dstates = [None] * n
+        elif isinstance(dstates, np.ndarray) and n == 1:
+            dstates = [dstates]
+        if not isinstance(dstates, (list, tuple)) or len(dstates) != n:
+            raise ValueError(f"{self._who()}: dstates must be None or a list of {n} gradient(s) "
+                             f"{'[dh, dc]' if n == 2 else '[dh]'}, got {type(dstates).__name__}"
+                             + (f" of length {len(dstates)}" if isinstance(dstates, (list, tuple)) else ""))
+        d = [None if g is None else self._check_dy(g, (B, H), "state gradient") for g in dstates]
+        if dh_t is not None:
+            dh = self._check_dy(dh_t, (B, H), "dh_t")
+            d[0] = dh if d[0] is None else d[0] + dh
+        self._step_caches.pop()
+        grads = self._backward_op(_ops_for(self.dtype), cache, None, d)
+        self._accumulate_grads(grads)
+        return grads["x"][:, 0], self._state_grads(grads)
+
+    def reset_steps(self) -> None:
+        """Drop the caches of training steps not yet consumed by :meth:`step_backward`."""
+        self._step_caches = []
 
     def _backward_rows(self, ops, caches, rdp, dy_seq, dstates):
         rows = []

@@ -36,7 +36,9 @@ class SimpleRNN(BaseRNN):
     recurrent_initializer='orthogonal', bias_initializer='zeros', dropout=0.0, recurrent_dropout=0.0,
     return_sequences=False, return_state=False, go_backwards=False, stateful=False, carry_state=False,
     bptt_steps=None, seed=None, zero_output_for_mask=False, name=None, ...). Parameters: w_ih [H, F],
-    w_hh [H, H], b [H] (F*H + H*H + H scalars, as Keras). See BaseRNN for calling conventions.
+    w_hh [H, H], b [H] (F*H + H*H + H scalars, as Keras). See BaseRNN for calling conventions and
+    for running one time step at a time: ``h_t, states = layer.step(x_t, states)`` and, after
+    training steps, ``dx_t, dstates = layer.step_backward(dh_t, dstates)`` in reverse order.
     """
 
     _cell = "rnn"
@@ -64,7 +66,9 @@ class LSTM(BaseRNN):
     unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0, return_sequences=False,
     return_state=False, go_backwards=False, stateful=False, carry_state=False, bptt_steps=None,
     seed=None, zero_output_for_mask=False, name=None, ...). Parameters: w_ih [4H, F], w_hh [4H, H], b [4H]
-    (4(F*H + H*H + H) scalars, as Keras). States [h, c].
+    (4(F*H + H*H + H) scalars, as Keras). States [h, c]. See BaseRNN for calling conventions and
+    the step API: ``h_t, [h_t, c_t] = lstm.step(x_t, [h, c], training=True)``, then
+    ``dx_t, [dh, dc] = lstm.step_backward(dh_t, [dh_next, dc_next])`` for the steps in reverse.
     """
 
     _cell = "lstm"
@@ -113,6 +117,8 @@ class GRU(BaseRNN):
     dropout=0.0, recurrent_dropout=0.0, return_sequences=False, return_state=False, go_backwards=False,
     stateful=False, carry_state=False, bptt_steps=None, seed=None, zero_output_for_mask=False,
     name=None, ...). Parameters: w_ih [3H, F], w_hh [3H, H], b_ih [3H], b_hh [3H] (3(F*H + H*H + 2H) scalars, as Keras).
+    See BaseRNN for calling conventions and the step API: ``h_t, [h_t] = gru.step(x_t, [h])``
+    (``training=True`` to keep what ``dx_t, [dh] = gru.step_backward(dh_t, [dh_next])`` needs).
     """
 
     _cell = "gru"
