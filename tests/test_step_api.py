@@ -1,12 +1,12 @@
-"""The recurrent layers' step API (step / step_backward / reset_steps) and the model registry of
-saving."""
+"""The recurrent layers' step API (step / step_backward / reset_steps), the attention layers'
+padding_finite, losses.log_softmax and the model registry of saving."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import fastrnn as fr
-from fastrnn import layers, saving
+from fastrnn import layers, losses, saving
 from fastrnn.models import Model, Sequential
 
 CELLS = [("SimpleRNN", {}), ("SimpleRNN", {"activation": "relu"}), ("LSTM", {}), ("GRU", {}),
@@ -137,6 +137,31 @@ def test_unbuilt_layer_builds_on_its_first_step():
     gru = layers.GRU(3, seed=0)
     h, states = gru.step(np.ones((2, 5), dtype=np.float32))
     assert gru.built and gru.input_shape == (None, 5) and h.shape == (2, 3) and h.dtype == np.float32
+
+
+@pytest.mark.parametrize("cls", [layers.BahdanauAttention, layers.LuongAttention])
+def test_padding_finite_skips_the_padding_check(cls):
+    attn = cls(4, seed=0) if cls is layers.BahdanauAttention else cls("general", seed=0)
+    rng = np.random.default_rng(0)
+    q, v = rng.normal(size=(2, 4)), rng.normal(size=(2, 3, 4))
+    mask = np.array([[True, True, False], [True, True, True]])
+    ctx, w, _ = attn.forward_step(q, v, mask=mask, training=False)
+    bad = v.copy()
+    bad[0, 2] = np.nan
+    ctx2, w2, _ = attn.forward_step(q, bad, mask=mask, training=False)
+    np.testing.assert_allclose(ctx2, ctx)  # checked: the NaN padding is zeroed
+    ctx3, _, _ = attn.forward_step(q, v, mask=mask, training=False, padding_finite=True)
+    np.testing.assert_array_equal(ctx3, ctx)
+    ctx4, _, _ = attn.forward_step(q, bad, mask=mask, training=False, padding_finite=True)
+    assert np.isnan(ctx4[0]).all() and np.isfinite(ctx4[1]).all()  # not checked
+
+
+def test_log_softmax_is_public():
+    z = np.array([[1.0, 2.0, 3.0], [1000.0, 0.0, -1000.0]])
+    out = losses.log_softmax(z)
+    np.testing.assert_allclose(np.exp(out).sum(axis=-1), 1.0)
+    np.testing.assert_allclose(out[0], z[0] - np.log(np.exp(z[0]).sum()))
+    assert np.isfinite(out).all() and "log_softmax" in losses.__all__
 
 
 def test_model_registry_holds_model_and_sequential(tmp_path):

@@ -20,6 +20,7 @@ log-sum-exp / softplus forms, whose gradients are ``sigmoid(z) - y`` and ``softm
 Keras's functional forms are here too and return the unreduced per-sample losses (no gradient):
 ``mean_squared_error(y_true, y_pred)``, ``mean_absolute_error``, ``binary_crossentropy``,
 ``categorical_crossentropy``, ``sparse_categorical_crossentropy`` (``loss.per_sample`` on an object).
+``log_softmax(z)`` is the stable log-softmax the crossentropies on logits use.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ __all__ = [
     "LossFunctionWrapper",
     "binary_crossentropy",
     "categorical_crossentropy",
+    "log_softmax",
     "mean_absolute_error",
     "mean_squared_error",
     "sparse_categorical_crossentropy",
@@ -194,16 +196,20 @@ class BinaryCrossentropy(Loss):
         return {"from_logits": self.from_logits}
 
 
-def _log_softmax(z):
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """``log(softmax(z))`` over the last axis, computed stably (the maximum subtracted first)."""
     zmax = z.max(axis=-1, keepdims=True)
     s = z - zmax
     return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
 
 
+_log_softmax = log_softmax  # the earlier private name
+
+
 def _categorical(y_true, y_pred, from_logits):
     """Per-sample ``-sum(y log q)`` and its gradient; y_true are (soft) one-hot targets."""
     if from_logits:
-        logq = _log_softmax(y_pred)
+        logq = log_softmax(y_pred)
         q = np.exp(logq)
         loss = -(y_true * logq).sum(axis=-1)
         grad = q * y_true.sum(axis=-1, keepdims=True) - y_true

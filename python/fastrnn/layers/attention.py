@@ -155,12 +155,14 @@ class _Attention(Layer):
             self._cache = cache
         return context, weights
 
-    def forward_step(self, query, values, mask=None, training=True, _padding_finite=False):
+    def forward_step(self, query, values, mask=None, training: bool = True, padding_finite: bool = False):
         """(context, weights, cache): one call whose cache goes to ``backward_step`` (None unless training).
 
-        ``_padding_finite``: the caller knows the masked steps of ``values`` are finite (a decoder
-        whose encoder is a fastrnn recurrent layer), so the per-call check is skipped."""
-        query, values, mask = self._check_inputs(query, values, mask, _padding_finite)
+        ``padding_finite``: the caller guarantees that the values at masked steps are finite (as
+        the sequence output of a fastrnn recurrent layer is); the check for non-finite values
+        there, which zeroes them, is skipped (a decoder calls this once per output step on the
+        same values). With non-finite padding and ``padding_finite=True`` the outputs are NaN."""
+        query, values, mask = self._check_inputs(query, values, mask, padding_finite)
         one = query.ndim == 2  # one decoder step; else a query sequence [B, Tq, Dq]
         # Computed on query sequences [B, Q, Dq] (Q = 1 for one step). The query and the returned
         # weights are the caller's to change before backward: the cache keeps copies. values
