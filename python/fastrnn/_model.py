@@ -12,7 +12,11 @@ takes one array (a list of per-sample arrays is stacked into one).
 """
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Callable, Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import losses as losses_module
 from . import metrics as metrics_module
@@ -28,6 +32,12 @@ from .training import (
     _is_shape_list,
     _walk_layers,
 )
+
+if TYPE_CHECKING:
+    from .layers.base import Layer, Parameter
+    from .losses import Loss
+    from .metrics import Metric
+    from .optim import Optimizer
 
 __all__ = ["Model"]
 
@@ -49,7 +59,7 @@ class Model(TrainingLoops):
     #: the base of the default name ("model_1", ...); None: the class name in snake case
     _default_name = None
 
-    def __init__(self, name=None):
+    def __init__(self, name: str | None = None):
         self._name = name
         self.optimizer = None
         self.loss = None
@@ -62,7 +72,7 @@ class Model(TrainingLoops):
 
     # ------------------------------------------------------------------ structure
     @property
-    def name(self):
+    def name(self) -> str:
         """The model's name (Keras-style default: 'model', 'sequential', ... made unique)."""
         if self._name is None:
             base = self._default_name or layers_base._snake_case(type(self).__name__)
@@ -70,11 +80,11 @@ class Model(TrainingLoops):
         return self._name
 
     @name.setter
-    def name(self, value):
+    def name(self, value: str) -> None:
         self._name = str(value)
 
     @property
-    def layers(self):
+    def layers(self) -> list[Layer]:
         """The model's layers: attributes that are Layers (or lists/tuples/dicts of them), in assignment order."""
         out, seen = [], set()
         for key, val in vars(self).items():
@@ -83,7 +93,7 @@ class Model(TrainingLoops):
             _walk_layers(val, out, seen)
         return out
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """Every Parameter of the model's layers (and Parameters assigned directly), each once, in a fixed order."""
         out, seen = [], set()
         for lay in self.layers:
@@ -97,18 +107,18 @@ class Model(TrainingLoops):
                 out.append(val)
         return out
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Zero every parameter's gradient."""
         for p in self.parameters():
             p.zero_grad()
 
     @property
-    def built(self):
+    def built(self) -> bool:
         """True once every layer is built (after build(input_shape) or a first call on data)."""
         lays = self.layers
         return bool(lays) and all(lay.built for lay in lays)
 
-    def count_params(self):
+    def count_params(self) -> int:
         """Number of scalars in the parameters; ValueError before the model is built."""
         if not self.built:
             raise ValueError(
@@ -117,11 +127,11 @@ class Model(TrainingLoops):
             )
         return int(sum(p.size for p in self.parameters()))
 
-    def get_weights(self):
+    def get_weights(self) -> list[np.ndarray]:
         """Copies of all parameter values, in ``parameters()`` order."""
         return [p.value.copy() for p in self.parameters()]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Copy a list of arrays (``get_weights()`` order) into the parameters; ValueError on count/shape mismatch."""
         params = self.parameters()
         weights = list(weights)
@@ -134,7 +144,7 @@ class Model(TrainingLoops):
             p.assign(w)
 
     # ------------------------------------------------------------------ forward / backward
-    def forward(self, x, training=False, mask=None):
+    def forward(self, x, training: bool = False, mask=None):
         """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x, training=False, mask=None)")
 
@@ -142,7 +152,7 @@ class Model(TrainingLoops):
         """Backpropagate ``dy`` (gradient w.r.t. the output of the last training forward); returns dx (override)."""
         raise NotImplementedError(f"{type(self).__name__} must implement backward(dy)")
 
-    def __call__(self, x, training=False, mask=None):
+    def __call__(self, x, training: bool = False, mask=None):
         """Run ``forward``; records the input shape the first time (for summary and save/load)."""
         self.output_mask = None
         y = self.forward(x, training=training, mask=mask)
@@ -150,7 +160,7 @@ class Model(TrainingLoops):
             self._build_input_shape = _input_shape_of(x)
         return y
 
-    def build(self, input_shape):
+    def build(self, input_shape) -> None:
         """Build by running the model once on zeros of shape ``(1,) + input_shape`` (None dims become 1).
 
         The carried states of stateful / carry_state recurrent layers are left as they were before
@@ -172,7 +182,8 @@ class Model(TrainingLoops):
         self._build_input_shape = [tuple(sh) for sh in input_shape] if multi else tuple(input_shape)
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+    def compile(self, optimizer: str | Optimizer = "rmsprop", loss: str | Loss | Callable | None = None,
+                metrics: Sequence[str | Metric | Callable] | str | Metric | Callable | None = None) -> None:
         """Set the optimizer (name or Optimizer), loss (name, Loss or callable returning (value, grad)) and metrics."""
         opt = optim_module.get(optimizer)
         if loss is None:
@@ -214,7 +225,7 @@ class Model(TrainingLoops):
             rows.append((f"{lay.name} ({type(lay).__name__})", shape, params))
         return rows
 
-    def summary(self, line_length=None, print_fn=None):
+    def summary(self, line_length: int | None = None, print_fn: Callable[[str], object] | None = None) -> str:
         """Print a Keras-like table (Layer (type), Output Shape, Param #, totals) and return it as a string."""
         if not self.built:
             raise ValueError(
@@ -242,24 +253,24 @@ class Model(TrainingLoops):
         return text
 
     # ------------------------------------------------------------------ config and saving
-    def get_config(self):
+    def get_config(self) -> dict:
         """Constructor arguments for ``from_config`` (a subclass with arguments overrides this)."""
         return {}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
         """A new model from ``get_config()``'s dict."""
         return cls(**config)
 
-    def save(self, filepath):
+    def save(self, filepath: str | os.PathLike) -> None:
         """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically."""
         saving.save_model(self, filepath)
 
-    def save_weights(self, filepath):
+    def save_weights(self, filepath: str | os.PathLike) -> None:
         """Save only the weights, atomically, in the same container format."""
         saving.save_weights(self, filepath)
 
-    def load_weights(self, filepath):
+    def load_weights(self, filepath: str | os.PathLike) -> None:
         """Load weights saved by ``save_weights`` (or ``save``) into this model; ValueError on any mismatch."""
         saving.load_weights(self, filepath)
 

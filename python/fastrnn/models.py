@@ -14,9 +14,12 @@ are importable from here.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 from . import saving
 from ._model import Model
 from .layers import base as layers_base
+from .layers.base import Layer
 from .seq2seq import Seq2Seq
 from .training import _fmt_shape
 
@@ -32,7 +35,7 @@ class Sequential(Model):
     #: from_config takes custom_objects (for custom layers), which load_model passes
     _config_takes_custom_objects = True
 
-    def __init__(self, layers=None, name=None):
+    def __init__(self, layers: Layer | Sequence[Layer] | None = None, name: str | None = None):
         super().__init__(name=name)
         self._layers = []
         if layers is not None:
@@ -44,11 +47,11 @@ class Sequential(Model):
                 self.add(lay)
 
     @property
-    def layers(self):
+    def layers(self) -> list[Layer]:
         """The layers, in order."""
         return list(self._layers)
 
-    def add(self, layer):
+    def add(self, layer: Layer) -> None:
         """Append a layer; TypeError for non-layers, ValueError for a duplicate layer name.
 
         When the model already knows its input shape the layer is built at once; if that fails the
@@ -70,13 +73,13 @@ class Sequential(Model):
                 self._build_input_shape = prev_shape
                 raise
 
-    def pop(self):
+    def pop(self) -> Layer:
         """Remove and return the last layer."""
         if not self._layers:
             raise IndexError("pop: the model has no layers")
         return self._layers.pop()
 
-    def build(self, input_shape):
+    def build(self, input_shape) -> None:
         """Build every layer for inputs of shape ``input_shape`` (batch dimension excluded)."""
         if not self._layers:
             raise ValueError(f"model '{self.name}': build() needs at least one layer")
@@ -87,7 +90,7 @@ class Sequential(Model):
                 lay.build(shape)
             shape = tuple(lay.compute_output_shape(shape))
 
-    def forward(self, x, training=False, mask=None):
+    def forward(self, x, training: bool = False, mask=None):
         """Run the layers in order, passing each layer's output mask to the next."""
         if not self._layers:
             raise ValueError(f"model '{self.name}': the model has no layers")
@@ -127,13 +130,13 @@ class Sequential(Model):
             rows.append((f"{lay.name} ({type(lay).__name__})", _fmt_shape((None,) + shape), lay.count_params()))
         return rows
 
-    def get_config(self):
+    def get_config(self) -> dict:
         """``{"name", "layers": [serialized layers], "build_input_shape"}``."""
         return {"name": self.name, "layers": [layers_base.serialize(lay) for lay in self._layers],
                 "build_input_shape": None if self._build_input_shape is None else list(self._build_input_shape)}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Sequential:
         """A new Sequential (built when the config records an input shape)."""
         lays = []
         for lc in config.get("layers", []):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,6 +37,9 @@ from tqdm.auto import tqdm
 from . import callbacks as callbacks_module
 from ._validation import positive_int as _positive_int
 from .layers import base as layers_base
+
+if TYPE_CHECKING:
+    from .callbacks import Callback, History
 
 __all__ = ["TrainingLoops"]
 
@@ -285,7 +289,7 @@ class TrainingLoops:
         self.optimizer.step(self.parameters())
         return value
 
-    def train_on_batch(self, x, y, tbptt=None):
+    def train_on_batch(self, x, y, tbptt: int | None = None) -> float | list[float]:
         """One optimizer step on one batch; returns the loss (and metrics, as a list, when compiled with metrics).
 
         After it returns, each Parameter's ``grad`` holds that batch's gradient.
@@ -301,8 +305,10 @@ class TrainingLoops:
             return value
         return [value] + [m.result() for m in self.compiled_metrics]
 
-    def fit(self, x, y, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, initial_epoch=0, seed=None, tbptt=None):
+    def fit(self, x, y, batch_size: int | None = None, epochs: int = 1, verbose: int | str = 1,
+            callbacks: list[Callback] | None = None, validation_split: float = 0.0,
+            validation_data: tuple | None = None, shuffle: bool = True, initial_epoch: int = 0,
+            seed: int | None = None, tbptt: int | None = None) -> History:
         """Train for ``epochs`` epochs; returns a :class:`~fastrnn.callbacks.History`.
 
         batch_size: default 32. validation_split: the LAST fraction of x/y (taken before shuffling, as
@@ -421,7 +427,8 @@ class TrainingLoops:
             bar.close()
         return results()
 
-    def evaluate(self, x, y, batch_size=None, verbose=1, return_dict=False):
+    def evaluate(self, x, y, batch_size: int | None = None, verbose: int | str = 1,
+                 return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """Loss (and metrics) on x, y in inference mode.
 
         Returns the loss when the model has no metrics, else ``[loss, metric1, ...]``, or a dict with
@@ -438,7 +445,7 @@ class TrainingLoops:
             return res["loss"]
         return [res["loss"]] + [res[m.name] for m in self.compiled_metrics]
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
         """Outputs for x in inference mode, computed in batches of ``batch_size`` (default 32)."""
         x = self._check_x(x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")

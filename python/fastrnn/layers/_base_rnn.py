@@ -7,6 +7,8 @@ an earlier step's output (Keras's masked-output semantics, see BaseRNN). Layers 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .. import ops, reference
@@ -114,11 +116,13 @@ class BaseRNN(Layer):
     _input_desc = "[batch, time, features]"
     _activations = ("tanh",)
 
-    def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
-                 recurrent_dropout=0.0, return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, carry_state=False, bptt_steps=None, seed=None, zero_output_for_mask=False,
-                 **kwargs):
+    def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
+                 kernel_initializer: str | Callable = "glorot_uniform",
+                 recurrent_initializer: str | Callable = "orthogonal", bias_initializer: str | Callable = "zeros",
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0, return_sequences: bool = False,
+                 return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
+                 carry_state: bool = False, bptt_steps: int | None = None, seed: int | None = None,
+                 zero_output_for_mask: bool = False, **kwargs):
         super().__init__(**kwargs)
         who = self._who()
         self.units = layer_positive_int(units, who, "units")
@@ -411,7 +415,8 @@ class BaseRNN(Layer):
         return [grads["h0"]] + ([grads["c0"]] if self._n_states == 2 else [])
 
     # -- one time step -------------------------------------------------------------------------
-    def step(self, x_t, states=None, training: bool = False):
+    def step(self, x_t: np.ndarray, states: list[np.ndarray] | np.ndarray | None = None,
+             training: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
         """Run ONE time step: ``(h_t, new_states)`` for the input ``x_t`` [B, F].
 
         ``states``: the states before the step, a list ([h] or, for LSTM, [h, c], each [B, units];
@@ -444,7 +449,8 @@ class BaseRNN(Layer):
             self._step_caches.append((cache, B))
         return new_states[0], new_states
 
-    def step_backward(self, dh_t, dstates=None):
+    def step_backward(self, dh_t: np.ndarray | None, dstates: list[np.ndarray | None] | np.ndarray | None = None
+                      ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Backpropagate through the LAST training :meth:`step` not yet consumed: ``(dx_t, dstates_prev)``.
 
         ``dh_t`` [B, units]: the gradient w.r.t. that step's output ``h_t`` (None for none);

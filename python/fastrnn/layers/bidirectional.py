@@ -31,7 +31,8 @@ class Bidirectional(Layer):
     _input_rank = (3, 3)
     _input_desc = "[batch, time, features]"
 
-    def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
+    def __init__(self, layer: BaseRNN, merge_mode: str | None = "concat", backward_layer: BaseRNN | None = None,
+                 **kwargs):
         if not isinstance(layer, BaseRNN):
             raise TypeError(f"Bidirectional: layer must be a SimpleRNN, LSTM or GRU, got {type(layer).__name__}")
         kwargs.setdefault("dtype", layer.dtype.name)

@@ -75,8 +75,8 @@ class LSTM(BaseRNN):
     _gates = 4
     _n_states = 2
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", unit_forget_bias=True,
-                 **kwargs):
+    def __init__(self, units: int, activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                 unit_forget_bias: bool = True, **kwargs):
         super().__init__(units, activation=activation, **kwargs)
         if recurrent_activation != "sigmoid":
             raise ValueError(f"{self._who()}: recurrent_activation must be 'sigmoid' (the only one the kernels "
@@ -125,7 +125,8 @@ class GRU(BaseRNN):
     _gates = 3
     _n_states = 1
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True, **kwargs):
+    def __init__(self, units: int, activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                 reset_after: bool = True, **kwargs):
         super().__init__(units, activation=activation, **kwargs)
         if recurrent_activation != "sigmoid":
             raise ValueError(f"{self._who()}: recurrent_activation must be 'sigmoid' (the only one the kernels "
