@@ -288,13 +288,10 @@ def test_wide_beam_finds_the_most_likely_sequence_exhaustively(one_thread):
     flat = every.reshape(-1, L)
     np.testing.assert_allclose(every_scores.ravel(), _sequence_logprob(model, rows, flat), rtol=0, atol=1e-4)
     # each beam's attention weights are those of decoding its own tokens step by step
-    from fastrnn.seq2seq import _ops_for
-
     enc_out, mask, state = model._encode(rows, False)
     prev = np.full(len(rows), model.start_id)
     for i in range(L):
-        state, w, _ = model._step(_ops_for(model.dtype), model.tgt_embedding.embeddings.value[prev], state,
-                                  enc_out, mask, False)
+        state, w, _ = model._step(model.tgt_embedding.embeddings.value[prev], state, enc_out, mask, False)
         np.testing.assert_allclose(every_att.reshape(-1, L, x.shape[1])[:, i], w, rtol=0, atol=1e-6)
         prev = flat[:, i]
     for b in range(len(x)):

@@ -6,35 +6,26 @@ layer of Keras-style layers, losses, optimizers and models on top.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from . import reference  # noqa: E402
-from . import ops  # noqa: E402
-from .backend import (  # noqa: E402
-    available_isas,
-    get_num_threads,
-    isa,
-    set_isa,
-    set_num_threads,
+from . import (
+    backend,
+    callbacks,
+    interop,
+    layers,
+    losses,
+    metrics,
+    ops,
+    optim,
+    reference,
 )
-
-# --- Keras-style training API: layers, losses, metrics, optimizers, callbacks, models ---
-from . import layers  # noqa: E402
-from . import losses  # noqa: E402
-from . import metrics  # noqa: E402
-from . import optim  # noqa: E402
-from . import callbacks  # noqa: E402
-from . import interop  # noqa: E402  (imports torch / keras only inside its functions)
-from .models import Model, Seq2Seq, Sequential  # noqa: E402
-from .saving import load_model  # noqa: E402
-# --- end of the training API block ---
+from ._version import __version__
+from .backend import available_isas, get_num_threads, isa, set_isa, set_num_threads
+from .models import Model, Seq2Seq, Sequential
+from .saving import load_model
 
 
 def info(file=None) -> dict:
     """Print and return the version, the ISA path in use, the thread count and CUDA availability
     (devices, whether the CUDA kernels run on the current one, and why not when they are present)."""
-    from . import backend
-
     try:
         core = backend.core()
         isa_now, isas, threads = core.get_isa(), list(core.available_isas()), core.get_num_threads()

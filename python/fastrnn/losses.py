@@ -20,12 +20,15 @@ log-sum-exp / softplus forms, whose gradients are ``sigmoid(z) - y`` and ``softm
 Keras's functional forms are here too and return the unreduced per-sample losses (no gradient):
 ``mean_squared_error(y_true, y_pred)``, ``mean_absolute_error``, ``binary_crossentropy``,
 ``categorical_crossentropy``, ``sparse_categorical_crossentropy`` (``loss.per_sample`` on an object).
+``log_softmax(z)`` is the stable log-softmax the crossentropies on logits use.
 """
 from __future__ import annotations
 
 import inspect
+from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._config import Configurable
 
@@ -41,6 +44,7 @@ __all__ = [
     "LossFunctionWrapper",
     "binary_crossentropy",
     "categorical_crossentropy",
+    "log_softmax",
     "mean_absolute_error",
     "mean_squared_error",
     "sparse_categorical_crossentropy",
@@ -106,14 +110,15 @@ class Loss(Configurable):
         per, dper = self._elementwise(y_true2, y_pred2.astype(np.float64))
         return y_pred, per, dper
 
-    def per_sample(self, y_true, y_pred):
+    def per_sample(self, y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
         """The loss of every sample (and step), unreduced: shape ``y_pred.shape[:-1]`` ([B] for
         [B] predictions), in y_pred's float dtype, like Keras's functional losses
         (``keras.losses.mean_squared_error(y_true, y_pred)``)."""
         y_pred, per, _ = self._entries(y_true, y_pred)
         return per.astype(_grad_dtype(y_pred), copy=False)
 
-    def sum_and_grad(self, y_true, y_pred, mask=None):
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
+                     ) -> tuple[float, int, np.ndarray]:
         """(sum of per-entry losses, number of valid entries, gradient of the sum w.r.t. y_pred).
 
         Models use this to weight chunks of a sequence (truncated BPTT) by their valid entries.
@@ -175,7 +180,7 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
 
-    def __init__(self, from_logits=False):
+    def __init__(self, from_logits: bool = False):
         self.from_logits = bool(from_logits)
 
     def _elementwise(self, y_true, y_pred):
@@ -194,16 +199,20 @@ class BinaryCrossentropy(Loss):
         return {"from_logits": self.from_logits}
 
 
-def _log_softmax(z):
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """``log(softmax(z))`` over the last axis, computed stably (the maximum subtracted first)."""
     zmax = z.max(axis=-1, keepdims=True)
     s = z - zmax
     return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
 
 
+_log_softmax = log_softmax  # private alias of log_softmax
+
+
 def _categorical(y_true, y_pred, from_logits):
     """Per-sample ``-sum(y log q)`` and its gradient; y_true are (soft) one-hot targets."""
     if from_logits:
-        logq = _log_softmax(y_pred)
+        logq = log_softmax(y_pred)
         q = np.exp(logq)
         loss = -(y_true * logq).sum(axis=-1)
         grad = q * y_true.sum(axis=-1, keepdims=True) - y_true
@@ -228,7 +237,7 @@ class CategoricalCrossentropy(Loss):
 
     name = "categorical_crossentropy"
 
-    def __init__(self, from_logits=False):
+    def __init__(self, from_logits: bool = False):
         self.from_logits = bool(from_logits)
 
     def _elementwise(self, y_true, y_pred):
@@ -256,7 +265,7 @@ class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
     sparse = True
 
-    def __init__(self, from_logits=False):
+    def __init__(self, from_logits: bool = False):
         self.from_logits = bool(from_logits)
 
     def _prepare_true(self, y_true, y_pred):
@@ -285,7 +294,8 @@ class SparseCategoricalCrossentropy(Loss):
         np.put_along_axis(onehot, y_true[..., None], 1.0, axis=-1)
         return _categorical(onehot, y_pred, self.from_logits)
 
-    def sum_and_grad(self, y_true, y_pred, mask=None):
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
+                     ) -> tuple[float, int, np.ndarray]:
         """As :meth:`Loss.sum_and_grad`, without a one-hot: the value gathers the target entries and
         the gradient (in y_pred's dtype) is softmax minus one at the target (logits), or the
         derivative of ``-log clip(p_t / sum p)`` (probabilities). Per-row sums and the target
@@ -340,7 +350,7 @@ class LossFunctionWrapper(Loss):
     silently ignoring the mask.
     """
 
-    def __init__(self, fn, name=None):
+    def __init__(self, fn: Callable, name: str | None = None):
         if not callable(fn):
             raise TypeError(f"loss: expected a callable, got {type(fn).__name__}")
         self.fn = fn
@@ -371,7 +381,8 @@ class LossFunctionWrapper(Loss):
             )
         return float(value), grad
 
-    def sum_and_grad(self, y_true, y_pred, mask=None):
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
+                     ) -> tuple[float, int, np.ndarray]:
         """Treats the callable's value as the mean over all entries of y_pred but the last axis
         (over the samples for 1-D predictions [B])."""
         value, grad = self(y_true, y_pred, mask)
@@ -407,7 +418,7 @@ _CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryC
                                     CategoricalCrossentropy, SparseCategoricalCrossentropy)}
 
 
-def mean_squared_error(y_true, y_pred):
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     """Per-sample mean squared error over the last axis (``keras.losses.mean_squared_error``).
 
     Like every functional loss here, [B] predictions count as one value per sample and give [B]
@@ -415,22 +426,23 @@ def mean_squared_error(y_true, y_pred):
     return MeanSquaredError().per_sample(y_true, y_pred)
 
 
-def mean_absolute_error(y_true, y_pred):
+def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     """Per-sample mean absolute error over the last axis (``keras.losses.mean_absolute_error``)."""
     return MeanAbsoluteError().per_sample(y_true, y_pred)
 
 
-def binary_crossentropy(y_true, y_pred, from_logits=False):
+def binary_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False) -> np.ndarray:
     """Per-sample binary crossentropy averaged over the last axis (``keras.losses.binary_crossentropy``)."""
     return BinaryCrossentropy(from_logits=from_logits).per_sample(y_true, y_pred)
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False):
+def categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False) -> np.ndarray:
     """Per-sample crossentropy with one-hot targets (``keras.losses.categorical_crossentropy``)."""
     return CategoricalCrossentropy(from_logits=from_logits).per_sample(y_true, y_pred)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike,
+                                    from_logits: bool = False) -> np.ndarray:
     """Per-sample crossentropy with integer targets (``keras.losses.sparse_categorical_crossentropy``)."""
     return SparseCategoricalCrossentropy(from_logits=from_logits).per_sample(y_true, y_pred)
 
@@ -440,7 +452,7 @@ _FUNCTIONS = {mean_squared_error: MeanSquaredError, mean_absolute_error: MeanAbs
               sparse_categorical_crossentropy: SparseCategoricalCrossentropy}
 
 
-def get(identifier):
+def get(identifier: str | Loss | dict | Callable) -> Loss:
     """A Loss from a name (Keras names such as ``"mse"``, ``"binary_crossentropy"``), a Loss, a
     ``{"class_name", "config"}`` dict or a callable returning (value, grad)."""
     if isinstance(identifier, Loss):
@@ -462,14 +474,14 @@ def get(identifier):
     raise TypeError(f"loss: expected a str, Loss or callable, got {type(identifier).__name__}")
 
 
-def serialize(loss):
+def serialize(loss: Loss) -> dict:
     """``{"class_name", "config"}`` for a built-in loss; ValueError for a wrapped callable."""
     if isinstance(loss, LossFunctionWrapper):
         return {"class_name": "function", "config": {"name": loss.name}}
     return {"class_name": type(loss).__name__, "config": loss.get_config()}
 
 
-def deserialize(config, custom_objects=None):
+def deserialize(config: dict, custom_objects: dict | None = None) -> Loss:
     """Inverse of :func:`serialize`; custom losses are looked up in ``custom_objects`` by name."""
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"loss config: expected a dict with 'class_name', got {config!r}")

@@ -6,706 +6,36 @@
     history = model.fit(x, y, epochs=3, batch_size=64, validation_split=0.2)
     model.evaluate(x_test, y_test); model.predict(x_test); model.summary(); model.save("m.fastrnn")
 
-A custom model subclasses ``Model``, assigns its layers as attributes (they are found by
-``model.layers``, also inside lists, tuples and dicts, and their Parameters by
-``model.parameters()``) and writes ``forward(x, training=False, mask=None)`` and
-``backward(dy) -> dx``; when its output is a masked sequence it sets ``self.output_mask`` in
-``forward`` so that the loss skips the masked steps. compile/fit/evaluate/predict/summary/save
-are inherited. A model with several inputs (Keras's encoder-decoder pattern) takes them as a list
-of arrays, ``model.fit([x_enc, x_dec], y)``, and its ``forward`` receives that list; a Sequential
-takes one array (a list of per-sample arrays is stacked into one).
-
-Truncated BPTT (``fit(..., tbptt=k)``): every batch is cut along the time axis (axis 1 of x) into
-chunks of k steps that are run one after another, each recurrent layer carrying its state from
-one chunk to the next (``carry_state=True``; states reset at every batch start) with gradients
-stopped at chunk boundaries. Gradients of all chunks are accumulated and the optimizer takes ONE
-step per batch.
-
-* Sequence outputs ``[B, T, ...]`` (``return_sequences=True`` + ``TimeDistributed(Dense)``):
-  each chunk's loss is the sum over its valid steps, and the accumulated gradient is divided by the
-  number of valid steps of the whole batch, so the gradient equals exactly one forward/backward of
-  the whole sequence with every recurrent layer's ``bptt_steps=k`` (and the reported loss equals the
-  full-sequence loss).
-* Many-to-one outputs (the last recurrent layer returns only its final state): the earlier chunks
-  are only run forward, to carry the state; the loss and the backward pass come from the last
-  chunk alone. This too equals one pass with ``bptt_steps=k``: the gradient of the final output
-  reaches back only through the last chunk (the one holding step T-1).
-* Dropout masks are drawn per chunk (each chunk is a separate forward call).
-* Layers that run backwards in time (``go_backwards=True``, ``Bidirectional``) are refused: a
-  reversed layer would see only its own chunk's future.
+A custom model subclasses ``Model`` and writes ``forward`` and ``backward`` (see
+:mod:`fastrnn._model`, where ``Model`` is defined); the training loops, truncated BPTT
+(``fit(..., tbptt=k)``) included, are described in :mod:`fastrnn.training`. ``Seq2Seq``, an
+encoder-decoder with attention built on ``Model``, is defined in :mod:`fastrnn.seq2seq`. All three
+are importable from here.
 """
 from __future__ import annotations
 
-import contextlib
-import math
-import sys
+from typing import Sequence
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from . import callbacks as callbacks_module
-from . import losses as losses_module
-from . import metrics as metrics_module
-from . import optim as optim_module
+from . import saving
+from ._model import Model
 from .layers import base as layers_base
-from .layers import recurrent as layers_recurrent
+from .layers.base import Layer
+from .seq2seq import Seq2Seq
+from .training import _fmt_shape
 
 __all__ = ["Model", "Seq2Seq", "Sequential"]
 
 
-def _to_array(a, argname):
-    if type(a).__module__.startswith("cupy"):
-        a = a.get()
-    if isinstance(a, (list, tuple)):
-        try:
-            a = np.asarray(a)
-        except ValueError as exc:
-            raise ValueError(f"{argname}: could not be converted to an array: {exc}") from None
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{argname}: expected a numpy array, got {type(a).__name__}")
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{argname}: expected a numeric array, got dtype {a.dtype}")
-    if a.ndim == 0:
-        raise ValueError(f"{argname}: expected an array with a batch axis, got a scalar")
-    if a.shape[0] == 0:
-        raise ValueError(f"{argname}: got no samples (shape {a.shape})")
-    return a
-
-
-def _is_array(a):
-    return isinstance(a, np.ndarray) or type(a).__module__.startswith("cupy")
-
-
-def _is_multi_input(x):
-    """A list or tuple of arrays: one model input per entry (Keras's multi-input convention).
-    Nested Python lists of numbers stay one input."""
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(_is_array(a) for a in x)
-
-
-def _is_shape_list(shape):
-    """A list of input shapes (a multi-input model) rather than one shape."""
-    return isinstance(shape, (list, tuple)) and len(shape) > 0 and all(isinstance(s, (list, tuple)) for s in shape)
-
-
-def _n_samples(x):
-    return x[0].shape[0] if isinstance(x, list) else x.shape[0]
-
-
-def _take(x, idx):
-    """Rows ``idx`` of an input (every array of a multi-input list)."""
-    return [a[idx] for a in x] if isinstance(x, list) else x[idx]
-
-
-def _input_shape_of(x):
-    if _is_multi_input(x):
-        return [tuple(np.shape(a)[1:]) for a in x]
-    return tuple(np.shape(x)[1:])
-
-
-def _positive_int(value, argname, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{argname}: expected an int, got {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{argname}: expected a {'non-negative' if allow_zero else 'positive'} int, got {value}")
-    return int(value)
-
-
-def _fmt_shape(shape):
-    if shape and isinstance(shape[-1], (list, tuple)):  # several outputs (return_state)
-        return "[" + ", ".join(_fmt_shape((None,) + tuple(s)) for s in shape[-1]) + "]"
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _walk_layers(obj, out, seen):
-    """Collect Layer instances from attributes (and lists/tuples/dicts of them), in order, once each."""
-    if isinstance(obj, layers_base.Layer):
-        if id(obj) not in seen:
-            seen.add(id(obj))
-            out.append(obj)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _walk_layers(v, out, seen)
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            _walk_layers(v, out, seen)
-
-
-def _sublayers(layer):
-    """The layers wrapped by ``layer`` (TimeDistributed.layer, Bidirectional's two directions)."""
-    subs = []
-    for attr in ("layer", "forward_layer", "backward_layer"):
-        sub = getattr(layer, attr, None)
-        if isinstance(sub, layers_base.Layer) and sub is not layer:
-            subs.append(sub)
-    return subs
-
-
-def _all_layers(roots):
-    out, seen, stack = [], set(), list(roots)[::-1]
-    while stack:
-        lay = stack.pop()
-        if id(lay) in seen:
-            continue
-        seen.add(id(lay))
-        out.append(lay)
-        stack.extend(_sublayers(lay)[::-1])
-    return out
-
-
-class Model:
-    """Base class: subclass it and write ``forward`` and ``backward`` (see the module docstring)."""
-
-    # class-level defaults, so a subclass that forgets super().__init__() still works
-    optimizer = None
-    loss = None
-    compiled_metrics: list = []
-    stop_training = False
-    history = None
-    output_mask = None
-    _metric_ids: list = []
-    _build_input_shape = None
-    _name = None
-
-    def __init__(self, name=None):
-        self._name = name
-        self.optimizer = None
-        self.loss = None
-        self.compiled_metrics = []
-        self._metric_ids = []
-        self.stop_training = False
-        self.history = None
-        self.output_mask = None
-        self._build_input_shape = None
-
-    # ------------------------------------------------------------------ structure
-    @property
-    def name(self):
-        """The model's name (Keras-style default: 'model', 'sequential', ... made unique)."""
-        if self._name is None:
-            base = "sequential" if isinstance(self, Sequential) else layers_base._snake_case(type(self).__name__)
-            self._name = layers_base.unique_name(base)
-        return self._name
-
-    @name.setter
-    def name(self, value):
-        self._name = str(value)
-
-    @property
-    def layers(self):
-        """The model's layers: attributes that are Layers (or lists/tuples/dicts of them), in assignment order."""
-        out, seen = [], set()
-        for key, val in vars(self).items():
-            if key in ("optimizer", "loss", "compiled_metrics", "history"):
-                continue
-            _walk_layers(val, out, seen)
-        return out
-
-    def parameters(self):
-        """Every Parameter of the model's layers (and Parameters assigned directly), each once, in a fixed order."""
-        out, seen = [], set()
-        for lay in self.layers:
-            for p in lay.parameters():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    out.append(p)
-        for val in vars(self).values():
-            if isinstance(val, layers_base.Parameter) and id(val) not in seen:
-                seen.add(id(val))
-                out.append(val)
-        return out
-
-    def zero_grad(self):
-        """Zero every parameter's gradient."""
-        for p in self.parameters():
-            p.zero_grad()
-
-    @property
-    def built(self):
-        """True once every layer is built (after build(input_shape) or a first call on data)."""
-        lays = self.layers
-        return bool(lays) and all(lay.built for lay in lays)
-
-    def count_params(self):
-        """Number of scalars in the parameters; ValueError before the model is built."""
-        if not self.built:
-            raise ValueError(
-                f"model '{self.name}': count_params() needs a built model; call build(input_shape) or call the "
-                "model on a batch of data first"
-            )
-        return int(sum(p.size for p in self.parameters()))
-
-    def get_weights(self):
-        """Copies of all parameter values, in ``parameters()`` order."""
-        return [p.value.copy() for p in self.parameters()]
-
-    def set_weights(self, weights):
-        """Copy a list of arrays (``get_weights()`` order) into the parameters; ValueError on count/shape mismatch."""
-        params = self.parameters()
-        weights = list(weights)
-        if len(weights) != len(params):
-            raise ValueError(f"weights: model '{self.name}' has {len(params)} parameters, got {len(weights)} arrays")
-        for p, w in zip(params, weights):
-            if np.shape(w) != p.shape:
-                raise ValueError(f"weights: '{p.name}' has shape {p.shape}, got an array of shape {np.shape(w)}")
-        for p, w in zip(params, weights):
-            p.assign(w)
-
-    # ------------------------------------------------------------------ forward / backward
-    def forward(self, x, training=False, mask=None):
-        """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs."""
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(x, training=False, mask=None)")
-
-    def backward(self, dy):
-        """Backpropagate ``dy`` (gradient w.r.t. the output of the last training forward); returns dx (override)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement backward(dy)")
-
-    def __call__(self, x, training=False, mask=None):
-        """Run ``forward``; records the input shape the first time (for summary and save/load)."""
-        self.output_mask = None
-        y = self.forward(x, training=training, mask=mask)
-        if self._build_input_shape is None:
-            self._build_input_shape = _input_shape_of(x)
-        return y
-
-    def build(self, input_shape):
-        """Build by running the model once on zeros of shape ``(1,) + input_shape`` (None dims become 1).
-
-        The carried states of stateful / carry_state recurrent layers are left as they were before
-        (layers first made during this forward end with no carried state)."""
-        multi = _is_shape_list(input_shape)
-        shapes = [tuple(1 if d is None else int(d) for d in sh) for sh in (input_shape if multi else [input_shape])]
-        saved = {}
-        for lay in _all_layers(self.layers):
-            if isinstance(lay, layers_recurrent.BaseRNN):
-                saved[id(lay)] = lay.states
-                lay.states = None
-        try:
-            zeros = [np.zeros((1,) + sh, dtype=np.float32) for sh in shapes]
-            self(zeros if multi else zeros[0], training=False)
-        finally:
-            for lay in _all_layers(self.layers):
-                if isinstance(lay, layers_recurrent.BaseRNN):
-                    lay.states = saved.get(id(lay))
-        self._build_input_shape = [tuple(sh) for sh in input_shape] if multi else tuple(input_shape)
-
-    # ------------------------------------------------------------------ compile
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
-        """Set the optimizer (name or Optimizer), loss (name, Loss or callable returning (value, grad)) and metrics."""
-        opt = optim_module.get(optimizer)
-        if loss is None:
-            raise ValueError("loss: compile() needs a loss (a name such as 'mse', a Loss object or a callable)")
-        loss_obj = losses_module.get(loss)
-        if metrics is None:
-            metrics = []
-        elif isinstance(metrics, (str, metrics_module.Metric)) or callable(metrics):
-            metrics = [metrics]
-        elif not isinstance(metrics, (list, tuple)):
-            raise TypeError(f"metrics: expected a list of metrics, got {type(metrics).__name__}")
-        mets = [metrics_module.get(m, loss=loss_obj) for m in metrics]
-        names = [m.name for m in mets]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup or {"loss"} & set(names):
-            raise ValueError(f"metrics: metric names must be unique and not 'loss', got {names}")
-        self.optimizer = opt
-        self.loss = loss_obj
-        self.compiled_metrics = mets
-        self._metric_ids = list(metrics)
-
-    def _assert_compiled(self, what):
-        if self.optimizer is None or self.loss is None:
-            raise RuntimeError(
-                f"{what}: the model must be compiled first; call model.compile(optimizer=..., loss=...)"
-            )
-
-    # ------------------------------------------------------------------ input checks
-    def _expected_input_shape(self):
-        if self._build_input_shape is not None:
-            return self._build_input_shape
-        lays = self.layers
-        if lays and lays[0].input_shape is not None:
-            return tuple(lays[0].input_shape)
-        return None
-
-    def _check_x(self, x, argname="x"):
-        want = self._expected_input_shape()
-        recorded = self._build_input_shape  # what a successful call or build saw (None before)
-        if _is_multi_input(x) and not isinstance(self, Sequential) and not (
-                recorded is not None and not _is_shape_list(recorded)):
-            # several inputs (a model that ran on one array before takes lists as one input)
-            want = recorded
-            xs = [_to_array(a, f"{argname}[{i}]") for i, a in enumerate(x)]
-            if want is not None and len(want) != len(xs):
-                raise ValueError(f"{argname}: the model takes {len(want)} inputs, got a list of {len(xs)} arrays")
-            for i, a in enumerate(xs):
-                if a.shape[0] != xs[0].shape[0]:
-                    raise ValueError(f"{argname}: every input must have the same number of samples (first axis): "
-                                     f"{argname}[0] has {xs[0].shape[0]}, {argname}[{i}] has {a.shape[0]}")
-                if want is not None and a.ndim != len(want[i]) + 1:
-                    raise ValueError(f"{argname}[{i}]: expected rank {len(want[i]) + 1} input of shape (batch,) + "
-                                     f"{_fmt_shape(want[i])}, got rank {a.ndim} with shape {a.shape}")
-            return xs
-        x = _to_array(x, argname)
-        if want is not None and _is_shape_list(want):
-            raise ValueError(f"{argname}: the model takes {len(want)} inputs; pass a list of {len(want)} arrays")
-        if want is not None and x.ndim != len(want) + 1:
-            one = x.ndim == len(want) and all(w is None or w == d for w, d in zip(want, x.shape))
-            raise ValueError(
-                f"{argname}: expected rank {len(want) + 1} input of shape (batch,) + {_fmt_shape(want)}, got "
-                f"rank {x.ndim} with shape {x.shape}"
-                + (f" (one sample? {argname}[None] adds the batch axis)" if one else "")
-            )
-        return x
-
-    def _check_xy(self, x, y, xname="x", yname="y"):
-        x = self._check_x(x, xname)
-        y = _to_array(y, yname)
-        if _n_samples(x) != y.shape[0]:
-            raise ValueError(
-                f"{xname} and {yname} must have the same number of samples (first axis): {xname} has "
-                f"{_n_samples(x)}, {yname} has {y.shape[0]}"
-            )
-        return x, y
-
-    # ------------------------------------------------------------------ training
-    def _recurrent_layers(self):
-        return [lay for lay in _all_layers(self.layers) if hasattr(lay, "carry_state") and hasattr(lay, "reset_states")]
-
-    @contextlib.contextmanager
-    def _carrying_state(self):
-        rec = self._recurrent_layers()
-        for lay in _all_layers(self.layers):
-            if getattr(lay, "go_backwards", False) or hasattr(lay, "backward_layer"):
-                raise ValueError(
-                    f"tbptt: layer '{lay.name}' ({type(lay).__name__}) runs backwards in time; truncated BPTT "
-                    "in chunks needs every recurrent layer to run forward (a reversed layer would see only its "
-                    "own chunk)"
-                )
-        if not rec:
-            raise ValueError("tbptt: the model has no recurrent layer to carry state between chunks")
-        saved = [(lay, lay.carry_state) for lay in rec]
-        try:
-            for lay in rec:
-                lay.carry_state = True
-                if not getattr(lay, "stateful", False):
-                    lay.reset_states()
-            yield
-        finally:
-            for lay, c in saved:
-                lay.carry_state = c
-                if not getattr(lay, "stateful", False):
-                    lay.reset_states()
-
-    def _check_loss(self, value, where):
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"fit: the loss became {value} at {where}; training stopped before this batch's update "
-                "(try a lower learning rate, gradient clipping such as clipnorm=1.0, or check the data for NaN/Inf)"
-            )
-
-    def _outputs_for_loss(self, xb, yb, training):
-        """(predictions, mask) that the loss compares with ``yb``: the model's output on ``xb`` and its
-        ``output_mask``. Models whose forward needs the targets too (teacher forcing) override this."""
-        return self(xb, training=training), self.output_mask
-
-    def _step_full(self, xb, yb, where):
-        y_pred, mask = self._outputs_for_loss(xb, yb, True)
-        if isinstance(y_pred, (tuple, list)):
-            raise ValueError("fit: the model's output must be a single array (a layer with return_state=True "
-                             "cannot be the last layer)")
-        total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask)
-        value = total / count if count else 0.0
-        self._check_loss(value, where)
-        self.backward(dtotal / count if count else np.zeros_like(dtotal))
-        for m in self.compiled_metrics:
-            m.update_state(yb, y_pred, mask)
-        return value
-
-    def _step_tbptt(self, xb, yb, k, where):
-        if isinstance(xb, list):
-            raise ValueError("tbptt: truncated BPTT cuts one input array along time; this model takes several")
-        T = xb.shape[1] if xb.ndim >= 2 else 1
-        if xb.ndim < 2:
-            raise ValueError(f"tbptt: x must have a time axis [batch, steps, ...], got shape {xb.shape}")
-        bounds = [(s, min(s + k, T)) for s in range(0, T, k)]
-        seq_mode = None
-        total_sum, total_count = 0.0, 0
-        with self._carrying_state():
-            for ci, (s, e) in enumerate(bounds):
-                y_pred = self(xb[:, s:e], training=True)
-                if isinstance(y_pred, (tuple, list)):
-                    raise ValueError("fit: the model's output must be a single array")
-                if seq_mode is None:
-                    seq_mode = (y_pred.ndim >= 3 and y_pred.shape[1] == e - s and yb.ndim >= 2
-                                and yb.shape[1] == T)
-                last = ci == len(bounds) - 1
-                if not seq_mode and not last:
-                    continue  # many-to-one: earlier chunks only carry the state forward
-                mask = self.output_mask
-                yt = yb[:, s:e] if seq_mode else yb
-                csum, ccount, dsum = self.loss.sum_and_grad(yt, y_pred, mask)
-                self._check_loss(csum / ccount if ccount else 0.0, f"{where}, chunk {ci + 1} (steps {s}..{e - 1})")
-                self.backward(dsum)
-                total_sum += csum
-                total_count += ccount
-                for m in self.compiled_metrics:
-                    m.update_state(yt, y_pred, mask)
-        if total_count:
-            scale = 1.0 / total_count
-            for p in self.parameters():
-                p.grad *= p.grad.dtype.type(scale)
-        return total_sum / total_count if total_count else 0.0
-
-    def _train_step(self, xb, yb, tbptt, where):
-        self.zero_grad()
-        if tbptt is None:
-            value = self._step_full(xb, yb, where)
-        else:
-            value = self._step_tbptt(xb, yb, tbptt, where)
-        self.optimizer.step(self.parameters())
-        return value
-
-    def train_on_batch(self, x, y, tbptt=None):
-        """One optimizer step on one batch; returns the loss (and metrics, as a list, when compiled with metrics).
-
-        After it returns, each Parameter's ``grad`` holds that batch's gradient.
-        """
-        self._assert_compiled("train_on_batch")
-        x, y = self._check_xy(x, y)
-        if tbptt is not None:
-            tbptt = _positive_int(tbptt, "tbptt")
-        for m in self.compiled_metrics:
-            m.reset_state()
-        value = self._train_step(x, y, tbptt, "train_on_batch")
-        if not self.compiled_metrics:
-            return value
-        return [value] + [m.result() for m in self.compiled_metrics]
-
-    def fit(self, x, y, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, initial_epoch=0, seed=None, tbptt=None):
-        """Train for ``epochs`` epochs; returns a :class:`~fastrnn.callbacks.History`.
-
-        batch_size: default 32. validation_split: the LAST fraction of x/y (taken before shuffling, as
-        Keras does) is held out; validation_data=(x_val, y_val) takes precedence. shuffle: reshuffle
-        the training samples every epoch with a generator seeded by ``seed``. verbose: 0 silent, 1 a
-        tqdm progress bar per epoch, 2 one line per epoch. tbptt=k: truncated BPTT in chunks of k
-        steps (see the module docstring). Raises FloatingPointError, naming the epoch and batch, when
-        the loss becomes NaN or Inf (the offending update is not applied).
-        """
-        self._assert_compiled("fit")
-        x, y = self._check_xy(x, y)
-        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
-        epochs = _positive_int(epochs, "epochs", allow_zero=True)
-        initial_epoch = _positive_int(initial_epoch, "initial_epoch", allow_zero=True)
-        if verbose not in (0, 1, 2, "auto"):
-            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
-        verbose = 1 if verbose == "auto" else verbose
-        if tbptt is not None:
-            tbptt = _positive_int(tbptt, "tbptt")
-            if not isinstance(x, list) and x.ndim < 2:
-                raise ValueError(f"tbptt: x must have a time axis [batch, steps, ...], got shape {x.shape}")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)) \
-                or not 0.0 <= float(validation_split) < 1.0:
-            raise ValueError(f"validation_split: expected a float in [0, 1), got {validation_split!r}")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
-            val = self._check_xy(validation_data[0], validation_data[1], "validation_data x", "validation_data y")
-        elif validation_split:
-            n = _n_samples(x)
-            split = int(math.floor(n * (1.0 - float(validation_split))))
-            if split == 0 or split == n:
-                raise ValueError(
-                    f"validation_split: {validation_split} of {n} samples leaves "
-                    f"{'no training' if split == 0 else 'no validation'} samples"
-                )
-            x, y, val = _take(x, slice(None, split)), y[:split], (_take(x, slice(split, None)), y[split:])
-        n = _n_samples(x)
-        steps = int(math.ceil(n / batch_size))
-        rng = np.random.default_rng(seed)
-
-        history = callbacks_module.History()
-        cb_list = list(callbacks or [])
-        cbs = callbacks_module.CallbackList(  # History last, as Keras, so it sees what callbacks add to logs
-            cb_list + [history], self,
-            {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
-        self.stop_training = False
-        self.history = history
-        cbs.on_train_begin({})
-        logs = {}
-        for epoch in range(initial_epoch, epochs):
-            cbs.on_epoch_begin(epoch, {})
-            for m in self.compiled_metrics:
-                m.reset_state()
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", disable=verbose != 1,
-                       leave=True, dynamic_ncols=True)
-            loss_sum, loss_n = 0.0, 0
-            try:
-                for b in range(steps):
-                    idx = order[b * batch_size:(b + 1) * batch_size]
-                    if not shuffle:
-                        idx = slice(b * batch_size, min((b + 1) * batch_size, n))
-                    cbs.on_train_batch_begin(b, {})
-                    xb, yb = _take(x, idx), y[idx]
-                    value = self._train_step(xb, yb, tbptt, f"epoch {epoch + 1}, batch {b + 1} of {steps}")
-                    loss_sum += value * yb.shape[0]
-                    loss_n += yb.shape[0]
-                    logs = {"loss": loss_sum / loss_n}
-                    logs.update({m.name: m.result() for m in self.compiled_metrics})
-                    cbs.on_train_batch_end(b, dict(logs))
-                    bar.update(1)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-                if val is not None:
-                    vals = self._evaluate_arrays(val[0], val[1], batch_size)
-                    logs.update({"val_" + k: v for k, v in vals.items()})
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-            finally:
-                bar.close()
-            if verbose == 2:
-                print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()),
-                      file=sys.stdout)
-            cbs.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        cbs.on_train_end(dict(logs))
-        return history
-
-    # ------------------------------------------------------------------ inference
-    def _evaluate_arrays(self, x, y, batch_size, verbose=0):
-        for m in self.compiled_metrics:
-            m.reset_state()
-        total, count = 0.0, 0
-        steps = int(math.ceil(_n_samples(x) / batch_size))
-
-        def results():
-            out = {"loss": total / count if count else 0.0}
-            out.update({m.name: m.result() for m in self.compiled_metrics})
-            return out
-
-        bar = tqdm(total=steps, desc="Evaluate", unit="batch", disable=verbose != 1, leave=True, dynamic_ncols=True)
-        try:
-            for b in range(steps):
-                sl = slice(b * batch_size, (b + 1) * batch_size)
-                y_pred, mask = self._outputs_for_loss(_take(x, sl), y[sl], False)
-                s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask)
-                total += s
-                count += c
-                for m in self.compiled_metrics:
-                    m.update_state(y[sl], y_pred, mask)
-                bar.update(1)
-                if not bar.disable:  # the running loss and metrics, as fit shows them
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in results().items()}, refresh=False)
-        finally:
-            bar.close()
-        return results()
-
-    def evaluate(self, x, y, batch_size=None, verbose=1, return_dict=False):
-        """Loss (and metrics) on x, y in inference mode.
-
-        Returns the loss when the model has no metrics, else ``[loss, metric1, ...]``, or a dict with
-        ``return_dict=True`` (as Keras). The loss is the mean over all valid entries (masked steps
-        excluded), independent of batch_size.
-        """
-        self._assert_compiled("evaluate")
-        x, y = self._check_xy(x, y)
-        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
-        res = self._evaluate_arrays(x, y, batch_size, verbose=1 if verbose in (1, "auto") else 0)
-        if return_dict:
-            return res
-        if not self.compiled_metrics:
-            return res["loss"]
-        return [res["loss"]] + [res[m.name] for m in self.compiled_metrics]
-
-    def predict(self, x, batch_size=None, verbose=0):
-        """Outputs for x in inference mode, computed in batches of ``batch_size`` (default 32)."""
-        x = self._check_x(x)
-        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
-        outs = []
-        steps = int(math.ceil(_n_samples(x) / batch_size))
-        for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
-            y = self(_take(x, slice(b * batch_size, (b + 1) * batch_size)), training=False)
-            if isinstance(y, (tuple, list)):
-                raise ValueError("predict: the model's output must be a single array")
-            outs.append(np.asarray(y))
-        return np.concatenate(outs, axis=0)
-
-    # ------------------------------------------------------------------ summary
-    def _layer_rows(self):
-        rows = []
-        for lay in self.layers:
-            if lay.built and lay.input_shape is not None:
-                out = lay.compute_output_shape(tuple(lay.input_shape))
-                shape = _fmt_shape((None, list(out)) if isinstance(out, list) else (None,) + tuple(out))
-                params = lay.count_params()
-            else:
-                shape, params = "? (unbuilt)", 0
-            rows.append((f"{lay.name} ({type(lay).__name__})", shape, params))
-        return rows
-
-    def summary(self, line_length=None, print_fn=None):
-        """Print a Keras-like table (Layer (type), Output Shape, Param #, totals) and return it as a string."""
-        if not self.built:
-            raise ValueError(
-                f"model '{self.name}': summary() needs a built model; call build(input_shape), give the first "
-                "layer input_shape=..., or call the model on a batch of data first"
-            )
-        rows = self._layer_rows()
-        w1 = max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 3
-        w2 = max([len("Output Shape")] + [len(r[1]) for r in rows]) + 3
-        w3 = max([len("Param #")] + [len(f"{r[2]:,}") for r in rows]) + 2
-        width = max(line_length or 0, w1 + w2 + w3 + 1)
-        lines = [f'Model: "{self.name}"', "_" * width,
-                 " " + "Layer (type)".ljust(w1) + "Output Shape".ljust(w2) + "Param #".ljust(w3), "=" * width]
-        for i, (name, shape, params) in enumerate(rows):
-            lines.append(" " + name.ljust(w1) + shape.ljust(w2) + f"{params:,}".ljust(w3))
-            if i < len(rows) - 1:
-                lines.append("")
-        params = self.parameters()
-        total = sum(p.size for p in params)
-        trainable = sum(p.size for p in params if p.trainable)
-        lines += ["=" * width, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {total - trainable:,}", "_" * width]
-        text = "\n".join(line.rstrip() if line.strip() else line for line in lines)
-        (print_fn or print)(text)
-        return text
-
-    # ------------------------------------------------------------------ config and saving
-    def get_config(self):
-        """Constructor arguments for ``from_config`` (a subclass with arguments overrides this)."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        """A new model from ``get_config()``'s dict."""
-        return cls(**config)
-
-    def save(self, filepath):
-        """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically."""
-        from . import saving
-
-        saving.save_model(self, filepath)
-
-    def save_weights(self, filepath):
-        """Save only the weights, atomically, in the same container format."""
-        from . import saving
-
-        saving.save_weights(self, filepath)
-
-    def load_weights(self, filepath):
-        """Load weights saved by ``save_weights`` (or ``save``) into this model; ValueError on any mismatch."""
-        from . import saving
-
-        saving.load_weights(self, filepath)
-
-    def __repr__(self):
-        return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)} built={self.built}>"
-
-
+@saving.register_model
 class Sequential(Model):
     """A plain stack of layers: each layer's output (and mask, via ``compute_mask``) feeds the next."""
 
-    def __init__(self, layers=None, name=None):
+    _default_name = "sequential"
+    _single_input = True
+    #: from_config takes custom_objects (for custom layers), which load_model passes
+    _config_takes_custom_objects = True
+
+    def __init__(self, layers: Layer | Sequence[Layer] | None = None, name: str | None = None):
         super().__init__(name=name)
         self._layers = []
         if layers is not None:
@@ -717,11 +47,11 @@ class Sequential(Model):
                 self.add(lay)
 
     @property
-    def layers(self):
+    def layers(self) -> list[Layer]:
         """The layers, in order."""
         return list(self._layers)
 
-    def add(self, layer):
+    def add(self, layer: Layer) -> None:
         """Append a layer; TypeError for non-layers, ValueError for a duplicate layer name.
 
         When the model already knows its input shape the layer is built at once; if that fails the
@@ -743,13 +73,13 @@ class Sequential(Model):
                 self._build_input_shape = prev_shape
                 raise
 
-    def pop(self):
+    def pop(self) -> Layer:
         """Remove and return the last layer."""
         if not self._layers:
             raise IndexError("pop: the model has no layers")
         return self._layers.pop()
 
-    def build(self, input_shape):
+    def build(self, input_shape) -> None:
         """Build every layer for inputs of shape ``input_shape`` (batch dimension excluded)."""
         if not self._layers:
             raise ValueError(f"model '{self.name}': build() needs at least one layer")
@@ -760,7 +90,7 @@ class Sequential(Model):
                 lay.build(shape)
             shape = tuple(lay.compute_output_shape(shape))
 
-    def forward(self, x, training=False, mask=None):
+    def forward(self, x, training: bool = False, mask=None):
         """Run the layers in order, passing each layer's output mask to the next."""
         if not self._layers:
             raise ValueError(f"model '{self.name}': the model has no layers")
@@ -800,13 +130,13 @@ class Sequential(Model):
             rows.append((f"{lay.name} ({type(lay).__name__})", _fmt_shape((None,) + shape), lay.count_params()))
         return rows
 
-    def get_config(self):
+    def get_config(self) -> dict:
         """``{"name", "layers": [serialized layers], "build_input_shape"}``."""
         return {"name": self.name, "layers": [layers_base.serialize(lay) for lay in self._layers],
                 "build_input_shape": None if self._build_input_shape is None else list(self._build_input_shape)}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Sequential:
         """A new Sequential (built when the config records an input shape)."""
         lays = []
         for lc in config.get("layers", []):
@@ -820,6 +150,3 @@ class Sequential(Model):
         if shape is not None and model._build_input_shape is None:
             model.build(tuple(shape))
         return model
-
-
-from .seq2seq import Seq2Seq  # noqa: E402  (defined in its own module, built on Model)

@@ -24,10 +24,14 @@ so training continues exactly as it would have.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ._config import Configurable
+
+if TYPE_CHECKING:
+    from .layers.base import Parameter
 
 __all__ = [
     "LearningRateSchedule",
@@ -216,7 +220,7 @@ class Optimizer:
                 return [None if g is None else g * scale for g in grads]
         return grads
 
-    def step(self, params=None):
+    def step(self, params: Sequence[Parameter] | None = None) -> None:
         """Apply one update to every trainable parameter from its ``.grad`` (values change in place).
 
         ValueError, before any parameter or slot changes, when a gradient's shape differs from its value's."""
@@ -242,7 +246,7 @@ class Optimizer:
             p.value[...] = new
         self.iterations = t
 
-    def zero_grad(self, params=None):
+    def zero_grad(self, params: Sequence[Parameter] | None = None) -> None:
         """Set every parameter's gradient to zero."""
         for p in self._resolve(params):
             if p.grad is not None:
@@ -271,7 +275,7 @@ class Optimizer:
         return cfg
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Optimizer:
         """Recreate from ``get_config()``'s dict."""
         config = dict(config)
         lr = config.get("learning_rate")
@@ -283,13 +287,13 @@ class Optimizer:
             config["learning_rate"] = sched.from_config(lr.get("config", {}))
         return cls(**config)
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Everything needed to continue identically: class, config, step count and slot arrays (copies)."""
         slots = {} if self._slots is None else {k: [a.copy() for a in v] for k, v in self._slots.items()}
         return {"class_name": type(self).__name__, "config": self.get_config(), "iterations": int(self.iterations),
                 "slots": slots}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()``'s output (hyperparameters, step count and slots)."""
         if not isinstance(state, dict) or not {"class_name", "config", "iterations", "slots"} <= set(state):
             raise ValueError("state: expected a dict from Optimizer.state_dict() with keys "
@@ -501,7 +505,7 @@ _OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
 _CLASSES = {c.__name__: c for c in _OPTIMIZERS.values()}
 
 
-def get(identifier):
+def get(identifier: str | Optimizer | dict) -> Optimizer:
     """An Optimizer from a name ("sgd", "rmsprop", "adam", "adamw"; Keras defaults), an Optimizer or a config dict."""
     if isinstance(identifier, Optimizer):
         return identifier
@@ -516,12 +520,12 @@ def get(identifier):
     raise TypeError(f"optimizer: expected a str or Optimizer, got {type(identifier).__name__}")
 
 
-def serialize(optimizer):
+def serialize(optimizer: Optimizer) -> dict:
     """``{"class_name", "config"}`` for an optimizer."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 
-def deserialize(config, custom_objects=None):
+def deserialize(config: dict, custom_objects: dict | None = None) -> Optimizer:
     """Inverse of :func:`serialize`; custom classes are looked up in ``custom_objects``."""
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"optimizer config: expected a dict with 'class_name', got {config!r}")

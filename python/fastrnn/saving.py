@@ -29,12 +29,18 @@ import zlib
 
 import numpy as np
 
+from . import losses, metrics, optim
+from ._version import __version__
+
 FORMAT = "fastrnn"
 VERSION = 1
 MARKER = "fastrnn.json"
 MODEL_ENTRY = "model.json"
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "FORMAT", "VERSION"]
+# model classes loadable by name (register_model); everything else comes from custom_objects
+_MODEL_CLASSES: dict = {}
+
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "register_model", "FORMAT", "VERSION"]
 
 
 # --------------------------------------------------------------------------- writing
@@ -109,8 +115,6 @@ class _ArrayCollector:
 
 
 def _write_container(f, kind, payload, arrays):
-    from . import __version__
-
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         marker = {"format": FORMAT, "version": VERSION, "kind": kind, "fastrnn_version": __version__}
         zf.writestr(MARKER, json.dumps(marker))
@@ -127,8 +131,6 @@ def _weights_payload(model, col):
 
 def save_model(model, filepath):
     """Write architecture, weights, compile configuration and optimizer state to ``filepath`` (atomically)."""
-    from . import losses, metrics, optim
-
     if not model.built:
         raise ValueError(f"save: model '{model.name}' is not built; call it on data or build(input_shape) first")
     col = _ArrayCollector()
@@ -271,15 +273,21 @@ def _assign_weights(model, saved, path):
         p.assign(arr)
 
 
-def _model_class(name, custom_objects):
-    from .models import Model, Sequential
+def register_model(cls):
+    """Class decorator: make a model class loadable by its class name without ``custom_objects``.
 
+    fastrnn registers ``Model`` and ``Sequential``; any other class (a custom model, ``Seq2Seq``)
+    is found only in the ``custom_objects`` given to :func:`load_model`. Loading looks a name up
+    here and never imports or executes anything named in a file."""
+    _MODEL_CLASSES[cls.__name__] = cls
+    return cls
+
+
+def _model_class(name, custom_objects):
     if custom_objects and name in custom_objects:
         return custom_objects[name]
-    if name == "Sequential":
-        return Sequential
-    if name == "Model":
-        return Model
+    if isinstance(name, str) and name in _MODEL_CLASSES:
+        return _MODEL_CLASSES[name]
     raise ValueError(f"load_model: the file holds a custom model class '{name}'; pass it as "
                      f"custom_objects={{'{name}': {name}}}")
 
@@ -287,8 +295,6 @@ def _model_class(name, custom_objects):
 def _compile_from_file(model, r, cc, state, custom_objects):
     """Compile ``model`` from a file's compile_config and restore the optimizer state; a malformed
     section becomes a ValueError naming the file and what is wrong."""
-    from . import losses, optim
-
     if not isinstance(cc, dict):
         raise ValueError(f"'{r.path}': compile_config must be an object, got {type(cc).__name__}; "
                          "load with compile=False to skip it")
@@ -329,13 +335,11 @@ def _compile_from_file(model, r, cc, state, custom_objects):
 def load_model(filepath, custom_objects=None, compile=True):
     """Recreate a model saved with ``model.save``: architecture, weights and (with compile=True) the
     optimizer (with its full state), loss and metrics. ValueError for corrupt or foreign files."""
-    from .models import Sequential
-
     r = _Reader(filepath, "model")
     p = r.payload
     cls = _model_class(p.get("class_name"), custom_objects)
     try:
-        if isinstance(cls, type) and issubclass(cls, Sequential):
+        if isinstance(cls, type) and getattr(cls, "_config_takes_custom_objects", False):
             model = cls.from_config(p.get("config") or {}, custom_objects=custom_objects)
         else:
             model = cls.from_config(p.get("config") or {})

@@ -15,8 +15,8 @@ target tokens.
 
 Encoder: Embedding(mask_zero=True) -> Bidirectional(LSTM or GRU) (or a single direction) returning
 the annotations h_j [B, Tx, D] (D = 2 * units when bidirectional) and the final states. Decoder: an
-LSTM/GRU cell with D units, started from the encoder's final state (the two directions'
-states concatenated), run one step at a time through ``fastrnn.ops`` (T = 1 calls with h0/c0):
+LSTM/GRU layer with D units, started from the encoder's final state (the two directions'
+states concatenated), run one step at a time with its step API (``decoder.step``):
 
     c_i = attention(s_{i-1}, h, source mask)          # Bahdanau ordering: the previous state
     s_i = cell([embedding(y_{i-1}); c_i], s_{i-1})
@@ -27,17 +27,17 @@ embeddings, one mask per sequence shared over time, the encoder layer's own ``dr
 the decoder's states before the output layer (one mask per sequence shared over the output
 steps); decoding never drops.
 
-Backward runs the decoder steps in reverse, chaining the state gradients through ``dstate`` of
-the backward ops, sending each step's context gradient through the attention into the annotations
-and the final-state gradient into the encoder. ``dtype='float64'`` runs the NumPy references (for
+Backward runs the decoder steps in reverse (``decoder.step_backward``), chaining the state
+gradients, sending each step's context gradient through the attention into the annotations and
+the final-state gradient into the encoder. ``dtype='float64'`` runs the NumPy references (for
 gradient checks).
 
 Speed: every decoder step is a T = 1 kernel call followed by small dense products (attention,
 output). These run on fastrnn's own GEMM (``fastrnn.ops.matmul``), so one thread pool serves the
-whole step: with NumPy's BLAS for them its threads kept spinning between calls and a training step
-(B = 64, 2 threads, 2 cores) took 38-45 ms against 24-25 ms on one thread; now 18-20 ms on two. With
-libgomp's default spin time it took 219 ms (fastrnn loads its kernels with a short one, see
-``fastrnn.backend``).
+whole step: with NumPy's BLAS for them, its threads kept spinning between the calls and competed
+with the kernels' threads, which made a training step on two threads slower than on one. For the
+same reason fastrnn loads its kernels with a short OpenMP spin time (see ``fastrnn.backend``);
+libgomp's default one made the step several times slower.
 
 fit / evaluate / train_on_batch / save come from :class:`fastrnn.models.Model`; ``predict`` decodes
 greedily. Truncated BPTT (``tbptt=``) is not supported. Saved models load with
@@ -52,11 +52,13 @@ from tqdm.auto import tqdm
 
 from . import losses as losses_module
 from . import saving
-from .layers.base import unique_name
+from ._model import Model
+from ._validation import fraction
+from ._validation import positive_int as _positive_int
 from .layers.attention import BahdanauAttention, LuongAttention
+from .layers.base import unique_name
 from .layers.core import Dense, Dropout, Embedding
-from .layers.recurrent import GRU, LSTM, Bidirectional, _ops_for
-from .models import Model, _positive_int
+from .layers.recurrent import GRU, LSTM, Bidirectional
 
 __all__ = ["Seq2Seq"]
 
@@ -104,10 +106,7 @@ class Seq2Seq(Model):
         if self.end_id == self.start_id:
             raise ValueError(f"end_id: must differ from start_id, both are {start_id}")
         self.max_output_len = None if max_output_len is None else _positive_int(max_output_len, "max_output_len")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
-                or not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = fraction(dropout, "dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed: expected None or a non-negative int, got {seed!r}")
         self.seed = seed
@@ -190,22 +189,21 @@ class Seq2Seq(Model):
             states = [np.concatenate([states[k], states[n + k]], axis=-1) for k in range(n)]
         return enc_out, mask, states
 
-    def _step(self, ops, emb_t, state, enc_out, mask, training):
-        """One decoder step: (new state list, attention weights, (attention cache, cell cache))."""
+    def _step(self, emb_t, state, enc_out, mask, training):
+        """One decoder step: (new state list, attention weights, attention cache); with
+        ``training`` the decoder keeps its step's cache for ``step_backward``."""
         # the encoder's outputs at padded steps repeat a valid output or are 0: finite, no check
         ctx, weights, acache = self.attention.forward_step(state[0], enc_out, mask=mask, training=training,
-                                                           _padding_finite=True)
-        x_t = np.concatenate([emb_t, ctx], axis=-1)[:, None, :]
-        dec = self.decoder
-        _, state, cache = dec._forward_op(ops, np.ascontiguousarray(x_t), dec.w_hh.value, state, None, training)
-        return state, weights, (acache, cache)
+                                                           padding_finite=True)
+        _, state = self.decoder.step(np.concatenate([emb_t, ctx], axis=-1), state, training=training)
+        return state, weights, acache
 
     # ------------------------------------------------------------------ teacher-forced forward / backward
     def forward_teacher(self, x, y, training=False):
         """Logits [B, Ty, tgt_vocab] with the decoder fed the true previous tokens (teacher forcing).
 
         With ``training=True`` it keeps what ``backward`` needs."""
-        ops = _ops_for(self.dtype)
+        self.decoder.reset_steps()
         enc_out, mask, state = self._encode(x, training)
         B, Ty = y.shape
         dec_in = np.concatenate([np.full((B, 1), self.start_id, dtype=np.int64), y[:, :-1]], axis=1)
@@ -213,34 +211,30 @@ class Seq2Seq(Model):
         hs = np.empty((B, Ty, self.enc_dim), dtype=self.dtype)
         steps = []
         for i in range(Ty):
-            state, _, caches = self._step(ops, emb[:, i], state, enc_out, mask, training)
+            state, _, acache = self._step(emb[:, i], state, enc_out, mask, training)
             hs[:, i] = state[0]
-            steps.append(caches)
+            steps.append(acache)
         logits = self.output_layer(self.output_dropout(hs, training=training), training=training)
-        self._steps = steps if training else None
+        self._steps = (steps, len(state)) if training else None
         return logits
 
     def backward(self, dlogits):
         """Backpropagate d loss / d logits of the last training ``forward_teacher``; accumulates the grads."""
         if self._steps is None:
             raise RuntimeError("backward: called before a forward pass with training=True")
-        ops = _ops_for(self.dtype)
-        dec, E, D = self.decoder, self.embed_dim, self.enc_dim
+        acaches, n_states = self._steps
+        E, D = self.embed_dim, self.enc_dim
         dhs = self.output_dropout.backward(self.output_layer.backward(dlogits))
         B, Ty = dhs.shape[:2]
         demb = np.zeros((B, Ty, E), dtype=self.dtype)
         denc = None
-        dstate = [np.zeros((B, D), dtype=self.dtype) for _ in range(dec._n_states)]
+        dstate = [np.zeros((B, D), dtype=self.dtype) for _ in range(n_states)]
         for i in range(Ty - 1, -1, -1):
-            acache, cache = self._steps[i]
-            grads = dec._backward_op(ops, cache, None, [dstate[0] + dhs[:, i]] + dstate[1:])
-            for p in dec.parameters():
-                p.grad += grads[p.name.rsplit("/", 1)[1]]
-            dx = grads["x"][:, 0]
+            dx, dprev = self.decoder.step_backward(dhs[:, i], dstate)
             demb[:, i] = dx[:, :E]
-            dq, dv = self.attention.backward_step(acache, dx[:, E:])
+            dq, dv = self.attention.backward_step(acaches[i], dx[:, E:])
             denc = dv if denc is None else denc + dv
-            dstate = [grads["h0"] + dq] + ([grads["c0"]] if dec._n_states == 2 else [])
+            dstate = [dprev[0] + dq] + dprev[1:]
         self.tgt_embedding.backward(demb)
         if self.bidirectional:
             U = self.units
@@ -287,7 +281,6 @@ class Seq2Seq(Model):
         return 2 * int(np.shape(x)[1]) + 2
 
     def _greedy(self, x, max_len):
-        ops = _ops_for(self.dtype)
         enc_out, mask, state = self._encode(x, False)
         B, Tx = x.shape
         table = self.tgt_embedding.embeddings.value
@@ -296,7 +289,7 @@ class Seq2Seq(Model):
         att = np.zeros((B, max_len, Tx), dtype=self.dtype)
         done = np.zeros(B, dtype=bool)
         for i in range(max_len):
-            state, weights, _ = self._step(ops, table[tok], state, enc_out, mask, False)
+            state, weights, _ = self._step(table[tok], state, enc_out, mask, False)
             logits = self.output_layer(state[0])
             tok = np.where(done, 0, logits[:, 1:].argmax(axis=-1) + 1)  # never the padding id 0
             out[:, i] = tok
@@ -315,7 +308,6 @@ class Seq2Seq(Model):
         decoding. ``length_penalty`` alpha > 0 picks the final sequence by score / ((5 + n) / 6) **
         alpha, n its length up to its end_id (GNMT's normalisation, which favours longer outputs);
         the search itself keeps the k best raw scores."""
-        ops = _ops_for(self.dtype)
         enc_out, mask, state = self._encode(x, False)
         B, Tx = x.shape
         V = self.tgt_vocab
@@ -332,8 +324,8 @@ class Seq2Seq(Model):
         seqs = np.zeros((B, k, max_len), dtype=np.int64)
         atts = np.zeros((B, k, max_len, Tx), dtype=self.dtype)
         for i in range(max_len):
-            state, weights, _ = self._step(ops, table[tok], state, enc_k, mask_k, False)
-            logp = losses_module._log_softmax(self.output_layer(state[0]).astype(np.float64))
+            state, weights, _ = self._step(table[tok], state, enc_k, mask_k, False)
+            logp = losses_module.log_softmax(self.output_layer(state[0]).astype(np.float64))
             logp[:, 0] = -np.inf  # never the padding id
             cand = score[..., None] + logp.reshape(B, k, V)
             cand[done] = -np.inf

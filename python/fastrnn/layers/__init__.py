@@ -13,6 +13,7 @@ initialisation and dropout masks reproducible.
 ``get_layer_class`` / ``serialize`` / ``deserialize`` rebuild layers from their configs.
 """
 from . import initializers
+from .attention import BahdanauAttention, LuongAttention
 from .base import (
     Layer,
     Parameter,
@@ -23,11 +24,22 @@ from .base import (
     serialize,
     unique_name,
 )
-from .attention import BahdanauAttention, LuongAttention
-from .core import (Activation, Concatenate, Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking,
-                   RepeatVector, TimeDistributed)
+from .bidirectional import Bidirectional
+from .core import (
+    Activation,
+    Concatenate,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    Input,
+    InputLayer,
+    Masking,
+    RepeatVector,
+    TimeDistributed,
+)
 from .initializers import set_seed
-from .recurrent import GRU, LSTM, BaseRNN, Bidirectional, SimpleRNN
+from .recurrent import GRU, LSTM, BaseRNN, SimpleRNN
 
 __all__ = [
     "Activation",

@@ -27,12 +27,15 @@ averages the values uniformly); ``mask`` stays the values' mask [B, Tx].
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .. import ops
-from .base import Layer, bool_mask, register_layer
-from .core import _init_name, _positive_int
+from .._validation import layer_positive_int as _positive_int
 from . import initializers
+from .base import Layer, bool_mask, register_layer
+from .core import _init_name
 
 __all__ = ["BahdanauAttention", "LuongAttention", "masked_softmax"]
 
@@ -59,7 +62,7 @@ class _Attention(Layer):
     _input_rank = (2, 2)
     _input_desc = "[batch, query_features]"
 
-    def __init__(self, query_dim=None, value_dim=None, **kwargs):
+    def __init__(self, query_dim: int | None = None, value_dim: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.query_dim = None if query_dim is None else _positive_int(query_dim, self._who(), "query_dim")
         self.value_dim = None if value_dim is None else _positive_int(value_dim, self._who(), "value_dim")
@@ -126,7 +129,7 @@ class _Attention(Layer):
             mask = bool_mask(m, self._who())
             # padding may hold NaN or inf: its weight is 0, but 0 * NaN is NaN in the context and in
             # the gradients, so such masked steps are zeroed (checked on the masked entries alone,
-            # a few percent of the cost of the zeroing that is rarely needed)
+            # which costs much less than the zeroing that is rarely needed)
             if not padding_finite and not mask.all() and not np.isfinite(values[~mask]).all():
                 values = np.where(mask[..., None], values, self.dtype.type(0))
         return query, values, mask
@@ -154,12 +157,14 @@ class _Attention(Layer):
             self._cache = cache
         return context, weights
 
-    def forward_step(self, query, values, mask=None, training=True, _padding_finite=False):
+    def forward_step(self, query, values, mask=None, training: bool = True, padding_finite: bool = False):
         """(context, weights, cache): one call whose cache goes to ``backward_step`` (None unless training).
 
-        ``_padding_finite``: the caller knows the masked steps of ``values`` are finite (a decoder
-        whose encoder is a fastrnn recurrent layer), so the per-call check is skipped."""
-        query, values, mask = self._check_inputs(query, values, mask, _padding_finite)
+        ``padding_finite``: the caller guarantees that the values at masked steps are finite (as
+        the sequence output of a fastrnn recurrent layer is); the check for non-finite values
+        there, which zeroes them, is skipped (a decoder calls this once per output step on the
+        same values). With non-finite padding and ``padding_finite=True`` the outputs are NaN."""
+        query, values, mask = self._check_inputs(query, values, mask, padding_finite)
         one = query.ndim == 2  # one decoder step; else a query sequence [B, Tq, Dq]
         # Computed on query sequences [B, Q, Dq] (Q = 1 for one step). The query and the returned
         # weights are the caller's to change before backward: the cache keeps copies. values
@@ -235,8 +240,8 @@ class BahdanauAttention(_Attention):
     Built from the first call, or at construction when ``query_dim`` and ``value_dim`` are given.
     """
 
-    def __init__(self, units, kernel_initializer="glorot_uniform", bias_initializer="zeros", seed=None,
-                 **kwargs):
+    def __init__(self, units: int, kernel_initializer: str | Callable = "glorot_uniform",
+                 bias_initializer: str | Callable = "zeros", seed: int | None = None, **kwargs):
         self.units = units
         self._kernel_init, self.kernel_initializer = _init_name(kernel_initializer, "BahdanauAttention",
                                                                 "kernel_initializer")
@@ -296,7 +301,8 @@ class LuongAttention(_Attention):
     [Dq, Dv]; 'dot' has none and needs Dq == Dv.
     """
 
-    def __init__(self, score="general", kernel_initializer="glorot_uniform", seed=None, **kwargs):
+    def __init__(self, score: str = "general", kernel_initializer: str | Callable = "glorot_uniform",
+                 seed: int | None = None, **kwargs):
         if score not in _LUONG_SCORES:
             raise ValueError(f"LuongAttention: score must be 'general' or 'dot', got {score!r}")
         self.score = score

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from .._validation import layer_positive_int as _positive_int
+from .._validation import layer_rate as _rate
 from . import initializers
 from .base import Layer, deserialize, register_layer, serialize
 
@@ -55,22 +57,6 @@ def _init_name(init, who, arg):
         raise type(exc)(f"{who}: {arg}: {exc}") from None
     name = init if isinstance(init, str) else getattr(init, "__name__", None)
     return fn, name
-
-
-def _positive_int(value, who, arg):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{who}: {arg} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{who}: {arg} must be a positive int, got {value}")
-    return int(value)
-
-
-def _rate(value, who, arg):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{who}: {arg} must be a float in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{who}: {arg} must be in [0, 1), got {value}")
-    return float(value)
 
 
 # ----------------------------------------------------------------------------------------------

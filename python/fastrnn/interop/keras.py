@@ -1,280 +1,26 @@
-"""Exact weight exchange with PyTorch and Keras.
+"""Exact weight exchange with Keras 3: ``from_keras`` and ``to_keras`` (see :mod:`fastrnn.interop`).
 
-fastrnn stores recurrent weights in PyTorch layouts (``w_ih [G*H, I]``, ``w_hh [G*H, H]``), so:
-
-- PyTorch: ``torch.nn.RNN`` (tanh / relu), ``LSTM`` and ``GRU`` with any ``num_layers``,
-  ``bidirectional`` and ``batch_first``. :func:`from_torch` gives one fastrnn layer per torch layer
-  with ``return_sequences=True`` (a ``Bidirectional(..., merge_mode="concat")`` when the module is
-  bidirectional): the layer itself for ``num_layers=1``, a list for more. torch's two biases of
-  SimpleRNN and LSTM are summed into fastrnn's one bias; :func:`to_torch` puts that bias in
-  ``bias_ih`` and zeros in ``bias_hh`` (the outputs are identical). GRU keeps both biases.
-- Keras 3: ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True`` only, Keras's default) and
-  ``Bidirectional``, the core layers (Dense, Embedding, Dropout, Flatten, TimeDistributed,
-  Activation, RepeatVector, Masking) and whole Sequential models of them, both ways. Keras kernels
-  are ``[I, G*H]`` (transposed); Keras's LSTM gate order i, f, c, o is fastrnn's i, f, g, o;
-  Keras's GRU order z, r, h is reordered to r, z, n; Keras's GRU bias ``[2, 3H]`` holds the input
-  and the recurrent bias.
-
-torch and keras are imported only inside the functions that need them.
-
-Dropout between torch layers and dropout inside Keras cells are training-time options: they are
-carried over where both sides have them (Keras ``dropout`` / ``recurrent_dropout``) and otherwise
-dropped; inference outputs are identical.
-"""
+keras is imported only inside the functions that need it."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["from_torch", "to_torch", "from_keras", "to_keras"]
+from .. import layers
+from ..layers.core import ACTIVATIONS
+from ..models import Sequential
+from ._common import (
+    _GATES,
+    _activation_name,
+    _cell_arrays,
+    _cfg,
+    _f32,
+    _is_bidirectional,
+    _new_cell,
+    _set_cell,
+)
 
-_GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
-_TORCH_KIND = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
+__all__ = ["from_keras", "to_keras"]
 
-
-def _layers():
-    from . import layers
-
-    return layers
-
-
-def _f32(a):
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
-
-
-def _kind(layer):
-    """'SimpleRNN', 'LSTM' or 'GRU' for a fastrnn recurrent layer (ValueError otherwise)."""
-    L = _layers()
-    for name in ("LSTM", "GRU", "SimpleRNN"):
-        cls = getattr(L, name, None)
-        if cls is not None and isinstance(layer, cls):
-            return name
-    raise TypeError(
-        f"expected a fastrnn SimpleRNN, LSTM, GRU or Bidirectional layer, got {type(layer).__name__}")
-
-
-def _is_bidirectional(layer):
-    cls = getattr(_layers(), "Bidirectional", None)
-    return cls is not None and isinstance(layer, cls)
-
-
-def _cfg(layer, key, default=None):
-    if hasattr(layer, key):
-        return getattr(layer, key)
-    return layer.get_config().get(key, default)
-
-
-def _activation_name(layer):
-    act = _cfg(layer, "activation", "tanh")
-    if callable(act) and not isinstance(act, str):
-        act = getattr(act, "__name__", str(act))
-    return str(act)
-
-
-def _new_cell(kind, units, input_size, **kw):
-    """A built fastrnn recurrent layer of the given kind."""
-    cls = getattr(_layers(), kind)
-    layer = cls(units, **kw)
-    layer.build((None, int(input_size)))
-    return layer
-
-
-def _assign(layer, name, value):
-    p = getattr(layer, name)
-    value = _f32(value)
-    if tuple(value.shape) != tuple(p.value.shape):
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}': {name} must have shape {tuple(p.value.shape)}, got {value.shape}")
-    p.assign(value)
-
-
-def _set_cell(layer, kind, w_ih, w_hh, b=None, b_ih=None, b_hh=None):
-    _assign(layer, "w_ih", w_ih)
-    _assign(layer, "w_hh", w_hh)
-    if kind == "GRU":
-        _assign(layer, "b_ih", b_ih)
-        _assign(layer, "b_hh", b_hh)
-    else:
-        _assign(layer, "b", b)
-
-
-def _cell_arrays(layer):
-    """(kind, units, input_size, dict of float32 arrays) of a built fastrnn recurrent layer."""
-    kind = _kind(layer)
-    if not layer.built:
-        raise ValueError(
-            f"{kind} '{layer.name}' is not built: call it on data or call build(input_shape) before converting it")
-    arrays = {}
-    for n in (("w_ih", "w_hh", "b_ih", "b_hh") if kind == "GRU" else ("w_ih", "w_hh", "b")):
-        p = getattr(layer, n, None)
-        if p is None:  # use_bias=False: the bias is zero
-            G = _GATES[kind]
-            arrays[n] = np.zeros(G * int(layer.units), np.float32)
-        else:
-            arrays[n] = np.array(p.value, dtype=np.float32)
-    units = arrays["w_hh"].shape[1]
-    return kind, units, arrays["w_ih"].shape[1], arrays
-
-
-# ================================================================================================
-# PyTorch
-# ================================================================================================
-
-def _torch_kind(module):
-    import torch
-
-    for cls, kind in ((torch.nn.LSTM, "LSTM"), (torch.nn.GRU, "GRU"), (torch.nn.RNN, "SimpleRNN")):
-        if isinstance(module, cls):
-            return kind
-    raise TypeError(f"from_torch expects a torch.nn.RNN, LSTM or GRU module, got {type(module).__name__}")
-
-
-def _torch_param(module, name, like=None):
-    p = getattr(module, name, None)
-    if p is None:
-        if like is None:
-            raise ValueError(f"torch module has no parameter {name!r}")
-        return np.zeros(like, dtype=np.float32)
-    return p.detach().cpu().numpy().astype(np.float32)
-
-
-def from_torch(module):
-    """fastrnn layer(s) computing exactly what a ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computes.
-
-    Each torch layer becomes a fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU`` with
-    ``return_sequences=True`` (``activation`` = the module's ``nonlinearity``), wrapped in
-    ``Bidirectional(..., merge_mode="concat")`` when the module is bidirectional. Returns the layer
-    for ``num_layers=1`` and a list of layers (apply them in order) otherwise. fastrnn layers are
-    batch-major: feed ``x`` as ``[B, T, I]`` whatever the module's ``batch_first``. torch's
-    inter-layer dropout is a training option and is not carried over. ``proj_size`` is not supported.
-    """
-    kind = _torch_kind(module)
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"from_torch: LSTM proj_size={module.proj_size} is not supported (fastrnn LSTM has no projection)")
-    H, I0 = int(module.hidden_size), int(module.input_size)
-    ndir = 2 if module.bidirectional else 1
-    kw = {"return_sequences": True, "zero_output_for_mask": True}  # torch pads packed outputs with 0
-    if kind == "SimpleRNN":
-        if module.nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"from_torch: nonlinearity must be 'tanh' or 'relu', got {module.nonlinearity!r}")
-        kw["activation"] = module.nonlinearity
-    G = _GATES[kind]
-    out = []
-    for k in range(int(module.num_layers)):
-        I = I0 if k == 0 else H * ndir
-        cells = []
-        for d in range(ndir):
-            sfx = f"_l{k}" + ("_reverse" if d else "")
-            w_ih = _torch_param(module, "weight_ih" + sfx)
-            w_hh = _torch_param(module, "weight_hh" + sfx)
-            b_ih = _torch_param(module, "bias_ih" + sfx, like=(G * H,))
-            b_hh = _torch_param(module, "bias_hh" + sfx, like=(G * H,))
-            cells.append((w_ih, w_hh, b_ih, b_hh))
-        if ndir == 1:
-            layer = _new_cell(kind, H, I, **kw)
-            targets = [layer]
-        else:
-            layer = _layers().Bidirectional(getattr(_layers(), kind)(H, **kw), merge_mode="concat")
-            layer.build((None, I))
-            targets = [layer.forward_layer, layer.backward_layer]
-        for tgt, (w_ih, w_hh, b_ih, b_hh) in zip(targets, cells):
-            if kind == "GRU":
-                _set_cell(tgt, kind, w_ih, w_hh, b_ih=b_ih, b_hh=b_hh)
-            else:
-                _set_cell(tgt, kind, w_ih, w_hh, b=b_ih + b_hh)
-        out.append(layer)
-    return out[0] if len(out) == 1 else out
-
-
-def _stack_of(obj):
-    """The list of recurrent layers in a layer, a list/tuple of layers or a Sequential-like model."""
-    if isinstance(obj, (list, tuple)):
-        items = list(obj)
-    elif hasattr(obj, "layers") and not _is_bidirectional(obj):
-        items = list(obj.layers)
-    else:
-        items = [obj]
-    if not items:
-        raise ValueError("to_torch: expected at least one recurrent layer, got an empty stack")
-    return items
-
-
-def to_torch(layer, batch_first=True):
-    """A ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computing exactly what the fastrnn layer(s) compute.
-
-    ``layer``: a built fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU``, a ``Bidirectional`` of one (merge
-    mode 'concat'), or a list (or Sequential) of such layers of the same kind and size, each feeding
-    the next (becomes ``num_layers``). The module's output sequence equals the last fastrnn layer's
-    output with ``return_sequences=True``. ``batch_first`` sets the module's layout (default True,
-    fastrnn's). SimpleRNN and LSTM biases go to ``bias_ih`` with zeros in ``bias_hh``.
-    Layers with ``go_backwards=True``, alone or wrapped in Bidirectional, have no torch counterpart: ValueError.
-    """
-    import torch
-
-    stack = _stack_of(layer)
-    per_layer = []  # list of (kind, units, input_size, [arrays per direction], bidir)
-    for i, item in enumerate(stack):
-        if _is_bidirectional(item):
-            merge = _cfg(item, "merge_mode", "concat")
-            if merge != "concat":
-                raise ValueError(f"to_torch: Bidirectional merge_mode must be 'concat' (torch concatenates), "
-                                 f"got {merge!r} in layer {i}")
-            if bool(_cfg(item.forward_layer, "go_backwards", False)):
-                raise ValueError(f"to_torch: layer {i} ('{item.name}') is a Bidirectional of a layer with "
-                                 "go_backwards=True, which torch bidirectional modules cannot express")
-            subs = [item.forward_layer, item.backward_layer]
-        else:
-            if bool(_cfg(item, "go_backwards", False)):
-                raise ValueError(f"to_torch: layer {i} ('{item.name}') has go_backwards=True, which torch "
-                                 "modules cannot express outside a bidirectional module")
-            subs = [item]
-        arrs = []
-        for sub in subs:
-            kind, units, isz, a = _cell_arrays(sub)
-            act = _activation_name(sub)
-            if kind == "SimpleRNN" and act not in ("tanh", "relu"):
-                raise ValueError(f"to_torch: SimpleRNN activation must be 'tanh' or 'relu', got {act!r}")
-            if kind != "SimpleRNN" and act != "tanh":
-                raise ValueError(f"to_torch: {kind} activation must be 'tanh' for torch, got {act!r}")
-            arrs.append((kind, units, isz, act, a))
-        per_layer.append((arrs, len(subs) == 2))
-    kinds = {a[0] for arrs, _ in per_layer for a in arrs}
-    units = {a[1] for arrs, _ in per_layer for a in arrs}
-    acts = {a[3] for arrs, _ in per_layer for a in arrs}
-    bidirs = {b for _, b in per_layer}
-    if len(kinds) != 1 or len(units) != 1 or len(acts) != 1 or len(bidirs) != 1:
-        raise ValueError(
-            "to_torch: a stack must use one cell kind, one size, one activation and be all or none "
-            f"bidirectional, got kinds {sorted(kinds)}, units {sorted(units)}, activations {sorted(acts)}")
-    kind, H, act, bidir = kinds.pop(), units.pop(), acts.pop(), bidirs.pop()
-    ndir = 2 if bidir else 1
-    I0 = per_layer[0][0][0][2]
-    for k in range(1, len(per_layer)):
-        isz = per_layer[k][0][0][2]
-        if isz != H * ndir:
-            raise ValueError(f"to_torch: layer {k} takes {isz} input features but layer {k - 1} outputs {H * ndir}")
-    cls = {"SimpleRNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[kind]
-    kw = {"nonlinearity": act} if kind == "SimpleRNN" else {}
-    mod = cls(I0, H, num_layers=len(per_layer), bias=True, batch_first=bool(batch_first),
-              bidirectional=bidir, **kw)
-    with torch.no_grad():
-        for k, (arrs, _) in enumerate(per_layer):
-            for d, (_, _, _, _, a) in enumerate(arrs):
-                sfx = f"_l{k}" + ("_reverse" if d else "")
-                getattr(mod, "weight_ih" + sfx).copy_(torch.from_numpy(a["w_ih"]))
-                getattr(mod, "weight_hh" + sfx).copy_(torch.from_numpy(a["w_hh"]))
-                if kind == "GRU":
-                    b_ih, b_hh = a["b_ih"], a["b_hh"]
-                else:
-                    b_ih, b_hh = a["b"], np.zeros_like(a["b"])
-                getattr(mod, "bias_ih" + sfx).copy_(torch.from_numpy(b_ih))
-                getattr(mod, "bias_hh" + sfx).copy_(torch.from_numpy(b_hh))
-    mod.eval()
-    return mod
-
-
-# ================================================================================================
-# Keras
-# ================================================================================================
 
 def _keras_kind(layer):
     import keras
@@ -361,8 +107,6 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
 
 
 def _core_activation(klayer, what):
-    from .layers.core import ACTIVATIONS
-
     act = _act_name(klayer.activation)
     if act not in ACTIVATIONS:
         raise ValueError(f"from_keras: {what} with activation {act!r}; fastrnn has {', '.join(ACTIVATIONS)}")
@@ -374,7 +118,7 @@ def _from_keras_other(klayer):
     Activation, RepeatVector, Masking), or None for a kind handled elsewhere."""
     import keras
 
-    L = _layers()
+    L = layers
     K = keras.layers
     if isinstance(klayer, K.Dense):
         act = _core_activation(klayer, "Dense")
@@ -406,8 +150,6 @@ def _from_keras_other(klayer):
 
 
 def _from_keras_sequential(model):
-    from .models import Sequential
-
     ours = [from_keras(kl) for kl in model.layers]
     shape = None
     try:
@@ -415,7 +157,7 @@ def _from_keras_sequential(model):
     except (AttributeError, IndexError, TypeError, ValueError):  # a model never built on an input
         pass
     if shape is not None:
-        ours = [_layers().Input(shape)] + ours
+        ours = [layers.Input(shape)] + ours
     return Sequential(ours)
 
 
@@ -449,7 +191,7 @@ def from_keras(layer):
         b = _from_keras_cell(bwd)
         if f.go_backwards == b.go_backwards:
             raise ValueError("from_keras: the Bidirectional's backward layer must run opposite to its forward layer")
-        bi = _layers().Bidirectional(f, merge_mode=layer.merge_mode, backward_layer=b)
+        bi = layers.Bidirectional(f, merge_mode=layer.merge_mode, backward_layer=b)
         bi.build((None, f.w_ih.value.shape[1]))
         _set_cell(bi.forward_layer, kind, **_cell_arrays(f)[3])
         return bi
@@ -511,7 +253,7 @@ def _to_keras_other(layer):
     """The Keras twin of a fastrnn core layer, or None for a kind handled elsewhere."""
     import keras
 
-    L = _layers()
+    L = layers
     K = keras.layers
     if isinstance(layer, L.Dense):
         if not layer.built:
@@ -545,9 +287,9 @@ def _to_keras_sequential(model, batch_size):
 
     lays = list(model.layers)
     shape = model._build_input_shape
-    if lays and isinstance(lays[0], _layers().InputLayer):
+    if lays and isinstance(lays[0], layers.InputLayer):
         shape = lays.pop(0)._given_input_shape
-    stateful = [lay for lay in lays if isinstance(lay, _layers().BaseRNN) and lay.stateful]
+    stateful = [lay for lay in lays if isinstance(lay, layers.BaseRNN) and lay.stateful]
     if stateful:
         batch_size = _stateful_batch(stateful[0], batch_size)
     head = [keras.Input(tuple(shape), batch_size=batch_size)] if shape is not None else []
@@ -565,8 +307,6 @@ def to_keras(layer, batch_size=None):
     layer's carried state (the Keras layer starts from zeros).
     """
     import keras
-
-    from .models import Sequential
 
     if isinstance(layer, Sequential):
         return _to_keras_sequential(layer, batch_size)

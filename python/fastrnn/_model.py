@@ -1,0 +1,278 @@
+"""The ``Model`` base class: structure (layers, parameters, weights), build, compile, summary and
+save / load; the training loops come from :class:`fastrnn.training.TrainingLoops`.
+
+A custom model subclasses ``Model``, assigns its layers as attributes (they are found by
+``model.layers``, also inside lists, tuples and dicts, and their Parameters by
+``model.parameters()``) and writes ``forward(x, training=False, mask=None)`` and
+``backward(dy) -> dx``; when its output is a masked sequence it sets ``self.output_mask`` in
+``forward`` so that the loss skips the masked steps. compile/fit/evaluate/predict/summary/save
+are inherited. A model with several inputs (Keras's encoder-decoder pattern) takes them as a list
+of arrays, ``model.fit([x_enc, x_dec], y)``, and its ``forward`` receives that list; a Sequential
+takes one array (a list of per-sample arrays is stacked into one).
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import losses as losses_module
+from . import metrics as metrics_module
+from . import optim as optim_module
+from . import saving
+from .layers import base as layers_base
+from .layers import recurrent as layers_recurrent
+from .training import (
+    TrainingLoops,
+    _all_layers,
+    _fmt_shape,
+    _input_shape_of,
+    _is_shape_list,
+    _walk_layers,
+)
+
+if TYPE_CHECKING:
+    from .layers.base import Layer, Parameter
+    from .losses import Loss
+    from .metrics import Metric
+    from .optim import Optimizer
+
+__all__ = ["Model"]
+
+
+@saving.register_model
+class Model(TrainingLoops):
+    """Base class: subclass it and write ``forward`` and ``backward`` (see the module docstring)."""
+
+    # class-level defaults, so a subclass that forgets super().__init__() still works
+    optimizer = None
+    loss = None
+    compiled_metrics: list = []
+    stop_training = False
+    history = None
+    output_mask = None
+    _metric_ids: list = []
+    _build_input_shape = None
+    _name = None
+    #: the base of the default name ("model_1", ...); None: the class name in snake case
+    _default_name = None
+
+    def __init__(self, name: str | None = None):
+        self._name = name
+        self.optimizer = None
+        self.loss = None
+        self.compiled_metrics = []
+        self._metric_ids = []
+        self.stop_training = False
+        self.history = None
+        self.output_mask = None
+        self._build_input_shape = None
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def name(self) -> str:
+        """The model's name (Keras-style default: 'model', 'sequential', ... made unique)."""
+        if self._name is None:
+            base = self._default_name or layers_base._snake_case(type(self).__name__)
+            self._name = layers_base.unique_name(base)
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = str(value)
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The model's layers: attributes that are Layers (or lists/tuples/dicts of them), in assignment order."""
+        out, seen = [], set()
+        for key, val in vars(self).items():
+            if key in ("optimizer", "loss", "compiled_metrics", "history"):
+                continue
+            _walk_layers(val, out, seen)
+        return out
+
+    def parameters(self) -> list[Parameter]:
+        """Every Parameter of the model's layers (and Parameters assigned directly), each once, in a fixed order."""
+        out, seen = [], set()
+        for lay in self.layers:
+            for p in lay.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        for val in vars(self).values():
+            if isinstance(val, layers_base.Parameter) and id(val) not in seen:
+                seen.add(id(val))
+                out.append(val)
+        return out
+
+    def zero_grad(self) -> None:
+        """Zero every parameter's gradient."""
+        for p in self.parameters():
+            p.zero_grad()
+
+    @property
+    def built(self) -> bool:
+        """True once every layer is built (after build(input_shape) or a first call on data)."""
+        lays = self.layers
+        return bool(lays) and all(lay.built for lay in lays)
+
+    def count_params(self) -> int:
+        """Number of scalars in the parameters; ValueError before the model is built."""
+        if not self.built:
+            raise ValueError(
+                f"model '{self.name}': count_params() needs a built model; call build(input_shape) or call the "
+                "model on a batch of data first"
+            )
+        return int(sum(p.size for p in self.parameters()))
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of all parameter values, in ``parameters()`` order."""
+        return [p.value.copy() for p in self.parameters()]
+
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
+        """Copy a list of arrays (``get_weights()`` order) into the parameters; ValueError on count/shape mismatch."""
+        params = self.parameters()
+        weights = list(weights)
+        if len(weights) != len(params):
+            raise ValueError(f"weights: model '{self.name}' has {len(params)} parameters, got {len(weights)} arrays")
+        for p, w in zip(params, weights):
+            if np.shape(w) != p.shape:
+                raise ValueError(f"weights: '{p.name}' has shape {p.shape}, got an array of shape {np.shape(w)}")
+        for p, w in zip(params, weights):
+            p.assign(w)
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x, training: bool = False, mask=None):
+        """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x, training=False, mask=None)")
+
+    def backward(self, dy):
+        """Backpropagate ``dy`` (gradient w.r.t. the output of the last training forward); returns dx (override)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement backward(dy)")
+
+    def __call__(self, x, training: bool = False, mask=None):
+        """Run ``forward``; records the input shape the first time (for summary and save/load)."""
+        self.output_mask = None
+        y = self.forward(x, training=training, mask=mask)
+        if self._build_input_shape is None:
+            self._build_input_shape = _input_shape_of(x)
+        return y
+
+    def build(self, input_shape) -> None:
+        """Build by running the model once on zeros of shape ``(1,) + input_shape`` (None dims become 1).
+
+        The carried states of stateful / carry_state recurrent layers are left as they were before
+        (layers first made during this forward end with no carried state)."""
+        multi = _is_shape_list(input_shape)
+        shapes = [tuple(1 if d is None else int(d) for d in sh) for sh in (input_shape if multi else [input_shape])]
+        saved = {}
+        for lay in _all_layers(self.layers):
+            if isinstance(lay, layers_recurrent.BaseRNN):
+                saved[id(lay)] = lay.states
+                lay.states = None
+        try:
+            zeros = [np.zeros((1,) + sh, dtype=np.float32) for sh in shapes]
+            self(zeros if multi else zeros[0], training=False)
+        finally:
+            for lay in _all_layers(self.layers):
+                if isinstance(lay, layers_recurrent.BaseRNN):
+                    lay.states = saved.get(id(lay))
+        self._build_input_shape = [tuple(sh) for sh in input_shape] if multi else tuple(input_shape)
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer: str | Optimizer = "rmsprop", loss: str | Loss | Callable | None = None,
+                metrics: Sequence[str | Metric | Callable] | str | Metric | Callable | None = None) -> None:
+        """Set the optimizer (name or Optimizer), loss (name, Loss or callable returning (value, grad)) and metrics."""
+        opt = optim_module.get(optimizer)
+        if loss is None:
+            raise ValueError("loss: compile() needs a loss (a name such as 'mse', a Loss object or a callable)")
+        loss_obj = losses_module.get(loss)
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, (str, metrics_module.Metric)) or callable(metrics):
+            metrics = [metrics]
+        elif not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics: expected a list of metrics, got {type(metrics).__name__}")
+        mets = [metrics_module.get(m, loss=loss_obj) for m in metrics]
+        names = [m.name for m in mets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup or {"loss"} & set(names):
+            raise ValueError(f"metrics: metric names must be unique and not 'loss', got {names}")
+        self.optimizer = opt
+        self.loss = loss_obj
+        self.compiled_metrics = mets
+        self._metric_ids = list(metrics)
+
+    def _assert_compiled(self, what):
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError(
+                f"{what}: the model must be compiled first; call model.compile(optimizer=..., loss=...)"
+            )
+
+
+    # ------------------------------------------------------------------ summary
+    def _layer_rows(self):
+        rows = []
+        for lay in self.layers:
+            if lay.built and lay.input_shape is not None:
+                out = lay.compute_output_shape(tuple(lay.input_shape))
+                shape = _fmt_shape((None, list(out)) if isinstance(out, list) else (None,) + tuple(out))
+                params = lay.count_params()
+            else:
+                shape, params = "? (unbuilt)", 0
+            rows.append((f"{lay.name} ({type(lay).__name__})", shape, params))
+        return rows
+
+    def summary(self, line_length: int | None = None, print_fn: Callable[[str], object] | None = None) -> str:
+        """Print a Keras-like table (Layer (type), Output Shape, Param #, totals) and return it as a string."""
+        if not self.built:
+            raise ValueError(
+                f"model '{self.name}': summary() needs a built model; call build(input_shape), give the first "
+                "layer input_shape=..., or call the model on a batch of data first"
+            )
+        rows = self._layer_rows()
+        w1 = max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 3
+        w2 = max([len("Output Shape")] + [len(r[1]) for r in rows]) + 3
+        w3 = max([len("Param #")] + [len(f"{r[2]:,}") for r in rows]) + 2
+        width = max(line_length or 0, w1 + w2 + w3 + 1)
+        lines = [f'Model: "{self.name}"', "_" * width,
+                 " " + "Layer (type)".ljust(w1) + "Output Shape".ljust(w2) + "Param #".ljust(w3), "=" * width]
+        for i, (name, shape, params) in enumerate(rows):
+            lines.append(" " + name.ljust(w1) + shape.ljust(w2) + f"{params:,}".ljust(w3))
+            if i < len(rows) - 1:
+                lines.append("")
+        params = self.parameters()
+        total = sum(p.size for p in params)
+        trainable = sum(p.size for p in params if p.trainable)
+        lines += ["=" * width, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", "_" * width]
+        text = "\n".join(line.rstrip() if line.strip() else line for line in lines)
+        (print_fn or print)(text)
+        return text
+
+    # ------------------------------------------------------------------ config and saving
+    def get_config(self) -> dict:
+        """Constructor arguments for ``from_config`` (a subclass with arguments overrides this)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
+        """A new model from ``get_config()``'s dict."""
+        return cls(**config)
+
+    def save(self, filepath: str | os.PathLike) -> None:
+        """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically."""
+        saving.save_model(self, filepath)
+
+    def save_weights(self, filepath: str | os.PathLike) -> None:
+        """Save only the weights, atomically, in the same container format."""
+        saving.save_weights(self, filepath)
+
+    def load_weights(self, filepath: str | os.PathLike) -> None:
+        """Load weights saved by ``save_weights`` (or ``save``) into this model; ValueError on any mismatch."""
+        saving.load_weights(self, filepath)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)} built={self.built}>"

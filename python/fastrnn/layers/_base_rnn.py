@@ -1,0 +1,536 @@
+"""BaseRNN: the machinery SimpleRNN, LSTM and GRU share (:mod:`fastrnn.layers.recurrent`).
+
+All recurrent computation runs in ``fastrnn.ops.{rnn,lstm,gru}_forward / _backward`` (the C++
+kernels); the layers only loop over time to spread the gradients of masked outputs that repeat
+an earlier step's output (Keras's masked-output semantics, see BaseRNN). Layers made with
+``dtype="float64"`` run the NumPy references (``fastrnn.reference``) instead, for gradient checks.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .. import ops, reference
+from .._validation import layer_positive_int, layer_rate
+from ..reference._common import check_bptt_steps
+from . import initializers
+from .base import Layer
+from .core import _init_name
+
+__all__ = ["BaseRNN"]
+
+
+def _ops_for(dtype):
+    """The functions that run a layer of ``dtype``: the kernels (float32) or the references (float64)."""
+    return reference if dtype == np.float64 else ops
+
+
+def _repeat_last_valid(y, valid):
+    """y [B, T, H] with every step where valid [B, T] is False replaced by y at the last valid step
+    before it, and by 0 before the first valid step (Keras's sequence output at masked steps)."""
+    T = y.shape[1]
+    last = np.maximum.accumulate(np.where(valid, np.arange(T), -1), axis=1)  # [B, T]
+    b, t = np.nonzero(~valid)  # only the masked entries are gathered
+    src = last[b, t]
+    out = y.copy()
+    out[b, t] = 0
+    keep = src >= 0
+    out[b[keep], t[keep]] = y[b[keep], src[keep]]
+    return out
+
+
+def _repeat_last_valid_backward(dy, valid, bptt_steps=None):
+    """The adjoint of _repeat_last_valid: a valid step gets its own gradient plus those of the
+    invalid steps that repeat it; invalid steps get 0. With truncated BPTT (chunks of bptt_steps
+    steps in running order) only repeats within the source step's chunk send their gradient back,
+    as when the chunks are trained one after another (a chunk that starts masked outputs 0)."""
+    out = np.zeros_like(dy)
+    run = np.zeros_like(dy[:, 0])
+    for t in range(dy.shape[1] - 1, -1, -1):
+        run += dy[:, t]
+        v = valid[:, t]
+        out[v, t] = run[v]
+        run[v] = 0
+        if bptt_steps is not None and t % bptt_steps == 0:
+            run[:] = 0
+    return out
+
+
+class BaseRNN(Layer):
+    """Shared machinery of SimpleRNN, LSTM and GRU (not used directly).
+
+    Call: ``layer(x, training=False, mask=None, initial_state=None, lengths=None)`` with x [B, T, F];
+    ``mask`` bool [B, T] (Keras convention, e.g. from ``Embedding(mask_zero=True)``) or ``lengths``
+    int [B] (not both); ``initial_state`` a list of [B, H] arrays ([h] or, for LSTM, [h, c]; a bare
+    array is accepted for SimpleRNN/GRU). Returns y ([B, T, H] with return_sequences, else [B, H]) or,
+    with return_state, ``[y, h]`` / ``[y, h, c]``.
+
+    Backward: ``layer.backward(dy)``; with return_state, ``dy`` may be a list matching the outputs
+    ([dy, dh] / [dy, dh, dc], entries may be None). Returns dx [B, T, F] and leaves the gradients of
+    the initial state in ``layer.initial_state_grads`` ([dh0] or [dh0, dc0]).
+
+    Masked steps (as in Keras): the state is carried unchanged, and the sequence output there repeats
+    the output of the last valid step before it (0 before the first valid step), or is 0 with
+    ``zero_output_for_mask=True`` (what Bidirectional sets on the layers it wraps when it returns
+    sequences, as Keras does). "Before" is in the order the layer runs (reversed for go_backwards).
+    Without return_sequences the output is the final state, except 0 for rows with no valid step
+    and, with ``zero_output_for_mask=True``, for rows whose last step run is masked (Keras's last
+    output); ``return_state`` returns the states themselves. With ``bptt_steps`` the gradient of a
+    repeated output reaches its source step only from within the source's chunk.
+
+    Dropout (training only, variational): ``dropout`` draws one [B, F] input mask per call, shared by
+    all time steps (and gates); ``recurrent_dropout`` one [B, H] mask on the state fed back into the
+    recurrent matmul (as Keras / Gal & Ghahramani). Both are scaled by 1/(1-rate) and kept in
+    ``last_dropout_masks`` = (input mask or None, recurrent mask or None). recurrent_dropout > 0 runs
+    one kernel call per sequence (the mask is folded into that sequence's w_hh), which is slower than
+    one batched call; the time loop stays in the kernel.
+
+    One step at a time (a decoder, or any loop that computes its next input from the last output):
+    ``h_t, states = layer.step(x_t, states, training=False)`` runs one time step [B, F] -> [B, H]
+    through the same kernels, and ``dx_t, dstates = layer.step_backward(dh_t, dstates)`` its
+    backward, accumulating the parameter gradients as ``backward`` does; training steps are
+    consumed last first, and a call on a sequence (or ``reset_steps()``) drops those left::
+
+        states, outs = enc_states, []           # e.g. [h, c] of an encoder, or None for zeros
+        for t in range(T):
+            h, states = dec.step(inputs(t), states, training=True)
+            outs.append(h)
+        dstates = None
+        for t in reversed(range(T)):            # d_outs[t]: the loss gradient w.r.t. outs[t]
+            dx_t, dstates = dec.step_backward(d_outs[t], dstates)
+        # dstates: the gradients w.r.t. enc_states
+
+    ``get_weights`` / ``set_weights`` use the PyTorch layout above. A Keras layer's ``get_weights()``
+    is in Keras's ([features, gates*units] kernels) and must go through
+    ``fastrnn.interop.from_keras``: set_weights refuses it where the shapes differ, but for a
+    SimpleRNN with as many features as units they coincide and it cannot tell.
+    """
+
+    _cell = "rnn"
+    _gates = 1
+    _n_states = 1
+    _weights_hint = ("; the weights are in PyTorch's layout (w_ih [gates*units, features], w_hh [gates*units, "
+                     "units]), not Keras's: convert a Keras layer's weights with fastrnn.interop.from_keras")
+    _input_rank = (3, 3)
+    _input_desc = "[batch, time, features]"
+    _activations = ("tanh",)
+
+    def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
+                 kernel_initializer: str | Callable = "glorot_uniform",
+                 recurrent_initializer: str | Callable = "orthogonal", bias_initializer: str | Callable = "zeros",
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0, return_sequences: bool = False,
+                 return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
+                 carry_state: bool = False, bptt_steps: int | None = None, seed: int | None = None,
+                 zero_output_for_mask: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        who = self._who()
+        self.units = layer_positive_int(units, who, "units")
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        if not isinstance(activation, str):
+            raise TypeError(f"{who}: activation must be a str, got {type(activation).__name__}")
+        if activation not in self._activations:
+            raise ValueError(
+                f"{who}: unknown activation {activation!r}; {type(self).__name__} supports "
+                f"{', '.join(repr(a) for a in self._activations)}"
+            )
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self._kernel_init, self.kernel_initializer = _init_name(kernel_initializer, who, "kernel_initializer")
+        self._recurrent_init, self.recurrent_initializer = _init_name(recurrent_initializer, who,
+                                                                      "recurrent_initializer")
+        self._bias_init, self.bias_initializer = _init_name(bias_initializer, who, "bias_initializer")
+        self.dropout = layer_rate(dropout, who, "dropout")
+        self.recurrent_dropout = layer_rate(recurrent_dropout, who, "recurrent_dropout")
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.carry_state = bool(carry_state)
+        self.bptt_steps = bptt_steps
+        self.seed = seed
+        rng = initializers.new_rng(seed)
+        self._init_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+        self._dropout_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+        self.states = None
+        self.initial_state_grads = None
+        self.last_dropout_masks = (None, None)
+        self.w_ih = self.w_hh = None
+        self._step_caches = []  # caches of training steps (step), consumed last first by step_backward
+
+    # -- options -----------------------------------------------------------------------------
+    @property
+    def bptt_steps(self):
+        """Truncated BPTT length passed to the backward op (None: full backpropagation through time)."""
+        return self._bptt_steps
+
+    @bptt_steps.setter
+    def bptt_steps(self, value):
+        self._bptt_steps = check_bptt_steps(value, self._who())
+
+    # -- parameters ----------------------------------------------------------------------------
+    def _bias_names(self):
+        return ("b",)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            hint = ("; its input has no time axis: if the layer before it is recurrent, give that layer "
+                    "return_sequences=True" if len(input_shape) == 1 else "")
+            raise ValueError(
+                f"{self._who()}: input shape must be (time, features) with features known, got {input_shape}{hint}"
+            )
+        n_in = int(input_shape[-1])
+        G, H, dt, rng = self._gates, self.units, self.dtype, self._init_rng
+        self.add_parameter("w_ih", self._kernel_init((G * H, n_in), rng=rng, dtype=dt))
+        # Keras draws the whole recurrent kernel in its layout [H, G*H]; w_hh [G*H, H] is its transpose
+        w_hh = np.ascontiguousarray(self._recurrent_init((H, G * H), rng=rng, dtype=dt).T)
+        self.add_parameter("w_hh", w_hh)
+        self._zero_biases = {}
+        for bname in self._bias_names():
+            if self.use_bias:
+                self.add_parameter(bname, self._make_bias(bname))
+            else:
+                setattr(self, bname, None)
+                self._zero_biases[bname] = np.zeros(G * H, dtype=dt)
+        super().build((None, n_in))
+
+    def _make_bias(self, bname):
+        return self._bias_init((self._gates * self.units,), rng=self._init_rng, dtype=self.dtype)
+
+    def _build_from_weights(self, weights):
+        if weights and np.ndim(weights[0]) == 2:
+            self.build((None, int(np.shape(weights[0])[1])))
+
+    def _build_shape(self, shape):
+        return (None,) + tuple(shape[1:])
+
+    def _bias_value(self, bname):
+        p = getattr(self, bname)
+        return self._zero_biases[bname] if p is None else p.value
+
+    # -- states --------------------------------------------------------------------------------
+    def reset_states(self, states=None):
+        """Forget the carried state (the next forward starts from zeros), or set it to ``states``."""
+        if states is None:
+            self.states = None
+            return
+        self.states = [s.copy() for s in self._resolve_initial_state(states, None, what="states")]
+
+    def reset_state(self, states=None):
+        """Keras 3's name for :meth:`reset_states`."""
+        self.reset_states(states)
+
+    def _resolve_initial_state(self, initial_state, B, what="initial_state"):
+        if initial_state is None:
+            return None
+        n = self._n_states
+        if isinstance(initial_state, np.ndarray) and n == 1:
+            initial_state = [initial_state]
+        names = "[h, c]" if n == 2 else "[h]"
+        if not isinstance(initial_state, (list, tuple)) or len(initial_state) != n:
+            raise ValueError(
+                f"{self._who()}: {what} must be a list of {n} array(s) {names} of shape [batch, {self.units}], "
+                f"got {type(initial_state).__name__}"
+                + (f" of length {len(initial_state)}" if isinstance(initial_state, (list, tuple)) else "")
+            )
+        out = []
+        for i, s in enumerate(initial_state):
+            a = np.asarray(s)
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"{self._who()}: {what}[{i}] must be a numeric array, got dtype {a.dtype}")
+            bb = a.shape[0] if (B is None and a.ndim == 2) else B
+            if a.shape != (bb, self.units):
+                raise ValueError(
+                    f"{self._who()}: {what}[{i}] must have shape [batch, units] = ({bb}, {self.units}), got {a.shape}"
+                )
+            out.append(np.ascontiguousarray(a, dtype=self.dtype))
+        return out
+
+    def _resolve_mask(self, mask, lengths, B, T):
+        if lengths is not None:
+            if mask is not None:
+                raise ValueError(f"{self._who()}: pass either mask or lengths, not both")
+            lens = np.asarray(lengths)
+            if lens.dtype.kind not in "iu":
+                raise TypeError(f"{self._who()}: lengths must be an integer array, got dtype {lens.dtype}")
+            if lens.shape != (B,):
+                raise ValueError(f"{self._who()}: lengths must have shape [batch] = ({B},), got {lens.shape}")
+            if lens.size and (lens.min() < 0 or lens.max() > T):
+                raise ValueError(f"{self._who()}: lengths must lie in [0, {T}], got values in [{lens.min()}, {lens.max()}]")
+            mask = np.arange(T)[None, :] < lens[:, None]
+        if mask is not None and mask.all():
+            return None
+        return None if mask is None else np.ascontiguousarray(mask)
+
+    # -- the cell-specific op calls --------------------------------------------------------------
+    def _forward_op(self, ops, x, w_hh, init, mask, training):
+        """(y [B,T,H], [h_n, (c_n)], cache) from the functional op."""
+        raise NotImplementedError
+
+    def _backward_op(self, ops, cache, dy, dstates):
+        raise NotImplementedError
+
+    # -- forward / backward --------------------------------------------------------------------
+    def call(self, x, training=False, mask=None, initial_state=None, lengths=None):
+        self._step_caches = []  # a call on a sequence ends any step-by-step use
+        B, T, _ = x.shape
+        mask = self._resolve_mask(mask, lengths, B, T)
+        init = self._resolve_initial_state(initial_state, B)
+        if init is None and (self.stateful or self.carry_state) and self.states is not None:
+            if self.states[0].shape[0] != B:
+                raise ValueError(
+                    f"{self._who()}: the carried state has batch size {self.states[0].shape[0]} but the input has "
+                    f"batch size {B}; call reset_states() before changing the batch size"
+                )
+            init = [s.copy() for s in self.states]
+        ops = _ops_for(self.dtype)
+        x = np.ascontiguousarray(x)
+        dp = rdp = None
+        if training and self.dropout > 0.0:
+            dp = (self._dropout_rng.random((B, x.shape[2])) >= self.dropout).astype(self.dtype)
+            dp /= self.dtype.type(1.0 - self.dropout)
+            x = x * dp[:, None, :]
+        if training and self.recurrent_dropout > 0.0:
+            rdp = (self._dropout_rng.random((B, self.units)) >= self.recurrent_dropout).astype(self.dtype)
+            rdp /= self.dtype.type(1.0 - self.recurrent_dropout)
+        if rdp is None:
+            y, states, cache = self._forward_op(ops, x, self.w_hh.value, init, mask, training)
+        else:
+            y, states, cache = self._forward_rows(ops, x, rdp, init, mask, training)
+        fill = None  # the valid steps in output order, when masked outputs repeat the last valid one
+        drop = None  # rows whose last output is 0 (return_sequences=False)
+        run_valid = None if mask is None else (mask[:, ::-1] if self.go_backwards else mask)  # running order
+        if self.return_sequences:
+            out = np.ascontiguousarray(y[:, ::-1]) if self.go_backwards else y
+            if mask is not None and not self.zero_output_for_mask:
+                fill = run_valid
+                out = _repeat_last_valid(out, fill)
+        else:
+            out = states[0].copy()
+            if mask is not None:  # Keras's last output: 0 where no step is valid, and with
+                drop = ~run_valid.any(axis=1)  # zero_output_for_mask where the last step run is masked
+                if self.zero_output_for_mask:
+                    drop |= ~run_valid[:, -1]
+                out[drop] = 0
+                drop = drop if drop.any() else None
+        if self.stateful or self.carry_state:
+            self.states = [np.array(s, copy=True) for s in states]
+        if training:
+            self._cache = {"cache": cache, "dp": dp, "rdp": rdp, "B": B, "T": T, "fill": fill, "drop": drop}
+        self.last_dropout_masks = (dp, rdp) if training else (None, None)
+        if self.return_state:
+            return [out] + [np.array(s, copy=True) for s in states]
+        return out
+
+    def _forward_rows(self, ops, x, rdp, init, mask, training):
+        """Recurrent dropout: one kernel call per sequence with w_hh's columns scaled by that sequence's mask.
+
+        (h * m) @ w_hh^T == h @ (w_hh * m)^T, so the mask applied to the recurrent input at every step
+        is folded into the weights; the loop is over the batch, never over time.
+        """
+        B = x.shape[0]
+        if init is None:
+            init = [np.zeros((B, self.units), dtype=self.dtype) for _ in range(self._n_states)]
+        w_hh = self.w_hh.value
+        ys, sts, caches = [], [], []
+        for b in range(B):
+            y, st, cache = self._forward_op(
+                ops, x[b:b + 1], np.ascontiguousarray(w_hh * rdp[b][None, :]),
+                [np.ascontiguousarray(s[b:b + 1]) for s in init],
+                None if mask is None else np.ascontiguousarray(mask[b:b + 1]), training)
+            ys.append(y)
+            sts.append(st)
+            caches.append(cache)
+        y = np.concatenate(ys, axis=0)
+        states = [np.concatenate([st[i] for st in sts], axis=0) for i in range(self._n_states)]
+        return y, states, caches
+
+    def _split_dy(self, dy):
+        n_out = 1 + (self._n_states if self.return_state else 0)
+        if isinstance(dy, (list, tuple)):
+            if len(dy) != n_out:
+                raise ValueError(
+                    f"{self._who()}: dy must be a list of {n_out} gradients (one per output), got {len(dy)}"
+                )
+            dys = list(dy)
+        else:
+            dys = [dy] + [None] * (n_out - 1)
+        return dys + [None] * (1 + self._n_states - len(dys))
+
+    def _backward(self, dy):
+        grads, dx = self._compute_backward(dy)
+        self._apply_backward(grads)
+        return dx
+
+    def _compute_backward(self, dy):
+        """(gradients, dx) for ``dy``, changing nothing: Bidirectional computes both directions
+        before it applies either, so that a bad gradient for one leaves both layers untouched."""
+        c = self._cache
+        B, T, H = c["B"], c["T"], self.units
+        dys = self._split_dy(dy)
+        dy_out, dstates = dys[0], dys[1:]
+        dstates = [None if d is None else self._check_dy(d, (B, H), "state gradient") for d in dstates]
+        dy_seq = None
+        if self.return_sequences:
+            if dy_out is not None:
+                dy_seq = self._check_dy(dy_out, (B, T, H))
+                if c["fill"] is not None:
+                    dy_seq = _repeat_last_valid_backward(dy_seq, c["fill"], self.bptt_steps)
+                if self.go_backwards:
+                    dy_seq = dy_seq[:, ::-1]
+                dy_seq = np.ascontiguousarray(dy_seq)
+        elif dy_out is not None:
+            d = self._check_dy(dy_out, (B, H))
+            if c["drop"] is not None:  # those rows output 0, not the state
+                d = np.where(c["drop"][:, None], d.dtype.type(0), d)
+            dstates[0] = d if dstates[0] is None else dstates[0] + d
+        ops = _ops_for(self.dtype)
+        if c["rdp"] is None:
+            grads = self._backward_op(ops, c["cache"], dy_seq, dstates)
+        else:
+            grads = self._backward_rows(ops, c["cache"], c["rdp"], dy_seq, dstates)
+        dx = grads["x"]
+        if c["dp"] is not None:
+            dx = dx * c["dp"][:, None, :]
+        return grads, dx
+
+    def _apply_backward(self, grads):
+        """Accumulate the parameter gradients of :meth:`_compute_backward` and keep the initial
+        states' gradients."""
+        self._accumulate_grads(grads)
+        self.initial_state_grads = self._state_grads(grads)
+
+    def _accumulate_grads(self, grads):
+        """``p.grad += grads[...]`` for every parameter (the op's gradients, keyed by attribute name)."""
+        self.w_ih.grad += grads["w_ih"]
+        self.w_hh.grad += grads["w_hh"]
+        for bname in self._bias_names():
+            p = getattr(self, bname)
+            if p is not None:
+                p.grad += grads[bname]
+
+    def _state_grads(self, grads):
+        """The initial states' gradients of an op's result: [dh0] or [dh0, dc0]."""
+        return [grads["h0"]] + ([grads["c0"]] if self._n_states == 2 else [])
+
+    # -- one time step -------------------------------------------------------------------------
+    def step(self, x_t: np.ndarray, states: list[np.ndarray] | np.ndarray | None = None,
+             training: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Run ONE time step: ``(h_t, new_states)`` for the input ``x_t`` [B, F].
+
+        ``states``: the states before the step, a list ([h] or, for LSTM, [h, c], each [B, units];
+        a bare array for SimpleRNN / GRU) or None for zeros. ``new_states`` is the list after the
+        step and ``h_t`` its first entry (the step's output). The step runs the same kernel as a
+        sequence of length 1 (the references for float64 layers). It neither reads nor sets the
+        carried ``states`` of a stateful layer, takes no mask, and a single step has no direction
+        (``go_backwards`` changes nothing). ``training=True`` keeps what :meth:`step_backward`
+        needs; dropout is not applied step by step, so a training step of a layer with
+        ``dropout`` or ``recurrent_dropout`` > 0 is refused (ValueError).
+        """
+        x_t = self._convert_input(x_t)
+        if x_t.ndim != 2:
+            raise ValueError(f"{self._who()}: step expects x_t of shape [batch, features], got shape "
+                             f"{tuple(x_t.shape)}")
+        if not self.built:
+            self.build(self._given_input_shape or (None, x_t.shape[1]))
+        if x_t.shape[1] != self.input_shape[-1]:
+            raise ValueError(f"{self._who()}: step expects x_t with {self.input_shape[-1]} features, got shape "
+                             f"{tuple(x_t.shape)}")
+        training = bool(training)
+        if training and (self.dropout > 0.0 or self.recurrent_dropout > 0.0):
+            raise ValueError(f"{self._who()}: step(training=True) does not apply dropout; use a layer with "
+                             "dropout=0 and recurrent_dropout=0 (or drop the inputs yourself)")
+        B = x_t.shape[0]
+        init = self._resolve_initial_state(states, B, what="states")
+        x = np.ascontiguousarray(x_t[:, None, :])
+        _, new_states, cache = self._forward_op(_ops_for(self.dtype), x, self.w_hh.value, init, None, training)
+        if training:
+            self._step_caches.append((cache, B))
+        return new_states[0], new_states
+
+    def step_backward(self, dh_t: np.ndarray | None, dstates: list[np.ndarray | None] | np.ndarray | None = None
+                      ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Backpropagate through the LAST training :meth:`step` not yet consumed: ``(dx_t, dstates_prev)``.
+
+        ``dh_t`` [B, units]: the gradient w.r.t. that step's output ``h_t`` (None for none);
+        ``dstates``: the gradients w.r.t. its ``new_states`` (a list like the states, entries may be
+        None; or None). As ``h_t`` is ``new_states[0]``, the two add up. Returns the gradient w.r.t.
+        ``x_t`` [B, F] and the list of gradients w.r.t. the step's input ``states``, and
+        ACCUMULATES the parameter gradients (``p.grad +=``) exactly as :meth:`backward` does.
+        Training steps are consumed last first (run step_backward in reverse order of the steps);
+        RuntimeError when none is left. A call on a sequence, or :meth:`reset_steps`, drops them.
+        """
+        if not self._step_caches:
+            raise RuntimeError(f"{self._who()}: step_backward() called without a pending step(..., training=True) "
+                               "(each training step is consumed by one step_backward, last step first)")
+        cache, B = self._step_caches[-1]
+        n, H = self._n_states, self.units
+        if dstates is None:
+            dstates = [None] * n
+        elif isinstance(dstates, np.ndarray) and n == 1:
+            dstates = [dstates]
+        if not isinstance(dstates, (list, tuple)) or len(dstates) != n:
+            raise ValueError(f"{self._who()}: dstates must be None or a list of {n} gradient(s) "
+                             f"{'[dh, dc]' if n == 2 else '[dh]'}, got {type(dstates).__name__}"
+                             + (f" of length {len(dstates)}" if isinstance(dstates, (list, tuple)) else ""))
+        d = [None if g is None else self._check_dy(g, (B, H), "state gradient") for g in dstates]
+        if dh_t is not None:
+            dh = self._check_dy(dh_t, (B, H), "dh_t")
+            d[0] = dh if d[0] is None else d[0] + dh
+        self._step_caches.pop()
+        grads = self._backward_op(_ops_for(self.dtype), cache, None, d)
+        self._accumulate_grads(grads)
+        return grads["x"][:, 0], self._state_grads(grads)
+
+    def reset_steps(self) -> None:
+        """Drop the caches of training steps not yet consumed by :meth:`step_backward`."""
+        self._step_caches = []
+
+    def _backward_rows(self, ops, caches, rdp, dy_seq, dstates):
+        rows = []
+        for b, cache in enumerate(caches):
+            g = self._backward_op(
+                ops, cache, None if dy_seq is None else np.ascontiguousarray(dy_seq[b:b + 1]),
+                [None if d is None else np.ascontiguousarray(d[b:b + 1]) for d in dstates])
+            g = dict(g)
+            g["w_hh"] = g["w_hh"] * rdp[b][None, :]
+            rows.append(g)
+        out = {}
+        for key in ("x", "h0", "c0"):
+            if key in rows[0]:
+                out[key] = np.concatenate([g[key] for g in rows], axis=0)
+        for key in ("w_ih", "w_hh") + self._bias_names():
+            out[key] = sum(g[key] for g in rows)
+        return out
+
+    # -- shapes, masks, config ------------------------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        out = (input_shape[0], self.units) if self.return_sequences else (self.units,)
+        if self.return_state:
+            return [out] + [(self.units,)] * self._n_states
+        return out
+
+    def compute_mask(self, x, mask=None):
+        out = None
+        if self.return_sequences and mask is not None:
+            m = np.asarray(mask)
+            out = np.ascontiguousarray(m[:, ::-1]) if self.go_backwards else m
+        if self.return_state:
+            return [out] + [None] * self._n_states
+        return out
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(
+            units=self.units, activation=self.activation, use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer, recurrent_initializer=self.recurrent_initializer,
+            bias_initializer=self.bias_initializer, dropout=self.dropout,
+            recurrent_dropout=self.recurrent_dropout, return_sequences=self.return_sequences,
+            return_state=self.return_state, go_backwards=self.go_backwards, stateful=self.stateful,
+            carry_state=self.carry_state, bptt_steps=self.bptt_steps, seed=self.seed,
+            zero_output_for_mask=self.zero_output_for_mask,
+        )
+        return cfg
+

@@ -1,0 +1,459 @@
+"""The training loops shared by every model: input checks, ``train_on_batch``, ``fit`` (with
+validation, callbacks, a progress bar and truncated BPTT), ``evaluate`` and ``predict``.
+
+:class:`TrainingLoops` is a mixin of :class:`fastrnn.models.Model`; it relies only on the model's
+``__call__``, ``backward``, ``layers``, ``parameters``, ``zero_grad`` and on what ``compile``
+sets (``optimizer``, ``loss``, ``compiled_metrics``).
+
+Truncated BPTT (``fit(..., tbptt=k)``): every batch is cut along the time axis (axis 1 of x) into
+chunks of k steps that are run one after another, each recurrent layer carrying its state from
+one chunk to the next (``carry_state=True``; states reset at every batch start) with gradients
+stopped at chunk boundaries. Gradients of all chunks are accumulated and the optimizer takes ONE
+step per batch.
+
+* Sequence outputs ``[B, T, ...]`` (``return_sequences=True`` + ``TimeDistributed(Dense)``):
+  each chunk's loss is the sum over its valid steps, and the accumulated gradient is divided by the
+  number of valid steps of the whole batch, so the gradient equals exactly one forward/backward of
+  the whole sequence with every recurrent layer's ``bptt_steps=k`` (and the reported loss equals the
+  full-sequence loss).
+* Many-to-one outputs (the last recurrent layer returns only its final state): the earlier chunks
+  are only run forward, to carry the state; the loss and the backward pass come from the last
+  chunk alone. This too equals one pass with ``bptt_steps=k``: the gradient of the final output
+  reaches back only through the last chunk (the one holding step T-1).
+* Dropout masks are drawn per chunk (each chunk is a separate forward call).
+* Layers that run backwards in time (``go_backwards=True``, ``Bidirectional``) are refused: a
+  reversed layer would see only its own chunk's future.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import callbacks as callbacks_module
+from ._validation import positive_int as _positive_int
+from .layers import base as layers_base
+
+if TYPE_CHECKING:
+    from .callbacks import Callback, History
+
+__all__ = ["TrainingLoops"]
+
+
+def _to_array(a, argname):
+    if type(a).__module__.startswith("cupy"):
+        a = a.get()
+    if isinstance(a, (list, tuple)):
+        try:
+            a = np.asarray(a)
+        except ValueError as exc:
+            raise ValueError(f"{argname}: could not be converted to an array: {exc}") from None
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{argname}: expected a numpy array, got {type(a).__name__}")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{argname}: expected a numeric array, got dtype {a.dtype}")
+    if a.ndim == 0:
+        raise ValueError(f"{argname}: expected an array with a batch axis, got a scalar")
+    if a.shape[0] == 0:
+        raise ValueError(f"{argname}: got no samples (shape {a.shape})")
+    return a
+
+
+def _is_array(a):
+    return isinstance(a, np.ndarray) or type(a).__module__.startswith("cupy")
+
+
+def _is_multi_input(x):
+    """A list or tuple of arrays: one model input per entry (Keras's multi-input convention).
+    Nested Python lists of numbers stay one input."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(_is_array(a) for a in x)
+
+
+def _is_shape_list(shape):
+    """A list of input shapes (a multi-input model) rather than one shape."""
+    return isinstance(shape, (list, tuple)) and len(shape) > 0 and all(isinstance(s, (list, tuple)) for s in shape)
+
+
+def _n_samples(x):
+    return x[0].shape[0] if isinstance(x, list) else x.shape[0]
+
+
+def _take(x, idx):
+    """Rows ``idx`` of an input (every array of a multi-input list)."""
+    return [a[idx] for a in x] if isinstance(x, list) else x[idx]
+
+
+def _input_shape_of(x):
+    if _is_multi_input(x):
+        return [tuple(np.shape(a)[1:]) for a in x]
+    return tuple(np.shape(x)[1:])
+
+
+
+def _fmt_shape(shape):
+    if shape and isinstance(shape[-1], (list, tuple)):  # several outputs (return_state)
+        return "[" + ", ".join(_fmt_shape((None,) + tuple(s)) for s in shape[-1]) + "]"
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _walk_layers(obj, out, seen):
+    """Collect Layer instances from attributes (and lists/tuples/dicts of them), in order, once each."""
+    if isinstance(obj, layers_base.Layer):
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _walk_layers(v, out, seen)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _walk_layers(v, out, seen)
+
+
+def _sublayers(layer):
+    """The layers wrapped by ``layer`` (TimeDistributed.layer, Bidirectional's two directions)."""
+    subs = []
+    for attr in ("layer", "forward_layer", "backward_layer"):
+        sub = getattr(layer, attr, None)
+        if isinstance(sub, layers_base.Layer) and sub is not layer:
+            subs.append(sub)
+    return subs
+
+
+def _all_layers(roots):
+    out, seen, stack = [], set(), list(roots)[::-1]
+    while stack:
+        lay = stack.pop()
+        if id(lay) in seen:
+            continue
+        seen.add(id(lay))
+        out.append(lay)
+        stack.extend(_sublayers(lay)[::-1])
+    return out
+
+
+class TrainingLoops:
+    """fit / evaluate / predict / train_on_batch and the input checks behind them (a Model mixin)."""
+
+    # a model that takes one array only (a list of arrays is stacked into one); see _check_x
+    _single_input = False
+
+    # ------------------------------------------------------------------ input checks
+    def _expected_input_shape(self):
+        if self._build_input_shape is not None:
+            return self._build_input_shape
+        lays = self.layers
+        if lays and lays[0].input_shape is not None:
+            return tuple(lays[0].input_shape)
+        return None
+
+    def _check_x(self, x, argname="x"):
+        want = self._expected_input_shape()
+        recorded = self._build_input_shape  # what a successful call or build saw (None before)
+        if _is_multi_input(x) and not self._single_input and not (
+                recorded is not None and not _is_shape_list(recorded)):
+            # several inputs (a model that ran on one array before takes lists as one input)
+            want = recorded
+            xs = [_to_array(a, f"{argname}[{i}]") for i, a in enumerate(x)]
+            if want is not None and len(want) != len(xs):
+                raise ValueError(f"{argname}: the model takes {len(want)} inputs, got a list of {len(xs)} arrays")
+            for i, a in enumerate(xs):
+                if a.shape[0] != xs[0].shape[0]:
+                    raise ValueError(f"{argname}: every input must have the same number of samples (first axis): "
+                                     f"{argname}[0] has {xs[0].shape[0]}, {argname}[{i}] has {a.shape[0]}")
+                if want is not None and a.ndim != len(want[i]) + 1:
+                    raise ValueError(f"{argname}[{i}]: expected rank {len(want[i]) + 1} input of shape (batch,) + "
+                                     f"{_fmt_shape(want[i])}, got rank {a.ndim} with shape {a.shape}")
+            return xs
+        x = _to_array(x, argname)
+        if want is not None and _is_shape_list(want):
+            raise ValueError(f"{argname}: the model takes {len(want)} inputs; pass a list of {len(want)} arrays")
+        if want is not None and x.ndim != len(want) + 1:
+            one = x.ndim == len(want) and all(w is None or w == d for w, d in zip(want, x.shape))
+            raise ValueError(
+                f"{argname}: expected rank {len(want) + 1} input of shape (batch,) + {_fmt_shape(want)}, got "
+                f"rank {x.ndim} with shape {x.shape}"
+                + (f" (one sample? {argname}[None] adds the batch axis)" if one else "")
+            )
+        return x
+
+    def _check_xy(self, x, y, xname="x", yname="y"):
+        x = self._check_x(x, xname)
+        y = _to_array(y, yname)
+        if _n_samples(x) != y.shape[0]:
+            raise ValueError(
+                f"{xname} and {yname} must have the same number of samples (first axis): {xname} has "
+                f"{_n_samples(x)}, {yname} has {y.shape[0]}"
+            )
+        return x, y
+
+    # ------------------------------------------------------------------ training
+    def _recurrent_layers(self):
+        return [lay for lay in _all_layers(self.layers) if hasattr(lay, "carry_state") and hasattr(lay, "reset_states")]
+
+    @contextlib.contextmanager
+    def _carrying_state(self):
+        rec = self._recurrent_layers()
+        for lay in _all_layers(self.layers):
+            if getattr(lay, "go_backwards", False) or hasattr(lay, "backward_layer"):
+                raise ValueError(
+                    f"tbptt: layer '{lay.name}' ({type(lay).__name__}) runs backwards in time; truncated BPTT "
+                    "in chunks needs every recurrent layer to run forward (a reversed layer would see only its "
+                    "own chunk)"
+                )
+        if not rec:
+            raise ValueError("tbptt: the model has no recurrent layer to carry state between chunks")
+        saved = [(lay, lay.carry_state) for lay in rec]
+        try:
+            for lay in rec:
+                lay.carry_state = True
+                if not getattr(lay, "stateful", False):
+                    lay.reset_states()
+            yield
+        finally:
+            for lay, c in saved:
+                lay.carry_state = c
+                if not getattr(lay, "stateful", False):
+                    lay.reset_states()
+
+    def _check_loss(self, value, where):
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"fit: the loss became {value} at {where}; training stopped before this batch's update "
+                "(try a lower learning rate, gradient clipping such as clipnorm=1.0, or check the data for NaN/Inf)"
+            )
+
+    def _outputs_for_loss(self, xb, yb, training):
+        """(predictions, mask) that the loss compares with ``yb``: the model's output on ``xb`` and its
+        ``output_mask``. Models whose forward needs the targets too (teacher forcing) override this."""
+        return self(xb, training=training), self.output_mask
+
+    def _step_full(self, xb, yb, where):
+        y_pred, mask = self._outputs_for_loss(xb, yb, True)
+        if isinstance(y_pred, (tuple, list)):
+            raise ValueError("fit: the model's output must be a single array (a layer with return_state=True "
+                             "cannot be the last layer)")
+        total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask)
+        value = total / count if count else 0.0
+        self._check_loss(value, where)
+        self.backward(dtotal / count if count else np.zeros_like(dtotal))
+        for m in self.compiled_metrics:
+            m.update_state(yb, y_pred, mask)
+        return value
+
+    def _step_tbptt(self, xb, yb, k, where):
+        if isinstance(xb, list):
+            raise ValueError("tbptt: truncated BPTT cuts one input array along time; this model takes several")
+        T = xb.shape[1] if xb.ndim >= 2 else 1
+        if xb.ndim < 2:
+            raise ValueError(f"tbptt: x must have a time axis [batch, steps, ...], got shape {xb.shape}")
+        bounds = [(s, min(s + k, T)) for s in range(0, T, k)]
+        seq_mode = None
+        total_sum, total_count = 0.0, 0
+        with self._carrying_state():
+            for ci, (s, e) in enumerate(bounds):
+                y_pred = self(xb[:, s:e], training=True)
+                if isinstance(y_pred, (tuple, list)):
+                    raise ValueError("fit: the model's output must be a single array")
+                if seq_mode is None:
+                    seq_mode = (y_pred.ndim >= 3 and y_pred.shape[1] == e - s and yb.ndim >= 2
+                                and yb.shape[1] == T)
+                last = ci == len(bounds) - 1
+                if not seq_mode and not last:
+                    continue  # many-to-one: earlier chunks only carry the state forward
+                mask = self.output_mask
+                yt = yb[:, s:e] if seq_mode else yb
+                csum, ccount, dsum = self.loss.sum_and_grad(yt, y_pred, mask)
+                self._check_loss(csum / ccount if ccount else 0.0, f"{where}, chunk {ci + 1} (steps {s}..{e - 1})")
+                self.backward(dsum)
+                total_sum += csum
+                total_count += ccount
+                for m in self.compiled_metrics:
+                    m.update_state(yt, y_pred, mask)
+        if total_count:
+            scale = 1.0 / total_count
+            for p in self.parameters():
+                p.grad *= p.grad.dtype.type(scale)
+        return total_sum / total_count if total_count else 0.0
+
+    def _train_step(self, xb, yb, tbptt, where):
+        self.zero_grad()
+        if tbptt is None:
+            value = self._step_full(xb, yb, where)
+        else:
+            value = self._step_tbptt(xb, yb, tbptt, where)
+        self.optimizer.step(self.parameters())
+        return value
+
+    def train_on_batch(self, x, y, tbptt: int | None = None) -> float | list[float]:
+        """One optimizer step on one batch; returns the loss (and metrics, as a list, when compiled with metrics).
+
+        After it returns, each Parameter's ``grad`` holds that batch's gradient.
+        """
+        self._assert_compiled("train_on_batch")
+        x, y = self._check_xy(x, y)
+        if tbptt is not None:
+            tbptt = _positive_int(tbptt, "tbptt")
+        for m in self.compiled_metrics:
+            m.reset_state()
+        value = self._train_step(x, y, tbptt, "train_on_batch")
+        if not self.compiled_metrics:
+            return value
+        return [value] + [m.result() for m in self.compiled_metrics]
+
+    def fit(self, x, y, batch_size: int | None = None, epochs: int = 1, verbose: int | str = 1,
+            callbacks: list[Callback] | None = None, validation_split: float = 0.0,
+            validation_data: tuple | None = None, shuffle: bool = True, initial_epoch: int = 0,
+            seed: int | None = None, tbptt: int | None = None) -> History:
+        """Train for ``epochs`` epochs; returns a :class:`~fastrnn.callbacks.History`.
+
+        batch_size: default 32. validation_split: the LAST fraction of x/y (taken before shuffling, as
+        Keras does) is held out; validation_data=(x_val, y_val) takes precedence. shuffle: reshuffle
+        the training samples every epoch with a generator seeded by ``seed``. verbose: 0 silent, 1 a
+        tqdm progress bar per epoch, 2 one line per epoch. tbptt=k: truncated BPTT in chunks of k
+        steps (see the module docstring). Raises FloatingPointError, naming the epoch and batch, when
+        the loss becomes NaN or Inf (the offending update is not applied).
+        """
+        self._assert_compiled("fit")
+        x, y = self._check_xy(x, y)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
+        epochs = _positive_int(epochs, "epochs", allow_zero=True)
+        initial_epoch = _positive_int(initial_epoch, "initial_epoch", allow_zero=True)
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
+        verbose = 1 if verbose == "auto" else verbose
+        if tbptt is not None:
+            tbptt = _positive_int(tbptt, "tbptt")
+            if not isinstance(x, list) and x.ndim < 2:
+                raise ValueError(f"tbptt: x must have a time axis [batch, steps, ...], got shape {x.shape}")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)) \
+                or not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"validation_split: expected a float in [0, 1), got {validation_split!r}")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            val = self._check_xy(validation_data[0], validation_data[1], "validation_data x", "validation_data y")
+        elif validation_split:
+            n = _n_samples(x)
+            split = int(math.floor(n * (1.0 - float(validation_split))))
+            if split == 0 or split == n:
+                raise ValueError(
+                    f"validation_split: {validation_split} of {n} samples leaves "
+                    f"{'no training' if split == 0 else 'no validation'} samples"
+                )
+            x, y, val = _take(x, slice(None, split)), y[:split], (_take(x, slice(split, None)), y[split:])
+        n = _n_samples(x)
+        steps = int(math.ceil(n / batch_size))
+        rng = np.random.default_rng(seed)
+
+        history = callbacks_module.History()
+        cb_list = list(callbacks or [])
+        cbs = callbacks_module.CallbackList(  # History last, as Keras, so it sees what callbacks add to logs
+            cb_list + [history], self,
+            {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
+        self.stop_training = False
+        self.history = history
+        cbs.on_train_begin({})
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch, {})
+            for m in self.compiled_metrics:
+                m.reset_state()
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", disable=verbose != 1,
+                       leave=True, dynamic_ncols=True)
+            loss_sum, loss_n = 0.0, 0
+            try:
+                for b in range(steps):
+                    idx = order[b * batch_size:(b + 1) * batch_size]
+                    if not shuffle:
+                        idx = slice(b * batch_size, min((b + 1) * batch_size, n))
+                    cbs.on_train_batch_begin(b, {})
+                    xb, yb = _take(x, idx), y[idx]
+                    value = self._train_step(xb, yb, tbptt, f"epoch {epoch + 1}, batch {b + 1} of {steps}")
+                    loss_sum += value * yb.shape[0]
+                    loss_n += yb.shape[0]
+                    logs = {"loss": loss_sum / loss_n}
+                    logs.update({m.name: m.result() for m in self.compiled_metrics})
+                    cbs.on_train_batch_end(b, dict(logs))
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+                if val is not None:
+                    vals = self._evaluate_arrays(val[0], val[1], batch_size)
+                    logs.update({"val_" + k: v for k, v in vals.items()})
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+            finally:
+                bar.close()
+            if verbose == 2:
+                print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()),
+                      file=sys.stdout)
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(dict(logs))
+        return history
+
+    # ------------------------------------------------------------------ inference
+    def _evaluate_arrays(self, x, y, batch_size, verbose=0):
+        for m in self.compiled_metrics:
+            m.reset_state()
+        total, count = 0.0, 0
+        steps = int(math.ceil(_n_samples(x) / batch_size))
+
+        def results():
+            out = {"loss": total / count if count else 0.0}
+            out.update({m.name: m.result() for m in self.compiled_metrics})
+            return out
+
+        bar = tqdm(total=steps, desc="Evaluate", unit="batch", disable=verbose != 1, leave=True, dynamic_ncols=True)
+        try:
+            for b in range(steps):
+                sl = slice(b * batch_size, (b + 1) * batch_size)
+                y_pred, mask = self._outputs_for_loss(_take(x, sl), y[sl], False)
+                s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask)
+                total += s
+                count += c
+                for m in self.compiled_metrics:
+                    m.update_state(y[sl], y_pred, mask)
+                bar.update(1)
+                if not bar.disable:  # the running loss and metrics, as fit shows them
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in results().items()}, refresh=False)
+        finally:
+            bar.close()
+        return results()
+
+    def evaluate(self, x, y, batch_size: int | None = None, verbose: int | str = 1,
+                 return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """Loss (and metrics) on x, y in inference mode.
+
+        Returns the loss when the model has no metrics, else ``[loss, metric1, ...]``, or a dict with
+        ``return_dict=True`` (as Keras). The loss is the mean over all valid entries (masked steps
+        excluded), independent of batch_size.
+        """
+        self._assert_compiled("evaluate")
+        x, y = self._check_xy(x, y)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
+        res = self._evaluate_arrays(x, y, batch_size, verbose=1 if verbose in (1, "auto") else 0)
+        if return_dict:
+            return res
+        if not self.compiled_metrics:
+            return res["loss"]
+        return [res["loss"]] + [res[m.name] for m in self.compiled_metrics]
+
+    def predict(self, x, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
+        """Outputs for x in inference mode, computed in batches of ``batch_size`` (default 32)."""
+        x = self._check_x(x)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
+        outs = []
+        steps = int(math.ceil(_n_samples(x) / batch_size))
+        for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
+            y = self(_take(x, slice(b * batch_size, (b + 1) * batch_size)), training=False)
+            if isinstance(y, (tuple, list)):
+                raise ValueError("predict: the model's output must be a single array")
+            outs.append(np.asarray(y))
+        return np.concatenate(outs, axis=0)
