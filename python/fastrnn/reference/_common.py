@@ -396,6 +396,19 @@ def input_projection(x_tm, w_ih, b):
     return (x_tm.reshape(T * B, I) @ w_ih.T + b).reshape(T, B, w_ih.shape[0])
 
 
+#: cell -> its reference backward; each cell's module registers its own (so that this module, which
+#: the cell modules import, need not import them back)
+BACKWARD: Dict[str, Any] = {}
+
+
+def register_backward(cell: str):
+    """Decorator: record ``fn`` as the reference backward of ``cell`` (for ReferenceCache.backward)."""
+    def deco(fn):
+        BACKWARD[cell] = fn
+        return fn
+    return deco
+
+
 class ReferenceCache(dict, Cache):
     """The cache of a reference forward: a dict with the keys listed in fastrnn.reference's
     docstring (``cache["x"]``, ``cache.get("h_prev")``, ...), and the fields of
@@ -433,9 +446,7 @@ class ReferenceCache(dict, Cache):
 
     def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> dict:
         """``reference.{cell}_backward(self, ...)``, on the device of a CuPy cache's arrays."""
-        from .. import reference  # noqa: PLC0415 - the package imports this module
-
-        fn = getattr(reference, f"{self['cell']}_backward")
+        fn = BACKWARD[self["cell"]]
         x = self.get("x")
         if _is_cupy(x):
             import cupy  # noqa: PLC0415

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from ._common import (
+    register_backward,
     FloatArray,
     Grads,
     ReferenceCache,
@@ -72,6 +73,7 @@ def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatAr
     return from_time_major(y, batch_first), h, cache
 
 
+@register_backward("gru")
 def gru_backward(cache: ReferenceCache, dy: Optional[FloatArray], dstate: Optional[FloatArray] = None,
                  bptt_steps: Optional[int] = None) -> Grads:
     """Gradients of a GRU forward pass.

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 from ._common import (
+    register_backward,
     FloatArray,
     Grads,
     ReferenceCache,
@@ -77,6 +78,7 @@ def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArra
     return from_time_major(y, batch_first), (h, c), cache
 
 
+@register_backward("lstm")
 def lstm_backward(cache: ReferenceCache, dy: Optional[FloatArray],
                   dstate: Optional[Sequence[Optional[FloatArray]]] = None, bptt_steps: Optional[int] = None) -> Grads:
     """Gradients of an LSTM forward pass.

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from ._common import (
+    register_backward,
     DEFAULT_ACTIVATION,
     FloatArray,
     Grads,
@@ -67,6 +68,7 @@ def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray
     return from_time_major(y, batch_first), h, cache
 
 
+@register_backward("rnn")
 def rnn_backward(cache: ReferenceCache, dy: Optional[FloatArray], dstate: Optional[FloatArray] = None,
                  bptt_steps: Optional[int] = None) -> Grads:
     """Gradients of a SimpleRNN forward pass.
