@@ -1,6 +1,8 @@
-"""ReduceLROnPlateau, CSVLogger and History.plot: against Keras's callbacks fed the
+"""ReduceLROnPlateau, CSVLogger, TerminateOnNaN and History.plot: against Keras's callbacks fed the
 same epoch logs, and inside fastrnn's fit."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -149,3 +151,24 @@ def test_csv_logger_and_history_plot_after_fit(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+def test_terminate_on_nan_stops_fit_after_the_bad_batch():
+    fr.layers.set_seed(0)
+    x = np.random.default_rng(1).random((64, 4, 1)).astype(np.float32)
+    y = np.ones((64, 1), np.float32)
+    y[40] = np.nan  # batch 2 of 4 (batch size 16) has a NaN target
+    model = fr.Sequential([layers.SimpleRNN(3), layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    seen = []
+
+    class Batches(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((batch, logs["loss"]))
+
+    hist = model.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0,
+                     callbacks=[callbacks.TerminateOnNaN(), Batches()])
+    assert [b for b, _ in seen] == [0, 1, 2] and not math.isfinite(seen[-1][1])
+    assert len(hist.epoch) <= 1
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())  # the bad batch made no update
+    # without the callback the bad batch is an error that names it
+    with pytest.raises(FloatingPointError, match="batch 3"):
+        model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)

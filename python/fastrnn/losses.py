@@ -67,6 +67,25 @@ def _grad_dtype(y_pred):
     return y_pred.dtype if np.issubdtype(y_pred.dtype, np.floating) else np.dtype(np.float32)
 
 
+def _sample_weights(sample_weight, per_shape):
+    """Per-entry weights broadcast to ``per_shape`` (float64), or None. Keras's shapes: one weight
+    per sample [B] (also [B, 1]), or one per sample and step, the shape of the per-entry losses."""
+    if sample_weight is None:
+        return None
+    w = _as_float_array(sample_weight, "sample_weight").astype(np.float64)
+    per_shape = tuple(per_shape)
+    if w.ndim == len(per_shape) + 1 and w.shape[-1] == 1:
+        w = w[..., 0]
+    if w.ndim < 1 or w.ndim > len(per_shape) or w.shape != per_shape[:w.ndim]:
+        raise ValueError(
+            f"sample_weight: expected shape {per_shape[:1]} (one weight per sample) or {per_shape} (one per "
+            f"entry of the loss), got {w.shape}"
+        )
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight: weights must be finite")
+    return w.reshape(w.shape + (1,) * (len(per_shape) - w.ndim))
+
+
 def _check_mask(mask, per_sample_shape):
     if mask is None:
         return None
@@ -117,21 +136,27 @@ class Loss(Configurable):
         y_pred, per, _ = self._entries(y_true, y_pred)
         return per.astype(_grad_dtype(y_pred), copy=False)
 
-    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
-                     ) -> tuple[float, int, np.ndarray]:
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None,
+                     sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
         """(sum of per-entry losses, number of valid entries, gradient of the sum w.r.t. y_pred).
 
         Models use this to weight chunks of a sequence (truncated BPTT) by their valid entries.
+        ``sample_weight`` ([B], or the shape of the per-entry losses) multiplies each entry's loss;
+        the count stays that of the valid entries, so the mean is Keras's: sum(w * loss) / count.
         """
         y_pred, per, dper = self._entries(y_true, y_pred)
         y_pred2 = y_pred[:, None] if y_pred.ndim == 1 else y_pred
         m = _check_mask(mask, y_pred2.shape[:-1])
+        w = _sample_weights(sample_weight, per.shape)
         if m is not None:
             per = np.where(m, per, 0.0)
             dper = np.where(m[..., None], dper, 0.0)  # a select: NaN * 0 would be NaN
             count = int(m.sum())
         else:
             count = int(np.prod(per.shape))
+        if w is not None:
+            per = per * w
+            dper = dper * w[..., None]
         return float(per.sum()), count, dper.reshape(y_pred.shape).astype(_grad_dtype(y_pred))
 
     def _prepare_true(self, y_true, y_pred):
@@ -294,8 +319,8 @@ class SparseCategoricalCrossentropy(Loss):
         np.put_along_axis(onehot, y_true[..., None], 1.0, axis=-1)
         return _categorical(onehot, y_pred, self.from_logits)
 
-    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
-                     ) -> tuple[float, int, np.ndarray]:
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None,
+                     sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
         """As :meth:`Loss.sum_and_grad`, without a one-hot: the value gathers the target entries and
         the gradient (in y_pred's dtype) is softmax minus one at the target (logits), or the
         derivative of ``-log clip(p_t / sum p)`` (probabilities). Per-row sums and the target
@@ -336,6 +361,10 @@ class SparseCategoricalCrossentropy(Loss):
             count = int(m.sum())
         else:
             count = int(np.prod(per.shape))
+        w = _sample_weights(sample_weight, per.shape)
+        if w is not None:
+            per = per * w
+            grad *= w[..., None].astype(wdt)
         return float(per.sum()), count, grad.astype(gdt, copy=False)
 
     def get_config(self):
@@ -381,10 +410,14 @@ class LossFunctionWrapper(Loss):
             )
         return float(value), grad
 
-    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
-                     ) -> tuple[float, int, np.ndarray]:
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None,
+                     sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
         """Treats the callable's value as the mean over all entries of y_pred but the last axis
-        (over the samples for 1-D predictions [B])."""
+        (over the samples for 1-D predictions [B]). A callable returns one value, not one per
+        sample, so it cannot be weighted per sample: ``sample_weight`` is refused."""
+        if sample_weight is not None:
+            raise ValueError(f"sample_weight: loss '{self.name}' is a callable returning (value, gradient), which "
+                             "cannot be weighted per sample; use a fastrnn.losses.Loss subclass")
         value, grad = self(y_true, y_pred, mask)
         y_pred = np.asarray(y_pred)
         if mask is not None:

@@ -265,7 +265,7 @@ class Seq2Seq(Model):
         """Teacher-forced logits and the mask of the non-padding target tokens (used by fit and evaluate)."""
         return self.forward_teacher(xb, yb, training=training), yb != 0
 
-    def _step_tbptt(self, xb, yb, k, where):
+    def _step_tbptt(self, xb, yb, k, where, swb=None):
         raise ValueError("tbptt: Seq2Seq does not support truncated BPTT; call fit without tbptt")
 
     # ------------------------------------------------------------------ greedy decoding

@@ -32,6 +32,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from . import callbacks as callbacks_module
@@ -42,6 +43,36 @@ if TYPE_CHECKING:
     from .callbacks import Callback, History
 
 __all__ = ["TrainingLoops"]
+
+
+class _NonFiniteLoss(FloatingPointError):
+    """A batch's loss is NaN or infinite (fit turns it into FloatingPointError, or stops training
+    when a TerminateOnNaN callback is given)."""
+
+    def __init__(self, value, message):
+        super().__init__(message)
+        self.value = value
+
+
+def _class_weights_to_sample_weights(y, class_weight, argname="class_weight"):
+    """Keras's class_weight: one weight per sample, that of its class (the argmax of a one-hot or
+    probability row, else the rounded label); classes missing from the dict weigh 1."""
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"{argname}: expected a dict mapping class indices to weights, got "
+                        f"{type(class_weight).__name__}")
+    for k, v in class_weight.items():
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"{argname}: keys must be class indices (int), got {k!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+            raise ValueError(f"{argname}: the weight of class {k} must be a finite number, got {v!r}")
+    y = np.asarray(y)
+    if y.ndim > 2:
+        raise ValueError(f"{argname}: supported for targets of shape [batch] or [batch, classes] only, got "
+                         f"{y.shape} (give sample_weight per step instead)")
+    if y.ndim == 2:
+        y = np.argmax(y, axis=-1) if y.shape[-1] > 1 else y[:, 0]
+    ids = np.round(y.astype(np.float64)).astype(np.int64)
+    return np.array([float(class_weight.get(int(c), 1.0)) for c in ids], dtype=np.float64)
 
 
 def _to_array(a, argname):
@@ -222,7 +253,7 @@ class TrainingLoops:
 
     def _check_loss(self, value, where):
         if not math.isfinite(value):
-            raise FloatingPointError(
+            raise _NonFiniteLoss(value,
                 f"fit: the loss became {value} at {where}; training stopped before this batch's update "
                 "(try a lower learning rate, gradient clipping such as clipnorm=1.0, or check the data for NaN/Inf)"
             )
@@ -232,12 +263,12 @@ class TrainingLoops:
         ``output_mask``. Models whose forward needs the targets too (teacher forcing) override this."""
         return self(xb, training=training), self.output_mask
 
-    def _step_full(self, xb, yb, where):
+    def _step_full(self, xb, yb, where, swb=None):
         y_pred, mask = self._outputs_for_loss(xb, yb, True)
         if isinstance(y_pred, (tuple, list)):
             raise ValueError("fit: the model's output must be a single array (a layer with return_state=True "
                              "cannot be the last layer)")
-        total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask)
+        total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask, sample_weight=swb)
         value = total / count if count else 0.0
         self._check_loss(value, where)
         self.backward(dtotal / count if count else np.zeros_like(dtotal))
@@ -245,7 +276,7 @@ class TrainingLoops:
             m.update_state(yb, y_pred, mask)
         return value
 
-    def _step_tbptt(self, xb, yb, k, where):
+    def _step_tbptt(self, xb, yb, k, where, swb=None):
         if isinstance(xb, list):
             raise ValueError("tbptt: truncated BPTT cuts one input array along time; this model takes several")
         T = xb.shape[1] if xb.ndim >= 2 else 1
@@ -267,7 +298,8 @@ class TrainingLoops:
                     continue  # many-to-one: earlier chunks only carry the state forward
                 mask = self.output_mask
                 yt = yb[:, s:e] if seq_mode else yb
-                csum, ccount, dsum = self.loss.sum_and_grad(yt, y_pred, mask)
+                wt = swb[:, s:e] if swb is not None and seq_mode and swb.ndim >= 2 else swb
+                csum, ccount, dsum = self.loss.sum_and_grad(yt, y_pred, mask, sample_weight=wt)
                 self._check_loss(csum / ccount if ccount else 0.0, f"{where}, chunk {ci + 1} (steps {s}..{e - 1})")
                 self.backward(dsum)
                 total_sum += csum
@@ -280,27 +312,56 @@ class TrainingLoops:
                 p.grad *= p.grad.dtype.type(scale)
         return total_sum / total_count if total_count else 0.0
 
-    def _train_step(self, xb, yb, tbptt, where):
+    def _train_step(self, xb, yb, tbptt, where, swb=None, stop_on_nan=False):
+        """One update; with ``stop_on_nan`` a non-finite loss returns it without the update
+        (TerminateOnNaN then stops fit) instead of raising FloatingPointError."""
         self.zero_grad()
-        if tbptt is None:
-            value = self._step_full(xb, yb, where)
-        else:
-            value = self._step_tbptt(xb, yb, tbptt, where)
+        try:
+            if tbptt is None:
+                value = self._step_full(xb, yb, where, swb)
+            else:
+                value = self._step_tbptt(xb, yb, tbptt, where, swb)
+        except _NonFiniteLoss as exc:
+            if not stop_on_nan:
+                raise FloatingPointError(str(exc)) from None
+            return exc.value
         self.optimizer.step(self.parameters())
         return value
 
-    def train_on_batch(self, x, y, tbptt: int | None = None) -> float | list[float]:
+    def _sample_weight_array(self, y, sample_weight, class_weight, argname="sample_weight"):
+        """The per-sample (or per-entry) weights of fit / evaluate / train_on_batch as a float64
+        array whose first axis is the samples, or None."""
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight)
+            if w.dtype == object or not (np.issubdtype(w.dtype, np.number) or w.dtype == np.bool_):
+                raise TypeError(f"{argname}: expected a numeric array, got dtype {w.dtype}")
+            w = w.astype(np.float64)
+            if w.ndim < 1 or w.shape[0] != y.shape[0]:
+                raise ValueError(f"{argname}: expected one weight per sample, shape ({y.shape[0]},) or "
+                                 f"({y.shape[0]}, steps), got {w.shape}")
+            if not np.all(np.isfinite(w)):
+                raise ValueError(f"{argname}: weights must be finite")
+        if class_weight is not None:
+            cw = _class_weights_to_sample_weights(y, class_weight)
+            w = cw if w is None else w * cw.reshape((-1,) + (1,) * (w.ndim - 1))
+        return w
+
+    def train_on_batch(self, x, y, tbptt: int | None = None, *, sample_weight: ArrayLike | None = None,
+                       class_weight: dict | None = None) -> float | list[float]:
         """One optimizer step on one batch; returns the loss (and metrics, as a list, when compiled with metrics).
 
-        After it returns, each Parameter's ``grad`` holds that batch's gradient.
+        After it returns, each Parameter's ``grad`` holds that batch's gradient. ``sample_weight`` and
+        ``class_weight`` weigh the loss as in :meth:`fit`.
         """
         self._assert_compiled("train_on_batch")
         x, y = self._check_xy(x, y)
         if tbptt is not None:
             tbptt = _positive_int(tbptt, "tbptt")
+        sw = self._sample_weight_array(y, sample_weight, class_weight)
         for m in self.compiled_metrics:
             m.reset_state()
-        value = self._train_step(x, y, tbptt, "train_on_batch")
+        value = self._train_step(x, y, tbptt, "train_on_batch", sw)
         if not self.compiled_metrics:
             return value
         return [value] + [m.result() for m in self.compiled_metrics]
@@ -308,7 +369,8 @@ class TrainingLoops:
     def fit(self, x, y, batch_size: int | None = None, epochs: int = 1, verbose: int | str = 1,
             callbacks: list[Callback] | None = None, validation_split: float = 0.0,
             validation_data: tuple | None = None, shuffle: bool = True, initial_epoch: int = 0,
-            seed: int | None = None, tbptt: int | None = None) -> History:
+            seed: int | None = None, tbptt: int | None = None, *, sample_weight: ArrayLike | None = None,
+            class_weight: dict | None = None) -> History:
         """Train for ``epochs`` epochs; returns a :class:`~fastrnn.callbacks.History`.
 
         batch_size: default 32. validation_split: the LAST fraction of x/y (taken before shuffling, as
@@ -316,7 +378,16 @@ class TrainingLoops:
         the training samples every epoch with a generator seeded by ``seed``. verbose: 0 silent, 1 a
         tqdm progress bar per epoch, 2 one line per epoch. tbptt=k: truncated BPTT in chunks of k
         steps (see the module docstring). Raises FloatingPointError, naming the epoch and batch, when
-        the loss becomes NaN or Inf (the offending update is not applied).
+        the loss becomes NaN or Inf (the offending update is not applied), unless a
+        :class:`~fastrnn.callbacks.TerminateOnNaN` callback is given: then training stops there.
+        Setting ``model.stop_training`` in a callback ends training after the current batch.
+
+        sample_weight: one weight per sample [n] (or per sample and step [n, T] for sequence
+        outputs) multiplying its loss; class_weight: ``{class index: weight}``, each sample weighted
+        by its class (the argmax of one-hot / probability targets, else the label; missing classes
+        weigh 1); both given, the weights multiply. The loss is Keras's weighted mean,
+        ``sum(w * loss) / number of entries``; metrics are unweighted. validation_split takes the
+        weights of the held-out samples along; validation_data may be ``(x_val, y_val, w_val)``.
         """
         self._assert_compiled("fit")
         x, y = self._check_xy(x, y)
@@ -333,11 +404,16 @@ class TrainingLoops:
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)) \
                 or not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"validation_split: expected a float in [0, 1), got {validation_split!r}")
+        sw = self._sample_weight_array(y, sample_weight, class_weight)
         val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, sample_weight)")
             val = self._check_xy(validation_data[0], validation_data[1], "validation_data x", "validation_data y")
+            val_sw = None
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                val_sw = self._sample_weight_array(val[1], validation_data[2], None, "validation_data sample_weight")
+            val = (val[0], val[1], val_sw)
         elif validation_split:
             n = _n_samples(x)
             split = int(math.floor(n * (1.0 - float(validation_split))))
@@ -346,7 +422,8 @@ class TrainingLoops:
                     f"validation_split: {validation_split} of {n} samples leaves "
                     f"{'no training' if split == 0 else 'no validation'} samples"
                 )
-            x, y, val = _take(x, slice(None, split)), y[:split], (_take(x, slice(split, None)), y[split:])
+            val = (_take(x, slice(split, None)), y[split:], None if sw is None else sw[split:])
+            x, y, sw = _take(x, slice(None, split)), y[:split], None if sw is None else sw[:split]
         n = _n_samples(x)
         steps = int(math.ceil(n / batch_size))
         rng = np.random.default_rng(seed)
@@ -357,6 +434,7 @@ class TrainingLoops:
             cb_list + [history], self,
             {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
         self.stop_training = False
+        stop_on_nan = any(isinstance(cb, callbacks_module.TerminateOnNaN) for cb in cb_list)
         self.history = history
         cbs.on_train_begin({})
         logs = {}
@@ -375,7 +453,8 @@ class TrainingLoops:
                         idx = slice(b * batch_size, min((b + 1) * batch_size, n))
                     cbs.on_train_batch_begin(b, {})
                     xb, yb = _take(x, idx), y[idx]
-                    value = self._train_step(xb, yb, tbptt, f"epoch {epoch + 1}, batch {b + 1} of {steps}")
+                    value = self._train_step(xb, yb, tbptt, f"epoch {epoch + 1}, batch {b + 1} of {steps}",
+                                             None if sw is None else sw[idx], stop_on_nan)
                     loss_sum += value * yb.shape[0]
                     loss_n += yb.shape[0]
                     logs = {"loss": loss_sum / loss_n}
@@ -383,8 +462,10 @@ class TrainingLoops:
                     cbs.on_train_batch_end(b, dict(logs))
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-                if val is not None:
-                    vals = self._evaluate_arrays(val[0], val[1], batch_size)
+                    if self.stop_training:
+                        break
+                if val is not None:  # also after a stop mid-epoch, as Keras
+                    vals = self._evaluate_arrays(val[0], val[1], batch_size, sample_weight=val[2])
                     logs.update({"val_" + k: v for k, v in vals.items()})
                     bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
             finally:
@@ -399,7 +480,7 @@ class TrainingLoops:
         return history
 
     # ------------------------------------------------------------------ inference
-    def _evaluate_arrays(self, x, y, batch_size, verbose=0):
+    def _evaluate_arrays(self, x, y, batch_size, verbose=0, sample_weight=None):
         for m in self.compiled_metrics:
             m.reset_state()
         total, count = 0.0, 0
@@ -415,7 +496,8 @@ class TrainingLoops:
             for b in range(steps):
                 sl = slice(b * batch_size, (b + 1) * batch_size)
                 y_pred, mask = self._outputs_for_loss(_take(x, sl), y[sl], False)
-                s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask)
+                s, c, _ = self.loss.sum_and_grad(y[sl], y_pred, mask,
+                                                 sample_weight=None if sample_weight is None else sample_weight[sl])
                 total += s
                 count += c
                 for m in self.compiled_metrics:
@@ -428,17 +510,19 @@ class TrainingLoops:
         return results()
 
     def evaluate(self, x, y, batch_size: int | None = None, verbose: int | str = 1,
-                 return_dict: bool = False) -> float | list[float] | dict[str, float]:
+                 return_dict: bool = False, *, sample_weight: ArrayLike | None = None
+                 ) -> float | list[float] | dict[str, float]:
         """Loss (and metrics) on x, y in inference mode.
 
         Returns the loss when the model has no metrics, else ``[loss, metric1, ...]``, or a dict with
         ``return_dict=True`` (as Keras). The loss is the mean over all valid entries (masked steps
-        excluded), independent of batch_size.
+        excluded), independent of batch_size; ``sample_weight`` weighs it as in :meth:`fit`.
         """
         self._assert_compiled("evaluate")
         x, y = self._check_xy(x, y)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
-        res = self._evaluate_arrays(x, y, batch_size, verbose=1 if verbose in (1, "auto") else 0)
+        sw = self._sample_weight_array(y, sample_weight, None)
+        res = self._evaluate_arrays(x, y, batch_size, verbose=1 if verbose in (1, "auto") else 0, sample_weight=sw)
         if return_dict:
             return res
         if not self.compiled_metrics:
