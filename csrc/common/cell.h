@@ -3,6 +3,14 @@
 // compiler and by nvcc.
 //
 // The ids are what Python passes (fastrnn/ops.py, fastrnn/_cuda_ops.py); do not renumber them.
+//
+// Adding a cell: give it an id and its gate count here; write its pointwise maths once per
+// backend, as a specialisation of CellMath<C> in cpu/cells/<cell>.h (included by
+// cpu/cells/cell_math.h) and of CudaCell<C> in cuda/cells/<cell>.cuh (included by
+// cuda/cells/cell.cuh), with the equations and saved buffers in the file's head comment; add a
+// case to the dispatch on the cell (forward / backward in cpu/kernels_impl.h, cuda/forward.cu,
+// cuda/backward.cu) and to the workspace layouts where the cell needs extra pieces; accept the id
+// in the bindings' cell checks.
 #pragma once
 #include <cstdint>
 
