@@ -22,7 +22,6 @@ static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p
   }
 }
 
-
 // Rows of a forward tile: MR rows x G gate vectors of accumulators, plus G weight vectors and a
 // broadcast, within the registers of the ISA.
 template <int G>
