@@ -23,7 +23,7 @@
 //    then ONE parallel region for the whole time loop in which each thread owns either a fixed
 //    slice of hidden units (all G gate columns of it; one barrier per step) or, when W_hh is not
 //    too big and the batch has several blocks of 8 rows, whole row blocks (no barrier; see
-//    loop_split in cpu/kernels_impl.h). Results are bit-identical for any thread count and
+//    loop_split in cpu/loop_split.h). Results are bit-identical for any thread count and
 //    either split: each output element is computed by the same operations in the same order
 //    whoever computes it; the bias gradients are summed per row block, then over the blocks in
 //    block order.
@@ -31,23 +31,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/cell.h"  // Cell, gate_count, Dims (shared with the CUDA kernels)
+
 namespace fastrnn {
-
-enum class Cell : int { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3 };
-
-inline int gate_count(Cell c) { return c == Cell::LSTM ? 4 : (c == Cell::GRU ? 3 : 1); }
-
-struct Dims {
-  Cell cell;
-  int64_t T, B, I, H;
-  bool batch_first;
-  bool reverse;
-  const uint8_t* mask;  // [B, T] or nullptr
-  int G() const { return gate_count(cell); }
-  int64_t pos(int64_t t, int64_t b) const { return batch_first ? b * T + t : t * B + b; }
-  int64_t time_of_step(int64_t s) const { return reverse ? T - 1 - s : s; }
-  bool valid(int64_t t, int64_t b) const { return mask == nullptr || mask[b * T + t] != 0; }
-};
 
 struct ForwardArgs {
   Dims d;
@@ -92,10 +78,11 @@ struct BackwardArgs {
   int threads;
 };
 
-// C = A * B + C (accumulate) or C = A * B + bias (bias: [N] added to every row, or nullptr);
-// A: M x K with strides (rsa, csa), B: K x N with strides (rsb, csb), C: M x N row-major with
-// leading dimension ldc.
-struct GemmArgs {
+// The CPU GEMM: C = A * B + C (accumulate) or C = A * B + bias (bias: [N] added to every row, or
+// nullptr); A: M x K with strides (rsa, csa), B: K x N with strides (rsb, csb), C: M x N row-major
+// with leading dimension ldc. (The CUDA GEMM takes fastrnn_cuda::CudaGemmArgs.) Filled field by
+// field: CpuGemmArgs g{}; g.M = ...
+struct CpuGemmArgs {
   int64_t M, N, K;
   const float* A; int64_t rsa, csa;
   const float* B; int64_t rsb, csb;
@@ -113,7 +100,7 @@ struct KernelTable {
   size_t (*backward_workspace_floats)(const Dims& d, int threads);
   void (*forward)(const ForwardArgs& a);
   void (*backward)(const BackwardArgs& a);
-  void (*gemm)(const GemmArgs& g);
+  void (*gemm)(const CpuGemmArgs& g);
   void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers

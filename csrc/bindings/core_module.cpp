@@ -239,10 +239,13 @@ farr gemm(const farr& A, const farr& B, bool trans_a, bool trans_b) {
     throw py::value_error("B: inner dimensions differ: op(A) is " + std::to_string(M) + "x" + std::to_string(K) +
                           ", op(B) is " + std::to_string(Kb) + "x" + std::to_string(N));
   farr C = new_array({M, N});
-  fastrnn::GemmArgs g{M, N, K,
-                      A.data(), trans_a ? 1 : A.shape(1), trans_a ? A.shape(1) : 1,
-                      B.data(), trans_b ? 1 : B.shape(1), trans_b ? B.shape(1) : 1,
-                      C.mutable_data(), N, false, fastrnn::get_num_threads()};
+  // A transposed operand is the same row-major array read with its strides swapped.
+  fastrnn::CpuGemmArgs g{};
+  g.M = M, g.N = N, g.K = K;
+  g.A = A.data(), g.rsa = trans_a ? 1 : A.shape(1), g.csa = trans_a ? A.shape(1) : 1;
+  g.B = B.data(), g.rsb = trans_b ? 1 : B.shape(1), g.csb = trans_b ? B.shape(1) : 1;
+  g.C = C.mutable_data(), g.ldc = N;
+  g.accumulate = false, g.threads = fastrnn::get_num_threads();
   {
     py::gil_scoped_release release;
     fastrnn::active_kernels().gemm(g);

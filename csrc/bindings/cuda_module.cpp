@@ -24,13 +24,18 @@ T* ptr(std::uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
 
-fc::Shape make_shape(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
-                     std::uintptr_t mask) {
+fastrnn::Dims make_dims(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
+                        std::uintptr_t mask) {
   if (cell < 0 || cell > 3)
     throw py::value_error("cell: expected 0 (rnn tanh), 1 (rnn relu), 2 (lstm) or 3 (gru), got " + std::to_string(cell));
   if (T < 1 || B < 1 || I < 1 || H < 1)
     throw py::value_error("T, B, I, H: every size must be at least 1");
-  return fc::Shape{cell, T, B, I, H, batch_first, reverse, ptr<const uint8_t>(mask)};
+  fastrnn::Dims d{};
+  d.cell = static_cast<fastrnn::Cell>(cell);
+  d.T = T, d.B = B, d.I = I, d.H = H;
+  d.batch_first = batch_first, d.reverse = reverse;
+  d.mask = ptr<const uint8_t>(mask);
+  return d;
 }
 
 void forward(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
@@ -39,7 +44,7 @@ void forward(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_fi
              std::uintptr_t c_n, std::uintptr_t gates, std::uintptr_t hprev, std::uintptr_t aux,
              std::uintptr_t workspace, size_t workspace_floats, std::uintptr_t stream) {
   fc::ForwardArgs a{};
-  a.d = make_shape(cell, T, B, I, H, batch_first, reverse, mask);
+  a.d = make_dims(cell, T, B, I, H, batch_first, reverse, mask);
   a.x = ptr(x); a.w_ih = ptr(w_ih); a.w_hh = ptr(w_hh); a.b_ih = ptr(b_ih); a.b_hh = ptr(b_hh);
   a.h0 = ptr(h0); a.c0 = ptr(c0);
   a.y = ptr(y); a.h_n = ptr(h_n); a.c_n = ptr(c_n);
@@ -57,7 +62,7 @@ void backward(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_f
               std::uintptr_t dw_hh, std::uintptr_t db_ih, std::uintptr_t db_hh, std::uintptr_t workspace,
               size_t workspace_floats, std::uintptr_t stream) {
   fc::BackwardArgs a{};
-  a.d = make_shape(cell, T, B, I, H, batch_first, reverse, mask);
+  a.d = make_dims(cell, T, B, I, H, batch_first, reverse, mask);
   a.x = ptr(x); a.w_ih = ptr(w_ih); a.w_hh = ptr(w_hh);
   a.gates = ptr(gates); a.hprev = ptr(hprev); a.aux = ptr(aux);
   a.dy = ptr(dy); a.dh_n = ptr(dh_n); a.dc_n = ptr(dc_n);
@@ -76,8 +81,14 @@ void gemm(int64_t M, int64_t N, int64_t K, std::uintptr_t A, int64_t rsa, int64_
           size_t workspace_floats, std::uintptr_t stream) {
   if (M < 0 || N < 0 || K < 0) throw py::value_error("M, N, K: expected sizes >= 0");
   if (ldc < N) throw py::value_error("ldc: expected >= N");
-  fc::GemmArgs g{M, N, K, ptr(A), rsa, csa, ptr(B), rsb, csb, ptr(C), ldc, accumulate, ptr(bias),
-                 ptr(workspace), workspace_floats, ptr<void>(stream)};
+  fc::CudaGemmArgs g{};
+  g.M = M, g.N = N, g.K = K;
+  g.A = ptr(A), g.rsa = rsa, g.csa = csa;
+  g.B = ptr(B), g.rsb = rsb, g.csb = csb;
+  g.C = ptr(C), g.ldc = ldc;
+  g.accumulate = accumulate, g.bias = ptr(bias);
+  g.workspace = ptr(workspace), g.workspace_floats = workspace_floats;
+  g.stream = ptr<void>(stream);
   py::gil_scoped_release release;
   fc::gemm(g);
 }
@@ -106,13 +117,13 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("sm_count", &fc::sm_count, "Multiprocessors of the current CUDA device.");
   m.def("forward_workspace_floats",
         [](int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool training) {
-          return fc::forward_workspace_floats(make_shape(cell, T, B, I, H, true, false, 0), training);
+          return fc::forward_workspace_floats(make_dims(cell, T, B, I, H, true, false, 0), training);
         },
         py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"), py::arg("training"),
         "Workspace (float32 elements) that forward needs on the current device.");
   m.def("backward_workspace_floats",
         [](int cell, int64_t T, int64_t B, int64_t I, int64_t H) {
-          return fc::backward_workspace_floats(make_shape(cell, T, B, I, H, true, false, 0));
+          return fc::backward_workspace_floats(make_dims(cell, T, B, I, H, true, false, 0));
         },
         py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
         "Workspace (float32 elements) that backward needs on the current device.");

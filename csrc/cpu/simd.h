@@ -16,7 +16,13 @@
 #include <cstdint>
 
 #if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
+// GCC 12's AVX-512 header builds its "undefined" vectors by self-initialisation (__Y = __Y), which
+// -Wuninitialized reports wherever such an intrinsic (the unpack and shuffle transposes) is
+// inlined. Diagnostics only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 namespace fastrnn_simd {

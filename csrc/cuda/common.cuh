@@ -41,7 +41,7 @@ struct Seq {
   __device__ __forceinline__ bool valid(int t, int b) const { return mask == nullptr || mask[(long long)b * T + t] != 0; }
 };
 
-inline Seq make_seq(const Shape& d) {
+inline Seq make_seq(const Dims& d) {
   return Seq{(int)d.T, (int)d.B, d.batch_first, d.reverse, d.mask};
 }
 

@@ -12,25 +12,12 @@
 // When training, the step kernel overwrites xw with the activated gates and saves hprev (h before
 // the step) and aux (LSTM: c before the step; GRU: W_hn h + b_hn), as the CPU kernels do; at
 // masked positions hprev and aux are 0 and the gates are left as they are (backward ignores them).
+#include "common/workspace.h"
+#include "cuda/cells/cell.cuh"
 #include "cuda/step.cuh"
 
 namespace fastrnn_cuda {
 namespace {
-
-struct FwdStep {
-  Seq seq;
-  int H;
-  const float* w_hh;  // [G*H, H]
-  const float* b_hh;  // [G*H] (GRU)
-  float* xw;          // [T*B, G*H]: x projection in, activated gates out when training
-  const float* hcur;  // [B, H]
-  float* hnext;       // [B, H]
-  float* c;           // [B, H] LSTM cell state, updated in place
-  float* y;           // [T*B, H]
-  float* hprev;       // [T*B, H] or nullptr (inference)
-  float* aux;         // [T*B, H] or nullptr
-  int s;              // processing step
-};
 
 struct HRows {  // A(m, k) = h[b0 + m][k]
   const float* h;
@@ -52,9 +39,10 @@ struct GateCols {  // B(k, n) = W_hh[g*H + j0 + u][k] for tile column n = g*UJ +
 };
 
 // One step for the block's tile. COHERENT: h was written by other blocks of this launch.
-template <int C, class Cfg, bool COHERENT>
+template <Cell C, class Cfg, bool COHERENT>
 __device__ __forceinline__ void step_body(const FwdStep& p, float* smem) {
-  constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
+  using Math = CudaCell<C>;
+  constexpr int G = Math::G;
   constexpr int RJ = Cfg::RN, UJ = Cfg::BN / G;
   static_assert(Cfg::NGN == G, "one column group per gate");
   const int H = p.H, B = p.seq.B;
@@ -92,35 +80,7 @@ __device__ __forceinline__ void step_body(const FwdStep& p, float* smem) {
       }
       float* xg = p.xw + pos * GH + j;
       const bool training = p.hprev != nullptr;
-      float h;
-      if constexpr (C == LSTM) {
-        const float ig = sigmoidf_(acc[i][0 * RJ + r] + xg[0]);
-        const float fg = sigmoidf_(acc[i][1 * RJ + r] + xg[H]);
-        const float gg = tanhf(acc[i][2 * RJ + r] + xg[2 * H]);
-        const float og = sigmoidf_(acc[i][3 * RJ + r] + xg[3 * H]);
-        const float cprev = p.c[hb];
-        const float c = fmaf(fg, cprev, ig * gg);
-        h = og * tanhf(c);
-        p.c[hb] = c;
-        if (training) {
-          xg[0] = ig, xg[H] = fg, xg[2 * H] = gg, xg[3 * H] = og;
-          p.aux[py] = cprev;
-        }
-      } else if constexpr (C == GRU) {
-        const float rg = sigmoidf_(xg[0] + (acc[i][0 * RJ + r] + p.b_hh[j]));
-        const float zg = sigmoidf_(xg[H] + (acc[i][1 * RJ + r] + p.b_hh[H + j]));
-        const float hn = acc[i][2 * RJ + r] + p.b_hh[2 * H + j];
-        const float ng = tanhf(fmaf(rg, hn, xg[2 * H]));
-        h = fmaf(zg, hp - ng, ng);  // (1 - z) n + z h
-        if (training) {
-          xg[0] = rg, xg[H] = zg, xg[2 * H] = ng;
-          p.aux[py] = hn;
-        }
-      } else {
-        const float pre = acc[i][r] + xg[0];
-        h = C == RNN_RELU ? reluf_(pre) : tanhf(pre);
-        if (training) xg[0] = h;
-      }
+      const float h = Math::template forward<RJ>(p, &acc[i][r], xg, H, j, hb, py, hp, training);
       p.hnext[hb] = h;
       p.y[py] = h;
       if (training) p.hprev[py] = hp;
@@ -128,14 +88,14 @@ __device__ __forceinline__ void step_body(const FwdStep& p, float* smem) {
   }
 }
 
-template <int C, class Cfg>
+template <Cell C, class Cfg>
 __global__ void __launch_bounds__(Cfg::NT) forward_step(FwdStep p) {
   __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
   step_body<C, Cfg, false>(p, smem);
 }
 
 // The whole time loop in one cooperative launch; h in the ping-pong buffers hbuf[2][B][H].
-template <int C, class Cfg>
+template <Cell C, class Cfg>
 __global__ void __launch_bounds__(Cfg::NT) forward_loop(FwdStep p, float* hbuf, int T, unsigned* barrier) {
   __shared__ __align__(16) float smem[Cfg::SMEM_FLOATS];
   const long long BH = (long long)p.seq.B * p.H;
@@ -150,9 +110,9 @@ __global__ void __launch_bounds__(Cfg::NT) forward_loop(FwdStep p, float* hbuf, 
   }
 }
 
-template <int C, class Cfg>
+template <Cell C, class Cfg>
 void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, unsigned* barrier, cudaStream_t st) {
-  constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
+  constexpr int G = CudaCell<C>::G;
   const dim3 grid((unsigned)ceil_div(H, Cfg::BN / G), (unsigned)ceil_div(B, Cfg::BM));
   if (use_persistent(forward_loop<C, Cfg>, Cfg::NT, (int64_t)grid.x * grid.y, T)) {
     check(cudaMemsetAsync(barrier, 0, sizeof(unsigned), st), "zero the barrier");
@@ -173,62 +133,84 @@ void run_steps(FwdStep p, int64_t T, int64_t B, int64_t H, float* hbuf, unsigned
   count_time_loop(0, false);
 }
 
-template <int C>
-void run_steps_for_cell(FwdStep p, const Shape& d, float* hbuf, unsigned* barrier, cudaStream_t st) {
-  constexpr int G = C == LSTM ? 4 : (C == GRU ? 3 : 1);
+template <Cell C>
+void run_steps_for_cell(FwdStep p, const Dims& d, float* hbuf, unsigned* barrier, cudaStream_t st) {
+  constexpr int G = CudaCell<C>::G;
   switch (pick_tiles(forward_tiles_override(), d.B, d.H, FwdL<G>::BM, FwdL<G>::BN / G)) {
     case 0: run_steps<C, FwdL<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
     default: run_steps<C, FwdS<G>>(p, d.T, d.B, d.H, hbuf, barrier, st); break;
   }
 }
 
+// The forward workspace, in order: the grid-barrier counter (16 bytes), the h ping-pong buffers,
+// the x projection (inference only: when training it goes straight into the saved-gates buffer),
+// and the split-K partial sums of the input-projection GEMM (if any).
+struct ForwardWorkspace {
+  unsigned* barrier;
+  float* hbuf;  // [2][B][H]
+  float* xw;    // [T*B, G*H], or nullptr when training
+  float* gemm;  // the rest
+  size_t floats;
+};
+
+ForwardWorkspace forward_workspace(const Dims& d, bool training, float* base) {
+  const int64_t G = gate_count(d.cell), N = d.T * d.B;
+  fastrnn::WorkspaceLayout ws(base);
+  ForwardWorkspace w{};
+  w.barrier = reinterpret_cast<unsigned*>(ws.take(4));
+  w.hbuf = ws.take((size_t)(2 * d.B * d.H));
+  w.xw = training ? nullptr : ws.take((size_t)(N * G * d.H));
+  w.gemm = ws.take(gemm_workspace_floats(N, G * d.H, d.I));
+  w.floats = ws.floats();
+  return w;
+}
+
 }  // namespace
 
 cudaError_t forward_kernel_attributes(cudaFuncAttributes* attr) {
-  return cudaFuncGetAttributes(attr, (const void*)forward_step<LSTM, FwdS<4>>);
+  return cudaFuncGetAttributes(attr, (const void*)forward_step<Cell::LSTM, FwdS<4>>);
 }
 
-size_t forward_workspace_floats(const Shape& d, bool training) {
-  const int64_t G = gate_count(d.cell), N = d.T * d.B;
-  size_t n = 4 + (size_t)(2 * d.B * d.H);               // grid-barrier counter (16 bytes), h ping-pong
-  if (!training) n += (size_t)(N * G * d.H);             // x projection
-  n += gemm_workspace_floats(N, G * d.H, d.I);           // its split-K partials, if any
-  return n;
-}
+size_t forward_workspace_floats(const Dims& d, bool training) { return forward_workspace(d, training, nullptr).floats; }
 
 void forward(const ForwardArgs& a) {
-  const Shape& d = a.d;
-  if (d.cell < 0 || d.cell > 3) throw std::invalid_argument("fastrnn CUDA forward: cell must be 0..3");
+  const Dims& d = a.d;
+  const bool lstm = d.cell == Cell::LSTM, gru = d.cell == Cell::GRU;
+  if ((int)d.cell < 0 || (int)d.cell > 3) throw std::invalid_argument("fastrnn CUDA forward: cell must be 0..3");
   if (d.T < 1 || d.B < 1 || d.I < 1 || d.H < 1) throw std::invalid_argument("fastrnn CUDA forward: T, B, I, H must be >= 1");
   if (d.T > INT32_MAX || d.B > INT32_MAX || d.H > INT32_MAX || ceil_div(d.B, 8) > MAX_GRID_Y)
     throw std::invalid_argument("fastrnn CUDA forward: shape too large for the step kernels");
-  if (!a.x || !a.w_ih || !a.w_hh || !a.b_ih || !a.y || !a.h_n || (d.cell == GRU && !a.b_hh) || (d.cell == LSTM && !a.c_n))
+  if (!a.x || !a.w_ih || !a.w_hh || !a.b_ih || !a.y || !a.h_n || (gru && !a.b_hh) || (lstm && !a.c_n))
     throw std::invalid_argument("fastrnn CUDA forward: a required pointer is null");
   const bool training = a.gates != nullptr;
-  if (training && (!a.hprev || ((d.cell == LSTM || d.cell == GRU) && !a.aux)))
+  if (training && (!a.hprev || ((lstm || gru) && !a.aux)))
     throw std::invalid_argument("fastrnn CUDA forward: training needs gates, hprev and aux");
-  if (a.workspace_floats < forward_workspace_floats(d, training) || !a.workspace)
+  const ForwardWorkspace ws = forward_workspace(d, training, a.workspace);
+  if (a.workspace_floats < ws.floats || !a.workspace)
     throw std::invalid_argument("fastrnn CUDA forward: workspace too small");
 
   cudaStream_t st = as_stream(a.stream);
   const int64_t G = gate_count(d.cell), GH = G * d.H, N = d.T * d.B, B = d.B, H = d.H;
-  float* ws = a.workspace;
-  unsigned* barrier = reinterpret_cast<unsigned*>(ws);
-  ws += 4;
-  float* hbuf = ws;
-  ws += 2 * B * H;
-  float* xw = training ? a.gates : ws;
-  if (!training) ws += N * GH;
-  const size_t gemm_ws = a.workspace_floats - (size_t)(ws - a.workspace);
+  unsigned* barrier = ws.barrier;
+  float* hbuf = ws.hbuf;
+  float* xw = training ? a.gates : ws.xw;
 
   // 1. input projection: xw[N, GH] = x[N, I] W_ih^T + b_ih
-  gemm(GemmArgs{N, GH, d.I, a.x, d.I, 1, a.w_ih, 1, d.I, xw, GH, false, a.b_ih, ws, gemm_ws, a.stream});
+  CudaGemmArgs xproj{};
+  xproj.M = N, xproj.N = GH, xproj.K = d.I;
+  xproj.A = a.x, xproj.rsa = d.I, xproj.csa = 1;     // x [N, I]
+  xproj.B = a.w_ih, xproj.rsb = 1, xproj.csb = d.I;  // W_ih^T
+  xproj.C = xw, xproj.ldc = GH;
+  xproj.accumulate = false, xproj.bias = a.b_ih;
+  xproj.workspace = ws.gemm, xproj.workspace_floats = a.workspace_floats - (size_t)(ws.gemm - a.workspace);
+  xproj.stream = a.stream;
+  gemm(xproj);
 
   // 2. initial state
   const size_t state_bytes = sizeof(float) * (size_t)(B * H);
   if (a.h0) check(cudaMemcpyAsync(hbuf, a.h0, state_bytes, cudaMemcpyDeviceToDevice, st), "copy h0");
   else check(cudaMemsetAsync(hbuf, 0, state_bytes, st), "zero h0");
-  if (d.cell == LSTM) {
+  if (lstm) {
     if (a.c0) check(cudaMemcpyAsync(a.c_n, a.c0, state_bytes, cudaMemcpyDeviceToDevice, st), "copy c0");
     else check(cudaMemsetAsync(a.c_n, 0, state_bytes, st), "zero c0");
   }
@@ -245,10 +227,10 @@ void forward(const ForwardArgs& a) {
   p.hprev = training ? a.hprev : nullptr;
   p.aux = training ? a.aux : nullptr;
   switch (d.cell) {
-    case RNN_TANH: run_steps_for_cell<RNN_TANH>(p, d, hbuf, barrier, st); break;
-    case RNN_RELU: run_steps_for_cell<RNN_RELU>(p, d, hbuf, barrier, st); break;
-    case LSTM: run_steps_for_cell<LSTM>(p, d, hbuf, barrier, st); break;
-    default: run_steps_for_cell<GRU>(p, d, hbuf, barrier, st); break;
+    case Cell::RNN_TANH: run_steps_for_cell<Cell::RNN_TANH>(p, d, hbuf, barrier, st); break;
+    case Cell::RNN_RELU: run_steps_for_cell<Cell::RNN_RELU>(p, d, hbuf, barrier, st); break;
+    case Cell::LSTM: run_steps_for_cell<Cell::LSTM>(p, d, hbuf, barrier, st); break;
+    default: run_steps_for_cell<Cell::GRU>(p, d, hbuf, barrier, st); break;
   }
 
   // 4. final state

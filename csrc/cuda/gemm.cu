@@ -153,7 +153,7 @@ size_t gemm_workspace_floats(int64_t M, int64_t N, int64_t K) {
   return pl.splits > 1 ? (size_t)pl.splits * (size_t)M * (size_t)N : 0;
 }
 
-void gemm(const GemmArgs& g) {
+void gemm(const CudaGemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   cudaStream_t st = as_stream(g.stream);
   if (g.K <= 0) {  // C = bias or 0 (or unchanged when accumulating)
@@ -168,8 +168,13 @@ void gemm(const GemmArgs& g) {
   Plan pl = plan_gemm(g.M, g.N, g.K);
   if (pl.splits > 1 && g.workspace_floats < (size_t)pl.splits * (size_t)g.M * (size_t)g.N)
     pl = Plan{false, 1, g.K};  // not enough workspace: no split
-  GemmParams p{g.M, g.N, g.K, g.A, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C, g.ldc, g.accumulate, g.bias,
-               pl.splits > 1 ? g.workspace : nullptr, pl.kchunk};
+  GemmParams p{};
+  p.M = g.M, p.N = g.N, p.K = g.K;
+  p.A = g.A, p.rsa = g.rsa, p.csa = g.csa;
+  p.B = g.B, p.rsb = g.rsb, p.csb = g.csb;
+  p.C = g.C, p.ldc = g.ldc;
+  p.accumulate = g.accumulate, p.bias = g.bias;
+  p.partial = pl.splits > 1 ? g.workspace : nullptr, p.kchunk = pl.kchunk;
   if (pl.big) launch_gemm<Big>(p, 1, st);
   else launch_gemm<Small>(p, pl.splits, st);
   if (pl.splits > 1) {

@@ -12,23 +12,17 @@
 #include <cstdint>
 #include <string>
 
+#include "common/cell.h"
+
 namespace fastrnn_cuda {
 
-// Cell ids: the same numbers as fastrnn::Cell (0 rnn tanh, 1 rnn relu, 2 lstm, 3 gru).
-enum Cell : int { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3 };
-
-inline int gate_count(int cell) { return cell == LSTM ? 4 : (cell == GRU ? 3 : 1); }
-
-struct Shape {
-  int cell;
-  int64_t T, B, I, H;
-  bool batch_first;
-  bool reverse;
-  const uint8_t* mask;  // [B, T] (1 = valid) or nullptr
-};
+// The cell ids, gate counts and dimensions are the CPU kernels' (common/cell.h).
+using fastrnn::Cell;
+using fastrnn::Dims;
+using fastrnn::gate_count;
 
 struct ForwardArgs {
-  Shape d;
+  Dims d;
   const float* x;     // [T*B, I] in position order
   const float* w_ih;  // [G*H, I]
   const float* w_hh;  // [G*H, H]
@@ -48,7 +42,7 @@ struct ForwardArgs {
 };
 
 struct BackwardArgs {
-  Shape d;
+  Dims d;
   const float* x;      // [T*B, I] (masked positions must hold finite values, e.g. 0)
   const float* w_ih;   // [G*H, I]
   const float* w_hh;   // [G*H, H]
@@ -71,9 +65,10 @@ struct BackwardArgs {
   void* stream;
 };
 
-// C = op(A) op(B) (+ C when accumulate, else + bias when bias != nullptr). A: M x K with strides
-// (rsa, csa); B: K x N with strides (rsb, csb); C: M x N row-major, leading dimension ldc.
-struct GemmArgs {
+// The CUDA GEMM: C = op(A) op(B) (+ C when accumulate, else + bias when bias != nullptr). A: M x K
+// with strides (rsa, csa); B: K x N with strides (rsb, csb); C: M x N row-major, leading dimension
+// ldc. (The CPU GEMM takes fastrnn::CpuGemmArgs.) Filled field by field: CudaGemmArgs g{}; g.M = ...
+struct CudaGemmArgs {
   int64_t M, N, K;
   const float* A; int64_t rsa, csa;
   const float* B; int64_t rsb, csb;
@@ -85,13 +80,13 @@ struct GemmArgs {
   void* stream;
 };
 
-size_t forward_workspace_floats(const Shape& d, bool training);
-size_t backward_workspace_floats(const Shape& d);
+size_t forward_workspace_floats(const Dims& d, bool training);
+size_t backward_workspace_floats(const Dims& d);
 size_t gemm_workspace_floats(int64_t M, int64_t N, int64_t K);
 
 void forward(const ForwardArgs& a);
 void backward(const BackwardArgs& a);
-void gemm(const GemmArgs& g);
+void gemm(const CudaGemmArgs& g);
 
 // device.cu
 int device_count();

@@ -4,8 +4,8 @@
 // gates of those units (column group g = gate g), K = H. Backward: the tile columns are the units
 // themselves, K = G*H. Two sizes: large tiles do more work per shared-memory load, small tiles
 // give more blocks and split K inside the block; with B and H small a step is latency-bound and
-// more blocks win. (A medium size, 32 rows x 16 units, was never the fastest on the H100 for the
-// benchmark shapes and was dropped to keep the build short.)
+// more blocks win. Each size is a template instantiation per cell and per kernel, so the list is
+// kept short for the build time (bench/RESULTS.md tells which sizes were tried).
 // The time loop is either one launch per step or, where the whole grid fits on the device at
 // once, one cooperative launch that loops over the steps with a grid barrier between them
 // (saves the launch latency of every step).
@@ -22,9 +22,7 @@ using BwdL = TileCfg<64, 64, 16, 1, 4, 1, 4, 3>;                          // 256
 using BwdS = TileCfg<8, 32, 16, 1, 2, 1, 2, 3, 4>;                        // 256      32
 
 // 0 (large) or 1 (small): the override when set, else the large tile when it still gives every
-// multiprocessor a block, else the small one. On an H100 (132 SMs) this picks the small tiles for
-// every shape of the benchmark, and they were the fastest for each of them, forward and
-// backward (bench/RESULTS_GPU.md, tile table).
+// multiprocessor a block, else the small one (measurements: bench/RESULTS_GPU.md, tile table).
 inline int pick_tiles(int override_, int64_t B, int64_t H, int bm_large, int uj_large) {
   if (override_ == 0 || override_ == 1) return override_;
   return ceil_div(B, bm_large) * ceil_div(H, uj_large) >= sm_count() ? 0 : 1;

@@ -1,0 +1,170 @@
+// forward_loop.h — the CPU forward pass: input projection, then the time loop.
+//
+// Part of the per-ISA kernels: included by kernels_impl.h inside namespace fastrnn::FASTRNN_NS,
+// after simd.h, the standard headers and the tuning constants it defines.
+
+// Packs W_hh rows for the forward tiles: panel p holds, for every k < H, the G gate vectors of
+// hidden units [p*W, p*W+W): Wp[p][k][g][w] = w_hh[g*H + p*W + w][k] (0 past H).
+template <int G>
+static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p1, float* Wp) {
+  for (int64_t p = p0; p < p1; ++p) {
+    float* dst = Wp + p * H * G * W;
+    const int64_t j0 = p * W;
+    const int nv = (int)std::min<int64_t>(W, H - j0);
+    const int64_t k0 = nv == W ? H / W * W : 0;  // whole W x W blocks: transposed in registers, one
+    for (int g = 0; g < G; ++g)                  // gate at a time (W source rows streamed at once)
+      for (int64_t k = 0; k < k0; k += W) transpose_w(w_hh + (g * H + j0) * H + k, H, dst + k * G * W + g * W, G * W);
+    const float* src[G * W];  // the G*W source rows of this panel (nullptr: zero padding)
+    for (int g = 0; g < G; ++g)
+      for (int w = 0; w < W; ++w) src[g * W + w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
+    for (int64_t k = k0; k < H; ++k)  // the rest: contiguous writes; the source rows stay in L1 across k
+      for (int r = 0; r < G * W; ++r) dst[k * G * W + r] = src[r] ? src[r][k] : 0.0f;
+  }
+}
+
+// Rows of a forward tile: MR rows x G gate vectors of accumulators, plus G weight vectors and a
+// broadcast, within the registers of the ISA.
+template <int G>
+constexpr int forward_tile_rows() { return std::max(1, std::min(8, (VREGS - G - 2) / G)); }
+
+// The forward workspace, in order: packed W_hh, the x projection (inference only: when training
+// it goes straight into the saved-gates buffer), the h ping-pong buffers, the LSTM cell state.
+struct ForwardWorkspace {
+  float* w_hh_packed;  // [P][H][G][W], P = ceil(H / W) unit panels
+  float* xw;           // [T*B, G*H], or nullptr when training
+  float* hbuf;         // [2][B][ldh]
+  float* cstate;       // [B, H] (LSTM), else nullptr
+  int64_t ldh;
+  size_t floats;
+};
+
+static ForwardWorkspace forward_workspace(const Dims& d, bool training, float* base) {
+  const int64_t G = d.G(), P = ceil_div(d.H, W);
+  WorkspaceLayout ws(base);
+  ForwardWorkspace w{};
+  w.w_hh_packed = ws.take((size_t)(P * d.H * G * W));
+  w.xw = training ? nullptr : ws.take((size_t)(d.T * d.B * G * d.H));
+  w.ldh = padded_ld(d.H);
+  w.hbuf = ws.take((size_t)(2 * d.B * w.ldh));
+  w.cstate = d.cell == Cell::LSTM ? ws.take((size_t)(d.B * d.H)) : nullptr;
+  w.floats = ws.floats();
+  return w;
+}
+
+static size_t forward_ws(const Dims& d, bool training, int threads) {
+  return forward_workspace(d, training, nullptr).floats;
+}
+
+template <Cell C>
+static void forward_impl(const ForwardArgs& a) {
+  using Math = CellMath<C>;
+  constexpr int G = Math::G;
+  constexpr int MR = forward_tile_rows<G>();
+  const Dims& d = a.d;
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
+  const int64_t P = ceil_div(H, W);
+  const bool training = a.gates != nullptr;
+
+  const ForwardWorkspace ws = forward_workspace(d, training, a.workspace);
+  float* Wp = ws.w_hh_packed;
+  float* xw = training ? a.gates : ws.xw;
+  const int64_t ldh = ws.ldh;  // h ping-pong buffers: [2][B][ldh]
+  float* hbuf = ws.hbuf;
+  float* cstate = ws.cstate;
+
+  // 1. input projection for all steps: xw = x W_ih^T + b_ih (one GEMM, bias added at the store)
+  CpuGemmArgs xproj{};
+  xproj.M = N, xproj.N = GH, xproj.K = I;
+  xproj.A = a.x, xproj.rsa = I, xproj.csa = 1;     // x [N, I]
+  xproj.B = a.w_ih, xproj.rsb = 1, xproj.csb = I;  // W_ih^T
+  xproj.C = xw, xproj.ldc = GH;
+  xproj.accumulate = false, xproj.threads = a.threads, xproj.bias = a.b_ih;
+  gemm(xproj);
+
+  // 2. the time loop
+  const LoopSplit split = loop_split(a.threads, P, B, 4.0 * (double)(P * H * G * W),
+                                     2.0 * (double)B * (double)GH * (double)H, T);
+#pragma omp parallel num_threads(split.threads)
+  {
+    // partition by the team actually granted (it may be smaller than asked for)
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+    int64_t pp0, pp1;  // packing and initial state: by unit panels, whatever the split
+    panel_range(P, tid, team, pp0, pp1);
+    pack_whh_forward<G>(a.w_hh, H, pp0, pp1, Wp);
+    for (int64_t b = 0; b < B; ++b) {
+      float* hb = hbuf + b * ldh;
+      for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {
+        hb[j] = a.h0 ? a.h0[b * H + j] : 0.0f;
+        if (cstate) cstate[b * H + j] = a.c0 ? a.c0[b * H + j] : 0.0f;
+      }
+    }
+    int64_t p0, p1, b_lo, b_hi;  // what this thread computes
+    loop_part(split.by_rows, P, B, tid, team, p0, p1, b_lo, b_hi);
+    const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
+    std::vector<int64_t> act((size_t)B);
+#pragma omp barrier
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = d.time_of_step(s);
+      const float* hcur = hbuf + (s & 1) * B * ldh;
+      float* hnext = hbuf + ((s + 1) & 1) * B * ldh;
+      int64_t nact = 0;
+      for (int64_t b = b_lo; b < b_hi; ++b) {
+        if (d.valid(t, b)) {
+          act[(size_t)nact++] = b;
+        } else if (j_hi > j_lo) {  // masked: carry the state, output 0
+          const int64_t pos = d.pos(t, b);
+          std::memcpy(hnext + b * ldh + j_lo, hcur + b * ldh + j_lo, sizeof(float) * (size_t)(j_hi - j_lo));
+          std::memset(a.y + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+          if (training) std::memset(a.hprev + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+          if (training && a.aux) std::memset(a.aux + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+        }
+      }
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t j0 = p * W;
+        const int nv = (int)std::min<int64_t>(W, H - j0);
+        const float* wp = Wp + p * H * G * W;
+        V bhh[3];
+        if constexpr (Math::kHiddenBias)
+          for (int g = 0; g < 3; ++g) bhh[g] = Simd::loadn(a.b_hh + g * H + j0, nv);
+        for (int64_t r0 = 0; r0 < nact; r0 += MR) {
+          const int m = (int)std::min<int64_t>(MR, nact - r0);
+          with_rows<1, MR>(m, [&](auto mc) {
+            constexpr int Mr = decltype(mc)::value;
+            const float* rows[Mr];
+            for (int i = 0; i < Mr; ++i) rows[i] = hcur + act[(size_t)(r0 + i)] * ldh;
+            // The x-projection rows this tile's pointwise pass reads come from far away in
+            // memory (one row per position): ask for them now, they arrive during the k-loop.
+            for (int i = 0; i < Mr; ++i) {
+              const int64_t pos = d.pos(t, act[(size_t)(r0 + i)]);
+              for (int g = 0; g < G; ++g) {
+                const float* q = xw + pos * GH + g * H + j0;
+                __builtin_prefetch(q, 1);
+                __builtin_prefetch(q + nv - 1, 1);
+              }
+              __builtin_prefetch(a.y + pos * H + j0, 1);
+            }
+            V acc[Mr][G];
+            micro_rows<Mr, G>(H, rows, wp, &acc[0][0]);
+            for (int i = 0; i < Mr; ++i) {
+              const int64_t b = act[(size_t)(r0 + i)];
+              const int64_t pos = d.pos(t, b);
+              Math::forward(acc[i], xw + pos * GH + j0, H, nv, rows[i] + j0, hnext + b * ldh + j0,
+                            a.y + pos * H + j0, cstate ? cstate + b * H + j0 : nullptr,
+                            training ? a.hprev + pos * H + j0 : nullptr,
+                            (training && a.aux) ? a.aux + pos * H + j0 : nullptr, bhh, training);
+            }
+          });
+        }
+      }
+      if (!split.by_rows) {  // the next step reads every thread's units of h
+#pragma omp barrier
+      }
+    }
+    const float* hfin = hbuf + (T & 1) * B * ldh;
+    for (int64_t b = b_lo; b < b_hi; ++b) {
+      for (int64_t j = j_lo; j < j_hi; ++j) a.h_n[b * H + j] = hfin[b * ldh + j];
+      if (cstate && a.c_n)
+        for (int64_t j = j_lo; j < j_hi; ++j) a.c_n[b * H + j] = cstate[b * H + j];
+    }
+  }
+}

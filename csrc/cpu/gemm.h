@@ -1,0 +1,252 @@
+// gemm.h — the CPU GEMM: per-thread packing scratch, the register micro-kernels, the
+// serial blocked product, the small-N path and the threaded driver.
+//
+// Part of the per-ISA kernels: included by kernels_impl.h inside namespace fastrnn::FASTRNN_NS,
+// after simd.h, the standard headers and the tuning constants it defines.
+
+// Per-thread packing scratch for the GEMM: grows once, reused by every later call on the thread.
+thread_local std::vector<float> g_scratch[2];
+
+static float* scratch(int which, size_t n) {
+  if (g_scratch[which].size() < n) g_scratch[which].resize(n);
+  return g_scratch[which].data();
+}
+
+// The calling thread's packing scratch in bytes, and freeing it on the calling thread and on the
+// workers of a `threads`-thread team (libgomp reuses its worker threads from team to team).
+static size_t scratch_bytes() { return sizeof(float) * (g_scratch[0].capacity() + g_scratch[1].capacity()); }
+
+static void release_scratch(int threads) {
+  auto release = [] {
+    for (auto& b : g_scratch) std::vector<float>().swap(b);
+  };
+  release();
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    release();
+  }
+}
+
+// acc[MR][NV] = sum_k Ap[k][i] * Bp[k][v*W ..]
+template <int MR, int NV>
+static inline void micro_packed(int64_t kc, const float* __restrict Ap, const float* __restrict Bp,
+                                V (&acc)[MR][NV]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = Simd::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    V b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + k * (NV * W) + v * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const V a = Simd::set1(Ap[k * MR + i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
+    }
+  }
+}
+
+// C[m x n] = acc + C (accumulate) or acc + bias (bias may be nullptr), for the valid m <= MR rows
+// and n <= NV*W columns.
+template <int MR, int NV>
+static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, int n, bool accumulate,
+                              const float* bias) {
+  if (m == MR && n == NV * W) {
+    V add[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) add[v] = (!accumulate && bias) ? Simd::load(bias + v * W) : Simd::zero();
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        float* p = C + i * ldc + v * W;
+        Simd::store(p, Simd::add(accumulate ? Simd::load(p) : add[v], acc[i][v]));
+      }
+    return;
+  }
+  alignas(64) float tmp[MR * NV * W];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) Simd::store(tmp + i * NV * W + v * W, acc[i][v]);
+  for (int i = 0; i < m; ++i) {
+    float* p = C + i * ldc;
+    const float* s = tmp + i * NV * W;
+    if (accumulate)
+      for (int j = 0; j < n; ++j) p[j] += s[j];
+    else if (bias)
+      for (int j = 0; j < n; ++j) p[j] = bias[j] + s[j];
+    else
+      for (int j = 0; j < n; ++j) p[j] = s[j];
+  }
+}
+
+static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa,
+                        const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate,
+                        const float* bias) {
+  float* Ap = scratch(0, (size_t)(GEMM_MC * GEMM_KC));
+  float* Bp = scratch(1, (size_t)(GEMM_KC * (GEMM_NC + GEMM_NR)));
+  for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
+    const int64_t nc = std::min(GEMM_NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
+      const int64_t kc = std::min(GEMM_KC, K - pc);
+      const bool acc_c = accumulate || pc > 0;
+      pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+      for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
+        const int64_t mc = std::min(GEMM_MC, M - ic);
+        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+        for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
+          const int m = (int)std::min<int64_t>(GEMM_MR, mc - ir);
+          for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
+            const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
+            if (acc_c) {  // C is read back at the store: fetch it while the k-loop runs
+              float* c0 = C + (ic + ir) * ldc + jc + jr;
+              for (int i = 0; i < m; ++i) {
+                __builtin_prefetch(c0 + i * ldc, 1);
+                __builtin_prefetch(c0 + i * ldc + n - 1, 1);
+              }
+            }
+            float* ct = C + (ic + ir) * ldc + jc + jr;
+            const float* bt = bias ? bias + jc + jr : nullptr;
+            if (panel_width(n) == GEMM_NR) {
+              V acc[GEMM_MR][GEMM_NV];
+              micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+              store_tile<GEMM_MR, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt);
+            } else {
+              V acc[GEMM_MR][1];
+              micro_packed<GEMM_MR, 1>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+              store_tile<GEMM_MR, 1>(acc, ct, ldc, m, n, acc_c, bt);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// C = A B (+ C or + bias) for N <= 4 without packing: dot products when A's rows are contiguous;
+// when A's columns are, one sweep down A per block of SMALL_N_MB rows of C, scaling each column
+// into N accumulator rows (at most 4 x SMALL_N_MB floats, in L1). Summation order fixed (k
+// ascending per element).
+static constexpr int64_t SMALL_N = 4;
+static constexpr int64_t SMALL_N_MB = 1024;
+
+static void gemm_small_n(const CpuGemmArgs& g) {
+  const int64_t M = g.M, N = g.N, K = g.K;
+  auto init = [&](int64_t i, int64_t n) { return g.accumulate ? g.C[i * g.ldc + n] : (g.bias ? g.bias[n] : 0.0f); };
+  if (g.csa == 1) {
+    float* bt = scratch(1, (size_t)(N * K));  // op(B) transposed: bt[n][k]
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) bt[n * K + k] = g.B[k * g.rsb + n * g.csb];
+    for (int64_t i = 0; i < M; ++i) {
+      const float* a = g.A + i * g.rsa;
+      for (int64_t n = 0; n < N; ++n) {
+        V acc = Simd::zero();
+        for (int64_t k = 0; k < K; k += W) {
+          const int nv = (int)std::min<int64_t>(W, K - k);
+          acc = Simd::fmadd(Simd::loadn(a + k, nv), Simd::loadn(bt + n * K + k, nv), acc);
+        }
+        g.C[i * g.ldc + n] = init(i, n) + Simd::hsum(acc);
+      }
+    }
+  } else {  // g.rsa == 1: column k of A is contiguous
+    const int64_t ldacc = ceil_div(std::min(M, SMALL_N_MB), W) * W;
+    float* acc = scratch(1, (size_t)(N * ldacc));
+    for (int64_t m0 = 0; m0 < M; m0 += SMALL_N_MB) {
+      const int64_t mb = std::min(SMALL_N_MB, M - m0);
+      std::memset(acc, 0, sizeof(float) * (size_t)(N * ldacc));
+      for (int64_t k = 0; k < K; ++k) {
+        const float* a = g.A + k * g.csa + m0;
+        for (int64_t n = 0; n < N; ++n) {
+          const V bk = Simd::set1(g.B[k * g.rsb + n * g.csb]);
+          float* an = acc + n * ldacc;
+          int64_t i0 = 0;
+          for (; i0 + W <= mb; i0 += W) Simd::store(an + i0, Simd::fmadd(Simd::load(a + i0), bk, Simd::load(an + i0)));
+          if (i0 < mb) Simd::store(an + i0, Simd::fmadd(Simd::loadn(a + i0, (int)(mb - i0)), bk, Simd::load(an + i0)));
+        }
+      }
+      for (int64_t i = 0; i < mb; ++i)
+        for (int64_t n = 0; n < N; ++n) g.C[(m0 + i) * g.ldc + n] = init(m0 + i, n) + acc[n * ldacc + i];
+    }
+  }
+}
+
+static void gemm(const CpuGemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K > 0 && g.N <= SMALL_N && (g.csa == 1 || g.rsa == 1)) {
+    gemm_small_n(g);
+    return;
+  }
+  if (g.K <= 0) {
+    if (!g.accumulate)
+      for (int64_t i = 0; i < g.M; ++i) {
+        if (g.bias)
+          std::memcpy(g.C + i * g.ldc, g.bias, sizeof(float) * (size_t)g.N);
+        else
+          std::memset(g.C + i * g.ldc, 0, sizeof(float) * (size_t)g.N);
+      }
+    return;
+  }
+  int nt = std::max(1, g.threads);
+  if ((double)g.M * (double)g.N * (double)g.K < 5.0e5) nt = 1;  // not worth starting a team
+  const int64_t pn = ceil_div(g.N, GEMM_NR), pm = ceil_div(g.M, GEMM_MR);
+  // Split the larger of M and N: each thread packs all of the operand along the dimension that is
+  // not split, so splitting N costs nt*M*K packing and splitting M costs nt*K*N.
+  const bool split_n = g.N > g.M ? pn >= nt : pm < nt;
+  nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
+  auto part = [&](int tid) {
+    if (split_n) {
+      const int64_t j0 = pn * tid / nt * GEMM_NR, j1 = std::min(g.N, pn * (tid + 1) / nt * GEMM_NR);
+      if (j1 > j0)
+        gemm_serial(g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
+                    g.accumulate, g.bias ? g.bias + j0 : nullptr);
+    } else {
+      const int64_t i0 = pm * tid / nt * GEMM_MR, i1 = std::min(g.M, pm * (tid + 1) / nt * GEMM_MR);
+      if (i1 > i0)
+        gemm_serial(i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
+                    g.ldc, g.accumulate, g.bias);
+    }
+  };
+  if (nt == 1) {
+    part(0);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {  // the runtime may give fewer threads than asked for (OMP_DYNAMIC, thread limits, nesting)
+    for (int w = omp_get_thread_num(); w < nt; w += omp_get_num_threads()) part(w);
+  }
+}
+
+
+// out[m*NV + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers.
+// Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
+// inlined into the time loop they compete with the hoisted constants of the pointwise pass.
+template <int M, int NV>
+__attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
+                                                 const float* __restrict Bp, V* __restrict out) {
+  V acc[M][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = Simd::zero();
+  const float* r[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) r[i] = rows[i];
+  for (int64_t k = 0; k < K; ++k) {
+    V b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + k * (NV * W) + v * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      const V a = Simd::set1(r[i][k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) out[i * NV + v] = acc[i][v];
+}

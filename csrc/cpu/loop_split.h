@@ -1,0 +1,69 @@
+// loop_split.h — how the forward and backward time loops are split over threads (by hidden-unit
+// panels or by blocks of batch rows), and which part each thread computes.
+//
+// Part of the per-ISA kernels: included by kernels_impl.h inside namespace fastrnn::FASTRNN_NS,
+// after simd.h, the standard headers and the tuning constants it defines.
+
+// Thread tid of nt owns items [p0, p1) of P (unit panels, column panels or row blocks).
+static inline void panel_range(int64_t P, int tid, int nt, int64_t& p0, int64_t& p1) {
+  p0 = P * tid / nt;
+  p1 = P * (tid + 1) / nt;
+}
+
+// Threads worth using for a time loop whose per-step work is `flops` over `panels` panels.
+static int loop_threads(int requested, int64_t panels, double flops_per_step) {
+  int nt = (int)std::min<int64_t>(std::max(1, requested), panels);
+  if (flops_per_step < 1.0e6) nt = 1;  // under ~10 us of work per step a barrier per step does not pay
+  return std::max(1, nt);
+}
+
+// How a time loop is split over threads. Two ways:
+//  * by hidden units (the default): each thread owns a slice of the hidden units and keeps its
+//    slice of W_hh in its own L2; every step needs all of h from every thread, so one barrier
+//    per step;
+//  * by batch rows: each thread runs whole sequences (blocks of ROW_BLOCK rows) through every
+//    step on its own, with no barrier at all, but reads all of W_hh every step. Chosen when
+//    more than one thread is asked for, the loop has >= 1 MFLOP in all, the packed W_hh is at
+//    most ROWSPLIT_MAX_BYTES, and the row blocks give as many threads as the unit split would,
+//    with no thread more than 15 % above the average number of rows.
+//    Both splits stream W_hh once per tile of rows per step, so the cache traffic is about the
+//    same; the row split saves the barriers and the exchange of h between cores, which pays most
+//    where a step is short (small H). Measurements: bench/RESULTS.md.
+// Results do not depend on the split or on the thread count: every output row is computed by the
+// same arithmetic in the same order whoever computes it, and the bias gradients are summed per
+// row block (rows ascending, steps descending) and then over the blocks in a fixed order.
+constexpr int64_t ROW_BLOCK = 8;
+
+// Above this the row split's extra streams of W_hh (one per thread) would come from DRAM rather
+// than the L3 on most current x86 parts (16 MiB = an LSTM with H = 1024).
+constexpr double ROWSPLIT_MAX_BYTES = 16.0 * 1024.0 * 1024.0;
+
+struct LoopSplit {
+  int threads;
+  bool by_rows;
+};
+
+static LoopSplit loop_split(int requested, int64_t panels, int64_t B, double weight_bytes, double flops_per_step,
+                            int64_t T) {
+  const LoopSplit by_units{loop_threads(requested, panels, flops_per_step), false};
+  const int64_t blocks = ceil_div(B, ROW_BLOCK);
+  const int nt = (int)std::min<int64_t>(std::max(1, requested), blocks);
+  if (nt < 2 || nt < by_units.threads || weight_bytes > ROWSPLIT_MAX_BYTES || flops_per_step * (double)T < 1.0e6)
+    return by_units;
+  const double most_rows = (double)std::min(B, ceil_div(blocks, nt) * ROW_BLOCK);  // rows of the busiest thread
+  if (most_rows > 1.15 * (double)B / nt) return by_units;
+  return {nt, true};
+}
+
+// The rows [b_lo, b_hi) and unit panels [p0, p1) (of P) that thread tid of team computes.
+static void loop_part(bool by_rows, int64_t P, int64_t B, int tid, int team, int64_t& p0, int64_t& p1,
+                      int64_t& b_lo, int64_t& b_hi) {
+  if (by_rows) {
+    int64_t k0, k1;
+    panel_range(ceil_div(B, ROW_BLOCK), tid, team, k0, k1);
+    p0 = 0, p1 = P, b_lo = std::min(B, k0 * ROW_BLOCK), b_hi = std::min(B, k1 * ROW_BLOCK);
+  } else {
+    panel_range(P, tid, team, p0, p1);
+    b_lo = 0, b_hi = B;
+  }
+}
