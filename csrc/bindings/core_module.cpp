@@ -276,8 +276,14 @@ static const std::string g_spin_at_load = [] {
   return std::string(v ? v : "");
 }();
 
+#define FASTRNN_STR_(x) #x
+#define FASTRNN_STR(x) FASTRNN_STR_(x)
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastrnn CPU kernels (SimpleRNN, LSTM, GRU forward and BPTT; GEMM)";
+  // The version the module was built as (pyproject reads it from fastrnn/_version.py), so that a
+  // stale build beside newer Python code is detectable.
+  m.attr("__version__") = FASTRNN_STR(VERSION_INFO);
   m.def("forward", &forward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert().none(true),
         py::arg("h0").noconvert().none(true), py::arg("c0").noconvert().none(true),
