@@ -16,11 +16,14 @@ from . import (
     ops,
     optim,
     reference,
+    utils,
 )
 from ._version import __version__
 from .backend import available_isas, get_num_threads, isa, set_isa, set_num_threads
 from .models import Model, Seq2Seq, Sequential
 from .saving import load_model
+from .utils import set_random_seed
+from .utils import set_random_seed as set_seed
 
 
 def info(file=None) -> dict:
@@ -81,4 +84,7 @@ __all__ = [
     "reference",
     "set_isa",
     "set_num_threads",
+    "set_random_seed",
+    "set_seed",
+    "utils",
 ]

@@ -14,6 +14,8 @@ import string
 
 import numpy as np
 
+from . import _random
+
 __all__ = [
     "generate_time_series",
     "window",
@@ -484,7 +486,7 @@ class Batches:
         self.n = n
         self.shuffle = bool(shuffle)
         self.drop_remainder = bool(drop_remainder)
-        self._rng = np.random.default_rng(seed)
+        self._rng = _random.new_rng() if seed is None else np.random.default_rng(seed)
 
     def __len__(self):
         if self.drop_remainder:
@@ -561,7 +563,7 @@ def train_valid_test_split(*arrays, valid=0.2, test=0.1, shuffle=False, seed=Non
         raise ValueError(f"valid + test ({n_va} + {n_te}) exceed the {n} samples")
     n_tr = n - n_va - n_te
     if shuffle:
-        order = np.random.default_rng(seed).permutation(n)
+        order = (_random.new_rng() if seed is None else np.random.default_rng(seed)).permutation(n)
         arrs = [a[order] for a in arrs]
     cuts = [(0, n_tr), (n_tr, n_tr + n_va), (n_tr + n_va, n)]
     parts = [tuple(a[lo:hi] for a in arrs) for lo, hi in cuts]

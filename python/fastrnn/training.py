@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
+from . import _random
 from . import callbacks as callbacks_module
 from ._validation import positive_int as _positive_int
 from .layers import base as layers_base
@@ -375,7 +376,8 @@ class TrainingLoops:
 
         batch_size: default 32. validation_split: the LAST fraction of x/y (taken before shuffling, as
         Keras does) is held out; validation_data=(x_val, y_val) takes precedence. shuffle: reshuffle
-        the training samples every epoch with a generator seeded by ``seed``. verbose: 0 silent, 1 a
+        the training samples every epoch with a generator seeded by ``seed`` (without one, drawn from
+        fastrnn's global generator, which ``fastrnn.set_seed`` seeds). verbose: 0 silent, 1 a
         tqdm progress bar per epoch, 2 one line per epoch. tbptt=k: truncated BPTT in chunks of k
         steps (see the module docstring). Raises FloatingPointError, naming the epoch and batch, when
         the loss becomes NaN or Inf (the offending update is not applied), unless a
@@ -426,7 +428,7 @@ class TrainingLoops:
             x, y, sw = _take(x, slice(None, split)), y[:split], None if sw is None else sw[:split]
         n = _n_samples(x)
         steps = int(math.ceil(n / batch_size))
-        rng = np.random.default_rng(seed)
+        rng = _random.new_rng() if seed is None else np.random.default_rng(seed)
 
         history = callbacks_module.History()
         cb_list = list(callbacks or [])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _random
+
 __all__ = [
     "get",
     "glorot_uniform",
@@ -20,31 +22,20 @@ __all__ = [
     "zeros",
 ]
 
-_GLOBAL_RNG = np.random.default_rng()
-
-
 def set_seed(seed: int) -> None:
-    """Re-seed the module-level Generator used by initializers and by layers made without ``seed=``."""
-    global _GLOBAL_RNG
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"set_seed: seed must be a non-negative int, got {seed!r}")
-    _GLOBAL_RNG = np.random.default_rng(int(seed))
+    """Re-seed fastrnn's global Generator (fastrnn._random), used by initializers, by layers made
+    without ``seed=`` and by fit's shuffling. ``fastrnn.set_seed`` also seeds NumPy's and Python's."""
+    _random.reseed(_random.check_seed(seed, "set_seed"))
 
 
-def new_rng(seed=None) -> np.random.Generator:
-    """A fresh Generator: from ``seed`` when given, else derived from the module-level Generator."""
-    if seed is None:
-        return np.random.default_rng(int(_GLOBAL_RNG.integers(0, 2**63 - 1)))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
-    return np.random.default_rng(int(seed))
+new_rng = _random.new_rng
 
 
 def _rng(seed, rng):
     if rng is not None:
         return rng
     if seed is None:
-        return _GLOBAL_RNG
+        return _random.global_rng()
     return new_rng(seed)
 
 
