@@ -445,3 +445,16 @@ def test_save_through_a_symlink_and_to_a_bytes_path(tmp_path):
     finally:
         sys.stdout = saved_stdout
     assert os.path.isfile(os.fsencode(tmp_path) + b"/\xff_1.fastrnn")
+
+
+@pytest.mark.parametrize("name", ["m.keras", "M.KERAS", "w.weights.h5", "w.hdf5"])
+def test_keras_file_names_are_refused_with_the_way_to_write_one(tmp_path, name):
+    model = fr.Sequential([fr.layers.Dense(2, input_shape=(3,))])
+    path = tmp_path / name
+    with pytest.raises(ValueError, match=r"Keras cannot load.*fr\.interop\.to_keras\(model\)\.save\(path\)"):
+        model.save(path)
+    with pytest.raises(ValueError, match="save_weights: .* a Keras file name"):
+        model.save_weights(str(path).encode())
+    assert not path.exists() and not list(tmp_path.iterdir())  # nothing written
+    model.save(tmp_path / "m.fastrnn")  # fastrnn's own names still work
+    assert (tmp_path / "m.fastrnn").is_file()

@@ -129,8 +129,27 @@ def _weights_payload(model, col):
             for p in params]
 
 
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def _refuse_keras_suffix(filepath, fn):
+    """fastrnn's files are not Keras files: a Keras suffix would make Keras try (and fail) to read them."""
+    name = os.fsdecode(os.fspath(filepath))
+    suffix = next((s for s in _KERAS_SUFFIXES if name.lower().endswith(s)), None)
+    if suffix is not None:
+        raise ValueError(
+            f"{fn}: '{name}' ends in {suffix}, a Keras file name, but fastrnn writes its own format (a zip of "
+            f"JSON and .npy arrays) that Keras cannot load. Save under another name (e.g. '.fastrnn'), or write a "
+            f"Keras file with fr.interop.to_keras(model).save(path)"
+        )
+
+
 def save_model(model, filepath):
-    """Write architecture, weights, compile configuration and optimizer state to ``filepath`` (atomically)."""
+    """Write architecture, weights, compile configuration and optimizer state to ``filepath`` (atomically).
+
+    Names ending in .keras / .h5 / .hdf5 are refused: the file would not be a Keras file
+    (``fr.interop.to_keras(model).save(path)`` writes one)."""
+    _refuse_keras_suffix(filepath, "save")
     if not model.built:
         raise ValueError(f"save: model '{model.name}' is not built; call it on data or build(input_shape) first")
     col = _ArrayCollector()
@@ -153,7 +172,9 @@ def save_model(model, filepath):
 
 
 def save_weights(model, filepath):
-    """Write only the weights (in ``parameters()`` order, with names and shapes) to ``filepath`` (atomically)."""
+    """Write only the weights (in ``parameters()`` order, with names and shapes) to ``filepath`` (atomically).
+    Keras file names (.keras / .h5 / .hdf5) are refused, as by :func:`save_model`."""
+    _refuse_keras_suffix(filepath, "save_weights")
     if not model.built:
         raise ValueError(f"save_weights: model '{model.name}' is not built; call it on data first")
     col = _ArrayCollector()
