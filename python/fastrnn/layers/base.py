@@ -11,6 +11,7 @@ Input shapes passed to ``build`` and ``compute_output_shape`` exclude the batch 
 """
 from __future__ import annotations
 
+import inspect
 import re
 import threading
 
@@ -175,8 +176,50 @@ def deserialize(config: dict):
 # ----------------------------------------------------------------------------------------------
 # Layer
 # ----------------------------------------------------------------------------------------------
+def _constructor_signature(cls):
+    """The signature a user sees for ``cls(...)``: its ``__init__``'s parameters, then, where it passes
+    ``**kwargs`` on to its base classes, theirs (keyword-only), down to Layer's. A constructor whose
+    signature cannot be read (a C extension type) gives None: inspect then falls back as usual."""
+    params, seen = [], set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            sig = inspect.signature(init)
+        except (TypeError, ValueError):
+            return None
+        passes_on = False
+        for p in list(sig.parameters.values())[1:]:  # without self
+            if p.kind is p.VAR_KEYWORD:
+                passes_on = True
+                continue
+            if p.kind is p.VAR_POSITIONAL or p.name in seen:
+                continue
+            seen.add(p.name)
+            if params and klass is not cls and p.kind is not p.KEYWORD_ONLY:
+                p = p.replace(kind=p.KEYWORD_ONLY)
+            params.append(p)
+        root = not any(isinstance(b, _LayerMeta) for b in klass.__bases__)  # Layer itself
+        if not passes_on or root:
+            break
+    # a parameter with a default may not precede one without among the positional ones
+    positional = [p for p in params if p.kind is not p.KEYWORD_ONLY]
+    keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
+    return inspect.Signature(positional + keyword, __validate_parameters__=False)
+
+
 class _LayerMeta(type):
-    """Builds a layer right after construction when its input shape is known (``input_shape=``)."""
+    """Builds a layer right after construction when its input shape is known (``input_shape=``),
+    and gives each layer class the signature of its constructor (``inspect.signature(LSTM)``
+    would otherwise show this metaclass's ``(*args, **kwargs)``)."""
+
+    def __init__(cls, name, bases, namespace, **kwargs):
+        super().__init__(name, bases, namespace, **kwargs)
+        if "__signature__" not in namespace:
+            sig = _constructor_signature(cls)
+            if sig is not None:
+                cls.__signature__ = sig
 
     def __call__(cls, *args, **kwargs):
         obj = super().__call__(*args, **kwargs)
