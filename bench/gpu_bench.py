@@ -157,7 +157,8 @@ def versions():
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": f"{name} ({dev['multiProcessorCount']} SMs), nvidia-smi: {smi}",
-        "software": (f"fastrnn {fastrnn.__version__}, CuPy {cupy.__version__} (CUDA runtime {rt // 1000}.{rt % 1000 // 10}), "
+        "software": (f"fastrnn {fastrnn.__version__}, CuPy {cupy.__version__} "
+                     f"(CUDA runtime {rt // 1000}.{rt % 1000 // 10}), "
                      f"torch {torch.__version__} (cuDNN {torch.backends.cudnn.version()}), numpy {np.__version__}, "
                      f"python {platform.python_version()}"),
     }
@@ -215,7 +216,8 @@ def main(argv=None):
                 mod = backend.cuda()
                 for which in ("forward", "backward"):
                     for tiles in (0, 1):
-                        mod.set_step_tiles(tiles if which == "forward" else -1, tiles if which == "backward" else -1, -1)
+                        mod.set_step_tiles(tiles if which == "forward" else -1,
+                                           tiles if which == "backward" else -1, -1)
                         ms = time_call(f_fwd if which == "forward" else f_train, max(5, args.reps // 3))
                         tile_rows.append(dict(shape=name, cell=cell, which=which, tiles=tiles, ms=ms))
                         print(f"   tiles {which:8s} {['large', 'small'][tiles]:6s} {ms:9.3f} ms", flush=True)
@@ -223,8 +225,8 @@ def main(argv=None):
                 for which, fn in (("forward", f_fwd), ("train", f_train)):
                     ms = time_call(fn, max(5, args.reps // 3))
                     loop_rows.append(dict(shape=name, cell=cell, which=which, ms=ms,
-                                          default=[r for r in rows if r["shape"] == name and r["cell"] == cell
-                                                   and r["mode"] == which][0]["fastrnn"]))
+                                          default=next(r for r in rows if r["shape"] == name and r["cell"] == cell
+                                                   and r["mode"] == which)["fastrnn"]))
                     print(f"   launch per step {which:8s} {ms:9.3f} ms", flush=True)
                 mod.set_step_tiles(-1, -1, -1)
             del m
@@ -237,7 +239,8 @@ def main(argv=None):
     for r in rows:
         lines.append(
             f"| {r['shape']} | {r['T']}, {r['B']}, {r['I']}, {r['H']} | {r['cell']} | {r['mode']} | {r['fastrnn']:.3f} "
-            f"| {r['gflops']:.0f} | {r['cudnn_fp32']:.3f} | {r['cudnn_tf32']:.3f} | {r['fastrnn'] / r['cudnn_fp32']:.2f} "
+            f"| {r['gflops']:.0f} | {r['cudnn_fp32']:.3f} | {r['cudnn_tf32']:.3f} "
+            f"| {r['fastrnn'] / r['cudnn_fp32']:.2f} "
             f"| {fmt(r['ref'], '.1f')} | {fmt(None if r['ref'] is None else r['ref'] / r['fastrnn'], '.0f')} "
             f"| {r['err']:.1e} |")
     if tile_rows:

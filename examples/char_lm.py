@@ -22,13 +22,21 @@ import sys
 
 import numpy as np
 
+from _common import (
+    add_common_args,
+    apply_threads,
+    can_plot,
+    fit_timed,
+    mode_config,
+    print_results,
+    pyplot,
+    save_figure,
+    set_seed,
+)
 from fastrnn import callbacks, layers, losses, optim
 from fastrnn.data import CharVectorizer, to_categorical
 from fastrnn.datasets import load_tinyshakespeare
 from fastrnn.models import Sequential
-
-from _common import (add_common_args, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
-                     save_figure, set_seed)
 
 MODES = {
     "full": dict(max_chars=None, seq_len=64, embed=32, units=256, epochs=20, batch=32, lr=2e-3,
@@ -177,7 +185,8 @@ def main(argv=None):
     model.compile(optimizer=optim.Adam(learning_rate=cfg["lr"], global_clipnorm=5.0),
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True))
     print(f"  model: Embedding({V}, {cfg['embed']}) -> LSTM({cfg['units']}) -> Dense({V}); "
-          f"{model.count_params()} parameters; Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} epochs; threads {threads}")
+          f"{model.count_params()} parameters; Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} epochs; "
+          f"threads {threads}")
     # the full run takes minutes: one line per epoch (training and validation loss in nats/char)
     batch_losses = BatchLosses()
     history, sec = fit_timed(model, x_tr, y_tr, cfg["epochs"], batch_size=cfg["batch"],

@@ -28,13 +28,21 @@ import sys
 
 import numpy as np
 
+from _common import (
+    add_common_args,
+    apply_threads,
+    can_plot,
+    fit_timed,
+    mode_config,
+    print_results,
+    pyplot,
+    save_figure,
+    set_seed,
+)
 from fastrnn import callbacks, layers, optim
 from fastrnn.data import WordVectorizer, train_valid_test_split
 from fastrnn.datasets import SENTIMENT_CITATION, load_sentiment
 from fastrnn.models import Sequential
-
-from _common import (add_common_args, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
-                     save_figure, set_seed)
 
 CELLS = {"SimpleRNN": layers.SimpleRNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
 
@@ -105,7 +113,7 @@ def main(argv=None):
     labels = labels[idx].astype(np.float32).reshape(-1, 1)
     source = np.asarray(source)[idx]
 
-    (s_tr, y_tr, src_tr), (s_va, y_va, _), (s_te, y_te, src_te) = train_valid_test_split(
+    (s_tr, y_tr, _src_tr), (s_va, y_va, _), (s_te, y_te, src_te) = train_valid_test_split(
         np.asarray(sentences, dtype=object), labels, source, valid=0.15, test=0.15)
     vec = WordVectorizer().fit(list(s_tr))
     encode = lambda s: vec(list(s), maxlen=cfg["maxlen"], padding="post", truncating="post")  # noqa: E731

@@ -22,10 +22,8 @@ import time
 import numpy as np
 
 import fastrnn
+from _common import add_common_args, apply_threads, can_plot, mode_config, print_results, pyplot, save_figure, set_seed
 from fastrnn import optim
-
-from _common import (add_common_args, apply_threads, can_plot, mode_config, print_results, pyplot, save_figure,
-                     set_seed)
 
 MODES = {
     "full": dict(train=6000, test=1000, embed=32, units=64, epochs=8, batch=64, lr=5e-3),

@@ -25,12 +25,20 @@ import sys
 import numpy as np
 
 import fastrnn
+from _common import (
+    add_common_args,
+    apply_threads,
+    can_plot,
+    fit_timed,
+    mode_config,
+    print_results,
+    pyplot,
+    save_figure,
+    set_seed,
+)
 from fastrnn import layers, losses, optim
-from fastrnn.models import Sequential
 from fastrnn.data import generate_time_series, train_valid_test_split
-
-from _common import (add_common_args, apply_threads, can_plot, fit_timed, mode_config, print_results, pyplot,
-                     save_figure, set_seed)
+from fastrnn.models import Sequential
 
 PUBLISHED = {"naive": 0.020, "linear": 0.004, "simple_rnn": 0.011, "deep_rnn": 0.003}
 TITLES = {"naive": "naive forecast", "linear": "linear (Flatten -> Dense(1))",
@@ -80,7 +88,7 @@ def plot_forecast(path, series, y_true, forecasts, histories, naive_mse):
     ax.set_ylabel("value")
     ax.set_title("Forecasting one step ahead (a validation series)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", title="next value (step %d)" % n, title_fontsize=7)
+    ax.legend(fontsize=7, loc="lower left", title=f"next value (step {n})", title_fontsize=7)
     for i, (name, h) in enumerate(histories.items()):
         epochs = np.arange(1, len(h["loss"]) + 1)
         ax2.plot(epochs, h["val_loss"], "o-", color=f"C{i + 1}", markersize=3, label=f"{name} validation")

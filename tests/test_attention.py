@@ -6,9 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from fastrnn import layers as L
-
 from _problems import numgrad
+from fastrnn import layers as L
 
 B, TX, DQ, DV, U = 3, 5, 4, 6, 7
 

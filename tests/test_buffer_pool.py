@@ -102,7 +102,7 @@ def test_concurrent_training_steps_from_threads_agree():
                 np.testing.assert_array_equal(y, want[0])
                 for k in g:
                     np.testing.assert_array_equal(g[k], want[1][k])
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(3)]

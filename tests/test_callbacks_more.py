@@ -104,8 +104,7 @@ def test_csv_logger_writes_what_keras_writes(tmp_path, append):
     for path in (ours, theirs):
         path.write_text("epoch,accuracy,loss,val_loss\n0,0.5,0.5,0.5\n" if append else "stale\n")
     logs = _epoch_logs(3)
-    for cb, path in ((callbacks.CSVLogger(ours, append=append), ours),
-                     (keras.callbacks.CSVLogger(str(theirs), append=append), theirs)):
+    for cb in (callbacks.CSVLogger(ours, append=append), keras.callbacks.CSVLogger(str(theirs), append=append)):
         cb.set_model(_Model() if isinstance(cb, callbacks.Callback) else None)
         cb.on_train_begin()
         for epoch, lg in enumerate(logs):

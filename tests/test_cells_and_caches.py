@@ -9,14 +9,13 @@ import re
 import numpy as np
 import pytest
 
+from _problems import base_name, forward_args, make_problem
 from fastrnn import _cells, _cuda_ops, backend, ops
 from fastrnn import reference as R
 from fastrnn._cache import Cache
 from fastrnn._cells import CELLS, CellSpec, cell_spec
 from fastrnn._kernel_cache import KernelCache
-from fastrnn.reference._common import BIAS_NAMES, GATES, ReferenceCache
-
-from _problems import base_name, forward_args, make_problem
+from fastrnn.reference._common import BIAS_NAMES, GATES
 
 SPELLINGS = ["rnn", "rnn_relu", "lstm", "gru"]
 
@@ -313,7 +312,7 @@ def test_compiled_modules_are_called_with_keywords(monkeypatch):
 
 def _binding_args(path):
     """{function: [py::arg names in order]} of a pybind11 module source."""
-    import pathlib  # noqa: PLC0415
+    import pathlib
 
     src = pathlib.Path(__file__).resolve().parent.parent / path
     if not src.exists():
@@ -328,8 +327,8 @@ def _binding_args(path):
 def _keyword_calls(module, receiver, functions=None):
     """[(function, [keyword names])] of the calls receiver.function(...) in a module's source (all
     functions, or those named); each must pass its arguments by keyword."""
-    import ast  # noqa: PLC0415
-    import inspect  # noqa: PLC0415
+    import ast
+    import inspect
 
     calls = []
     for node in ast.walk(ast.parse(inspect.getsource(module))):
@@ -351,7 +350,7 @@ def test_cuda_glue_calls_the_cuda_module_with_its_argument_names():
 
 
 def test_cpu_calls_use_the_core_module_argument_names():
-    from fastrnn import _kernel_cache  # noqa: PLC0415
+    from fastrnn import _kernel_cache
 
     args = _binding_args("csrc/bindings/core_module.cpp")
     fb = ("forward", "backward")

@@ -9,7 +9,6 @@ import pytest
 from fastrnn import data as D
 from fastrnn import datasets
 
-
 # ------------------------------------------------------------------ generate_time_series
 
 def _lesson_generate_time_series(batch_size, n_steps):

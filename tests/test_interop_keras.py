@@ -8,11 +8,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from fastrnn import interop, layers  # noqa: E402
+from fastrnn import interop, layers
 
 T, B, I, H = 5, 3, 4, 6
 ATOL = 2e-5

@@ -24,7 +24,7 @@ def _torch_module(mode, num_layers, bidirectional, batch_first, seed=0):
     m = MODES[mode](input_size=I, hidden_size=H, num_layers=num_layers, bidirectional=bidirectional,
                     batch_first=batch_first)
     with torch.no_grad():
-        for name, p in m.named_parameters():
+        for _name, p in m.named_parameters():
             # wide random values everywhere (bias_hh included, so SimpleRNN/LSTM's b_ih + b_hh matters)
             p.uniform_(-0.6, 0.6)
     return m.eval()

@@ -15,10 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrnn
+from _problems import base_name, forward_args, make_problem, spy_on_gemm
 from fastrnn import _core, ops
 from fastrnn import reference as ref
-
-from _problems import base_name, forward_args, make_problem, spy_on_gemm
 
 ISAS = _core.available_isas()
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
@@ -61,7 +60,7 @@ def _close(got, want, what):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("batch_first,reverse,masking", LAYOUTS,
                          ids=lambda v: {True: "T", False: "F", None: "nomask"}.get(v, v) if not isinstance(v, bool) else str(v))
 def test_kernels_match_reference(isa, cell, shape, batch_first, reverse, masking):
@@ -157,7 +156,7 @@ def test_concurrent_calls_from_python_threads_match_serial():
         try:
             for _ in range(5):
                 got[i] = run(i)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(cells))]

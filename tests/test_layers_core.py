@@ -6,10 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from _problems import numgrad, spy_on_gemm
 from fastrnn import layers as L
 from fastrnn.layers import initializers
-
-from _problems import numgrad, spy_on_gemm
 
 
 def check_layer_grads(layer, x, rtol=1e-6, atol=1e-8, seed=0):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastrnn import _core, ops
-
 from _problems import forward_args, make_problem
+from fastrnn import _core, ops
 
 
 def _lstm(**over):

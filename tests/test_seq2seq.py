@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from fastrnn import Seq2Seq
-
 from _problems import numgrad
+from fastrnn import Seq2Seq
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))

@@ -9,7 +9,7 @@ backend's own (:attr:`Cache.LAYOUT`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 __all__ = ["Cache"]
 
@@ -34,17 +34,17 @@ class Cache:
     __slots__ = ()
 
     #: The fields every cache has.
-    FIELDS: Tuple[str, ...] = ("spec", "cell", "T", "B", "I", "H", "batch_first", "reverse", "x", "w_ih",
+    FIELDS: tuple[str, ...] = ("spec", "cell", "T", "B", "I", "H", "batch_first", "reverse", "x", "w_ih",
                                "w_hh", "mask", "h_prev", "gates", "aux")
     #: The layout of x, mask and the saved arrays in this backend's caches.
     LAYOUT: str = ""
 
-    def backward(self, dy: Any, dstate: Any = None, bptt_steps: Optional[int] = None,
-                 need_dx: bool = True) -> Dict[str, Any]:
+    def backward(self, dy: Any, dstate: Any = None, bptt_steps: int | None = None,
+                 need_dx: bool = True) -> dict[str, Any]:
         """The gradients of the forward that made this cache, as ``{cell}_backward`` returns them
         (dy, dstate and bptt_steps are checked here). need_dx=False may skip dx (then "x" is None)."""
         raise NotImplementedError
 
-    def fields(self) -> Dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         """{name: value} for every name of FIELDS."""
         return {name: getattr(self, name) for name in self.FIELDS}

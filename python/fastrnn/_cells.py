@@ -13,19 +13,19 @@ CellSpec itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from typing import Union
 
 import numpy as np
 
 __all__ = [
     "ACTIVATIONS",
     "CELLS",
-    "CellLike",
-    "CellSpec",
     "GRU",
     "LSTM",
     "RNN_RELU",
     "RNN_TANH",
+    "CellLike",
+    "CellSpec",
     "by_base",
     "cell_spec",
     "kernel_id",
@@ -54,12 +54,12 @@ class CellSpec:
     base: str
     layer: str
     gates: int
-    gate_names: Tuple[str, ...]
-    bias_names: Tuple[str, ...]
+    gate_names: tuple[str, ...]
+    bias_names: tuple[str, ...]
     n_states: int
     kernel_id: int
     activation: str
-    aux: Optional[str]
+    aux: str | None
 
     def __repr__(self) -> str:
         return f"CellSpec({self.name!r})"
@@ -71,20 +71,20 @@ LSTM = CellSpec("lstm", "lstm", "LSTM", 4, ("i", "f", "g", "o"), ("b",), 2, 2, "
 GRU = CellSpec("gru", "gru", "GRU", 3, ("r", "z", "n"), ("b_ih", "b_hh"), 1, 3, "tanh", "u_n")
 
 #: The cells in kernel-id order (CELLS[spec.kernel_id] is spec).
-CELLS: Tuple[CellSpec, ...] = (RNN_TANH, RNN_RELU, LSTM, GRU)
+CELLS: tuple[CellSpec, ...] = (RNN_TANH, RNN_RELU, LSTM, GRU)
 #: The activations a SimpleRNN takes.
-ACTIVATIONS: Tuple[str, ...] = ("tanh", "relu")
+ACTIVATIONS: tuple[str, ...] = ("tanh", "relu")
 
 #: What cell_spec accepts: a name (any case), a kernel id or a CellSpec.
 CellLike = Union[str, int, CellSpec]
 
 # (base, activation) -> spec; the references and the ops look their cell up here on every call.
-_BY_BASE_ACT: Dict[Tuple[str, Optional[str]], CellSpec] = {
+_BY_BASE_ACT: dict[tuple[str, str | None], CellSpec] = {
     ("rnn", "tanh"): RNN_TANH, ("rnn", "relu"): RNN_RELU,
     ("lstm", None): LSTM, ("gru", None): GRU,
 }
 # lower-case spellings; None: a SimpleRNN whose activation comes from the activation argument
-_BY_NAME: Dict[str, Optional[CellSpec]] = {
+_BY_NAME: dict[str, CellSpec | None] = {
     "rnn": None, "simplernn": None, "simple_rnn": None,
     "rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU,
 }
@@ -92,19 +92,19 @@ _ACCEPTED = ("'rnn', 'simplernn', 'simple_rnn' (with activation 'tanh' or 'relu'
              "'lstm', 'gru' (any case), the kernel ids 0-3 or a CellSpec")
 
 
-def by_base(base: str, activation: Optional[str] = None) -> CellSpec:
+def by_base(base: str, activation: str | None = None) -> CellSpec:
     """The spec of ``{base}_forward`` ("rnn", "lstm", "gru"); activation picks the SimpleRNN.
 
     For arguments already checked (KeyError otherwise): the fast lookup of the ops."""
     return _BY_BASE_ACT[(base, activation if base == "rnn" else None)]
 
 
-def kernel_id(base: str, activation: Optional[str] = None) -> int:
+def kernel_id(base: str, activation: str | None = None) -> int:
     """The compiled kernels' id of ``{base}_forward`` with that activation (SimpleRNN only)."""
     return by_base(base, activation).kernel_id
 
 
-def cell_spec(cell: CellLike, activation: Optional[str] = None, *, arg: str = "cell") -> CellSpec:
+def cell_spec(cell: CellLike, activation: str | None = None, *, arg: str = "cell") -> CellSpec:
     """The canonical CellSpec of any spelling of a cell.
 
     cell: a CellSpec; a kernel id 0-3; or a name, any case: "rnn", "simplernn", "simple_rnn" (a

@@ -13,7 +13,8 @@ takes one array (a list of per-sample arrays is stacked into one).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -49,11 +50,11 @@ class Model(TrainingLoops):
     # class-level defaults, so a subclass that forgets super().__init__() still works
     optimizer = None
     loss = None
-    compiled_metrics: list = []
+    compiled_metrics: ClassVar[list] = []  # replaced per instance by compile()
     stop_training = False
     history = None
     output_mask = None
-    _metric_ids: list = []
+    _metric_ids: ClassVar[list] = []
     _build_input_shape = None
     _name = None
     #: the base of the default name ("model_1", ...); None: the class name in snake case

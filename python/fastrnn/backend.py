@@ -82,7 +82,7 @@ def cuda():
         except ImportError as exc:
             _cuda_error = exc
         if _cuda_error is not None:
-            import warnings  # noqa: PLC0415
+            import warnings
 
             warnings.warn(f"fastrnn's CUDA module (fastrnn._cuda) is present but failed to import: "
                           f"{_cuda_error}; CuPy arrays run the reference", RuntimeWarning, stacklevel=2)
@@ -154,7 +154,7 @@ def array_module(*arrays):
             continue
         mod = type(a).__module__
         if mod.startswith("cupy"):
-            import cupy  # noqa: PLC0415
+            import cupy
 
             return cupy
     return np
@@ -185,7 +185,8 @@ def set_num_threads(n: int) -> None:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     limit = max_num_threads()
     if n > limit:
-        raise ValueError(f"set_num_threads: n must be <= {limit} (4x the cores this process may use, at least 64), got {n}")
+        raise ValueError(f"set_num_threads: n must be <= {limit} (4x the cores this process may use, at least 64), "
+                         f"got {n}")
     core().set_num_threads(int(n))
 
 

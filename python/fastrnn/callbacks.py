@@ -113,7 +113,7 @@ class History(Callback):
         also save the figure there (PNG, PDF, ... by the suffix). Returns the figure.
         """
         try:
-            import matplotlib  # noqa: PLC0415  (optional dependency)
+            import matplotlib
         except ImportError:
             raise ImportError("History.plot needs matplotlib: pip install matplotlib (or fastrnn[examples])") from None
         if not self.history:
@@ -129,7 +129,7 @@ class History(Callback):
         if ax is None:
             if path is not None and "matplotlib.pyplot" not in __import__("sys").modules:
                 matplotlib.use("Agg")  # saving only: no window needed
-            import matplotlib.pyplot as plt  # noqa: PLC0415
+            import matplotlib.pyplot as plt
 
             fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
             axes = list(axes[0])

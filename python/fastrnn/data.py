@@ -17,15 +17,15 @@ import numpy as np
 from . import _random
 
 __all__ = [
-    "generate_time_series",
-    "window",
-    "pad_sequences",
-    "to_categorical",
+    "Batches",
     "CharVectorizer",
     "WordVectorizer",
     "batches",
-    "Batches",
+    "generate_time_series",
+    "pad_sequences",
+    "to_categorical",
     "train_valid_test_split",
+    "window",
 ]
 
 
@@ -476,7 +476,7 @@ class Batches:
         arrays = self._xs + self._ys
         for a in arrays:
             if getattr(a, "ndim", 0) == 0:
-                raise ValueError(f"x and y must be arrays with a leading sample axis, got a scalar")
+                raise ValueError("x and y must be arrays with a leading sample axis, got a scalar")
         n = len(arrays[0])
         for name, group in (("x", self._xs), ("y", self._ys)):
             for a in group:
@@ -536,7 +536,7 @@ def _split_count(name, value, n):
     if isinstance(value, numbers.Real):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be a fraction in [0, 1) or an int count, got {value}")
-        return int(round(value * n))
+        return round(value * n)
     raise TypeError(f"{name} must be a fraction or an int count, got {type(value).__name__}")
 
 

@@ -35,22 +35,22 @@ from ._config import Configurable
 EPSILON = 1e-7
 
 __all__ = [
-    "Loss",
-    "MeanSquaredError",
-    "MeanAbsoluteError",
     "BinaryCrossentropy",
     "CategoricalCrossentropy",
-    "SparseCategoricalCrossentropy",
+    "Loss",
     "LossFunctionWrapper",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "SparseCategoricalCrossentropy",
     "binary_crossentropy",
     "categorical_crossentropy",
+    "deserialize",
+    "get",
     "log_softmax",
     "mean_absolute_error",
     "mean_squared_error",
-    "sparse_categorical_crossentropy",
-    "get",
     "serialize",
-    "deserialize",
+    "sparse_categorical_crossentropy",
 ]
 
 
@@ -304,9 +304,9 @@ class SparseCategoricalCrossentropy(Loss):
             y_true = y_true.reshape(want)
         if y_true.shape != want:
             raise ValueError(f"y_true: expected class ids of shape {want} for loss '{self.name}', got {y_true.shape}")
-        if np.issubdtype(y_true.dtype, np.floating):
-            if not np.all(np.isfinite(y_true)) or np.any(y_true != np.round(y_true)):
-                raise ValueError(f"y_true: class ids must be whole numbers for loss '{self.name}'")
+        if np.issubdtype(y_true.dtype, np.floating) and (
+                not np.all(np.isfinite(y_true)) or np.any(y_true != np.round(y_true))):
+            raise ValueError(f"y_true: class ids must be whole numbers for loss '{self.name}'")
         ids = y_true.astype(np.int64)
         c = y_pred.shape[-1]
         if ids.size and (ids.min() < 0 or ids.max() >= c):

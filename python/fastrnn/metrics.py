@@ -18,17 +18,17 @@ import numpy as np
 from . import losses as _losses
 
 __all__ = [
-    "Metric",
-    "MeanMetricWrapper",
     "BinaryAccuracy",
     "CategoricalAccuracy",
-    "SparseCategoricalAccuracy",
-    "MeanSquaredError",
     "MeanAbsoluteError",
+    "MeanMetricWrapper",
+    "MeanSquaredError",
+    "Metric",
+    "SparseCategoricalAccuracy",
     "binary_accuracy",
     "categorical_accuracy",
-    "sparse_categorical_accuracy",
     "get",
+    "sparse_categorical_accuracy",
 ]
 
 
@@ -108,7 +108,8 @@ class Metric:
         if mask is not None:
             m = _arr(mask, "mask")
             if m.shape != vals.shape:
-                raise ValueError(f"mask: expected shape {vals.shape} (y_pred's shape without its last axis), got {m.shape}")
+                raise ValueError(f"mask: expected shape {vals.shape} (y_pred's shape without its last axis), "
+                                 f"got {m.shape}")
             m = m.astype(bool)
             return float(vals[m].sum()), int(m.sum())
         return float(vals.sum()), int(vals.size)

@@ -14,7 +14,7 @@ are importable from here.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import saving
 from ._model import Model

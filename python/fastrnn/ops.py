@@ -41,16 +41,18 @@ with the internal runner, :func:`_run_forward` / :func:`_run_backward` (see thei
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _cells, _cuda_ops, backend
+from . import reference as _ref
 from ._cache import Cache
 from ._cells import _BY_BASE_ACT, CellSpec
-from ._kernel_cache import POOL, KernelCache, check_f32 as _check_f32, grad_array as _grad_array
-from . import reference as _ref
+from ._kernel_cache import POOL, KernelCache
+from ._kernel_cache import check_f32 as _check_f32
 from .reference import _common as C
 
 __all__ = [
@@ -70,7 +72,7 @@ F32 = NDArray[np.float32]
 #: lengths (int [B]) or mask (bool or 0/1 [B, T]): arrays or nested sequences.
 Steps = Optional[ArrayLike]
 #: The gradient dict of ``{cell}_backward``.
-Grads = Dict[str, Optional[F32]]
+Grads = dict[str, Optional[F32]]
 
 
 def _f32(fn, name, a):
@@ -100,7 +102,7 @@ def _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, b
                   nonlinearity, out):
     """CuPy x: every check, copy and allocation on x's device, then the CUDA kernels (float32,
     where they run on that device) or the array-generic reference on the GPU."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     fn = f"{cell}_forward"
     named = [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("lengths", lengths), ("mask", mask)]
@@ -188,7 +190,7 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     if isinstance(cache, dict):  # any other dict: the reference's, on the device of its arrays
         x = cache.get("x")
         if C._is_cupy(x):
-            import cupy  # noqa: PLC0415
+            import cupy
 
             with cupy.cuda.Device(int(x.device.id)):
                 return getattr(_ref, fn)(cache, dy, dstate=dstate, bptt_steps=bptt_steps)
@@ -201,9 +203,9 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
 # --------------------------------------------------------------------------- the internal runner
 
 def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
-                 b_hh: Optional[F32] = None, h0: Optional[F32] = None, c0: Optional[F32] = None,
-                 mask: Optional[NDArray[Any]] = None, reverse: bool = False, batch_first: bool = True,
-                 training: bool = True, out: Optional[F32] = None) -> Tuple[Any, Any, Optional[Cache]]:
+                 b_hh: F32 | None = None, h0: F32 | None = None, c0: F32 | None = None,
+                 mask: NDArray[Any] | None = None, reverse: bool = False, batch_first: bool = True,
+                 training: bool = True, out: F32 | None = None) -> tuple[Any, Any, Cache | None]:
     """The forward of the ops without their argument checks, for callers that checked already.
 
     Returns (y, state, cache) like ``{cell}_forward``: state is (h_n, c_n) for LSTM, else h_n.
@@ -239,8 +241,8 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
                            T, B, I, w_hh.shape[1])
 
 
-def _run_backward(cache: Cache, dy: Optional[F32], dh_n: Optional[F32] = None, dc_n: Optional[F32] = None,
-                  bptt_steps: Optional[int] = None, need_dx: bool = True) -> Grads:
+def _run_backward(cache: Cache, dy: F32 | None, dh_n: F32 | None = None, dc_n: F32 | None = None,
+                  bptt_steps: int | None = None, need_dx: bool = True) -> Grads:
     """The backward of the ops without their argument checks, for callers that checked already.
 
     Returns the gradient dict of ``{cell}_backward`` ("x" is None when need_dx is False).
@@ -262,10 +264,10 @@ def _run_backward(cache: Cache, dy: Optional[F32], dh_n: Optional[F32] = None, d
 
 # --------------------------------------------------------------------------- the public ops
 
-def rnn_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: Optional[F32] = None, lengths: Steps = None,
+def rnn_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: F32 | None = None, lengths: Steps = None,
                 mask: Steps = None, reverse: bool = False, batch_first: bool = True, training: bool = True,
-                nonlinearity: str = C.DEFAULT_ACTIVATION, *, out: Optional[F32] = None,
-                activation: Optional[str] = None) -> Tuple[F32, F32, Optional[Cache]]:
+                nonlinearity: str = C.DEFAULT_ACTIVATION, *, out: F32 | None = None,
+                activation: str | None = None) -> tuple[F32, F32, Cache | None]:
     """SimpleRNN forward, h' = act(x W_ih^T + h W_hh^T + b). Returns (y, h_n, cache).
 
     activation: 'tanh' (default) or 'relu'; nonlinearity is another name for it (ValueError when
@@ -275,37 +277,37 @@ def rnn_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: Optional[F32] = None, 
                     nonlinearity, out)
 
 
-def lstm_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: Optional[F32] = None, c0: Optional[F32] = None,
+def lstm_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: F32 | None = None, c0: F32 | None = None,
                  lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
-                 training: bool = True, *, out: Optional[F32] = None
-                 ) -> Tuple[F32, Tuple[F32, F32], Optional[Cache]]:
+                 training: bool = True, *, out: F32 | None = None
+                 ) -> tuple[F32, tuple[F32, F32], Cache | None]:
     """LSTM forward (gates i, f, g, o; one bias b [4H]). Returns (y, (h_n, c_n), cache)."""
     return _forward("lstm", x, w_ih, w_hh, (b,), h0, c0, lengths, mask, reverse, batch_first, training,
                     "tanh", out)
 
 
-def gru_forward(x: F32, w_ih: F32, w_hh: F32, b_ih: F32, b_hh: F32, h0: Optional[F32] = None,
+def gru_forward(x: F32, w_ih: F32, w_hh: F32, b_ih: F32, b_hh: F32, h0: F32 | None = None,
                 lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
-                training: bool = True, *, out: Optional[F32] = None) -> Tuple[F32, F32, Optional[Cache]]:
+                training: bool = True, *, out: F32 | None = None) -> tuple[F32, F32, Cache | None]:
     """GRU forward (gates r, z, n; linear-before-reset; b_ih, b_hh [3H]). Returns (y, h_n, cache)."""
     return _forward("gru", x, w_ih, w_hh, (b_ih, b_hh), h0, None, lengths, mask, reverse, batch_first,
                     training, "tanh", out)
 
 
-def rnn_backward(cache: Cache, dy: Optional[F32], dstate: Optional[F32] = None,
-                 bptt_steps: Optional[int] = None) -> Grads:
+def rnn_backward(cache: Cache, dy: F32 | None, dstate: F32 | None = None,
+                 bptt_steps: int | None = None) -> Grads:
     """SimpleRNN BPTT. Returns a dict with x, h0, w_ih, w_hh, b."""
     return _backward("rnn", cache, dy, dstate, bptt_steps)
 
 
-def lstm_backward(cache: Cache, dy: Optional[F32],
-                  dstate: Optional[Sequence[Optional[F32]]] = None, bptt_steps: Optional[int] = None) -> Grads:
+def lstm_backward(cache: Cache, dy: F32 | None,
+                  dstate: Sequence[F32 | None] | None = None, bptt_steps: int | None = None) -> Grads:
     """LSTM BPTT; dstate None or (dh_n, dc_n). Returns a dict with x, h0, c0, w_ih, w_hh, b."""
     return _backward("lstm", cache, dy, dstate, bptt_steps)
 
 
-def gru_backward(cache: Cache, dy: Optional[F32], dstate: Optional[F32] = None,
-                 bptt_steps: Optional[int] = None) -> Grads:
+def gru_backward(cache: Cache, dy: F32 | None, dstate: F32 | None = None,
+                 bptt_steps: int | None = None) -> Grads:
     """GRU BPTT. Returns a dict with x, h0, w_ih, w_hh, b_ih, b_hh."""
     return _backward("gru", cache, dy, dstate, bptt_steps)
 

@@ -24,7 +24,8 @@ so training continues exactly as it would have.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,17 +35,17 @@ if TYPE_CHECKING:
     from .layers.base import Parameter
 
 __all__ = [
-    "LearningRateSchedule",
-    "ExponentialDecay",
-    "StepDecay",
-    "Optimizer",
     "SGD",
-    "RMSprop",
     "Adam",
     "AdamW",
+    "ExponentialDecay",
+    "LearningRateSchedule",
+    "Optimizer",
+    "RMSprop",
+    "StepDecay",
+    "deserialize",
     "get",
     "serialize",
-    "deserialize",
 ]
 
 
@@ -299,7 +300,8 @@ class Optimizer:
             raise ValueError("state: expected a dict from Optimizer.state_dict() with keys "
                              "class_name, config, iterations, slots")
         if state["class_name"] != type(self).__name__:
-            raise ValueError(f"state: saved for a {state['class_name']} optimizer, cannot load into {type(self).__name__}")
+            raise ValueError(f"state: saved for a {state['class_name']} optimizer, cannot load into "
+                             f"{type(self).__name__}")
         fresh = type(self).from_config(state["config"])
         slots = state["slots"]
         if slots:

@@ -19,6 +19,7 @@ marker, was written by a newer format version, is truncated or fails a CRC check
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -40,7 +41,7 @@ MODEL_ENTRY = "model.json"
 # model classes loadable by name (register_model); everything else comes from custom_objects
 _MODEL_CLASSES: dict = {}
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "register_model", "FORMAT", "VERSION"]
+__all__ = ["FORMAT", "VERSION", "load_model", "load_weights", "register_model", "save_model", "save_weights"]
 
 
 # --------------------------------------------------------------------------- writing
@@ -72,10 +73,8 @@ def _atomic_write(path, write_fn):
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     try:  # make the rename itself durable
         dfd = os.open(directory, os.O_RDONLY)

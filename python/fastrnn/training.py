@@ -418,7 +418,7 @@ class TrainingLoops:
             val = (val[0], val[1], val_sw)
         elif validation_split:
             n = _n_samples(x)
-            split = int(math.floor(n * (1.0 - float(validation_split))))
+            split = math.floor(n * (1.0 - float(validation_split)))
             if split == 0 or split == n:
                 raise ValueError(
                     f"validation_split: {validation_split} of {n} samples leaves "
@@ -427,7 +427,7 @@ class TrainingLoops:
             val = (_take(x, slice(split, None)), y[split:], None if sw is None else sw[split:])
             x, y, sw = _take(x, slice(None, split)), y[:split], None if sw is None else sw[:split]
         n = _n_samples(x)
-        steps = int(math.ceil(n / batch_size))
+        steps = math.ceil(n / batch_size)
         rng = _random.new_rng() if seed is None else np.random.default_rng(seed)
 
         history = callbacks_module.History()
@@ -486,7 +486,7 @@ class TrainingLoops:
         for m in self.compiled_metrics:
             m.reset_state()
         total, count = 0.0, 0
-        steps = int(math.ceil(_n_samples(x) / batch_size))
+        steps = math.ceil(_n_samples(x) / batch_size)
 
         def results():
             out = {"loss": total / count if count else 0.0}
@@ -536,7 +536,7 @@ class TrainingLoops:
         x = self._check_x(x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
         outs = []
-        steps = int(math.ceil(_n_samples(x) / batch_size))
+        steps = math.ceil(_n_samples(x) / batch_size)
         for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
             y = self(_take(x, slice(b * batch_size, (b + 1) * batch_size)), training=False)
             if isinstance(y, (tuple, list)):

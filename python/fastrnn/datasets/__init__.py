@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["load_sentiment", "load_tinyshakespeare", "SENTIMENT_SOURCES", "SENTIMENT_CITATION"]
+__all__ = ["SENTIMENT_CITATION", "SENTIMENT_SOURCES", "load_sentiment", "load_tinyshakespeare"]
 
 SENTIMENT_SOURCES = {"imdb": "imdb_labelled.txt", "amazon": "amazon_cells_labelled.txt",
                      "yelp": "yelp_labelled.txt"}

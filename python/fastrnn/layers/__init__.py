@@ -42,11 +42,10 @@ from .initializers import set_seed
 from .recurrent import GRU, LSTM, BaseRNN, SimpleRNN
 
 __all__ = [
-    "Activation",
-    "BahdanauAttention",
-    "LuongAttention",
     "GRU",
     "LSTM",
+    "Activation",
+    "BahdanauAttention",
     "BaseRNN",
     "Bidirectional",
     "Concatenate",
@@ -57,6 +56,7 @@ __all__ = [
     "Input",
     "InputLayer",
     "Layer",
+    "LuongAttention",
     "Masking",
     "Parameter",
     "RepeatVector",

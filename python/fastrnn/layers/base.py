@@ -50,7 +50,7 @@ class Parameter:
     ``trainable`` is False.
     """
 
-    __slots__ = ("name", "value", "grad", "trainable")
+    __slots__ = ("grad", "name", "trainable", "value")
 
     def __init__(self, name: str, value, trainable: bool = True, dtype=np.float32):
         self.name = str(name)
@@ -89,7 +89,8 @@ class Parameter:
         np.copyto(self.value, arr, casting="unsafe")
 
     def __repr__(self) -> str:
-        return f"Parameter({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype}, trainable={self.trainable})"
+        return (f"Parameter({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype}, "
+                f"trainable={self.trainable})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,8 +9,20 @@ from .._validation import layer_rate as _rate
 from . import initializers
 from .base import Layer, deserialize, register_layer, serialize
 
-__all__ = ["Activation", "Concatenate", "Dense", "Dropout", "Embedding", "Flatten", "Input", "InputLayer", "Masking",
-           "RepeatVector", "TimeDistributed", "ACTIVATIONS"]
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "Concatenate",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "Input",
+    "InputLayer",
+    "Masking",
+    "RepeatVector",
+    "TimeDistributed",
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,7 +317,8 @@ class Dropout(_Stateless):
             elif n == 1 or n == s:
                 out.append(n)
             else:
-                raise ValueError(f"{self._who()}: noise_shape {self.noise_shape} does not broadcast to input shape {shape}")
+                raise ValueError(f"{self._who()}: noise_shape {self.noise_shape} does not broadcast to input "
+                                 f"shape {shape}")
         return tuple(out)
 
     def call(self, x, training=False, mask=None):

@@ -16,7 +16,7 @@ sigmoid(xp, z)
 """
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -26,12 +26,12 @@ from .._cache import Cache
 from ..backend import array_module
 
 #: Gates per cell (by the base name of its functions): rows of w_ih / w_hh are G*H.
-GATES: Dict[str, int] = {s.base: s.gates for s in _cells.CELLS}
+GATES: dict[str, int] = {s.base: s.gates for s in _cells.CELLS}
 #: Bias argument names per cell, in signature order.
-BIAS_NAMES: Dict[str, Tuple[str, ...]] = {s.base: s.bias_names for s in _cells.CELLS}
+BIAS_NAMES: dict[str, tuple[str, ...]] = {s.base: s.bias_names for s in _cells.CELLS}
 #: Dtypes the references accept (results have x's dtype).
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-NONLINEARITIES: Tuple[str, ...] = _cells.ACTIVATIONS
+NONLINEARITIES: tuple[str, ...] = _cells.ACTIVATIONS
 
 
 class _DefaultActivation(str):
@@ -50,7 +50,7 @@ FloatArray = NDArray[np.floating]
 #: lengths (int [B]) or mask (bool or 0/1 [B, T]): arrays or nested sequences.
 Steps = Optional[ArrayLike]
 #: The gradient dict of ``{cell}_backward``.
-Grads = Dict[str, FloatArray]
+Grads = dict[str, FloatArray]
 
 
 class ForwardSpec(NamedTuple):
@@ -71,8 +71,8 @@ class ForwardSpec(NamedTuple):
     G: int
     dtype: Any
     xp: Any
-    mask: Optional[Any]
-    lengths: Optional[Any]
+    mask: Any | None
+    lengths: Any | None
 
 
 # --------------------------------------------------------------------------- small utilities
@@ -167,7 +167,7 @@ def _as_xp(fn: str, name: str, a, xp):
         return a
     try:
         host = np.asarray(a)
-    except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+    except Exception as exc:
         raise TypeError(f"{fn}: {name} must be an array or a sequence, got {type(a).__name__}") from exc
     if host.dtype == object:
         raise TypeError(f"{fn}: {name} must be an array of numbers, got {type(a).__name__} of objects")
@@ -185,7 +185,8 @@ def check_lengths(fn: str, lengths, T: int, B: int, xp):
     if lengths.dtype.kind not in "iu":
         raise TypeError(f"{fn}: lengths must be an integer array, got dtype {lengths.dtype}")
     if lengths.ndim != 1 or lengths.shape[0] != B:
-        raise ValueError(f"{fn}: lengths must have shape [{B}] (one length per batch row), got {_shape_str(lengths.shape)}")
+        raise ValueError(f"{fn}: lengths must have shape [{B}] (one length per batch row), "
+                         f"got {_shape_str(lengths.shape)}")
     lengths = lengths.astype(np.int64)
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 0 or hi > T:
@@ -398,7 +399,7 @@ def input_projection(x_tm, w_ih, b):
 
 #: cell -> its reference backward; each cell's module registers its own (so that this module, which
 #: the cell modules import, need not import them back)
-BACKWARD: Dict[str, Any] = {}
+BACKWARD: dict[str, Any] = {}
 
 
 def register_backward(cell: str):
@@ -425,7 +426,7 @@ class ReferenceCache(dict, Cache):
     cell = property(lambda self: self["cell"])
     T = property(lambda self: self["T"])
     B = property(lambda self: self["B"])
-    I = property(lambda self: self["I"])  # noqa: E741
+    I = property(lambda self: self["I"])
     H = property(lambda self: self["H"])
     batch_first = property(lambda self: self["batch_first"])
     reverse = property(lambda self: self["reverse"])
@@ -449,7 +450,7 @@ class ReferenceCache(dict, Cache):
         fn = BACKWARD[self["cell"]]
         x = self.get("x")
         if _is_cupy(x):
-            import cupy  # noqa: PLC0415
+            import cupy
 
             with cupy.cuda.Device(int(x.device.id)):
                 grads = fn(self, dy, dstate=dstate, bptt_steps=bptt_steps)

@@ -5,10 +5,7 @@ n = tanh(a_n + r*u_n), h' = (1-z)*n + z*h.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 from ._common import (
-    register_backward,
     FloatArray,
     Grads,
     ReferenceCache,
@@ -20,6 +17,7 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    register_backward,
     select,
     sigmoid,
     step_times,
@@ -29,9 +27,9 @@ from ._common import (
 
 
 def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatArray, b_hh: FloatArray,
-                h0: Optional[FloatArray] = None, lengths: Steps = None, mask: Steps = None, reverse: bool = False,
+                h0: FloatArray | None = None, lengths: Steps = None, mask: Steps = None, reverse: bool = False,
                 batch_first: bool = True, training: bool = True
-                ) -> Tuple[FloatArray, FloatArray, Optional[ReferenceCache]]:
+                ) -> tuple[FloatArray, FloatArray, ReferenceCache | None]:
     """GRU forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [3H, I]; w_hh [3H, H]; b_ih, b_hh [3H]; h0 [B, H]
@@ -74,8 +72,8 @@ def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatAr
 
 
 @register_backward("gru")
-def gru_backward(cache: ReferenceCache, dy: Optional[FloatArray], dstate: Optional[FloatArray] = None,
-                 bptt_steps: Optional[int] = None) -> Grads:
+def gru_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArray | None = None,
+                 bptt_steps: int | None = None) -> Grads:
     """Gradients of a GRU forward pass.
 
     dy: y's shape (or None: zeros; ignored at masked steps); dstate: gradient for h_n, [B, H] or

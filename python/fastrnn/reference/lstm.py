@@ -5,10 +5,9 @@ c' = f*c + i*g; h' = o*tanh(c').
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from ._common import (
-    register_backward,
     FloatArray,
     Grads,
     ReferenceCache,
@@ -20,6 +19,7 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    register_backward,
     select,
     sigmoid,
     step_times,
@@ -29,9 +29,9 @@ from ._common import (
 
 
 def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray,
-                 h0: Optional[FloatArray] = None, c0: Optional[FloatArray] = None, lengths: Steps = None,
+                 h0: FloatArray | None = None, c0: FloatArray | None = None, lengths: Steps = None,
                  mask: Steps = None, reverse: bool = False, batch_first: bool = True, training: bool = True
-                 ) -> Tuple[FloatArray, Tuple[FloatArray, FloatArray], Optional[ReferenceCache]]:
+                 ) -> tuple[FloatArray, tuple[FloatArray, FloatArray], ReferenceCache | None]:
     """LSTM forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [4H, I]; w_hh [4H, H]; b [4H]; h0, c0 [B, H] or
@@ -79,8 +79,8 @@ def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArra
 
 
 @register_backward("lstm")
-def lstm_backward(cache: ReferenceCache, dy: Optional[FloatArray],
-                  dstate: Optional[Sequence[Optional[FloatArray]]] = None, bptt_steps: Optional[int] = None) -> Grads:
+def lstm_backward(cache: ReferenceCache, dy: FloatArray | None,
+                  dstate: Sequence[FloatArray | None] | None = None, bptt_steps: int | None = None) -> Grads:
     """Gradients of an LSTM forward pass.
 
     dy: y's shape (or None: zeros; ignored at masked steps); dstate: None or (dh_n, dc_n), either

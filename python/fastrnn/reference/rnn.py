@@ -1,10 +1,7 @@
 """SimpleRNN (Elman) reference: h' = act(x W_ih^T + h W_hh^T + b), act = tanh or relu."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 from ._common import (
-    register_backward,
     DEFAULT_ACTIVATION,
     FloatArray,
     Grads,
@@ -17,6 +14,7 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    register_backward,
     resolve_activation,
     select,
     step_times,
@@ -25,10 +23,10 @@ from ._common import (
 )
 
 
-def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray, h0: Optional[FloatArray] = None,
+def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray, h0: FloatArray | None = None,
                 lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
                 training: bool = True, nonlinearity: str = DEFAULT_ACTIVATION, *,
-                activation: Optional[str] = None) -> Tuple[FloatArray, FloatArray, Optional[ReferenceCache]]:
+                activation: str | None = None) -> tuple[FloatArray, FloatArray, ReferenceCache | None]:
     """SimpleRNN forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [H, I]; w_hh [H, H]; b [H]; h0 [B, H] or None
@@ -69,8 +67,8 @@ def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray
 
 
 @register_backward("rnn")
-def rnn_backward(cache: ReferenceCache, dy: Optional[FloatArray], dstate: Optional[FloatArray] = None,
-                 bptt_steps: Optional[int] = None) -> Grads:
+def rnn_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArray | None = None,
+                 bptt_steps: int | None = None) -> Grads:
     """Gradients of a SimpleRNN forward pass.
 
     dy: y's shape (or None: zeros; ignored at masked steps); dstate: gradient for h_n, [B, H] or
