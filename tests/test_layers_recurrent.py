@@ -730,3 +730,102 @@ def test_bidirectional_set_weights_error_gives_the_layout_hint():
     bi.build((None, 2))
     with pytest.raises(ValueError, match="PyTorch's layout.*from_keras"):
         bi.set_weights([w.T for w in bi.get_weights()])
+
+
+# ------------------------------------------------------------------ the cell spec and the ops runner
+@pytest.mark.parametrize("cls_name, kw, prefix", CELLS, ids=CELL_IDS)
+def test_layers_describe_their_cell_with_its_spec(cls_name, kw, prefix):
+    from fastrnn import _cells
+
+    layer = make(cls_name, units=3, n_in=2, **kw)
+    spec = layer.spec
+    assert spec is _cells.cell_spec(prefix, kw.get("activation")) and layer.activation == spec.activation
+    assert layer.w_ih.shape == (spec.gates * 3, 2) and layer.w_hh.shape == (spec.gates * 3, 3)
+    assert [p.name.split("/")[-1] for p in layer.parameters()] == ["w_ih", "w_hh", *spec.bias_names]
+    out = make(cls_name, units=3, n_in=2, return_state=True, **kw)(np.ones((2, 4, 2)))
+    assert len(out) == 1 + spec.n_states == 1 + N_STATES[cls_name]
+
+
+def test_simple_rnn_activation_sets_its_spec_and_the_others_keep_tanh():
+    from fastrnn import _cells
+
+    x = np.random.default_rng(0).standard_normal((2, 4, 2)).astype(np.float32)
+    layer = make("SimpleRNN", dtype="float32")
+    relu = make("SimpleRNN", dtype="float32", activation="relu")
+    layer.activation = "relu"
+    assert layer.spec is _cells.RNN_RELU and layer.get_config()["activation"] == "relu"
+    np.testing.assert_array_equal(layer(x), relu(x))
+    with pytest.raises(ValueError, match=r"unknown activation 'sigmoid'; SimpleRNN supports 'tanh', 'relu'"):
+        layer.activation = "sigmoid"
+    assert layer.spec is _cells.RNN_RELU
+
+
+@pytest.mark.parametrize("cls_name, kw, prefix", CELLS, ids=CELL_IDS)
+def test_float32_layers_run_the_ops_runner(monkeypatch, cls_name, kw, prefix):
+    """Sequence calls, the per-row calls of recurrent dropout and the step API of float32 layers
+    go through ops._run_forward / _run_backward, never through the checked public ops."""
+    from fastrnn import ops
+
+    calls = []
+    for base in ("rnn", "lstm", "gru"):
+        for kind in ("forward", "backward"):
+            monkeypatch.setattr(ops, f"{base}_{kind}", lambda *a, **k: pytest.fail("a public op ran"))
+    run_f, run_b = ops._run_forward, ops._run_backward
+    monkeypatch.setattr(ops, "_run_forward", lambda *a, **k: calls.append("f") or run_f(*a, **k))
+    monkeypatch.setattr(ops, "_run_backward", lambda *a, **k: calls.append("b") or run_b(*a, **k))
+    x = np.random.default_rng(1).standard_normal((3, 4, 2)).astype(np.float32)
+    layer = make(cls_name, units=3, n_in=2, dtype="float32", return_sequences=True, **kw)
+    layer.backward(np.ones_like(layer(x, training=True)))
+    assert calls == ["f", "b"]
+    rdp = make(cls_name, units=3, n_in=2, dtype="float32", recurrent_dropout=0.5, **kw)
+    rdp.backward(np.ones_like(rdp(x, training=True)))
+    assert calls[2:] == ["f"] * 3 + ["b"] * 3  # one call per sequence
+    layer.step(x[:, 0], None, training=True)
+    layer.step_backward(np.ones((3, 3), np.float32))
+    assert calls[8:] == ["f", "b"]
+
+
+@pytest.mark.parametrize("cls_name, kw, prefix", CELLS, ids=CELL_IDS)
+def test_float32_layers_equal_the_public_ops_bit_for_bit(cls_name, kw, prefix):
+    from fastrnn import ops
+
+    rng = np.random.default_rng(2)
+    layer = make(cls_name, units=5, n_in=3, dtype="float32", return_sequences=True, return_state=True,
+                 zero_output_for_mask=True, bptt_steps=2, **kw)
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    mask = random_mask(4, 6, rng, right_padded=False)
+    n = N_STATES[cls_name]
+    init = [rng.standard_normal((4, 5)).astype(np.float32) for _ in range(n)]
+    out = layer(x, training=True, mask=mask, initial_state=init)
+    op_kw = dict(h0=init[0], mask=mask, **({"c0": init[1]} if n == 2 else {}),
+                 **({"activation": layer.activation} if prefix == "rnn" else {}))
+    y, state, cache = getattr(ops, f"{prefix}_forward")(x, *layer.get_weights(), **op_kw)
+    for got, want in zip(out, [y] + (list(state) if n == 2 else [state])):
+        np.testing.assert_array_equal(got, want)
+    # state gradients given as transposed (non-contiguous) views
+    grads_in = [rng.standard_normal(a.shape[::-1]).astype(np.float32).T if a.ndim == 2 else
+                rng.standard_normal(a.shape).astype(np.float32) for a in out]
+    dx = layer.backward(grads_in)
+    dstate = tuple(grads_in[1:]) if n == 2 else grads_in[1]
+    g = getattr(ops, f"{prefix}_backward")(cache, grads_in[0], dstate=dstate, bptt_steps=2)
+    np.testing.assert_array_equal(dx, g["x"])
+    for p, name in zip(layer.parameters(), ["w_ih", "w_hh", *layer.spec.bias_names]):
+        np.testing.assert_array_equal(p.grad, g[name], err_msg=name)
+    for got, key in zip(layer.initial_state_grads, ["h0", "c0"]):
+        np.testing.assert_array_equal(got, g[key])
+
+
+@pytest.mark.parametrize("cls_name, kw, prefix", CELLS, ids=CELL_IDS)
+def test_layers_keep_the_public_ops_errors_for_what_the_runner_does_not_check(cls_name, kw, prefix):
+    for dtype in ("float32", "float64"):
+        layer = make(cls_name, units=3, n_in=2, dtype=dtype, **kw)
+        for shape in ((0, 4, 2), (2, 0, 2)):
+            with pytest.raises(ValueError, match=rf"^{prefix}_forward: x must not be empty"):
+                layer(np.zeros(shape), training=True)
+        with pytest.raises(ValueError, match=rf"^{prefix}_forward: x must not be empty"):
+            layer.step(np.zeros((0, 2)), None, training=True)
+    if N_STATES[cls_name] == 2:  # states set with reset_states may differ in batch size
+        layer = make(cls_name, units=3, n_in=2, dtype="float32", stateful=True, **kw)
+        layer.reset_states([np.zeros((2, 3)), np.zeros((5, 3))])
+        with pytest.raises(ValueError, match=r"^lstm_forward: c0 must have shape \[2, 3\], got \[5, 3\]"):
+            layer(np.zeros((2, 4, 2)))

@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from ._cells import cell_spec
+
 SHAPES = {  # name: (T, B, I, H)
     "small": (50, 32, 1, 20),
     "text": (256, 32, 100, 128),
@@ -31,12 +33,11 @@ SHAPES = {  # name: (T, B, I, H)
     "large": (50, 64, 512, 1024),
     "latency": (100, 1, 128, 512),
 }
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def flops(cell, T, B, I, H, train):
     """DeepBench convention: forward 2*T*B*G*H*(I+H); training 3x forward."""
-    f = 2.0 * T * B * GATES[cell] * H * (I + H)
+    f = 2.0 * T * B * cell_spec(cell).gates * H * (I + H)
     return 3.0 * f if train else f
 
 
@@ -78,7 +79,7 @@ def timeit_interleaved(fns, min_time=0.5, rounds=5, min_runs=3):
 
 def _problem(cell, T, B, I, H, seed=0):
     rng = np.random.default_rng(seed)
-    G = GATES[cell]
+    G = cell_spec(cell).gates
     k = 1.0 / np.sqrt(H)
     p = {
         "x": rng.standard_normal((B, T, I)).astype(np.float32),
@@ -94,13 +95,11 @@ def _problem(cell, T, B, I, H, seed=0):
 def _fr_calls(mod, cell, p):
     """(forward, train) closures for fastrnn.ops or fastrnn.reference."""
     x, wi, wh = p["x"], p["w_ih"], p["w_hh"]
-    if cell == "gru":
-        fwd = getattr(mod, "gru_forward")
-        bwd = getattr(mod, "gru_backward")
+    fwd = getattr(mod, f"{cell}_forward")
+    bwd = getattr(mod, f"{cell}_backward")
+    if len(cell_spec(cell).bias_names) == 2:  # GRU: b_ih and b_hh
         args = (x, wi, wh, p["b_ih"], p["b_hh"])
-    else:
-        fwd = getattr(mod, f"{cell}_forward")
-        bwd = getattr(mod, f"{cell}_backward")
+    else:  # one bias, torch's two summed
         args = (x, wi, wh, p["b_ih"] + p["b_hh"])
 
     def forward():
@@ -243,7 +242,7 @@ def run_gemm(shapes, threads, min_time=0.3, log=print):
     rows = []
     for name in shapes:
         T, B, I, H = SHAPES[name]
-        M, K, N = T * B, I, 4 * H
+        M, K, N = T * B, I, cell_spec("lstm").gates * H  # the LSTM's input projection
         rng = np.random.default_rng(1)
         A = rng.standard_normal((M, K)).astype(np.float32)
         W = rng.standard_normal((N, K)).astype(np.float32)

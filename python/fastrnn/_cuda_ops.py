@@ -49,7 +49,7 @@ class CudaKernelCache(KernelCache):
         return backward(self.cell, self, dy, dstate, bptt_steps, need_dx)
 
     def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> Dict[str, Any]:
-        dstate = (dh_n, dc_n) if self.cell == "lstm" and (dh_n is not None or dc_n is not None) else dh_n
+        dstate = (dh_n, dc_n) if self.spec.n_states == 2 and (dh_n is not None or dc_n is not None) else dh_n
         return backward(self.cell, self, dy, dstate, bptt_steps or None, need_dx)
 
     def _extra(self) -> str:
@@ -123,7 +123,7 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
         ws = cupy.empty((max(nws, 1),), dtype=cupy.float32)
         mod.forward(cell=cell_id, T=T, B=B, I=I, H=H, batch_first=bool(batch_first), reverse=bool(reverse),
                     mask=_ptr(mask_u8), x=_ptr(xs), w_ih=_ptr(wi), w_hh=_ptr(wh), b_ih=_ptr(bs[0]),
-                    b_hh=_ptr(bs[1]) if cell == "gru" else 0, h0=_ptr(h0c), c0=_ptr(c0c), y=_ptr(y),
+                    b_hh=_ptr(bs[1]) if len(cspec.bias_names) == 2 else 0, h0=_ptr(h0c), c0=_ptr(c0c), y=_ptr(y),
                     h_n=_ptr(h_n), c_n=_ptr(c_n), gates=_ptr(gates), hprev=_ptr(hprev), aux=_ptr(aux),
                     workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
     calls["forward"] += 1
@@ -167,11 +167,11 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
         dc_n = _grad(fn, "dstate[1] (dc_n)", dc_n, (B, H), dev)
         dx = cupy.empty(cache.x.shape, dtype=f32) if need_dx else None
         dh0 = cupy.empty((B, H), dtype=f32)
-        dc0 = cupy.empty((B, H), dtype=f32) if cell == "lstm" else None
+        dc0 = cupy.empty((B, H), dtype=f32) if cache.spec.n_states == 2 else None
         dw_ih = cupy.empty((G * H, I), dtype=f32)
         dw_hh = cupy.empty((G * H, H), dtype=f32)
         db_ih = cupy.empty((G * H,), dtype=f32)
-        db_hh = cupy.empty((G * H,), dtype=f32) if cell == "gru" else None
+        db_hh = cupy.empty((G * H,), dtype=f32) if len(cache.spec.bias_names) == 2 else None
         nws = int(mod.backward_workspace_floats(cell=cache.cell_id, T=T, B=B, I=I, H=H))
         ws = cupy.empty((max(nws, 1),), dtype=f32)
         mod.backward(cell=cache.cell_id, T=T, B=B, I=I, H=H, batch_first=cache.batch_first, reverse=cache.reverse,
@@ -181,7 +181,7 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
                      dh0=_ptr(dh0), dc0=_ptr(dc0), dw_ih=_ptr(dw_ih), dw_hh=_ptr(dw_hh), db_ih=_ptr(db_ih),
                      db_hh=_ptr(db_hh), workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
     calls["backward"] += 1
-    return grads_dict(cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+    return grads_dict(cache.spec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
 
 def matmul(a, b, trans_a=False, trans_b=False, bias=None):

@@ -174,7 +174,7 @@ class KernelCache(Cache):
             cell=self.cell_id, x=self.x, w_ih=self.w_ih, w_hh=self.w_hh, mask=self.mask, reverse=self.reverse,
             batch_first=self.batch_first, gates=self.gates, hprev=self.hprev, aux=self.aux, dy=dy, dh_n=dh_n,
             dc_n=dc_n, bptt_steps=bptt_steps, need_dx=bool(need_dx))
-        return grads_dict(self.cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+        return grads_dict(self.spec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
     def _extra(self) -> str:
         return ""
@@ -184,15 +184,13 @@ class KernelCache(Cache):
                 f"reverse={self.reverse}, batch_first={self.batch_first}{self._extra()})")
 
 
-def grads_dict(cell, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) -> dict:
-    """``{cell}_backward``'s result: keys x, h0, (c0 for lstm), w_ih, w_hh, then b (rnn, lstm) or
-    b_ih, b_hh (gru), as the references return them."""
+def grads_dict(spec: _cells.CellSpec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) -> dict:
+    """``{cell}_backward``'s result for the cell of ``spec``: keys x, h0, (c0 for LSTM, the cell
+    with two states), w_ih, w_hh, then its bias names (b; GRU's b_ih, b_hh), as the references
+    return them."""
     grads = {"x": dx, "h0": dh0}
-    if cell == "lstm":
+    if spec.n_states == 2:
         grads["c0"] = dc0
     grads["w_ih"], grads["w_hh"] = dw_ih, dw_hh
-    if cell == "gru":
-        grads["b_ih"], grads["b_hh"] = db_ih, db_hh
-    else:
-        grads["b"] = db_ih
+    grads.update(zip(spec.bias_names, (db_ih, db_hh)))
     return grads

@@ -215,14 +215,14 @@ class Seq2Seq(Model):
             hs[:, i] = state[0]
             steps.append(acache)
         logits = self.output_layer(self.output_dropout(hs, training=training), training=training)
-        self._steps = (steps, len(state)) if training else None
+        self._steps = steps if training else None
         return logits
 
     def backward(self, dlogits):
         """Backpropagate d loss / d logits of the last training ``forward_teacher``; accumulates the grads."""
         if self._steps is None:
             raise RuntimeError("backward: called before a forward pass with training=True")
-        acaches, n_states = self._steps
+        acaches, n_states = self._steps, self.decoder.spec.n_states
         E, D = self.embed_dim, self.enc_dim
         dhs = self.output_dropout.backward(self.output_layer.backward(dlogits))
         B, Ty = dhs.shape[:2]

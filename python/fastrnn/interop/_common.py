@@ -1,13 +1,15 @@
-"""What the torch and Keras converters share: the recurrent layers' kinds and gate counts, and
-reading / writing a fastrnn recurrent layer's weight arrays."""
+"""What the torch and Keras converters share: the recurrent layers' kinds and cells (gate counts,
+bias names and activations from fastrnn._cells), and reading / writing a fastrnn recurrent
+layer's weight arrays."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import layers
+from .._cells import ACTIVATIONS, cell_spec
 
-_GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
-_TORCH_KIND = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
+#: A SimpleRNN's activations as messages list them: "'tanh' or 'relu'".
+_RNN_ACTIVATIONS = " or ".join(repr(a) for a in ACTIVATIONS)
 
 
 def _f32(a):
@@ -60,14 +62,12 @@ def _assign(layer, name, value):
     p.assign(value)
 
 
-def _set_cell(layer, kind, w_ih, w_hh, b=None, b_ih=None, b_hh=None):
+def _set_cell(layer, kind, w_ih, w_hh, **biases):
+    """Assign the weights and the biases of the cell of ``kind`` (b, or b_ih and b_hh for GRU)."""
     _assign(layer, "w_ih", w_ih)
     _assign(layer, "w_hh", w_hh)
-    if kind == "GRU":
-        _assign(layer, "b_ih", b_ih)
-        _assign(layer, "b_hh", b_hh)
-    else:
-        _assign(layer, "b", b)
+    for name in cell_spec(kind).bias_names:
+        _assign(layer, name, biases.get(name))
 
 
 def _cell_arrays(layer):
@@ -77,11 +77,11 @@ def _cell_arrays(layer):
         raise ValueError(
             f"{kind} '{layer.name}' is not built: call it on data or call build(input_shape) before converting it")
     arrays = {}
-    for n in (("w_ih", "w_hh", "b_ih", "b_hh") if kind == "GRU" else ("w_ih", "w_hh", "b")):
+    spec = layer.spec
+    for n in ("w_ih", "w_hh") + spec.bias_names:
         p = getattr(layer, n, None)
         if p is None:  # use_bias=False: the bias is zero
-            G = _GATES[kind]
-            arrays[n] = np.zeros(G * int(layer.units), np.float32)
+            arrays[n] = np.zeros(spec.gates * int(layer.units), np.float32)
         else:
             arrays[n] = np.array(p.value, dtype=np.float32)
     units = arrays["w_hh"].shape[1]

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layers
+from .._cells import ACTIVATIONS as _RNN_ACTS
+from .._cells import cell_spec
 from ..layers.core import ACTIVATIONS
 from ..models import Sequential
 from ._common import (
-    _GATES,
+    _RNN_ACTIVATIONS,
     _activation_name,
     _cell_arrays,
     _cfg,
@@ -73,15 +75,16 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
         "zero_output_for_mask": bool(getattr(klayer, "zero_output_for_mask", False)),
         "stateful": bool(getattr(klayer, "stateful", False)),
     }
+    spec = cell_spec(kind)
     if kind == "SimpleRNN":
-        if act not in ("tanh", "relu"):
-            raise ValueError(f"from_keras: SimpleRNN activation must be 'tanh' or 'relu', got {act!r}")
+        if act not in _RNN_ACTS:
+            raise ValueError(f"from_keras: SimpleRNN activation must be {_RNN_ACTIVATIONS}, got {act!r}")
         kw["activation"] = act
     else:
         rec = _act_name(cell.recurrent_activation)
-        if act != "tanh" or rec != "sigmoid":
-            raise ValueError(f"from_keras: {kind} needs activation='tanh' and recurrent_activation='sigmoid', "
-                             f"got {act!r} and {rec!r}")
+        if act != spec.activation or rec != "sigmoid":
+            raise ValueError(f"from_keras: {kind} needs activation={spec.activation!r} and "
+                             f"recurrent_activation='sigmoid', got {act!r} and {rec!r}")
     if kind == "GRU" and not bool(getattr(cell, "reset_after", True)):
         raise ValueError("from_keras: GRU with reset_after=False is not supported; fastrnn's GRU is the "
                          "reset_after=True form (Keras's default, as in cuDNN and torch)")
@@ -90,7 +93,7 @@ def _from_keras_cell(klayer, return_sequences=None, go_backwards=None):
         if v:
             kw[opt] = v
     kernel, rkernel = _keras_array(cell.kernel), _keras_array(cell.recurrent_kernel)
-    G = _GATES[kind]
+    G = spec.gates
     if getattr(cell, "use_bias", True) and cell.bias is not None:
         bias = _keras_array(cell.bias)
     else:
@@ -230,13 +233,11 @@ def _to_keras_cell(layer, go_backwards=None, batch_size=None):
         kw["stateful"] = True
     if kind == "SimpleRNN":
         kl = keras.layers.SimpleRNN(H, activation=act, **kw)
+    elif act != layer.spec.activation:
+        raise ValueError(f"to_keras: {kind} activation must be {layer.spec.activation!r}, got {act!r}")
     elif kind == "LSTM":
-        if act != "tanh":
-            raise ValueError(f"to_keras: LSTM activation must be 'tanh', got {act!r}")
         kl = keras.layers.LSTM(H, **kw)
     else:
-        if act != "tanh":
-            raise ValueError(f"to_keras: GRU activation must be 'tanh', got {act!r}")
         kl = keras.layers.GRU(H, reset_after=True, **kw)
     kl.build((batch, None, I))  # the state starts from zeros in Keras
     return kl, kind, H, a

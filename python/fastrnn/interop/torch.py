@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layers
+from .._cells import ACTIVATIONS, cell_spec
 from ._common import (
-    _GATES,
+    _RNN_ACTIVATIONS,
     _activation_name,
     _cell_arrays,
     _cfg,
@@ -54,10 +55,10 @@ def from_torch(module):
     ndir = 2 if module.bidirectional else 1
     kw = {"return_sequences": True, "zero_output_for_mask": True}  # torch pads packed outputs with 0
     if kind == "SimpleRNN":
-        if module.nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"from_torch: nonlinearity must be 'tanh' or 'relu', got {module.nonlinearity!r}")
+        if module.nonlinearity not in ACTIVATIONS:
+            raise ValueError(f"from_torch: nonlinearity must be {_RNN_ACTIVATIONS}, got {module.nonlinearity!r}")
         kw["activation"] = module.nonlinearity
-    G = _GATES[kind]
+    G = cell_spec(kind).gates
     out = []
     for k in range(int(module.num_layers)):
         I = I0 if k == 0 else H * ndir
@@ -131,10 +132,10 @@ def to_torch(layer, batch_first=True):
         for sub in subs:
             kind, units, isz, a = _cell_arrays(sub)
             act = _activation_name(sub)
-            if kind == "SimpleRNN" and act not in ("tanh", "relu"):
-                raise ValueError(f"to_torch: SimpleRNN activation must be 'tanh' or 'relu', got {act!r}")
-            if kind != "SimpleRNN" and act != "tanh":
-                raise ValueError(f"to_torch: {kind} activation must be 'tanh' for torch, got {act!r}")
+            if kind == "SimpleRNN" and act not in ACTIVATIONS:
+                raise ValueError(f"to_torch: SimpleRNN activation must be {_RNN_ACTIVATIONS}, got {act!r}")
+            if kind != "SimpleRNN" and act != sub.spec.activation:
+                raise ValueError(f"to_torch: {kind} activation must be {sub.spec.activation!r} for torch, got {act!r}")
             arrs.append((kind, units, isz, act, a))
         per_layer.append((arrs, len(subs) == 2))
     kinds = {a[0] for arrs, _ in per_layer for a in arrs}

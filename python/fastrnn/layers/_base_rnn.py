@@ -1,9 +1,12 @@
 """BaseRNN: the machinery SimpleRNN, LSTM and GRU share (:mod:`fastrnn.layers.recurrent`).
 
-All recurrent computation runs in ``fastrnn.ops.{rnn,lstm,gru}_forward / _backward`` (the C++
-kernels); the layers only loop over time to spread the gradients of masked outputs that repeat
-an earlier step's output (Keras's masked-output semantics, see BaseRNN). Layers made with
+All recurrent computation runs in the C++ kernels of ``fastrnn.ops``, called through its internal
+runner (``ops._run_forward`` / ``ops._run_backward``) on the arrays the layer has checked already;
+the layers only loop over time to spread the gradients of masked outputs that repeat an earlier
+step's output (Keras's masked-output semantics, see BaseRNN). Layers made with
 ``dtype="float64"`` run the NumPy references (``fastrnn.reference``) instead, for gradient checks.
+What a layer knows about its cell (gates, biases, states, activation) comes from its
+``fastrnn._cells.CellSpec`` (:attr:`BaseRNN.spec`).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import ops, reference
+from .. import _cells, ops, reference
 from .._validation import layer_positive_int, layer_rate
 from ..reference._common import check_bptt_steps
 from . import initializers
@@ -107,14 +110,12 @@ class BaseRNN(Layer):
     SimpleRNN with as many features as units they coincide and it cannot tell.
     """
 
-    _cell = "rnn"
-    _gates = 1
-    _n_states = 1
+    #: The cell (fastrnn._cells): set per class (a SimpleRNN's by its activation).
+    _spec: _cells.CellSpec = _cells.RNN_TANH
     _weights_hint = ("; the weights are in PyTorch's layout (w_ih [gates*units, features], w_hh [gates*units, "
                      "units]), not Keras's: convert a Keras layer's weights with fastrnn.interop.from_keras")
     _input_rank = (3, 3)
     _input_desc = "[batch, time, features]"
-    _activations = ("tanh",)
 
     def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
                  kernel_initializer: str | Callable = "glorot_uniform",
@@ -127,14 +128,7 @@ class BaseRNN(Layer):
         who = self._who()
         self.units = layer_positive_int(units, who, "units")
         self.zero_output_for_mask = bool(zero_output_for_mask)
-        if not isinstance(activation, str):
-            raise TypeError(f"{who}: activation must be a str, got {type(activation).__name__}")
-        if activation not in self._activations:
-            raise ValueError(
-                f"{who}: unknown activation {activation!r}; {type(self).__name__} supports "
-                f"{', '.join(repr(a) for a in self._activations)}"
-            )
-        self.activation = activation
+        self.activation = self._check_activation(activation)
         self.use_bias = bool(use_bias)
         self._kernel_init, self.kernel_initializer = _init_name(kernel_initializer, who, "kernel_initializer")
         self._recurrent_init, self.recurrent_initializer = _init_name(recurrent_initializer, who,
@@ -158,7 +152,27 @@ class BaseRNN(Layer):
         self.w_ih = self.w_hh = None
         self._step_caches = []  # caches of training steps (step), consumed last first by step_backward
 
-    # -- options -----------------------------------------------------------------------------
+    # -- the cell and options ------------------------------------------------------------------
+    @property
+    def spec(self) -> _cells.CellSpec:
+        """The cell's description (a fastrnn._cells.CellSpec): its gates, bias names, number of
+        states (``spec.n_states``: 2 for LSTM's [h, c], else 1) and activation."""
+        return self._spec
+
+    def _check_activation(self, activation):
+        """``activation`` if the layer's cell has it: 'tanh' or 'relu' for SimpleRNN, 'tanh' for
+        LSTM and GRU (TypeError / ValueError otherwise)."""
+        spec = self._spec
+        supported = _cells.ACTIVATIONS if spec.base == "rnn" else (spec.activation,)
+        if not isinstance(activation, str):
+            raise TypeError(f"{self._who()}: activation must be a str, got {type(activation).__name__}")
+        if activation not in supported:
+            raise ValueError(
+                f"{self._who()}: unknown activation {activation!r}; {type(self).__name__} supports "
+                f"{', '.join(repr(a) for a in supported)}"
+            )
+        return activation
+
     @property
     def bptt_steps(self):
         """Truncated BPTT length passed to the backward op (None: full backpropagation through time)."""
@@ -169,9 +183,6 @@ class BaseRNN(Layer):
         self._bptt_steps = check_bptt_steps(value, self._who())
 
     # -- parameters ----------------------------------------------------------------------------
-    def _bias_names(self):
-        return ("b",)
-
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != 2 or input_shape[-1] is None:
@@ -181,13 +192,13 @@ class BaseRNN(Layer):
                 f"{self._who()}: input shape must be (time, features) with features known, got {input_shape}{hint}"
             )
         n_in = int(input_shape[-1])
-        G, H, dt, rng = self._gates, self.units, self.dtype, self._init_rng
+        G, H, dt, rng = self._spec.gates, self.units, self.dtype, self._init_rng
         self.add_parameter("w_ih", self._kernel_init((G * H, n_in), rng=rng, dtype=dt))
         # Keras draws the whole recurrent kernel in its layout [H, G*H]; w_hh [G*H, H] is its transpose
         w_hh = np.ascontiguousarray(self._recurrent_init((H, G * H), rng=rng, dtype=dt).T)
         self.add_parameter("w_hh", w_hh)
         self._zero_biases = {}
-        for bname in self._bias_names():
+        for bname in self._spec.bias_names:
             if self.use_bias:
                 self.add_parameter(bname, self._make_bias(bname))
             else:
@@ -196,7 +207,7 @@ class BaseRNN(Layer):
         super().build((None, n_in))
 
     def _make_bias(self, bname):
-        return self._bias_init((self._gates * self.units,), rng=self._init_rng, dtype=self.dtype)
+        return self._bias_init((self._spec.gates * self.units,), rng=self._init_rng, dtype=self.dtype)
 
     def _build_from_weights(self, weights):
         if weights and np.ndim(weights[0]) == 2:
@@ -224,7 +235,7 @@ class BaseRNN(Layer):
     def _resolve_initial_state(self, initial_state, B, what="initial_state"):
         if initial_state is None:
             return None
-        n = self._n_states
+        n = self._spec.n_states
         if isinstance(initial_state, np.ndarray) and n == 1:
             initial_state = [initial_state]
         names = "[h, c]" if n == 2 else "[h]"
@@ -263,13 +274,47 @@ class BaseRNN(Layer):
             return None
         return None if mask is None else np.ascontiguousarray(mask)
 
-    # -- the cell-specific op calls --------------------------------------------------------------
-    def _forward_op(self, ops, x, w_hh, init, mask, training):
-        """(y [B,T,H], [h_n, (c_n)], cache) from the functional op."""
-        raise NotImplementedError
+    # -- the op calls ----------------------------------------------------------------------------
+    def _forward_op(self, x, w_hh, init, mask, training):
+        """(y [B,T,H], [h_n] or [h_n, c_n], cache) of the cell on x [B, T, F] with w_hh (the
+        layer's, or one scaled by a recurrent dropout mask).
 
-    def _backward_op(self, ops, cache, dy, dstates):
-        raise NotImplementedError
+        The callers pass what the layer has checked and converted: x, w_hh and the states of
+        ``init`` (None or a list of spec.n_states arrays [B, H]) C-contiguous arrays of the layer's
+        dtype and shapes, mask None or bool [B, T], training a bool. float32 layers run the kernels
+        through the ops' runner, which skips the public op's checks; float64 layers run the
+        references, and an empty x the public op (for its error)."""
+        spec = self._spec
+        w_ih = self.w_ih.value
+        biases = [self._bias_value(name) for name in spec.bias_names]
+        h0 = c0 = None
+        if init is not None:
+            h0 = init[0]
+            if spec.n_states == 2:
+                c0 = init[1]
+        # the states carried from reset_states(states) may differ in batch size among themselves
+        # (the layer checks the first): the public op says which
+        if self.dtype == np.float32 and x.size and (init is None or init[-1].shape[0] == x.shape[0]):
+            y, state, cache = ops._run_forward(spec, x, w_ih, w_hh, *biases, h0=h0, c0=c0, mask=mask,
+                                               reverse=self.go_backwards, batch_first=True, training=training)
+        else:
+            kw = {"c0": c0} if spec.n_states == 2 else {}
+            if spec.base == "rnn":
+                kw["activation"] = spec.activation
+            forward = getattr(_ops_for(self.dtype), f"{spec.base}_forward")
+            y, state, cache = forward(x, w_ih, w_hh, *biases, h0=h0, mask=mask, reverse=self.go_backwards,
+                                      batch_first=True, training=training, **kw)
+        return y, (list(state) if spec.n_states == 2 else [state]), cache
+
+    def _backward_op(self, cache, dy, dstates):
+        """The op's gradients for the cache of :meth:`_forward_op`: dy None or C-contiguous [B, T, H],
+        dstates a list of spec.n_states gradients [B, H] (entries may be None), all of the layer's
+        dtype. float32 caches run the kernels' backward through the ops' runner, float64 ones the
+        references' backward."""
+        dh = dstates[0]
+        dc = dstates[1] if self._spec.n_states == 2 else None
+        return ops._run_backward(cache, dy, None if dh is None else np.ascontiguousarray(dh),
+                                 None if dc is None else np.ascontiguousarray(dc), self.bptt_steps)
 
     # -- forward / backward --------------------------------------------------------------------
     def call(self, x, training=False, mask=None, initial_state=None, lengths=None):
@@ -284,7 +329,6 @@ class BaseRNN(Layer):
                     f"batch size {B}; call reset_states() before changing the batch size"
                 )
             init = [s.copy() for s in self.states]
-        ops = _ops_for(self.dtype)
         x = np.ascontiguousarray(x)
         dp = rdp = None
         if training and self.dropout > 0.0:
@@ -295,9 +339,9 @@ class BaseRNN(Layer):
             rdp = (self._dropout_rng.random((B, self.units)) >= self.recurrent_dropout).astype(self.dtype)
             rdp /= self.dtype.type(1.0 - self.recurrent_dropout)
         if rdp is None:
-            y, states, cache = self._forward_op(ops, x, self.w_hh.value, init, mask, training)
+            y, states, cache = self._forward_op(x, self.w_hh.value, init, mask, training)
         else:
-            y, states, cache = self._forward_rows(ops, x, rdp, init, mask, training)
+            y, states, cache = self._forward_rows(x, rdp, init, mask, training)
         fill = None  # the valid steps in output order, when masked outputs repeat the last valid one
         drop = None  # rows whose last output is 0 (return_sequences=False)
         run_valid = None if mask is None else (mask[:, ::-1] if self.go_backwards else mask)  # running order
@@ -323,7 +367,7 @@ class BaseRNN(Layer):
             return [out] + [np.array(s, copy=True) for s in states]
         return out
 
-    def _forward_rows(self, ops, x, rdp, init, mask, training):
+    def _forward_rows(self, x, rdp, init, mask, training):
         """Recurrent dropout: one kernel call per sequence with w_hh's columns scaled by that sequence's mask.
 
         (h * m) @ w_hh^T == h @ (w_hh * m)^T, so the mask applied to the recurrent input at every step
@@ -331,23 +375,23 @@ class BaseRNN(Layer):
         """
         B = x.shape[0]
         if init is None:
-            init = [np.zeros((B, self.units), dtype=self.dtype) for _ in range(self._n_states)]
+            init = [np.zeros((B, self.units), dtype=self.dtype) for _ in range(self._spec.n_states)]
         w_hh = self.w_hh.value
         ys, sts, caches = [], [], []
         for b in range(B):
             y, st, cache = self._forward_op(
-                ops, x[b:b + 1], np.ascontiguousarray(w_hh * rdp[b][None, :]),
+                x[b:b + 1], np.ascontiguousarray(w_hh * rdp[b][None, :]),
                 [np.ascontiguousarray(s[b:b + 1]) for s in init],
                 None if mask is None else np.ascontiguousarray(mask[b:b + 1]), training)
             ys.append(y)
             sts.append(st)
             caches.append(cache)
         y = np.concatenate(ys, axis=0)
-        states = [np.concatenate([st[i] for st in sts], axis=0) for i in range(self._n_states)]
+        states = [np.concatenate([st[i] for st in sts], axis=0) for i in range(self._spec.n_states)]
         return y, states, caches
 
     def _split_dy(self, dy):
-        n_out = 1 + (self._n_states if self.return_state else 0)
+        n_out = 1 + (self._spec.n_states if self.return_state else 0)
         if isinstance(dy, (list, tuple)):
             if len(dy) != n_out:
                 raise ValueError(
@@ -356,7 +400,7 @@ class BaseRNN(Layer):
             dys = list(dy)
         else:
             dys = [dy] + [None] * (n_out - 1)
-        return dys + [None] * (1 + self._n_states - len(dys))
+        return dys + [None] * (1 + self._spec.n_states - len(dys))
 
     def _backward(self, dy):
         grads, dx = self._compute_backward(dy)
@@ -385,11 +429,10 @@ class BaseRNN(Layer):
             if c["drop"] is not None:  # those rows output 0, not the state
                 d = np.where(c["drop"][:, None], d.dtype.type(0), d)
             dstates[0] = d if dstates[0] is None else dstates[0] + d
-        ops = _ops_for(self.dtype)
         if c["rdp"] is None:
-            grads = self._backward_op(ops, c["cache"], dy_seq, dstates)
+            grads = self._backward_op(c["cache"], dy_seq, dstates)
         else:
-            grads = self._backward_rows(ops, c["cache"], c["rdp"], dy_seq, dstates)
+            grads = self._backward_rows(c["cache"], c["rdp"], dy_seq, dstates)
         dx = grads["x"]
         if c["dp"] is not None:
             dx = dx * c["dp"][:, None, :]
@@ -405,14 +448,14 @@ class BaseRNN(Layer):
         """``p.grad += grads[...]`` for every parameter (the op's gradients, keyed by attribute name)."""
         self.w_ih.grad += grads["w_ih"]
         self.w_hh.grad += grads["w_hh"]
-        for bname in self._bias_names():
+        for bname in self._spec.bias_names:
             p = getattr(self, bname)
             if p is not None:
                 p.grad += grads[bname]
 
     def _state_grads(self, grads):
         """The initial states' gradients of an op's result: [dh0] or [dh0, dc0]."""
-        return [grads["h0"]] + ([grads["c0"]] if self._n_states == 2 else [])
+        return [grads["h0"]] + ([grads["c0"]] if self._spec.n_states == 2 else [])
 
     # -- one time step -------------------------------------------------------------------------
     def step(self, x_t: np.ndarray, states: list[np.ndarray] | np.ndarray | None = None,
@@ -444,7 +487,7 @@ class BaseRNN(Layer):
         B = x_t.shape[0]
         init = self._resolve_initial_state(states, B, what="states")
         x = np.ascontiguousarray(x_t[:, None, :])
-        _, new_states, cache = self._forward_op(_ops_for(self.dtype), x, self.w_hh.value, init, None, training)
+        _, new_states, cache = self._forward_op(x, self.w_hh.value, init, None, training)
         if training:
             self._step_caches.append((cache, B))
         return new_states[0], new_states
@@ -465,7 +508,7 @@ class BaseRNN(Layer):
             raise RuntimeError(f"{self._who()}: step_backward() called without a pending step(..., training=True) "
                                "(each training step is consumed by one step_backward, last step first)")
         cache, B = self._step_caches[-1]
-        n, H = self._n_states, self.units
+        n, H = self._spec.n_states, self.units
         if dstates is None:
             dstates = [None] * n
         elif isinstance(dstates, np.ndarray) and n == 1:
@@ -479,7 +522,7 @@ class BaseRNN(Layer):
             dh = self._check_dy(dh_t, (B, H), "dh_t")
             d[0] = dh if d[0] is None else d[0] + dh
         self._step_caches.pop()
-        grads = self._backward_op(_ops_for(self.dtype), cache, None, d)
+        grads = self._backward_op(cache, None, d)
         self._accumulate_grads(grads)
         return grads["x"][:, 0], self._state_grads(grads)
 
@@ -487,11 +530,11 @@ class BaseRNN(Layer):
         """Drop the caches of training steps not yet consumed by :meth:`step_backward`."""
         self._step_caches = []
 
-    def _backward_rows(self, ops, caches, rdp, dy_seq, dstates):
+    def _backward_rows(self, caches, rdp, dy_seq, dstates):
         rows = []
         for b, cache in enumerate(caches):
             g = self._backward_op(
-                ops, cache, None if dy_seq is None else np.ascontiguousarray(dy_seq[b:b + 1]),
+                cache, None if dy_seq is None else np.ascontiguousarray(dy_seq[b:b + 1]),
                 [None if d is None else np.ascontiguousarray(d[b:b + 1]) for d in dstates])
             g = dict(g)
             g["w_hh"] = g["w_hh"] * rdp[b][None, :]
@@ -500,7 +543,7 @@ class BaseRNN(Layer):
         for key in ("x", "h0", "c0"):
             if key in rows[0]:
                 out[key] = np.concatenate([g[key] for g in rows], axis=0)
-        for key in ("w_ih", "w_hh") + self._bias_names():
+        for key in ("w_ih", "w_hh") + self._spec.bias_names:
             out[key] = sum(g[key] for g in rows)
         return out
 
@@ -509,7 +552,7 @@ class BaseRNN(Layer):
         input_shape = tuple(input_shape)
         out = (input_shape[0], self.units) if self.return_sequences else (self.units,)
         if self.return_state:
-            return [out] + [(self.units,)] * self._n_states
+            return [out] + [(self.units,)] * self._spec.n_states
         return out
 
     def compute_mask(self, x, mask=None):
@@ -518,7 +561,7 @@ class BaseRNN(Layer):
             m = np.asarray(mask)
             out = np.ascontiguousarray(m[:, ::-1]) if self.go_backwards else m
         if self.return_state:
-            return [out] + [None] * self._n_states
+            return [out] + [None] * self._spec.n_states
         return out
 
     def get_config(self):

@@ -132,7 +132,7 @@ class Bidirectional(Layer):
     reset_state = BaseRNN.reset_state  # Keras 3's name
 
     def _split_states(self, states, what):
-        n = self.forward_layer._n_states
+        n = self.forward_layer.spec.n_states
         if not isinstance(states, (list, tuple)) or len(states) != 2 * n:
             raise ValueError(
                 f"{self._who()}: {what} must be a list of {2 * n} arrays (forward states then backward states), "
@@ -195,7 +195,7 @@ class Bidirectional(Layer):
         return y
 
     def _backward(self, dy):
-        n = self.forward_layer._n_states
+        n = self.forward_layer.spec.n_states
         n_y = 2 if self.merge_mode is None else 1
         if self.return_state:
             if not isinstance(dy, (list, tuple)):
@@ -279,7 +279,7 @@ class Bidirectional(Layer):
         m = np.asarray(mask) if (self.return_sequences and mask is not None) else None
         out = [m, m] if self.merge_mode is None else m
         if self.return_state:
-            return (out if self.merge_mode is None else [out]) + [None] * (2 * self.forward_layer._n_states)
+            return (out if self.merge_mode is None else [out]) + [None] * (2 * self.forward_layer.spec.n_states)
         return out
 
     def get_config(self):

@@ -1,9 +1,10 @@
 """Recurrent layers: SimpleRNN, LSTM, GRU (and the Bidirectional wrapper, re-exported).
 
-All recurrent computation runs in ``fastrnn.ops.{rnn,lstm,gru}_forward / _backward`` (the C++
-kernels); the layers only loop over time to spread the gradients of masked outputs that repeat
-an earlier step's output (Keras's masked-output semantics, below). Layers made with
-``dtype="float64"`` run the NumPy references (``fastrnn.reference``) instead, for gradient checks.
+All recurrent computation runs in the C++ kernels of ``fastrnn.ops`` (through its internal
+runner, on the arrays the layers checked); the layers only loop over time to spread the
+gradients of masked outputs that repeat an earlier step's output (Keras's masked-output
+semantics, below). Layers made with ``dtype="float64"`` run the NumPy references
+(``fastrnn.reference``) instead, for gradient checks.
 
 Inputs are batch-major [B, T, F]. Weights are in PyTorch layouts (``w_ih [G*H, F]``,
 ``w_hh [G*H, H]``; LSTM gates i,f,g,o with one bias ``b [4H]``; GRU gates r,z,n with ``b_ih``
@@ -13,6 +14,7 @@ biases, LSTM forget-gate bias 1), so parameter counts equal Keras's.
 """
 from __future__ import annotations
 
+from .. import _cells
 from ._base_rnn import (  # noqa: F401
     BaseRNN,
     _ops_for,
@@ -41,20 +43,16 @@ class SimpleRNN(BaseRNN):
     training steps, ``dx_t, dstates = layer.step_backward(dh_t, dstates)`` in reverse order.
     """
 
-    _cell = "rnn"
-    _gates = 1
-    _n_states = 1
-    _activations = ("tanh", "relu")
+    _spec = _cells.RNN_TANH  # the activation sets it
 
-    def _forward_op(self, ops, x, w_hh, init, mask, training):
-        y, h, cache = ops.rnn_forward(
-            x, self.w_ih.value, w_hh, self._bias_value("b"), h0=None if init is None else init[0],
-            mask=mask, reverse=self.go_backwards, batch_first=True, training=training,
-            nonlinearity=self.activation)
-        return y, [h], cache
+    @property
+    def activation(self) -> str:
+        """'tanh' or 'relu'; setting it changes the cell the layer runs (its ``spec``)."""
+        return self._spec.activation
 
-    def _backward_op(self, ops, cache, dy, dstates):
-        return ops.rnn_backward(cache, dy, dstate=dstates[0], bptt_steps=self.bptt_steps)
+    @activation.setter
+    def activation(self, activation: str) -> None:
+        self._spec = _cells.cell_spec("rnn", self._check_activation(activation))
 
 
 @register_layer
@@ -71,9 +69,7 @@ class LSTM(BaseRNN):
     ``dx_t, [dh, dc] = lstm.step_backward(dh_t, [dh_next, dc_next])`` for the steps in reverse.
     """
 
-    _cell = "lstm"
-    _gates = 4
-    _n_states = 2
+    _spec = _cells.LSTM
 
     def __init__(self, units: int, activation: str = "tanh", recurrent_activation: str = "sigmoid",
                  unit_forget_bias: bool = True, **kwargs):
@@ -87,20 +83,9 @@ class LSTM(BaseRNN):
     def _make_bias(self, bname):
         b = super()._make_bias(bname)
         if self.unit_forget_bias:
-            b[self.units:2 * self.units] = 1.0
+            f = self._spec.gate_names.index("f") * self.units  # the forget gate's rows
+            b[f:f + self.units] = 1.0
         return b
-
-    def _forward_op(self, ops, x, w_hh, init, mask, training):
-        h0, c0 = (None, None) if init is None else init
-        y, (h, c), cache = ops.lstm_forward(
-            x, self.w_ih.value, w_hh, self._bias_value("b"), h0=h0, c0=c0, mask=mask,
-            reverse=self.go_backwards, batch_first=True, training=training)
-        return y, [h, c], cache
-
-    def _backward_op(self, ops, cache, dy, dstates):
-        dh, dc = dstates
-        dstate = None if dh is None and dc is None else (dh, dc)
-        return ops.lstm_backward(cache, dy, dstate=dstate, bptt_steps=self.bptt_steps)
 
     def get_config(self):
         cfg = super().get_config()
@@ -121,9 +106,7 @@ class GRU(BaseRNN):
     (``training=True`` to keep what ``dx_t, [dh] = gru.step_backward(dh_t, [dh_next])`` needs).
     """
 
-    _cell = "gru"
-    _gates = 3
-    _n_states = 1
+    _spec = _cells.GRU
 
     def __init__(self, units: int, activation: str = "tanh", recurrent_activation: str = "sigmoid",
                  reset_after: bool = True, **kwargs):
@@ -136,19 +119,6 @@ class GRU(BaseRNN):
                              f"got reset_after={reset_after!r}")
         self.recurrent_activation = "sigmoid"
         self.reset_after = True
-
-    def _bias_names(self):
-        return ("b_ih", "b_hh")
-
-    def _forward_op(self, ops, x, w_hh, init, mask, training):
-        y, h, cache = ops.gru_forward(
-            x, self.w_ih.value, w_hh, self._bias_value("b_ih"), self._bias_value("b_hh"),
-            h0=None if init is None else init[0], mask=mask, reverse=self.go_backwards, batch_first=True,
-            training=training)
-        return y, [h], cache
-
-    def _backward_op(self, ops, cache, dy, dstates):
-        return ops.gru_backward(cache, dy, dstate=dstates[0], bptt_steps=self.bptt_steps)
 
     def get_config(self):
         cfg = super().get_config()
