@@ -11,10 +11,9 @@ import json
 import numpy as np
 import pytest
 
+from _problems import numgrad
 from fastrnn import layers as L
 from fastrnn import reference as R
-
-from _problems import numgrad
 
 # (class name, extra constructor kwargs, reference prefix)
 CELLS = [

@@ -106,7 +106,7 @@ def _fr_calls(mod, cell, p):
         return fwd(*args, training=False)
 
     def train():
-        y, _, cache = fwd(*args, training=True)
+        _y, _, cache = fwd(*args, training=True)
         return bwd(cache, p["dy"])
 
     return forward, train
@@ -249,9 +249,9 @@ def run_gemm(shapes, threads, min_time=0.3, log=print):
         # Not interleaved: OpenBLAS's threads keep polling for ~0.1 s after a call, which would
         # take the second core from the GEMM timed right after it; a pause separates the two.
         time.sleep(0.3)
-        t_fr = timeit(lambda: core.gemm(A, W, False, True), min_time)
+        t_fr = timeit(lambda A=A, W=W: core.gemm(A, W, False, True), min_time)
         time.sleep(0.3)
-        t_np = timeit(lambda: A @ W.T, min_time)
+        t_np = timeit(lambda A=A, W=W: A @ W.T, min_time)
         f = 2.0 * M * N * K
         row = {"shape": name, "M": M, "N": N, "K": K, "fastrnn_gflops": f / t_fr / 1e9, "numpy_gflops": f / t_np / 1e9}
         rows.append(row)
@@ -275,7 +275,8 @@ def _format_row(r):
 def markdown(rows, gemm_rows, env_lines):
     """The results as a Markdown section (for bench/RESULTS.md)."""
     out = ["", *[f"- {line}" for line in env_lines], "",
-           "| cell | mode | shape (T,B,I,H) | fastrnn ms | GFLOP/s | numpy ms | numpy/fastrnn | torch ms | torch/fastrnn |",
+           "| cell | mode | shape (T,B,I,H) | fastrnn ms | GFLOP/s | numpy ms | numpy/fastrnn | torch ms "
+           "| torch/fastrnn |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         np_ms = f"{r['numpy_ms']:.2f}" if "numpy_ms" in r else "-"

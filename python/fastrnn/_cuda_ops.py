@@ -3,15 +3,15 @@
 ops checks that every array is on x's device and validates the arguments with the shared checks
 (``reference._common``) on that device, then calls :func:`forward` / :func:`backward` here,
 which make contiguous (and, for training, private) copies, allocate the outputs and the
-workspace with CuPy on that device and enqueue the kernels on CuPy's current stream. Nothing here synchronizes: like any CuPy
-operation, the results are ready when the stream reaches them.
+workspace with CuPy on that device and enqueue the kernels on CuPy's current stream. Nothing here
+synchronizes: like any CuPy operation, the results are ready when the stream reaches them.
 
 ``calls`` counts the forward and backward calls that ran the CUDA kernels (tests read it to check
 the route a CuPy call took).
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +44,11 @@ class CudaKernelCache(KernelCache):
         super().__init__(*args)
         self.device_id = device_id
 
-    def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> Dict[str, Any]:
+    def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> dict[str, Any]:
         """Check dy, dstate and bptt_steps, then run the CUDA backward over this cache."""
         return backward(self.cell, self, dy, dstate, bptt_steps, need_dx)
 
-    def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> Dict[str, Any]:
+    def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> dict[str, Any]:
         dstate = (dh_n, dc_n) if self.spec.n_states == 2 and (dh_n is not None or dc_n is not None) else dh_n
         return backward(self.cell, self, dy, dstate, bptt_steps or None, need_dx)
 
@@ -61,7 +61,7 @@ def _ptr(a) -> int:
 
 
 def _stream() -> int:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     return int(cupy.cuda.get_current_stream().ptr)
 
@@ -80,7 +80,7 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
 
     Returns (y, state, cache) like the references; cache is a CudaKernelCache or None.
     """
-    import cupy  # noqa: PLC0415
+    import cupy
 
     fn = f"{cell}_forward"
     dev = int(x.device.id)
@@ -137,7 +137,7 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
 
 def _grad(fn, name, a, shape, device_id):
     """None, or a C-contiguous CuPy float32 array of the given shape on the cache's device."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     if a is None:
         return None
@@ -149,7 +149,7 @@ def _grad(fn, name, a, shape, device_id):
 
 def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
     """Run ``{cell}_backward`` on the GPU over a CudaKernelCache. Returns the gradient dict."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     fn = f"{cell}_backward"
     if cache.cell != cell:
@@ -189,7 +189,7 @@ def matmul(a, b, trans_a=False, trans_b=False, bias=None):
 
     The transposes are strides (no copies). For tests and benchmarks of the GEMM itself.
     """
-    import cupy  # noqa: PLC0415
+    import cupy
 
     for name, v in (("a", a), ("b", b)):
         if not isinstance(v, cupy.ndarray) or v.dtype != cupy.float32 or v.ndim != 2:
@@ -197,7 +197,7 @@ def matmul(a, b, trans_a=False, trans_b=False, bias=None):
     check_same_device("matmul", int(a.device.id), [("b", b), ("bias", bias)])
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if K != Kb:
+    if Kb != K:
         raise ValueError(f"matmul: inner dimensions differ: op(a) is {M}x{K}, op(b) is {Kb}x{N}")
     mod = backend.cuda()
     with cupy.cuda.Device(int(a.device.id)):

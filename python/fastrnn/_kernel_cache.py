@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -21,11 +21,12 @@ class BufferPool:
 
     A training step allocates the same large arrays every time (the saved gates and states, the
     private copies of x and the weights): fresh memory from the OS costs a page fault and the
-    kernel's zeroing per page, a visible part of a training step at large shapes. When a cache is dropped, the arrays nobody else refers to come here and
-    the next forward of that shape takes them. At most ``max_arrays`` per shape and ``max_bytes``
-    in all are kept; ``clear()`` (or fastrnn.ops.release_workspace()) gives them back. Arrays under
-    ``min_bytes`` are not pooled: the C library's allocator serves those from memory it keeps, and
-    the bookkeeping would cost more than it saves.
+    kernel's zeroing per page, a visible part of a training step at large shapes. When a cache is
+    dropped, the arrays nobody else refers to come here and the next forward of that shape takes
+    them. At most ``max_arrays`` per shape and ``max_bytes`` in all are kept; ``clear()`` (or
+    fastrnn.ops.release_workspace()) gives them back. Arrays under ``min_bytes`` are not pooled:
+    the C library's allocator serves those from memory it keeps, and the bookkeeping would cost
+    more than it saves.
     """
 
     def __init__(self, max_bytes=1 << 30, max_arrays=16, min_bytes=1 << 20):
@@ -97,7 +98,7 @@ POOL = BufferPool()
 _RECYCLED = ("gates", "hprev", "aux", "x", "w_ih", "w_hh")
 
 
-def check_f32(fn: str, name: str, a: Any, shape: Tuple[int, ...], what: str = "float32") -> np.ndarray:
+def check_f32(fn: str, name: str, a: Any, shape: tuple[int, ...], what: str = "float32") -> np.ndarray:
     """A NumPy float32 array of the given shape (TypeError / ValueError otherwise)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
@@ -108,7 +109,7 @@ def check_f32(fn: str, name: str, a: Any, shape: Tuple[int, ...], what: str = "f
     return a
 
 
-def grad_array(fn: str, name: str, a: Any, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+def grad_array(fn: str, name: str, a: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     """None, or a C-contiguous NumPy float32 gradient of the given shape."""
     if a is None:
         return None
@@ -123,14 +124,30 @@ class KernelCache(Cache):
     ``h_prev``'s name in the kernels' arguments (both work).
     """
 
-    __slots__ = ("spec", "cell", "cell_id", "x", "w_ih", "w_hh", "mask", "reverse", "batch_first",
-                 "gates", "hprev", "aux", "T", "B", "I", "H")
+    __slots__ = (
+        "B",
+        "H",
+        "I",
+        "T",
+        "aux",
+        "batch_first",
+        "cell",
+        "cell_id",
+        "gates",
+        "hprev",
+        "mask",
+        "reverse",
+        "spec",
+        "w_hh",
+        "w_ih",
+        "x",
+    )
 
     LAYOUT = ("x's layout: x [B, T, I] if batch_first else [T, B, I], mask uint8 [B, T]; "
               "h_prev / aux [T*B, H], gates [T*B, G*H] with rows in x's order")
 
     def __init__(self, spec: _cells.CellSpec, x, w_ih, w_hh, mask, reverse: bool, batch_first: bool, gates,
-                 hprev, aux, T: int, B: int, I: int, H: int):  # noqa: E741
+                 hprev, aux, T: int, B: int, I: int, H: int):
         self.spec, self.cell, self.cell_id = spec, spec.base, spec.kernel_id
         self.x, self.w_ih, self.w_hh, self.mask = x, w_ih, w_hh, mask
         self.reverse, self.batch_first = bool(reverse), bool(batch_first)
@@ -153,7 +170,7 @@ class KernelCache(Cache):
                 setattr(self, name, None)
                 POOL.give(a)
 
-    def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> Dict[str, Any]:
+    def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> dict[str, Any]:
         """Check dy, dstate and bptt_steps (the messages of ``{cell}_backward``), then run the C++
         backward over this cache."""
         cell = self.cell
@@ -166,7 +183,7 @@ class KernelCache(Cache):
         dc_n = grad_array(fn, "dstate[1] (dc_n)", dc_n, (B, H))
         return self.run_backward(dy, dh_n, dc_n, 0 if k is None else k, need_dx)
 
-    def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> Dict[str, Any]:
+    def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> dict[str, Any]:
         """The C++ backward without checks: dy None or [B, T, H] / [T, B, H] in the forward's layout,
         dh_n / dc_n None or [B, H], all float32 C-contiguous NumPy arrays (the bindings refuse
         others); bptt_steps an int, 0 for full BPTT."""

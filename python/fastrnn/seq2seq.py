@@ -374,7 +374,7 @@ class Seq2Seq(Model):
         if length_penalty and beam_width == 1:
             raise ValueError("length_penalty: applies to beam search; give beam_width > 1")
         ids, atts = [], []
-        steps = int(math.ceil(x.shape[0] / batch_size))
+        steps = math.ceil(x.shape[0] / batch_size)
         for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
             xb = x[b * batch_size:(b + 1) * batch_size]
             o, a = self._greedy(xb, max_len) if beam_width == 1 else \

@@ -25,4 +25,4 @@ from __future__ import annotations
 from .keras import from_keras, to_keras
 from .torch import from_torch, to_torch
 
-__all__ = ["from_torch", "to_torch", "from_keras", "to_keras"]
+__all__ = ["from_keras", "from_torch", "to_keras", "to_torch"]

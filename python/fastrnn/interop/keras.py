@@ -3,6 +3,8 @@
 keras is imported only inside the functions that need it."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .. import layers
@@ -155,10 +157,8 @@ def _from_keras_other(klayer):
 def _from_keras_sequential(model):
     ours = [from_keras(kl) for kl in model.layers]
     shape = None
-    try:
+    with contextlib.suppress(AttributeError, IndexError, TypeError, ValueError):  # a model never built on an input
         shape = tuple(model.inputs[0].shape[1:])
-    except (AttributeError, IndexError, TypeError, ValueError):  # a model never built on an input
-        pass
     if shape is not None:
         ours = [layers.Input(shape)] + ours
     return Sequential(ours)
@@ -189,7 +189,8 @@ def from_keras(layer):
         fwd, bwd = layer.forward_layer, layer.backward_layer
         kind = _keras_kind(fwd)
         if _keras_kind(bwd) != kind:
-            raise ValueError("from_keras: Bidirectional with different forward and backward cell kinds is not supported")
+            raise ValueError("from_keras: Bidirectional with different forward and backward cell kinds is not "
+                             "supported")
         f = _from_keras_cell(fwd)
         b = _from_keras_cell(bwd)
         if f.go_backwards == b.go_backwards:

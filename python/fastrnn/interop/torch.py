@@ -50,7 +50,8 @@ def from_torch(module):
     """
     kind = _torch_kind(module)
     if getattr(module, "proj_size", 0):
-        raise ValueError(f"from_torch: LSTM proj_size={module.proj_size} is not supported (fastrnn LSTM has no projection)")
+        raise ValueError(f"from_torch: LSTM proj_size={module.proj_size} is not supported (fastrnn LSTM has no "
+                         f"projection)")
     H, I0 = int(module.hidden_size), int(module.input_size)
     ndir = 2 if module.bidirectional else 1
     kw = {"return_sequences": True, "zero_output_for_mask": True}  # torch pads packed outputs with 0

@@ -268,7 +268,8 @@ class BaseRNN(Layer):
             if lens.shape != (B,):
                 raise ValueError(f"{self._who()}: lengths must have shape [batch] = ({B},), got {lens.shape}")
             if lens.size and (lens.min() < 0 or lens.max() > T):
-                raise ValueError(f"{self._who()}: lengths must lie in [0, {T}], got values in [{lens.min()}, {lens.max()}]")
+                raise ValueError(f"{self._who()}: lengths must lie in [0, {T}], got values in "
+                                 f"[{lens.min()}, {lens.max()}]")
             mask = np.arange(T)[None, :] < lens[:, None]
         if mask is not None and mask.all():
             return None

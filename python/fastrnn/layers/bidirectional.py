@@ -55,7 +55,8 @@ class Bidirectional(Layer):
         else:
             if not isinstance(backward_layer, BaseRNN):
                 raise TypeError(
-                    f"{self._who()}: backward_layer must be a SimpleRNN, LSTM or GRU, got {type(backward_layer).__name__}"
+                    f"{self._who()}: backward_layer must be a SimpleRNN, LSTM or GRU, "
+                    f"got {type(backward_layer).__name__}"
                 )
             for attr in ("return_sequences", "return_state", "units"):
                 if getattr(backward_layer, attr) != getattr(layer, attr):
@@ -67,7 +68,8 @@ class Bidirectional(Layer):
                 raise ValueError(f"{self._who()}: backward_layer must be a {type(layer).__name__}, "
                                  f"got {type(backward_layer).__name__}")
             if backward_layer.go_backwards == layer.go_backwards:
-                raise ValueError(f"{self._who()}: backward_layer.go_backwards must be the opposite of layer.go_backwards")
+                raise ValueError(f"{self._who()}: backward_layer.go_backwards must be the opposite of "
+                                 f"layer.go_backwards")
             self.backward_layer = backward_layer
             self._custom_backward = serialize(backward_layer)
         for inner in (self.forward_layer, self.backward_layer):  # as Keras: the merged sequence is 0 at
@@ -136,7 +138,8 @@ class Bidirectional(Layer):
         if not isinstance(states, (list, tuple)) or len(states) != 2 * n:
             raise ValueError(
                 f"{self._who()}: {what} must be a list of {2 * n} arrays (forward states then backward states), "
-                f"got {type(states).__name__}" + (f" of length {len(states)}" if isinstance(states, (list, tuple)) else "")
+                f"got {type(states).__name__}"
+                + (f" of length {len(states)}" if isinstance(states, (list, tuple)) else "")
             )
         return list(states[:n]), list(states[n:])
 
@@ -225,7 +228,8 @@ class Bidirectional(Layer):
                 d = np.asarray(d).astype(self.dtype, copy=False)
                 if mode == "concat":
                     if d.shape[-1] != 2 * H:
-                        raise ValueError(f"{self._who()}: dy must have {2 * H} features in the last axis, got shape {d.shape}")
+                        raise ValueError(f"{self._who()}: dy must have {2 * H} features in the last axis, "
+                                         f"got shape {d.shape}")
                     dyf, dyb = d[..., :H], d[..., H:]
                 elif mode == "sum":
                     dyf = dyb = d

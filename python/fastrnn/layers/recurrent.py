@@ -24,7 +24,7 @@ from ._base_rnn import (  # noqa: F401
 from .base import register_layer
 from .bidirectional import Bidirectional
 
-__all__ = ["BaseRNN", "Bidirectional", "GRU", "LSTM", "SimpleRNN"]
+__all__ = ["GRU", "LSTM", "BaseRNN", "Bidirectional", "SimpleRNN"]
 
 # BaseRNN (with the private helpers above) is defined in _base_rnn and Bidirectional in
 # bidirectional; both stay importable from here
