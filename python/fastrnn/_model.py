@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import functional, saving
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optim as optim_module
-from . import saving
+from ._validation import positive_int as _positive_int
+from .layers import _symbolic
 from .layers import base as layers_base
 from .layers import recurrent as layers_recurrent
 from .training import (
@@ -31,6 +33,8 @@ from .training import (
     _fmt_shape,
     _input_shape_of,
     _is_shape_list,
+    _n_samples,
+    _take,
     _walk_layers,
 )
 
@@ -40,7 +44,7 @@ if TYPE_CHECKING:
     from .metrics import Metric
     from .optim import Optimizer
 
-__all__ = ["Model"]
+__all__ = ["Functional", "Model"]
 
 
 @saving.register_model
@@ -59,6 +63,13 @@ class Model(TrainingLoops):
     _name = None
     #: the base of the default name ("model_1", ...); None: the class name in snake case
     _default_name = None
+
+    def __new__(cls, *args, **kwargs):
+        # Model(inputs, outputs) (Keras's functional API) makes a Functional model; Model() and
+        # Model(name=...) stay the base of subclassed models
+        if cls is Model and ("inputs" in kwargs or "outputs" in kwargs or _symbolic.is_symbolic(args)):
+            return super().__new__(Functional)
+        return super().__new__(cls)
 
     def __init__(self, name: str | None = None):
         self._name = name
@@ -260,7 +271,10 @@ class Model(TrainingLoops):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
-        """A new model from ``get_config()``'s dict."""
+        """A new model from ``get_config()``'s dict (``Model.from_config`` of a functional model's
+        config makes a functional model, as in Keras)."""
+        if cls is Model and isinstance(config, dict) and "input_layers" in config:
+            return Functional.from_config(config, custom_objects=custom_objects)
         return cls(**config)
 
     def save(self, filepath: str | os.PathLike) -> None:
@@ -277,3 +291,106 @@ class Model(TrainingLoops):
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)} built={self.built}>"
+
+
+@saving.register_model
+class Functional(Model):
+    """A model defined by its graph: ``Model(inputs, outputs, name=None)`` (Keras's functional API).
+
+    ``inputs``: an ``fr.Input`` tensor or a list of them (call and fit the model with one array, or a
+    list of as many arrays); ``outputs``: a symbolic tensor computed from them, or a list (several
+    outputs: ``predict`` and calls return a list of arrays; fit, evaluate and train_on_batch need one
+    output). See :mod:`fastrnn.functional` for how the graph runs forward and backward. The layers
+    are ``model.layers`` (input layers first), a layer called several times (a shared layer) counts
+    once in ``parameters()`` and gets the sum of the gradients of its calls.
+    """
+
+    _default_name = "functional"
+    _config_takes_custom_objects = True
+
+    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+        if inputs is None or outputs is None:
+            raise TypeError("Model: a functional model needs both inputs and outputs: Model(inputs, outputs)")
+        super().__init__(name=name)
+        self._graph = functional.Graph(inputs, outputs)
+        shapes = [tuple(t.shape[1:]) for t in self._graph.inputs]
+        self._single_input = len(shapes) == 1
+        self._build_input_shape = shapes[0] if self._single_input else shapes
+
+    @property
+    def inputs(self) -> list:
+        """The model's input tensors."""
+        return list(self._graph.inputs)
+
+    @property
+    def outputs(self) -> list:
+        """The model's output tensors."""
+        return list(self._graph.outputs)
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers: the input layers, then the others in the order of their first call."""
+        return self._graph.layers()
+
+    def forward(self, x, training: bool = False, mask=None):
+        """Run the graph on ``x`` (one array, or a list with one array per input)."""
+        n = len(self._graph.inputs)
+        xs = list(x) if isinstance(x, (list, tuple)) and n > 1 else [x]
+        if len(xs) != n:
+            raise ValueError(f"model '{self.name}': takes {n} inputs, got {len(xs)}")
+        ys, masks = self._graph.forward(xs, training=training)
+        if len(ys) == 1:
+            self.output_mask = masks[0]
+            return ys[0]
+        self.output_mask = masks
+        return ys
+
+    def backward(self, dy):
+        """Backpropagate the output gradient(s) (a list for several outputs, None entries allowed);
+        returns the input gradient(s) (None for integer inputs)."""
+        n = len(self._graph.outputs)
+        if n == 1:
+            dys = [dy]
+        elif isinstance(dy, (list, tuple)) and len(dy) == n:
+            dys = list(dy)
+        else:
+            raise ValueError(f"model '{self.name}': backward takes a list of {n} gradients (one per output)")
+        dxs = self._graph.backward(dys)
+        return dxs[0] if len(dxs) == 1 else dxs
+
+    def build(self, input_shape=None) -> None:
+        """Nothing to do: a functional model is built from its inputs' shapes when it is made."""
+
+    def predict(self, x, batch_size: int | None = None, verbose: int | str = 0):
+        """Outputs for x in inference mode (a list of arrays for a model with several outputs)."""
+        if len(self._graph.outputs) == 1:
+            return super().predict(x, batch_size=batch_size, verbose=verbose)
+        x = self._check_x(x)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
+        n = _n_samples(x)
+        outs = [self(_take(x, slice(b, b + batch_size)), training=False) for b in range(0, n, batch_size)]
+        return [np.concatenate([o[i] for o in outs], axis=0) for i in range(len(self._graph.outputs))]
+
+    def _layer_rows(self):
+        rows = []
+        for lay in self.layers:
+            shapes = {_fmt_shape(t.shape) for node in self._graph.nodes_of(lay) for t in node.outputs[:1]}
+            nodes = self._graph.nodes_of(lay)
+            outs = nodes[0].outputs
+            shape = (_fmt_shape(outs[0].shape) if len(outs) == 1
+                     else "[" + ", ".join(_fmt_shape(t.shape) for t in outs) + "]")
+            if len(shapes) > 1:
+                shape = "multiple"
+            rows.append((f"{lay.name} ({type(lay).__name__})", shape, lay.count_params()))
+        return rows
+
+    def get_config(self) -> dict:
+        """Keras's functional config: the layers with their calls (inbound nodes), inputs and outputs."""
+        return {"name": self.name, "trainable": True, **self._graph.get_config()}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Functional:
+        """A new functional model from ``get_config()``'s dict (layer classes by registered name or
+        ``custom_objects``; no code is run)."""
+        inputs, outputs = functional.Graph.tensors_from_config(config, custom_objects)
+        return cls(inputs, outputs, name=config.get("name"))
