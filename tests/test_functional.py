@@ -1,0 +1,216 @@
+"""The functional API: fr.Input, layers called on symbolic tensors, fr.Model(inputs, outputs).
+
+Compared with Keras 3 (TensorFlow backend, which must be installed) on published model shapes:
+predictions and the weights after one SGD step; gradients checked against finite differences in
+float64 on graphs with a shared layer and a tensor used twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+from _problems import numgrad
+
+import fastrnn as fr
+from fastrnn import interop
+from fastrnn import layers as L
+
+K = keras.layers
+ATOL = 2e-5
+
+
+def _randomize(klayer, seed):
+    rng = np.random.default_rng(seed)
+    klayer.set_weights([rng.uniform(-0.5, 0.5, size=w.shape).astype(np.float32) for w in klayer.get_weights()])
+
+
+def _copy_from_keras(pairs):
+    """Give each fastrnn layer its Keras twin's weights (through interop's converters)."""
+    for ours, klayer in pairs:
+        ours.set_weights(interop.from_keras(klayer).get_weights())
+
+
+def _assert_same_weights(pairs, atol):
+    for ours, klayer in pairs:
+        for a, b in zip(ours.get_weights(), interop.from_keras(klayer).get_weights()):
+            np.testing.assert_allclose(a, b, atol=atol, rtol=0)
+
+
+def _sgd_step_both(model, km, x, y, loss, lr=0.5):
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=loss)
+    model.compile(optimizer=fr.optim.SGD(learning_rate=lr), loss=loss)
+    k_loss = float(km.train_on_batch(x, y))
+    f_loss = float(model.train_on_batch(x, y))
+    return k_loss, f_loss
+
+
+# ------------------------------------------------------------------------------------------------ Keras parity
+def _seq2seq(n_in=5, n_out=4, units=7):
+    """Keras's character-level seq2seq training model, in Keras and in fastrnn."""
+    ei, di = keras.Input((None, n_in)), keras.Input((None, n_out))
+    k_enc, k_dec = K.LSTM(units, return_state=True), K.LSTM(units, return_sequences=True)
+    k_dense = K.Dense(n_out, activation="softmax")
+    _, h, c = k_enc(ei)
+    km = keras.Model([ei, di], k_dense(k_dec(di, initial_state=[h, c])))
+
+    enc_in, dec_in = fr.Input((None, n_in)), fr.Input((None, n_out))
+    enc, dec, dense = L.LSTM(units, return_state=True), L.LSTM(units, return_sequences=True), \
+        L.Dense(n_out, activation="softmax")
+    _, h, c = enc(enc_in)
+    model = fr.Model([enc_in, dec_in], dense(dec(dec_in, initial_state=[h, c])))
+    pairs = [(enc, k_enc), (dec, k_dec), (dense, k_dense)]
+    for i, (_, kl) in enumerate(pairs):
+        _randomize(kl, 10 + i)
+    _copy_from_keras(pairs)
+    return model, km, pairs
+
+
+def test_seq2seq_matches_keras_predictions_and_one_sgd_step():
+    rng = np.random.default_rng(0)
+    model, km, pairs = _seq2seq()
+    xe = rng.standard_normal((6, 8, 5)).astype(np.float32)
+    xd = rng.standard_normal((6, 5, 4)).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (6, 5))]
+    got, want = model.predict([xe, xd]), km.predict([xe, xd], verbose=0)
+    assert got.shape == want.shape == (6, 5, 4)
+    np.testing.assert_allclose(got, want, atol=ATOL)
+    k_loss, f_loss = _sgd_step_both(model, km, [xe, xd], y, "categorical_crossentropy")
+    assert f_loss == pytest.approx(k_loss, abs=1e-5)
+    _assert_same_weights(pairs, 1e-5)  # the encoder gets its gradient through the decoder's initial state
+    np.testing.assert_allclose(model.predict([xe, xd]), km.predict([xe, xd], verbose=0), atol=ATOL)
+
+
+def _two_branch(V=20, E=6, U=5, F=3, D=4):
+    """Two inputs: token ids -> Embedding(mask_zero) -> LSTM, and features -> Dense; Concatenate ->
+    Dense(1, sigmoid)."""
+    kt, kf = keras.Input((None,), dtype="int32"), keras.Input((F,))
+    k_emb, k_lstm = K.Embedding(V, E, mask_zero=True), K.LSTM(U)
+    k_feat, k_out = K.Dense(D, activation="tanh"), K.Dense(1, activation="sigmoid")
+    km = keras.Model([kt, kf], k_out(K.Concatenate()([k_lstm(k_emb(kt)), k_feat(kf)])))
+
+    tok, feat = fr.Input((None,), dtype="int32"), fr.Input((F,))
+    emb, lstm = L.Embedding(V, E, mask_zero=True), L.LSTM(U)
+    dfeat, dout = L.Dense(D, activation="tanh"), L.Dense(1, activation="sigmoid")
+    model = fr.Model([tok, feat], dout(L.Concatenate()([lstm(emb(tok)), dfeat(feat)])))
+    pairs = [(emb, k_emb), (lstm, k_lstm), (dfeat, k_feat), (dout, k_out)]
+    for i, (_, kl) in enumerate(pairs):
+        _randomize(kl, 20 + i)
+    _copy_from_keras(pairs)
+    return model, km, pairs
+
+
+def _padded_ids(rng, B, T, V):
+    ids = rng.integers(1, V, (B, T))
+    for b, n in enumerate(rng.integers(1, T + 1, B)):
+        ids[b, n:] = 0  # padding after each sequence's end
+    return ids.astype(np.int32)
+
+
+def test_two_branch_classifier_with_masked_embedding_matches_keras():
+    rng = np.random.default_rng(1)
+    model, km, pairs = _two_branch()
+    ids, feats = _padded_ids(rng, 8, 7, 20), rng.standard_normal((8, 3)).astype(np.float32)
+    assert (ids == 0).any()
+    y = rng.integers(0, 2, (8, 1)).astype(np.float32)
+    np.testing.assert_allclose(model.predict([ids, feats]), km.predict([ids, feats], verbose=0), atol=ATOL)
+    # the mask matters: without it the LSTM would read the padding
+    unmasked = fr.Model.from_config(json.loads(json.dumps(model.get_config()).replace(
+        '"mask_zero": true', '"mask_zero": false')))
+    unmasked.set_weights(model.get_weights())
+    assert np.abs(unmasked.predict([ids, feats]) - model.predict([ids, feats])).max() > 1e-4
+    k_loss, f_loss = _sgd_step_both(model, km, [ids, feats], y, "binary_crossentropy")
+    assert f_loss == pytest.approx(k_loss, abs=1e-5)
+    _assert_same_weights(pairs, 1e-5)
+
+
+def _shared(T=6, F=4, U=5):
+    """A shared LSTM reading two sequences (a siamese encoder); the two codes are joined and one of
+    them also feeds a second head (a tensor used twice)."""
+    ka, kb = keras.Input((T, F)), keras.Input((T, F))
+    k_lstm, k_head, k_aux = K.LSTM(U), K.Dense(1), K.Dense(1, activation="tanh")
+    k_a, k_b = k_lstm(ka), k_lstm(kb)
+    km = keras.Model([ka, kb], K.Concatenate()([k_head(K.Concatenate()([k_a, k_b])), k_aux(k_a)]))
+
+    a, b = fr.Input((T, F)), fr.Input((T, F))
+    lstm, head, aux = L.LSTM(U), L.Dense(1), L.Dense(1, activation="tanh")
+    ca, cb = lstm(a), lstm(b)
+    model = fr.Model([a, b], L.Concatenate()([head(L.Concatenate()([ca, cb])), aux(ca)]))
+    pairs = [(lstm, k_lstm), (head, k_head), (aux, k_aux)]
+    for i, (_, kl) in enumerate(pairs):
+        _randomize(kl, 30 + i)
+    _copy_from_keras(pairs)
+    return model, km, pairs
+
+
+def test_shared_layer_model_matches_keras_and_counts_the_layer_once():
+    rng = np.random.default_rng(2)
+    model, km, pairs = _shared()
+    xa, xb = (rng.standard_normal((5, 6, 4)).astype(np.float32) for _ in range(2))
+    y = rng.standard_normal((5, 2)).astype(np.float32)
+    assert model.count_params() == km.count_params()
+    assert len(model.parameters()) == len(km.trainable_weights)
+    np.testing.assert_allclose(model.predict([xa, xb]), km.predict([xa, xb], verbose=0), atol=ATOL)
+    k_loss, f_loss = _sgd_step_both(model, km, [xa, xb], y, "mse")
+    assert f_loss == pytest.approx(k_loss, abs=1e-5)
+    _assert_same_weights(pairs, 1e-5)  # the shared LSTM's update is the sum of both calls' gradients
+
+
+# ------------------------------------------------------------------------------------------------ gradients
+def _loss_and_grads(model, xs, r):
+    """sum(r * model(xs)) and, from backward, its gradients w.r.t. the parameters and the inputs."""
+    model.zero_grad()
+    y = model(xs, training=True)
+    dxs = model.backward(r)
+    return float(np.sum(r * y)), [p.grad.copy() for p in model.parameters()], dxs
+
+
+def test_gradients_of_a_graph_with_a_shared_layer_and_a_tensor_used_twice_match_finite_differences():
+    rng = np.random.default_rng(3)
+    d64 = {"dtype": "float64"}
+    a, b = fr.Input((4, 3), dtype="float64"), fr.Input((4, 3), dtype="float64")
+    rnn = L.GRU(3, return_sequences=True, **d64)  # shared: called on a and on b
+    ya = rnn(a)
+    yb = rnn(b)
+    mix = L.Dense(3, activation="tanh", **d64)
+    h = mix(ya)                                     # ya feeds mix and the Concatenate below
+    h2 = mix(h)                                     # mix shared as well, called on its own output
+    out = L.LSTM(2, **d64)(L.Concatenate(**d64)([h2, ya, yb]))
+    model = fr.Model([a, b], out)
+    xs = [rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 3))]
+    r = rng.standard_normal((2, 2))
+    _, grads, dxs = _loss_and_grads(model, xs, r)
+    for p, g in zip(model.parameters(), grads):
+        want = numgrad(lambda: float(np.sum(r * model(xs))), p.value)
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-8, err_msg=p.name)
+    for x, dx in zip(xs, dxs):
+        np.testing.assert_allclose(dx, numgrad(lambda: float(np.sum(r * model(xs))), x), rtol=1e-5, atol=1e-8)
+
+
+def test_gradients_through_initial_states_attention_and_return_state_match_finite_differences():
+    rng = np.random.default_rng(4)
+    d64 = {"dtype": "float64"}
+    ei, di = fr.Input((5, 3), dtype="float64"), fr.Input((4, 2), dtype="float64")
+    e_seq, h, c = L.LSTM(3, return_sequences=True, return_state=True, **d64)(ei)
+    d_seq = L.LSTM(3, return_sequences=True, **d64)(di, initial_state=[h, c])
+    ctx, _ = L.LuongAttention("general", **d64)([d_seq, e_seq])
+    out = L.TimeDistributed(L.Dense(2, **d64), **d64)(L.Concatenate(**d64)([ctx, d_seq]))
+    model = fr.Model([ei, di], [out, h])            # two outputs; h also feeds the decoder
+    xs = [rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 4, 2))]
+    r = [rng.standard_normal((2, 4, 2)), rng.standard_normal((2, 3))]
+
+    def f():
+        y = model(xs)
+        return float(np.sum(r[0] * y[0]) + np.sum(r[1] * y[1]))
+
+    model.zero_grad()
+    model(xs, training=True)
+    dxs = model.backward(r)
+    for p in model.parameters():
+        np.testing.assert_allclose(p.grad, numgrad(f, p.value), rtol=1e-5, atol=1e-8, err_msg=p.name)
+    for x, dx in zip(xs, dxs):
+        np.testing.assert_allclose(dx, numgrad(f, x), rtol=1e-5, atol=1e-8)
