@@ -214,3 +214,166 @@ def test_gradients_through_initial_states_attention_and_return_state_match_finit
         np.testing.assert_allclose(p.grad, numgrad(f, p.value), rtol=1e-5, atol=1e-8, err_msg=p.name)
     for x, dx in zip(xs, dxs):
         np.testing.assert_allclose(dx, numgrad(f, x), rtol=1e-5, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------------ the model API
+def test_symbolic_tensors_have_shapes_dtypes_and_their_layer():
+    tok = fr.Input((None,), dtype="int32", name="tokens")
+    assert tok.shape == (None, None) and tok.dtype == np.int32 and tok.layer.name == "tokens"
+    assert fr.layers.Input is fr.Input
+    e = L.Embedding(10, 4, mask_zero=True)(tok)
+    seq, h, c = L.LSTM(3, return_sequences=True, return_state=True)(e)
+    assert (e.shape, seq.shape, h.shape, c.shape) == ((None, None, 4), (None, None, 3), (None, 3), (None, 3))
+    assert e.dtype == np.float32 and seq.layer is h.layer
+    ctx, w = L.BahdanauAttention(5)([h, seq])
+    assert (ctx.shape, w.shape) == ((None, 3), (None, None))
+    assert L.Concatenate()([ctx, h]).shape == (None, 6)
+    assert L.Dense(2)(fr.Input((7, 5))).shape == (None, 7, 2)
+
+
+def test_layers_are_built_from_symbolic_shapes_and_check_them():
+    x = fr.Input((None, 8))
+    lstm = L.LSTM(4)
+    lstm(x)
+    assert lstm.built and lstm.input_shape == (None, 8) and lstm.count_params() == 4 * 4 * (8 + 4 + 1)
+    with pytest.raises(ValueError, match=r"LSTM .*expected input with 8 features"):
+        lstm(fr.Input((None, 5)))
+    with pytest.raises(ValueError, match=r"LSTM .*rank 3"):
+        L.LSTM(4)(fr.Input((8,)))
+    with pytest.raises(ValueError, match=r"Concatenate .*differs from inputs\[0\]"):
+        L.Concatenate()([fr.Input((3, 2)), fr.Input((4, 2))])
+    with pytest.raises(ValueError, match=r"initial_state\[0\] must have shape \(batch, 4\)"):
+        L.LSTM(4)(x, initial_state=[fr.Input((3,)), fr.Input((4,))])
+
+
+def test_clear_errors_for_misuse():
+    a, b = fr.Input((None, 3)), fr.Input((None, 3))
+    y = L.LSTM(4)(a)
+    with pytest.raises(TypeError, match="symbolic tensor .* has no values"):
+        np.asarray(y)
+    with pytest.raises(TypeError, match=r"numpy.tanh: a symbolic tensor"):
+        np.tanh(y)
+    with pytest.raises(TypeError, match="arithmetic: a symbolic tensor"):
+        y + 1
+    with pytest.raises(ValueError, match=r"graph disconnected: .*InputLayer 'input_layer.*needed by LSTM"):
+        fr.Model(b, y)  # y depends on a, which is not an input
+    with pytest.raises(ValueError, match="graph disconnected"):
+        fr.Model(a, L.Concatenate()([y, L.LSTM(4)(b)]))
+    with pytest.raises(ValueError, match="must be a tensor made by fr.Input"):
+        fr.Model(y, L.Dense(1)(y))
+    with pytest.raises(TypeError, match="outputs must be a symbolic tensor"):
+        fr.Model(a, np.zeros(3))
+    with pytest.raises(TypeError, match="mix of symbolic tensors and other values"):
+        L.Concatenate()([y, np.zeros((2, 4), np.float32)])
+    with pytest.raises(TypeError, match="needs both inputs and outputs"):
+        fr.Model(inputs=a)
+    model = fr.Model([a, b], L.Concatenate()([y, L.LSTM(4)(b)]))
+    model.compile("sgd", "mse")
+    x = np.zeros((2, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="the model takes 2 inputs, got a list of 3 arrays"):
+        model.fit([x, x, x], np.zeros((2, 8)), verbose=0)
+    with pytest.raises(ValueError, match="the model takes 2 inputs; pass a list of 2 arrays"):
+        model.fit(x, np.zeros((2, 8)), verbose=0)
+    with pytest.raises(ValueError, match=r"InputLayer .*expected input of shape \(batch,\) \+ \(None, 3\)"):
+        model.predict([x, np.zeros((2, 5, 4), np.float32)])
+    d1, d2 = L.Dense(2, name="same"), L.Dense(2, name="same")
+    with pytest.raises(ValueError, match="two different layers are named 'same'"):
+        fr.Model(a, d2(d1(a)))
+
+
+def test_subclassed_models_and_sequential_are_unchanged():
+    class M(fr.Model):
+        def __init__(self):
+            super().__init__(name="mine")
+            self.dense = L.Dense(2)
+
+        def forward(self, x, training=False, mask=None):
+            return self.dense(x, training=training)
+
+        def backward(self, dy):
+            return self.dense.backward(dy)
+
+    m = M()
+    assert type(m) is M and m.name == "mine" and m.predict(np.ones((3, 4), np.float32)).shape == (3, 2)
+    assert type(fr.Model()) is fr.Model and type(fr.Model(name="base")) is fr.Model
+    seq = fr.Sequential([fr.Input((None, 3)), L.LSTM(2)])
+    assert type(seq.layers[0]).__name__ == "InputLayer" and seq.built
+
+
+def test_fit_evaluate_callbacks_save_and_load_round_trip(tmp_path):
+    rng = np.random.default_rng(5)
+    tok, feat = fr.Input((None,), dtype="int32"), fr.Input((3,))
+    emb = L.Embedding(15, 4, mask_zero=True)
+    shared = L.Dense(4, activation="tanh")
+    code = L.GRU(4)(emb(tok))
+    out = L.Dense(1, activation="sigmoid")(L.Concatenate()([shared(code), shared(L.Dense(4)(feat))]))
+    model = fr.Model([tok, feat], out, name="two_branch")
+    ids, feats = _padded_ids(rng, 32, 6, 15), rng.standard_normal((32, 3)).astype(np.float32)
+    y = (feats[:, :1] > 0).astype(np.float32)
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    seen = []
+
+    class Seen(fr.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, self.model is model))
+
+    ckpt = tmp_path / "best.fastrnn"
+    hist = model.fit([ids, feats], y, epochs=3, batch_size=8, validation_split=0.25, verbose=0,
+                     callbacks=[Seen(), fr.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss")])
+    assert seen == [(0, True), (1, True), (2, True)] and ckpt.exists()
+    assert set(hist.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    loss, acc = model.evaluate([ids, feats], y, verbose=0)
+    assert np.isfinite(loss) and 0 <= acc <= 1
+    assert isinstance(model.train_on_batch([ids[:4], feats[:4]], y[:4]), list)
+
+    text = model.summary(print_fn=lambda s: None)
+    for row in ("two_branch", "embedding", "(None, None, 4)", "gru", "(None, 4)", "concatenate", "(None, 8)",
+                f"Total params: {model.count_params():,}"):
+        assert row in text
+    assert model.count_params() == 15 * 4 + 3 * 4 * (4 + 4 + 2) + 4 * 4 + 4 + 3 * 4 + 4 + 8 + 1
+
+    cfg = json.loads(json.dumps(model.get_config()))
+    assert [lay["class_name"] for lay in cfg["layers"]][:2] == ["InputLayer", "InputLayer"]
+    shared_entry = next(lay for lay in cfg["layers"] if lay["name"] == shared.name)
+    assert len(shared_entry["inbound_nodes"]) == 2  # one per call
+    clone = fr.Model.from_config(cfg)
+    assert type(clone).__name__ == "Functional" and clone.count_params() == model.count_params()
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(clone.predict([ids, feats]), model.predict([ids, feats]))
+
+    path = tmp_path / "m.fastrnn"
+    model.save(path)
+    loaded = fr.load_model(path)
+    assert loaded.name == "two_branch" and loaded.inputs[0].dtype == np.int32
+    np.testing.assert_array_equal(loaded.predict([ids, feats]), model.predict([ids, feats]))
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # the optimizer state came along: one more step is the same step
+    model.train_on_batch([ids[:8], feats[:8]], y[:8])
+    loaded.train_on_batch([ids[:8], feats[:8]], y[:8])
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    model.save_weights(tmp_path / "w.fastrnn")
+    clone.load_weights(tmp_path / "w.fastrnn")
+    np.testing.assert_array_equal(clone.predict([ids, feats]), model.predict([ids, feats]))
+
+
+def test_loading_replays_calls_only_of_registered_layers(tmp_path):
+    x = fr.Input((4,))
+    model = fr.Model(x, L.Dense(2)(x))
+    cfg = model.get_config()
+    cfg["layers"][1]["class_name"] = "os.system"
+    with pytest.raises(ValueError, match="unknown layer class 'os.system'"):
+        fr.Model.from_config(cfg)
+
+
+def test_several_outputs_predict_and_call():
+    x = fr.Input((None, 3))
+    seq, h = L.GRU(4, return_sequences=True, return_state=True)(x)
+    model = fr.Model(x, [L.Dense(2)(seq), h])
+    xs = np.random.default_rng(6).standard_normal((5, 7, 3)).astype(np.float32)
+    y_seq, y_h = model.predict(xs, batch_size=2)
+    assert y_seq.shape == (5, 7, 2) and y_h.shape == (5, 4)
+    a, b = model(xs)
+    np.testing.assert_allclose(a, y_seq, atol=1e-6)
+    np.testing.assert_allclose(b, y_h, atol=1e-6)
