@@ -14,9 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-from _problems import numgrad
 
 import fastrnn as fr
+from _problems import numgrad
 from fastrnn import interop
 from fastrnn import layers as L
 
@@ -377,3 +377,73 @@ def test_several_outputs_predict_and_call():
     a, b = model(xs)
     np.testing.assert_allclose(a, y_seq, atol=1e-6)
     np.testing.assert_allclose(b, y_h, atol=1e-6)
+
+
+def _two_outputs():
+    """One encoder, two heads: a sequence regression and a sigmoid classifier from the final state."""
+    kx = keras.Input((6, 3))
+    k_rnn = K.GRU(5, return_sequences=True, return_state=True)
+    k_seq_head, k_cls_head = K.Dense(2, name="seq_head"), K.Dense(1, activation="sigmoid", name="cls_head")
+    k_seq, k_h = k_rnn(kx)
+    km = keras.Model(kx, [k_seq_head(k_seq), k_cls_head(k_h)])
+    x = fr.Input((6, 3))
+    rnn = L.GRU(5, return_sequences=True, return_state=True)
+    seq_head, cls_head = L.Dense(2, name="seq_head"), L.Dense(1, activation="sigmoid", name="cls_head")
+    seq, h = rnn(x)
+    model = fr.Model(x, [seq_head(seq), cls_head(h)])
+    pairs = [(rnn, k_rnn), (seq_head, k_seq_head), (cls_head, k_cls_head)]
+    for i, (_, kl) in enumerate(pairs):
+        _randomize(kl, 40 + i)
+    _copy_from_keras(pairs)
+    return model, km, pairs
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_two_outputs_with_weighted_losses_match_keras(as_dict):
+    rng = np.random.default_rng(7)
+    model, km, pairs = _two_outputs()
+    assert model.output_names == ["seq_head", "cls_head"]
+    x = rng.standard_normal((8, 6, 3)).astype(np.float32)
+    y = [rng.standard_normal((8, 6, 2)).astype(np.float32), rng.integers(0, 2, (8, 1)).astype(np.float32)]
+    for got, want in zip(model.predict(x), km.predict(x, verbose=0)):
+        np.testing.assert_allclose(got, want, atol=ATOL)
+    loss, weights = ["mse", "binary_crossentropy"], [1.0, 0.3]
+    if as_dict:
+        loss, weights = dict(zip(model.output_names, loss)), dict(zip(model.output_names, weights))
+        y = dict(zip(model.output_names, y))
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss=loss, loss_weights=weights)
+    model.compile(optimizer=fr.optim.SGD(learning_rate=0.5), loss=loss, loss_weights=weights)
+    k_out = km.train_on_batch(x, y)
+    f_loss = model.train_on_batch(x, y)
+    assert f_loss == pytest.approx(float(np.ravel(k_out)[0]), abs=1e-5)
+    _assert_same_weights(pairs, 1e-5)
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(float(np.ravel(km.evaluate(x, y, verbose=0))[0]),
+                                                              abs=1e-5)
+
+
+def test_two_outputs_fit_save_load_and_errors(tmp_path):
+    rng = np.random.default_rng(8)
+    model, _, _ = _two_outputs()
+    x = rng.standard_normal((16, 6, 3)).astype(np.float32)
+    y = [rng.standard_normal((16, 6, 2)).astype(np.float32), rng.integers(0, 2, (16, 1)).astype(np.float32)]
+    model.compile("adam", loss={"cls_head": "binary_crossentropy"})  # the sequence head is not trained
+    before = [w.copy() for w in model.layers[2].get_weights()]  # seq_head
+    hist = model.fit(x, [None, y[1]], epochs=2, batch_size=4, validation_split=0.25, verbose=0)
+    assert set(hist.history) == {"loss", "val_loss"}
+    for a, b in zip(before, model.layers[2].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    model.compile("adam", loss=["mse", "binary_crossentropy"], loss_weights=[0.5, 2.0])
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    path = tmp_path / "two.fastrnn"
+    model.save(path)
+    loaded = fr.load_model(path)
+    assert loaded.loss.weights == [0.5, 2.0]
+    assert loaded.evaluate(x, y, verbose=0) == pytest.approx(model.evaluate(x, y, verbose=0), abs=1e-6)
+    with pytest.raises(ValueError, match=r"the model has 2 outputs \['seq_head', 'cls_head'\]; pass a list"):
+        model.fit(x, y[0], verbose=0)
+    with pytest.raises(ValueError, match="expected 2 entries"):
+        model.compile("sgd", loss=["mse"])
+    with pytest.raises(ValueError, match=r"unknown output name\(s\) \['nope'\]"):
+        model.compile("sgd", loss={"nope": "mse"})
+    with pytest.raises(ValueError, match="metrics: not supported for a model with several outputs"):
+        model.compile("sgd", loss="mse", metrics=["mae"])

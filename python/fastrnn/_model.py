@@ -35,6 +35,7 @@ from .training import (
     _is_shape_list,
     _n_samples,
     _take,
+    _to_array,
     _walk_layers,
 )
 
@@ -331,6 +332,78 @@ class Functional(Model):
     def layers(self) -> list[Layer]:
         """The layers: the input layers, then the others in the order of their first call."""
         return self._graph.layers()
+
+    @property
+    def output_names(self) -> list[str]:
+        """The names of the layers that produce the outputs (the keys of per-output loss dicts)."""
+        return [t.layer.name for t in self._graph.outputs]
+
+    def _per_output(self, value, argname, default):
+        """``value`` as one entry per output: a list / tuple of them, a dict keyed by output name
+        (missing outputs get ``default``) or one value for every output."""
+        names, n = self.output_names, len(self._graph.outputs)
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise ValueError(f"{argname}: unknown output name(s) {unknown}; the outputs are {names}")
+            return [value.get(name, default) for name in names]
+        if isinstance(value, (list, tuple)):
+            if len(value) != n:
+                raise ValueError(f"{argname}: expected {n} entries (one per output {names}), got {len(value)}")
+            return list(value)
+        return [value] * n
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None) -> None:
+        """As :meth:`Model.compile`; with several outputs ``loss`` is one loss for all, a list or a
+        dict by output name (None: that output is not trained), ``loss_weights`` a list or dict
+        weighing them (default 1), and the loss is ``sum(weight * output loss)`` (Keras). Metrics
+        need a model with one output."""
+        n = len(self._graph.outputs)
+        if isinstance(loss, losses_module.OutputLosses) or n == 1:
+            if loss_weights is not None:
+                raise ValueError("loss_weights: weighs the losses of several outputs; this model has one")
+            if n == 1 and isinstance(loss, (list, tuple, dict)):
+                loss = self._per_output(loss, "loss", None)[0]
+            super().compile(optimizer, loss, metrics)
+            return
+        per = self._per_output(loss, "loss", None)
+        if all(item is None for item in per):
+            raise ValueError("loss: compile() needs a loss for at least one output")
+        if metrics:
+            raise ValueError("metrics: not supported for a model with several outputs; compile without metrics")
+        weights = self._per_output(1.0 if loss_weights is None else loss_weights, "loss_weights", 1.0)
+        super().compile(optimizer, losses_module.OutputLosses(per, weights), None)
+
+    def _check_xy(self, x, y, xname="x", yname="y"):
+        n = len(self._graph.outputs)
+        if n == 1:
+            return super()._check_xy(x, y, xname, yname)
+        x = self._check_x(x, xname)
+        if isinstance(y, functional.Targets):
+            y = y.arrays
+        if not isinstance(y, (list, tuple, dict)):
+            raise ValueError(f"{yname}: the model has {n} outputs {self.output_names}; pass a list (or a dict by "
+                             f"output name) of {n} target arrays")
+        ys = [None if a is None else _to_array(a, f"{yname}[{i}]")
+              for i, a in enumerate(self._per_output(y, yname, None))]
+        for i, a in enumerate(ys):
+            if a is None and self.loss is not None and self.loss.losses[i] is not None:
+                raise ValueError(f"{yname}: no target for output '{self.output_names[i]}', which has a loss")
+            if a is not None and a.shape[0] != _n_samples(x):
+                raise ValueError(f"{xname} and {yname}[{i}] must have the same number of samples (first axis): "
+                                 f"{xname} has {_n_samples(x)}, {yname}[{i}] has {a.shape[0]}")
+        filler = next(a for a in ys if a is not None)
+        return x, functional.Targets([filler if a is None else a for a in ys])
+
+    def _step_full(self, xb, yb, where, swb=None):
+        if len(self._graph.outputs) == 1:
+            return super()._step_full(xb, yb, where, swb)
+        y_pred, mask = self._outputs_for_loss(xb, yb, True)
+        total, count, grads = self.loss.sum_and_grad(list(yb), y_pred, mask, sample_weight=swb)
+        value = total / count
+        self._check_loss(value, where)
+        self.backward([None if g is None else g / count for g in grads])
+        return value
 
     def forward(self, x, training: bool = False, mask=None):
         """Run the graph on ``x`` (one array, or a list with one array per input)."""

@@ -33,7 +33,7 @@ from .layers.attention import _Attention
 from .layers.core import InputLayer
 from .training import _all_layers
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "Targets"]
 
 _TENSOR = "__keras_tensor__"
 
@@ -57,6 +57,32 @@ def _as_tensor_list(obj, argname):
 
 def _describe(t):
     return f"{t!r}"
+
+
+class Targets:
+    """The targets of a model with several outputs, one array per output, indexed and sliced along
+    the samples together (what the training loops do with one target array)."""
+
+    def __init__(self, arrays):
+        self.arrays = list(arrays)
+
+    @property
+    def shape(self):
+        """(number of samples,)."""
+        return (self.arrays[0].shape[0],)
+
+    def __getitem__(self, idx):
+        return Targets([a[idx] for a in self.arrays])
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __iter__(self):
+        return iter(self.arrays)
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("the targets of a model with several outputs are a list of arrays, not one array "
+                        "(class_weight needs a model with one output)")
 
 
 class Graph:
