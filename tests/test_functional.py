@@ -29,10 +29,13 @@ def _randomize(klayer, seed):
     klayer.set_weights([rng.uniform(-0.5, 0.5, size=w.shape).astype(np.float32) for w in klayer.get_weights()])
 
 
-def _copy_from_keras(pairs):
-    """Give each fastrnn layer its Keras twin's weights (through interop's converters)."""
-    for ours, klayer in pairs:
+def _twins(pairs, seed):
+    """Random weights for the Keras layers, copied into their fastrnn twins (through interop's
+    converters); returns ``pairs``."""
+    for i, (ours, klayer) in enumerate(pairs):
+        _randomize(klayer, seed + i)
         ours.set_weights(interop.from_keras(klayer).get_weights())
+    return pairs
 
 
 def _assert_same_weights(pairs, atol):
@@ -63,10 +66,7 @@ def _seq2seq(n_in=5, n_out=4, units=7):
         L.Dense(n_out, activation="softmax")
     _, h, c = enc(enc_in)
     model = fr.Model([enc_in, dec_in], dense(dec(dec_in, initial_state=[h, c])))
-    pairs = [(enc, k_enc), (dec, k_dec), (dense, k_dense)]
-    for i, (_, kl) in enumerate(pairs):
-        _randomize(kl, 10 + i)
-    _copy_from_keras(pairs)
+    pairs = _twins([(enc, k_enc), (dec, k_dec), (dense, k_dense)], 10)
     return model, km, pairs
 
 
@@ -97,10 +97,7 @@ def _two_branch(V=20, E=6, U=5, F=3, D=4):
     emb, lstm = L.Embedding(V, E, mask_zero=True), L.LSTM(U)
     dfeat, dout = L.Dense(D, activation="tanh"), L.Dense(1, activation="sigmoid")
     model = fr.Model([tok, feat], dout(L.Concatenate()([lstm(emb(tok)), dfeat(feat)])))
-    pairs = [(emb, k_emb), (lstm, k_lstm), (dfeat, k_feat), (dout, k_out)]
-    for i, (_, kl) in enumerate(pairs):
-        _randomize(kl, 20 + i)
-    _copy_from_keras(pairs)
+    pairs = _twins([(emb, k_emb), (lstm, k_lstm), (dfeat, k_feat), (dout, k_out)], 20)
     return model, km, pairs
 
 
@@ -140,10 +137,7 @@ def _shared(T=6, F=4, U=5):
     lstm, head, aux = L.LSTM(U), L.Dense(1), L.Dense(1, activation="tanh")
     ca, cb = lstm(a), lstm(b)
     model = fr.Model([a, b], L.Concatenate()([head(L.Concatenate()([ca, cb])), aux(ca)]))
-    pairs = [(lstm, k_lstm), (head, k_head), (aux, k_aux)]
-    for i, (_, kl) in enumerate(pairs):
-        _randomize(kl, 30 + i)
-    _copy_from_keras(pairs)
+    pairs = _twins([(lstm, k_lstm), (head, k_head), (aux, k_aux)], 30)
     return model, km, pairs
 
 
@@ -391,10 +385,7 @@ def _two_outputs():
     seq_head, cls_head = L.Dense(2, name="seq_head"), L.Dense(1, activation="sigmoid", name="cls_head")
     seq, h = rnn(x)
     model = fr.Model(x, [seq_head(seq), cls_head(h)])
-    pairs = [(rnn, k_rnn), (seq_head, k_seq_head), (cls_head, k_cls_head)]
-    for i, (_, kl) in enumerate(pairs):
-        _randomize(kl, 40 + i)
-    _copy_from_keras(pairs)
+    pairs = _twins([(rnn, k_rnn), (seq_head, k_seq_head), (cls_head, k_cls_head)], 40)
     return model, km, pairs
 
 
@@ -447,3 +438,48 @@ def test_two_outputs_fit_save_load_and_errors(tmp_path):
         model.compile("sgd", loss={"nope": "mse"})
     with pytest.raises(ValueError, match="metrics: not supported for a model with several outputs"):
         model.compile("sgd", loss="mse", metrics=["mae"])
+
+
+def test_summary_of_a_shared_layer_on_two_shapes_and_a_one_input_list():
+    a, b = fr.Input((5, 3)), fr.Input((3,))
+    dense = L.Dense(2)
+    model = fr.Model([a, b], L.Concatenate()([L.Flatten()(dense(a)), dense(b)]))
+    text = model.summary(print_fn=lambda s: None)
+    assert f"{dense.name} (Dense)" in text and "multiple" in text and "(None, 12)" in text
+    x = fr.Input((4,))
+    one = fr.Model(x, L.Dense(1)(x))
+    xs = np.ones((3, 4), np.float32)
+    np.testing.assert_array_equal(one.predict([xs]), one.predict(xs))
+
+
+def test_masks_of_several_inputs_are_joined_as_in_keras():
+    """Two padded id sequences, each Embedding(mask_zero) -> LSTM(return_sequences): Concatenate
+    passes their mask on to the LSTM after it; a dot attention over a masked sequence uses the
+    values' mask. (The two have the same padding: where masks differ, fastrnn's Concatenate
+    joins them with AND, Keras 3's with OR.)"""
+    ka, kb = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
+    k_ea, k_eb = K.Embedding(12, 3, mask_zero=True), K.Embedding(12, 3, mask_zero=True)
+    k_la, k_lb = K.LSTM(4, return_sequences=True), K.LSTM(4, return_sequences=True)
+    k_top = K.LSTM(3)
+    k_sa, k_sb = k_la(k_ea(ka)), k_lb(k_eb(kb))
+    k_ctx = K.Attention()([k_sa, k_sb])
+    km = keras.Model([ka, kb], K.Concatenate()([k_top(K.Concatenate()([k_sa, k_sb])),
+                                                K.GlobalAveragePooling1D()(k_ctx)]))
+
+    a, b = fr.Input((None,), dtype="int32"), fr.Input((None,), dtype="int32")
+    ea, eb = L.Embedding(12, 3, mask_zero=True), L.Embedding(12, 3, mask_zero=True)
+    la, lb, top = L.LSTM(4, return_sequences=True), L.LSTM(4, return_sequences=True), L.LSTM(3)
+    sa, sb = la(ea(a)), lb(eb(b))
+    ctx, _ = L.LuongAttention("dot")([sa, sb])
+    model = fr.Model([a, b], [top(L.Concatenate()([sa, sb])), ctx])
+    _twins([(ea, k_ea), (eb, k_eb), (la, k_la), (lb, k_lb), (top, k_top)], 50)
+    rng = np.random.default_rng(9)
+    ia = _padded_ids(rng, 6, 5, 12)
+    ib = np.where(ia != 0, rng.integers(1, 12, ia.shape), 0).astype(np.int32)  # the same padding
+    assert (ia != ib).any() and (ia == 0).any()
+    k_out = km.predict([ia, ib], verbose=0)
+    top_out, ctx_out = model.predict([ia, ib])
+    np.testing.assert_allclose(top_out, k_out[:, :3], atol=ATOL)
+    # Keras averages the context over the query's valid steps (its mask is sa's)
+    valid = (ia != 0)[..., None]
+    np.testing.assert_allclose((ctx_out * valid).sum(1) / valid.sum(1), k_out[:, 3:], atol=ATOL)

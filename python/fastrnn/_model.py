@@ -32,6 +32,7 @@ from .training import (
     _all_layers,
     _fmt_shape,
     _input_shape_of,
+    _is_array,
     _is_shape_list,
     _n_samples,
     _take,
@@ -447,15 +448,18 @@ class Functional(Model):
     def _layer_rows(self):
         rows = []
         for lay in self.layers:
-            shapes = {_fmt_shape(t.shape) for node in self._graph.nodes_of(lay) for t in node.outputs[:1]}
-            nodes = self._graph.nodes_of(lay)
-            outs = nodes[0].outputs
-            shape = (_fmt_shape(outs[0].shape) if len(outs) == 1
-                     else "[" + ", ".join(_fmt_shape(t.shape) for t in outs) + "]")
-            if len(shapes) > 1:
-                shape = "multiple"
+            shapes = []
+            for node in self._graph.nodes_of(lay):
+                outs = [_fmt_shape(t.shape) for t in node.outputs]
+                shapes.append(outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]")
+            shape = shapes[0] if len(set(shapes)) == 1 else "multiple"  # a shared layer on other shapes
             rows.append((f"{lay.name} ({type(lay).__name__})", shape, lay.count_params()))
         return rows
+
+    def _check_x(self, x, argname="x"):
+        if self._single_input and isinstance(x, (list, tuple)) and len(x) == 1 and _is_array(x[0]):
+            x = x[0]  # [x] for a model with one input, as Keras takes it
+        return super()._check_x(x, argname)
 
     def get_config(self) -> dict:
         """Keras's functional config: the layers with their calls (inbound nodes), inputs and outputs."""

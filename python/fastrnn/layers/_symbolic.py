@@ -147,8 +147,17 @@ def map_structure(fn, obj):
 
 
 def is_symbolic(*objs) -> bool:
-    """Whether any leaf of ``objs`` is a symbolic tensor."""
-    return any(isinstance(leaf, SymbolicTensor) for leaf in flatten(list(objs)))
+    """Whether any leaf of ``objs`` (nested lists, tuples, dicts) is a symbolic tensor; nested lists
+    of numbers (array data) are not searched entry by entry."""
+    for obj in objs:
+        if isinstance(obj, SymbolicTensor):
+            return True
+        if isinstance(obj, dict):
+            obj = list(obj.values())
+        if isinstance(obj, (list, tuple)) and obj and not isinstance(obj[0], (int, float, complex, np.number)) \
+                and is_symbolic(*obj):
+            return True
+    return False
 
 
 def _shape_of(t):
