@@ -20,6 +20,7 @@ from . import (
 )
 from ._version import __version__
 from .backend import available_isas, get_num_threads, isa, set_isa, set_num_threads
+from .layers import Input
 from .models import Model, Seq2Seq, Sequential
 from .saving import load_model
 from .utils import set_random_seed
@@ -65,6 +66,7 @@ def info(file=None) -> dict:
 
 
 __all__ = [
+    "Input",
     "Model",
     "Seq2Seq",
     "Sequential",

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import functional, saving
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optim as optim_module
-from . import saving
+from ._validation import positive_int as _positive_int
+from .layers import _symbolic
 from .layers import base as layers_base
 from .layers import recurrent as layers_recurrent
 from .training import (
@@ -30,7 +32,11 @@ from .training import (
     _all_layers,
     _fmt_shape,
     _input_shape_of,
+    _is_array,
     _is_shape_list,
+    _n_samples,
+    _take,
+    _to_array,
     _walk_layers,
 )
 
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
     from .metrics import Metric
     from .optim import Optimizer
 
-__all__ = ["Model"]
+__all__ = ["Functional", "Model"]
 
 
 @saving.register_model
@@ -59,6 +65,13 @@ class Model(TrainingLoops):
     _name = None
     #: the base of the default name ("model_1", ...); None: the class name in snake case
     _default_name = None
+
+    def __new__(cls, *args, **kwargs):
+        # Model(inputs, outputs) (Keras's functional API) makes a Functional model; Model() and
+        # Model(name=...) stay the base of subclassed models
+        if cls is Model and ("inputs" in kwargs or "outputs" in kwargs or _symbolic.is_symbolic(args)):
+            return super().__new__(Functional)
+        return super().__new__(cls)
 
     def __init__(self, name: str | None = None):
         self._name = name
@@ -260,7 +273,10 @@ class Model(TrainingLoops):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
-        """A new model from ``get_config()``'s dict."""
+        """A new model from ``get_config()``'s dict (``Model.from_config`` of a functional model's
+        config makes a functional model, as in Keras)."""
+        if cls is Model and isinstance(config, dict) and "input_layers" in config:
+            return Functional.from_config(config, custom_objects=custom_objects)
         return cls(**config)
 
     def save(self, filepath: str | os.PathLike) -> None:
@@ -277,3 +293,181 @@ class Model(TrainingLoops):
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)} built={self.built}>"
+
+
+@saving.register_model
+class Functional(Model):
+    """A model defined by its graph: ``Model(inputs, outputs, name=None)`` (Keras's functional API).
+
+    ``inputs``: an ``fr.Input`` tensor or a list of them (call and fit the model with one array, or a
+    list of as many arrays); ``outputs``: a symbolic tensor computed from them, or a list (several
+    outputs: ``predict`` and calls return a list of arrays; fit, evaluate and train_on_batch need one
+    output). See :mod:`fastrnn.functional` for how the graph runs forward and backward. The layers
+    are ``model.layers`` (input layers first), a layer called several times (a shared layer) counts
+    once in ``parameters()`` and gets the sum of the gradients of its calls.
+    """
+
+    _default_name = "functional"
+    _config_takes_custom_objects = True
+
+    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+        if inputs is None or outputs is None:
+            raise TypeError("Model: a functional model needs both inputs and outputs: Model(inputs, outputs)")
+        super().__init__(name=name)
+        self._graph = functional.Graph(inputs, outputs)
+        shapes = [tuple(t.shape[1:]) for t in self._graph.inputs]
+        self._single_input = len(shapes) == 1
+        self._build_input_shape = shapes[0] if self._single_input else shapes
+
+    @property
+    def inputs(self) -> list:
+        """The model's input tensors."""
+        return list(self._graph.inputs)
+
+    @property
+    def outputs(self) -> list:
+        """The model's output tensors."""
+        return list(self._graph.outputs)
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers: the input layers, then the others in the order of their first call."""
+        return self._graph.layers()
+
+    @property
+    def output_names(self) -> list[str]:
+        """The names of the layers that produce the outputs (the keys of per-output loss dicts)."""
+        return [t.layer.name for t in self._graph.outputs]
+
+    def _per_output(self, value, argname, default):
+        """``value`` as one entry per output: a list / tuple of them, a dict keyed by output name
+        (missing outputs get ``default``) or one value for every output."""
+        names, n = self.output_names, len(self._graph.outputs)
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise ValueError(f"{argname}: unknown output name(s) {unknown}; the outputs are {names}")
+            return [value.get(name, default) for name in names]
+        if isinstance(value, (list, tuple)):
+            if len(value) != n:
+                raise ValueError(f"{argname}: expected {n} entries (one per output {names}), got {len(value)}")
+            return list(value)
+        return [value] * n
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None) -> None:
+        """As :meth:`Model.compile`; with several outputs ``loss`` is one loss for all, a list or a
+        dict by output name (None: that output is not trained), ``loss_weights`` a list or dict
+        weighing them (default 1), and the loss is ``sum(weight * output loss)`` (Keras). Metrics
+        need a model with one output."""
+        n = len(self._graph.outputs)
+        if isinstance(loss, losses_module.OutputLosses) or n == 1:
+            if loss_weights is not None:
+                raise ValueError("loss_weights: weighs the losses of several outputs; this model has one")
+            if n == 1 and isinstance(loss, (list, tuple, dict)):
+                loss = self._per_output(loss, "loss", None)[0]
+            super().compile(optimizer, loss, metrics)
+            return
+        per = self._per_output(loss, "loss", None)
+        if all(item is None for item in per):
+            raise ValueError("loss: compile() needs a loss for at least one output")
+        if metrics:
+            raise ValueError("metrics: not supported for a model with several outputs; compile without metrics")
+        weights = self._per_output(1.0 if loss_weights is None else loss_weights, "loss_weights", 1.0)
+        super().compile(optimizer, losses_module.OutputLosses(per, weights), None)
+
+    def _check_xy(self, x, y, xname="x", yname="y"):
+        n = len(self._graph.outputs)
+        if n == 1:
+            return super()._check_xy(x, y, xname, yname)
+        x = self._check_x(x, xname)
+        if isinstance(y, functional.Targets):
+            y = y.arrays
+        if not isinstance(y, (list, tuple, dict)):
+            raise ValueError(f"{yname}: the model has {n} outputs {self.output_names}; pass a list (or a dict by "
+                             f"output name) of {n} target arrays")
+        ys = [None if a is None else _to_array(a, f"{yname}[{i}]")
+              for i, a in enumerate(self._per_output(y, yname, None))]
+        for i, a in enumerate(ys):
+            if a is None and self.loss is not None and self.loss.losses[i] is not None:
+                raise ValueError(f"{yname}: no target for output '{self.output_names[i]}', which has a loss")
+            if a is not None and a.shape[0] != _n_samples(x):
+                raise ValueError(f"{xname} and {yname}[{i}] must have the same number of samples (first axis): "
+                                 f"{xname} has {_n_samples(x)}, {yname}[{i}] has {a.shape[0]}")
+        filler = next(a for a in ys if a is not None)
+        return x, functional.Targets([filler if a is None else a for a in ys])
+
+    def _step_full(self, xb, yb, where, swb=None):
+        if len(self._graph.outputs) == 1:
+            return super()._step_full(xb, yb, where, swb)
+        y_pred, mask = self._outputs_for_loss(xb, yb, True)
+        total, count, grads = self.loss.sum_and_grad(list(yb), y_pred, mask, sample_weight=swb)
+        value = total / count
+        self._check_loss(value, where)
+        self.backward([None if g is None else g / count for g in grads])
+        return value
+
+    def forward(self, x, training: bool = False, mask=None):
+        """Run the graph on ``x`` (one array, or a list with one array per input)."""
+        n = len(self._graph.inputs)
+        xs = list(x) if isinstance(x, (list, tuple)) and n > 1 else [x]
+        if len(xs) != n:
+            raise ValueError(f"model '{self.name}': takes {n} inputs, got {len(xs)}")
+        ys, masks = self._graph.forward(xs, training=training)
+        if len(ys) == 1:
+            self.output_mask = masks[0]
+            return ys[0]
+        self.output_mask = masks
+        return ys
+
+    def backward(self, dy):
+        """Backpropagate the output gradient(s) (a list for several outputs, None entries allowed);
+        returns the input gradient(s) (None for integer inputs)."""
+        n = len(self._graph.outputs)
+        if n == 1:
+            dys = [dy]
+        elif isinstance(dy, (list, tuple)) and len(dy) == n:
+            dys = list(dy)
+        else:
+            raise ValueError(f"model '{self.name}': backward takes a list of {n} gradients (one per output)")
+        dxs = self._graph.backward(dys)
+        return dxs[0] if len(dxs) == 1 else dxs
+
+    def build(self, input_shape=None) -> None:
+        """Nothing to do: a functional model is built from its inputs' shapes when it is made."""
+
+    def predict(self, x, batch_size: int | None = None, verbose: int | str = 0):
+        """Outputs for x in inference mode (a list of arrays for a model with several outputs)."""
+        if len(self._graph.outputs) == 1:
+            return super().predict(x, batch_size=batch_size, verbose=verbose)
+        x = self._check_x(x)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
+        n = _n_samples(x)
+        outs = [self(_take(x, slice(b, b + batch_size)), training=False) for b in range(0, n, batch_size)]
+        return [np.concatenate([o[i] for o in outs], axis=0) for i in range(len(self._graph.outputs))]
+
+    def _layer_rows(self):
+        rows = []
+        for lay in self.layers:
+            shapes = []
+            for node in self._graph.nodes_of(lay):
+                outs = [_fmt_shape(t.shape) for t in node.outputs]
+                shapes.append(outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]")
+            shape = shapes[0] if len(set(shapes)) == 1 else "multiple"  # a shared layer on other shapes
+            rows.append((f"{lay.name} ({type(lay).__name__})", shape, lay.count_params()))
+        return rows
+
+    def _check_x(self, x, argname="x"):
+        if self._single_input and isinstance(x, (list, tuple)) and len(x) == 1 and _is_array(x[0]):
+            x = x[0]  # [x] for a model with one input, as Keras takes it
+        return super()._check_x(x, argname)
+
+    def get_config(self) -> dict:
+        """Keras's functional config: the layers with their calls (inbound nodes), inputs and outputs."""
+        return {"name": self.name, "trainable": True, **self._graph.get_config()}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Functional:
+        """A new functional model from ``get_config()``'s dict (layer classes by registered name or
+        ``custom_objects``; no code is run)."""
+        inputs, outputs = functional.Graph.tensors_from_config(config, custom_objects)
+        return cls(inputs, outputs, name=config.get("name"))

@@ -41,6 +41,7 @@ __all__ = [
     "LossFunctionWrapper",
     "MeanAbsoluteError",
     "MeanSquaredError",
+    "OutputLosses",
     "SparseCategoricalCrossentropy",
     "binary_crossentropy",
     "categorical_crossentropy",
@@ -447,8 +448,54 @@ _ALIASES = {
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
     "sparsecategoricalcrossentropy": SparseCategoricalCrossentropy,
 }
+class OutputLosses(Loss):
+    """The loss of a model with several outputs, as Keras's ``compile(loss=[...], loss_weights=[...])``:
+    ``sum_i weights[i] * (mean loss i over its output's valid entries)``; an output whose loss is
+    None does not count. ``sum_and_grad`` takes lists (one entry per output) of targets,
+    predictions and masks; ``sample_weight`` ([B]) weighs every output's loss. It returns the
+    value times the batch size, the batch size and the list of the outputs' gradients of that sum
+    (None for outputs without a loss), so that a mean over batches weighs them by their size."""
+
+    def __init__(self, losses, weights=None):
+        self.losses = [None if loss is None else get(loss) for loss in losses]
+        if weights is None:
+            weights = [1.0] * len(self.losses)
+        if len(weights) != len(self.losses):
+            raise ValueError(f"loss_weights: expected {len(self.losses)} weights (one per output), got {len(weights)}")
+        self.weights = [float(w) for w in weights]
+
+    def sum_and_grad(self, y_true, y_pred, mask=None, sample_weight=None):
+        n = len(self.losses)
+        if not isinstance(y_pred, (list, tuple)) or len(y_pred) != n or len(y_true) != n:
+            raise ValueError(f"y: the model has {n} outputs; expected {n} targets and {n} predictions")
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * n
+        batch = int(np.shape(y_pred[0])[0])
+        value, grads = 0.0, []
+        for loss, w, yt, yp, m in zip(self.losses, self.weights, y_true, y_pred, masks):
+            if loss is None:
+                grads.append(None)
+                continue
+            total, count, dtotal = loss.sum_and_grad(yt, yp, m, sample_weight=sample_weight)
+            scale = w / count if count else 0.0
+            value += scale * total
+            grads.append((dtotal * (scale * batch)).astype(dtotal.dtype, copy=False))
+        return value * batch, batch, grads
+
+    def __call__(self, y_true, y_pred, mask=None):
+        total, count, grads = self.sum_and_grad(y_true, y_pred, mask)
+        return total / count, [None if g is None else g / count for g in grads]
+
+    def get_config(self):
+        return {"losses": [None if loss is None else serialize(loss) for loss in self.losses],
+                "weights": list(self.weights)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([None if c is None else deserialize(c) for c in config["losses"]], config.get("weights"))
+
+
 _CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
-                                    CategoricalCrossentropy, SparseCategoricalCrossentropy)}
+                                    CategoricalCrossentropy, SparseCategoricalCrossentropy, OutputLosses)}
 
 
 def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:

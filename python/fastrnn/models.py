@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import saving
-from ._model import Model
+from ._model import Functional, Model
 from .layers import base as layers_base
+from .layers._symbolic import InputTensor
 from .layers.base import Layer
 from .seq2seq import Seq2Seq
 from .training import _fmt_shape
 
-__all__ = ["Model", "Seq2Seq", "Sequential"]
+__all__ = ["Functional", "Model", "Seq2Seq", "Sequential"]
 
 
 @saving.register_model
@@ -39,7 +40,7 @@ class Sequential(Model):
         super().__init__(name=name)
         self._layers = []
         if layers is not None:
-            if isinstance(layers, layers_base.Layer):
+            if isinstance(layers, (layers_base.Layer, InputTensor)):
                 layers = [layers]
             if not isinstance(layers, (list, tuple)):
                 raise TypeError(f"layers: expected a list of layers, got {type(layers).__name__}")
@@ -56,6 +57,8 @@ class Sequential(Model):
 
         When the model already knows its input shape the layer is built at once; if that fails the
         layer is removed again and the error re-raised."""
+        if isinstance(layer, InputTensor):  # fr.Input(...) stands for its InputLayer, as in Keras
+            layer = layer.layer
         if not isinstance(layer, layers_base.Layer):
             raise TypeError(f"add: expected a fastrnn Layer, got {type(layer).__name__}")
         if any(lay.name == layer.name for lay in self._layers):

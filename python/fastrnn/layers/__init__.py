@@ -7,7 +7,8 @@
 
 Core: Dense, Embedding, Dropout, Flatten, TimeDistributed, Activation, RepeatVector, Masking,
 Concatenate (for models with several branches), and
-Input (an InputLayer declaring a Sequential model's input shape, as ``keras.Input``). Recurrent: SimpleRNN, LSTM, GRU,
+Input (``keras.Input``: a symbolic tensor for functional models, ``fr.Model(inputs, outputs)``,
+or the first entry of a Sequential, where it stands for its InputLayer). Recurrent: SimpleRNN, LSTM, GRU,
 Bidirectional. Attention: BahdanauAttention, LuongAttention. ``set_seed(s)`` makes weight
 initialisation and dropout masks reproducible.
 ``get_layer_class`` / ``serialize`` / ``deserialize`` rebuild layers from their configs.

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import ops
 from .._validation import layer_positive_int as _positive_int
-from . import initializers
+from . import _symbolic, initializers
 from .base import Layer, bool_mask, register_layer
 from .core import _init_name
 
@@ -140,7 +140,11 @@ class _Attention(Layer):
         [B, Tq, Tx]) for a query sequence [B, Tq, Dq]; keeps the backward cache when ``training``.
 
         Also callable Keras-style on a list, ``attn([query, values])``, with ``mask`` the values'
-        mask or ``[None, values_mask]`` (query masks are not supported)."""
+        mask or ``[None, values_mask]`` (query masks are not supported). On symbolic tensors (a
+        functional model) it records the call and returns the symbolic ``[context, weights]``."""
+        if _symbolic.is_symbolic(query, values, mask):
+            args = list(query) if values is None and isinstance(query, (list, tuple)) else [query, values]
+            return _symbolic.call_layer(self, args, {"mask": mask})
         if values is None and isinstance(query, (list, tuple)):
             if len(query) != 2:
                 raise ValueError(f"{self._who()}: called on a list, it takes [query, values], got {len(query)} items")
@@ -217,6 +221,21 @@ class _Attention(Layer):
         qshape, (tx, dv) = input_shape
         lead = tuple(qshape[:-1])
         return [lead + (dv,), lead + (tx,)]
+
+    def _symbolic_output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"{self._who()}: called on a list, it takes [query, values], got {len(input_shape)} items")
+        qshape, vshape = (tuple(sh) for sh in input_shape)
+        if len(qshape) not in (1, 2) or len(vshape) != 2:
+            raise ValueError(f"{self._who()}: query must have shape [batch, query_features] or [batch, query_time, "
+                             f"query_features] and values [batch, time, value_features], got shapes "
+                             f"{(None,) + qshape} and {(None,) + vshape}")
+        if not self.built:
+            self.build((qshape, vshape))
+        if qshape[-1] != self.query_dim or vshape[-1] != self.value_dim:
+            raise ValueError(f"{self._who()}: built for query features {self.query_dim} and value features "
+                             f"{self.value_dim}, got shapes {(None,) + qshape} and {(None,) + vshape}")
+        return self.compute_output_shape((qshape, vshape))
 
     def compute_mask(self, x, mask=None):
         return None

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from ..reference._common import zero_one_as_bool
+from . import _symbolic
 
 __all__ = [
     "Layer",
@@ -379,11 +380,15 @@ class Layer(metaclass=_LayerMeta):
         return f"{type(self).__name__} '{self.name}'"
 
     def _check_rank(self, x) -> None:
+        self._check_rank_of(tuple(x.shape))
+
+    def _check_rank_of(self, shape) -> None:
+        """ValueError unless ``shape`` (batch axis included) has a rank the layer accepts."""
         lo, hi = self._input_rank
-        if x.ndim < lo or (hi is not None and x.ndim > hi):
+        if len(shape) < lo or (hi is not None and len(shape) > hi):
             want = f"rank {lo}" if hi == lo else (f"rank >= {lo}" if hi is None else f"rank {lo}..{hi}")
             raise ValueError(
-                f"{self._who()}: expected input of shape {self._input_desc} ({want}), got shape {tuple(x.shape)}"
+                f"{self._who()}: expected input of shape {self._input_desc} ({want}), got shape {tuple(shape)}"
             )
 
     def _check_input_shape(self, shape) -> None:
@@ -398,7 +403,12 @@ class Layer(metaclass=_LayerMeta):
             )
 
     def __call__(self, x, training=False, mask=None, **kwargs):
-        """Run the layer on ``x`` (batch first). Builds on first call; keeps the backward cache when training."""
+        """Run the layer on ``x`` (batch first). Builds on first call; keeps the backward cache when training.
+
+        Called on symbolic tensors (``fr.Input``, another layer's symbolic output) it records the call in
+        a functional model's graph instead and returns symbolic outputs."""
+        if _symbolic.is_symbolic(x, mask, kwargs):
+            return _symbolic.call_layer(self, x, dict(kwargs, mask=mask))
         x = self._convert_input(x)
         self._check_rank(x)
         if not self.built:
@@ -410,6 +420,17 @@ class Layer(metaclass=_LayerMeta):
         if mask is not None:
             mask = self._convert_mask(mask, x)
         return self.call(x, training=bool(training), mask=mask, **kwargs)
+
+    def _symbolic_output_shape(self, input_shape):
+        """Build for a symbolic input of shape ``input_shape`` (batch excluded) as a first call on data
+        would, check that shape, and return the output shape (a list of shapes for several outputs)."""
+        input_shape = tuple(input_shape)
+        self._check_rank_of((None,) + input_shape)
+        if not self.built:
+            self.build(self._given_input_shape if self._given_input_shape is not None
+                       else self._build_shape(input_shape))
+        self._check_input_shape(input_shape)
+        return self.compute_output_shape(input_shape)
 
     def _build_shape(self, shape):
         """The input shape recorded at build when built from data (subclasses may generalise dims)."""

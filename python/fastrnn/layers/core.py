@@ -6,7 +6,7 @@ import numpy as np
 from .. import ops
 from .._validation import layer_positive_int as _positive_int
 from .._validation import layer_rate as _rate
-from . import initializers
+from . import _symbolic, initializers
 from .base import Layer, deserialize, register_layer, serialize
 
 __all__ = [
@@ -407,14 +407,18 @@ class InputLayer(_Stateless):
 
 
 def Input(shape, name=None, dtype="float32"):
-    """``keras.Input``'s counterpart for Sequential models: an :class:`InputLayer` declaring the
-    shape of one sample (batch excluded; None for any length). An integer ``dtype`` (token ids,
-    ``Input((T,), dtype="int32")``) is accepted: integer inputs pass through unchanged anyway."""
+    """``keras.Input``: a model input of the shape of one sample (batch excluded; None for any
+    length), as a symbolic tensor for the functional API (``fr.Model(inputs, outputs)``); the
+    :class:`InputLayer` it comes from is ``Input(...).layer``. An integer ``dtype`` (token ids,
+    ``Input((T,), dtype="int32")``) is accepted: integer inputs pass through unchanged. Where a
+    layer is expected, ``Sequential([Input((T, F)), ...])``, it stands for its InputLayer."""
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
-    if np.dtype(dtype).kind in "iub":
-        dtype = "float32"
-    return InputLayer(input_shape=tuple(shape), name=name, dtype=dtype)
+    kind = np.dtype(dtype).kind
+    if kind not in "iubf":
+        raise TypeError(f"Input: dtype must be a numeric dtype, got {dtype!r}")
+    layer = InputLayer(input_shape=tuple(shape), name=name, dtype="float32" if kind in "iub" else dtype)
+    return _symbolic.make_input(layer, layer._given_input_shape, np.dtype(dtype))
 
 
 @register_layer
@@ -491,21 +495,35 @@ class Concatenate(_Stateless):
     def __call__(self, inputs, training=False, mask=None, **kwargs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
             raise ValueError(f"{self._who()}: expected a list of at least 2 arrays, got {type(inputs).__name__}")
+        if _symbolic.is_symbolic(inputs, mask):
+            return _symbolic.call_layer(self, list(inputs), dict(kwargs, mask=mask))
         xs = [self._convert_input(a) for a in inputs]
-        ndim = xs[0].ndim
-        if ndim < 2 or any(a.ndim != ndim for a in xs) or not -ndim <= self.axis < ndim:
-            raise ValueError(f"{self._who()}: the inputs must all have one rank >= 2 that has axis {self.axis}, "
-                             f"got shapes {[a.shape for a in xs]}")
-        ax = self.axis % ndim
-        for i, a in enumerate(xs):
-            if a.shape[:ax] + a.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:]:
-                raise ValueError(f"{self._who()}: inputs[{i}] has shape {a.shape}, which differs from inputs[0]'s "
-                                 f"{xs[0].shape} outside axis {self.axis}")
+        self._check_shapes([a.shape for a in xs])
+        ax = self.axis % xs[0].ndim
         if not self.built:
             self.build(tuple(xs[0].shape[1:]))
         if training:
             self._cache = [a.shape[ax] for a in xs]
         return np.concatenate(xs, axis=ax)
+
+    def _check_shapes(self, shapes):
+        """ValueError unless arrays of ``shapes`` (batch included; None: unknown) can be joined."""
+        ndim = len(shapes[0])
+        if ndim < 2 or any(len(sh) != ndim for sh in shapes) or not -ndim <= self.axis < ndim:
+            raise ValueError(f"{self._who()}: the inputs must all have one rank >= 2 that has axis {self.axis}, "
+                             f"got shapes {[tuple(sh) for sh in shapes]}")
+        ax = self.axis % ndim
+        for i, sh in enumerate(shapes):
+            for d, d0 in zip(sh[:ax] + sh[ax + 1:], shapes[0][:ax] + shapes[0][ax + 1:]):
+                if d is not None and d0 is not None and d != d0:
+                    raise ValueError(f"{self._who()}: inputs[{i}] has shape {tuple(sh)}, which differs from "
+                                     f"inputs[0]'s {tuple(shapes[0])} outside axis {self.axis}")
+
+    def _symbolic_output_shape(self, input_shape):
+        self._check_shapes([(None,) + tuple(sh) for sh in input_shape])
+        if not self.built:
+            self.build(tuple(input_shape[0]))
+        return self.compute_output_shape(input_shape)
 
     def _backward(self, dy):
         dy = np.asarray(dy).astype(self.dtype, copy=False)
