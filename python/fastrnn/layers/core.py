@@ -46,7 +46,7 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "linear": (lambda z: z, lambda dy, y: dy),
     "tanh": (np.tanh, lambda dy, y: dy * (1.0 - y * y)),
     "relu": (lambda z: np.maximum(z, 0), lambda dy, y: dy * (y > 0)),
@@ -123,6 +123,9 @@ class Dense(Layer):
 
     _input_rank = (2, None)
     _input_desc = "[batch, ..., features]"
+    #: Parameters once built (None before; bias None without use_bias)
+    kernel: Any
+    bias: Any
 
     def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
                  kernel_initializer: str | Callable = "glorot_uniform", bias_initializer: str | Callable = "zeros",
@@ -236,6 +239,8 @@ class Embedding(Layer):
 
     _input_rank = (1, None)
     _input_desc = "[batch, time] of integer ids"
+    #: the table, a Parameter
+    embeddings: Any
 
     def __init__(self, input_dim: int, output_dim: int, embeddings_initializer: str | Callable = "uniform",
                  mask_zero: bool = False, input_length: int | None = None, seed: int | None = None,
@@ -698,8 +703,7 @@ class Concatenate(_Stateless):
             raise ValueError(f"{self._who()}: axis must be a non-batch axis (an int other than 0), got {axis!r}")
         self.axis = int(axis)
 
-    def __call__(self, inputs: Sequence[ArrayLike], training: bool = False, mask: Any = None,
-                 **kwargs: Any) -> np.ndarray:
+    def __call__(self, inputs, training=False, mask=None, **kwargs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
             raise ValueError(f"{self._who()}: expected a list of at least 2 arrays, got {type(inputs).__name__}")
         xs = [self._convert_input(a) for a in inputs]
