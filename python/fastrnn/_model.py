@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -45,7 +45,39 @@ __all__ = ["Model"]
 
 @saving.register_model
 class Model(TrainingLoops):
-    """Base class: subclass it and write ``forward`` and ``backward`` (see the module docstring)."""
+    """Base class of the models: subclass it and write ``forward`` and ``backward``.
+
+    A subclass assigns its layers as attributes in ``__init__`` (they are found by ``layers``,
+    also inside lists, tuples and dicts, and their Parameters by ``parameters()``), writes
+    ``forward(x, training=False, mask=None)`` and ``backward(dy) -> dx``, and when its output is a
+    masked sequence sets ``self.output_mask`` in ``forward`` so that the loss skips the masked
+    steps. compile / fit / evaluate / predict / train_on_batch / summary / save are inherited. A
+    model with several inputs takes them as a list of arrays, ``model.fit([x_enc, x_dec], y)``,
+    and its ``forward`` receives that list.
+
+    Args:
+        name (str | None): The model's name; default a Keras-style unique name from the class
+            name in snake case ('my_model', 'my_model_1', ...).
+
+    Example:
+        >>> import numpy as np
+        >>> import fastrnn as fr
+        >>> class TwoLayer(fr.Model):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.rnn = fr.layers.GRU(8, seed=0)
+        ...         self.out = fr.layers.Dense(1, seed=1)
+        ...     def forward(self, x, training=False, mask=None):
+        ...         return self.out(self.rnn(x, training=training, mask=mask), training=training)
+        ...     def backward(self, dy):
+        ...         return self.rnn.backward(self.out.backward(dy))
+        >>> model = TwoLayer()
+        >>> model.compile(optimizer="adam", loss="mse")
+        >>> x, y = np.zeros((4, 5, 3), np.float32), np.zeros((4, 1), np.float32)
+        >>> history = model.fit(x, y, epochs=2, batch_size=2, verbose=0)
+        >>> len(history.history["loss"]), model.predict(x).shape
+        (2, (4, 1))
+    """
 
     # class-level defaults, so a subclass that forgets super().__init__() still works
     optimizer = None
@@ -133,7 +165,14 @@ class Model(TrainingLoops):
         return [p.value.copy() for p in self.parameters()]
 
     def set_weights(self, weights: Sequence[ArrayLike]) -> None:
-        """Copy a list of arrays (``get_weights()`` order) into the parameters; ValueError on count/shape mismatch."""
+        """Copy a list of arrays into the parameters, in place.
+
+        Args:
+            weights: One array per parameter, in ``get_weights()`` order.
+
+        Raises:
+            ValueError: The number of arrays or a shape does not match.
+        """
         params = self.parameters()
         weights = list(weights)
         if len(weights) != len(params):
@@ -145,12 +184,28 @@ class Model(TrainingLoops):
             p.assign(w)
 
     # ------------------------------------------------------------------ forward / backward
-    def forward(self, x, training: bool = False, mask=None):
-        """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs."""
+    def forward(self, x: Any, training: bool = False, mask: np.ndarray | None = None) -> Any:
+        """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs.
+
+        Args:
+            x: The input batch (a list of arrays for a model with several inputs).
+            training: Training mode (dropout on, keep what ``backward`` needs).
+            mask: Optional input mask [B, T].
+
+        Returns:
+            The output (usually one array).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x, training=False, mask=None)")
 
-    def backward(self, dy):
-        """Backpropagate ``dy`` (gradient w.r.t. the output of the last training forward); returns dx (override)."""
+    def backward(self, dy: np.ndarray) -> Any:
+        """Backpropagate ``dy`` through the last training forward, accumulating the grads (override).
+
+        Args:
+            dy: The gradient w.r.t. the output of the last ``forward(..., training=True)``.
+
+        Returns:
+            The gradient w.r.t. the input (None where it has none, e.g. token ids).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement backward(dy)")
 
     def __call__(self, x, training: bool = False, mask=None):
@@ -161,11 +216,16 @@ class Model(TrainingLoops):
             self._build_input_shape = _input_shape_of(x)
         return y
 
-    def build(self, input_shape) -> None:
+    def build(self, input_shape: Sequence[Any]) -> None:
         """Build by running the model once on zeros of shape ``(1,) + input_shape`` (None dims become 1).
 
         The carried states of stateful / carry_state recurrent layers are left as they were before
-        (layers first made during this forward end with no carried state)."""
+        (layers first made during this forward end with no carried state).
+
+        Args:
+            input_shape: The shape of one sample, batch excluded (a list of shapes for a model
+                with several inputs).
+        """
         multi = _is_shape_list(input_shape)
         shapes = [tuple(1 if d is None else int(d) for d in sh) for sh in (input_shape if multi else [input_shape])]
         saved = {}
@@ -185,7 +245,18 @@ class Model(TrainingLoops):
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: str | Optimizer = "rmsprop", loss: str | Loss | Callable | None = None,
                 metrics: Sequence[str | Metric | Callable] | str | Metric | Callable | None = None) -> None:
-        """Set the optimizer (name or Optimizer), loss (name, Loss or callable returning (value, grad)) and metrics."""
+        """Configure the model for training: set the optimizer, the loss and the metrics.
+
+        Args:
+            optimizer: An optimizer name ('sgd', 'rmsprop', 'adam', 'adamw'), a config dict or an
+                :class:`~fastrnn.optim.Optimizer` (default 'rmsprop', as Keras).
+            loss: A loss name (e.g. 'mse', 'binary_crossentropy',
+                'sparse_categorical_crossentropy'), a :class:`~fastrnn.losses.Loss`, or a callable
+                (see :func:`fastrnn.losses.get`). Required (ValueError when None).
+            metrics: A metric or a list of them: names such as 'accuracy' or 'mae',
+                :class:`~fastrnn.metrics.Metric` objects or callables. Names must be unique and
+                not 'loss'.
+        """
         opt = optim_module.get(optimizer)
         if loss is None:
             raise ValueError("loss: compile() needs a loss (a name such as 'mse', a Loss object or a callable)")
@@ -227,7 +298,18 @@ class Model(TrainingLoops):
         return rows
 
     def summary(self, line_length: int | None = None, print_fn: Callable[[str], object] | None = None) -> str:
-        """Print a Keras-like table (Layer (type), Output Shape, Param #, totals) and return it as a string."""
+        """Print a Keras-like table (Layer (type), Output Shape, Param #, totals) and return it as a string.
+
+        Args:
+            line_length: Minimum width of the table (default: as wide as its content).
+            print_fn: Called with the text instead of ``print``.
+
+        Returns:
+            The table.
+
+        Raises:
+            ValueError: The model is not built.
+        """
         if not self.built:
             raise ValueError(
                 f"model '{self.name}': summary() needs a built model; call build(input_shape), give the first "
@@ -260,19 +342,39 @@ class Model(TrainingLoops):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
-        """A new model from ``get_config()``'s dict."""
+        """A new model from ``get_config()``'s dict.
+
+        Args:
+            config: The constructor arguments.
+            custom_objects: Unused here; subclasses that rebuild custom layers take it.
+        """
         return cls(**config)
 
     def save(self, filepath: str | os.PathLike) -> None:
-        """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically."""
+        """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically.
+
+        Args:
+            filepath: Where to write; reload with :func:`fastrnn.load_model`.
+        """
         saving.save_model(self, filepath)
 
     def save_weights(self, filepath: str | os.PathLike) -> None:
-        """Save only the weights, atomically, in the same container format."""
+        """Save only the weights, atomically, in the same container format.
+
+        Args:
+            filepath: Where to write.
+        """
         saving.save_weights(self, filepath)
 
     def load_weights(self, filepath: str | os.PathLike) -> None:
-        """Load weights saved by ``save_weights`` (or ``save``) into this model; ValueError on any mismatch."""
+        """Load weights saved by ``save_weights`` (or ``save``) into this model.
+
+        Args:
+            filepath: The file to read.
+
+        Raises:
+            ValueError: The file's weights do not match the model's parameters.
+        """
         saving.load_weights(self, filepath)
 
     def __repr__(self):

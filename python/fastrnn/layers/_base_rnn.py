@@ -520,7 +520,7 @@ class BaseRNN(Layer):
             self._step_caches.append((cache, B))
         return new_states[0], new_states
 
-    def step_backward(self, dh_t: np.ndarray | None, dstates: list[np.ndarray | None] | np.ndarray | None = None
+    def step_backward(self, dh_t: np.ndarray | None, dstates: Sequence[np.ndarray | None] | np.ndarray | None = None
                       ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Backpropagate through the LAST training :meth:`step` not yet consumed: ``(dx_t, dstates_prev)``.
 
