@@ -179,12 +179,12 @@ class BaseRNN(Layer):
         return activation
 
     @property
-    def bptt_steps(self):
+    def bptt_steps(self) -> int | None:
         """Truncated BPTT length passed to the backward op (None: full backpropagation through time)."""
         return self._bptt_steps
 
     @bptt_steps.setter
-    def bptt_steps(self, value):
+    def bptt_steps(self, value: int | None) -> None:
         self._bptt_steps = check_bptt_steps(value, self._who())
 
     # -- parameters ----------------------------------------------------------------------------
