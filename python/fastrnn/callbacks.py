@@ -16,12 +16,9 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 __all__ = [
     "CSVLogger",
@@ -60,7 +57,7 @@ class Callback:
         self.model: Any = None  # the Model being trained, set by set_model
         self.params: dict = {}
 
-    def set_model(self, model: Model) -> None:
+    def set_model(self, model: Any) -> None:
         """Called by ``fit`` before training with the model being trained.
 
         Args:

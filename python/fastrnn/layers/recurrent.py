@@ -136,6 +136,7 @@ class LSTM(BaseRNN):
         activation (str): Must be 'tanh' (the only one the kernels implement).
         recurrent_activation (str): Must be 'sigmoid' (ValueError otherwise).
         unit_forget_bias (bool): Initialise the forget gate's bias to 1 (default True, as Keras).
+            The arguments after this one are keyword-only.
         use_bias (bool): Add the bias vector(s) (default True; without them the biases are zero).
         kernel_initializer (str | Callable): Initializer of ``w_ih`` (default 'glorot_uniform');
             a name from :mod:`fastrnn.layers.initializers` or a callable ``init(shape, rng=, dtype=)``.
@@ -239,7 +240,8 @@ class GRU(BaseRNN):
         units (int): Size H of the state and output (positive int).
         activation (str): Must be 'tanh' (the only one the kernels implement).
         recurrent_activation (str): Must be 'sigmoid' (ValueError otherwise).
-        reset_after (bool): Must be True (the cuDNN / PyTorch GRU; ValueError otherwise).
+        reset_after (bool): Must be True (the cuDNN / PyTorch GRU; ValueError otherwise). The
+            arguments after this one are keyword-only.
         use_bias (bool): Add the bias vector(s) (default True; without them the biases are zero).
         kernel_initializer (str | Callable): Initializer of ``w_ih`` (default 'glorot_uniform');
             a name from :mod:`fastrnn.layers.initializers` or a callable ``init(shape, rng=, dtype=)``.
