@@ -12,9 +12,10 @@ takes one array (a list of per-sample arrays is stacked into one).
 """
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -49,9 +50,63 @@ if TYPE_CHECKING:
 __all__ = ["Functional", "Model"]
 
 
+class _ConstructorSignature:
+    """``inspect.signature(Model)`` shows ``(inputs=None, outputs=None, *, name=None)`` and that of
+    a subclass its own ``__init__`` (``Model.__new__`` takes ``*args, **kwargs`` to tell a
+    functional model from a subclassed one, which inspect would show instead)."""
+
+    def __get__(self, obj, cls):
+        if obj is not None:
+            return None  # an instance: inspect falls back to its __call__
+        if cls is Model:
+            P = inspect.Parameter
+            return inspect.Signature([P("inputs", P.POSITIONAL_OR_KEYWORD, default=None),
+                                      P("outputs", P.POSITIONAL_OR_KEYWORD, default=None),
+                                      P("name", P.KEYWORD_ONLY, default=None, annotation="str | None")])
+        sig = inspect.signature(cls.__init__)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
 @saving.register_model
 class Model(TrainingLoops):
-    """Base class: subclass it and write ``forward`` and ``backward`` (see the module docstring)."""
+    """Base class of the models: subclass it and write ``forward`` and ``backward``.
+
+    A subclass assigns its layers as attributes in ``__init__`` (they are found by ``layers``,
+    also inside lists, tuples and dicts, and their Parameters by ``parameters()``), writes
+    ``forward(x, training=False, mask=None)`` and ``backward(dy) -> dx``, and when its output is a
+    masked sequence sets ``self.output_mask`` in ``forward`` so that the loss skips the masked
+    steps. compile / fit / evaluate / predict / train_on_batch / summary / save are inherited. A
+    model with several inputs takes them as a list of arrays, ``model.fit([x_enc, x_dec], y)``,
+    and its ``forward`` receives that list.
+
+    ``Model(inputs, outputs)`` instead makes a functional model (:class:`Functional`, Keras's
+    functional API).
+
+    Args:
+        inputs: For a functional model only: an ``fr.Input`` tensor or a list of them.
+        outputs: For a functional model only: the symbolic tensor(s) computed from ``inputs``.
+        name (str | None): The model's name; default a Keras-style unique name from the class
+            name in snake case ('my_model', 'my_model_1', ...).
+
+    Example:
+        >>> import numpy as np
+        >>> import fastrnn as fr
+        >>> class TwoLayer(fr.Model):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.rnn = fr.layers.GRU(8, seed=0)
+        ...         self.out = fr.layers.Dense(1, seed=1)
+        ...     def forward(self, x, training=False, mask=None):
+        ...         return self.out(self.rnn(x, training=training, mask=mask), training=training)
+        ...     def backward(self, dy):
+        ...         return self.rnn.backward(self.out.backward(dy))
+        >>> model = TwoLayer()
+        >>> model.compile(optimizer="adam", loss="mse")
+        >>> x, y = np.zeros((4, 5, 3), np.float32), np.zeros((4, 1), np.float32)
+        >>> history = model.fit(x, y, epochs=2, batch_size=2, verbose=0)
+        >>> len(history.history["loss"]), model.predict(x).shape
+        (2, (4, 1))
+    """
 
     # class-level defaults, so a subclass that forgets super().__init__() still works
     optimizer = None
@@ -65,6 +120,8 @@ class Model(TrainingLoops):
     _name = None
     #: the base of the default name ("model_1", ...); None: the class name in snake case
     _default_name = None
+
+    __signature__ = _ConstructorSignature()
 
     def __new__(cls, *args, **kwargs):
         # Model(inputs, outputs) (Keras's functional API) makes a Functional model; Model() and
@@ -146,7 +203,14 @@ class Model(TrainingLoops):
         return [p.value.copy() for p in self.parameters()]
 
     def set_weights(self, weights: Sequence[ArrayLike]) -> None:
-        """Copy a list of arrays (``get_weights()`` order) into the parameters; ValueError on count/shape mismatch."""
+        """Copy a list of arrays into the parameters, in place.
+
+        Args:
+            weights: One array per parameter, in ``get_weights()`` order.
+
+        Raises:
+            ValueError: The number of arrays or a shape does not match.
+        """
         params = self.parameters()
         weights = list(weights)
         if len(weights) != len(params):
@@ -158,12 +222,28 @@ class Model(TrainingLoops):
             p.assign(w)
 
     # ------------------------------------------------------------------ forward / backward
-    def forward(self, x, training: bool = False, mask=None):
-        """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs."""
+    def forward(self, x: Any, training: bool = False, mask: np.ndarray | None = None) -> Any:
+        """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs.
+
+        Args:
+            x: The input batch (a list of arrays for a model with several inputs).
+            training: Training mode (dropout on, keep what ``backward`` needs).
+            mask: Optional input mask [B, T].
+
+        Returns:
+            The output (usually one array).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x, training=False, mask=None)")
 
-    def backward(self, dy):
-        """Backpropagate ``dy`` (gradient w.r.t. the output of the last training forward); returns dx (override)."""
+    def backward(self, dy: np.ndarray) -> Any:
+        """Backpropagate ``dy`` through the last training forward, accumulating the grads (override).
+
+        Args:
+            dy: The gradient w.r.t. the output of the last ``forward(..., training=True)``.
+
+        Returns:
+            The gradient w.r.t. the input (None where it has none, e.g. token ids).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement backward(dy)")
 
     def __call__(self, x, training: bool = False, mask=None):
@@ -174,11 +254,16 @@ class Model(TrainingLoops):
             self._build_input_shape = _input_shape_of(x)
         return y
 
-    def build(self, input_shape) -> None:
+    def build(self, input_shape: Sequence[Any]) -> None:
         """Build by running the model once on zeros of shape ``(1,) + input_shape`` (None dims become 1).
 
         The carried states of stateful / carry_state recurrent layers are left as they were before
-        (layers first made during this forward end with no carried state)."""
+        (layers first made during this forward end with no carried state).
+
+        Args:
+            input_shape: The shape of one sample, batch excluded (a list of shapes for a model
+                with several inputs).
+        """
         multi = _is_shape_list(input_shape)
         shapes = [tuple(1 if d is None else int(d) for d in sh) for sh in (input_shape if multi else [input_shape])]
         saved = {}
@@ -198,7 +283,18 @@ class Model(TrainingLoops):
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: str | Optimizer = "rmsprop", loss: str | Loss | Callable | None = None,
                 metrics: Sequence[str | Metric | Callable] | str | Metric | Callable | None = None) -> None:
-        """Set the optimizer (name or Optimizer), loss (name, Loss or callable returning (value, grad)) and metrics."""
+        """Configure the model for training: set the optimizer, the loss and the metrics.
+
+        Args:
+            optimizer: An optimizer name ('sgd', 'rmsprop', 'adam', 'adamw'), a config dict or an
+                :class:`~fastrnn.optim.Optimizer` (default 'rmsprop', as Keras).
+            loss: A loss name (e.g. 'mse', 'binary_crossentropy',
+                'sparse_categorical_crossentropy'), a :class:`~fastrnn.losses.Loss`, or a callable
+                (see :func:`fastrnn.losses.get`). Required (ValueError when None).
+            metrics: A metric or a list of them: names such as 'accuracy' or 'mae',
+                :class:`~fastrnn.metrics.Metric` objects or callables. Names must be unique and
+                not 'loss'.
+        """
         opt = optim_module.get(optimizer)
         if loss is None:
             raise ValueError("loss: compile() needs a loss (a name such as 'mse', a Loss object or a callable)")
@@ -240,7 +336,18 @@ class Model(TrainingLoops):
         return rows
 
     def summary(self, line_length: int | None = None, print_fn: Callable[[str], object] | None = None) -> str:
-        """Print a Keras-like table (Layer (type), Output Shape, Param #, totals) and return it as a string."""
+        """Print a Keras-like table (Layer (type), Output Shape, Param #, totals) and return it as a string.
+
+        Args:
+            line_length: Minimum width of the table (default: as wide as its content).
+            print_fn: Called with the text instead of ``print``.
+
+        Returns:
+            The table.
+
+        Raises:
+            ValueError: The model is not built.
+        """
         if not self.built:
             raise ValueError(
                 f"model '{self.name}': summary() needs a built model; call build(input_shape), give the first "
@@ -274,21 +381,41 @@ class Model(TrainingLoops):
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
         """A new model from ``get_config()``'s dict (``Model.from_config`` of a functional model's
-        config makes a functional model, as in Keras)."""
+        config makes a functional model, as in Keras).
+
+        Args:
+            config: The constructor arguments (or a functional model's graph).
+            custom_objects: Unused here; subclasses that rebuild custom layers take it.
+        """
         if cls is Model and isinstance(config, dict) and "input_layers" in config:
             return Functional.from_config(config, custom_objects=custom_objects)
         return cls(**config)
 
     def save(self, filepath: str | os.PathLike) -> None:
-        """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically."""
+        """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically.
+
+        Args:
+            filepath: Where to write; reload with :func:`fastrnn.load_model`.
+        """
         saving.save_model(self, filepath)
 
     def save_weights(self, filepath: str | os.PathLike) -> None:
-        """Save only the weights, atomically, in the same container format."""
+        """Save only the weights, atomically, in the same container format.
+
+        Args:
+            filepath: Where to write.
+        """
         saving.save_weights(self, filepath)
 
     def load_weights(self, filepath: str | os.PathLike) -> None:
-        """Load weights saved by ``save_weights`` (or ``save``) into this model; ValueError on any mismatch."""
+        """Load weights saved by ``save_weights`` (or ``save``) into this model.
+
+        Args:
+            filepath: The file to read.
+
+        Raises:
+            ValueError: The file's weights do not match the model's parameters.
+        """
         saving.load_weights(self, filepath)
 
     def __repr__(self):
@@ -305,12 +432,17 @@ class Functional(Model):
     output). See :mod:`fastrnn.functional` for how the graph runs forward and backward. The layers
     are ``model.layers`` (input layers first), a layer called several times (a shared layer) counts
     once in ``parameters()`` and gets the sum of the gradients of its calls.
+
+    Args:
+        inputs: An ``fr.Input`` tensor or a list of them.
+        outputs: A symbolic tensor computed from ``inputs``, or a list of them.
+        name (str | None): The model's name (default 'functional', 'functional_1', ...).
     """
 
     _default_name = "functional"
     _config_takes_custom_objects = True
 
-    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None):
         if inputs is None or outputs is None:
             raise TypeError("Model: a functional model needs both inputs and outputs: Model(inputs, outputs)")
         super().__init__(name=name)
@@ -354,7 +486,8 @@ class Functional(Model):
             return list(value)
         return [value] * n
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None) -> None:
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
+                loss_weights: Any = None) -> None:
         """As :meth:`Model.compile`; with several outputs ``loss`` is one loss for all, a list or a
         dict by output name (None: that output is not trained), ``loss_weights`` a list or dict
         weighing them (default 1), and the loss is ``sum(weight * output loss)`` (Keras). Metrics
@@ -406,7 +539,7 @@ class Functional(Model):
         self.backward([None if g is None else g / count for g in grads])
         return value
 
-    def forward(self, x, training: bool = False, mask=None):
+    def forward(self, x: Any, training: bool = False, mask: Any = None) -> Any:
         """Run the graph on ``x`` (one array, or a list with one array per input)."""
         n = len(self._graph.inputs)
         xs = list(x) if isinstance(x, (list, tuple)) and n > 1 else [x]
@@ -419,7 +552,7 @@ class Functional(Model):
         self.output_mask = masks
         return ys
 
-    def backward(self, dy):
+    def backward(self, dy: Any) -> Any:
         """Backpropagate the output gradient(s) (a list for several outputs, None entries allowed);
         returns the input gradient(s) (None for integer inputs)."""
         n = len(self._graph.outputs)
@@ -432,10 +565,10 @@ class Functional(Model):
         dxs = self._graph.backward(dys)
         return dxs[0] if len(dxs) == 1 else dxs
 
-    def build(self, input_shape=None) -> None:
+    def build(self, input_shape: Any = None) -> None:
         """Nothing to do: a functional model is built from its inputs' shapes when it is made."""
 
-    def predict(self, x, batch_size: int | None = None, verbose: int | str = 0):
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> Any:
         """Outputs for x in inference mode (a list of arrays for a model with several outputs)."""
         if len(self._graph.outputs) == 1:
             return super().predict(x, batch_size=batch_size, verbose=verbose)

@@ -6,7 +6,7 @@ A callback receives ``set_model(model)`` and ``set_params(params)`` before train
 ``on_train_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and ``on_train_end(logs)``.
 ``epoch`` and ``batch`` are 0-based. ``logs`` at epoch end hold ``loss``, the metrics, and
 ``val_loss`` / ``val_<metric>`` when there is validation data. Setting ``model.stop_training = True``
-ends training after the current epoch.
+ends training after the current batch (in ``on_epoch_end``: after the current epoch).
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import inspect
 import math
 import os
 import warnings
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,41 +34,105 @@ __all__ = [
 
 
 class Callback:
-    """Base class; every hook does nothing."""
+    """Base class of the callbacks: every hook does nothing; subclasses override the ones they need.
 
-    def __init__(self):
-        self.model = None
-        self.params = {}
+    ``fit`` calls ``set_model(model)`` and ``set_params(params)`` first, then the hooks (see the
+    module docstring); ``self.model`` is the model being trained. Takes no arguments.
 
-    def set_model(self, model):
+    Example:
+        >>> import numpy as np
+        >>> import fastrnn as fr
+        >>> class PrintLoss(fr.callbacks.Callback):
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         print(epoch, sorted(logs))
+        >>> model = fr.Sequential([fr.layers.Dense(1, input_shape=(2,), seed=0)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=2, verbose=0,
+        ...                     callbacks=[PrintLoss()])
+        0 ['loss']
+        1 ['loss']
+    """
+
+    def __init__(self) -> None:
+        self.model: Any = None  # the Model being trained, set by set_model
+        self.params: dict = {}
+
+    def set_model(self, model: Any) -> None:
+        """Called by ``fit`` before training with the model being trained.
+
+        Args:
+            model: The model (kept as ``self.model``).
+        """
         self.model = model
 
-    def set_params(self, params):
+    def set_params(self, params: dict) -> None:
+        """Called by ``fit`` before training with its parameters.
+
+        Args:
+            params: ``{"epochs", "steps", "verbose", "batch_size", "samples"}`` (kept as
+                ``self.params``).
+        """
         self.params = params
 
-    def on_train_begin(self, logs=None):
-        pass
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Called when training begins.
 
-    def on_train_end(self, logs=None):
-        pass
+        Args:
+            logs: An empty dict.
+        """
 
-    def on_epoch_begin(self, epoch, logs=None):
-        pass
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Called when training ends.
 
-    def on_epoch_end(self, epoch, logs=None):
-        pass
+        Args:
+            logs: The last epoch's logs.
+        """
 
-    def on_train_batch_begin(self, batch, logs=None):
-        pass
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the start of an epoch.
 
-    def on_train_batch_end(self, batch, logs=None):
-        pass
+        Args:
+            epoch: The 0-based epoch index.
+            logs: An empty dict.
+        """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the end of an epoch, after validation.
+
+        Args:
+            epoch: The 0-based epoch index.
+            logs: ``loss``, the metrics and, with validation data, ``val_loss`` / ``val_<metric>``;
+                a callback may add entries (those before History are recorded).
+        """
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Called before a training batch.
+
+        Args:
+            batch: The 0-based batch index within the epoch.
+            logs: An empty dict.
+        """
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Called after a training batch.
+
+        Args:
+            batch: The 0-based batch index within the epoch.
+            logs: The running ``loss`` and metrics of the epoch so far (a copy).
+        """
 
 
 class CallbackList:
-    """Calls a list of callbacks in order."""
+    """Calls a list of callbacks in order (what ``fit`` uses; ``cbs.on_epoch_end(epoch, logs)``
+    calls every callback's hook).
 
-    def __init__(self, callbacks, model, params):
+    Args:
+        callbacks (Sequence[Callback]): The callbacks (TypeError for anything else).
+        model (Model): Handed to each callback's ``set_model``.
+        params (dict): Handed to each callback's ``set_params``.
+    """
+
+    def __init__(self, callbacks: Sequence[Callback], model: Any, params: dict) -> None:
         self.callbacks = list(callbacks)
         for i, cb in enumerate(self.callbacks):
             if not isinstance(cb, Callback):
@@ -85,18 +151,31 @@ class CallbackList:
 
 
 class History(Callback):
-    """Records the epoch logs: ``history.history`` is ``{"loss": [...], "val_loss": [...], ...}``
-    and ``history.epoch`` the epoch indices, as in Keras. ``Model.fit`` returns it."""
+    """Records the epoch logs, as Keras's History; ``Model.fit`` returns it.
 
-    def __init__(self):
+    ``history.history`` is ``{"loss": [...], "val_loss": [...], ...}`` (one entry per epoch) and
+    ``history.epoch`` the epoch indices. Each ``fit`` call returns a new History. Takes no
+    arguments.
+
+    Example:
+        >>> import numpy as np
+        >>> import fastrnn as fr
+        >>> model = fr.Sequential([fr.layers.Dense(1, input_shape=(2,), seed=0)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> history = model.fit(np.zeros((4, 2)), np.ones((4, 1)), epochs=3, verbose=0, validation_split=0.5)
+        >>> history.epoch, sorted(history.history)
+        ([0, 1, 2], ['loss', 'val_loss'])
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self.history = {}
+        self.history: dict[str, list] = {}
+        self.epoch: list[int] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.epoch = []
 
-    def on_train_begin(self, logs=None):
-        self.epoch = []
-
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
@@ -104,13 +183,25 @@ class History(Callback):
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
 
-    def plot(self, keys=None, ax=None, path=None):
+    def plot(self, keys: str | Sequence[str] | None = None, ax: Any = None,
+             path: str | os.PathLike | None = None) -> Any:
         """Plot the recorded curves against the epoch (needs matplotlib).
 
-        One panel per quantity: ``loss`` beside ``val_loss``, each metric beside its ``val_`` twin
-        (``keys`` picks quantities by their training name, e.g. ``["loss"]``). ``ax``: one matplotlib
-        Axes (or a sequence of them, one per panel) to draw into; otherwise a new figure. ``path``:
-        also save the figure there (PNG, PDF, ... by the suffix). Returns the figure.
+        One panel per quantity: ``loss`` with ``val_loss``, each metric with its ``val_`` twin.
+
+        Args:
+            keys: The quantities to plot, by their training name (e.g. ``"loss"`` or
+                ``["loss", "accuracy"]``); default all.
+            ax: One matplotlib Axes, or a sequence of them (one per panel), to draw into;
+                default a new figure.
+            path: Also save the figure there (PNG, PDF, ... by the suffix).
+
+        Returns:
+            The matplotlib Figure.
+
+        Raises:
+            ImportError: matplotlib is not installed.
+            ValueError: Nothing recorded yet, an unknown key, or the wrong number of Axes.
         """
         try:
             import matplotlib
@@ -126,6 +217,7 @@ class History(Callback):
             if unknown:
                 raise ValueError(f"keys: {unknown} not recorded; recorded: {names}")
             names = keys
+        axes: Any
         if ax is None:
             if path is not None and "matplotlib.pyplot" not in __import__("sys").modules:
                 matplotlib.use("Agg")  # saving only: no window needed
@@ -172,12 +264,31 @@ class EarlyStopping(Callback):
     (lower for mode 'min', higher for 'max'; 'auto' picks 'max' for accuracies). With
     ``restore_best_weights=True`` the weights of the best epoch are put back when training ends,
     whether it stopped early or ran out of epochs. ``stopped_epoch`` is the 0-based epoch at which
-    it stopped (0 if it did not). ``baseline``: training stops if the value does not beat it within
-    ``patience`` epochs. ``start_from_epoch``: epochs before it are not monitored.
+    it stopped (0 if it did not).
+
+    Args:
+        monitor (str): The logged quantity to watch (default 'val_loss').
+        min_delta (float): The smallest change that counts as an improvement (its absolute value
+            is used; default 0).
+        patience (int): Epochs without improvement after which training stops (non-negative int,
+            default 0).
+        verbose (int): 1 prints a message when the callback acts; 0 (default) is silent.
+        mode (str): 'min', 'max' or 'auto' (default: 'max' when ``monitor`` names an accuracy,
+            i.e. contains 'acc', else 'min').
+        baseline (float | None): Training stops if the value does not beat it within ``patience``
+            epochs (default None).
+        restore_best_weights (bool): Put back the best epoch's weights when training ends
+            (default False).
+        start_from_epoch (int): Epochs before this one are not monitored (default 0).
+
+    Example:
+        >>> import fastrnn as fr
+        >>> stop = fr.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto", baseline=None,
-                 restore_best_weights=False, start_from_epoch=0):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, verbose: int = 0,
+                 mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
+                 start_from_epoch: int = 0) -> None:
         super().__init__()
         self.monitor = monitor
         if not isinstance(patience, (int, np.integer)) or isinstance(patience, bool) or patience < 0:
@@ -195,15 +306,15 @@ class EarlyStopping(Callback):
             return a < b - self.min_delta
         return a > b + self.min_delta
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.wait = 0
         self.stopped_epoch = 0
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_weights = None
         self.best_epoch = 0
-        self._last_epoch = None
+        self._last_epoch: int | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._last_epoch = epoch
         current = (logs or {}).get(self.monitor)
         if current is None:
@@ -229,7 +340,7 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self.stopped_epoch > 0 and self.verbose > 0:
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None and self.best_epoch != self._last_epoch:
@@ -242,11 +353,23 @@ class ModelCheckpoint(Callback):
     """Save the model (or only its weights) at the end of every epoch, or only when ``monitor`` improves.
 
     ``filepath`` may hold ``str.format`` fields filled from ``epoch`` (1-based, as Keras) and the
-    epoch logs, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.fastrnn"``. Files are written atomically.
+    epoch logs, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.fastrnn"`` (KeyError for a field not in the
+    logs). Files are written atomically.
+
+    Args:
+        filepath (str | os.PathLike): Where to save (a format string, see above).
+        monitor (str): The logged quantity that decides "best" (default 'val_loss').
+        verbose (int): 1 prints a message when the callback acts; 0 (default) is silent.
+        save_best_only (bool): Save only when ``monitor`` improves on the best value so far
+            (default False: every epoch; with no ``monitor`` in the logs it warns and skips).
+        save_weights_only (bool): ``model.save_weights`` instead of ``model.save`` (default
+            False).
+        mode (str): 'min', 'max' or 'auto' (default: 'max' when ``monitor`` names an accuracy,
+            i.e. contains 'acc', else 'min').
     """
 
-    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
-                 mode="auto"):
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
+                 save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto") -> None:
         super().__init__()
         self.filepath = os.fsdecode(os.fspath(filepath))  # str, bytes or PathLike
         self.monitor = monitor
@@ -256,7 +379,7 @@ class ModelCheckpoint(Callback):
         self.mode = _resolve_mode(mode, monitor)
         self.best = math.inf if self.mode == "min" else -math.inf
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         try:
             path = self.filepath.format(epoch=epoch + 1, **logs)
@@ -286,9 +409,19 @@ class ModelCheckpoint(Callback):
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate at the start of each epoch from ``schedule(epoch, lr)``
     (or ``schedule(epoch)``), as Keras does. The rate used is recorded as ``learning_rate`` in the
-    epoch logs. The optimizer must have a float learning rate (not a schedule object)."""
+    epoch logs. The optimizer must have a float learning rate (not a schedule object).
 
-    def __init__(self, schedule, verbose=0):
+    Args:
+        schedule (Callable): ``schedule(epoch, lr) -> new lr`` or ``schedule(epoch) -> new lr``
+            (epoch 0-based, lr the current rate); it must return a finite number.
+        verbose (int): 1 prints a message when the callback acts; 0 (default) is silent.
+
+    Example:
+        >>> import fastrnn as fr
+        >>> halve = fr.callbacks.LearningRateScheduler(lambda epoch, lr: lr if epoch < 5 else lr * 0.5)
+    """
+
+    def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:
         super().__init__()
         if not callable(schedule):
             raise TypeError(f"schedule: expected a callable, got {type(schedule).__name__}")
@@ -301,7 +434,7 @@ class LearningRateScheduler(Callback):
         except (TypeError, ValueError):
             self._two_args = True
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         opt = self.model.optimizer
         lr = self.schedule(epoch, opt.current_learning_rate) if self._two_args else self.schedule(epoch)
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not math.isfinite(lr):
@@ -310,7 +443,7 @@ class LearningRateScheduler(Callback):
         if self.verbose > 0:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {float(lr)}.")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["learning_rate"] = float(self.model.optimizer.current_learning_rate)
 
@@ -323,11 +456,23 @@ class ReduceLROnPlateau(Callback):
     mode 'min', higher for 'max'; 'auto' picks 'max' for accuracies). After a reduction, ``cooldown``
     epochs pass before the count of epochs without improvement starts again. The rate never goes
     below ``min_lr``. The rate in use is recorded as ``learning_rate`` in the epoch logs. The
-    optimizer must have a float learning rate (not a schedule object).
+    optimizer must have a float learning rate (not a schedule object; TypeError when training
+    begins).
+
+    Args:
+        monitor (str): The logged quantity to watch (default 'val_loss').
+        factor (float): The rate is multiplied by it, in [0, 1) (default 0.1).
+        patience (int): Epochs without improvement before a reduction (default 10).
+        verbose (int): 1 prints a message when the callback acts; 0 (default) is silent.
+        mode (str): 'min', 'max' or 'auto' (default: 'max' when ``monitor`` names an accuracy,
+            i.e. contains 'acc', else 'min').
+        min_delta (float): The smallest change that counts as an improvement (default 1e-4).
+        cooldown (int): Epochs after a reduction before counting resumes (default 0).
+        min_lr (float): The lowest rate, a finite number >= 0 (default 0).
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
-                 cooldown=0, min_lr=0.0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0) -> None:
         super().__init__()
         if isinstance(factor, bool) or not isinstance(factor, (int, float, np.integer, np.floating)) \
                 or not 0.0 <= float(factor) < 1.0:
@@ -358,13 +503,13 @@ class ReduceLROnPlateau(Callback):
             return a < b - self.min_delta
         return a > b + self.min_delta
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._reset()
         if callable(self.model.optimizer.learning_rate):
             raise TypeError("ReduceLROnPlateau: the optimizer's learning_rate is a schedule object; give it a "
                             "float learning rate to let the callback change it")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         opt = self.model.optimizer
         logs["learning_rate"] = float(opt.current_learning_rate)
@@ -397,9 +542,19 @@ class CSVLogger(Callback):
     """Write the epoch logs to a CSV file, one row per epoch (Keras semantics): the column ``epoch``
     (0-based) and then the logged quantities in sorted order. ``append=True`` adds to an existing
     file (without repeating its header); otherwise the file is replaced when training begins. Each
-    row is flushed when written, so the file can be read while training runs."""
+    row is flushed when written, so the file can be read while training runs.
 
-    def __init__(self, filename, separator=",", append=False):
+    Args:
+        filename (str | os.PathLike): The CSV file.
+        separator (str): One character between the fields (default ',').
+        append (bool): Add to an existing file instead of replacing it (default False).
+    """
+
+    _file: Any
+    _writer: Any
+    _keys: Any
+
+    def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         self.filename = os.fsdecode(os.fspath(filename))
         if not isinstance(separator, str) or len(separator) != 1:
@@ -408,12 +563,12 @@ class CSVLogger(Callback):
         self.append = bool(append)
         self._file = self._writer = self._keys = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         had_rows = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
         self._file = open(self.filename, "a" if self.append else "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._writer, self._keys, self._header_written = None, None, had_rows
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
         if self._keys is None:
             self._keys = sorted(logs)
@@ -426,17 +581,20 @@ class CSVLogger(Callback):
         self._writer.writerow(row)
         self._file.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
 
 class TerminateOnNaN(Callback):
-    """Stop training as soon as a batch's loss is NaN or infinite (Keras semantics): the epoch ends
-    after that batch and no further epoch runs."""
+    """Stop training as soon as a batch's loss is NaN or infinite (Keras semantics).
 
-    def on_train_batch_end(self, batch, logs=None):
+    The epoch ends after that batch and no further epoch runs; with this callback ``fit`` does not
+    raise FloatingPointError, and the batch's update is not applied. Takes no arguments.
+    """
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             print(f"Batch {batch}: Invalid loss, terminating training")

@@ -25,7 +25,8 @@ Keras's functional forms are here too and return the unreduced per-sample losses
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -109,8 +110,19 @@ class Loss(Configurable):
     name = "loss"
     sparse = False  # y_true holds class ids (one axis fewer than y_pred)
 
-    def __call__(self, y_true, y_pred, mask=None):
-        """(value, d value / d y_pred) for the mean loss over the valid entries."""
+    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
+                 ) -> tuple[float, np.ndarray]:
+        """The mean loss over the valid entries and its gradient.
+
+        Args:
+            y_true: The targets.
+            y_pred: The predictions [B, ..., C].
+            mask: Optional bool (or 0/1) of shape ``y_pred.shape[:-1]``, True at valid entries.
+
+        Returns:
+            ``(value, d value / d y_pred)``: a float and an array of y_pred's shape and float
+            dtype (0 and a zero gradient when no entry is valid).
+        """
         total, count, dtotal = self.sum_and_grad(y_true, y_pred, mask)
         if count == 0:
             return 0.0, np.zeros_like(dtotal)
@@ -131,19 +143,37 @@ class Loss(Configurable):
         return y_pred, per, dper
 
     def per_sample(self, y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
-        """The loss of every sample (and step), unreduced: shape ``y_pred.shape[:-1]`` ([B] for
-        [B] predictions), in y_pred's float dtype, like Keras's functional losses
-        (``keras.losses.mean_squared_error(y_true, y_pred)``)."""
+        """The loss of every sample (and step), unreduced, like Keras's functional losses
+        (``keras.losses.mean_squared_error(y_true, y_pred)``).
+
+        Args:
+            y_true: The targets.
+            y_pred: The predictions.
+
+        Returns:
+            The losses, of shape ``y_pred.shape[:-1]`` ([B] for [B] predictions), in y_pred's
+            float dtype.
+        """
         y_pred, per, _ = self._entries(y_true, y_pred)
         return per.astype(_grad_dtype(y_pred), copy=False)
 
     def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None,
                      sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
-        """(sum of per-entry losses, number of valid entries, gradient of the sum w.r.t. y_pred).
+        """The summed loss, the number of valid entries and the gradient of the sum.
 
         Models use this to weight chunks of a sequence (truncated BPTT) by their valid entries.
-        ``sample_weight`` ([B], or the shape of the per-entry losses) multiplies each entry's loss;
-        the count stays that of the valid entries, so the mean is Keras's: sum(w * loss) / count.
+
+        Args:
+            y_true: The targets.
+            y_pred: The predictions.
+            mask: Optional bool (or 0/1) of shape ``y_pred.shape[:-1]``, True at valid entries.
+            sample_weight: Optional weights, [B] or the shape of the per-entry losses, multiplying
+                each entry's loss; the count stays that of the valid entries, so the mean is
+                Keras's: sum(w * loss) / count.
+
+        Returns:
+            ``(sum of the per-entry losses, number of valid entries, gradient of the sum w.r.t.
+            y_pred)``.
         """
         y_pred, per, dper = self._entries(y_true, y_pred)
         y_pred2 = y_pred[:, None] if y_pred.ndim == 1 else y_pred
@@ -177,7 +207,18 @@ class Loss(Configurable):
 
 
 class MeanSquaredError(Loss):
-    """Mean over the last axis of ``(y_pred - y_true)**2``, averaged over samples (Keras ``mse``)."""
+    """Mean squared error, as Keras's ``MeanSquaredError`` (``"mse"``).
+
+    The per-sample loss is the mean over the last axis of ``(y_pred - y_true)**2``; the value is
+    its mean over the valid samples (and steps). Takes no arguments.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import losses
+        >>> value, grad = losses.MeanSquaredError()(np.array([[1.0, 2.0]]), np.array([[1.0, 4.0]]))
+        >>> value, grad.tolist()
+        (2.0, [[0.0, 2.0]])
+    """
 
     name = "mean_squared_error"
 
@@ -188,7 +229,11 @@ class MeanSquaredError(Loss):
 
 
 class MeanAbsoluteError(Loss):
-    """Mean over the last axis of ``|y_pred - y_true|`` (Keras ``mae``); the gradient at 0 is 0."""
+    """Mean absolute error, as Keras's ``MeanAbsoluteError`` (``"mae"``).
+
+    The per-sample loss is the mean over the last axis of ``|y_pred - y_true|``; the gradient at
+    0 is 0. Takes no arguments.
+    """
 
     name = "mean_absolute_error"
 
@@ -199,9 +244,22 @@ class MeanAbsoluteError(Loss):
 
 
 class BinaryCrossentropy(Loss):
-    """``-(y log p + (1-y) log(1-p))`` averaged over the last axis (Keras ``binary_crossentropy``).
+    """Binary cross-entropy, as Keras's ``BinaryCrossentropy`` (``"binary_crossentropy"``).
 
-    from_logits=True: y_pred are logits z; the loss is ``softplus(z) - y z`` computed stably.
+    The per-sample loss is ``-(y log p + (1-y) log(1-p))`` averaged over the last axis, with p
+    clipped to [1e-7, 1 - 1e-7]. With ``from_logits=True`` y_pred are logits z and the loss is
+    ``softplus(z) - y z``, computed stably (gradient ``sigmoid(z) - y``).
+
+    Args:
+        from_logits (bool): Whether ``y_pred`` holds logits (True) or probabilities (False, the
+            default), as in Keras.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import losses
+        >>> value, grad = losses.BinaryCrossentropy(from_logits=True)(np.array([[1.0]]), np.array([[0.0]]))
+        >>> round(value, 4), grad.tolist()                  # log(2), sigmoid(0) - 1
+        (0.6931, [[-0.5]])
     """
 
     name = "binary_crossentropy"
@@ -221,7 +279,7 @@ class BinaryCrossentropy(Loss):
         grad = (p - y_true) / (p * (1.0 - p))
         return loss.mean(axis=-1), grad / c
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"from_logits": self.from_logits}
 
 
@@ -255,10 +313,15 @@ def _categorical(y_true, y_pred, from_logits):
 
 
 class CategoricalCrossentropy(Loss):
-    """``-sum(y * log p)`` over the last axis with one-hot (or soft) targets (Keras ``categorical_crossentropy``).
+    """Categorical cross-entropy, as Keras's ``CategoricalCrossentropy``.
 
-    Probabilities are normalised over the last axis first, as in Keras. from_logits=True applies a
-    stable log-softmax to y_pred.
+    The per-sample loss is ``-sum(y * log p)`` over the last axis, with one-hot (or soft) targets
+    of y_pred's shape. Probabilities are normalised over the last axis first and clipped, as in
+    Keras; ``from_logits=True`` applies a stable log-softmax to y_pred instead.
+
+    Args:
+        from_logits (bool): Whether ``y_pred`` holds logits (True) or probabilities (False, the
+            default), as in Keras.
     """
 
     name = "categorical_crossentropy"
@@ -277,15 +340,28 @@ class CategoricalCrossentropy(Loss):
             )
         return y_true.astype(np.float64)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"from_logits": self.from_logits}
 
 
 class SparseCategoricalCrossentropy(Loss):
-    """Categorical crossentropy with integer class ids as targets (Keras ``sparse_categorical_crossentropy``).
+    """Categorical cross-entropy with integer class ids as targets, as Keras's
+    ``SparseCategoricalCrossentropy``.
 
-    y_true has y_pred's shape without the class axis (or with a trailing axis of 1); ids must be in
-    ``[0, C)``.
+    y_true has y_pred's shape without the class axis (or with a trailing axis of 1); ids must be
+    whole numbers in ``[0, C)`` (ValueError otherwise). No one-hot array is built.
+
+    Args:
+        from_logits (bool): Whether ``y_pred`` holds logits (True) or probabilities (False, the
+            default), as in Keras.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import losses
+        >>> loss = losses.SparseCategoricalCrossentropy(from_logits=True)
+        >>> value, grad = loss(np.array([0, 1]), np.zeros((2, 4)))
+        >>> round(value, 4), grad.shape                     # log(4)
+        (1.3863, (2, 4))
     """
 
     name = "sparse_categorical_crossentropy"
@@ -368,19 +444,34 @@ class SparseCategoricalCrossentropy(Loss):
             grad *= w[..., None].astype(wdt)
         return float(per.sum()), count, grad.astype(gdt, copy=False)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"from_logits": self.from_logits}
 
 
 class LossFunctionWrapper(Loss):
-    """Wraps a callable ``fn(y_true, y_pred[, mask=None]) -> (value, grad)`` as a Loss.
+    """Wraps a callable returning ``(value, grad)`` as a Loss.
 
-    The callable must return the gradient itself (there is no automatic differentiation). When a
-    mask is present and the callable takes no ``mask`` argument, calling it is an error rather than
-    silently ignoring the mask.
+    The callable must return the gradient itself (there is no automatic differentiation). Its
+    value is taken as the mean over all entries of y_pred but the last axis. When a mask is
+    present and the callable takes no ``mask`` argument, calling it is an error (ValueError)
+    rather than silently ignoring the mask; sample weights are refused.
+
+    Args:
+        fn (Callable): ``fn(y_true, y_pred[, mask=None]) -> (value, d value / d y_pred)``.
+        name (str | None): The loss's name; default the callable's ``__name__``.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import losses
+        >>> def l2(y_true, y_pred):
+        ...     d = y_pred - y_true
+        ...     return float((d * d).mean()), 2 * d / d.size
+        >>> loss = losses.LossFunctionWrapper(l2)
+        >>> loss.name, loss(np.zeros((1, 2)), np.ones((1, 2)))[0]
+        ('l2', 1.0)
     """
 
-    def __init__(self, fn: Callable, name: str | None = None):
+    def __init__(self, fn: Callable, name: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"loss: expected a callable, got {type(fn).__name__}")
         self.fn = fn
@@ -391,7 +482,8 @@ class LossFunctionWrapper(Loss):
         except (TypeError, ValueError):  # builtins without a signature
             self._takes_mask = False
 
-    def __call__(self, y_true, y_pred, mask=None):
+    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None
+                 ) -> tuple[float, np.ndarray]:
         if mask is not None and not self._takes_mask:
             raise ValueError(
                 f"loss '{self.name}': the model's outputs carry a mask but the loss callable takes no "
@@ -429,7 +521,7 @@ class LossFunctionWrapper(Loss):
             count = int(np.prod(y_pred.shape[:-1]))
         return value * count, count, grad * count
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"name": self.name}
 
 
@@ -454,9 +546,15 @@ class OutputLosses(Loss):
     None does not count. ``sum_and_grad`` takes lists (one entry per output) of targets,
     predictions and masks; ``sample_weight`` ([B]) weighs every output's loss. It returns the
     value times the batch size, the batch size and the list of the outputs' gradients of that sum
-    (None for outputs without a loss), so that a mean over batches weighs them by their size."""
+    (None for outputs without a loss), so that a mean over batches weighs them by their size.
 
-    def __init__(self, losses, weights=None):
+    Args:
+        losses: One loss per output (a Loss, its name, a callable, or None for an output that is not
+            trained).
+        weights: One weight per output (Keras's ``loss_weights``); default 1 for each.
+    """
+
+    def __init__(self, losses: Sequence[Any], weights: Sequence[float] | None = None):
         self.losses = [None if loss is None else get(loss) for loss in losses]
         if weights is None:
             weights = [1.0] * len(self.losses)
@@ -464,7 +562,8 @@ class OutputLosses(Loss):
             raise ValueError(f"loss_weights: expected {len(self.losses)} weights (one per output), got {len(weights)}")
         self.weights = [float(w) for w in weights]
 
-    def sum_and_grad(self, y_true, y_pred, mask=None, sample_weight=None):
+    def sum_and_grad(self, y_true: Any, y_pred: Any, mask: Any = None,
+                     sample_weight: ArrayLike | None = None) -> tuple[float, int, list]:
         n = len(self.losses)
         if not isinstance(y_pred, (list, tuple)) or len(y_pred) != n or len(y_true) != n:
             raise ValueError(f"y: the model has {n} outputs; expected {n} targets and {n} predictions")
@@ -481,16 +580,16 @@ class OutputLosses(Loss):
             grads.append((dtotal * (scale * batch)).astype(dtotal.dtype, copy=False))
         return value * batch, batch, grads
 
-    def __call__(self, y_true, y_pred, mask=None):
+    def __call__(self, y_true: Any, y_pred: Any, mask: Any = None) -> tuple[float, list]:
         total, count, grads = self.sum_and_grad(y_true, y_pred, mask)
         return total / count, [None if g is None else g / count for g in grads]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"losses": [None if loss is None else serialize(loss) for loss in self.losses],
                 "weights": list(self.weights)}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> OutputLosses:
         return cls([None if c is None else deserialize(c) for c in config["losses"]], config.get("weights"))
 
 
@@ -533,8 +632,22 @@ _FUNCTIONS = {mean_squared_error: MeanSquaredError, mean_absolute_error: MeanAbs
 
 
 def get(identifier: str | Loss | dict | Callable) -> Loss:
-    """A Loss from a name (Keras names such as ``"mse"``, ``"binary_crossentropy"``), a Loss, a
-    ``{"class_name", "config"}`` dict or a callable returning (value, grad)."""
+    """A Loss from a name, a Loss, a config dict or a callable.
+
+    Args:
+        identifier: A Keras name (``"mse"``, ``"mae"``, ``"binary_crossentropy"`` / ``"bce"``,
+            ``"categorical_crossentropy"``, ``"sparse_categorical_crossentropy"``, any case), a
+            Loss (returned as is), a ``{"class_name", "config"}`` dict, one of this module's
+            functional losses (its class), or a callable returning (value, grad) (wrapped in a
+            :class:`LossFunctionWrapper`).
+
+    Returns:
+        The Loss.
+
+    Raises:
+        ValueError: Unknown name.
+        TypeError: Anything else.
+    """
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, str):
@@ -555,14 +668,30 @@ def get(identifier: str | Loss | dict | Callable) -> Loss:
 
 
 def serialize(loss: Loss) -> dict:
-    """``{"class_name", "config"}`` for a built-in loss; ValueError for a wrapped callable."""
+    """``{"class_name", "config"}`` for a loss.
+
+    Args:
+        loss: The loss. A wrapped callable gives ``{"class_name": "function", "config": {"name":
+            ...}}``, which :func:`deserialize` resolves through ``custom_objects``.
+
+    Returns:
+        The JSON-able dict.
+    """
     if isinstance(loss, LossFunctionWrapper):
         return {"class_name": "function", "config": {"name": loss.name}}
     return {"class_name": type(loss).__name__, "config": loss.get_config()}
 
 
 def deserialize(config: dict, custom_objects: dict | None = None) -> Loss:
-    """Inverse of :func:`serialize`; custom losses are looked up in ``custom_objects`` by name."""
+    """Inverse of :func:`serialize`.
+
+    Args:
+        config: :func:`serialize`'s dict.
+        custom_objects: ``{name: class or callable}`` for custom losses, looked up by name.
+
+    Returns:
+        The Loss.
+    """
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"loss config: expected a dict with 'class_name', got {config!r}")
     name = config["class_name"]

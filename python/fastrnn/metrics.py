@@ -13,7 +13,10 @@ of 1 -> binary; y_true with one axis fewer than y_pred -> sparse; otherwise cate
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import losses as _losses
 
@@ -36,7 +39,7 @@ def _arr(a, argname):
     return _losses._as_float_array(a, argname)
 
 
-def _pair(y_true, y_pred, sparse):
+def _pair(y_true, y_pred, sparse) -> tuple[np.ndarray, np.ndarray]:
     """(y_true, y_pred) with y_pred at least 2-D and y_true aligned to it."""
     y_pred = _arr(y_pred, "y_pred")
     y_true = _arr(y_true, "y_true")
@@ -60,20 +63,45 @@ def _pair(y_true, y_pred, sparse):
     raise ValueError(f"y_true: expected shape {y_pred.shape} (the shape of y_pred), got {y_true.shape}")
 
 
-def binary_accuracy(y_true, y_pred, threshold=0.5):
-    """Per-sample fraction of entries where ``(y_pred > threshold) == (y_true > 0.5)`` (last axis averaged)."""
+def binary_accuracy(y_true: ArrayLike, y_pred: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """Per-sample fraction of entries where ``(y_pred > threshold) == (y_true > 0.5)`` (last axis averaged).
+
+    Args:
+        y_true: 0/1 targets.
+        y_pred: Predictions (probabilities, or logits with threshold 0).
+        threshold: Predictions above it count as 1 (default 0.5).
+
+    Returns:
+        The accuracies, of shape ``y_pred.shape[:-1]`` ([B] for [B] predictions).
+    """
     y_true, y_pred = _pair(y_true, y_pred, sparse=False)
     return ((y_pred > threshold) == (y_true > 0.5)).mean(axis=-1)
 
 
-def categorical_accuracy(y_true, y_pred):
-    """Per-sample 1.0 where ``argmax(y_pred) == argmax(y_true)`` over the last axis."""
+def categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Per-sample 1.0 where ``argmax(y_pred) == argmax(y_true)`` over the last axis, else 0.0.
+
+    Args:
+        y_true: One-hot targets.
+        y_pred: Class scores of the same shape.
+
+    Returns:
+        The accuracies, of shape ``y_pred.shape[:-1]``.
+    """
     y_true, y_pred = _pair(y_true, y_pred, sparse=False)
     return (np.argmax(y_pred, axis=-1) == np.argmax(y_true, axis=-1)).astype(np.float64)
 
 
-def sparse_categorical_accuracy(y_true, y_pred):
-    """Per-sample 1.0 where ``argmax(y_pred) == y_true`` (integer class ids)."""
+def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Per-sample 1.0 where ``argmax(y_pred) == y_true`` (integer class ids), else 0.0.
+
+    Args:
+        y_true: Class ids of shape ``y_pred.shape[:-1]`` (or with a trailing axis of 1).
+        y_pred: Class scores [..., C].
+
+    Returns:
+        The accuracies, of shape ``y_pred.shape[:-1]``.
+    """
     y_true, y_pred = _pair(y_true, y_pred, sparse=True)
     return (np.argmax(y_pred, axis=-1) == y_true.astype(np.int64)).astype(np.float64)
 
@@ -89,13 +117,22 @@ def _mae(y_true, y_pred):
 
 
 class Metric:
-    """A running weighted mean of per-sample values."""
+    """Base class of the metrics: a running mean of per-sample values over batches.
 
-    def __init__(self, name=None):
+    Subclasses implement ``_per_sample(y_true, y_pred)``. ``update_state`` adds a batch,
+    ``result`` gives the mean over the valid entries since ``reset_state``, and calling the
+    metric gives the value on one batch alone (without changing the state).
+
+    Args:
+        name (str | None): The metric's name, the key in the logs and the History; default the
+            class name in lower case.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__.lower()
         self.reset_state()
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         """Forget all accumulated batches."""
         self._total = 0.0
         self._count = 0
@@ -114,26 +151,33 @@ class Metric:
             return float(vals[m].sum()), int(m.sum())
         return float(vals.sum()), int(vals.size)
 
-    def update_state(self, y_true, y_pred, mask=None):
-        """Add one batch to the running mean."""
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None) -> None:
+        """Add one batch to the running mean.
+
+        Args:
+            y_true: The targets.
+            y_pred: The predictions.
+            mask: Optional bool (or 0/1) of shape ``y_pred.shape[:-1]``, True at the entries
+                that count.
+        """
         total, count = self._batch(y_true, y_pred, mask)
         self._total += total
         self._count += count
 
-    def result(self):
+    def result(self) -> float:
         """The mean over all batches since the last reset (0.0 before any valid entry)."""
         return self._total / self._count if self._count else 0.0
 
-    def __call__(self, y_true, y_pred, mask=None):
+    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None) -> float:
         total, count = self._batch(y_true, y_pred, mask)
         return total / count if count else 0.0
 
-    def get_config(self):
+    def get_config(self) -> dict:
         """JSON-able constructor arguments."""
         return {"name": self.name}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> Metric:
         """Recreate from ``get_config()``'s dict."""
         return cls(**config)
 
@@ -142,9 +186,24 @@ class Metric:
 
 
 class MeanMetricWrapper(Metric):
-    """A Metric from a function ``fn(y_true, y_pred) -> per-sample values``."""
+    """A Metric from a function returning per-sample values.
 
-    def __init__(self, fn, name=None):
+    Args:
+        fn (Callable): ``fn(y_true, y_pred) -> per-sample values`` (shape ``y_pred.shape[:-1]``).
+        name (str | None): The metric's name; default the function's ``__name__``.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import metrics
+        >>> def abs_err(y_true, y_pred):
+        ...     return np.abs(y_pred - y_true).mean(axis=-1)
+        >>> m = metrics.MeanMetricWrapper(abs_err)
+        >>> m.update_state(np.zeros((2, 1)), np.array([[1.0], [3.0]]))
+        >>> m.name, m.result()
+        ('abs_err', 2.0)
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"metric: expected a callable, got {type(fn).__name__}")
         self.fn = fn
@@ -155,23 +214,39 @@ class MeanMetricWrapper(Metric):
 
 
 class BinaryAccuracy(Metric):
-    """Keras ``binary_accuracy``: predictions above ``threshold`` count as 1."""
+    """Binary accuracy, as Keras's ``BinaryAccuracy``: predictions above ``threshold`` count as 1.
 
-    def __init__(self, name="binary_accuracy", threshold=0.5):
+    Args:
+        name (str): The metric's name, the key in the logs and the History (default 'binary_accuracy').
+        threshold (float): The decision threshold (default 0.5; ``compile(metrics=["accuracy"])``
+            uses 0 with a ``from_logits`` binary cross-entropy).
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import metrics
+        >>> metrics.BinaryAccuracy()(np.array([[1.0], [0.0]]), np.array([[0.9], [0.7]]))
+        0.5
+    """
+
+    def __init__(self, name: str = "binary_accuracy", threshold: float = 0.5) -> None:
         self.threshold = float(threshold)
         super().__init__(name)
 
     def _per_sample(self, y_true, y_pred):
         return binary_accuracy(y_true, y_pred, self.threshold)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"name": self.name, "threshold": self.threshold}
 
 
 class CategoricalAccuracy(Metric):
-    """Keras ``categorical_accuracy`` (one-hot targets)."""
+    """Categorical accuracy with one-hot targets, as Keras's ``CategoricalAccuracy``.
 
-    def __init__(self, name="categorical_accuracy"):
+    Args:
+        name (str): The metric's name, the key in the logs and the History (default 'categorical_accuracy').
+    """
+
+    def __init__(self, name: str = "categorical_accuracy") -> None:
         super().__init__(name)
 
     def _per_sample(self, y_true, y_pred):
@@ -179,9 +254,20 @@ class CategoricalAccuracy(Metric):
 
 
 class SparseCategoricalAccuracy(Metric):
-    """Keras ``sparse_categorical_accuracy`` (integer class ids as targets)."""
+    """Categorical accuracy with integer class ids as targets, as Keras's ``SparseCategoricalAccuracy``.
 
-    def __init__(self, name="sparse_categorical_accuracy"):
+    Args:
+        name (str): The metric's name, the key in the logs and the History (default 'sparse_categorical_accuracy').
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import metrics
+        >>> m = metrics.SparseCategoricalAccuracy()
+        >>> m(np.array([2, 0]), np.array([[0.1, 0.2, 0.7], [0.3, 0.6, 0.1]]))
+        0.5
+    """
+
+    def __init__(self, name: str = "sparse_categorical_accuracy") -> None:
         super().__init__(name)
 
     def _per_sample(self, y_true, y_pred):
@@ -189,9 +275,13 @@ class SparseCategoricalAccuracy(Metric):
 
 
 class MeanSquaredError(Metric):
-    """Mean squared error over the last axis, averaged over samples (Keras ``mse`` metric)."""
+    """Mean squared error over the last axis, averaged over samples (Keras's ``mse`` metric).
 
-    def __init__(self, name="mean_squared_error"):
+    Args:
+        name (str): The metric's name, the key in the logs and the History (default 'mean_squared_error').
+    """
+
+    def __init__(self, name: str = "mean_squared_error") -> None:
         super().__init__(name)
 
     def _per_sample(self, y_true, y_pred):
@@ -199,9 +289,13 @@ class MeanSquaredError(Metric):
 
 
 class MeanAbsoluteError(Metric):
-    """Mean absolute error over the last axis, averaged over samples (Keras ``mae`` metric)."""
+    """Mean absolute error over the last axis, averaged over samples (Keras's ``mae`` metric).
 
-    def __init__(self, name="mean_absolute_error"):
+    Args:
+        name (str): The metric's name, the key in the logs and the History (default 'mean_absolute_error').
+    """
+
+    def __init__(self, name: str = "mean_absolute_error") -> None:
         super().__init__(name)
 
     def _per_sample(self, y_true, y_pred):
@@ -240,11 +334,23 @@ _NAMES = {
 }
 
 
-def get(identifier, loss=None):
+def get(identifier: str | Metric | dict | Callable, loss: _losses.Loss | None = None) -> Metric:
     """A Metric from a Keras name, a Metric, a ``{"class_name", "config"}`` dict or a callable.
 
-    ``loss`` (a fastrnn Loss) resolves ``"accuracy"``/``"acc"``. The metric is named after the
-    string given (so ``"acc"`` appears as ``acc`` / ``val_acc`` in the history, as in Keras).
+    Args:
+        identifier: A name ('accuracy' / 'acc', 'binary_accuracy', 'categorical_accuracy',
+            'sparse_categorical_accuracy', 'mse', 'mae', ... ; the metric is named after the
+            string given, so 'acc' appears as ``acc`` / ``val_acc`` in the history, as in Keras),
+            a Metric (returned as is), a config dict, or a callable returning per-sample values
+            (wrapped in a :class:`MeanMetricWrapper`).
+        loss: The compiled Loss, which resolves 'accuracy' / 'acc' (see the module docstring).
+
+    Returns:
+        The Metric.
+
+    Raises:
+        ValueError: Unknown name or class.
+        TypeError: Anything else.
     """
     if isinstance(identifier, Metric):
         return identifier
@@ -281,7 +387,7 @@ def get(identifier, loss=None):
     raise TypeError(f"metrics: expected a str, Metric or callable, got {type(identifier).__name__}")
 
 
-def serialize(identifier):
+def serialize(identifier: str | Metric | Callable) -> str | dict:
     """A JSON-able form of a metric identifier as given to compile (strings stay strings; custom
     metrics become ``{"class_name": "custom", "config": {"name": ...}}``, found again through
     ``custom_objects`` when loading)."""

@@ -15,6 +15,9 @@ are importable from here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from . import saving
 from ._model import Functional, Model
@@ -29,7 +32,36 @@ __all__ = ["Functional", "Model", "Seq2Seq", "Sequential"]
 
 @saving.register_model
 class Sequential(Model):
-    """A plain stack of layers: each layer's output (and mask, via ``compute_mask``) feeds the next."""
+    """A plain stack of layers, as ``keras.Sequential``.
+
+    Each layer's output, and its mask (``compute_mask``: e.g. from ``Embedding(mask_zero=True)``
+    or ``Masking``), feeds the next layer; the last mask is the model's ``output_mask``, which the
+    loss uses to skip padded steps. Every layer must return one array (no ``return_state``).
+    The model is built as soon as its input shape is known: from a first layer with
+    ``input_shape=`` (or a ``layers.Input``), from ``build(input_shape)`` or from the first call.
+
+    Args:
+        layers (Layer | Sequence[Layer] | None): The layers, in order (one layer is accepted);
+            more can be appended with :meth:`add`. Layer names must be unique.
+        name (str | None): The model's name; default 'sequential', 'sequential_1', ...
+
+    Example:
+        >>> import numpy as np
+        >>> import fastrnn as fr
+        >>> model = fr.Sequential([
+        ...     fr.layers.Embedding(20, 8, mask_zero=True, seed=0),
+        ...     fr.layers.LSTM(16, seed=1),
+        ...     fr.layers.Dense(1, activation="sigmoid", seed=2),
+        ... ])
+        >>> model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        >>> x = np.array([[3, 5, 0, 0], [7, 2, 9, 0]])
+        >>> y = np.array([[1.0], [0.0]])
+        >>> history = model.fit(x, y, epochs=2, verbose=0)
+        >>> sorted(history.history)
+        ['accuracy', 'loss']
+        >>> model.predict(x).shape
+        (2, 1)
+    """
 
     _default_name = "sequential"
     _single_input = True
@@ -53,10 +85,18 @@ class Sequential(Model):
         return list(self._layers)
 
     def add(self, layer: Layer) -> None:
-        """Append a layer; TypeError for non-layers, ValueError for a duplicate layer name.
+        """Append a layer.
 
         When the model already knows its input shape the layer is built at once; if that fails the
-        layer is removed again and the error re-raised."""
+        layer is removed again and the error re-raised.
+
+        Args:
+            layer: The layer to append (``fr.Input(...)`` stands for its InputLayer).
+
+        Raises:
+            TypeError: ``layer`` is not a fastrnn Layer.
+            ValueError: The model already has a layer of that name.
+        """
         if isinstance(layer, InputTensor):  # fr.Input(...) stands for its InputLayer, as in Keras
             layer = layer.layer
         if not isinstance(layer, layers_base.Layer):
@@ -82,8 +122,12 @@ class Sequential(Model):
             raise IndexError("pop: the model has no layers")
         return self._layers.pop()
 
-    def build(self, input_shape) -> None:
-        """Build every layer for inputs of shape ``input_shape`` (batch dimension excluded)."""
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Build every layer for inputs of shape ``input_shape``.
+
+        Args:
+            input_shape: The shape of one sample, batch excluded (None for unknown sizes).
+        """
         if not self._layers:
             raise ValueError(f"model '{self.name}': build() needs at least one layer")
         shape = tuple(None if d is None else int(d) for d in input_shape)
@@ -93,8 +137,17 @@ class Sequential(Model):
                 lay.build(shape)
             shape = tuple(lay.compute_output_shape(shape))
 
-    def forward(self, x, training: bool = False, mask=None):
-        """Run the layers in order, passing each layer's output mask to the next."""
+    def forward(self, x: Any, training: bool = False, mask: Any = None) -> Any:
+        """Run the layers in order, passing each layer's output mask to the next.
+
+        Args:
+            x: The input batch.
+            training: Training mode (dropout on, keep what ``backward`` needs).
+            mask: Optional input mask [B, T].
+
+        Returns:
+            The last layer's output.
+        """
         if not self._layers:
             raise ValueError(f"model '{self.name}': the model has no layers")
         for lay in self._layers:
@@ -109,8 +162,15 @@ class Sequential(Model):
         self.output_mask = mask
         return x
 
-    def backward(self, dy):
-        """Backpropagate through the layers in reverse; returns the gradient w.r.t. the input (None for ids)."""
+    def backward(self, dy: np.ndarray) -> Any:
+        """Backpropagate through the layers in reverse, accumulating the parameter gradients.
+
+        Args:
+            dy: The gradient w.r.t. the output of the last training forward.
+
+        Returns:
+            The gradient w.r.t. the input (None for token ids).
+        """
         for lay in reversed(self._layers):
             dy = lay.backward(dy)
             if dy is None:
@@ -140,7 +200,12 @@ class Sequential(Model):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> Sequential:
-        """A new Sequential (built when the config records an input shape)."""
+        """A new Sequential (built when the config records an input shape).
+
+        Args:
+            config: ``get_config()``'s dict.
+            custom_objects: ``{class name: class}`` for custom layer classes.
+        """
         lays = []
         for lc in config.get("layers", []):
             name = lc.get("class_name") if isinstance(lc, dict) else None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -51,12 +51,16 @@ __all__ = [
 
 # --------------------------------------------------------------------------- schedules
 class LearningRateSchedule(Configurable):
-    """A learning rate as a function of the optimizer's step count: ``schedule(step) -> float``."""
+    """Base class of the schedules: a learning rate as a function of the optimizer's step count.
 
-    def __call__(self, step):  # pragma: no cover - abstract
+    A schedule is called as ``schedule(step) -> float`` with ``step`` the number of steps already
+    taken (0 on the first step). Subclasses implement ``__call__`` and ``get_config``.
+    """
+
+    def __call__(self, step: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> dict:
         """JSON-able constructor arguments."""
         raise NotImplementedError
 
@@ -71,42 +75,63 @@ def _positive(value, argname, allow_zero=False):
 
 
 class ExponentialDecay(LearningRateSchedule):
-    """Keras ``ExponentialDecay``: ``lr = initial * decay_rate ** (step / decay_steps)``.
+    """Exponential decay, as Keras's ``ExponentialDecay``.
 
-    staircase=True uses ``floor(step / decay_steps)`` (the rate drops every ``decay_steps`` steps).
+    ``lr = initial_learning_rate * decay_rate ** (step / decay_steps)``.
+
+    Args:
+        initial_learning_rate (float): The rate at step 0 (>= 0).
+        decay_steps (float): Steps over which the rate is multiplied by ``decay_rate`` (> 0).
+        decay_rate (float): The factor per ``decay_steps`` steps (> 0).
+        staircase (bool): Use ``floor(step / decay_steps)``, so that the rate drops every
+            ``decay_steps`` steps (default False: a smooth decay).
+
+    Example:
+        >>> from fastrnn import optim
+        >>> schedule = optim.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5, staircase=True)
+        >>> schedule(0), schedule(9), schedule(10)
+        (0.1, 0.1, 0.05)
+        >>> opt = optim.Adam(learning_rate=schedule)
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
+                 staircase: bool = False) -> None:
         self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate", allow_zero=True)
         self.decay_steps = _positive(decay_steps, "decay_steps")
         self.decay_rate = _positive(decay_rate, "decay_rate")
         self.staircase = bool(staircase)
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
         p = step / self.decay_steps
         if self.staircase:
             p = math.floor(p)
         return self.initial_learning_rate * self.decay_rate ** p
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "decay_rate": self.decay_rate, "staircase": self.staircase}
 
 
 class StepDecay(LearningRateSchedule):
-    """Step decay (PyTorch ``StepLR`` counted in optimizer steps): ``lr = initial * gamma ** (step // step_size)``."""
+    """Step decay (PyTorch ``StepLR`` counted in optimizer steps): ``lr = initial * gamma ** (step // step_size)``.
 
-    def __init__(self, initial_learning_rate, step_size, gamma=0.1):
+    Args:
+        initial_learning_rate (float): The rate at step 0 (>= 0).
+        step_size (int): Steps between two drops (positive int).
+        gamma (float): The factor of each drop (>= 0; default 0.1).
+    """
+
+    def __init__(self, initial_learning_rate: float, step_size: int, gamma: float = 0.1) -> None:
         self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate", allow_zero=True)
         if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
             raise ValueError(f"step_size: expected a positive int, got {step_size!r}")
         self.step_size = int(step_size)
         self.gamma = _positive(gamma, "gamma", allow_zero=True)
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
         return self.initial_learning_rate * self.gamma ** (int(step) // self.step_size)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate, "step_size": self.step_size,
                 "gamma": self.gamma}
 
@@ -116,17 +141,32 @@ _SCHEDULES = {"ExponentialDecay": ExponentialDecay, "StepDecay": StepDecay}
 
 # --------------------------------------------------------------------------- base
 class Optimizer:
-    """Base class: learning rate handling, clipping, slots, step count and state saving.
+    """Base class of the optimizers: learning rate, clipping, slots, step count and state saving.
 
-    Subclasses set ``slot_names`` and implement ``_update(i, w, g, lr, t)`` which returns the new
-    value of parameter ``i`` (``w`` its value, ``g`` its clipped gradient, ``t`` the 1-based step).
+    Subclasses set ``slot_names`` and implement ``_update(i, p, w, g, lr, t)``, which returns the
+    new value of parameter ``i`` (``p`` the Parameter, ``w`` its value, ``g`` its clipped
+    gradient, ``t`` the 1-based step). Every optimizer takes the arguments below.
+
+    Args:
+        learning_rate (float | Callable | None): A float >= 0, a :class:`LearningRateSchedule`
+            or any callable ``step -> lr``; None: the class's default (Keras's).
+        lr (float | Callable | None): Alias of ``learning_rate`` (keyword only; not both).
+        clipnorm (float | None): Clip each parameter's gradient to this norm.
+        clipvalue (float | None): Clip each gradient entry to [-clipvalue, clipvalue].
+        global_clipnorm (float | None): Scale all gradients together so that their global norm
+            is at most this. At most one of the three clipping arguments may be given.
+        params (Sequence[Parameter] | None): The parameters ``step()`` and ``zero_grad()`` use
+            when called without any (PyTorch style); default None: pass them to ``step``.
+        name (str | None): The optimizer's name; default the class name in lower case.
     """
 
     slot_names: tuple = ()
     default_learning_rate = 0.001
 
-    def __init__(self, learning_rate=None, *, lr=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
-                 params=None, name=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] | None = None, *,
+                 lr: float | Callable[[int], float] | None = None,
+                 clipnorm: float | None = None, clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 params: Sequence[Parameter] | None = None, name: str | None = None) -> None:
         if lr is not None and learning_rate is not None:
             raise ValueError("learning_rate: give learning_rate or its alias lr, not both")
         if learning_rate is None:
@@ -141,7 +181,7 @@ class Optimizer:
         self.global_clipnorm = None if global_clipnorm is None else _positive(global_clipnorm, "global_clipnorm")
         self.name = name or type(self).__name__.lower()
         self.iterations = 0
-        self._slots = None  # {slot name: [array per parameter]}
+        self._slots: dict | None = None  # {slot name: [array per parameter]}
         self._params = None if params is None else list(params)
 
     # -- learning rate
@@ -152,12 +192,12 @@ class Optimizer:
             self._lr = _positive(value, argname, allow_zero=True)
 
     @property
-    def learning_rate(self):
+    def learning_rate(self) -> float | Callable[[int], float]:
         """The learning rate as given: a float, or the schedule object."""
         return self._lr
 
     @learning_rate.setter
-    def learning_rate(self, value):
+    def learning_rate(self, value: float) -> None:
         if callable(self._lr):
             raise TypeError(
                 "learning_rate: this optimizer was created with a learning-rate schedule, so its learning "
@@ -168,7 +208,7 @@ class Optimizer:
     lr = learning_rate
 
     @property
-    def current_learning_rate(self):
+    def current_learning_rate(self) -> float:
         """The learning rate the next step will use (the schedule evaluated at ``iterations``)."""
         return float(self._lr(self.iterations)) if callable(self._lr) else float(self._lr)
 
@@ -224,7 +264,14 @@ class Optimizer:
     def step(self, params: Sequence[Parameter] | None = None) -> None:
         """Apply one update to every trainable parameter from its ``.grad`` (values change in place).
 
-        ValueError, before any parameter or slot changes, when a gradient's shape differs from its value's."""
+        Args:
+            params: The parameters, always the same ones in the same order (the optimizer's slots
+                are kept by position); default those given to the constructor.
+
+        Raises:
+            ValueError: A gradient's shape differs from its value's (raised before any parameter
+                or slot changes), or the parameters do not match the slots.
+        """
         params = self._resolve(params)
         self._ensure_slots(params)
         grads = []
@@ -248,7 +295,11 @@ class Optimizer:
         self.iterations = t
 
     def zero_grad(self, params: Sequence[Parameter] | None = None) -> None:
-        """Set every parameter's gradient to zero."""
+        """Set every parameter's gradient to zero.
+
+        Args:
+            params: The parameters; default those given to the constructor.
+        """
         for p in self._resolve(params):
             if p.grad is not None:
                 p.grad[...] = 0
@@ -260,7 +311,7 @@ class Optimizer:
     def _hyper(self):
         return {}
 
-    def get_config(self):
+    def get_config(self) -> dict:
         """JSON-able hyperparameters (the learning rate as a float or a schedule config)."""
         lr = self._lr
         if isinstance(lr, LearningRateSchedule):
@@ -277,7 +328,12 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> Optimizer:
-        """Recreate from ``get_config()``'s dict."""
+        """Recreate from ``get_config()``'s dict.
+
+        Args:
+            config: ``get_config()``'s dict.
+            custom_objects: ``{class name: class}`` for custom schedule classes.
+        """
         config = dict(config)
         lr = config.get("learning_rate")
         if isinstance(lr, dict):
@@ -295,7 +351,14 @@ class Optimizer:
                 "slots": slots}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore ``state_dict()``'s output (hyperparameters, step count and slots)."""
+        """Restore ``state_dict()``'s output (hyperparameters, step count and slots).
+
+        Args:
+            state: The dict :meth:`state_dict` returned (for an optimizer of the same class).
+
+        Raises:
+            ValueError: The dict is malformed or was saved for another optimizer class.
+        """
         if not isinstance(state, dict) or not {"class_name", "config", "iterations", "slots"} <= set(state):
             raise ValueError("state: expected a dict from Optimizer.state_dict() with keys "
                              "class_name, config, iterations, slots")
@@ -352,6 +415,23 @@ class SGD(Optimizer):
 
     With a constant learning rate this equals PyTorch's SGD (dampening 0), whose buffer is ``-v / lr``.
     Keras defaults: learning_rate=0.01, momentum=0.
+
+    Args:
+        learning_rate (float | Callable | None): Default 0.01 (see :class:`Optimizer`).
+        momentum (float): In [0, 1] (default 0: plain SGD).
+        nesterov (bool): Nesterov momentum (default False).
+        **kwargs: ``lr``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``params``, ``name``
+            (see :class:`Optimizer`).
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import optim
+        >>> from fastrnn.layers import Parameter
+        >>> p = Parameter("w", np.array([1.0, 2.0]))
+        >>> p.grad[...] = [1.0, -1.0]
+        >>> optim.SGD(learning_rate=0.1).step([p])
+        >>> [round(float(v), 4) for v in p.value]          # w - lr * g
+        [0.9, 2.1]
     """
 
     default_learning_rate = 0.01
@@ -360,7 +440,9 @@ class SGD(Optimizer):
     def slot_names(self):
         return ("momentum",) if self.momentum > 0 else ()
 
-    def __init__(self, learning_rate=None, momentum=0.0, nesterov=False, **kwargs):
+    def __init__(self, learning_rate: float | Callable[[int], float] | None = None,
+                 momentum: float = 0.0, nesterov: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(learning_rate, **kwargs)
         self.momentum = _check_unit(momentum, "momentum", closed_top=True)
         self.nesterov = bool(nesterov)
@@ -388,6 +470,17 @@ class RMSprop(Optimizer):
         m = momentum * m + inc; w -= m                        (momentum > 0; else w -= inc)
 
     PyTorch's ``alpha`` is ``rho`` here (its default is 0.99, eps 1e-8).
+
+    Args:
+        learning_rate (float | Callable | None): Default 0.001 (see :class:`Optimizer`).
+        rho (float): Decay of the squared-gradient average, in [0, 1) (default 0.9).
+        momentum (float): In [0, 1] (default 0).
+        epsilon (float): >= 0 (default 1e-7).
+        centered (bool): Divide by the gradient's estimated variance instead of its second
+            moment (default False).
+        epsilon_style (str): 'keras' (default) or 'torch' (PyTorch's epsilon placement, above).
+        **kwargs: ``lr``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``params``, ``name``
+            (see :class:`Optimizer`).
     """
 
     @property
@@ -395,8 +488,10 @@ class RMSprop(Optimizer):
         return (("velocity",) + (("average_gradient",) if self.centered else ())
                 + (("momentum",) if self.momentum > 0 else ()))
 
-    def __init__(self, learning_rate=None, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 epsilon_style="keras", **kwargs):
+    def __init__(self, learning_rate: float | Callable[[int], float] | None = None,
+                 rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False, epsilon_style: str = "keras",
+                 **kwargs: Any) -> None:
         super().__init__(learning_rate, **kwargs)
         self.rho = _check_unit(rho, "rho")
         self.momentum = _check_unit(momentum, "momentum", closed_top=True)
@@ -437,14 +532,26 @@ class Adam(Optimizer):
 
     Keras adds epsilon to ``sqrt(v)`` before bias correction (the paper's "epsilon hat"); PyTorch
     adds it after (use epsilon=1e-8 with epsilon_style="torch" to match torch.optim.Adam exactly).
+
+    Args:
+        learning_rate (float | Callable | None): Default 0.001 (see :class:`Optimizer`).
+        beta_1 (float): Decay of the first moment, in [0, 1) (default 0.9).
+        beta_2 (float): Decay of the second moment, in [0, 1) (default 0.999).
+        epsilon (float): >= 0 (default 1e-7).
+        amsgrad (bool): Use the maximum of the second moments (default False).
+        epsilon_style (str): 'keras' (default) or 'torch' (PyTorch's epsilon placement, above).
+        **kwargs: ``lr``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``params``, ``name``
+            (see :class:`Optimizer`).
     """
 
     @property
     def slot_names(self):
         return ("m", "v", "vhat") if self.amsgrad else ("m", "v")
 
-    def __init__(self, learning_rate=None, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
-                 epsilon_style="keras", **kwargs):
+    def __init__(self, learning_rate: float | Callable[[int], float] | None = None,
+                 beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False, epsilon_style: str = "keras",
+                 **kwargs: Any) -> None:
         super().__init__(learning_rate, **kwargs)
         self.beta_1 = _check_unit(beta_1, "beta_1")
         self.beta_2 = _check_unit(beta_2, "beta_2")
@@ -482,10 +589,25 @@ class AdamW(Adam):
 
     Keras's default weight_decay is 0.004 (PyTorch's 0.01). ``exclude_from_weight_decay`` is a list
     of substrings: parameters whose ``name`` contains one are not decayed (e.g. ``["b"]`` for biases).
+
+    Args:
+        learning_rate (float | Callable | None): Default 0.001 (see :class:`Optimizer`).
+        weight_decay (float): >= 0 (default 0.004, as Keras).
+        beta_1 (float): As :class:`Adam` (default 0.9).
+        beta_2 (float): As :class:`Adam` (default 0.999).
+        epsilon (float): As :class:`Adam` (default 1e-7).
+        amsgrad (bool): As :class:`Adam` (default False).
+        epsilon_style (str): 'keras' (default) or 'torch' (PyTorch's epsilon placement, above).
+        exclude_from_weight_decay (Sequence[str] | None): Substrings of the names of the
+            parameters not to decay (a Parameter's name is '<layer>/<attribute>').
+        **kwargs: ``lr``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``params``, ``name``
+            (see :class:`Optimizer`).
     """
 
-    def __init__(self, learning_rate=None, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, epsilon_style="keras", exclude_from_weight_decay=None, **kwargs):
+    def __init__(self, learning_rate: float | Callable[[int], float] | None = None,
+                 weight_decay: float = 0.004, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False, epsilon_style: str = "keras",
+                 exclude_from_weight_decay: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad,
                          epsilon_style=epsilon_style, **kwargs)
         self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
@@ -508,7 +630,15 @@ _CLASSES = {c.__name__: c for c in _OPTIMIZERS.values()}
 
 
 def get(identifier: str | Optimizer | dict) -> Optimizer:
-    """An Optimizer from a name ("sgd", "rmsprop", "adam", "adamw"; Keras defaults), an Optimizer or a config dict."""
+    """An Optimizer from a name, an Optimizer or a config dict.
+
+    Args:
+        identifier: "sgd", "rmsprop", "adam" or "adamw" (any case; Keras's defaults), an
+            Optimizer (returned as is) or a :func:`serialize` dict.
+
+    Returns:
+        The Optimizer.
+    """
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str):
@@ -523,12 +653,27 @@ def get(identifier: str | Optimizer | dict) -> Optimizer:
 
 
 def serialize(optimizer: Optimizer) -> dict:
-    """``{"class_name", "config"}`` for an optimizer."""
+    """``{"class_name", "config"}`` for an optimizer (its hyperparameters, not its state).
+
+    Args:
+        optimizer: The optimizer.
+
+    Returns:
+        The JSON-able dict.
+    """
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 
 def deserialize(config: dict, custom_objects: dict | None = None) -> Optimizer:
-    """Inverse of :func:`serialize`; custom classes are looked up in ``custom_objects``."""
+    """Inverse of :func:`serialize`.
+
+    Args:
+        config: :func:`serialize`'s dict.
+        custom_objects: ``{class name: class}`` for custom optimizer and schedule classes.
+
+    Returns:
+        A new Optimizer.
+    """
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"optimizer config: expected a dict with 'class_name', got {config!r}")
     name = config["class_name"]

@@ -46,6 +46,9 @@ greedily. Truncated BPTT (``tbptt=``) is not supported. Saved models load with
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -59,6 +62,11 @@ from .layers.attention import BahdanauAttention, LuongAttention
 from .layers.base import unique_name
 from .layers.core import Dense, Dropout, Embedding
 from .layers.recurrent import GRU, LSTM, Bidirectional
+
+if TYPE_CHECKING:
+    from .losses import Loss
+    from .metrics import Metric
+    from .optim import Optimizer
 
 __all__ = ["Seq2Seq"]
 
@@ -77,20 +85,60 @@ def _token_id(value, argname, vocab, allow_none=False):
 
 
 class Seq2Seq(Model):
-    """Encoder-decoder with attention for token-id sequences (see the module docstring).
+    """Encoder-decoder with attention for sequences of token ids (Bahdanau et al. 2015).
 
-    Seq2Seq(src_vocab, tgt_vocab, embed_dim=32, units=64, cell='lstm', bidirectional=True,
-    attention='bahdanau', attention_units=None, start_id=1, end_id=2, max_output_len=None,
-    dropout=0.0, dtype='float32', seed=None, name=None). ``cell``: 'lstm' or 'gru'; ``attention``: 'bahdanau'
-    (additive, ``attention_units`` default: the decoder's units) or 'luong' (multiplicative
-    'general'). The model is built at construction. Layers: ``src_embedding``, ``encoder``,
-    ``tgt_embedding``, ``attention``, ``decoder`` (the cell's parameters), ``output_layer``, and
-    ``output_dropout`` (see ``dropout`` in the module docstring).
+    The encoder (Embedding with ``mask_zero=True``, then a Bidirectional LSTM/GRU or a single
+    direction) gives the annotations h_j [B, Tx, D] (D = 2 * units when bidirectional) and its
+    final state; the decoder, an LSTM/GRU cell with D units started from that state, runs one
+    step at a time: ``c_i = attention(s_{i-1}, h)``, ``s_i = cell([embedding(y_{i-1}); c_i],
+    s_{i-1})``, ``logits_i = Dense(tgt_vocab)(s_i)``. Training is teacher-forced and its default
+    loss is the sparse categorical cross-entropy on the logits over the non-padding target tokens;
+    ``predict`` decodes greedily or with a beam search (see the module docstring). Id 0 is
+    padding in both vocabularies. The model is built at construction. Layers: ``src_embedding``,
+    ``encoder``, ``tgt_embedding``, ``attention``, ``decoder``, ``output_layer`` and
+    ``output_dropout``. Truncated BPTT (``fit(..., tbptt=)``) is not supported.
+
+    Args:
+        src_vocab (int): Source vocabulary size (ids in [0, src_vocab)).
+        tgt_vocab (int): Target vocabulary size (ids in [0, tgt_vocab)).
+        embed_dim (int): Size of both embeddings (default 32).
+        units (int): Units of each encoder direction (default 64); the decoder has D units.
+        cell (str): 'lstm' (default) or 'gru', for the encoder and the decoder.
+        bidirectional (bool): Bidirectional encoder (default True).
+        attention (str): 'bahdanau' (additive, default) or 'luong' (multiplicative 'general').
+        attention_units (int | None): Units of the Bahdanau scoring layer; default D.
+        start_id (int): Token fed to the decoder before the first output, in [1, tgt_vocab)
+            (default 1).
+        end_id (int | None): Token that ends a decoded sequence (default 2), different from
+            ``start_id``; None: decoding always runs ``max_len`` steps.
+        max_output_len (int | None): Default ``max_len`` of :meth:`predict`; None: 2 * Tx + 2.
+        dropout (float): Rate in [0, 1) (training only) of the variational dropout on the
+            encoder's inputs and on the decoder's states before the output layer (default 0).
+        dtype (str): 'float32' (default) or 'float64' (NumPy references, for gradient checks).
+        seed (int | None): Non-negative seed from which every layer's seed is derived; None draws
+            from the global generator.
+        name (str | None): The model's name; default 'seq2seq', 'seq2seq_1', ...
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn.models import Seq2Seq
+        >>> model = Seq2Seq(src_vocab=12, tgt_vocab=12, embed_dim=8, units=8, seed=0)
+        >>> model.compile(optimizer="adam")
+        >>> x = np.array([[3, 4, 5, 0], [6, 7, 0, 0]])      # source ids, 0-padded
+        >>> y = np.array([[5, 4, 3, 2], [7, 6, 2, 0]])      # target ids ending with end_id=2
+        >>> history = model.fit(x, y, epochs=1, verbose=0)
+        >>> model.predict(x, max_len=6).shape
+        (2, 6)
     """
 
-    def __init__(self, src_vocab, tgt_vocab, embed_dim=32, units=64, cell="lstm", bidirectional=True,
-                 attention="bahdanau", attention_units=None, start_id=1, end_id=2, max_output_len=None,
-                 dropout=0.0, dtype="float32", seed=None, name=None):
+    attention: BahdanauAttention | LuongAttention
+    _steps: list | None
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, embed_dim: int = 32, units: int = 64, cell: str = "lstm",
+                 bidirectional: bool = True, attention: str = "bahdanau", attention_units: int | None = None,
+                 start_id: int = 1, end_id: int | None = 2, max_output_len: int | None = None,
+                 dropout: float = 0.0, dtype: str = "float32", seed: int | None = None,
+                 name: str | None = None) -> None:
         super().__init__(name=unique_name("seq2seq") if name is None else name)
         self.src_vocab = _positive_int(src_vocab, "src_vocab")
         self.tgt_vocab = _positive_int(tgt_vocab, "tgt_vocab")
@@ -141,11 +189,15 @@ class Seq2Seq(Model):
         self._steps = None
 
     # ------------------------------------------------------------------ structure
-    def build(self, input_shape=None):
-        """The model is built at construction; this only records the input shape (source ids [Tx])."""
+    def build(self, input_shape: Sequence[Any] | None = None) -> None:
+        """The model is built at construction; this only records the input shape.
+
+        Args:
+            input_shape: The shape of one source sequence, ``(Tx,)`` (default ``(None,)``).
+        """
         self._build_input_shape = (None,) if input_shape is None else tuple(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         """Constructor arguments (JSON-able)."""
         return {"src_vocab": self.src_vocab, "tgt_vocab": self.tgt_vocab, "embed_dim": self.embed_dim,
                 "units": self.units, "cell": self.cell, "bidirectional": self.bidirectional,
@@ -154,8 +206,16 @@ class Seq2Seq(Model):
                 "dropout": self.dropout, "dtype": self.dtype.name, "seed": self.seed, "name": self.name}
 
     @classmethod
-    def load(cls, filepath, compile=True):
-        """A Seq2Seq saved with ``save`` (weights, and with compile=True the optimizer state and loss)."""
+    def load(cls, filepath: str | os.PathLike, compile: bool = True) -> Seq2Seq:
+        """A Seq2Seq saved with ``save``.
+
+        Args:
+            filepath: The saved file.
+            compile: Also restore the optimizer (with its state), the loss and the metrics.
+
+        Returns:
+            The model.
+        """
         return saving.load_model(filepath, custom_objects={cls.__name__: cls}, compile=compile)
 
     # ------------------------------------------------------------------ input checks
@@ -199,10 +259,17 @@ class Seq2Seq(Model):
         return state, weights, acache
 
     # ------------------------------------------------------------------ teacher-forced forward / backward
-    def forward_teacher(self, x, y, training=False):
-        """Logits [B, Ty, tgt_vocab] with the decoder fed the true previous tokens (teacher forcing).
+    def forward_teacher(self, x: np.ndarray, y: np.ndarray, training: bool = False) -> np.ndarray:
+        """Logits with the decoder fed the true previous tokens (teacher forcing).
 
-        With ``training=True`` it keeps what ``backward`` needs."""
+        Args:
+            x: Source ids [B, Tx].
+            y: Target ids [B, Ty].
+            training: Apply dropout and keep what :meth:`backward` needs.
+
+        Returns:
+            Logits [B, Ty, tgt_vocab].
+        """
         self.decoder.reset_steps()
         enc_out, mask, state = self._encode(x, training)
         B, Ty = y.shape
@@ -218,8 +285,15 @@ class Seq2Seq(Model):
         self._steps = steps if training else None
         return logits
 
-    def backward(self, dlogits):
-        """Backpropagate d loss / d logits of the last training ``forward_teacher``; accumulates the grads."""
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Backpropagate through the last training :meth:`forward_teacher`; accumulates the grads.
+
+        Args:
+            dlogits: d loss / d logits [B, Ty, tgt_vocab].
+
+        Returns:
+            None (token ids have no gradient).
+        """
         if self._steps is None:
             raise RuntimeError("backward: called before a forward pass with training=True")
         acaches, n_states = self._steps, self.decoder.spec.n_states
@@ -244,8 +318,19 @@ class Seq2Seq(Model):
         self._steps = None
         return None
 
-    def loss_and_grad(self, x, y):
-        """(mean loss over non-padding target tokens, logits); fills every parameter's grad (zeroed first)."""
+    def loss_and_grad(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        """The loss and the gradients of one batch, without an optimizer step.
+
+        Every parameter's grad is zeroed, then filled. Uses the compiled loss, else sparse
+        categorical cross-entropy on the logits.
+
+        Args:
+            x: Source ids [B, Tx] (array-like).
+            y: Target ids [B, Ty] (array-like; 0 is padding).
+
+        Returns:
+            ``(mean loss over the non-padding target tokens, logits [B, Ty, tgt_vocab])``.
+        """
         x, y = self._check_xy(x, y)
         loss = self.loss if self.loss is not None else losses_module.SparseCategoricalCrossentropy(from_logits=True)
         self.zero_grad()
@@ -255,8 +340,16 @@ class Seq2Seq(Model):
         return (total / count if count else 0.0), logits
 
     # ------------------------------------------------------------------ Model hooks
-    def compile(self, optimizer="adam", loss=None, metrics=None):
-        """As Model.compile; the default loss is sparse categorical cross-entropy on logits."""
+    def compile(self, optimizer: str | Optimizer = "adam", loss: str | Loss | Callable | None = None,
+                metrics: Sequence[str | Metric | Callable] | str | Metric | Callable | None = None) -> None:
+        """As :meth:`Model.compile`, with other defaults.
+
+        Args:
+            optimizer: As in Model.compile; default 'adam'.
+            loss: As in Model.compile; default (None) sparse categorical cross-entropy on logits
+                (padding excluded).
+            metrics: As in Model.compile; computed on the teacher-forced logits.
+        """
         if loss is None:
             loss = losses_module.SparseCategoricalCrossentropy(from_logits=True)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics)
@@ -269,8 +362,17 @@ class Seq2Seq(Model):
         raise ValueError("tbptt: Seq2Seq does not support truncated BPTT; call fit without tbptt")
 
     # ------------------------------------------------------------------ greedy decoding
-    def forward(self, x, training=False, mask=None):
-        """Greedy decoding of one batch of source ids (what ``model(x)`` returns): ids [B, max_len]."""
+    def forward(self, x: Any, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
+        """Greedy decoding of one batch of source ids (what ``model(x)`` returns): ids [B, max_len].
+
+        Args:
+            x: Source ids [B, Tx].
+            training: Ignored (decoding never drops out).
+            mask: Ignored (the padding mask comes from the ids).
+
+        Returns:
+            Token ids [B, max_len].
+        """
         return self._greedy(self._check_x(x), self._max_len(None, x))[0]
 
     def _max_len(self, max_len, x):
@@ -355,15 +457,29 @@ class Seq2Seq(Model):
         best = rank.argmax(axis=1)
         return seqs[np.arange(B), best], atts[np.arange(B), best], score[np.arange(B), best]
 
-    def predict(self, x, batch_size=None, verbose=0, max_len=None, return_attention=False, beam_width=1,
-                length_penalty=0.0):
-        """Decoding: ids [N, max_len] (0 after a row's end_id), and with ``return_attention`` also
-        the attention weights [N, max_len, Tx] of every decoded step (0 after the end).
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0,  # type: ignore[override]
+                max_len: int | None = None, return_attention: bool = False, beam_width: int = 1,
+                length_penalty: float = 0.0) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Decode source sequences into target ids.
 
-        max_len: default ``max_output_len`` from the constructor, else 2 * Tx + 2. beam_width: 1
-        decodes greedily; k > 1 runs a beam search of width k and returns, per source, the kept
-        sequence of the highest total log-probability, or with ``length_penalty`` alpha > 0 of the
-        highest log-probability / ((5 + length) / 6) ** alpha (GNMT's length normalisation)."""
+        Args:
+            x: Source ids [N, Tx] (array-like).
+            batch_size: Sources decoded at once (default 32).
+            verbose: 1 or 'auto' shows a progress bar; 0 (default) is silent.
+            max_len: Steps to decode; default ``max_output_len`` from the constructor, else
+                2 * Tx + 2.
+            return_attention: Also return the attention weights.
+            beam_width: 1 (default) decodes greedily; k > 1 runs a beam search of width k and
+                returns, per source, the kept sequence of the highest total log-probability.
+            length_penalty: With a beam search, alpha >= 0: rank by log-probability /
+                ((5 + length) / 6) ** alpha (GNMT's length normalisation); 0 (default) ranks by
+                the total log-probability.
+
+        Returns:
+            Ids [N, max_len] (0 after a row's end_id), or with ``return_attention``
+            ``(ids, weights)`` with the weights [N, max_len, Tx] of every decoded step (0 after
+            the end).
+        """
         x = self._check_x(x)
         max_len = self._max_len(max_len, x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
@@ -373,6 +489,8 @@ class Seq2Seq(Model):
             raise ValueError(f"length_penalty: expected a finite number >= 0, got {length_penalty!r}")
         if length_penalty and beam_width == 1:
             raise ValueError("length_penalty: applies to beam search; give beam_width > 1")
+        ids: Any
+        atts: Any
         ids, atts = [], []
         steps = math.ceil(x.shape[0] / batch_size)
         for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):

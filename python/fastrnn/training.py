@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -213,7 +213,7 @@ class TrainingLoops:
             )
         return x
 
-    def _check_xy(self, x, y, xname="x", yname="y"):
+    def _check_xy(self, x, y, xname="x", yname="y") -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
         x = self._check_x(x, xname)
         y = _to_array(y, yname)
         if _n_samples(x) != y.shape[0]:
@@ -348,12 +348,27 @@ class TrainingLoops:
             w = cw if w is None else w * cw.reshape((-1,) + (1,) * (w.ndim - 1))
         return w
 
-    def train_on_batch(self, x, y, tbptt: int | None = None, *, sample_weight: ArrayLike | None = None,
-                       class_weight: dict | None = None) -> float | list[float]:
-        """One optimizer step on one batch; returns the loss (and metrics, as a list, when compiled with metrics).
+    def train_on_batch(self, x: ArrayLike | list[ArrayLike], y: ArrayLike, tbptt: int | None = None, *,
+                       sample_weight: ArrayLike | None = None, class_weight: dict | None = None
+                       ) -> float | list[float]:
+        """One optimizer step on one batch.
 
-        After it returns, each Parameter's ``grad`` holds that batch's gradient. ``sample_weight`` and
-        ``class_weight`` weigh the loss as in :meth:`fit`.
+        After it returns, each Parameter's ``grad`` holds that batch's gradient. Metrics are reset
+        first, so they describe this batch alone.
+
+        Args:
+            x: The inputs [B, ...] (a list of arrays for a model with several inputs).
+            y: The targets [B, ...].
+            tbptt: Truncated BPTT in chunks of this many steps, as in :meth:`fit`.
+            sample_weight: Weights of the samples' losses, as in :meth:`fit`.
+            class_weight: ``{class index: weight}``, as in :meth:`fit`.
+
+        Returns:
+            The loss, or ``[loss, metric1, ...]`` when compiled with metrics.
+
+        Raises:
+            RuntimeError: The model is not compiled.
+            FloatingPointError: The loss is NaN or Inf (the update is not applied).
         """
         self._assert_compiled("train_on_batch")
         x, y = self._check_xy(x, y)
@@ -367,29 +382,54 @@ class TrainingLoops:
             return value
         return [value] + [m.result() for m in self.compiled_metrics]
 
-    def fit(self, x, y, batch_size: int | None = None, epochs: int = 1, verbose: int | str = 1,
+    def fit(self, x: ArrayLike | list[ArrayLike], y: ArrayLike, batch_size: int | None = None, epochs: int = 1,
+            verbose: int | str = 1,
             callbacks: list[Callback] | None = None, validation_split: float = 0.0,
             validation_data: tuple | None = None, shuffle: bool = True, initial_epoch: int = 0,
             seed: int | None = None, tbptt: int | None = None, *, sample_weight: ArrayLike | None = None,
             class_weight: dict | None = None) -> History:
-        """Train for ``epochs`` epochs; returns a :class:`~fastrnn.callbacks.History`.
+        """Train the model for a number of epochs, as Keras's ``fit``.
 
-        batch_size: default 32. validation_split: the LAST fraction of x/y (taken before shuffling, as
-        Keras does) is held out; validation_data=(x_val, y_val) takes precedence. shuffle: reshuffle
-        the training samples every epoch with a generator seeded by ``seed`` (without one, drawn from
-        fastrnn's global generator, which ``fastrnn.set_seed`` seeds). verbose: 0 silent, 1 a
-        tqdm progress bar per epoch, 2 one line per epoch. tbptt=k: truncated BPTT in chunks of k
-        steps (see the module docstring). Raises FloatingPointError, naming the epoch and batch, when
-        the loss becomes NaN or Inf (the offending update is not applied), unless a
-        :class:`~fastrnn.callbacks.TerminateOnNaN` callback is given: then training stops there.
-        Setting ``model.stop_training`` in a callback ends training after the current batch.
+        Each batch is one forward, backward and optimizer step. Setting ``model.stop_training`` in a
+        callback ends training after the current batch (the epoch's validation and
+        ``on_epoch_end`` still run).
 
-        sample_weight: one weight per sample [n] (or per sample and step [n, T] for sequence
-        outputs) multiplying its loss; class_weight: ``{class index: weight}``, each sample weighted
-        by its class (the argmax of one-hot / probability targets, else the label; missing classes
-        weigh 1); both given, the weights multiply. The loss is Keras's weighted mean,
-        ``sum(w * loss) / number of entries``; metrics are unweighted. validation_split takes the
-        weights of the held-out samples along; validation_data may be ``(x_val, y_val, w_val)``.
+        Args:
+            x: The inputs [n, ...] (a list of arrays for a model with several inputs).
+            y: The targets [n, ...].
+            batch_size: Samples per step (default 32).
+            epochs: The epoch to stop before (training runs epochs ``initial_epoch .. epochs - 1``);
+                default 1.
+            verbose: 0 silent, 1 (or 'auto') a tqdm progress bar per epoch, 2 one line per epoch.
+            callbacks: :class:`~fastrnn.callbacks.Callback` objects; the returned History is added
+                after them.
+            validation_split: Fraction in [0, 1) of the samples held out for validation: the LAST
+                ones, taken before shuffling (as Keras), with their sample weights.
+            validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``; takes
+                precedence over ``validation_split``.
+            shuffle: Reshuffle the training samples every epoch (default True).
+            initial_epoch: The epoch to start at (for resuming); default 0.
+            seed: Seed of the shuffling generator; None draws it from fastrnn's global generator
+                (which :func:`fastrnn.set_seed` seeds).
+            tbptt: Truncated BPTT: run every batch in chunks of this many time steps, carrying the
+                recurrent states between chunks (see the module docstring); None (default) runs
+                whole sequences.
+            sample_weight: One weight per sample [n] (or per sample and step [n, T] for sequence
+                outputs) multiplying its loss. The loss is Keras's weighted mean,
+                ``sum(w * loss) / number of entries``; metrics are unweighted.
+            class_weight: ``{class index: weight}``: each sample is weighted by its class (the
+                argmax of one-hot / probability targets, else the label; missing classes weigh 1).
+                With ``sample_weight`` too, the weights multiply.
+
+        Returns:
+            A :class:`~fastrnn.callbacks.History` (also kept as ``model.history``).
+
+        Raises:
+            RuntimeError: The model is not compiled.
+            FloatingPointError: The loss became NaN or Inf (the message names the epoch and batch;
+                the offending update is not applied), unless a
+                :class:`~fastrnn.callbacks.TerminateOnNaN` callback is given: then training stops
+                there.
         """
         self._assert_compiled("fit")
         x, y = self._check_xy(x, y)
@@ -407,7 +447,7 @@ class TrainingLoops:
                 or not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"validation_split: expected a float in [0, 1), got {validation_split!r}")
         sw = self._sample_weight_array(y, sample_weight, class_weight)
-        val = None
+        val: Any = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, sample_weight)")
@@ -511,14 +551,27 @@ class TrainingLoops:
             bar.close()
         return results()
 
-    def evaluate(self, x, y, batch_size: int | None = None, verbose: int | str = 1,
-                 return_dict: bool = False, *, sample_weight: ArrayLike | None = None
+    def evaluate(self, x: ArrayLike | list[ArrayLike], y: ArrayLike, batch_size: int | None = None,
+                 verbose: int | str = 1, return_dict: bool = False, *, sample_weight: ArrayLike | None = None
                  ) -> float | list[float] | dict[str, float]:
         """Loss (and metrics) on x, y in inference mode.
 
-        Returns the loss when the model has no metrics, else ``[loss, metric1, ...]``, or a dict with
-        ``return_dict=True`` (as Keras). The loss is the mean over all valid entries (masked steps
-        excluded), independent of batch_size; ``sample_weight`` weighs it as in :meth:`fit`.
+        The loss is the mean over all valid entries (masked steps excluded), independent of
+        ``batch_size``.
+
+        Args:
+            x: The inputs [n, ...] (a list of arrays for a model with several inputs).
+            y: The targets [n, ...].
+            batch_size: Samples per batch (default 32).
+            verbose: 1 or 'auto' (default 1) shows a progress bar; 0 and 2 are silent.
+            return_dict: Return ``{"loss": ..., metric name: ...}`` (as Keras).
+            sample_weight: Weights of the samples' losses, as in :meth:`fit`.
+
+        Returns:
+            The loss when the model has no metrics, else ``[loss, metric1, ...]``, or the dict.
+
+        Raises:
+            RuntimeError: The model is not compiled.
         """
         self._assert_compiled("evaluate")
         x, y = self._check_xy(x, y)
@@ -531,8 +584,21 @@ class TrainingLoops:
             return res["loss"]
         return [res["loss"]] + [res[m.name] for m in self.compiled_metrics]
 
-    def predict(self, x, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
-        """Outputs for x in inference mode, computed in batches of ``batch_size`` (default 32)."""
+    def predict(self, x: ArrayLike | list[ArrayLike], batch_size: int | None = None, verbose: int | str = 0
+                ) -> np.ndarray:
+        """Outputs for x in inference mode.
+
+        Args:
+            x: The inputs [n, ...] (a list of arrays for a model with several inputs).
+            batch_size: Samples per batch (default 32).
+            verbose: 1 or 'auto' shows a progress bar; 0 (default) and 2 are silent.
+
+        Returns:
+            The outputs of all batches, concatenated along the first axis.
+
+        Raises:
+            ValueError: The model returns several arrays.
+        """
         x = self._check_x(x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
         outs = []

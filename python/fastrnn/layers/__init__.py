@@ -12,6 +12,17 @@ or the first entry of a Sequential, where it stands for its InputLayer). Recurre
 Bidirectional. Attention: BahdanauAttention, LuongAttention. ``set_seed(s)`` makes weight
 initialisation and dropout masks reproducible.
 ``get_layer_class`` / ``serialize`` / ``deserialize`` rebuild layers from their configs.
+
+Keyword arguments common to every layer (``Layer.__init__``; each layer's ``Args:`` lists them
+under ``**kwargs``):
+
+* ``name`` (str | None): the layer's name, also the prefix of its parameters' names; default a
+  Keras-style unique name from the class name ('lstm', 'lstm_1', ...).
+* ``trainable`` (bool): whether optimizers update the parameters (default True).
+* ``dtype`` ('float32' or 'float64'): the parameters' and outputs' dtype (default 'float32';
+  'float64' runs the NumPy references, for gradient checks).
+* ``input_shape`` (tuple | None): the shape of one sample, batch excluded (None for unknown sizes);
+  when given the layer is built at construction, before it sees data.
 """
 from . import initializers
 from .attention import BahdanauAttention, LuongAttention

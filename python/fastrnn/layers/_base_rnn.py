@@ -10,9 +10,11 @@ What a layer knows about its cell (gates, biases, states, activation) comes from
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _cells, ops, reference
 from .._validation import layer_positive_int, layer_rate
@@ -116,6 +118,9 @@ class BaseRNN(Layer):
                      "units]), not Keras's: convert a Keras layer's weights with fastrnn.interop.from_keras")
     _input_rank = (3, 3)
     _input_desc = "[batch, time, features]"
+    #: the input and recurrent weights: Parameters once built (None before)
+    w_ih: Any
+    w_hh: Any
 
     def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
                  kernel_initializer: str | Callable = "glorot_uniform",
@@ -123,7 +128,7 @@ class BaseRNN(Layer):
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
                  carry_state: bool = False, bptt_steps: int | None = None, seed: int | None = None,
-                 zero_output_for_mask: bool = False, **kwargs):
+                 zero_output_for_mask: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         who = self._who()
         self.units = layer_positive_int(units, who, "units")
@@ -146,11 +151,11 @@ class BaseRNN(Layer):
         rng = initializers.new_rng(seed)
         self._init_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
         self._dropout_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
-        self.states = None
+        self.states: list[np.ndarray] | None = None
         self.initial_state_grads = None
-        self.last_dropout_masks = (None, None)
+        self.last_dropout_masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self.w_ih = self.w_hh = None
-        self._step_caches = []  # caches of training steps (step), consumed last first by step_backward
+        self._step_caches: list = []  # caches of training steps (step), consumed last first by step_backward
 
     # -- the cell and options ------------------------------------------------------------------
     @property
@@ -174,16 +179,16 @@ class BaseRNN(Layer):
         return activation
 
     @property
-    def bptt_steps(self):
+    def bptt_steps(self) -> int | None:
         """Truncated BPTT length passed to the backward op (None: full backpropagation through time)."""
         return self._bptt_steps
 
     @bptt_steps.setter
-    def bptt_steps(self, value):
+    def bptt_steps(self, value: int | None) -> None:
         self._bptt_steps = check_bptt_steps(value, self._who())
 
     # -- parameters ----------------------------------------------------------------------------
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         input_shape = tuple(input_shape)
         if len(input_shape) != 2 or input_shape[-1] is None:
             hint = ("; its input has no time axis: if the layer before it is recurrent, give that layer "
@@ -221,15 +226,20 @@ class BaseRNN(Layer):
         return self._zero_biases[bname] if p is None else p.value
 
     # -- states --------------------------------------------------------------------------------
-    def reset_states(self, states=None):
-        """Forget the carried state (the next forward starts from zeros), or set it to ``states``."""
+    def reset_states(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
+        """Forget the carried state (the next forward starts from zeros), or set it to ``states``.
+
+        Args:
+            states: None, or the states to carry: a list of [B, units] arrays ([h], or [h, c] for
+                LSTM; a bare array for SimpleRNN / GRU). They are copied.
+        """
         if states is None:
             self.states = None
             return
         self.states = [s.copy() for s in self._resolve_initial_state(states, None, what="states")]
 
-    def reset_state(self, states=None):
-        """Keras 3's name for :meth:`reset_states`."""
+    def reset_state(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
+        """Keras 3's name for :meth:`reset_states` (same argument)."""
         self.reset_states(states)
 
     def _resolve_initial_state(self, initial_state, B, what="initial_state"):
@@ -318,7 +328,8 @@ class BaseRNN(Layer):
                                  None if dc is None else np.ascontiguousarray(dc), self.bptt_steps)
 
     # -- forward / backward --------------------------------------------------------------------
-    def call(self, x, training=False, mask=None, initial_state=None, lengths=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None,
+             initial_state: Sequence[ArrayLike] | None = None, lengths: ArrayLike | None = None) -> Any:
         self._step_caches = []  # a call on a sequence ends any step-by-step use
         B, T, _ = x.shape
         mask = self._resolve_mask(mask, lengths, B, T)
@@ -345,7 +356,7 @@ class BaseRNN(Layer):
             y, states, cache = self._forward_rows(x, rdp, init, mask, training)
         fill = None  # the valid steps in output order, when masked outputs repeat the last valid one
         drop = None  # rows whose last output is 0 (return_sequences=False)
-        run_valid = None if mask is None else (mask[:, ::-1] if self.go_backwards else mask)  # running order
+        run_valid: Any = None if mask is None else (mask[:, ::-1] if self.go_backwards else mask)  # running order
         if self.return_sequences:
             out = np.ascontiguousarray(y[:, ::-1]) if self.go_backwards else y
             if mask is not None and not self.zero_output_for_mask:
@@ -463,14 +474,30 @@ class BaseRNN(Layer):
              training: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
         """Run ONE time step: ``(h_t, new_states)`` for the input ``x_t`` [B, F].
 
-        ``states``: the states before the step, a list ([h] or, for LSTM, [h, c], each [B, units];
-        a bare array for SimpleRNN / GRU) or None for zeros. ``new_states`` is the list after the
-        step and ``h_t`` its first entry (the step's output). The step runs the same kernel as a
-        sequence of length 1 (the references for float64 layers). It neither reads nor sets the
-        carried ``states`` of a stateful layer, takes no mask, and a single step has no direction
-        (``go_backwards`` changes nothing). ``training=True`` keeps what :meth:`step_backward`
-        needs; dropout is not applied step by step, so a training step of a layer with
-        ``dropout`` or ``recurrent_dropout`` > 0 is refused (ValueError).
+        The step runs the same kernel as a sequence of length 1 (the references for float64
+        layers). It neither reads nor sets the carried ``states`` of a stateful layer, takes no
+        mask, and a single step has no direction (``go_backwards`` changes nothing). Dropout is not
+        applied step by step, so a training step of a layer with ``dropout`` or
+        ``recurrent_dropout`` > 0 is refused (ValueError).
+
+        Args:
+            x_t: The step's input [B, F].
+            states: The states before the step, a list ([h] or, for LSTM, [h, c], each
+                [B, units]; a bare array for SimpleRNN / GRU), or None for zeros.
+            training: Keep what :meth:`step_backward` needs (default False).
+
+        Returns:
+            ``(h_t, new_states)``: ``new_states`` is the list of states after the step and
+            ``h_t`` [B, units] its first entry (the step's output).
+
+        Example:
+            >>> import numpy as np
+            >>> from fastrnn import layers
+            >>> lstm = layers.LSTM(4, seed=0)
+            >>> h, states = lstm.step(np.ones((2, 3), dtype=np.float32), None, training=True)
+            >>> dx, dstates = lstm.step_backward(np.ones_like(h))
+            >>> h.shape, len(states), dx.shape, [d.shape for d in dstates]
+            ((2, 4), 2, (2, 3), [(2, 4), (2, 4)])
         """
         x_t = self._convert_input(x_t)
         if x_t.ndim != 2:
@@ -493,17 +520,23 @@ class BaseRNN(Layer):
             self._step_caches.append((cache, B))
         return new_states[0], new_states
 
-    def step_backward(self, dh_t: np.ndarray | None, dstates: list[np.ndarray | None] | np.ndarray | None = None
+    def step_backward(self, dh_t: np.ndarray | None, dstates: Sequence[np.ndarray | None] | np.ndarray | None = None
                       ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Backpropagate through the LAST training :meth:`step` not yet consumed: ``(dx_t, dstates_prev)``.
 
-        ``dh_t`` [B, units]: the gradient w.r.t. that step's output ``h_t`` (None for none);
-        ``dstates``: the gradients w.r.t. its ``new_states`` (a list like the states, entries may be
-        None; or None). As ``h_t`` is ``new_states[0]``, the two add up. Returns the gradient w.r.t.
-        ``x_t`` [B, F] and the list of gradients w.r.t. the step's input ``states``, and
         ACCUMULATES the parameter gradients (``p.grad +=``) exactly as :meth:`backward` does.
         Training steps are consumed last first (run step_backward in reverse order of the steps);
         RuntimeError when none is left. A call on a sequence, or :meth:`reset_steps`, drops them.
+
+        Args:
+            dh_t: The gradient [B, units] w.r.t. that step's output ``h_t``, or None.
+            dstates: The gradients w.r.t. its ``new_states`` (a list like the states, entries may
+                be None; a bare array for SimpleRNN / GRU), or None. As ``h_t`` is
+                ``new_states[0]``, ``dh_t`` and ``dstates[0]`` add up.
+
+        Returns:
+            ``(dx_t, dstates_prev)``: the gradient w.r.t. ``x_t`` [B, F] and the list of gradients
+            w.r.t. the step's input ``states``.
         """
         if not self._step_caches:
             raise RuntimeError(f"{self._who()}: step_backward() called without a pending step(..., training=True) "
@@ -549,14 +582,14 @@ class BaseRNN(Layer):
         return out
 
     # -- shapes, masks, config ------------------------------------------------------------------
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         input_shape = tuple(input_shape)
         out = (input_shape[0], self.units) if self.return_sequences else (self.units,)
         if self.return_state:
             return [out] + [(self.units,)] * self._spec.n_states
         return out
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         out = None
         if self.return_sequences and mask is not None:
             m = np.asarray(mask)
@@ -565,7 +598,7 @@ class BaseRNN(Layer):
             return [out] + [None] * self._spec.n_states
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(
             units=self.units, activation=self.activation, use_bias=self.use_bias,

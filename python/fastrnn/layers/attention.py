@@ -27,9 +27,10 @@ averages the values uniformly); ``mask`` stays the values' mask [B, Tx].
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import ops
 from .._validation import layer_positive_int as _positive_int
@@ -40,10 +41,18 @@ from .core import _init_name
 __all__ = ["BahdanauAttention", "LuongAttention", "masked_softmax"]
 
 
-def masked_softmax(scores, mask=None):
-    """Softmax over the last axis of ``scores`` [B, T] restricted to ``mask`` (bool [B, T] or None).
+def masked_softmax(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Softmax over the last axis of ``scores`` restricted to ``mask``.
 
-    Masked entries get 0; a row without any unmasked entry is all zeros (no NaN)."""
+    Masked entries get 0; a row without any unmasked entry is all zeros (no NaN).
+
+    Args:
+        scores: Array [..., T].
+        mask: None, or bool broadcastable to ``scores``, True where an entry counts.
+
+    Returns:
+        The weights, of ``scores``' shape.
+    """
     if mask is None:
         z = scores - scores.max(axis=-1, keepdims=True)
         e = np.exp(z)
@@ -62,7 +71,7 @@ class _Attention(Layer):
     _input_rank = (2, 2)
     _input_desc = "[batch, query_features]"
 
-    def __init__(self, query_dim: int | None = None, value_dim: int | None = None, **kwargs):
+    def __init__(self, query_dim: int | None = None, value_dim: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.query_dim = None if query_dim is None else _positive_int(query_dim, self._who(), "query_dim")
         self.value_dim = None if value_dim is None else _positive_int(value_dim, self._who(), "value_dim")
@@ -70,7 +79,7 @@ class _Attention(Layer):
             self.input_shape = ((self.query_dim,), (None, self.value_dim))
 
     # -- build -----------------------------------------------------------------------------------
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         """``input_shape`` = ((Dq,) or (Tq, Dq), (Tx, Dv)): the query's and the values' shapes without
         the batch."""
         try:
@@ -141,7 +150,17 @@ class _Attention(Layer):
 
         Also callable Keras-style on a list, ``attn([query, values])``, with ``mask`` the values'
         mask or ``[None, values_mask]`` (query masks are not supported). On symbolic tensors (a
-        functional model) it records the call and returns the symbolic ``[context, weights]``."""
+        functional model) it records the call and returns the symbolic ``[context, weights]``.
+
+        Args:
+            query: [B, Dq] or [B, Tq, Dq], or the list ``[query, values]``.
+            values: [B, Tx, Dv] (None with the list form).
+            mask: None, the values' bool mask [B, Tx], or ``[None, values_mask]``.
+            training: Keep what :meth:`backward` needs.
+
+        Returns:
+            ``(context, weights)``.
+        """
         if _symbolic.is_symbolic(query, values, mask):
             args = list(query) if values is None and isinstance(query, (list, tuple)) else [query, values]
             return _symbolic.call_layer(self, args, {"mask": mask})
@@ -161,13 +180,23 @@ class _Attention(Layer):
             self._cache = cache
         return context, weights
 
-    def forward_step(self, query, values, mask=None, training: bool = True, padding_finite: bool = False):
-        """(context, weights, cache): one call whose cache goes to ``backward_step`` (None unless training).
+    def forward_step(self, query: np.ndarray, values: np.ndarray, mask: Any = None, training: bool = True,
+                     padding_finite: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
+        """One call whose cache goes to :meth:`backward_step` instead of the layer.
 
-        ``padding_finite``: the caller guarantees that the values at masked steps are finite (as
-        the sequence output of a fastrnn recurrent layer is); the check for non-finite values
-        there, which zeroes them, is skipped (a decoder calls this once per output step on the
-        same values). With non-finite padding and ``padding_finite=True`` the outputs are NaN."""
+        Args:
+            query: [B, Dq] or [B, Tq, Dq].
+            values: [B, Tx, Dv].
+            mask: None or the values' bool mask [B, Tx].
+            training: Return a cache (default True); with False the cache is None.
+            padding_finite: The caller guarantees that the values at masked steps are finite (as
+                the sequence output of a fastrnn recurrent layer is): the check for non-finite
+                values there, which zeroes them, is skipped (a decoder calls this once per output
+                step on the same values). With non-finite padding and True the outputs are NaN.
+
+        Returns:
+            ``(context, weights, cache)``.
+        """
         query, values, mask = self._check_inputs(query, values, mask, padding_finite)
         one = query.ndim == 2  # one decoder step; else a query sequence [B, Tq, Dq]
         # Computed on query sequences [B, Q, Dq] (Q = 1 for one step). The query and the returned
@@ -184,14 +213,32 @@ class _Attention(Layer):
             return context[:, 0], weights[:, 0], cache
         return context, weights, cache
 
-    def backward(self, dcontext, dweights=None):
-        """(dquery, dvalues) for the last training call; ACCUMULATES into the parameters' grads."""
+    def backward(self, dcontext: np.ndarray, dweights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Gradients for the last training call; ACCUMULATES into the parameters' grads.
+
+        Args:
+            dcontext: Gradient w.r.t. the context (its shape).
+            dweights: Optional gradient w.r.t. the weights (their shape).
+
+        Returns:
+            ``(dquery, dvalues)``.
+        """
         if self._cache is None:
             raise RuntimeError(f"{self._who()}: backward() called before a forward pass with training=True")
         return self.backward_step(self._cache, dcontext, dweights)
 
-    def backward_step(self, cache, dcontext, dweights=None):
-        """(dquery, dvalues) for the call that returned ``cache``; ACCUMULATES parameter grads."""
+    def backward_step(self, cache: Any, dcontext: np.ndarray, dweights: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Gradients for the :meth:`forward_step` that returned ``cache``; ACCUMULATES parameter grads.
+
+        Args:
+            cache: The cache of a ``forward_step(..., training=True)``.
+            dcontext: Gradient w.r.t. that call's context.
+            dweights: Optional gradient w.r.t. its weights.
+
+        Returns:
+            ``(dquery, dvalues)``.
+        """
         if cache is None:
             raise RuntimeError(f"{self._who()}: backward_step needs the cache of a call with training=True")
         q3, values, weights, score_cache, one = cache
@@ -215,7 +262,7 @@ class _Attention(Layer):
         raise NotImplementedError
 
     # -- shapes / config -------------------------------------------------------------------------
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         """The context's and the weights' shapes (batch excluded): [(Dv,), (Tx,)] for one query
         step, [(Tq, Dv), (Tq, Tx)] for a query sequence."""
         qshape, (tx, dv) = input_shape
@@ -237,10 +284,10 @@ class _Attention(Layer):
                              f"{self.value_dim}, got shapes {(None,) + qshape} and {(None,) + vshape}")
         return self.compute_output_shape((qshape, vshape))
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         return None
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(query_dim=self.query_dim, value_dim=self.value_dim)
         return cfg
@@ -248,19 +295,58 @@ class _Attention(Layer):
 
 @register_layer
 class BahdanauAttention(_Attention):
-    """Additive attention (Bahdanau et al. 2015): score(s, h_j) = v^T tanh(s W1 + h_j W2 + b).
+    """Additive attention (Bahdanau et al. 2015).
 
-    BahdanauAttention(units, kernel_initializer='glorot_uniform', bias_initializer='zeros',
-    query_dim=None, value_dim=None, seed=None, name=None, dtype='float32'). Parameters (Keras
-    layouts): ``w1`` [Dq, units] on the query, ``w2`` [Dv, units] on the values, ``b`` [units],
-    ``v`` [units, 1]. This is the TF/Keras NMT tutorial's layer with W1 = Dense(units),
-    W2 = Dense(units), V = Dense(1): w1/w2/v are their kernels, b is W1.bias + W2.bias (only the
-    sum matters), and V's bias is left out because the softmax ignores a constant shift.
-    Built from the first call, or at construction when ``query_dim`` and ``value_dim`` are given.
+    Scores ``e_j = v^T tanh(s W1 + h_j W2 + b)``, weights ``alpha = softmax(e)`` over the unmasked
+    steps and context ``c = sum_j alpha_j h_j``. Parameters (Keras layouts): ``w1`` [Dq, units] on
+    the query, ``w2`` [Dv, units] on the values, ``b`` [units], ``v`` [units, 1]. This is the
+    TF/Keras NMT tutorial's layer with W1 = Dense(units), W2 = Dense(units), V = Dense(1): w1/w2/v
+    are their kernels, b is W1.bias + W2.bias (only the sum matters), and V's bias is left out
+    because the softmax ignores a constant shift. ``backward(dcontext, dweights=None)`` returns
+    ``(dquery, dvalues)``; ``forward_step`` / ``backward_step`` keep one cache per decoder step.
+
+    Args:
+        units (int): Size of the hidden scoring layer (positive int).
+        kernel_initializer (str | Callable): Initializer of w1, w2 and v (default 'glorot_uniform').
+        bias_initializer (str | Callable): Initializer of b (default 'zeros').
+        seed (int | None): Seed of the layer's own generator for the weights; None draws from the
+            global generator.
+        query_dim (int | None): Dq; with ``value_dim`` it builds the layer at construction.
+            Default None: taken from the first call.
+        value_dim (int | None): Dv (see ``query_dim``).
+        **kwargs: ``name``, ``trainable``, ``dtype`` (see :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        query: The decoder query [B, Dq] (one step, e.g. the state s_{i-1}) or [B, Tq, Dq] (a
+            query sequence). Keras style, ``attn([query, values])`` also works.
+        values: The encoder's annotations h_j [B, Tx, Dv].
+        mask: Optional bool [B, Tx], True at real encoder steps (or ``[None, values_mask]``
+            with the list form). Masked steps get weight exactly 0; a row with none unmasked gets
+            zero weights and a zero context.
+        training (bool): Keep what ``backward`` needs (default False).
+
+    Input shape:
+        query [batch, Dq] or [batch, Tq, Dq]; values [batch, Tx, Dv].
+
+    Output shape:
+        ``(context, weights)``: [batch, Dv] and [batch, Tx] for one query step, [batch, Tq, Dv]
+        and [batch, Tq, Tx] for a query sequence.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> attn = layers.BahdanauAttention(16, seed=0)
+        >>> query, values = np.zeros((2, 8), np.float32), np.ones((2, 5, 6), np.float32)
+        >>> mask = np.array([[True] * 5, [True, True, False, False, False]])
+        >>> context, weights = attn(query, values, mask=mask)
+        >>> context.shape, weights.shape
+        ((2, 6), (2, 5))
+        >>> weights[1].round(3).tolist()
+        [0.5, 0.5, 0.0, 0.0, 0.0]
     """
 
     def __init__(self, units: int, kernel_initializer: str | Callable = "glorot_uniform",
-                 bias_initializer: str | Callable = "zeros", seed: int | None = None, **kwargs):
+                 bias_initializer: str | Callable = "zeros", seed: int | None = None, **kwargs: Any) -> None:
         self.units = units
         self._kernel_init, self.kernel_initializer = _init_name(kernel_initializer, "BahdanauAttention",
                                                                 "kernel_initializer")
@@ -301,7 +387,7 @@ class BahdanauAttention(_Attention):
         self.w2.grad += ops.matmul(values.reshape(-1, Dv).T, dv_pre.reshape(-1, U))
         return ops.matmul(dq_pre, self.w1.value.T), ops.matmul(dv_pre, self.w2.value.T)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(units=self.units, kernel_initializer=self.kernel_initializer,
                    bias_initializer=self.bias_initializer, seed=self.seed)
@@ -313,15 +399,51 @@ _LUONG_SCORES = ("general", "dot")
 
 @register_layer
 class LuongAttention(_Attention):
-    """Multiplicative attention (Luong et al. 2015): score(s, h_j) = s^T W h_j ('general') or s . h_j ('dot').
+    """Multiplicative attention (Luong et al. 2015).
 
-    LuongAttention(score='general', kernel_initializer='glorot_uniform', query_dim=None,
-    value_dim=None, seed=None, name=None, dtype='float32'). 'general' has one parameter ``w``
-    [Dq, Dv]; 'dot' has none and needs Dq == Dv.
+    Scores ``e_j = s^T W h_j`` ('general') or ``s . h_j`` ('dot'), weights ``alpha = softmax(e)``
+    over the unmasked steps and context ``c = sum_j alpha_j h_j``. 'general' has one parameter
+    ``w`` [Dq, Dv]; 'dot' has none and needs Dq == Dv (ValueError at build otherwise). On a query
+    sequence, ``LuongAttention('dot')`` is ``keras.layers.Attention()`` except on rows whose every
+    value step is masked (zeros here; Keras averages the values uniformly).
+
+    Args:
+        score (str): 'general' (default) or 'dot' (ValueError otherwise).
+        kernel_initializer (str | Callable): Initializer of w (default 'glorot_uniform').
+        seed (int | None): Seed of the layer's own generator for w; None draws from the global
+            generator.
+        query_dim (int | None): Dq; with ``value_dim`` it builds the layer at construction.
+            Default None: taken from the first call.
+        value_dim (int | None): Dv (see ``query_dim``).
+        **kwargs: ``name``, ``trainable``, ``dtype`` (see :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        query: The decoder query [B, Dq] (one step, e.g. the state s_{i-1}) or [B, Tq, Dq] (a
+            query sequence). Keras style, ``attn([query, values])`` also works.
+        values: The encoder's annotations h_j [B, Tx, Dv].
+        mask: Optional bool [B, Tx], True at real encoder steps (or ``[None, values_mask]``
+            with the list form). Masked steps get weight exactly 0; a row with none unmasked gets
+            zero weights and a zero context.
+        training (bool): Keep what ``backward`` needs (default False).
+
+    Input shape:
+        query [batch, Dq] or [batch, Tq, Dq]; values [batch, Tx, Dv].
+
+    Output shape:
+        ``(context, weights)``: [batch, Dv] and [batch, Tx] for one query step, [batch, Tq, Dv]
+        and [batch, Tq, Tx] for a query sequence.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> attn = layers.LuongAttention("dot")
+        >>> context, weights = attn(np.zeros((2, 3, 4), np.float32), np.ones((2, 5, 4), np.float32))
+        >>> context.shape, weights.shape
+        ((2, 3, 4), (2, 3, 5))
     """
 
     def __init__(self, score: str = "general", kernel_initializer: str | Callable = "glorot_uniform",
-                 seed: int | None = None, **kwargs):
+                 seed: int | None = None, **kwargs: Any) -> None:
         if score not in _LUONG_SCORES:
             raise ValueError(f"LuongAttention: score must be 'general' or 'dot', got {score!r}")
         self.score = score
@@ -359,7 +481,7 @@ class LuongAttention(_Attention):
             return ops.matmul(dqw, self.w.value.T), dvalues
         return dqw, dvalues
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(score=self.score, kernel_initializer=self.kernel_initializer, seed=self.seed)
         return cfg

@@ -1,10 +1,14 @@
 """Bidirectional: runs a recurrent layer forwards and a copy of it backwards and merges the outputs."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._base_rnn import BaseRNN
-from .base import Layer, deserialize, register_layer, serialize
+from .base import Layer, Parameter, deserialize, register_layer, serialize
 
 __all__ = ["Bidirectional"]
 
@@ -13,17 +17,52 @@ _MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 @register_layer
 class Bidirectional(Layer):
-    """Run a recurrent layer forwards and a copy of it backwards and merge the two outputs (Keras semantics).
+    """Bidirectional wrapper for recurrent layers, as ``keras.layers.Bidirectional``.
 
-    Bidirectional(layer, merge_mode='concat', backward_layer=None, ...). ``forward_layer`` is a copy
-    of ``layer`` (built from its config, named 'forward_<name>'); ``backward_layer`` a copy with
-    ``go_backwards`` flipped ('backward_<name>'), whose sequence output is put back in time order
-    before merging. On a mask, the backward layer runs each sequence from its own last valid step.
-    merge_mode: 'concat' (last axis), 'sum', 'mul', 'ave', or None (returns [y_fw, y_bw]). With
-    return_state the result is ``[y] + fw_states + bw_states`` (``[y_fw, y_bw] + ...`` for None);
-    ``initial_state`` is ``fw_states + bw_states``. count_params is twice the wrapped layer's.
-    When ``layer`` has a seed s, the backward copy uses s + 1 (so the two directions differ).
-    ``trainable=False`` (given or set later) freezes both directions.
+    Runs a recurrent layer forwards and a copy of it backwards and merges the two outputs.
+    ``forward_layer`` is a copy of ``layer`` (built from its config, named 'forward_<name>');
+    ``backward_layer`` a copy with ``go_backwards`` flipped ('backward_<name>'), whose sequence
+    output is put back in time order before merging. On a mask, the backward layer runs each
+    sequence from its own last valid step, and (as in Keras) both directions output 0 at masked
+    steps when they return sequences. count_params is twice the wrapped layer's. When ``layer``
+    has a seed s, the backward copy uses s + 1 (so the two directions differ).
+
+    Args:
+        layer (BaseRNN): A SimpleRNN, LSTM or GRU (TypeError otherwise); it is copied, not used.
+        merge_mode (str | None): How the outputs are merged: 'concat' (default, along the last
+            axis), 'sum', 'mul', 'ave', or None (the call returns ``[y_fw, y_bw]``).
+        backward_layer (BaseRNN | None): The backward layer to use instead of the derived copy:
+            of the same class as ``layer``, with the same ``units``, ``return_sequences`` and
+            ``return_state`` and the opposite ``go_backwards`` (ValueError otherwise). Default
+            None: derived from ``layer``.
+        **kwargs: ``name``, ``trainable``, ``dtype`` (default: the wrapped layer's),
+            ``input_shape`` (see :class:`~fastrnn.layers.Layer`); ``trainable=False`` (given or set
+            later) freezes both directions.
+
+    Call arguments:
+        x: Array [B, T, F].
+        training (bool): Apply dropout and keep what ``backward`` needs (default False).
+        mask: Optional bool [B, T], True at real steps.
+        initial_state: Optional list ``fw_states + bw_states`` (e.g. [h_f, c_f, h_b, c_b] for an
+            LSTM).
+        lengths: Optional int [B] valid lengths, instead of ``mask``.
+
+    Input shape:
+        [batch, time, features].
+
+    Output shape:
+        The wrapped layer's output shape, with 2*units features for 'concat'. With
+        ``return_state`` a list ``[y] + fw_states + bw_states`` (``[y_fw, y_bw] + ...`` for
+        ``merge_mode=None``).
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> bi = layers.Bidirectional(layers.LSTM(4, return_sequences=True, seed=0))
+        >>> bi(np.zeros((2, 5, 3), dtype=np.float32)).shape
+        (2, 5, 8)
+        >>> bi.count_params() == 2 * layers.LSTM(4, input_shape=(None, 3)).count_params()
+        True
     """
 
     _weights_hint = BaseRNN._weights_hint
@@ -32,7 +71,7 @@ class Bidirectional(Layer):
     _input_desc = "[batch, time, features]"
 
     def __init__(self, layer: BaseRNN, merge_mode: str | None = "concat", backward_layer: BaseRNN | None = None,
-                 **kwargs):
+                 **kwargs: Any) -> None:
         if not isinstance(layer, BaseRNN):
             raise TypeError(f"Bidirectional: layer must be a SimpleRNN, LSTM or GRU, got {type(layer).__name__}")
         kwargs.setdefault("dtype", layer.dtype.name)
@@ -84,17 +123,17 @@ class Bidirectional(Layer):
 
     # -- delegated options ----------------------------------------------------------------------
     @property
-    def return_sequences(self):
+    def return_sequences(self) -> bool:
         """Whether the merged output is a sequence (from the wrapped layer)."""
         return self.forward_layer.return_sequences
 
     @property
-    def return_state(self):
+    def return_state(self) -> bool:
         """Whether the states are returned after the output (from the wrapped layer)."""
         return self.forward_layer.return_state
 
     @property
-    def units(self):
+    def units(self) -> int:
         """Units of each direction."""
         return self.forward_layer.units
 
@@ -114,15 +153,20 @@ class Bidirectional(Layer):
     del _get_both
 
     @property
-    def states(self):
+    def states(self) -> list[np.ndarray] | None:
         """Carried states: forward layer's then backward layer's (None when none are carried)."""
         f, b = self.forward_layer.states, self.backward_layer.states
         if f is None and b is None:
             return None
         return list(f or []) + list(b or [])
 
-    def reset_states(self, states=None):
-        """Reset both directions (``states``: fw_states + bw_states, or None for zeros)."""
+    def reset_states(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
+        """Reset the carried states of both directions.
+
+        Args:
+            states: None (the next forward starts from zeros), or the list ``fw_states +
+                bw_states`` to carry.
+        """
         if states is None:
             self.forward_layer.reset_states()
             self.backward_layer.reset_states()
@@ -144,7 +188,7 @@ class Bidirectional(Layer):
         return list(states[:n]), list(states[n:])
 
     # -- build / parameters ---------------------------------------------------------------------
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         input_shape = tuple(input_shape)
         if not self.forward_layer.built:
             self.forward_layer.build(input_shape)
@@ -163,12 +207,13 @@ class Bidirectional(Layer):
         if self.built:
             self.input_shape = self.forward_layer.input_shape
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         self._ensure_built()
         return self.forward_layer.parameters() + self.backward_layer.parameters()
 
     # -- forward / backward ---------------------------------------------------------------------
-    def call(self, x, training=False, mask=None, initial_state=None, lengths=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None,
+             initial_state: Sequence[ArrayLike] | None = None, lengths: ArrayLike | None = None) -> Any:
         fw_init = bw_init = None
         if initial_state is not None:
             fw_init, bw_init = self._split_states(initial_state, "initial_state")
@@ -182,7 +227,7 @@ class Bidirectional(Layer):
             yb = np.ascontiguousarray(yb[:, ::-1])
         mode = self.merge_mode
         if mode == "concat":
-            y = np.concatenate([yf, yb], axis=-1)
+            y: Any = np.concatenate([yf, yb], axis=-1)
         elif mode == "sum":
             y = yf + yb
         elif mode == "ave":
@@ -264,13 +309,13 @@ class Bidirectional(Layer):
         return dxf + dxb
 
     # -- shapes, masks, config ------------------------------------------------------------------
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         fo = self.forward_layer.compute_output_shape(input_shape)
         states = []
         if self.return_state:
             fo, states = fo[0], list(fo[1:])
         if self.merge_mode == "concat":
-            out = tuple(fo[:-1]) + (2 * fo[-1],)
+            out: Any = tuple(fo[:-1]) + (2 * fo[-1],)
         elif self.merge_mode is None:
             out = [tuple(fo), tuple(fo)]
         else:
@@ -279,14 +324,14 @@ class Bidirectional(Layer):
             return (out if self.merge_mode is None else [out]) + states + states
         return out
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         m = np.asarray(mask) if (self.return_sequences and mask is not None) else None
-        out = [m, m] if self.merge_mode is None else m
+        out: Any = [m, m] if self.merge_mode is None else m
         if self.return_state:
             return (out if self.merge_mode is None else [out]) + [None] * (2 * self.forward_layer.spec.n_states)
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict:
         """Config built from the live forward (and backward) layers, so options set after construction
         (bptt_steps, stateful, carry_state, trainable, ...) survive save/load."""
         cfg = super().get_config()
@@ -312,7 +357,7 @@ class Bidirectional(Layer):
         return bcfg
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> Any:
         cfg = dict(config)
         cfg["layer"] = deserialize(cfg["layer"])
         if cfg.get("backward_layer") is not None:

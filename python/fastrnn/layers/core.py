@@ -1,13 +1,17 @@
 """Core layers: Dense, Embedding, Dropout, Flatten, TimeDistributed."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import ops
 from .._validation import layer_positive_int as _positive_int
 from .._validation import layer_rate as _rate
 from . import _symbolic, initializers
-from .base import Layer, deserialize, register_layer, serialize
+from .base import Layer, Parameter, deserialize, register_layer, serialize
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,7 +46,7 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "linear": (lambda z: z, lambda dy, y: dy),
     "tanh": (np.tanh, lambda dy, y: dy * (1.0 - y * y)),
     "relu": (lambda z: np.maximum(z, 0), lambda dy, y: dy * (y > 0)),
@@ -74,21 +78,58 @@ def _init_name(init, who, arg):
 # ----------------------------------------------------------------------------------------------
 @register_layer
 class Dense(Layer):
-    """Fully connected layer on the last axis: ``y = act(x @ kernel + bias)``.
+    """Fully connected layer on the last axis.
 
-    Dense(units, activation=None, use_bias=True, kernel_initializer='glorot_uniform',
-    bias_initializer='zeros', seed=None, name=None, ...). ``kernel`` is [in, units] (Keras layout),
-    ``bias`` [units]. activation: None/'linear', 'tanh', 'relu', 'sigmoid', 'softmax'. Inputs of any
-    rank >= 2 ([B, F] or [B, T, F], applied at every step); the mask passes through.
-    A training call keeps copies of x and y for backward; backward reads the kernel as it is then,
-    so update the parameters after backward (as ``fit`` does), not between forward and backward.
+    Computes ``y = activation(x @ kernel + bias)`` with ``kernel`` [in, units] (Keras's layout) and
+    ``bias`` [units]. The input may have any rank >= 2 ([B, F], or [B, T, F] where the layer is
+    applied at every step); the mask passes through. A training call keeps copies of x and y for
+    backward; backward reads the kernel as it is then, so update the parameters after backward (as
+    ``fit`` does), not between forward and backward.
+
+    Args:
+        units (int): Output size (positive int).
+        activation (str | None): None or 'linear' (identity, the default), 'tanh', 'relu',
+            'sigmoid' or 'softmax' (over the last axis).
+        use_bias (bool): Add the bias vector (default True).
+        kernel_initializer (str | Callable): Initializer of ``kernel``: a name from
+            :mod:`fastrnn.layers.initializers` ('glorot_uniform', the default, 'zeros', 'ones',
+            'uniform', 'orthogonal') or a callable ``init(shape, rng=, dtype=)``.
+        bias_initializer (str | Callable): Initializer of ``bias`` (default 'zeros').
+        seed (int | None): Seed of the layer's own generator for its initial weights; None draws
+            from the global generator (:func:`fastrnn.set_seed`).
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape``, common to every layer
+            (see :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        x: Array [B, ..., in].
+        training (bool): Keep what ``backward`` needs (default False).
+        mask: Optional mask; not used, passed through to the next layer.
+
+    Input shape:
+        [batch, ..., in] (rank >= 2).
+
+    Output shape:
+        [batch, ..., units].
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> dense = layers.Dense(4, activation="relu", seed=0)
+        >>> dense(np.ones((2, 3), dtype=np.float32)).shape
+        (2, 4)
+        >>> dense.kernel.shape, dense.count_params()
+        ((3, 4), 16)
     """
 
     _input_rank = (2, None)
     _input_desc = "[batch, ..., features]"
+    #: Parameters once built (None before; bias None without use_bias)
+    kernel: Any
+    bias: Any
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", seed=None, **kwargs):
+    def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: str | Callable = "glorot_uniform", bias_initializer: str | Callable = "zeros",
+                 seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         who = self._who()
         self.units = _positive_int(units, who, "units")
@@ -100,7 +141,7 @@ class Dense(Layer):
         self._rng = initializers.new_rng(seed)
         self.kernel = self.bias = None
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         input_shape = tuple(input_shape)
         if len(input_shape) < 1 or input_shape[-1] is None:
             raise ValueError(f"{self._who()}: the last input dimension must be known, got input shape {input_shape}")
@@ -118,7 +159,7 @@ class Dense(Layer):
     def _build_shape(self, shape):
         return (None,) * (len(shape) - 1) + (shape[-1],)
 
-    def call(self, x, training=False, mask=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         z = ops.matmul(x, self.kernel.value)
         if self.use_bias:
             z += self.bias.value
@@ -138,10 +179,10 @@ class Dense(Layer):
             self.bias.grad += dz2.sum(axis=0)
         return ops.matmul(dz, self.kernel.value.T)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
                    kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
@@ -152,20 +193,58 @@ class Dense(Layer):
 # ----------------------------------------------------------------------------------------------
 @register_layer
 class Embedding(Layer):
-    """Lookup table: integer ids [B, T] -> vectors [B, T, output_dim].
+    """Lookup table from integer ids to dense vectors.
 
-    Embedding(input_dim, output_dim, embeddings_initializer='uniform', mask_zero=False,
-    input_length=None, seed=None, ...). ``embeddings`` is [input_dim, output_dim]. Ids must be
-    integers in [0, input_dim) (ValueError naming the first bad id and where it is). With
-    ``mask_zero=True``, ``compute_mask(ids)`` is ``ids != 0`` (id 0 is padding, as in Keras).
+    Maps ids [B, T] to ``embeddings[ids]`` [B, T, output_dim], with the table ``embeddings``
+    [input_dim, output_dim]. Ids must be integers in [0, input_dim) (ValueError naming the first
+    bad id and where it is; float arrays holding whole numbers are accepted). The table exists from
+    construction on, so ``count_params`` and ``set_weights`` work before the layer sees data.
     ``backward`` accumulates into ``embeddings.grad`` and returns None (ids have no gradient).
+
+    Args:
+        input_dim (int): Vocabulary size: ids lie in [0, input_dim).
+        output_dim (int): Size of each vector.
+        embeddings_initializer (str | Callable): Initializer of the table (default 'uniform',
+            U(-0.05, 0.05) as Keras).
+        mask_zero (bool): With True, id 0 is padding: ``compute_mask(ids)`` is ``ids != 0``, which
+            a Sequential model hands to the next layer (as Keras). Default False (no mask).
+        input_length (int | None): Length of the sequences; when given (and ``input_shape`` is
+            not) it sets ``input_shape=(input_length,)``, as Keras 2's argument.
+        seed (int | None): Seed of the layer's own generator for the table; None draws from the
+            global generator.
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        x: Integer ids [B, T] (any rank >= 1).
+        training (bool): Keep the ids for ``backward`` (default False).
+        mask: Ignored (the output mask comes from ``mask_zero``).
+
+    Input shape:
+        [batch, time] (any rank >= 1) of integer ids.
+
+    Output shape:
+        [batch, time, output_dim].
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> emb = layers.Embedding(10, 3, mask_zero=True, seed=0)
+        >>> ids = np.array([[4, 2, 0]])
+        >>> emb(ids).shape
+        (1, 3, 3)
+        >>> emb.compute_mask(ids)
+        array([[ True,  True, False]])
     """
 
     _input_rank = (1, None)
     _input_desc = "[batch, time] of integer ids"
+    #: the table, a Parameter
+    embeddings: Any
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
-                 input_length=None, seed=None, **kwargs):
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer: str | Callable = "uniform",
+                 mask_zero: bool = False, input_length: int | None = None, seed: int | None = None,
+                 **kwargs: Any) -> None:
         if input_length is not None and kwargs.get("input_shape") is None:
             kwargs["input_shape"] = (input_length,)
         super().__init__(**kwargs)
@@ -185,7 +264,7 @@ class Embedding(Layer):
             self.add_parameter("embeddings", self._emb_init((self.input_dim, self.output_dim), rng=self._rng,
                                                             dtype=self.dtype))
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Any = None) -> None:
         """Create the table (once) and record the ids' shape (batch excluded; unknown lengths as None)."""
         self._create()
         super().build((None,) if input_shape is None else input_shape)
@@ -196,7 +275,7 @@ class Embedding(Layer):
         self._create()
         super()._ensure_built()
 
-    def count_params(self):
+    def count_params(self) -> int:
         self._create()
         return int(self.embeddings.size)
 
@@ -241,7 +320,7 @@ class Embedding(Layer):
             raise ValueError(f"{self._who()}: mask must have the ids' shape {x.shape}, got {m.shape}")
         return m.astype(bool, copy=False)
 
-    def call(self, x, training=False, mask=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         y = self.embeddings.value[x]
         if training:  # a private copy: the caller may change the ids before backward
             self._cache = np.array(x, copy=True)
@@ -253,15 +332,15 @@ class Embedding(Layer):
         np.add.at(self.embeddings.grad, ids.ravel(), dy.reshape(-1, self.output_dim))
         return None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape) + (self.output_dim,)
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         if not self.mask_zero:
             return None
         return np.asarray(x) != 0
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         if self.input_length is not None:
             cfg.pop("input_shape", None)
@@ -287,15 +366,46 @@ class _Stateless(Layer):
 
 @register_layer
 class Dropout(_Stateless):
-    """Inverted dropout: when training, zero each element with probability ``rate`` and scale the rest by
-    1/(1-rate); identity at inference.
+    """Inverted dropout.
 
-    Dropout(rate, noise_shape=None, seed=None, ...). ``noise_shape`` (Keras semantics) is the mask
-    shape including the batch dim, with None for "same as the input" and 1 to share the mask along an
-    axis, e.g. (None, 1, None) for one mask per sequence shared over time. The mask passes through.
+    When training, each element is zeroed with probability ``rate`` and the others are scaled by
+    1/(1-rate); at inference the layer is the identity. The mask passes through.
+
+    Args:
+        rate (float): Fraction of the elements to drop, in [0, 1).
+        noise_shape (tuple | None): Shape of the dropout mask including the batch dimension (Keras
+            semantics): None for "same as the input" and 1 to share the mask along an axis, e.g.
+            ``(None, 1, None)`` for one mask per sequence shared over time. Default None: the
+            input's shape.
+        seed (int | None): Seed of the layer's own generator for the masks; None draws from the
+            global generator.
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        x: Array [B, ...].
+        training (bool): Apply dropout (default False: identity).
+        mask: Passed through.
+
+    Input shape:
+        Any, batch first.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> drop = layers.Dropout(0.5, seed=0)
+        >>> x = np.ones((2, 4), dtype=np.float32)
+        >>> bool((drop(x) == x).all())                       # inference: identity
+        True
+        >>> sorted(set(drop(x, training=True).ravel().tolist()) - {0.0, 2.0})
+        []
     """
 
-    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+    def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None, seed: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rate = _rate(rate, self._who(), "rate")
         self.noise_shape = None if noise_shape is None else tuple(None if d is None else int(d) for d in noise_shape)
@@ -321,7 +431,7 @@ class Dropout(_Stateless):
                                  f"shape {shape}")
         return tuple(out)
 
-    def call(self, x, training=False, mask=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         if not training:
             return x
         if self.rate == 0.0:
@@ -341,7 +451,7 @@ class Dropout(_Stateless):
             raise ValueError(f"{self._who()}: dy of shape {dy.shape} does not match the last input")
         return dy * m
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(rate=self.rate, noise_shape=None if self.noise_shape is None else list(self.noise_shape),
                    seed=self.seed)
@@ -351,9 +461,33 @@ class Dropout(_Stateless):
 # ----------------------------------------------------------------------------------------------
 @register_layer
 class Flatten(_Stateless):
-    """[B, d1, d2, ...] -> [B, d1*d2*...]. The output has no mask."""
+    """Flattens every sample into a vector: [B, d1, d2, ...] -> [B, d1*d2*...].
 
-    def call(self, x, training=False, mask=None):
+    The output has no mask.
+
+    Args:
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        x: Array [B, d1, d2, ...].
+        training (bool): Keep the input shape for ``backward`` (default False).
+        mask: Ignored.
+
+    Input shape:
+        [batch, d1, d2, ...].
+
+    Output shape:
+        [batch, d1*d2*...].
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> layers.Flatten()(np.zeros((2, 3, 4), dtype=np.float32)).shape
+        (2, 12)
+    """
+
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         if training:
             self._cache = x.shape
         return x.reshape(x.shape[0], -1)
@@ -363,12 +497,12 @@ class Flatten(_Stateless):
         dy = self._check_dy(dy, (shape[0], int(np.prod(shape[1:], dtype=np.int64))))
         return dy.reshape(shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         if any(d is None for d in input_shape):
             return (None,)
         return (int(np.prod(input_shape, dtype=np.int64)),)
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         return None
 
 
@@ -423,14 +557,40 @@ def Input(shape, name=None, dtype="float32"):
 
 @register_layer
 class Activation(_Stateless):
-    """``y = activation(x)`` elementwise (softmax over the last axis): Activation('tanh'); the mask
-    passes through. A training call keeps a copy of y for backward."""
+    """Applies an activation function: ``y = activation(x)``.
 
-    def __init__(self, activation, **kwargs):
+    Elementwise, except 'softmax', which normalises over the last axis. The mask passes through. A
+    training call keeps a copy of y for backward.
+
+    Args:
+        activation (str | None): 'linear' (or None: identity), 'tanh', 'relu', 'sigmoid' or
+            'softmax'.
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        x: Array [B, ...].
+        training (bool): Keep y for ``backward`` (default False).
+        mask: Passed through.
+
+    Input shape:
+        Any, batch first.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> layers.Activation("relu")(np.array([[-1.0, 2.0]]))
+        array([[0., 2.]], dtype=float32)
+    """
+
+    def __init__(self, activation: str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.activation = _activation(activation, self._who())
 
-    def call(self, x, training=False, mask=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         y = ACTIVATIONS[self.activation][0](x)
         if training:
             self._cache = y.copy()
@@ -440,7 +600,7 @@ class Activation(_Stateless):
         y = self._cache
         return ACTIVATIONS[self.activation][1](self._check_dy(dy, y.shape), y)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(activation=self.activation)
         return cfg
@@ -448,17 +608,42 @@ class Activation(_Stateless):
 
 @register_layer
 class RepeatVector(_Stateless):
-    """[B, F] -> [B, n, F], the input repeated n times (the encoder-decoder bridge of Keras's
-    sequence-to-sequence examples). The output has no mask."""
+    """Repeats its input ``n`` times along a new time axis: [B, F] -> [B, n, F].
+
+    The encoder-decoder bridge of Keras's sequence-to-sequence examples. The output has no mask;
+    ``backward`` sums the gradient over the n copies.
+
+    Args:
+        n (int): Number of repetitions (positive int).
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        x: Array [B, F].
+        training (bool): Keep the input shape for ``backward`` (default False).
+        mask: Ignored.
+
+    Input shape:
+        [batch, features].
+
+    Output shape:
+        [batch, n, features].
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> layers.RepeatVector(3)(np.zeros((2, 5), dtype=np.float32)).shape
+        (2, 3, 5)
+    """
 
     _input_rank = (2, 2)
     _input_desc = "[batch, features]"
 
-    def __init__(self, n, **kwargs):
+    def __init__(self, n: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n = _positive_int(n, self._who(), "n")
 
-    def call(self, x, training=False, mask=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         if training:
             self._cache = x.shape
         return np.repeat(x[:, None, :], self.n, axis=1)
@@ -467,13 +652,13 @@ class RepeatVector(_Stateless):
         B, F = self._cache
         return self._check_dy(dy, (B, self.n, F)).sum(axis=1)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return (self.n,) + tuple(input_shape)
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         return None
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(n=self.n)
         return cfg
@@ -481,12 +666,42 @@ class RepeatVector(_Stateless):
 
 @register_layer
 class Concatenate(_Stateless):
-    """Joins a list of arrays along ``axis`` (default the last), as Keras's Concatenate: for models
-    with several branches (``fastrnn.Model`` subclasses). ``layer([a, b])`` -> array; backward(dy)
-    -> the list of the inputs' gradients. ``compute_mask([masks])``: the masks' logical AND (None
-    when none is given); ``axis`` may not be the batch axis."""
+    """Joins a list of arrays along one axis, as Keras's Concatenate.
 
-    def __init__(self, axis=-1, **kwargs):
+    For models with several branches (``fastrnn.Model`` subclasses): ``layer([a, b])`` returns one
+    array, and ``backward(dy)`` the list of the inputs' gradients. The inputs must have one rank
+    (>= 2) and equal sizes outside ``axis``. ``compute_mask(x, [masks])`` is the logical AND of the
+    masks given (None when none is).
+
+    Args:
+        axis (int): The axis to join along (default -1, the last); any int but 0 (the batch axis),
+            otherwise ValueError.
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        inputs: A list (or tuple) of at least 2 arrays.
+        training (bool): Keep the sizes along ``axis`` for ``backward`` (default False).
+        mask: Ignored (use ``compute_mask``).
+
+    Input shape:
+        A list of arrays of one rank, equal outside ``axis``.
+
+    Output shape:
+        The common shape with the sizes along ``axis`` summed.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> cat = layers.Concatenate()
+        >>> y = cat([np.zeros((2, 3)), np.ones((2, 4))], training=True)
+        >>> y.shape
+        (2, 7)
+        >>> [g.shape for g in cat.backward(np.ones((2, 7)))]
+        [(2, 3), (2, 4)]
+    """
+
+    def __init__(self, axis: int = -1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis == 0:
             raise ValueError(f"{self._who()}: axis must be a non-batch axis (an int other than 0), got {axis!r}")
@@ -534,20 +749,20 @@ class Concatenate(_Stateless):
                              f"{dy.shape}")
         return np.split(dy, np.cumsum(sizes)[:-1], axis=ax)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         shapes = [tuple(sh) for sh in input_shape]
         ax = self.axis % (len(shapes[0]) + 1) - 1  # input_shape excludes the batch axis
         out = list(shapes[0])
         out[ax] = None if any(sh[ax] is None for sh in shapes) else sum(sh[ax] for sh in shapes)
         return tuple(out)
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         masks = [m for m in (mask if isinstance(mask, (list, tuple)) else [mask]) if m is not None]
         if not masks:
             return None
         return np.logical_and.reduce([np.asarray(m, bool) for m in masks])
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(axis=self.axis)
         return cfg
@@ -555,14 +770,40 @@ class Concatenate(_Stateless):
 
 @register_layer
 class Masking(_Stateless):
-    """Marks the time steps whose features all equal ``mask_value`` as padding (Keras semantics):
-    the output mask [B, T] is True where any feature differs from it, and the output is the input
-    with the masked steps set to 0. The incoming mask is replaced, as in Keras."""
+    """Marks the time steps whose features all equal ``mask_value`` as padding (Keras semantics).
+
+    The output mask [B, T] (``compute_mask(x)``) is True where any feature differs from
+    ``mask_value``; the output is the input with the masked steps set to 0. The incoming mask is
+    replaced, as in Keras.
+
+    Args:
+        mask_value (float): The padding value (default 0.0); a number, else TypeError.
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`).
+
+    Call arguments:
+        x: Array [B, T, F].
+        training (bool): Keep the mask for ``backward`` (default False).
+        mask: Ignored (replaced).
+
+    Input shape:
+        [batch, time, features].
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> x = np.array([[[1.0, 2.0], [0.0, 0.0], [3.0, 0.0]]])
+        >>> layers.Masking(0.0).compute_mask(x)
+        array([[ True, False,  True]])
+    """
 
     _input_rank = (3, 3)
     _input_desc = "[batch, time, features]"
 
-    def __init__(self, mask_value=0.0, **kwargs):
+    def __init__(self, mask_value: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(mask_value, bool) or not isinstance(mask_value, (int, float, np.integer, np.floating)):
             raise TypeError(f"{self._who()}: mask_value must be a number, got {type(mask_value).__name__}")
@@ -571,7 +812,7 @@ class Masking(_Stateless):
     def _keep(self, x):
         return np.any(x != self.dtype.type(self.mask_value), axis=-1)
 
-    def call(self, x, training=False, mask=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         keep = self._keep(x)
         if training:
             self._cache = (keep, x.shape)
@@ -581,10 +822,10 @@ class Masking(_Stateless):
         keep, shape = self._cache
         return np.where(keep[..., None], self._check_dy(dy, shape), self.dtype.type(0))
 
-    def compute_mask(self, x, mask=None):
+    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
         return self._keep(self._convert_input(x))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(mask_value=self.mask_value)
         return cfg
@@ -593,16 +834,40 @@ class Masking(_Stateless):
 # ----------------------------------------------------------------------------------------------
 @register_layer
 class TimeDistributed(Layer):
-    """Apply ``layer`` to every time step: [B, T, ...] -> fold to [B*T, ...] -> layer -> [B, T, ...].
+    """Applies a layer to every time step.
 
-    TimeDistributed(layer, ...). The wrapped layer's parameters are this layer's parameters; the mask
-    passes through. ``trainable=False`` (given or set later) freezes the wrapped layer too.
+    [B, T, ...] is folded to [B*T, ...], run through ``layer`` and unfolded to [B, T, ...]. The
+    wrapped layer's parameters are this layer's parameters; the mask passes through.
+
+    Args:
+        layer (Layer): The layer to apply (a fastrnn Layer, else TypeError), e.g. a Dense.
+        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+            :class:`~fastrnn.layers.Layer`); ``trainable=False`` (given or set later) freezes the
+            wrapped layer too.
+
+    Call arguments:
+        x: Array [B, T, ...].
+        training (bool): Keep what ``backward`` needs (default False).
+        mask: Passed through (not given to the wrapped layer).
+
+    Input shape:
+        [batch, time, ...] (rank >= 3).
+
+    Output shape:
+        [batch, time] + the wrapped layer's output shape for one step.
+
+    Example:
+        >>> import numpy as np
+        >>> from fastrnn import layers
+        >>> td = layers.TimeDistributed(layers.Dense(2, seed=0))
+        >>> td(np.zeros((4, 5, 3), dtype=np.float32)).shape
+        (4, 5, 2)
     """
 
     _input_rank = (3, None)
     _input_desc = "[batch, time, ...]"
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer: Layer, **kwargs: Any) -> None:
         if not isinstance(layer, Layer):
             raise TypeError(f"TimeDistributed: layer must be a Layer, got {type(layer).__name__}")
         super().__init__(**kwargs)
@@ -613,7 +878,7 @@ class TimeDistributed(Layer):
     def _wrapped_layers(self):
         return [self.layer]
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         input_shape = tuple(input_shape)
         if len(input_shape) < 2:
             raise ValueError(f"{self._who()}: input shape must be (time, ...), got {input_shape}")
@@ -631,14 +896,14 @@ class TimeDistributed(Layer):
     def _build_shape(self, shape):
         return (None,) + tuple(shape[1:])
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         self._ensure_built()
         return self.layer.parameters()
 
     def _check_input_shape(self, shape):
         self.layer._check_input_shape(tuple(shape[1:]))
 
-    def call(self, x, training=False, mask=None):
+    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         B, T = x.shape[:2]
         y = self.layer(x.reshape((B * T,) + x.shape[2:]), training=training)
         y = np.asarray(y)
@@ -654,17 +919,17 @@ class TimeDistributed(Layer):
         dx = self.layer.backward(dy.reshape((B * T,) + dy.shape[2:]))
         return None if dx is None else dx.reshape(xshape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         inner = self.layer.compute_output_shape(tuple(input_shape[1:]))
         return (input_shape[0],) + tuple(inner)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         cfg = super().get_config()
         cfg["layer"] = serialize(self.layer)
         return cfg
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> Any:
         cfg = dict(config)
         cfg["layer"] = deserialize(cfg["layer"])
         if cfg.get("input_shape") is not None:

@@ -7,7 +7,11 @@ building the same layers in the same order gives bit-identical weights. ``rng=``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Callable
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import _random
 
@@ -39,7 +43,7 @@ def _rng(seed, rng):
     return new_rng(seed)
 
 
-def _shape(shape):
+def _shape(shape) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     shape = tuple(int(s) for s in shape)
@@ -60,22 +64,27 @@ def _fans(shape):
     return shape[1] * receptive, shape[0] * receptive
 
 
-def zeros(shape, seed=None, dtype=np.float32, rng=None):
+def zeros(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
+          rng: np.random.Generator | None = None) -> np.ndarray:
     """All zeros."""
     return np.zeros(_shape(shape), dtype=dtype)
 
 
-def ones(shape, seed=None, dtype=np.float32, rng=None):
+def ones(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
+         rng: np.random.Generator | None = None) -> np.ndarray:
     """All ones."""
     return np.ones(_shape(shape), dtype=dtype)
 
 
-def uniform(shape, seed=None, dtype=np.float32, rng=None, minval=-0.05, maxval=0.05):
+def uniform(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
+            rng: np.random.Generator | None = None, minval: float = -0.05,
+            maxval: float = 0.05) -> np.ndarray:
     """Uniform on [minval, maxval) (Keras's RandomUniform defaults, used for embeddings)."""
     return _rng(seed, rng).uniform(minval, maxval, size=_shape(shape)).astype(dtype)
 
 
-def glorot_uniform(shape, seed=None, dtype=np.float32, rng=None):
+def glorot_uniform(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
     """Uniform on [-limit, limit] with limit = sqrt(6 / (fan_in + fan_out)) (Keras's default kernel init)."""
     shape = _shape(shape)
     fan_in, fan_out = _fans(shape)
@@ -83,7 +92,9 @@ def glorot_uniform(shape, seed=None, dtype=np.float32, rng=None):
     return _rng(seed, rng).uniform(-limit, limit, size=shape).astype(dtype)
 
 
-def orthogonal(shape, seed=None, dtype=np.float32, rng=None, gain=1.0):
+def orthogonal(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
+               rng: np.random.Generator | None = None, gain: float = 1.0
+               ) -> np.ndarray:
     """A (semi-)orthogonal matrix times ``gain``: QR of a Gaussian matrix with the sign fix of Saxe et al.
 
     For a square shape the result Q satisfies Q Q^T = gain^2 I; for rows < cols, Q Q^T = gain^2 I
@@ -114,7 +125,7 @@ _BY_NAME = {
 }
 
 
-def get(identifier):
+def get(identifier: str | Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     """The initializer named ``identifier`` (a str) or ``identifier`` itself when callable."""
     if callable(identifier):
         return identifier
