@@ -7,6 +7,11 @@ building the same layers in the same order gives bit-identical weights. ``rng=``
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import math
+
 import numpy as np
 
 from .. import _random
@@ -39,6 +44,50 @@ def _rng(seed, rng):
     return new_rng(seed)
 
 
+# Loading a file (fastrnn.saving) builds its model under a budget: every initializer first counts
+# the values it is asked for against the weight values the file holds and refuses to go beyond
+# them, so a config that names huge layers fails before anything large is allocated or computed;
+# with ``skip_values`` the initializers return zeros instead of drawing (the file's weights
+# overwrite them).
+_BUDGET: contextvars.ContextVar = contextvars.ContextVar("fastrnn_init_budget", default=None)
+
+
+class _InitBudgetExceeded(ValueError):
+    """An initializer was asked for more values than the active ``_init_budget`` allows."""
+
+
+@contextlib.contextmanager
+def _init_budget(max_values: int, skip_values: bool = False):
+    """Within the block (this thread / context only), initializers together create at most
+    ``max_values`` values (_InitBudgetExceeded beyond); with ``skip_values`` they return zeros."""
+    token = _BUDGET.set({"left": int(max_values), "skip": bool(skip_values)})
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _budgeted(fn):
+    @functools.wraps(fn)
+    def init(shape, *args, **kwargs):
+        budget = _BUDGET.get()
+        if budget is None:
+            return fn(shape, *args, **kwargs)
+        shape = _shape(shape)
+        n = math.prod(shape)
+        if n > budget["left"]:
+            raise _InitBudgetExceeded(
+                f"a weight of shape {shape} ({n:,} values) exceeds the {budget['left']:,} values left to create"
+            )
+        budget["left"] -= n
+        if budget["skip"]:
+            dtype = kwargs.get("dtype", args[1] if len(args) > 1 else np.float32)
+            return np.zeros(shape, dtype=dtype)
+        return fn(shape, *args, **kwargs)
+
+    return init
+
+
 def _shape(shape):
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
@@ -60,21 +109,25 @@ def _fans(shape):
     return shape[1] * receptive, shape[0] * receptive
 
 
+@_budgeted
 def zeros(shape, seed=None, dtype=np.float32, rng=None):
     """All zeros."""
     return np.zeros(_shape(shape), dtype=dtype)
 
 
+@_budgeted
 def ones(shape, seed=None, dtype=np.float32, rng=None):
     """All ones."""
     return np.ones(_shape(shape), dtype=dtype)
 
 
+@_budgeted
 def uniform(shape, seed=None, dtype=np.float32, rng=None, minval=-0.05, maxval=0.05):
     """Uniform on [minval, maxval) (Keras's RandomUniform defaults, used for embeddings)."""
     return _rng(seed, rng).uniform(minval, maxval, size=_shape(shape)).astype(dtype)
 
 
+@_budgeted
 def glorot_uniform(shape, seed=None, dtype=np.float32, rng=None):
     """Uniform on [-limit, limit] with limit = sqrt(6 / (fan_in + fan_out)) (Keras's default kernel init)."""
     shape = _shape(shape)
@@ -83,6 +136,7 @@ def glorot_uniform(shape, seed=None, dtype=np.float32, rng=None):
     return _rng(seed, rng).uniform(-limit, limit, size=shape).astype(dtype)
 
 
+@_budgeted
 def orthogonal(shape, seed=None, dtype=np.float32, rng=None, gain=1.0):
     """A (semi-)orthogonal matrix times ``gain``: QR of a Gaussian matrix with the sign fix of Saxe et al.
 
