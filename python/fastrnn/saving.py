@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -56,21 +57,58 @@ def _umask():
     return 0o022
 
 
-def _atomic_write(path, write_fn):
-    """Call ``write_fn(binary file)`` on a temp file next to ``path``, fsync it, then os.replace it over ``path``."""
-    path = os.fsdecode(os.fspath(path))  # str, bytes or PathLike
+def _file_kind(mode):
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _check_target(path):
+    """The file ``path`` names, after following symbolic links, and the mode to give the new file.
+
+    Refused before anything is created: an empty name or one ending in a separator, an existing
+    directory or other non-regular file (a FIFO, a device) and a dangling symbolic link (its
+    destination would be created somewhere the caller may not expect: create it first, or save
+    under the destination's own name)."""
+    if not path:
+        raise ValueError("save: the file path is empty")
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise IsADirectoryError(f"save: '{path}' names a directory; give a file name")
     if os.path.islink(path):  # write through a link, as open() would: the link stays a link
-        path = os.path.realpath(path)
+        real = os.path.realpath(path)
+        if not os.path.lexists(real) or os.path.islink(real):
+            raise FileNotFoundError(f"save: '{path}' is a dangling symbolic link (to '{real}', which does "
+                                    "not exist); nothing is created through it")
+        path = real
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"filepath: directory '{directory}' does not exist")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return path, directory, 0o666 & ~_umask()  # a new file: what open() would give it
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"save: '{path}' is a directory; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"save: '{path}' exists and is not a regular file ({_file_kind(st.st_mode)}); "
+                         "fastrnn replaces regular files only")
+    return path, directory, stat.S_IMODE(st.st_mode)  # an overwritten file keeps its permissions
+
+
+def _atomic_write(path, write_fn):
+    """Call ``write_fn(binary file)`` on a temp file next to ``path``, fsync it, then os.replace it over
+    ``path``. The path is checked first (:func:`_check_target`); an overwritten file keeps its mode."""
+    path = os.fsdecode(os.fspath(path))  # str, bytes or PathLike
+    path, directory, mode = _check_target(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
