@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastrnn as fr
 from fastrnn import layers, saving
@@ -259,6 +261,59 @@ def test_non_finite_numbers_are_refused(valid_file, tmp_path, edit):
             match="not valid JSON: (the non-finite number|the number)")
 
 
+def _paths(obj, prefix=()):
+    """Every path (tuple of keys / indices) in a JSON document."""
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+def _replace(obj, path, value):
+    if not path:
+        return value
+    obj = json.loads(json.dumps(obj))
+    node = obj
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return obj
+
+
+_WRONG = st.one_of(
+    st.none(), st.booleans(), st.sampled_from([0, -1, 1, 6000, 10**6, 2**31, 2**63, 10**30, -(10**30)]),
+    st.sampled_from([0.5, -0.0, 1e308, -1e308, 1e-308]), st.text(max_size=8), st.just("x" * 100000),
+    st.just([]), st.just({}), st.just([[[[[[[[[[1]]]]]]]]]]), st.just({"__ndarray__": "arrays/00000.npy"}),
+    st.just({"__ndarray__": "arrays/99999.npy"}), st.just({"class_name": "LSTM", "config": {"units": 6000}}),
+    st.lists(st.integers(-2, 10**7), max_size=4), st.just("NAN"), st.just("INF"),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_model_json_loads_or_is_a_value_error(valid_file, tmp_path, data):
+    _, entries, desc = valid_file
+    paths = list(_paths(desc))
+    path = data.draw(st.sampled_from(paths))
+    value = data.draw(_WRONG)
+    d = _replace(desc, path, value)
+    raw = json.dumps(d).replace('"NAN"', "NaN").replace('"INF"', "Infinity").encode()
+    bad = _zip(tmp_path / "fuzz.fastrnn", _with_desc(entries, None, raw))
+    t0 = time.perf_counter()
+    tracemalloc.start()
+    try:
+        _loads_or_value_error(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < MAX_SECONDS
+    assert peak < MAX_TRACED, (path, peak)
+
+
 # ------------------------------------------------------------------------------------------ damaged files
 def test_truncated_files_at_many_points(valid_file, tmp_path):
     path, _, _ = valid_file
@@ -348,6 +403,52 @@ def test_symlink_to_a_regular_file_loads(valid_file, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ big configs
+def _lstm_file(tmp_path, units=6000, weights=(), features=3, name="big.fastrnn", kind="model"):
+    cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "LSTM", "config": {"name": "lstm_big", "units": units}}], "build_input_shape": [5, features]},
+        "build_input_shape": [5, features], "weights": list(weights), "compile_config": None,
+        "optimizer_state": None}
+    marker = {"format": "fastrnn", "version": 1, "kind": kind, "fastrnn_version": fr.__version__}
+    return _zip(tmp_path / name, {"fastrnn.json": json.dumps(marker).encode(), "model.json": json.dumps(cfg).encode()})
+
+
+def test_units_6000_config_with_no_weights_is_refused_before_building(tmp_path):
+    path = _lstm_file(tmp_path)
+    assert os.path.getsize(path) < 1000
+    refused(path, match="asks for more weight values than the file holds")
+
+
+@pytest.mark.parametrize("cfg", [
+    {"class_name": "Embedding", "config": {"input_dim": 10**12, "output_dim": 10**6}},
+    {"class_name": "Dense", "config": {"units": 10**9}},
+    {"class_name": "Bidirectional", "config": {"layer": {"class_name": "GRU", "config": {"units": 50000}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Dense", "config": {"units": 10**8}}}},
+])
+def test_other_huge_layers_are_refused_before_building(valid_file, tmp_path, cfg):
+    _, entries, desc = valid_file
+    d = json.loads(json.dumps(desc))
+    d["config"]["layers"][0] = cfg
+    d["config"]["build_input_shape"] = d["build_input_shape"] = [7, 4]
+    refused(_zip(tmp_path / "huge.fastrnn", _with_desc(entries, d)), match="more weight values than the file holds")
+
+
+def test_load_weights_into_an_unbuilt_model_bounds_the_recorded_input_shape(valid_file, tmp_path):
+    m = Sequential([layers.Dense(2)])
+    m.build((3,))
+    path = tmp_path / "w.fastrnn"
+    m.save_weights(str(path))
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    d = json.loads(entries["model.json"])
+    d["build_input_shape"] = [10**9]
+    bad = _zip(tmp_path / "wbad.fastrnn", _with_desc(entries, d))
+    refused(bad, load=lambda p: Sequential([layers.Dense(2)]).load_weights(p),
+            match="needs more weight values than the file holds")
+    fresh = Sequential([layers.Dense(2)])
+    fresh.load_weights(str(path))  # the unaltered file still builds and loads
+    np.testing.assert_array_equal(fresh.get_weights()[0], m.get_weights()[0])
+
+
 _BIG_CASES = textwrap.dedent("""
     import json, os, resource, sys, time, zipfile, io
     import numpy as np
@@ -372,6 +473,9 @@ _BIG_CASES = textwrap.dedent("""
                                "arrays/00000.npy": npy_header((1 << 29,)) + bytes(64 << 20)}, zipfile.ZIP_DEFLATED),
         write("jsonbomb.fastrnn", {"fastrnn.json": marker, "model.json": b" " * (64 << 20) + b"{}"},
               zipfile.ZIP_DEFLATED),
+        write("units.fastrnn", {"fastrnn.json": marker, "model.json": json.dumps(
+            {"class_name": "Sequential", "config": {"layers": [{"class_name": "LSTM", "config": {"units": 6000}}]},
+             "build_input_shape": [5, 3], "weights": []}).encode()}),
         write("shape.fastrnn", {"fastrnn.json": marker, "model.json": json.dumps(desc).encode(),
                                 "arrays/00000.npy": npy_header((3 << 29,)) + bytes(16)}),
         "/dev/zero",

@@ -26,7 +26,9 @@ before anything large is allocated. Only regular files (or links to them) are op
 be stored uncompressed (as written), no larger than the file and read at most once; .npy headers
 are checked (plain bool / integer / float dtypes, a shape matching the entry's size and, for
 weights, the model's parameter) before their data is read; JSON entries have a size and nesting
-limit and may not hold NaN or infinities; the weights' count and shapes are checked before any is read.
+limit and may not hold NaN or infinities; the model is rebuilt from its config with initializers
+that create zeros and no more values than the file's weights hold, so a config naming huge layers
+is refused before they are allocated; the weights' count and shapes are checked before any is read.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ import numpy as np
 
 from . import losses, metrics, optim
 from ._version import __version__
+from .layers import initializers
 
 FORMAT = "fastrnn"
 VERSION = 1
@@ -542,6 +545,17 @@ def _assign_weights(model, r, saved):
         p.assign(r.array(ref, expect_shape=shape))
 
 
+# values the initializers may create beyond twice the file's: enough that a small mismatch reaches
+# the precise count / shape message, too few to matter
+_BUILD_SLACK = 1 << 20
+
+
+def _build_budget(saved):
+    """How many values the model's initializers may create: about the weight values the file holds
+    (the arrays' headers were checked against their entries' sizes, so these are bytes in the file)."""
+    return 2 * sum(math.prod(shape) for _, _, shape, _ in saved) + _BUILD_SLACK
+
+
 def _build_shape(r, shape, model):
     """The recorded input shape, checked: a list of dimensions (ints >= 0 or None), or for a model with
     several inputs a list of them; a model built by a forward pass gets a bounded number of values."""
@@ -625,23 +639,29 @@ def _compile_from_file(model, r, cc, state, custom_objects):
 
 
 def _rebuild(r, p, saved, custom_objects):
-    """The model of a file's config, built; whatever the config makes the constructors raise is a
-    ValueError naming the file."""
+    """The model of a file's config, built, with initializers that create zeros (the weights come
+    from the file) and at most as many values as the file's weights hold: a config naming layers
+    bigger than its weights fails here, before anything large is allocated or computed."""
     cls = _model_class(p.get("class_name"), custom_objects, r.path)
     config = p.get("config") or {}
     if not isinstance(config, dict):
         raise ValueError(f"'{r.path}': cannot rebuild the model from its config: the config is a "
                          f"{type(config).__name__}, not an object")
     try:
-        if isinstance(cls, type) and getattr(cls, "_config_takes_custom_objects", False):
-            model = cls.from_config(config, custom_objects=custom_objects)
-        else:
-            model = cls.from_config(config)
-        if not model.built:
-            shape = p.get("build_input_shape")
-            if shape is None:
-                raise ValueError(f"'{r.path}': the file records no input shape to build the model with")
-            model.build(_build_shape(r, shape, model))
+        with initializers._init_budget(_build_budget(saved), skip_values=True):
+            if isinstance(cls, type) and getattr(cls, "_config_takes_custom_objects", False):
+                model = cls.from_config(config, custom_objects=custom_objects)
+            else:
+                model = cls.from_config(config)
+            if not model.built:
+                shape = p.get("build_input_shape")
+                if shape is None:
+                    raise ValueError(f"'{r.path}': the file records no input shape to build the model with")
+                model.build(_build_shape(r, shape, model))
+    except initializers._InitBudgetExceeded as exc:
+        n = sum(math.prod(shape) for _, _, shape, _ in saved)
+        raise ValueError(f"'{r.path}': the model's config asks for more weight values than the file holds "
+                         f"({n:,}): {exc}") from None
     except Exception as exc:  # a config is data: whatever it makes a constructor raise is a bad file
         if isinstance(exc, ValueError) and str(exc).startswith(f"'{r.path}'"):
             raise
@@ -658,7 +678,7 @@ def load_model(filepath, custom_objects=None, compile=True):
     (a directory, FIFO or device; a symbolic link to a regular file is followed), not a zip, compressed
     or oversized entries, .npy arrays that are not plain numbers or whose shapes disagree with their
     size or the model, JSON that is malformed, too deep or holds non-finite numbers, a config that
-    cannot be rebuilt. FileNotFoundError for a missing
+    cannot be rebuilt or asks for more weights than the file holds. FileNotFoundError for a missing
     file or a dangling symbolic link. All of it is checked before anything large is allocated."""
     with _Reader(filepath, "model") as r:
         p = r.payload
@@ -673,7 +693,8 @@ def load_model(filepath, custom_objects=None, compile=True):
 
 def load_weights(model, filepath):
     """Load the weights of a ``save_weights`` (or ``save``) file into ``model`` (built from the file's
-    recorded input shape when it is not built yet). Errors as for :func:`load_model`."""
+    recorded input shape when it is not built yet, creating no more weight values than the file
+    holds). Errors as for :func:`load_model`."""
     with _Reader(filepath, "weights") as r:
         saved = r.weight_headers()
         if not model.built:
@@ -681,5 +702,10 @@ def load_weights(model, filepath):
             if shape is None:
                 raise ValueError(f"load_weights: model '{model.name}' is not built and '{r.path}' records no "
                                  "input shape")
-            model.build(_build_shape(r, shape, model))
+            try:
+                with initializers._init_budget(_build_budget(saved)):
+                    model.build(_build_shape(r, shape, model))
+            except initializers._InitBudgetExceeded as exc:
+                raise ValueError(f"'{r.path}': building model '{model.name}' for the recorded input shape "
+                                 f"{shape!r:.100} needs more weight values than the file holds: {exc}") from None
         _assign_weights(model, r, saved)
