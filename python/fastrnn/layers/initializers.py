@@ -7,6 +7,10 @@ building the same layers in the same order gives bit-identical weights. ``rng=``
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import math
 from collections.abc import Sequence
 from typing import Callable
 
@@ -43,6 +47,50 @@ def _rng(seed, rng):
     return new_rng(seed)
 
 
+# Loading a file (fastrnn.saving) builds its model under a budget: every initializer first counts
+# the values it is asked for against the weight values the file holds and refuses to go beyond
+# them, so a config that names huge layers fails before anything large is allocated or computed;
+# with ``skip_values`` the initializers return zeros instead of drawing (the file's weights
+# overwrite them).
+_BUDGET: contextvars.ContextVar = contextvars.ContextVar("fastrnn_init_budget", default=None)
+
+
+class _InitBudgetExceeded(ValueError):
+    """An initializer was asked for more values than the active ``_init_budget`` allows."""
+
+
+@contextlib.contextmanager
+def _init_budget(max_values: int, skip_values: bool = False):
+    """Within the block (this thread / context only), initializers together create at most
+    ``max_values`` values (_InitBudgetExceeded beyond); with ``skip_values`` they return zeros."""
+    token = _BUDGET.set({"left": int(max_values), "skip": bool(skip_values)})
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _budgeted(fn):
+    @functools.wraps(fn)
+    def init(shape, *args, **kwargs):
+        budget = _BUDGET.get()
+        if budget is None:
+            return fn(shape, *args, **kwargs)
+        shape = _shape(shape)
+        n = math.prod(shape)
+        if n > budget["left"]:
+            raise _InitBudgetExceeded(
+                f"a weight of shape {shape} ({n:,} values) exceeds the {budget['left']:,} values left to create"
+            )
+        budget["left"] -= n
+        if budget["skip"]:
+            dtype = kwargs.get("dtype", args[1] if len(args) > 1 else np.float32)
+            return np.zeros(shape, dtype=dtype)
+        return fn(shape, *args, **kwargs)
+
+    return init
+
+
 def _shape(shape) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
@@ -64,18 +112,21 @@ def _fans(shape):
     return shape[1] * receptive, shape[0] * receptive
 
 
+@_budgeted
 def zeros(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
           rng: np.random.Generator | None = None) -> np.ndarray:
     """All zeros."""
     return np.zeros(_shape(shape), dtype=dtype)
 
 
+@_budgeted
 def ones(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
          rng: np.random.Generator | None = None) -> np.ndarray:
     """All ones."""
     return np.ones(_shape(shape), dtype=dtype)
 
 
+@_budgeted
 def uniform(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
             rng: np.random.Generator | None = None, minval: float = -0.05,
             maxval: float = 0.05) -> np.ndarray:
@@ -83,6 +134,7 @@ def uniform(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLik
     return _rng(seed, rng).uniform(minval, maxval, size=_shape(shape)).astype(dtype)
 
 
+@_budgeted
 def glorot_uniform(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
                    rng: np.random.Generator | None = None) -> np.ndarray:
     """Uniform on [-limit, limit] with limit = sqrt(6 / (fan_in + fan_out)) (Keras's default kernel init)."""
@@ -92,6 +144,7 @@ def glorot_uniform(shape: int | Sequence[int], seed: int | None = None, dtype: D
     return _rng(seed, rng).uniform(-limit, limit, size=shape).astype(dtype)
 
 
+@_budgeted
 def orthogonal(shape: int | Sequence[int], seed: int | None = None, dtype: DTypeLike = np.float32,
                rng: np.random.Generator | None = None, gain: float = 1.0
                ) -> np.ndarray:
