@@ -321,7 +321,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastrnn::get_num_threads);
   m.def("get_isa", &fastrnn::active_isa);
-  m.def("set_isa", [](const std::string& n) { fastrnn::set_isa(n.c_str()); }, py::arg("name"));
+  m.def("set_isa",
+        [](const std::string& n) {
+          // set_isa reads a C string: an embedded NUL would cut the name short ('scalar\0x' -> 'scalar')
+          if (n.find('\0') != std::string::npos) throw py::value_error("isa: the name must not contain NUL characters");
+          fastrnn::set_isa(n.c_str());
+        },
+        py::arg("name"));
   m.def("available_isas", []() {
     std::vector<std::string> out;
     for (const char* n : {"scalar", "avx2", "avx512"})

@@ -186,7 +186,10 @@ class KernelCache(Cache):
     def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> dict[str, Any]:
         """The C++ backward without checks: dy None or [B, T, H] / [T, B, H] in the forward's layout,
         dh_n / dc_n None or [B, H], all float32 C-contiguous NumPy arrays (the bindings refuse
-        others); bptt_steps an int, 0 for full BPTT."""
+        others); bptt_steps an int, 0 for full BPTT (as is any bptt_steps >= T: no chunk border
+        falls inside the sequence; this also keeps ints beyond int64 out of the binding)."""
+        if bptt_steps >= self.T:
+            bptt_steps = 0
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
             cell=self.cell_id, x=self.x, w_ih=self.w_ih, w_hh=self.w_hh, mask=self.mask, reverse=self.reverse,
             batch_first=self.batch_first, gates=self.gates, hprev=self.hprev, aux=self.aux, dy=dy, dh_n=dh_n,

@@ -1,0 +1,84 @@
+"""Hostile inputs that once got through the checks (or past them into the bindings), and the memory
+that the kernels kept between calls: each test here failed before its fix."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import backend, ops
+from fastrnn import reference as ref
+from fastrnn.layers import LSTM
+
+
+def _lstm_problem(B=2, T=3, I=4, H=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    w_ih = (rng.standard_normal((4 * H, I)) * 0.3).astype(np.float32)
+    w_hh = (rng.standard_normal((4 * H, H)) * 0.3).astype(np.float32)
+    b = (rng.standard_normal(4 * H) * 0.1).astype(np.float32)
+    return x, w_ih, w_hh, b
+
+
+@pytest.mark.parametrize("k", [3, 4, 2**31, 2**63 - 1, 2**63, 2**64, 10**30, np.uint64(2**64 - 1)])
+def test_bptt_steps_at_or_past_T_is_full_bptt(k):
+    x, w_ih, w_hh, b = _lstm_problem()
+    y, _, cache = ops.lstm_forward(x, w_ih, w_hh, b)
+    dy = np.ones_like(y)
+    full = ops.lstm_backward(cache, dy)
+    got = ops.lstm_backward(cache, dy, bptt_steps=k)
+    for name in full:
+        np.testing.assert_array_equal(got[name], full[name], err_msg=name)
+    # the reference takes it too, with the same gradients (float64 on the same inputs)
+    _, _, rc = ref.lstm_forward(*(a.astype(np.float64) for a in (x, w_ih, w_hh, b)))
+    rg = ref.lstm_backward(rc, dy.astype(np.float64), bptt_steps=k)
+    for name in full:
+        np.testing.assert_allclose(got[name], rg[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("cache", [{"cell": "gru"}, {"cell": "gru", "T": 3, "B": 2, "H": 5}])
+@pytest.mark.parametrize("backward", [ops.gru_backward, ref.gru_backward])
+def test_a_dict_that_is_not_a_cache_is_refused(backward, cache):
+    with pytest.raises(ValueError, match=r"gru_backward: cache is not a cache returned by gru_forward"):
+        backward(cache, None)
+
+
+@pytest.mark.parametrize("forward", [ops.lstm_forward, ref.lstm_forward])
+@pytest.mark.parametrize("lengths", [[], np.array([], np.int64), np.zeros((2, 0), np.int64)])
+def test_empty_lengths_are_a_shape_error(forward, lengths):
+    x, w_ih, w_hh, b = _lstm_problem()
+    with pytest.raises(ValueError, match=r"lstm_forward: lengths must have shape \[2\] .*got an empty array"):
+        forward(x, w_ih, w_hh, b, lengths=lengths)
+
+
+def test_layer_empty_lengths_are_a_shape_error():
+    lay = LSTM(5)
+    with pytest.raises(ValueError, match=r"lengths must have shape \[batch\] = \(2,\), got an empty array"):
+        lay(np.zeros((2, 3, 4), np.float32), lengths=[])
+
+
+@pytest.mark.parametrize("name", ["scalar\x00x", "\x00", "avx2\x00"])
+def test_set_isa_refuses_embedded_nul(name):
+    before = fastrnn.isa()
+    try:
+        fastrnn.set_isa("scalar" if before != "scalar" else fastrnn.available_isas()[-1])
+        mid = fastrnn.isa()
+        with pytest.raises(ValueError, match="NUL"):
+            fastrnn.set_isa(name)
+        with pytest.raises(ValueError, match="NUL"):  # the binding refuses it too
+            backend.core().set_isa(name)
+        assert fastrnn.isa() == mid
+    finally:
+        fastrnn.set_isa(before)
+
+
+def test_reset_states_checks_that_the_states_agree():
+    lay = LSTM(8, stateful=True)
+    lay(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"states must have the same batch size, got states\[0\] with 2 rows, "
+                                         r"states\[1\] with 3 rows"):
+        lay.reset_states([np.zeros((2, 8)), np.zeros((3, 8))])
+    with pytest.raises(ValueError, match=r"states\[1\] must have shape \[batch, units\] = \(2, 8\)"):
+        lay.reset_states([np.zeros((2, 8)), np.zeros((2, 7))])
+    lay.reset_states([np.ones((2, 8)), np.ones((2, 8))])  # a good pair is kept
+    assert [s.shape for s in lay.states] == [(2, 8), (2, 8)]
