@@ -8,7 +8,8 @@ import pytest
 import fastrnn
 from fastrnn import backend, ops
 from fastrnn import reference as ref
-from fastrnn.layers import LSTM
+from fastrnn.layers import LSTM, Dense
+from fastrnn.models import Sequential
 
 
 def _lstm_problem(B=2, T=3, I=4, H=5, seed=0):
@@ -82,3 +83,31 @@ def test_reset_states_checks_that_the_states_agree():
         lay.reset_states([np.zeros((2, 8)), np.zeros((2, 7))])
     lay.reset_states([np.ones((2, 8)), np.ones((2, 8))])  # a good pair is kept
     assert [s.shape for s in lay.states] == [(2, 8), (2, 8)]
+
+
+def _stateful_model():
+    m = Sequential([LSTM(6, stateful=True, seed=1), Dense(1, seed=2)])
+    m.compile(optimizer="sgd", loss="mse")
+    return m
+
+
+@pytest.mark.parametrize("validation", [False, True])
+def test_stateful_fit_refuses_a_ragged_last_batch_before_any_update(validation):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((10, 5, 3)).astype(np.float32), rng.standard_normal((10, 1)).astype(np.float32)
+    m = _stateful_model()
+    m.predict(x[:4], batch_size=4)  # built
+    m.layers[0].reset_states()
+    before = [p.value.copy() for p in m.parameters()]
+    if validation:  # 8 training samples divide into batches of 4; the 2 validation samples do not
+        kw = dict(validation_data=(x[:2], y[:2]))
+        xs, ys, what = x[:8], y[:8], r"the 2 validation samples leave a last batch of 2"
+    else:
+        kw, xs, ys, what = {}, x, y, r"the 10 training samples leave a last batch of 2"
+    with pytest.raises(ValueError, match=r"fit: the stateful layer\(s\) .* every batch must have batch_size=4 "
+                                         r"samples, but " + what):
+        m.fit(xs, ys, batch_size=4, epochs=1, verbose=0, shuffle=False, **kw)
+    for p, v in zip(m.parameters(), before):
+        np.testing.assert_array_equal(p.value, v)
+    m.predict(x[:4], batch_size=4)  # the carried state is untouched: still batch 4
+    m.fit(x[:8], y[:8], batch_size=4, epochs=1, verbose=0, shuffle=False)  # dividing sizes train
