@@ -2,12 +2,15 @@
 that the kernels kept between calls: each test here failed before its fix."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
 import fastrnn
 from fastrnn import backend, ops
 from fastrnn import reference as ref
+from fastrnn._kernel_cache import POOL, BufferPool
 from fastrnn.layers import LSTM, Dense
 from fastrnn.models import Sequential
 
@@ -111,3 +114,73 @@ def test_stateful_fit_refuses_a_ragged_last_batch_before_any_update(validation):
         np.testing.assert_array_equal(p.value, v)
     m.predict(x[:4], batch_size=4)  # the carried state is untouched: still batch 4
     m.fit(x[:8], y[:8], batch_size=4, epochs=1, verbose=0, shuffle=False)  # dividing sizes train
+
+
+# --------------------------------------------------------------------------- memory kept between calls
+
+def test_pool_evicts_least_recently_used_shapes_within_its_budget():
+    pool = BufferPool(max_bytes=10 << 20, min_bytes=1 << 20)
+    shapes = [(n, 1 << 18) for n in (1, 2, 3, 4)]  # 1, 2, 3, 4 MiB
+    for s in shapes:
+        a = pool.take(s)
+        pool.give(a)
+        del a
+    assert pool.bytes == 10 << 20
+    a = pool.take(shapes[0])  # (1, ...) is now the most recently used
+    pool.give(a)
+    del a
+    b = np.empty((5, 1 << 18), np.float32)  # 5 MiB: evicts (2, ...) then (3, ...), the oldest
+    pool.give(b)
+    del b
+    assert sorted(s[0] for s in pool._free) == [1, 4, 5]
+    assert pool.bytes == 10 << 20 and pool.evictions == 2
+    c = np.empty((11, 1 << 18), np.float32)  # over the budget on its own: not kept, nothing evicted
+    pool.give(c)
+    assert pool.bytes == 10 << 20 and pool.evictions == 2
+    pool.set_max_bytes(5 << 20)  # lowering the budget evicts at once, oldest first
+    assert sorted(s[0] for s in pool._free) == [5] and pool.bytes == 5 << 20
+
+
+def test_varying_shapes_keep_the_pool_within_its_budget():
+    before = ops.get_workspace_limit()
+    try:
+        ops.set_workspace_limit(16 << 20)
+        x, w_ih, w_hh, b = _lstm_problem(B=32, T=64, I=32, H=64)
+        for T in range(16, 65, 4):  # gates [T*32, 256] floats: 0.5 .. 2 MiB
+            _, _, cache = ops.lstm_forward(np.ascontiguousarray(x[:, :T]), w_ih, w_hh, b)
+            ops.lstm_backward(cache, None)
+            del cache
+            gc.collect()
+            assert POOL.bytes <= 16 << 20
+        assert POOL.bytes > 0
+    finally:
+        ops.set_workspace_limit(before)
+
+
+def test_workspace_over_the_limit_is_freed_after_the_call():
+    core = backend.core()
+    before = ops.get_workspace_limit()
+    assert before == 256 << 20  # the documented default
+    x, w_ih, w_hh, b = _lstm_problem(B=64, T=8, I=64, H=256)
+    try:
+        ops.release_workspace()
+        ops.lstm_forward(x, w_ih, w_hh, b, training=False)
+        used = core.workspace_bytes()
+        assert used > 0  # within the default limit: kept for the next call
+        ops.set_workspace_limit(used - 1)  # lowering it trims the calling thread's buffer now
+        assert core.workspace_bytes() == 0
+        y1 = ops.lstm_forward(x, w_ih, w_hh, b, training=False)[0]
+        assert core.workspace_bytes() == 0  # needed more than the limit: freed when the call returned
+        ops.set_workspace_limit(used)
+        y2 = ops.lstm_forward(x, w_ih, w_hh, b, training=False)[0]
+        assert core.workspace_bytes() == used
+        np.testing.assert_array_equal(y1, y2)
+    finally:
+        ops.set_workspace_limit(before)
+
+
+@pytest.mark.parametrize("bad,exc", [(-1, ValueError), (2**63, ValueError), (1.5, TypeError), (True, TypeError),
+                                     ("1", TypeError)])
+def test_set_workspace_limit_checks_its_argument(bad, exc):
+    with pytest.raises(exc, match="set_workspace_limit: nbytes"):
+        ops.set_workspace_limit(bad)
