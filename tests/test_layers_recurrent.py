@@ -823,8 +823,10 @@ def test_layers_keep_the_public_ops_errors_for_what_the_runner_does_not_check(cl
                 layer(np.zeros(shape), training=True)
         with pytest.raises(ValueError, match=rf"^{prefix}_forward: x must not be empty"):
             layer.step(np.zeros((0, 2)), None, training=True)
-    if N_STATES[cls_name] == 2:  # states set with reset_states may differ in batch size
-        layer = make(cls_name, units=3, n_in=2, dtype="float32", stateful=True, **kw)
-        layer.reset_states([np.zeros((2, 3)), np.zeros((5, 3))])
+    if N_STATES[cls_name] == 2:  # states that differ in batch size: reset_states refuses them, and
+        layer = make(cls_name, units=3, n_in=2, dtype="float32", stateful=True, **kw)  # if set by hand,
+        with pytest.raises(ValueError, match=r"states must have the same batch size"):  # the op does
+            layer.reset_states([np.zeros((2, 3)), np.zeros((5, 3))])
+        layer.states = [np.zeros((2, 3), np.float32), np.zeros((5, 3), np.float32)]
         with pytest.raises(ValueError, match=r"^lstm_forward: c0 must have shape \[2, 3\], got \[5, 3\]"):
             layer(np.zeros((2, 4, 2)))

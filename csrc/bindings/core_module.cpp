@@ -7,6 +7,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -56,8 +57,11 @@ Cell to_cell(int c) {
 
 // The kernels' workspace, cached per calling thread: it grows to the largest size asked for and is
 // reused, so repeated calls (a training loop) pay no page faults for it. Large buffers are 2 MiB
-// aligned and advised to use transparent huge pages. release_workspace() frees the calling
-// thread's buffer.
+// aligned and advised to use transparent huge pages. A buffer over the workspace limit
+// (set_workspace_limit, default 256 MiB) is freed when the call that needed it returns, so that one
+// large call does not leave its size resident. release_workspace() frees the calling thread's buffer.
+std::atomic<size_t> g_workspace_limit{size_t(256) << 20};
+
 struct Workspace {
   float* ptr = nullptr;
   size_t floats = 0;
@@ -82,6 +86,10 @@ struct Workspace {
     std::free(ptr);
     ptr = nullptr;
     floats = 0;
+  }
+  // After a call: keep the buffer only within the limit.
+  void trim() {
+    if (floats * sizeof(float) > g_workspace_limit.load(std::memory_order_relaxed)) release();
   }
 };
 
@@ -171,6 +179,7 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
     py::gil_scoped_release release;
     k.forward(a);
   }
+  thread_workspace().trim();
   return py::make_tuple(y, hn, cn, gates, hprev, aux);
 }
 
@@ -226,6 +235,7 @@ py::tuple backward(int cell_id, const farr& x, const farr& w_ih, const farr& w_h
     py::gil_scoped_release release;
     k.backward(a);
   }
+  thread_workspace().trim();
   return py::make_tuple(dx, dh0, dc0, dwih, dwhh, dbih, dbhh);
 }
 
@@ -316,12 +326,28 @@ PYBIND11_MODULE(_core, m) {
         "calling thread and of the kernels' worker threads (all are reallocated when next needed).");
   m.def("scratch_bytes", []() { return fastrnn::scratch_bytes_all(); },
         "Bytes of GEMM packing scratch held by the calling thread.");
+  m.def("set_workspace_limit",
+        [](int64_t bytes) {
+          if (bytes < 0) throw py::value_error("bytes: expected >= 0, got " + std::to_string(bytes));
+          g_workspace_limit.store(size_t(bytes), std::memory_order_relaxed);
+          thread_workspace().trim();
+        },
+        py::arg("bytes"),
+        "The most bytes of kernel workspace a thread keeps between calls (default 256 MiB): a call that "
+        "needs more frees its buffer when it returns. Trims the calling thread's buffer now.");
+  m.def("get_workspace_limit", []() { return (int64_t)g_workspace_limit.load(std::memory_order_relaxed); });
   m.def("workspace_bytes", []() { return thread_workspace().floats * sizeof(float); },
         "Bytes of kernel workspace cached for the calling thread.");
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastrnn::get_num_threads);
   m.def("get_isa", &fastrnn::active_isa);
-  m.def("set_isa", [](const std::string& n) { fastrnn::set_isa(n.c_str()); }, py::arg("name"));
+  m.def("set_isa",
+        [](const std::string& n) {
+          // set_isa reads a C string: an embedded NUL would cut the name short ('scalar\0x' -> 'scalar')
+          if (n.find('\0') != std::string::npos) throw py::value_error("isa: the name must not contain NUL characters");
+          fastrnn::set_isa(n.c_str());
+        },
+        py::arg("name"));
   m.def("available_isas", []() {
     std::vector<std::string> out;
     for (const char* n : {"scalar", "avx2", "avx512"})

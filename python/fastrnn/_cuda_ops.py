@@ -177,7 +177,7 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
         mod.backward(cell=cache.cell_id, T=T, B=B, I=I, H=H, batch_first=cache.batch_first, reverse=cache.reverse,
                      mask=_ptr(cache.mask), x=_ptr(cache.x), w_ih=_ptr(cache.w_ih), w_hh=_ptr(cache.w_hh),
                      gates=_ptr(cache.gates), hprev=_ptr(cache.hprev), aux=_ptr(cache.aux), dy=_ptr(dy),
-                     dh_n=_ptr(dh_n), dc_n=_ptr(dc_n), bptt_steps=0 if k is None else k, dx=_ptr(dx),
+                     dh_n=_ptr(dh_n), dc_n=_ptr(dc_n), bptt_steps=0 if k is None or k >= T else k, dx=_ptr(dx),
                      dh0=_ptr(dh0), dc0=_ptr(dc0), dw_ih=_ptr(dw_ih), dw_hh=_ptr(dw_hh), db_ih=_ptr(db_ih),
                      db_hh=_ptr(db_hh), workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
     calls["backward"] += 1

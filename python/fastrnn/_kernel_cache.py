@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -23,18 +24,21 @@ class BufferPool:
     private copies of x and the weights): fresh memory from the OS costs a page fault and the
     kernel's zeroing per page, a visible part of a training step at large shapes. When a cache is
     dropped, the arrays nobody else refers to come here and the next forward of that shape takes
-    them. At most ``max_arrays`` per shape and ``max_bytes`` in all are kept; ``clear()`` (or
-    fastrnn.ops.release_workspace()) gives them back. Arrays under ``min_bytes`` are not pooled:
-    the C library's allocator serves those from memory it keeps, and the bookkeeping would cost
-    more than it saves.
+    them. At most ``max_arrays`` per shape and ``max_bytes`` in all are kept: a buffer that would
+    go over ``max_bytes`` first evicts those of the shapes least recently taken or given (so
+    training on varying shapes keeps the recent ones, not every shape ever seen).
+    ``fastrnn.ops.set_workspace_limit`` sets ``max_bytes`` (default 256 MiB); ``clear()`` (or
+    fastrnn.ops.release_workspace()) gives everything back. Arrays under ``min_bytes`` are not
+    pooled: the C library's allocator serves those from memory it keeps, and the bookkeeping would
+    cost more than it saves.
     """
 
-    def __init__(self, max_bytes=1 << 30, max_arrays=16, min_bytes=1 << 20):
+    def __init__(self, max_bytes=256 << 20, max_arrays=16, min_bytes=1 << 20):
         self.max_bytes, self.max_arrays, self.min_bytes = int(max_bytes), int(max_arrays), int(min_bytes)
-        self._free = {}
+        self._free = OrderedDict()  # shape -> [arrays], least recently used shape first
         self._lock = threading.Lock()  # forwards and dropped caches may come from several threads
         self.bytes = 0
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.evictions = 0
         self._unshared = self._calibrate()
 
     @staticmethod
@@ -57,6 +61,8 @@ class BufferPool:
         shape = tuple(int(n) for n in shape)
         with self._lock:
             free = self._free.get(shape)
+            if free is not None:
+                self._free.move_to_end(shape)
             if free:
                 a = free.pop()
                 self.bytes -= a.nbytes
@@ -77,16 +83,52 @@ class BufferPool:
 
     def give(self, a):
         """Keep ``a`` for reuse if it is a writeable float32 NumPy array that owns its memory and
-        that nothing but the caller refers to (no view, no user reference), within the limits."""
+        that nothing but the caller refers to (no view, no user reference), within the limits
+        (evicting the least recently used shapes' buffers to stay within ``max_bytes``)."""
         if (type(a) is not np.ndarray or a.nbytes < self.min_bytes or a.dtype != np.float32 or a.base is not None
                 or not a.flags.writeable or not a.flags.c_contiguous or self._refs(a) > self._unshared):
             return
+        evicted = []  # freed after the lock is let go
         with self._lock:
+            if a.nbytes > self.max_bytes:
+                return
             free = self._free.setdefault(a.shape, [])
-            if len(free) >= self.max_arrays or self.bytes + a.nbytes > self.max_bytes:
+            self._free.move_to_end(a.shape)
+            if len(free) >= self.max_arrays:
+                return
+            self._evict(self.max_bytes - a.nbytes, evicted, keep=a.shape)
+            if self.bytes + a.nbytes > self.max_bytes:
+                if not free:
+                    del self._free[a.shape]
                 return
             free.append(a)
             self.bytes += a.nbytes
+        del evicted
+
+    def _evict(self, target, out, keep=None):
+        """Drop buffers, least recently used shapes first (not those of ``keep``), until at most
+        ``target`` bytes are held; the dropped arrays go to ``out``. Called with the lock held."""
+        for shape in list(self._free):
+            if self.bytes <= target:
+                break
+            if shape == keep:
+                continue
+            free = self._free[shape]
+            while free and self.bytes > target:
+                a = free.pop()
+                self.bytes -= a.nbytes
+                self.evictions += 1
+                out.append(a)
+            if not free:
+                del self._free[shape]
+
+    def set_max_bytes(self, max_bytes):
+        """Set the budget, evicting the least recently used buffers down to it."""
+        evicted = []
+        with self._lock:
+            self.max_bytes = int(max_bytes)
+            self._evict(self.max_bytes, evicted)
+        del evicted
 
     def clear(self):
         with self._lock:
@@ -186,7 +228,10 @@ class KernelCache(Cache):
     def run_backward(self, dy, dh_n, dc_n, bptt_steps: int, need_dx: bool = True) -> dict[str, Any]:
         """The C++ backward without checks: dy None or [B, T, H] / [T, B, H] in the forward's layout,
         dh_n / dc_n None or [B, H], all float32 C-contiguous NumPy arrays (the bindings refuse
-        others); bptt_steps an int, 0 for full BPTT."""
+        others); bptt_steps an int, 0 for full BPTT (as is any bptt_steps >= T: no chunk border
+        falls inside the sequence; this also keeps ints beyond int64 out of the binding)."""
+        if bptt_steps >= self.T:
+            bptt_steps = 0
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
             cell=self.cell_id, x=self.x, w_ih=self.w_ih, w_hh=self.w_hh, mask=self.mask, reverse=self.reverse,
             batch_first=self.batch_first, gates=self.gates, hprev=self.hprev, aux=self.aux, dy=dy, dh_n=dh_n,

@@ -209,6 +209,8 @@ def set_isa(name: str) -> None:
     """Force an instruction-set path ('scalar', 'avx2', 'avx512' or 'auto'); ValueError if unsupported."""
     if not isinstance(name, str):
         raise TypeError(f"set_isa: name must be a str, got {type(name).__name__}")
+    if "\x00" in name:  # C strings end there: 'scalar\x00x' must not select 'scalar'
+        raise ValueError(f"set_isa: name must not contain NUL characters, got {name!r}")
     core().set_isa(name)
 
 

@@ -29,8 +29,10 @@ read: NaN padding changes no output and no gradient.
 The training cache holds private copies of x and the weights, so changing them in place between
 forward and backward cannot corrupt the gradients. When a cache is dropped, its large buffers
 that nothing else refers to are kept for the next training forward of the same shapes (no page
-faults and zeroing of fresh memory, which shows at large training shapes);
-``release_workspace()`` frees them with the kernels' workspace.
+faults and zeroing of fresh memory, which shows at large training shapes), up to a budget (least
+recently used shapes go first); the kernels keep their per-thread workspace between calls up to a
+limit too. ``set_workspace_limit(nbytes)`` sets both (default 256 MiB each);
+``release_workspace()`` frees them now.
 
 Every cache (these kernels', the CUDA kernels', the references') is a fastrnn._cache.Cache: the
 same fields under the same names, and its own ``backward``, which ``{cell}_backward`` calls once it
@@ -57,6 +59,7 @@ from .reference import _common as C
 
 __all__ = [
     "KernelCache",
+    "get_workspace_limit",
     "gru_backward",
     "gru_forward",
     "lstm_backward",
@@ -65,6 +68,7 @@ __all__ = [
     "release_workspace",
     "rnn_backward",
     "rnn_forward",
+    "set_workspace_limit",
 ]
 
 #: A float32 NumPy array (CuPy arrays go where these go, see the module docstring).
@@ -338,6 +342,31 @@ def matmul(a: ArrayLike, b: ArrayLike) -> Any:
         b2, tb = _gemm_operand(b)
         return backend.core().gemm(a2, b2, ta, tb).reshape(a.shape[:-1] + (b.shape[1],))
     return a @ b
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Bound the memory the kernels keep between calls (default 256 MiB):
+
+    * the pooled training-cache buffers (fastrnn._kernel_cache.POOL) hold at most ``nbytes``; a
+      buffer that would go over it evicts those of the least recently used shapes first (so
+      training on varying sequence lengths keeps the recent shapes only);
+    * each thread's kernel workspace is kept between calls only up to ``nbytes``: a call that needs
+      more frees it when it returns (and pays the page faults again next time).
+
+    Lowering the limit evicts and trims (the calling thread's workspace) at once; 0 keeps nothing.
+    Steady training shapes stay within the default unless a model's caches (about
+    4 * T * B * (G*H + 3*H) bytes per recurrent layer) add up to more than it: raise it then."""
+    if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"set_workspace_limit: nbytes must be an int, got {type(nbytes).__name__}")
+    if not 0 <= nbytes < 2**63:
+        raise ValueError(f"set_workspace_limit: nbytes must be in [0, 2**63), got {int(nbytes)}")
+    POOL.set_max_bytes(int(nbytes))
+    backend.core().set_workspace_limit(int(nbytes))
+
+
+def get_workspace_limit() -> int:
+    """The limit of :func:`set_workspace_limit` (bytes)."""
+    return int(backend.core().get_workspace_limit())
 
 
 def release_workspace() -> None:

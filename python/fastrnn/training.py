@@ -348,6 +348,20 @@ class TrainingLoops:
             w = cw if w is None else w * cw.reshape((-1,) + (1,) * (w.ndim - 1))
         return w
 
+    def _check_stateful_batches(self, n, batch_size, what):
+        """Stateful recurrent layers carry their state from one batch to the next, so every batch
+        must have the same size (as Keras requires): refused before any update, naming the sizes."""
+        if n % batch_size == 0:
+            return
+        stateful = [lay.name for lay in self._recurrent_layers() if getattr(lay, "stateful", False)]
+        if stateful:
+            raise ValueError(
+                f"fit: the stateful layer(s) {', '.join(repr(s) for s in stateful)} carry their state from "
+                f"batch to batch, so every batch must have batch_size={batch_size} samples, but the {n} {what} "
+                f"samples leave a last batch of {n % batch_size}; give a batch_size that divides {n} (or a "
+                f"multiple of {batch_size} samples)"
+            )
+
     def train_on_batch(self, x: ArrayLike | list[ArrayLike], y: ArrayLike, tbptt: int | None = None, *,
                        sample_weight: ArrayLike | None = None, class_weight: dict | None = None
                        ) -> float | list[float]:
@@ -467,6 +481,9 @@ class TrainingLoops:
             val = (_take(x, slice(split, None)), y[split:], None if sw is None else sw[split:])
             x, y, sw = _take(x, slice(None, split)), y[:split], None if sw is None else sw[:split]
         n = _n_samples(x)
+        self._check_stateful_batches(n, batch_size, "training")
+        if val is not None:
+            self._check_stateful_batches(_n_samples(val[0]), batch_size, "validation")
         steps = math.ceil(n / batch_size)
         rng = _random.new_rng() if seed is None else np.random.default_rng(seed)
 

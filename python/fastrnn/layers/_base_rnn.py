@@ -236,7 +236,12 @@ class BaseRNN(Layer):
         if states is None:
             self.states = None
             return
-        self.states = [s.copy() for s in self._resolve_initial_state(states, None, what="states")]
+        states = self._resolve_initial_state(states, None, what="states")
+        rows = [s.shape[0] for s in states]
+        if len(set(rows)) > 1:  # refused here, not at the next call
+            raise ValueError(f"{self._who()}: states must have the same batch size, got "
+                             + ", ".join(f"states[{i}] with {r} rows" for i, r in enumerate(rows)))
+        self.states = [s.copy() for s in states]
 
     def reset_state(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
         """Keras 3's name for :meth:`reset_states` (same argument)."""
@@ -273,6 +278,9 @@ class BaseRNN(Layer):
             if mask is not None:
                 raise ValueError(f"{self._who()}: pass either mask or lengths, not both")
             lens = np.asarray(lengths)
+            if lens.size == 0:  # before the dtype: an empty list is float64 to NumPy
+                raise ValueError(f"{self._who()}: lengths must have shape [batch] = ({B},), got an empty "
+                                 f"array of shape {lens.shape}")
             if lens.dtype.kind not in "iu":
                 raise TypeError(f"{self._who()}: lengths must be an integer array, got dtype {lens.dtype}")
             if lens.shape != (B,):

@@ -182,6 +182,9 @@ def lengths_to_mask(xp, lengths, T: int):
 def check_lengths(fn: str, lengths, T: int, B: int, xp):
     """Validated lengths: a 1-D integer array of size B with 0 <= lengths[b] <= T, as int64 of module xp."""
     lengths = _as_xp(fn, "lengths", lengths, xp)
+    if lengths.size == 0:  # before the dtype: an empty list is float64 to NumPy
+        raise ValueError(f"{fn}: lengths must have shape [{B}] (one length per batch row), "
+                         f"got an empty array of shape {_shape_str(lengths.shape)}")
     if lengths.dtype.kind not in "iu":
         raise TypeError(f"{fn}: lengths must be an integer array, got dtype {lengths.dtype}")
     if lengths.ndim != 1 or lengths.shape[0] != B:
@@ -298,6 +301,15 @@ def check_forward_args(cell, x, w_ih, w_hh, biases, h0=None, c0=None, lengths=No
 
 # --------------------------------------------------------------------------- the backward check
 
+#: The entries of a reference cache that ``{cell}_backward`` reads (a dict without them is not a cache).
+_CACHE_COMMON = ("cell", "T", "B", "I", "H", "dtype", "xp", "reverse", "batch_first", "mask", "x", "w_ih", "w_hh",
+                 "h_prev")
+CACHE_KEYS: dict[str, tuple[str, ...]] = {
+    "rnn": _CACHE_COMMON + ("nonlinearity", "act"),
+    "lstm": _CACHE_COMMON + ("c_prev", "gates", "tanh_c"),
+    "gru": _CACHE_COMMON + ("gates", "u_n"),
+}
+
 def split_dstate(fn, cell, dstate):
     """(dh_n, dc_n, the name dh_n goes by in messages) from ``{cell}_backward``'s dstate: a pair
     (dh_n, dc_n) or None for lstm, one array or None otherwise. The arrays are not checked here."""
@@ -328,6 +340,10 @@ def check_backward_args(cell, cache, dy, dstate, bptt_steps):
         raise TypeError(f"{fn}: cache must be the dict returned by {cell}_forward, got {type(cache).__name__}")
     if cache["cell"] != cell:
         raise ValueError(f"{fn}: cache comes from {cache['cell']}_forward, not {cell}_forward")
+    missing = [k for k in CACHE_KEYS[cell] if k not in cache]
+    if missing:
+        raise ValueError(f"{fn}: cache is not a cache returned by {cell}_forward(training=True): it has no "
+                         f"{', '.join(repr(k) for k in missing)}")
     bptt_steps = check_bptt_steps(bptt_steps, fn)
     T, B, H = cache["T"], cache["B"], cache["H"]
     xp, dtype, batch_first = cache["xp"], cache["dtype"], cache["batch_first"]
