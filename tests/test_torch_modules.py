@@ -147,6 +147,28 @@ def test_packed_parity(cell, enforce_sorted, bidirectional, with_state, batch_fi
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("packed", [False, True])
+def test_custom_operator_in_eager_mode(cell, dtype, packed, monkeypatch):
+    # eager calls normally take the autograd.Function; the custom operator (what torch.compile
+    # calls) must give the same values and gradients
+    monkeypatch.setattr(frt, "_EAGER_FUNCTION", False)
+    ref, mod = make_pair(cell, dtype=dtype, num_layers=2, bidirectional=True, batch_first=True)
+    lengths = torch.tensor([2, 4, 3])
+
+    def make():
+        x = torch.randn(3, 4, I, dtype=dtype, requires_grad=True)
+        h0 = torch.randn(4, 3, H, dtype=dtype, requires_grad=True)
+        inp = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False) if packed else x
+        if cell == "lstm":
+            c0 = torch.randn(4, 3, H, dtype=dtype, requires_grad=True)
+            return (inp, (h0, c0)), [x, h0, c0]
+        return (inp, h0), [x, h0]
+
+    run_and_compare(ref, mod, make)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_unbatched_parity(cell, with_state, batch_first):

@@ -91,17 +91,17 @@ def _tensor(a) -> Tensor:
 
 
 class _cupy_stream:
-    """On CUDA: CuPy runs on torch's current stream of x's device (no cross-stream races)."""
+    """On CUDA: CuPy runs on torch's current stream of the device (no cross-stream races)."""
 
-    def __init__(self, x: Tensor):
-        self.x = x
+    def __init__(self, device: torch.device):
+        self.device = device
         self.ctx = None
 
     def __enter__(self):
-        if self.x.device.type == "cuda":
+        if self.device.type == "cuda":
             import cupy
 
-            dev = self.x.device.index if self.x.device.index is not None else torch.cuda.current_device()
+            dev = self.device.index if self.device.index is not None else torch.cuda.current_device()
             stream = torch.cuda.current_stream(dev)
             self.ctx = cupy.cuda.ExternalStream(stream.cuda_stream, dev)
             self.ctx.__enter__()
@@ -125,10 +125,10 @@ def _public_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batc
 
 
 def _public_backward(spec, cache, dy, dh_n, dc_n):
-    mod = _reference if isinstance(dy, np.ndarray) else _ops
+    """{cell}_backward of fastrnn.ops (any cache: reference, CUDA; dy and the states may be None)."""
     if spec.base == "lstm":
-        return mod.lstm_backward(cache, dy, (dh_n, dc_n))
-    return getattr(mod, f"{spec.base}_backward")(cache, dy, dh_n)
+        return _ops.lstm_backward(cache, dy, (dh_n, dc_n))
+    return getattr(_ops, f"{spec.base}_backward")(cache, dy, dh_n)
 
 
 class _SavedCache(KernelCache):
@@ -151,7 +151,10 @@ def _shapes(x: Tensor, w_hh: Tensor, batch_first: bool):
     return T, B, I, H, w_hh.shape[0] // H
 
 
-_N_SAVED = 6  # x, w_ih, w_hh (the kernels' private copies), gates, h_prev, aux
+_N_SAVED = 6
+#: Eager calls run _Layer (a plain autograd.Function); False sends them through the custom operator
+#: as well (the tests compare both).
+_EAGER_FUNCTION = True  # x, w_ih, w_hh (the kernels' private copies), gates, h_prev, aux
 
 
 @torch.library.custom_op("fastrnn::rnn_layer", mutates_args=())
@@ -177,7 +180,7 @@ def _rnn_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: _OptTe
                  for name in ("x", "w_ih", "w_hh", "gates", "h_prev", "aux")]
         del cache  # its arrays live on in the saved tensors
         return (*out, *saved)
-    with _cupy_stream(x):
+    with _cupy_stream(x.device):
         y, state, _ = _public_forward(spec, _xp(x), _xp(w_ih), _xp(w_hh), _xp(b_ih), _xp(b_hh), _xp(h0), _xp(c0),
                                       _xp(mask), reverse, batch_first, False)
         h_n, c_n = state if spec.n_states == 2 else (state, None)
@@ -223,7 +226,7 @@ def _rnn_layer_backward(dy: Tensor, dh_n: Tensor, dc_n: _OptTensor, x: Tensor, w
         g = cache.run_backward(_np(dy), _np(dh_n), _np(dc_n), 0, need_dx)
         conv = torch.from_numpy
     else:
-        with _cupy_stream(x):
+        with _cupy_stream(x.device):
             _, _, cache = _public_forward(spec, _xp(x), _xp(w_ih), _xp(w_hh), _xp(b_ih), _xp(b_hh), _xp(h0),
                                           _xp(c0), _xp(mask), reverse, batch_first, True)
             g = _public_backward(spec, cache, _xp(dy), _xp(dh_n), _xp(dc_n))
@@ -279,6 +282,59 @@ def _backward(ctx, dy, dh_n, dc_n, *_saved_grads):
 
 
 _rnn_layer.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------- the eager path
+
+class _Layer(torch.autograd.Function):
+    """fastrnn::rnn_layer's eager twin: the same kernels, with the training cache held by the
+    autograd node instead of returned as tensors. Eager calls take it (less dispatch per call;
+    the cache's buffers go back to fastrnn's buffer pool when the graph is freed, and the float64
+    and CUDA paths need no second forward); under torch.compile the modules call the custom
+    operator. Returns (y, h_n) or (y, h_n, c_n)."""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, cell, reverse, batch_first, training):
+        spec = _CELLS[cell]
+        ctx.set_materialize_grads(False)  # unused outputs reach the kernels as None (zeros)
+        ctx.spec, ctx.has, ctx.dev = spec, (h0 is not None, c0 is not None, b_hh is not None), x.device
+        if _kernel_path(x):
+            ctx.kernel = True
+            y, state, cache = _ops._run_forward(
+                spec, _np(x), _np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(h0), _np(c0), _np(mask),
+                reverse, batch_first, training)
+            conv = torch.from_numpy
+        else:
+            ctx.kernel = False
+            with _cupy_stream(x.device):
+                y, state, cache = _public_forward(spec, _xp(x), _xp(w_ih), _xp(w_hh), _xp(b_ih), _xp(b_hh),
+                                                  _xp(h0), _xp(c0), _xp(mask), reverse, batch_first, training)
+            conv = _tensor
+        ctx.cache = cache  # None unless training; kept until the graph is freed (retain_graph works)
+        states = state if spec.n_states == 2 else (state,)
+        return (conv(y), *(conv(s) for s in states))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dh_n, dc_n=None):
+        cache = ctx.cache
+        if cache is None:
+            raise RuntimeError("fastrnn.torch: backward of a forward run without training (nothing saved)")
+        spec = ctx.spec
+        need_dx = bool(ctx.needs_input_grad[0])
+        if ctx.kernel:
+            g = _ops._run_backward(cache, _np(dy), _np(dh_n), _np(dc_n), None, need_dx)
+            conv = torch.from_numpy
+        else:
+            with _cupy_stream(ctx.dev):
+                g = _public_backward(spec, cache, _xp(dy), _xp(dh_n), _xp(dc_n))
+            conv = _tensor
+        has_h0, has_c0, has_bhh = ctx.has
+        biases = [g[name] for name in spec.bias_names]
+        out = [g["x"] if need_dx else None, g["w_ih"], g["w_hh"], biases[0],
+               biases[1] if has_bhh and len(biases) == 2 else None, g["h0"] if has_h0 else None,
+               g.get("c0") if has_c0 else None]
+        return (*(None if a is None else conv(a) for a in out), None, None, None, None, None)
 
 
 # --------------------------------------------------------------------------- the modules
@@ -442,8 +498,13 @@ class RNNBase(torch.nn.Module):
             for d in range(D):
                 idx = k * D + d
                 w_ih, w_hh, b_ih, b_hh = self._layer_weights(k, d)
-                out = _rnn_layer(layer_in, w_ih, w_hh, b_ih, b_hh, None if h0 is None else h0[idx],
-                                 None if c0 is None else c0[idx], mask, kid, d == 1, self.batch_first, training)
+                args = (layer_in, w_ih, w_hh, b_ih, b_hh, None if h0 is None else h0[idx],
+                        None if c0 is None else c0[idx], mask, kid, d == 1, self.batch_first, training)
+                if _EAGER_FUNCTION and not torch.compiler.is_compiling():
+                    out = _Layer.apply(*args)
+                    out = out if lstm else (*out, None)
+                else:
+                    out = _rnn_layer(*args)
                 ys.append(out[0])
                 hs.append(out[1])
                 cs.append(out[2])
