@@ -264,6 +264,23 @@ def test_grad_only_for_the_input():
     assert x.grad is not None and all(p.grad is None for p in mod.parameters())
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("custom_op", [False, True])
+def test_gradient_of_the_final_states_only(cell, custom_op, monkeypatch):
+    # the output's gradient never reaches the kernels (None / zeros): only h_n (or c_n) has one
+    monkeypatch.setattr(frt, "_EAGER_FUNCTION", not custom_op)
+    ref, mod = make_pair(cell, num_layers=2, bidirectional=True)
+    for pick in ([1], [2]) if cell == "lstm" else ([1],):
+        grads = []
+        for m in (ref, mod):
+            x = torch.randn(4, 3, I, generator=torch.Generator().manual_seed(0), requires_grad=True)
+            out = flat_out(m(x))
+            m.zero_grad()
+            sum(out[i].square().sum() for i in pick).backward()
+            grads.append([x.grad] + [p.grad for p in m.parameters()])
+        assert max(rel_err(a, b) for a, b in zip(*grads[::-1])) <= GRAD_TOL
+
+
 def test_retain_graph_backward_twice():
     _, mod = make_pair("lstm", num_layers=2)
     x = torch.randn(4, 2, I, requires_grad=True)

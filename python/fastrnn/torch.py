@@ -13,10 +13,14 @@ The constructor arguments, parameter names (``weight_ih_l{k}[_reverse]``, ``weig
 bias parameters (the kernels get zero biases). ``dropout`` applies between layers in training mode
 only, like torch.
 
-How it runs: each (layer, direction) is one call of the custom operator ``fastrnn::rnn_layer``
-(``torch.library.custom_op`` with a fake implementation and a registered autograd formula, whose
-backward is the custom operator ``fastrnn::rnn_layer_backward``), so ``torch.compile`` traces
-through the modules without a graph break.
+How it runs: each (layer, direction) is one call of the kernels. Under ``torch.compile`` that call
+is the custom operator ``fastrnn::rnn_layer`` (``torch.library.custom_op`` with a fake
+implementation and a registered autograd formula, whose backward is the custom operator
+``fastrnn::rnn_layer_backward``), so the compiler traces through the modules without a graph
+break; the operator returns what backward needs as extra tensors. Eager calls take a plain
+``torch.autograd.Function`` over the same kernels, which keeps the training cache on the autograd
+node (less dispatch per call; the cache's buffers return to fastrnn's buffer pool when the graph is
+freed).
 
   * CPU float32: the C++ kernels, with the tensors passed as zero-copy NumPy views. The training
     forward's saved activations come back as extra (non-differentiable) outputs of the operator,
@@ -208,7 +212,7 @@ def _rnn_layer_fake(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, cell, reverse, batc
 
 
 @torch.library.custom_op("fastrnn::rnn_layer_backward", mutates_args=())
-def _rnn_layer_backward(dy: Tensor, dh_n: Tensor, dc_n: _OptTensor, x: Tensor, w_ih: Tensor, w_hh: Tensor,
+def _rnn_layer_backward(dy: _OptTensor, dh_n: _OptTensor, dc_n: _OptTensor, x: Tensor, w_ih: Tensor, w_hh: Tensor,
                         b_ih: _OptTensor, b_hh: _OptTensor, h0: _OptTensor,
                         c0: _OptTensor, mask: _OptTensor, saved: list[Tensor], cell: int,
                         reverse: bool, batch_first: bool, need_dx: bool
@@ -233,7 +237,7 @@ def _rnn_layer_backward(dy: Tensor, dh_n: Tensor, dc_n: _OptTensor, x: Tensor, w
         conv = _tensor
     biases = [g[name] for name in spec.bias_names] + [None] * (2 - len(spec.bias_names))
     grads = [g["x"] if need_dx else None, g["h0"], g.get("c0"), g["w_ih"], g["w_hh"], *biases]
-    return tuple(dy.new_empty(0) if a is None else conv(a) for a in grads)
+    return tuple(x.new_empty(0) if a is None else conv(a) for a in grads)
 
 
 @_rnn_layer_backward.register_fake
@@ -241,10 +245,10 @@ def _rnn_layer_backward_fake(dy, dh_n, dc_n, x, w_ih, w_hh, b_ih, b_hh, h0, c0, 
                              batch_first, need_dx):
     spec = _CELLS[cell]
     _, B, _, H, G = _shapes(x, w_hh, batch_first)
-    return (dy.new_empty(x.shape) if need_dx else dy.new_empty(0), dy.new_empty(B, H),
-            dy.new_empty(B, H) if spec.n_states == 2 else dy.new_empty(0), dy.new_empty(w_ih.shape),
-            dy.new_empty(w_hh.shape), dy.new_empty(G * H),
-            dy.new_empty(G * H) if spec.base == "gru" else dy.new_empty(0))
+    return (x.new_empty(x.shape) if need_dx else x.new_empty(0), x.new_empty(B, H),
+            x.new_empty(B, H) if spec.n_states == 2 else x.new_empty(0), x.new_empty(w_ih.shape),
+            x.new_empty(w_hh.shape), x.new_empty(G * H),
+            x.new_empty(G * H) if spec.base == "gru" else x.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
