@@ -42,6 +42,7 @@ CHECKED_MODULES = [
     "fastrnn.losses",
     "fastrnn.metrics",
     "fastrnn.optim",
+    "fastrnn.schedules",
     "fastrnn.callbacks",
 ]
 
