@@ -40,6 +40,8 @@ CHECKED_MODULES = [
     "fastrnn.training",
     "fastrnn.seq2seq",
     "fastrnn.losses",
+    "fastrnn._loss_base",
+    "fastrnn._crossentropy",
     "fastrnn.metrics",
     "fastrnn.optim",
     "fastrnn.schedules",
