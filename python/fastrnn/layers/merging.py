@@ -1,4 +1,7 @@
-"""Merging layers: Concatenate."""
+"""Merging layers: Concatenate.
+
+Importable from ``fastrnn.layers`` and, as before, from ``fastrnn.layers.core``.
+"""
 from __future__ import annotations
 
 from typing import Any

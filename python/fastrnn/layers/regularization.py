@@ -1,4 +1,7 @@
-"""Regularization layers: Dropout."""
+"""Regularization layers: Dropout.
+
+Importable from ``fastrnn.layers`` and, as before, from ``fastrnn.layers.core``.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence

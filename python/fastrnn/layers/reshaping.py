@@ -1,4 +1,7 @@
-"""Reshaping layers: Flatten, RepeatVector."""
+"""Reshaping layers: Flatten, RepeatVector.
+
+Importable from ``fastrnn.layers`` and, as before, from ``fastrnn.layers.core``.
+"""
 from __future__ import annotations
 
 from typing import Any

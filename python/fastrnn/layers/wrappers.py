@@ -1,4 +1,7 @@
-"""Layer wrappers: TimeDistributed."""
+"""Layer wrappers: TimeDistributed.
+
+Importable from ``fastrnn.layers`` and, as before, from ``fastrnn.layers.core``.
+"""
 from __future__ import annotations
 
 from typing import Any
