@@ -25,6 +25,11 @@ from fastrnn import callbacks, layers, losses, metrics, models, optim
 # being reworked separately and is not listed: its Layer docstring carries the common arguments)
 CHECKED_MODULES = [
     "fastrnn.layers.core",
+    "fastrnn.layers._core_common",
+    "fastrnn.layers.reshaping",
+    "fastrnn.layers.regularization",
+    "fastrnn.layers.merging",
+    "fastrnn.layers.wrappers",
     "fastrnn.layers._base_rnn",
     "fastrnn.layers.recurrent",
     "fastrnn.layers.bidirectional",
@@ -35,8 +40,11 @@ CHECKED_MODULES = [
     "fastrnn.training",
     "fastrnn.seq2seq",
     "fastrnn.losses",
+    "fastrnn._loss_base",
+    "fastrnn._crossentropy",
     "fastrnn.metrics",
     "fastrnn.optim",
+    "fastrnn.schedules",
     "fastrnn.callbacks",
 ]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from fastrnn import layers, losses, metrics, optim, saving
+from fastrnn import _saving_io, layers, losses, metrics, optim, saving
 from fastrnn.models import Model, Sequential
 
 
@@ -123,7 +123,7 @@ def test_failure_mid_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
     x, y = _data()
     m.fit(x, y, epochs=1, batch_size=8, verbose=0)  # the weights change
 
-    real = saving._write_array
+    real = _saving_io._write_array  # the container's writer (fastrnn._saving_io) writes each array
     calls = []
 
     def failing(zf, name, arr):
@@ -132,7 +132,7 @@ def test_failure_mid_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         real(zf, name, arr)
 
-    monkeypatch.setattr(saving, "_write_array", failing)
+    monkeypatch.setattr(_saving_io, "_write_array", failing)
     with pytest.raises(OSError, match="disk full"):
         m.save(str(path))
     assert len(calls) == 3
@@ -144,7 +144,7 @@ def test_failure_mid_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
         calls.clear()
         m.save(str(tmp_path / "new.fastrnn"))
     assert os.listdir(tmp_path) == ["m.fastrnn"]
-    monkeypatch.setattr(saving, "_write_array", real)
+    monkeypatch.setattr(_saving_io, "_write_array", real)
     m.save(str(path))
     assert path.read_bytes() != old
 

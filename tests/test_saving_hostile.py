@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrnn as fr
-from fastrnn import layers, saving
+from fastrnn import _saving_io, layers
 from fastrnn.models import Sequential
 
 PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
@@ -239,7 +239,7 @@ def test_deep_or_broken_json(valid_file, tmp_path, which, raw, match):
 
 def test_oversized_json_is_refused_unread(valid_file, tmp_path, monkeypatch):
     _, entries, _ = valid_file
-    monkeypatch.setattr(saving, "_MAX_JSON_BYTES", 4096)
+    monkeypatch.setattr(_saving_io, "_MAX_JSON_BYTES", 4096)  # the reader's limit
     entries = dict(entries)
     entries["model.json"] = entries["model.json"] + b" " * 5000
     refused(_zip(tmp_path / "big.fastrnn", entries), match=r"more than the 4,096 allowed")

@@ -1,7 +1,12 @@
-"""Core layers: Dense, Embedding, Dropout, Flatten, TimeDistributed."""
+"""Core layers: Dense, Embedding, Activation, Masking, Input and InputLayer.
+
+The other layers that lived here are defined by concern and re-exported from this module, so
+``fastrnn.layers.core.X`` keeps working: Flatten and RepeatVector (``reshaping``), Dropout
+(``regularization``), Concatenate (``merging``), TimeDistributed (``wrappers``). The helpers the
+layer modules share (``ACTIVATIONS``, ``_activation``, ``_init_name``, ``_Stateless``) live in
+``_core_common`` and are importable from here too."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -9,9 +14,18 @@ from numpy.typing import ArrayLike
 
 from .. import ops
 from .._validation import layer_positive_int as _positive_int
-from .._validation import layer_rate as _rate
 from . import _symbolic, initializers
-from .base import Layer, Parameter, deserialize, register_layer, serialize
+from ._core_common import ACTIVATIONS, _activation, _init_name, _Stateless
+from ._core_common import _sigmoid as _sigmoid
+from ._core_common import _softmax as _softmax
+from .base import Layer, register_layer
+from .base import Parameter as Parameter
+from .base import deserialize as deserialize
+from .base import serialize as serialize
+from .merging import Concatenate
+from .regularization import Dropout
+from .reshaping import Flatten, RepeatVector
+from .wrappers import TimeDistributed
 
 __all__ = [
     "ACTIVATIONS",
@@ -27,52 +41,6 @@ __all__ = [
     "RepeatVector",
     "TimeDistributed",
 ]
-
-
-# ----------------------------------------------------------------------------------------------
-# activations: forward f(z) and backward (dy, y) -> dz, expressed through the output y
-# ----------------------------------------------------------------------------------------------
-def _sigmoid(z):
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-ACTIVATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    "linear": (lambda z: z, lambda dy, y: dy),
-    "tanh": (np.tanh, lambda dy, y: dy * (1.0 - y * y)),
-    "relu": (lambda z: np.maximum(z, 0), lambda dy, y: dy * (y > 0)),
-    "sigmoid": (_sigmoid, lambda dy, y: dy * y * (1.0 - y)),
-    "softmax": (_softmax, lambda dy, y: y * (dy - (dy * y).sum(axis=-1, keepdims=True))),
-}
-
-
-def _activation(name, who):
-    if name is None:
-        return "linear"
-    if not isinstance(name, str):
-        raise TypeError(f"{who}: activation must be a str or None, got {type(name).__name__}")
-    if name not in ACTIVATIONS:
-        raise ValueError(f"{who}: unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
-    return name
-
-
-def _init_name(init, who, arg):
-    """Validate an initializer argument; return (callable, JSON-able name)."""
-    try:
-        fn = initializers.get(init)
-    except (ValueError, TypeError) as exc:
-        raise type(exc)(f"{who}: {arg}: {exc}") from None
-    name = init if isinstance(init, str) else getattr(init, "__name__", None)
-    return fn, name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,161 +319,6 @@ class Embedding(Layer):
 
 
 # ----------------------------------------------------------------------------------------------
-class _Stateless(Layer):
-    """A layer without parameters that takes inputs of any rank and feature size."""
-
-    _input_rank = (1, None)
-    _input_desc = "[batch, ...]"
-
-    def _build_from_weights(self, weights):
-        return
-
-    def _check_input_shape(self, shape):
-        return
-
-
-@register_layer
-class Dropout(_Stateless):
-    """Inverted dropout.
-
-    When training, each element is zeroed with probability ``rate`` and the others are scaled by
-    1/(1-rate); at inference the layer is the identity. The mask passes through.
-
-    Args:
-        rate (float): Fraction of the elements to drop, in [0, 1).
-        noise_shape (tuple | None): Shape of the dropout mask including the batch dimension (Keras
-            semantics): None for "same as the input" and 1 to share the mask along an axis, e.g.
-            ``(None, 1, None)`` for one mask per sequence shared over time. Default None: the
-            input's shape.
-        seed (int | None): Seed of the layer's own generator for the masks; None draws from the
-            global generator.
-        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`).
-
-    Call arguments:
-        x: Array [B, ...].
-        training (bool): Apply dropout (default False: identity).
-        mask: Passed through.
-
-    Input shape:
-        Any, batch first.
-
-    Output shape:
-        Same as the input.
-
-    Example:
-        >>> import numpy as np
-        >>> from fastrnn import layers
-        >>> drop = layers.Dropout(0.5, seed=0)
-        >>> x = np.ones((2, 4), dtype=np.float32)
-        >>> bool((drop(x) == x).all())                       # inference: identity
-        True
-        >>> sorted(set(drop(x, training=True).ravel().tolist()) - {0.0, 2.0})
-        []
-    """
-
-    def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None, seed: int | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rate = _rate(rate, self._who(), "rate")
-        self.noise_shape = None if noise_shape is None else tuple(None if d is None else int(d) for d in noise_shape)
-        self.seed = seed
-        self._rng = initializers.new_rng(seed)
-
-    def _mask_shape(self, shape):
-        if self.noise_shape is None:
-            return shape
-        if len(self.noise_shape) != len(shape):
-            raise ValueError(
-                f"{self._who()}: noise_shape {self.noise_shape} must have the input's rank {len(shape)} "
-                f"(input shape {shape})"
-            )
-        out = []
-        for n, s in zip(self.noise_shape, shape):
-            if n is None:
-                out.append(s)
-            elif n == 1 or n == s:
-                out.append(n)
-            else:
-                raise ValueError(f"{self._who()}: noise_shape {self.noise_shape} does not broadcast to input "
-                                 f"shape {shape}")
-        return tuple(out)
-
-    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
-        if not training:
-            return x
-        if self.rate == 0.0:
-            self._cache = (None,)
-            return x
-        keep = self._rng.random(self._mask_shape(x.shape)) >= self.rate
-        m = keep.astype(self.dtype) / self.dtype.type(1.0 - self.rate)
-        self._cache = (m,)
-        return x * m
-
-    def _backward(self, dy):
-        (m,) = self._cache
-        dy = np.asarray(dy).astype(self.dtype, copy=False)
-        if m is None:
-            return dy
-        if dy.ndim != m.ndim or any(a != b and b != 1 for a, b in zip(dy.shape, m.shape)):
-            raise ValueError(f"{self._who()}: dy of shape {dy.shape} does not match the last input")
-        return dy * m
-
-    def get_config(self) -> dict:
-        cfg = super().get_config()
-        cfg.update(rate=self.rate, noise_shape=None if self.noise_shape is None else list(self.noise_shape),
-                   seed=self.seed)
-        return cfg
-
-
-# ----------------------------------------------------------------------------------------------
-@register_layer
-class Flatten(_Stateless):
-    """Flattens every sample into a vector: [B, d1, d2, ...] -> [B, d1*d2*...].
-
-    The output has no mask.
-
-    Args:
-        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`).
-
-    Call arguments:
-        x: Array [B, d1, d2, ...].
-        training (bool): Keep the input shape for ``backward`` (default False).
-        mask: Ignored.
-
-    Input shape:
-        [batch, d1, d2, ...].
-
-    Output shape:
-        [batch, d1*d2*...].
-
-    Example:
-        >>> import numpy as np
-        >>> from fastrnn import layers
-        >>> layers.Flatten()(np.zeros((2, 3, 4), dtype=np.float32)).shape
-        (2, 12)
-    """
-
-    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
-        if training:
-            self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
-
-    def _backward(self, dy):
-        shape = self._cache
-        dy = self._check_dy(dy, (shape[0], int(np.prod(shape[1:], dtype=np.int64))))
-        return dy.reshape(shape)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        if any(d is None for d in input_shape):
-            return (None,)
-        return (int(np.prod(input_shape, dtype=np.int64)),)
-
-    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
-        return None
-
-
 @register_layer
 class InputLayer(_Stateless):
     """The identity, with the input shape it declares: ``Sequential([layers.Input((T, F)), ...])``
@@ -607,168 +420,6 @@ class Activation(_Stateless):
 
 
 @register_layer
-class RepeatVector(_Stateless):
-    """Repeats its input ``n`` times along a new time axis: [B, F] -> [B, n, F].
-
-    The encoder-decoder bridge of Keras's sequence-to-sequence examples. The output has no mask;
-    ``backward`` sums the gradient over the n copies.
-
-    Args:
-        n (int): Number of repetitions (positive int).
-        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`).
-
-    Call arguments:
-        x: Array [B, F].
-        training (bool): Keep the input shape for ``backward`` (default False).
-        mask: Ignored.
-
-    Input shape:
-        [batch, features].
-
-    Output shape:
-        [batch, n, features].
-
-    Example:
-        >>> import numpy as np
-        >>> from fastrnn import layers
-        >>> layers.RepeatVector(3)(np.zeros((2, 5), dtype=np.float32)).shape
-        (2, 3, 5)
-    """
-
-    _input_rank = (2, 2)
-    _input_desc = "[batch, features]"
-
-    def __init__(self, n: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.n = _positive_int(n, self._who(), "n")
-
-    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
-        if training:
-            self._cache = x.shape
-        return np.repeat(x[:, None, :], self.n, axis=1)
-
-    def _backward(self, dy):
-        B, F = self._cache
-        return self._check_dy(dy, (B, self.n, F)).sum(axis=1)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return (self.n,) + tuple(input_shape)
-
-    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
-        return None
-
-    def get_config(self) -> dict:
-        cfg = super().get_config()
-        cfg.update(n=self.n)
-        return cfg
-
-
-@register_layer
-class Concatenate(_Stateless):
-    """Joins a list of arrays along one axis, as Keras's Concatenate.
-
-    For models with several branches (``fastrnn.Model`` subclasses): ``layer([a, b])`` returns one
-    array, and ``backward(dy)`` the list of the inputs' gradients. The inputs must have one rank
-    (>= 2) and equal sizes outside ``axis``. ``compute_mask(x, [masks])`` is the logical AND of the
-    masks given (None when none is).
-
-    Args:
-        axis (int): The axis to join along (default -1, the last); any int but 0 (the batch axis),
-            otherwise ValueError.
-        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`).
-
-    Call arguments:
-        inputs: A list (or tuple) of at least 2 arrays.
-        training (bool): Keep the sizes along ``axis`` for ``backward`` (default False).
-        mask: Ignored (use ``compute_mask``).
-
-    Input shape:
-        A list of arrays of one rank, equal outside ``axis``.
-
-    Output shape:
-        The common shape with the sizes along ``axis`` summed.
-
-    Example:
-        >>> import numpy as np
-        >>> from fastrnn import layers
-        >>> cat = layers.Concatenate()
-        >>> y = cat([np.zeros((2, 3)), np.ones((2, 4))], training=True)
-        >>> y.shape
-        (2, 7)
-        >>> [g.shape for g in cat.backward(np.ones((2, 7)))]
-        [(2, 3), (2, 4)]
-    """
-
-    def __init__(self, axis: int = -1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis == 0:
-            raise ValueError(f"{self._who()}: axis must be a non-batch axis (an int other than 0), got {axis!r}")
-        self.axis = int(axis)
-
-    def __call__(self, inputs, training=False, mask=None, **kwargs):
-        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
-            raise ValueError(f"{self._who()}: expected a list of at least 2 arrays, got {type(inputs).__name__}")
-        if _symbolic.is_symbolic(inputs, mask):
-            return _symbolic.call_layer(self, list(inputs), dict(kwargs, mask=mask))
-        xs = [self._convert_input(a) for a in inputs]
-        self._check_shapes([a.shape for a in xs])
-        ax = self.axis % xs[0].ndim
-        if not self.built:
-            self.build(tuple(xs[0].shape[1:]))
-        if training:
-            self._cache = [a.shape[ax] for a in xs]
-        return np.concatenate(xs, axis=ax)
-
-    def _check_shapes(self, shapes):
-        """ValueError unless arrays of ``shapes`` (batch included; None: unknown) can be joined."""
-        ndim = len(shapes[0])
-        if ndim < 2 or any(len(sh) != ndim for sh in shapes) or not -ndim <= self.axis < ndim:
-            raise ValueError(f"{self._who()}: the inputs must all have one rank >= 2 that has axis {self.axis}, "
-                             f"got shapes {[tuple(sh) for sh in shapes]}")
-        ax = self.axis % ndim
-        for i, sh in enumerate(shapes):
-            for d, d0 in zip(sh[:ax] + sh[ax + 1:], shapes[0][:ax] + shapes[0][ax + 1:]):
-                if d is not None and d0 is not None and d != d0:
-                    raise ValueError(f"{self._who()}: inputs[{i}] has shape {tuple(sh)}, which differs from "
-                                     f"inputs[0]'s {tuple(shapes[0])} outside axis {self.axis}")
-
-    def _symbolic_output_shape(self, input_shape):
-        self._check_shapes([(None,) + tuple(sh) for sh in input_shape])
-        if not self.built:
-            self.build(tuple(input_shape[0]))
-        return self.compute_output_shape(input_shape)
-
-    def _backward(self, dy):
-        dy = np.asarray(dy).astype(self.dtype, copy=False)
-        sizes = self._cache
-        ax = self.axis % dy.ndim
-        if dy.shape[ax] != sum(sizes):
-            raise ValueError(f"{self._who()}: dy must have {sum(sizes)} entries along axis {self.axis}, got shape "
-                             f"{dy.shape}")
-        return np.split(dy, np.cumsum(sizes)[:-1], axis=ax)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        shapes = [tuple(sh) for sh in input_shape]
-        ax = self.axis % (len(shapes[0]) + 1) - 1  # input_shape excludes the batch axis
-        out = list(shapes[0])
-        out[ax] = None if any(sh[ax] is None for sh in shapes) else sum(sh[ax] for sh in shapes)
-        return tuple(out)
-
-    def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
-        masks = [m for m in (mask if isinstance(mask, (list, tuple)) else [mask]) if m is not None]
-        if not masks:
-            return None
-        return np.logical_and.reduce([np.asarray(m, bool) for m in masks])
-
-    def get_config(self) -> dict:
-        cfg = super().get_config()
-        cfg.update(axis=self.axis)
-        return cfg
-
-
-@register_layer
 class Masking(_Stateless):
     """Marks the time steps whose features all equal ``mask_value`` as padding (Keras semantics).
 
@@ -829,109 +480,3 @@ class Masking(_Stateless):
         cfg = super().get_config()
         cfg.update(mask_value=self.mask_value)
         return cfg
-
-
-# ----------------------------------------------------------------------------------------------
-@register_layer
-class TimeDistributed(Layer):
-    """Applies a layer to every time step.
-
-    [B, T, ...] is folded to [B*T, ...], run through ``layer`` and unfolded to [B, T, ...]. The
-    wrapped layer's parameters are this layer's parameters; the mask passes through.
-
-    Args:
-        layer (Layer): The layer to apply (a fastrnn Layer, else TypeError), e.g. a Dense.
-        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`); ``trainable=False`` (given or set later) freezes the
-            wrapped layer too.
-
-    Call arguments:
-        x: Array [B, T, ...].
-        training (bool): Keep what ``backward`` needs (default False).
-        mask: Passed through (not given to the wrapped layer).
-
-    Input shape:
-        [batch, time, ...] (rank >= 3).
-
-    Output shape:
-        [batch, time] + the wrapped layer's output shape for one step.
-
-    Example:
-        >>> import numpy as np
-        >>> from fastrnn import layers
-        >>> td = layers.TimeDistributed(layers.Dense(2, seed=0))
-        >>> td(np.zeros((4, 5, 3), dtype=np.float32)).shape
-        (4, 5, 2)
-    """
-
-    _input_rank = (3, None)
-    _input_desc = "[batch, time, ...]"
-
-    def __init__(self, layer: Layer, **kwargs: Any) -> None:
-        if not isinstance(layer, Layer):
-            raise TypeError(f"TimeDistributed: layer must be a Layer, got {type(layer).__name__}")
-        super().__init__(**kwargs)
-        self.layer = layer
-        if not self._trainable:
-            layer.trainable = False
-
-    def _wrapped_layers(self):
-        return [self.layer]
-
-    def build(self, input_shape: Any) -> None:
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 2:
-            raise ValueError(f"{self._who()}: input shape must be (time, ...), got {input_shape}")
-        if not self.layer.built:
-            self.layer.build(input_shape[1:])
-        self._params = self.layer._params
-        super().build(input_shape)
-
-    def _build_from_weights(self, weights):
-        self.layer._build_from_weights(weights)
-        if self.layer.built:
-            self._params = self.layer._params
-            self.built = True
-
-    def _build_shape(self, shape):
-        return (None,) + tuple(shape[1:])
-
-    def parameters(self) -> list[Parameter]:
-        self._ensure_built()
-        return self.layer.parameters()
-
-    def _check_input_shape(self, shape):
-        self.layer._check_input_shape(tuple(shape[1:]))
-
-    def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
-        B, T = x.shape[:2]
-        y = self.layer(x.reshape((B * T,) + x.shape[2:]), training=training)
-        y = np.asarray(y)
-        if training:
-            self._cache = (B, T, x.shape)
-        return y.reshape((B, T) + y.shape[1:])
-
-    def _backward(self, dy):
-        B, T, xshape = self._cache
-        dy = np.asarray(dy)
-        if dy.shape[:2] != (B, T):
-            raise ValueError(f"{self._who()}: dy must start with (batch, time) = {(B, T)}, got shape {dy.shape}")
-        dx = self.layer.backward(dy.reshape((B * T,) + dy.shape[2:]))
-        return None if dx is None else dx.reshape(xshape)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        inner = self.layer.compute_output_shape(tuple(input_shape[1:]))
-        return (input_shape[0],) + tuple(inner)
-
-    def get_config(self) -> dict:
-        cfg = super().get_config()
-        cfg["layer"] = serialize(self.layer)
-        return cfg
-
-    @classmethod
-    def from_config(cls, config: dict) -> Any:
-        cfg = dict(config)
-        cfg["layer"] = deserialize(cfg["layer"])
-        if cfg.get("input_shape") is not None:
-            cfg["input_shape"] = tuple(cfg["input_shape"])
-        return cls(**cfg)
