@@ -113,8 +113,12 @@ const KernelTable& kernels_avx2();
 #if defined(FASTRNN_BUILD_AVX512)
 const KernelTable& kernels_avx512();
 #endif
+#if defined(FASTRNN_BUILD_NEON)
+const KernelTable& kernels_neon();
+#endif
 
-// isa.cpp: the table in use (CPUID once at start, FASTRNN_ISA=scalar|avx2|avx512 overrides).
+// isa.cpp: the table in use (CPUID once at start on x86; NEON on aarch64; FASTRNN_ISA=
+// scalar|avx2|avx512|neon overrides).
 const KernelTable& active_kernels();
 // The GEMM packing scratch of every instruction-set path this CPU runs: bytes held by the calling
 // thread, and freeing it there and on the workers of a `threads`-thread team.

@@ -350,7 +350,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("name"));
   m.def("available_isas", []() {
     std::vector<std::string> out;
-    for (const char* n : {"scalar", "avx2", "avx512"})
+    for (const char* n : {"scalar", "avx2", "avx512", "neon"})
       if (fastrnn::isa_supported(n)) out.emplace_back(n);
     return out;
   });

@@ -23,9 +23,16 @@ static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p
 }
 
 // Rows of a forward tile: MR rows x G gate vectors of accumulators, plus G weight vectors and a
-// broadcast, within the registers of the ISA.
+// broadcast, within the registers of the ISA. On NEON each row's broadcast value takes a register
+// of its own (see the tuning notes in kernels_impl.h): MR*G + G + MR <= VREGS.
 template <int G>
-constexpr int forward_tile_rows() { return std::max(1, std::min(8, (VREGS - G - 2) / G)); }
+constexpr int forward_tile_rows() {
+#if defined(FASTRNN_ISA_NEON)
+  return std::max(1, std::min(8, (VREGS - G) / (G + 1)));
+#else
+  return std::max(1, std::min(8, (VREGS - G - 2) / G));
+#endif
+}
 
 // The forward workspace, in order: packed W_hh, the x projection (inference only: when training
 // it goes straight into the saved-gates buffer), the h ping-pong buffers, the LSTM cell state.

@@ -34,7 +34,7 @@ static inline void transpose_8x16(const float* A, int64_t rsa, float* dst) {
 #endif
 
 // dst[k * ldd + i] = src[i * lds + k] for i, k < W: one W x W block transposed in registers
-// (16 x 16 on AVX-512, 8 x 8 on AVX2). Serves the packing of operands stored the other way round
+// (16 x 16 on AVX-512, 8 x 8 on AVX2, 4 x 4 on NEON). Serves the packing of operands stored the other way round
 // (W_hh for the forward tiles, W_ih^T for the input projection) without a scalar gather.
 static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_t ldd) {
 #if defined(FASTRNN_ISA_AVX512)
@@ -78,6 +78,15 @@ static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_
     _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
     _mm256_storeu_ps(dst + (4 + j) * ldd, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
   }
+#elif defined(FASTRNN_ISA_NEON)
+  const float32x4_t r0 = vld1q_f32(src), r1 = vld1q_f32(src + lds);
+  const float32x4_t r2 = vld1q_f32(src + 2 * lds), r3 = vld1q_f32(src + 3 * lds);
+  const float32x4x2_t a = vtrnq_f32(r0, r1);  // (r0[0] r1[0] r0[2] r1[2]), (r0[1] r1[1] r0[3] r1[3])
+  const float32x4x2_t b = vtrnq_f32(r2, r3);  // the same for rows 2 and 3
+  vst1q_f32(dst, vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0])));  // k = 0
+  vst1q_f32(dst + ldd, vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1])));
+  vst1q_f32(dst + 2 * ldd, vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0])));
+  vst1q_f32(dst + 3 * ldd, vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1])));
 #else
   for (int i = 0; i < W; ++i)
     for (int k = 0; k < W; ++k) dst[k * ldd + i] = src[i * lds + k];

@@ -1,5 +1,6 @@
-// isa.cpp — picks the kernel table once from CPUID (and the OS's saved register state), with the
-// environment override FASTRNN_ISA=scalar|avx2|avx512 and set_isa() for tests.
+// isa.cpp — picks the kernel table once from CPUID (and the OS's saved register state) on x86;
+// on aarch64 the NEON table (AdvSIMD is part of every ARMv8-A core). The environment override
+// FASTRNN_ISA=scalar|avx2|avx512|neon and set_isa() choose another one, for tests.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -41,8 +42,8 @@ bool cpu_has_avx512() {
   return (xgetbv0() & 0xE6) == 0xE6;  // opmask and ZMM state enabled by the OS
 }
 #else
-bool cpu_has_avx2() { return false; }
-bool cpu_has_avx512() { return false; }
+[[maybe_unused]] bool cpu_has_avx2() { return false; }
+[[maybe_unused]] bool cpu_has_avx512() { return false; }
 #endif
 
 const KernelTable* table_for(const std::string& name) {
@@ -53,11 +54,17 @@ const KernelTable* table_for(const std::string& name) {
 #if defined(FASTRNN_BUILD_AVX512)
   if (name == "avx512" && cpu_has_avx512()) return &kernels_avx512();
 #endif
+#if defined(FASTRNN_BUILD_NEON)
+  if (name == "neon") return &kernels_neon();  // built only for aarch64, where AdvSIMD is baseline
+#endif
   return nullptr;
 }
 
+// Every path's name, narrowest first (the order of available_isas()).
+constexpr const char* kIsaNames[] = {"scalar", "avx2", "avx512", "neon"};
+
 const KernelTable* best_table() {
-  for (const char* n : {"avx512", "avx2", "scalar"})
+  for (const char* n : {"avx512", "avx2", "neon", "scalar"})
     if (const KernelTable* t = table_for(n)) return t;
   return &kernels_scalar();
 }
@@ -90,13 +97,13 @@ int isa_supported(const char* name) { return table_for(name) != nullptr; }
 
 size_t scratch_bytes_all() {
   size_t n = 0;
-  for (const char* name : {"scalar", "avx2", "avx512"})
+  for (const char* name : kIsaNames)
     if (const KernelTable* t = table_for(name)) n += t->scratch_bytes();
   return n;
 }
 
 void release_scratch_all(int threads) {
-  for (const char* name : {"scalar", "avx2", "avx512"})
+  for (const char* name : kIsaNames)
     if (const KernelTable* t = table_for(name)) t->release_scratch(threads);
 }
 
@@ -106,8 +113,9 @@ void set_isa(const char* name) {
     g_table.store(best_table(), std::memory_order_release);
     return;
   }
-  if (n != "scalar" && n != "avx2" && n != "avx512")
-    throw std::invalid_argument("isa: expected one of 'scalar', 'avx2', 'avx512', 'auto', got '" + n + "'");
+  if (n != "scalar" && n != "avx2" && n != "avx512" && n != "neon")
+    throw std::invalid_argument("isa: expected one of 'scalar', 'avx2', 'avx512', 'neon', 'auto', got '" + n +
+                                "'");
   const KernelTable* t = table_for(n);
   if (!t) throw std::invalid_argument("isa: '" + n + "' is not supported by this CPU or this build");
   g_table.store(t, std::memory_order_release);

@@ -1,6 +1,7 @@
 // kernels_impl.h — the CPU kernels, written once against `Simd` (simd.h) and compiled once per
-// instruction set by kernels_scalar.cpp / kernels_avx2.cpp / kernels_avx512.cpp, each of which
-// defines FASTRNN_NS (the namespace) and, for the vector paths, FASTRNN_ISA_AVX2/AVX512.
+// instruction set by kernels_scalar.cpp / kernels_avx2.cpp / kernels_avx512.cpp / kernels_neon.cpp,
+// each of which defines FASTRNN_NS (the namespace) and, for the vector paths,
+// FASTRNN_ISA_AVX2/AVX512/NEON.
 //
 // Structure (see fastrnn.h for the conventions):
 //   forward : xw = x W_ih^T + b (one GEMM over all T*B rows, written straight into the saved-gates
@@ -53,16 +54,33 @@ constexpr int W = Simd::W;
 // (forward_tile_rows);
 // backward-loop tiles are BWD_MR x (BWD_NV*W).
 // Every tile keeps MR*NV accumulators + NV weight vectors + 1 broadcast in registers: at most 32
-// (AVX-512) or 16 (AVX2, and SSE registers for the scalar path) of them.
+// (AVX-512, NEON) or 16 (AVX2, and SSE registers for the scalar path) of them.
+//
+// NEON (32 registers of 4 floats): the broadcast operand of an FMA cannot come from memory as on
+// x86; each row's value of a k step sits in a register of its own (LD1R, or a scalar load for the
+// by-element FMLA), and GCC issues all MR of them ahead of the FMAs. A tile therefore needs
+// MR*NV accumulators + NV weight vectors + MR row values <= 32 (checked below; 8 x 12 tiles, the
+// usual ARMv8 sgemm shape, spill accumulators to the stack inside the k loop with GCC 12). 5 x 16 (MR 5,
+// NV 4) uses 29 registers: per k step 20 FMAs against 4 vector loads of B and 5 scalar loads of
+// A, and 20 independent accumulator chains, more than the 16 in flight that 4 FMA pipes of
+// latency 4 need (Neoverse V1/V2, Apple cores; N1 has 2 pipes). The backward loop's tiles (rows of
+// dG times panels of W_hh columns) have the same structure and take the same shape; the forward
+// tiles follow from forward_tile_rows (8 rows for SimpleRNN, 7 for GRU, 5 for LSTM).
 #if defined(FASTRNN_ISA_AVX512)
 constexpr int VREGS = 32, GEMM_MR = 8, GEMM_NV = 2, BWD_MR = 8, BWD_NV = 2;
 #elif defined(FASTRNN_ISA_AVX2)
 constexpr int VREGS = 16, GEMM_MR = 6, GEMM_NV = 2, BWD_MR = 6, BWD_NV = 2;
+#elif defined(FASTRNN_ISA_NEON)
+constexpr int VREGS = 32, GEMM_MR = 5, GEMM_NV = 4, BWD_MR = 5, BWD_NV = 4;
 #else
 constexpr int VREGS = 16, GEMM_MR = 4, GEMM_NV = 2, BWD_MR = 2, BWD_NV = 4;
 #endif
 static_assert(GEMM_MR * GEMM_NV + GEMM_NV + 1 <= VREGS, "GEMM tile exceeds the registers");
 static_assert(BWD_MR * BWD_NV + BWD_NV + 1 <= VREGS, "backward tile exceeds the registers");
+#if defined(FASTRNN_ISA_NEON)
+static_assert(GEMM_MR * GEMM_NV + GEMM_NV + GEMM_MR <= VREGS, "NEON GEMM tile exceeds the registers");
+static_assert(BWD_MR * BWD_NV + BWD_NV + BWD_MR <= VREGS, "NEON backward tile exceeds the registers");
+#endif
 constexpr int GEMM_NR = GEMM_NV * W;
 constexpr int64_t GEMM_KC = 512;
 constexpr int64_t GEMM_MC = 120;   // a multiple of every GEMM_MR above

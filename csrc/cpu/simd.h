@@ -1,5 +1,6 @@
 // simd.h — one vector type per instruction set, chosen by the macro the including
-// translation unit defines: FASTRNN_ISA_AVX512, FASTRNN_ISA_AVX2, or neither (scalar).
+// translation unit defines: FASTRNN_ISA_AVX512, FASTRNN_ISA_AVX2, FASTRNN_ISA_NEON (aarch64), or
+// none of them (scalar).
 //
 // Every kernel in kernels_impl.h is written once against `Simd`; kernels_<isa>.cpp compiles it
 // with that ISA's flags. The scalar path uses the C library's expf/tanhf and is the most
@@ -7,10 +8,13 @@
 //   exp:  Cephes degree-6 polynomial after range reduction by ln2 (max rel. error ~2 ulp)
 //   tanh: odd 13/6 rational approximation on [-9, 9], +-1 beyond (max abs. error 3.3e-7 — see
 //         tests/test_kernels.py::test_activation_accuracy, which measures it)
-//   sigmoid: 1 / (1 + exp(-x)). The divisions (here and tanh's p/q) are exact on AVX2 and a
-//            14-bit reciprocal estimate plus one Newton step on AVX-512 (error ~1e-7 relative).
+//   sigmoid: 1 / (1 + exp(-x)). The divisions (here and tanh's p/q) are exact on AVX2 and NEON
+//            and a 14-bit reciprocal estimate plus one Newton step on AVX-512 (error ~1e-7
+//            relative).
+// The NEON path runs AVX2's sequence of operations (the same polynomials, range reduction, clamps,
+// fused multiply-adds and exact divisions), 4 lanes at a time.
 // NaN propagates through all three (clamps are written min(hi, x) / max(lo, .), whose x86
-// semantics return the NaN operand).
+// semantics return the NaN operand; NEON's FMIN/FMAX return NaN if either operand is NaN).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -23,6 +27,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#elif defined(FASTRNN_ISA_NEON)
+#include <arm_neon.h>
 #endif
 
 namespace fastrnn_simd {
@@ -133,6 +139,69 @@ struct Simd {
   static V frcp(V b) { return _mm256_div_ps(_mm256_set1_ps(1.0f), b); }
 };
 
+#elif defined(FASTRNN_ISA_NEON)
+
+// AdvSIMD (baseline on every ARMv8-A core): 128-bit vectors of 4 floats, 32 registers, fused
+// multiply-add. It has no masked loads or stores: the partial ones below go by lanes and touch
+// only the first n floats in memory, as the AVX masked forms do.
+struct Simd {
+  using V = float32x4_t;
+  static constexpr int W = 4;
+  static V zero() { return vdupq_n_f32(0.0f); }
+  static V set1(float a) { return vdupq_n_f32(a); }
+  static V load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, V v) { vst1q_f32(p, v); }
+  // First n lanes (0 <= n <= W); the others read as 0 and are never touched in memory.
+  static V loadn(const float* p, int n) {
+    if (n >= 4) return vld1q_f32(p);
+    if (n <= 0) return zero();
+    if (n == 1) return vld1q_lane_f32(p, zero(), 0);
+    const V lo = vcombine_f32(vld1_f32(p), vdup_n_f32(0.0f));
+    return n == 2 ? lo : vld1q_lane_f32(p + 2, lo, 2);
+  }
+  static void storen(float* p, V v, int n) {
+    if (n >= 4) {
+      vst1q_f32(p, v);
+    } else if (n == 1) {
+      vst1q_lane_f32(p, v, 0);
+    } else if (n >= 2) {
+      vst1_f32(p, vget_low_f32(v));
+      if (n == 3) vst1q_lane_f32(p + 2, v, 2);
+    }
+  }
+  static V add(V a, V b) { return vaddq_f32(a, b); }
+  static V sub(V a, V b) { return vsubq_f32(a, b); }
+  static V mul(V a, V b) { return vmulq_f32(a, b); }
+  static V div(V a, V b) { return vdivq_f32(a, b); }
+  static V fmadd(V a, V b, V c) { return vfmaq_f32(c, a, b); }   // a*b + c, one rounding
+  static V fnmadd(V a, V b, V c) { return vfmsq_f32(c, a, b); }  // c - a*b, one rounding
+  static V min(V a, V b) { return vminq_f32(a, b); }  // NaN if either is NaN
+  static V max(V a, V b) { return vmaxq_f32(a, b); }
+  static V abs(V a) { return vabsq_f32(a); }
+  static V relu(V a) { return vmaxq_f32(zero(), a); }  // NaN stays NaN
+  static V step(V a) {  // 1 where a > 0, else 0 (NaN: 0)
+    return vreinterpretq_f32_u32(vandq_u32(vcgtq_f32(a, zero()), vreinterpretq_u32_f32(set1(1.0f))));
+  }
+  static V round(V a) { return vrndnq_f32(a); }  // to nearest, ties to even, as on x86
+  static V pow2n(V n) {  // 2^n for integral n in [-126, 127]
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vreinterpretq_f32_s32(e);
+  }
+  static V blend_small(V x, V small_result, V big_result, float thresh) {
+    return vbslq_f32(vcltq_f32(abs(x), set1(thresh)), small_result, big_result);  // NaN: big
+  }
+  // +-1 (the sign of x) where |x| >= thresh, else r; NaN x keeps r.
+  static V saturate(V x, V r, float thresh) {
+    const uint32x4_t sign = vandq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x80000000u));
+    const V one = vreinterpretq_f32_u32(vorrq_u32(sign, vreinterpretq_u32_f32(set1(1.0f))));
+    return vbslq_f32(vcgeq_f32(abs(x), set1(thresh)), one, r);
+  }
+  static float hsum(V a) { return vaddvq_f32(a); }
+  // Exact division, as on AVX2: FRECPE gives only 8 bits (two Newton steps would be needed).
+  static V fdiv(V a, V b) { return vdivq_f32(a, b); }
+  static V frcp(V b) { return vdivq_f32(vdupq_n_f32(1.0f), b); }
+};
+
 #else
 
 struct Simd {
@@ -163,7 +232,7 @@ struct Simd {
 
 // ---- activations ---------------------------------------------------------------------------
 
-#if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
+#if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2) || defined(FASTRNN_ISA_NEON)
 using V = Simd::V;
 
 // e^x for x in [-87, 88]; inputs outside are clamped to that range (so exp(+inf) = e^88 and

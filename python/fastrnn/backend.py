@@ -201,12 +201,12 @@ def get_num_threads() -> int:
 
 
 def isa() -> str:
-    """The instruction-set path the CPU kernels use now: 'scalar', 'avx2' or 'avx512'."""
+    """The instruction-set path the CPU kernels use now: 'scalar', 'avx2', 'avx512' or 'neon'."""
     return str(core().get_isa())
 
 
 def set_isa(name: str) -> None:
-    """Force an instruction-set path ('scalar', 'avx2', 'avx512' or 'auto'); ValueError if unsupported."""
+    """Force an instruction-set path ('scalar', 'avx2', 'avx512', 'neon' or 'auto'); ValueError if unsupported."""
     if not isinstance(name, str):
         raise TypeError(f"set_isa: name must be a str, got {type(name).__name__}")
     if "\x00" in name:  # C strings end there: 'scalar\x00x' must not select 'scalar'
