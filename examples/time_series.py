@@ -110,7 +110,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
-    g.add_argument("--demo", action="store_true", help="all data, fewer epochs (seconds; the full run is 5-11 s on two cores)")
+    g.add_argument("--demo", action="store_true",
+                   help="all data, fewer epochs (seconds; the full run is 5-11 s on two cores)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per network (default by mode)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=42)
