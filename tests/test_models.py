@@ -648,3 +648,17 @@ def test_tbptt_refuses_backward_running_layers():
     with pytest.raises(ValueError, match="tbptt: expected a positive int, got 0"):
         m.fit(x, y, tbptt=0, verbose=0)
     assert math.isfinite(m.evaluate(x, y, verbose=0))
+
+
+def test_evaluate_and_predict_check_verbose_as_fit_does():
+    m = fr.Sequential([fr.layers.Dense(1, input_shape=(2,))])
+    m.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+    for call in (lambda v: m.fit(x, y, verbose=v), lambda v: m.evaluate(x, y, verbose=v),
+                 lambda v: m.predict(x, verbose=v)):
+        with pytest.raises(ValueError, match="verbose: expected 0, 1, 2 or 'auto', got 3"):
+            call(3)
+        with pytest.raises(ValueError, match="verbose: expected"):
+            call("loud")
+        call(0)
+        call("auto")

@@ -458,3 +458,32 @@ def test_keras_file_names_are_refused_with_the_way_to_write_one(tmp_path, name):
     assert not path.exists() and not list(tmp_path.iterdir())  # nothing written
     model.save(tmp_path / "m.fastrnn")  # fastrnn's own names still work
     assert (tmp_path / "m.fastrnn").is_file()
+
+
+class _Halving(fr.schedules.LearningRateSchedule):
+    """A user's schedule: the rate halves every ``every`` steps."""
+
+    def __init__(self, initial, every):
+        self.initial, self.every = initial, every
+
+    def __call__(self, step):
+        return self.initial * 0.5 ** (step // self.every)
+
+    def get_config(self):
+        return {"initial": self.initial, "every": self.every}
+
+
+def test_custom_schedule_reloads_with_its_optimizer_state(tmp_path):
+    fr.set_seed(0)
+    x = np.random.default_rng(0).random((16, 4, 2)).astype(np.float32)
+    y = x.sum(axis=(1, 2))[:, None]
+    model = Sequential([layers.GRU(3), layers.Dense(1)])
+    model.compile(optimizer=optim.Adam(learning_rate=_Halving(0.01, 2)), loss="mse")
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    model.save(tmp_path / "m.fastrnn")
+    with pytest.raises(ValueError, match="_Halving"):
+        fr.load_model(tmp_path / "m.fastrnn")  # the class is not known without custom_objects
+    back = fr.load_model(tmp_path / "m.fastrnn", custom_objects={"_Halving": _Halving})
+    assert back.optimizer.iterations == model.optimizer.iterations == 8
+    assert back.optimizer.current_learning_rate == model.optimizer.current_learning_rate == 0.01 * 0.5 ** 4
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))

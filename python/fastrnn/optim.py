@@ -261,11 +261,12 @@ class Optimizer:
         return {"class_name": type(self).__name__, "config": self.get_config(), "iterations": int(self.iterations),
                 "slots": slots}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, custom_objects: dict | None = None) -> None:
         """Restore ``state_dict()``'s output (hyperparameters, step count and slots).
 
         Args:
             state: The dict :meth:`state_dict` returned (for an optimizer of the same class).
+            custom_objects: ``{class name: class}`` for a custom learning-rate schedule in it.
 
         Raises:
             ValueError: The dict is malformed or was saved for another optimizer class.
@@ -276,7 +277,7 @@ class Optimizer:
         if state["class_name"] != type(self).__name__:
             raise ValueError(f"state: saved for a {state['class_name']} optimizer, cannot load into "
                              f"{type(self).__name__}")
-        fresh = type(self).from_config(state["config"])
+        fresh = type(self).from_config(state["config"], custom_objects=custom_objects)
         slots = state["slots"]
         if slots:
             if set(slots) != set(fresh.slot_names):

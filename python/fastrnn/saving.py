@@ -227,7 +227,7 @@ def _compile_from_file(model, r, cc, state, custom_objects):
                          "load with compile=False to skip it") from None
     if state is not None:
         try:
-            opt.load_state_dict(r.decode(state))
+            opt.load_state_dict(r.decode(state), custom_objects=custom_objects)
         except ValueError as exc:
             raise ValueError(f"'{r.path}': cannot restore the optimizer state: {exc}") from None
         except Exception as exc:

@@ -76,6 +76,13 @@ def _class_weights_to_sample_weights(y, class_weight, argname="class_weight"):
     return np.array([float(class_weight.get(int(c), 1.0)) for c in ids], dtype=np.float64)
 
 
+def _check_verbose(verbose):
+    """fit / evaluate / predict's ``verbose``: 0, 1, 2 or 'auto' (which is 1)."""
+    if verbose not in (0, 1, 2, "auto"):
+        raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
+    return 1 if verbose == "auto" else verbose
+
+
 def _to_array(a, argname):
     if type(a).__module__.startswith("cupy"):
         a = a.get()
@@ -450,9 +457,7 @@ class TrainingLoops:
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
         epochs = _positive_int(epochs, "epochs", allow_zero=True)
         initial_epoch = _positive_int(initial_epoch, "initial_epoch", allow_zero=True)
-        if verbose not in (0, 1, 2, "auto"):
-            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
-        verbose = 1 if verbose == "auto" else verbose
+        verbose = _check_verbose(verbose)
         if tbptt is not None:
             tbptt = _positive_int(tbptt, "tbptt")
             if not isinstance(x, list) and x.ndim < 2:
@@ -591,10 +596,11 @@ class TrainingLoops:
             RuntimeError: The model is not compiled.
         """
         self._assert_compiled("evaluate")
+        verbose = _check_verbose(verbose)
         x, y = self._check_xy(x, y)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
         sw = self._sample_weight_array(y, sample_weight, None)
-        res = self._evaluate_arrays(x, y, batch_size, verbose=1 if verbose in (1, "auto") else 0, sample_weight=sw)
+        res = self._evaluate_arrays(x, y, batch_size, verbose=1 if verbose == 1 else 0, sample_weight=sw)
         if return_dict:
             return res
         if not self.compiled_metrics:
@@ -616,11 +622,12 @@ class TrainingLoops:
         Raises:
             ValueError: The model returns several arrays.
         """
+        verbose = _check_verbose(verbose)
         x = self._check_x(x)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size")
         outs = []
         steps = math.ceil(_n_samples(x) / batch_size)
-        for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose not in (1, "auto"), leave=True):
+        for b in tqdm(range(steps), desc="Predict", unit="batch", disable=verbose != 1, leave=True):
             y = self(_take(x, slice(b * batch_size, (b + 1) * batch_size)), training=False)
             if isinstance(y, (tuple, list)):
                 raise ValueError("predict: the model's output must be a single array")
