@@ -13,43 +13,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import platform
-import statistics
 import subprocess
-import time
 
 import numpy as np
 import torch
 
 import fastrnn
 import fastrnn.torch as frt
-from fastrnn import ops
+from fastrnn import _bench, ops
 from fastrnn._bench import SHAPES
 
 
 def timeit_interleaved(fns, min_time=0.5, rounds=3, min_runs=3):
-    """fastrnn._bench.timeit_interleaved (alternating blocks, each block's median, the quietest
-    block kept), plus the fastest single call of each function: on a loaded machine the block
-    medians still carry the load, the minimum is the closest to the unloaded figure.
-    Returns (medians, minima)."""
-    best = [math.inf for _ in fns]
-    fastest = [math.inf for _ in fns]
-    per_block = min_time / rounds
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            time.sleep(0.02)
-            fn()
-            ts = []
-            start = time.perf_counter()
-            while len(ts) < min_runs or time.perf_counter() - start < per_block:
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-            best[i] = min(best[i], statistics.median(ts))
-            fastest[i] = min(fastest[i], min(ts))
-    return best, fastest
+    """fastrnn._bench.timeit_interleaved with the fastest single call of each function as well:
+    returns (quietest block medians, minima)."""
+    return _bench.timeit_interleaved(fns, min_time=min_time, rounds=rounds, min_runs=min_runs, with_fastest=True)
 
 
 def train_step(mod, x, target, opt):

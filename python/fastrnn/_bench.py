@@ -53,15 +53,20 @@ def timeit(fn, min_time=0.5, min_runs=3, max_runs=50):
     return statistics.median(times)
 
 
-def timeit_interleaved(fns, min_time=0.5, rounds=5, min_runs=3):
+def timeit_interleaved(fns, min_time=0.5, rounds=5, min_runs=3, with_fastest=False):
     """Seconds of each function, timed in alternating blocks (f1 block, f2 block, ..., repeated
     `rounds` times): the median of each block, then the smallest of these block medians. Load
     from other tenants of a shared machine only ever adds time and comes in bursts, so the
     quietest block is the best estimate of what each function costs, and every function gets the
     same treatment. Each block starts after a 20 ms pause and one untimed call: the thread pools
     of the other library (libgomp, OpenBLAS, torch's OpenMP) spin for a while after their last
-    call and would otherwise steal the second core from the first calls of the block."""
+    call and would otherwise steal the second core from the first calls of the block.
+
+    With ``with_fastest`` it returns (block medians, fastest single call of each function): on a
+    loaded machine the medians still carry the load, the fastest call is closest to the unloaded
+    figure."""
     best = [math.inf for _ in fns]
+    fastest = [math.inf for _ in fns]
     per_block = max(min_time / rounds, 0.0)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
@@ -74,7 +79,8 @@ def timeit_interleaved(fns, min_time=0.5, rounds=5, min_runs=3):
                 fn()
                 ts.append(time.perf_counter() - t0)
             best[i] = min(best[i], statistics.median(ts))
-    return best
+            fastest[i] = min(fastest[i], min(ts))
+    return (best, fastest) if with_fastest else best
 
 
 def _problem(cell, T, B, I, H, seed=0):
