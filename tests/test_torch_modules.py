@@ -418,3 +418,43 @@ def test_import_fastrnn_does_not_import_torch():
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True"]  # `import torch` inside fastrnn.torch is the real torch
+
+
+# --------------------------------------------------------------------------- CUDA tensors
+
+def _cuda_unavailable():
+    """Why the CUDA tests cannot run here, or None (a CUDA device and CuPy are needed)."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return "CuPy is not installed"
+    return None
+
+
+@pytest.mark.skipif(_cuda_unavailable() is not None, reason=str(_cuda_unavailable()))
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional,batch_first", [(False, False), (True, True)])
+def test_cuda_tensors_match_torch_nn_on_the_device(cell, bidirectional, batch_first):
+    """CUDA tensors go through DLPack to fastrnn's CUDA ops on torch's current stream: the same
+    outputs and gradients as torch.nn on the device, and every result stays on the device."""
+    ref, mod = make_pair(cell, num_layers=2, bidirectional=bidirectional, batch_first=batch_first)
+    dev = torch.device("cuda")
+    ref, mod = ref.to(dev), mod.to(dev)
+    B, T = 3, 5
+    results = []
+    for m in (ref, mod):
+        torch.manual_seed(1)
+        x = torch.randn(*((B, T, I) if batch_first else (T, B, I))).to(dev).requires_grad_()
+        outs = flat_out(m(x))
+        torch.manual_seed(2)
+        loss = sum((o * torch.randn(o.shape).to(dev)).sum() for o in outs)
+        m.zero_grad()
+        loss.backward()
+        assert all(o.device.type == "cuda" for o in outs)
+        results.append((outs, [x.grad] + [p.grad for p in m.parameters()]))
+    torch.cuda.synchronize()
+    (o_ref, g_ref), (o_mod, g_mod) = results
+    assert max(rel_err(a.cpu(), b.cpu()) for a, b in zip(o_mod, o_ref)) <= OUT_TOL
+    assert max(rel_err(a.cpu(), b.cpu()) for a, b in zip(g_mod, g_ref)) <= GRAD_TOL
