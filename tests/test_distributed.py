@@ -609,3 +609,24 @@ def test_mpi_a_failing_rank_ends_every_rank(tmp_path):
     assert "aborting every rank" in r.stderr
     assert "FINISHED" not in r.stdout  # rank 0 did not carry on alone (50 epochs would take far longer)
     assert elapsed < 30
+
+
+def test_mpi_readme_example_runs_under_mpiexec(tmp_path):
+    """The README's data-parallel example (a ``py`` block: it needs mpiexec), on small random data."""
+    text = (HERE.parent / "README.md").read_text()
+    section = text[text.index("## Data-parallel training"):]
+    block = re.search(r"```py\n(.*?)```", section, re.S).group(1)
+    prelude = ("import numpy as np\n"
+               "rng = np.random.default_rng(0)\n"
+               "x = rng.integers(0, 10000, size=(90, 12)).astype(np.int32)\n"
+               "y = (rng.random(90) < 0.5).astype(np.float32)\n"
+               "x_val, y_val = x[:20], y[:20]\n")
+    script = tmp_path / "train.py"
+    script.write_text(prelude + block + "print('rank', dist.rank(), 'epochs', len(model.history.history['loss']))\n")
+    env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(_mpiexec() + ["-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=MPI_TIMEOUT, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(re.findall(r"rank (\d) epochs (\d+)", r.stdout))
+    assert [rk for rk, _ in runs] == ["0", "1"] and runs[0][1] == runs[1][1]
+    assert (tmp_path / "sentiment.fastrnn").is_file()
