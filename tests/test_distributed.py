@@ -602,6 +602,17 @@ def test_mpi_progress_bar_on_rank_zero_only(ranks):
     assert len(starts) == 1
 
 
+def test_mpi_results_are_deterministic_for_a_fixed_number_of_ranks(ranks, tmp_path):
+    n, _, recs, _ = ranks
+    r, _ = _launch(n, "checks", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((tmp_path / "rank0.json").read_text())
+    keys = [k for k in recs[0] if k.startswith("step_")]
+    assert [again[k]["digest"] for k in keys] == [recs[0][k]["digest"] for k in keys]
+    assert again["fit"]["digest"] == recs[0]["fit"]["digest"] and again["fit"]["history"] == recs[0]["fit"]["history"]
+    assert again["tbptt_digest"] == recs[0]["tbptt_digest"]
+
+
 def test_mpi_a_failing_rank_ends_every_rank(tmp_path):
     r, elapsed = _launch(2, "fail", str(tmp_path), timeout=60)
     assert r.returncode != 0
