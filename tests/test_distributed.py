@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -505,12 +506,25 @@ def _mpiexec():
     return cmd
 
 
-def _launch(n, *args, timeout=MPI_TIMEOUT):
+def _run_mpi(n, argv, timeout, cwd=None):
+    """``mpiexec -n N argv...`` in its own process group, killed whole (mpiexec, its proxies and
+    every rank) when it outlives ``timeout``: a hang fails the test instead of blocking the suite."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PYTHON_DIR), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_mpiexec() + ["-n", str(n), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec -n {n} {' '.join(argv[1:])} hung for {timeout} s:\n{out[-2000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _launch(n, *args, timeout=MPI_TIMEOUT):
     t0 = time.monotonic()
-    r = subprocess.run(_mpiexec() + ["-n", str(n), sys.executable, str(WORKER), *args], capture_output=True,
-                       text=True, timeout=timeout, env=env)
+    r = _run_mpi(n, [sys.executable, str(WORKER), *args], timeout)
     return r, time.monotonic() - t0
 
 
@@ -634,9 +648,7 @@ def test_mpi_readme_example_runs_under_mpiexec(tmp_path):
                "x_val, y_val = x[:20], y[:20]\n")
     script = tmp_path / "train.py"
     script.write_text(prelude + block + "print('rank', dist.rank(), 'epochs', len(model.history.history['loss']))\n")
-    env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(_mpiexec() + ["-n", "2", sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=MPI_TIMEOUT, env=env, cwd=tmp_path)
+    r = _run_mpi(2, [sys.executable, str(script)], MPI_TIMEOUT, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = sorted(re.findall(r"rank (\d) epochs (\d+)", r.stdout))
     assert [rk for rk, _ in runs] == ["0", "1"] and runs[0][1] == runs[1][1]
