@@ -4,13 +4,14 @@ each, and the all-reduce time against its size.
     python bench/distributed_bench.py                 # starts itself under mpiexec -n 2; prints the tables
     python bench/distributed_bench.py --quick         # fewer rounds (a smoke run)
 
-Everything runs inside ONE ``mpiexec -n 2`` job, the variants interleaved in blocks (A B C D, A B
-C D, ...; the quickest block median of each is kept, as fastrnn._bench.timeit_interleaved does):
+Everything runs inside ONE ``mpiexec -n 2`` job, the variants interleaved in blocks (A C B E D,
+A C B E D, ...; the quickest block median of each is kept, as fastrnn._bench.timeit_interleaved does):
 
   A  one process, 2 threads, the whole batch (rank 1 sleeps, polling an Ibarrier every 5 ms)
   B  2 ranks x 1 thread, each half of the same batch (DistributedOptimizer: the same update as A)
   C  one process, 1 thread, the whole batch (the base of the scaling efficiency)
   D  2 ranks x 1 thread, each a full batch (Horovod's usual weak scaling: twice the samples/step)
+  E  as B with DistributedOptimizer(overlap=False): every bucket reduced after the backward pass
 
 Models (the lessons'): sentiment = Embedding(10000, 100, mask_zero) -> LSTM(128) -> Dense(1,
 sigmoid), Adam, batch 64, the UCI sentences padded to 40 words (examples/sentiment.py); char-LM =
@@ -117,8 +118,9 @@ def _bench_model(name, args, R, waits):
     B = 64 if name == "sentiment" else 32
     single = _model(name, lambda o: o, vocab)
     dp = _model(name, dist.DistributedOptimizer, vocab)
+    dp_serial = _model(name, lambda o: dist.DistributedOptimizer(o, overlap=False), vocab)
     nb = len(x) // B
-    state = {"A": 0, "B": 0, "C": 0, "D": 0}
+    state = {"A": 0, "B": 0, "C": 0, "D": 0, "E": 0}
 
     def batch(key, size, part=None):
         i = state[key] % nb
@@ -126,10 +128,10 @@ def _bench_model(name, args, R, waits):
         xb, yb = x[i * B:i * B + size], y[i * B:i * B + size]
         return (xb, yb) if part is None else dist.shard(xb, yb)
 
-    best = {k: float("inf") for k in "ABCD"}
-    comm_s = {"B": float("inf"), "D": float("inf")}
+    best = {k: float("inf") for k in "ABCDE"}
+    comm_s = {"B": float("inf"), "D": float("inf"), "E": float("inf")}
     for _ in range(args.rounds):
-        for key in "ACBD":
+        for key in "ACBED":
             R.quiet_barrier()
             if key in "AC":
                 if R.rank == 0:
@@ -141,9 +143,9 @@ def _bench_model(name, args, R, waits):
             fr.set_num_threads(1)
 
             def step(k=key):
-                # B: each rank half of the batch; D: each rank a whole batch (of a window of 2 B)
+                # B, E: each rank half of the batch; D: each rank a whole batch (of a window of 2 B)
                 xb, yb = batch(k, 2 * B if k == "D" else B, part=True)
-                dp.train_on_batch(xb, yb)
+                (dp_serial if k == "E" else dp).train_on_batch(xb, yb)
 
             step()  # untimed first call
             waits.clear()
@@ -205,13 +207,14 @@ def report(rows, ar):
           f"Python {platform.python_version()}, fastrnn {fr.__version__}, mpi4py {mpi4py.__version__}, "
           f"{MPI.Get_library_version().splitlines()[0].strip()}; load: {load}\n")
     print("| model | global batch | A: 1 proc x 2 thr | B: 2 ranks x 1 thr | B / A | C: 1 proc x 1 thr | "
-          "2-rank efficiency C / (2 B) | comm not hidden (B) | D: 2 ranks x full batch | D samples/s vs A | "
-          "gradient bytes / step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "2-rank efficiency C / (2 B) | comm not hidden (B) | E: B without overlap (comm) | "
+          "D: 2 ranks x full batch | D samples/s vs A | gradient bytes / step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, B, best, comm_s, grad_bytes, nparams in rows:
-        a, b, c, d = (best[k] * 1e3 for k in "ABCD")
+        a, b, c, d, e = (best[k] * 1e3 for k in "ABCDE")
         print(f"| {name} ({nparams:,} params) | {B} | {a:.1f} ms | {b:.1f} ms | {b / a:.2f} | {c:.1f} ms | "
-              f"{c / (2 * b):.0%} | {comm_s['B'] * 1e3:.2f} ms | {d:.1f} ms | {(2 * B / d) / (B / a):.2f}x | "
+              f"{c / (2 * b):.0%} | {comm_s['B'] * 1e3:.2f} ms | {e:.1f} ms ({comm_s['E'] * 1e3:.2f} ms) | "
+              f"{d:.1f} ms | {(2 * B / d) / (B / a):.2f}x | "
               f"{grad_bytes / 2**20:.2f} MiB |")
     print("\n| all-reduce size | median call (2 ranks, MPI_Allreduce in place) | fastest call | "
           "bandwidth at the median (= bus bandwidth for 2 ranks) | at the fastest |")
