@@ -3,6 +3,8 @@
 torch is imported only inside the functions that need it."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import layers
@@ -17,6 +19,9 @@ from ._common import (
     _new_cell,
     _set_cell,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["from_torch", "to_torch"]
 
@@ -39,7 +44,7 @@ def _torch_param(module, name, like=None):
     return p.detach().cpu().numpy().astype(np.float32)
 
 
-def from_torch(module):
+def from_torch(module: torch.nn.Module) -> layers.Layer | Sequential:
     """fastrnn layers computing exactly what a ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computes.
 
     Each torch layer becomes a fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU`` with
@@ -184,7 +189,7 @@ def _stack_of(obj):
     return rec, rate
 
 
-def to_torch(layer, batch_first=True):
+def to_torch(layer: layers.Layer | Sequential | list, batch_first: bool = True) -> torch.nn.Module:
     """One ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computing exactly what the fastrnn layer(s) compute.
 
     The module's ``output`` sequence equals the fastrnn output when the last recurrent layer has
