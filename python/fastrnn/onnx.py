@@ -79,6 +79,8 @@ _ONNX_RNN_ACT = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
 _DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"]}
 _SUPPORTED = ("InputLayer, Embedding, Masking, SimpleRNN, LSTM, GRU, Bidirectional, Dense, Activation, Dropout, "
               "Flatten, RepeatVector, TimeDistributed, Concatenate")
+_SUPPORTED_CLASSES = (InputLayer, Embedding, Masking, BaseRNN, Bidirectional, Dense, Activation, Dropout, Flatten,
+                      RepeatVector, TimeDistributed, Concatenate)
 _INT64_MIN = np.iinfo(np.int64).min
 
 
@@ -401,6 +403,8 @@ def _time_distributed(g: _Graph, layer: TimeDistributed, x: _Value) -> _Value:
 
 def _convert(g: _Graph, layer: Layer, args: list[_Value], x: _Value) -> list[_Value]:
     """The outputs of ``layer`` called on ``args`` (``x``: the one input of single-input layers)."""
+    if not isinstance(layer, _SUPPORTED_CLASSES):
+        raise ValueError(f"export: {_who(layer)} is not supported; the layers exported are {_SUPPORTED}")
     if layer.dtype != np.float32:
         raise ValueError(f"export: {_who(layer)} has dtype {layer.dtype.name}; only float32 layers are exported")
     if isinstance(layer, Concatenate):
@@ -477,6 +481,7 @@ def _build_model(onnx, model, opset: int):
         elem = onnx.TensorProto.INT64 if integer else onnx.TensorProto.FLOAT
         graph_inputs.append(onnx.helper.make_tensor_value_info(iname, elem, dims))
         values[key] = _Value(iname, shape)
+    out_names = [g.name(name) for _, name in outputs]  # reserved before the layers name their tensors
     for layer, arg_keys, out_keys in nodes:
         single = not isinstance(arg_keys, list)
         args = [values[k] for k in ([arg_keys] if single else arg_keys)]
@@ -486,9 +491,8 @@ def _build_model(onnx, model, opset: int):
         for k, v in zip(out_keys, outs):
             values[k] = v
     graph_outputs = []
-    for key, name in outputs:
+    for (key, _), oname in zip(outputs, out_names):
         v = values[key]
-        oname = g.name(name)
         g.nodes.append(onnx.helper.make_node("Identity", [v.name], [oname], name=g.name("n_" + oname)))
         dims = ["batch"] + [d if d is not None else "time" for d in v.shape]
         graph_outputs.append(onnx.helper.make_tensor_value_info(oname, onnx.TensorProto.FLOAT, dims))
