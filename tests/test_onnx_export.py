@@ -62,7 +62,12 @@ def _check(model, tmp_path, make_x, sizes=SIZES, **kw):
     """Export after a predict at (4, 6); compare at every (batch, time) of ``sizes``."""
     model.predict(make_x(4, 6))
     path = _export(model, tmp_path, **kw)
-    onnx.checker.check_model(onnx.load(path), full_check=True)
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    # nothing dead in the graph: every initializer and some output of every node is read
+    read = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    assert [t.name for t in proto.graph.initializer if t.name not in read] == []
+    assert [n.name for n in proto.graph.node if not any(o in read for o in n.output)] == []
     for B, T in sizes:
         x = make_x(B, T)
         want = model.predict(x)

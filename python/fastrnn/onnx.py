@@ -257,12 +257,14 @@ def _rnn_direction_outputs(g: _Graph, layer: BaseRNN, Y: str, Y_h: str, Y_c: str
     """The output of ``layer`` (direction ``d`` of the operator) IN TIME ORDER (a go_backwards
     layer's sequence is reversed by the caller) and its final states."""
     zero = g.const(0.0, np.float32)
-    states = [g.op("Gather", [Y_h, g.const(d, np.int64)], f"{layer.name}.h", axis=0)]
-    if Y_c is not None:
-        states.append(g.op("Gather", [Y_c, g.const(d, np.int64)], f"{layer.name}.c", axis=0))
-    if mi is not None:  # no valid step: the states stay the initial zeros
-        empty = g.unsqueeze(mi.empty, 1)
-        states = [g.op("Where", [empty, zero, s]) for s in states]
+    states = []
+    if layer.return_state or not layer.return_sequences:
+        states = [g.op("Gather", [Y_h, g.const(d, np.int64)], f"{layer.name}.h", axis=0)]
+        if Y_c is not None:
+            states.append(g.op("Gather", [Y_c, g.const(d, np.int64)], f"{layer.name}.c", axis=0))
+        if mi is not None:  # no valid step: the states stay the initial zeros
+            empty = g.unsqueeze(mi.empty, 1)
+            states = [g.op("Where", [empty, zero, s]) for s in states]
     if not layer.return_sequences:
         out = states[0]
         if mi is not None and layer.zero_output_for_mask:  # the last step run is masked: 0
@@ -331,6 +333,14 @@ def _recurrent(g: _Graph, layers: list[BaseRNN], x: _Value, owner: Layer) -> tup
     outs = g.op(_ONNX_OP[base], inputs, name, n_out=n_out, **attrs)
     Y, Y_h = outs[0], outs[1]
     Y_c = outs[2] if base == "lstm" else None
+    node = g.nodes[-1]  # outputs nobody reads are left out (the runtime then need not write them)
+    if Y_c is not None and not first.return_state:
+        del node.output[2]
+        Y_c = None
+    if first.return_sequences and not first.return_state:
+        del node.output[1]
+    if not first.return_sequences:
+        node.output[0] = ""
     return {lay.name: _rnn_direction_outputs(g, lay, Y, Y_h, Y_c, d, mi) for d, lay in enumerate(layers)}, mi
 
 
@@ -496,7 +506,15 @@ def _build_model(onnx, model, opset: int):
         g.nodes.append(onnx.helper.make_node("Identity", [v.name], [oname], name=g.name("n_" + oname)))
         dims = ["batch"] + [d if d is not None else "time" for d in v.shape]
         graph_outputs.append(onnx.helper.make_tensor_value_info(oname, onnx.TensorProto.FLOAT, dims))
-    graph = onnx.helper.make_graph(g.nodes, model.name, graph_inputs, graph_outputs, initializer=g.inits)
+    # what the outputs do not need is left out (e.g. the mask's running count where no layer
+    # returns sequences), and so are the constants no node reads
+    read, kept = set(out_names), []
+    for node in reversed(g.nodes):
+        if any(o in read for o in node.output if o):
+            kept.append(node)
+            read.update(node.input)
+    inits = [t for t in g.inits if t.name in read]
+    graph = onnx.helper.make_graph(kept[::-1], model.name, graph_inputs, graph_outputs, initializer=inits)
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
                                    producer_name="fastrnn", producer_version=__version__)
     proto.ir_version = min(proto.ir_version, _IR_FOR_OPSET.get(opset, proto.ir_version))
