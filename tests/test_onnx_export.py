@@ -331,6 +331,25 @@ def test_operators_and_dynamic_axes(tmp_path):
     assert [d.dim_value or d.dim_param for d in out.dim] == ["batch", 2]
 
 
+def test_a_length_given_at_build_stays_symbolic(tmp_path):
+    # input_shape=(6, 3): fastrnn takes other lengths, so does the file, and says so in its outputs
+    model = fr.Sequential([L.Bidirectional(L.LSTM(4, return_sequences=True), input_shape=(6, 3)),
+                           L.TimeDistributed(L.Dense(2))])
+    path = _check(model, tmp_path, _floats(3), sizes=[(2, 9), (3, 1)])
+    graph = onnx.load(path).graph
+    assert [d.dim_value or d.dim_param for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", "time", 3]
+    assert [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim] == ["batch", "time", 2]
+
+
+def test_a_float_input_into_an_embedding_becomes_ids(tmp_path):
+    x = fr.Input((None,))  # float32 by default; the Embedding reads ids
+    model = fr.Model(x, L.GRU(3)(L.Embedding(7, 2, mask_zero=True)(x)))
+    path = _export(model, tmp_path)
+    assert onnx.load(path).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    ids = _ids(7)(5, 4)
+    np.testing.assert_allclose(_run(path, ids)[0], model.predict(ids.astype(np.float32)), rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("opset", [14, 17, 21])
 def test_opsets(tmp_path, opset):
     model = fr.Sequential([L.Masking(0.0, input_shape=(None, 3)), L.Bidirectional(L.GRU(3, return_sequences=True)),

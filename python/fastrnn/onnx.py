@@ -483,13 +483,16 @@ def _build_model(onnx, model, opset: int):
         if fixed_time and any(d is None for d in shape):
             raise ValueError(f"export: the model has a Flatten layer, so its input shape must be fully known "
                              f"(give the input layer its length), got {shape}")
+        # token ids for an Embedding (a functional model's Input may be declared float)
+        integer = integer or any(isinstance(lay, Embedding) and args == key for lay, args, _ in nodes)
         iname = g.name(name)
-        dims = ["batch"] + [("time" if (i == 0 and not fixed_time and len(shape) >= 1) else
-                             (d if d is not None else f"{iname}_dim{i + 1}")) for i, d in enumerate(shape)]
-        if not fixed_time and len(shape) == 1 and not integer:  # [B, F]: no time axis
-            dims = ["batch"] + [d if d is not None else f"{iname}_dim1" for d in shape]
+        has_time = not fixed_time and (len(shape) >= 2 or (len(shape) == 1 and integer))
+        dims = ["batch"] + [("time" if i == 0 and has_time else d if d is not None else f"{iname}_dim{i + 1}")
+                            for i, d in enumerate(shape)]
         elem = onnx.TensorProto.INT64 if integer else onnx.TensorProto.FLOAT
         graph_inputs.append(onnx.helper.make_tensor_value_info(iname, elem, dims))
+        if has_time:  # the layers' output shapes then carry the symbolic length along (None)
+            shape = (None,) + shape[1:]
         values[key] = _Value(iname, shape)
     out_names = [g.name(name) for _, name in outputs]  # reserved before the layers name their tensors
     for layer, arg_keys, out_keys in nodes:
