@@ -210,7 +210,7 @@ def test_embedding_stack_with_mask_zero(tmp_path):
 
 def test_embedding_without_mask_and_stacked_cells(tmp_path):
     model = fr.Sequential([L.Embedding(11, 4, seed=1), L.LSTM(3, return_sequences=True, seed=2),
-                           L.GRU(3, return_sequences=True, seed=3), L.SimpleRNN(3, seed=4),
+                           L.GRU(3, return_sequences=True, use_bias=False, seed=3), L.SimpleRNN(3, seed=4),
                            L.Dense(1, activation="sigmoid", seed=5)])
     _random_biases(model)
     _check(model, tmp_path, lambda B, T: _rng(B * T).integers(0, 11, (B, T)).astype(np.int64))
