@@ -106,6 +106,7 @@ class _Graph:
         self.inits: list = []
         self._names: set[str] = set()
         self._consts: dict = {}
+        self.mask_infos: dict = {}  # mask tensor name -> _MaskInfo (shared by the layers of one mask)
 
     def name(self, base: str) -> str:
         base = "".join(c if c.isalnum() or c in "_.-/" else "_" for c in base) or "t"
@@ -308,9 +309,9 @@ def _recurrent(g: _Graph, layers: list[BaseRNN], x: _Value, owner: Layer) -> tup
     base = first.spec.base
     mi = None
     if x.mask is not None:
-        mi = g._mask_infos.get(x.mask)
+        mi = g.mask_infos.get(x.mask)
         if mi is None:
-            mi = g._mask_infos[x.mask] = _MaskInfo(g, x.mask, x.name)
+            mi = g.mask_infos[x.mask] = _MaskInfo(g, x.mask, x.name)
     xin = x.name if mi is None else mi.compact(g, x.name)
     xt = g.op("Transpose", [xin], "time_major", perm=[1, 0, 2])
     Ws, Rs, Bs = zip(*(_rnn_weights(lay) for lay in layers))
@@ -473,7 +474,6 @@ def _has_flatten(layers):
 def _build_model(onnx, model, opset: int):
     inputs, nodes, outputs = model._export_plan()
     g = _Graph(onnx)
-    g._mask_infos = {}
     all_layers = [n[0] for n in nodes]
     fixed_time = _has_flatten(all_layers)
     values: dict = {}
@@ -576,15 +576,16 @@ def export(model: Any, path: str | os.PathLike, *, opset: int | None = None) -> 
             :data:`MIN_OPSET` (14) to the installed onnx's newest.
 
     Example:
-        >>> import numpy as np, os, tempfile
+        >>> import os, tempfile
+        >>> import numpy as np, onnxruntime as ort
         >>> import fastrnn as fr
         >>> model = fr.Sequential([fr.layers.LSTM(8, input_shape=(None, 3), seed=0), fr.layers.Dense(1, seed=1)])
-        >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
-        >>> fr.onnx.export(model, path)
-        >>> import onnxruntime as ort
         >>> x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
-        >>> y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-        >>> bool(np.allclose(y, model.predict(x), atol=1e-5))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     fr.onnx.export(model, os.path.join(d, "model.onnx"))
+        ...     sess = ort.InferenceSession(os.path.join(d, "model.onnx"), providers=["CPUExecutionProvider"])
+        >>> y = sess.run(None, {"input": x})[0]
+        >>> bool(np.allclose(y, model.predict(x), rtol=1e-5, atol=1e-5))
         True
     """
     proto = to_model_proto(model, opset=opset)
