@@ -104,6 +104,7 @@ struct KernelTable {
   void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
+  double (*fma_peak)(int64_t iters, int threads);  // cpu/peak.h: measured FMA flop/s
 };
 
 const KernelTable& kernels_scalar();
@@ -127,6 +128,15 @@ void release_scratch_all(int threads);
 const char* active_isa();
 void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
 int isa_supported(const char* name);  // by the build and the CPU
+
+// cpu_info.cpp: data-cache sizes in bytes (0: unknown) and how many logical CPUs share each (0:
+// unknown), as the operating system reports them for CPU 0.
+struct CacheInfo {
+  int64_t l1d, l2, l3;
+  int l1d_shared_by, l2_shared_by, l3_shared_by;
+  const char* source;  // "sysfs", "sysconf", "sysctl" or "unknown"
+};
+CacheInfo cache_info();
 
 // threads.cpp
 int get_num_threads();

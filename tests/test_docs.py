@@ -46,6 +46,7 @@ CHECKED_MODULES = [
     "fastrnn.optim",
     "fastrnn.schedules",
     "fastrnn.callbacks",
+    "fastrnn.onnx",
     "fastrnn.distributed",
     "fastrnn.distributed._optimizer",
     "fastrnn.distributed._world",
