@@ -365,6 +365,10 @@ def test_metric_average_weighs_by_samples(fake_world):
     assert dopt._training_callbacks([es, given]) == [given, es]  # moved first
     added = dopt._training_callbacks([es])
     assert isinstance(added[0], _optimizer.MetricAverageCallback) and added[1] is es
+    csv = fr.callbacks.CSVLogger("log.csv")
+    assert csv in dopt._training_callbacks([csv, es])  # rank 0 logs
+    fake_world.rank = 1
+    assert dopt._training_callbacks([csv, es])[1:] == [es]  # the other ranks do not
 
 
 def test_broadcast_and_allreduce_check_their_arguments(fake_world):

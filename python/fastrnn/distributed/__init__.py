@@ -23,7 +23,8 @@ rank's gradient by its number of loss entries (the step equals one process on th
 batches); puts a :class:`MetricAverageCallback` first so the epoch's logs are global figures on
 every rank (EarlyStopping and ReduceLROnPlateau decide the same everywhere, and a stop requested
 on any rank stops all of them after the same batch); shows the progress bar and the
-``verbose=2`` lines on rank 0 only. ``batch_size`` is per rank. ``Model.save`` and
+``verbose=2`` lines on rank 0 only, and runs a ``CSVLogger`` on rank 0 only. ``batch_size`` is
+per rank. ``Model.save`` and
 ``save_weights`` write on rank 0 only.
 
 ``import fastrnn`` does not import this package, and this package imports mpi4py only in

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import optim
-from ..callbacks import Callback
+from ..callbacks import Callback, CSVLogger
 from ..layers.base import Parameter
 from . import _world
 from ._buckets import BucketReducer
@@ -290,10 +290,13 @@ class DistributedOptimizer(optim.Optimizer):
         return int(buf[0])
 
     def _training_callbacks(self, callbacks):
-        if self._comm.size == 1:
+        comm = self._comm
+        if comm.size == 1:
             return list(callbacks)
         mine = [cb for cb in callbacks if isinstance(cb, MetricAverageCallback)]
         rest = [cb for cb in callbacks if not isinstance(cb, MetricAverageCallback)]
+        if comm.rank != 0:  # rank 0 logs: a CSVLogger on every rank would write one file N times
+            rest = [cb for cb in rest if not isinstance(cb, CSVLogger)]
         return (mine or [MetricAverageCallback()]) + rest
 
 
