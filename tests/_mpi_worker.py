@@ -144,6 +144,19 @@ def check_fit(comm, out, tmp):
     hist = model.fit(xs, ys, batch_size=4, epochs=4, callbacks=[StopOnRank(size - 1, 1, 1), rec], verbose=0)
     out["stop"] = {"epochs_run": len(hist.history["loss"]), "batches": rec.batches, "digest": digest(model)}
 
+    # a NaN loss on the last rank with TerminateOnNaN: that rank skips its update but still joins the
+    # reduction (weight 0); every rank stops after the same batch, weights identical
+    model = sentiment_model(seed=3)
+    model.compile(optimizer=dist.DistributedOptimizer("sgd"), loss="mse")
+    rec = Recorder(val)
+    ys_nan = ys.astype(np.float32).copy()
+    if rank == size - 1:
+        ys_nan[5] = np.nan  # batch 1 of epoch 0 (batch size 4)
+    hist = model.fit(xs, ys_nan, batch_size=4, epochs=3, callbacks=[callbacks.TerminateOnNaN(), rec], verbose=0,
+                     shuffle=False)
+    out["nan"] = {"epochs_run": len(hist.history["loss"]), "batches": rec.batches, "digest": digest(model),
+                  "finite": bool(all(np.all(np.isfinite(w)) for w in model.get_weights()))}
+
     # tbptt under fit, and broadcast_parameters / allreduce on their own
     model = sequence_model(seed=rank)
     model.compile(optimizer=dist.DistributedOptimizer(optim.Adam(0.01)), loss="mse")

@@ -603,6 +603,14 @@ def test_mpi_stop_on_one_rank_stops_all_after_the_same_batch(ranks):
     assert len({s["digest"] for s in stops}) == 1
 
 
+def test_mpi_nan_on_one_rank_with_terminate_on_nan_stops_all_without_hanging(ranks):
+    n, _, recs, _ = ranks
+    nans = [r["nan"] for r in recs]
+    assert {s["epochs_run"] for s in nans} == {1}
+    assert {max((e, b) for e, b, _ in s["batches"]) for s in nans} == {(0, 1)}  # stopped after batch 1
+    assert len({s["digest"] for s in nans}) == 1 and all(s["finite"] for s in nans)
+
+
 def test_mpi_save_on_rank_zero_only_and_broadcast_allreduce(ranks):
     n, out, recs, _ = ranks
     assert sorted(p.name for p in out.glob("*.fastrnn")) == ["ckpt_rank0.fastrnn", "model_rank0.fastrnn"]
