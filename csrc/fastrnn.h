@@ -121,6 +121,7 @@ struct KernelTable {
   void (*philox)(const uint32_t* ctr, uint32_t* out, int64_t n, uint64_t key, int rounds);
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
+  double (*fma_peak)(int64_t iters, int threads);  // cpu/peak.h: measured FMA flop/s
 };
 
 const KernelTable& kernels_scalar();
@@ -144,6 +145,15 @@ void release_scratch_all(int threads);
 const char* active_isa();
 void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
 int isa_supported(const char* name);  // by the build and the CPU
+
+// cpu_info.cpp: data-cache sizes in bytes (0: unknown) and how many logical CPUs share each (0:
+// unknown), as the operating system reports them for CPU 0.
+struct CacheInfo {
+  int64_t l1d, l2, l3;
+  int l1d_shared_by, l2_shared_by, l3_shared_by;
+  const char* source;  // "sysfs", "sysconf", "sysctl" or "unknown"
+};
+CacheInfo cache_info();
 
 // threads.cpp
 int get_num_threads();

@@ -391,6 +391,25 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_workspace_limit", []() { return (int64_t)g_workspace_limit.load(std::memory_order_relaxed); });
   m.def("workspace_bytes", []() { return thread_workspace().floats * sizeof(float); },
         "Bytes of kernel workspace cached for the calling thread.");
+  m.def(
+      "fma_peak",
+      [](int64_t iters, int threads) {
+        if (iters < 1 || iters > (int64_t(1) << 40)) throw py::value_error("iters: expected 1 .. 2**40");
+        if (threads < 1 || threads > 4096) throw py::value_error("threads: expected 1 .. 4096");
+        py::gil_scoped_release release;
+        return fastrnn::active_kernels().fma_peak(iters, threads);
+      },
+      py::arg("iters"), py::arg("threads"),
+      "Floating-point operations per second of `threads` threads each running `iters` rounds of "
+      "independent fused multiply-add chains on the active ISA's vectors (cpu/peak.h).");
+  m.def("cache_info", []() {
+    const fastrnn::CacheInfo c = fastrnn::cache_info();
+    py::dict d;
+    d["l1d"] = c.l1d; d["l2"] = c.l2; d["l3"] = c.l3;
+    d["l1d_shared_by"] = c.l1d_shared_by; d["l2_shared_by"] = c.l2_shared_by; d["l3_shared_by"] = c.l3_shared_by;
+    d["source"] = c.source;
+    return d;
+  }, "Data-cache sizes in bytes (0: unknown) and the logical CPUs sharing each (0: unknown).");
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastrnn::get_num_threads);
   m.def("get_isa", &fastrnn::active_isa);

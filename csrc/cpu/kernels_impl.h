@@ -30,6 +30,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -116,6 +117,7 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/forward_loop.h"
 #include "cpu/backward_loop.h"
 #include "cpu/dropout.h"
+#include "cpu/peak.h"
 
 
 static void forward(const ForwardArgs& a) {
@@ -148,7 +150,7 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W,       forward_ws,    backward_ws,   forward,
                              backward,         gemm,    activation,    dropout,       philox_blocks,
-                             scratch_bytes,    release_scratch};
+                             scratch_bytes,    release_scratch, fma_peak};
   return t;
 }
 
