@@ -118,6 +118,9 @@ class Model(TrainingLoops):
     _metric_ids: ClassVar[list] = []
     _build_input_shape = None
     _name = None
+    #: called with each layer whose parameter gradients the backward pass has completed (set by
+    #: fastrnn.distributed.DistributedOptimizer to start reducing them early); None: nothing
+    _grad_ready_hook = None
     #: the base of the default name ("model_1", ...); None: the class name in snake case
     _default_name = None
 
@@ -222,6 +225,13 @@ class Model(TrainingLoops):
             p.assign(w)
 
     # ------------------------------------------------------------------ forward / backward
+    def _layer_grads_ready(self, layer):
+        """Backward's signal that ``layer``'s parameter gradients are complete for this batch
+        (Sequential and functional models send it layer by layer, in backward order)."""
+        hook = self._grad_ready_hook
+        if hook is not None:
+            hook(layer)
+
     def forward(self, x: Any, training: bool = False, mask: np.ndarray | None = None) -> Any:
         """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs.
 
@@ -395,9 +405,11 @@ class Model(TrainingLoops):
         """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically.
 
         Args:
-            filepath: Where to write; reload with :func:`fastrnn.load_model`.
+            filepath: Where to write; reload with :func:`fastrnn.load_model`. In data-parallel
+                training (a DistributedOptimizer on several ranks) only rank 0 writes.
         """
-        saving.save_model(self, filepath)
+        if self.optimizer is None or self.optimizer._is_root:
+            saving.save_model(self, filepath)
 
     def export_onnx(self, path: str | os.PathLike, *, opset: int | None = None) -> None:
         """Write the model to ``path`` as an ONNX file: :func:`fastrnn.onnx.export` (needs the
@@ -422,9 +434,10 @@ class Model(TrainingLoops):
         """Save only the weights, atomically, in the same container format.
 
         Args:
-            filepath: Where to write.
+            filepath: Where to write (in data-parallel training, by rank 0 only).
         """
-        saving.save_weights(self, filepath)
+        if self.optimizer is None or self.optimizer._is_root:
+            saving.save_weights(self, filepath)
 
     def load_weights(self, filepath: str | os.PathLike) -> None:
         """Load weights saved by ``save_weights`` (or ``save``) into this model.
@@ -555,6 +568,7 @@ class Functional(Model):
         total, count, grads = self.loss.sum_and_grad(list(yb), y_pred, mask, sample_weight=swb)
         value = total / count
         self._check_loss(value, where)
+        self.optimizer._begin_step(self, count)
         self.backward([None if g is None else g / count for g in grads])
         return value
 
@@ -581,7 +595,7 @@ class Functional(Model):
             dys = list(dy)
         else:
             raise ValueError(f"model '{self.name}': backward takes a list of {n} gradients (one per output)")
-        dxs = self._graph.backward(dys)
+        dxs = self._graph.backward(dys, None if self._grad_ready_hook is None else self._layer_grads_ready)
         return dxs[0] if len(dxs) == 1 else dxs
 
     def build(self, input_shape: Any = None) -> None:

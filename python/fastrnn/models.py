@@ -172,8 +172,11 @@ class Sequential(Model):
         Returns:
             The gradient w.r.t. the input (None for token ids).
         """
-        for lay in reversed(self._layers):
+        n = len(self._layers)
+        for i, lay in enumerate(reversed(self._layers)):
             dy = lay.backward(dy)
+            if self._grad_ready_hook is not None and all(lay is not e for e in self._layers[:n - 1 - i]):
+                self._layer_grads_ready(lay)  # its last use in backward order: its gradients are complete
             if dy is None:
                 break
         return dy
