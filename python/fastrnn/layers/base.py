@@ -362,6 +362,8 @@ class Layer(metaclass=_LayerMeta):
 
     def _convert_input(self, x):
         """``x`` as an ndarray of the layer's dtype (float64/int/bool converted, others TypeError)."""
+        if type(x) is np.ndarray and x.dtype == self.dtype:
+            return x
         if isinstance(x, (list, tuple)) and not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x)
@@ -407,7 +409,9 @@ class Layer(metaclass=_LayerMeta):
 
         Called on symbolic tensors (``fr.Input``, another layer's symbolic output) it records the call in
         a functional model's graph instead and returns symbolic outputs."""
-        if _symbolic.is_symbolic(x, mask, kwargs):
+        # an array with no mask and no other argument is never symbolic: no search through them
+        plain = type(x) is np.ndarray and mask is None and not kwargs
+        if not plain and _symbolic.is_symbolic(x, mask, kwargs):
             return _symbolic.call_layer(self, x, dict(kwargs, mask=mask))
         x = self._convert_input(x)
         self._check_rank(x)
@@ -463,6 +467,8 @@ class Layer(metaclass=_LayerMeta):
         raise NotImplementedError
 
     def _check_dy(self, dy, shape, what="dy"):
+        if type(dy) is np.ndarray and dy.dtype == self.dtype and dy.shape == tuple(shape):
+            return dy
         dy = np.asarray(dy)
         if dy.dtype.kind not in "biuf":
             raise TypeError(f"{self._who()}: {what} must be a numeric array, got dtype {dy.dtype}")
