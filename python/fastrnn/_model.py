@@ -117,6 +117,7 @@ class Model(TrainingLoops):
     output_mask = None
     _metric_ids: ClassVar[list] = []
     _build_input_shape = None
+    _held_step_states = None  # the states Sequential.step holds (None: zeros)
     _name = None
     #: the base of the default name ("model_1", ...); None: the class name in snake case
     _default_name = None
@@ -140,6 +141,14 @@ class Model(TrainingLoops):
         self.history = None
         self.output_mask = None
         self._build_input_shape = None
+
+    def reset_states(self) -> None:
+        """Forget the recurrent states: those the recurrent layers carry (``stateful`` or
+        ``carry_state``; the next call starts from zeros) and those ``step`` holds (Keras's
+        ``model.reset_states()``)."""
+        self._held_step_states = None
+        for lay in self._recurrent_layers():
+            lay.reset_states()
 
     # ------------------------------------------------------------------ structure
     @property

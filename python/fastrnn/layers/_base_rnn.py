@@ -377,8 +377,9 @@ class BaseRNN(Layer):
              initial_state: Sequence[ArrayLike] | None = None, lengths: ArrayLike | None = None) -> Any:
         self._step_caches = []  # a call on a sequence ends any step-by-step use
         B, T, _ = x.shape
-        mask = self._resolve_mask(mask, lengths, B, T)
-        init = self._resolve_initial_state(initial_state, B)
+        if mask is not None or lengths is not None:
+            mask = self._resolve_mask(mask, lengths, B, T)
+        init = None if initial_state is None else self._resolve_initial_state(initial_state, B)
         if init is None and (self.stateful or self.carry_state) and self.states is not None:
             if self.states[0].shape[0] != B:
                 raise ValueError(
@@ -386,7 +387,8 @@ class BaseRNN(Layer):
                     f"batch size {B}; call reset_states() before changing the batch size"
                 )
             init = [s.copy() for s in self.states]
-        x = np.ascontiguousarray(x)
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
         dp = rdp = None
         if training and self.dropout > 0.0:
             dp = (self._dropout_rng.random((B, x.shape[2])) >= self.dropout).astype(self.dtype)
@@ -448,6 +450,8 @@ class BaseRNN(Layer):
         return y, states, caches
 
     def _split_dy(self, dy):
+        if type(dy) is np.ndarray:  # the output's gradient alone
+            return [dy] + [None] * self._spec.n_states
         n_out = 1 + (self._spec.n_states if self.return_state else 0)
         if isinstance(dy, (list, tuple)):
             if len(dy) != n_out:
