@@ -192,6 +192,13 @@ class Model(TrainingLoops):
         for p in self.parameters():
             p.zero_grad()
 
+    def _zero_grads(self, params):
+        if type(self).zero_grad is not Model.zero_grad:  # a model with its own
+            self.zero_grad()
+            return
+        for p in params:  # what zero_grad does, without looking the parameters up again
+            p.zero_grad()
+
     @property
     def built(self) -> bool:
         """True once every layer is built (after build(input_shape) or a first call on data)."""
