@@ -13,9 +13,11 @@ Cases (float32, 1 thread unless --threads):
   * step API: ``layer.step(x_t, states)`` at batch 1 (features = units) for LSTM(128), LSTM(512),
     GRU(128), GRU(512), states fed back from the previous step, against the raw kernel on one
     step with h0 (and c0); ``model.step`` of a Sequential holding that layer, where it exists.
+    Timed in CPU time of the process (``timer=time.process_time``, one thread).
   * fit's per-batch overhead, tiny model LSTM(16) -> Dense(1, sigmoid), x [32, 10, 8], Adam,
-    binary cross-entropy, metric accuracy: the time per batch of ``train_on_batch`` and of
-    ``fit`` (verbose=0, 16 batches per epoch, so fit's per-epoch setup is in its figure), minus
+    binary cross-entropy, metric accuracy: the time per batch of ``train_on_batch`` (on the 16
+    batches of fit's epoch) and of ``fit`` (verbose=0, 16 batches per epoch, so fit's per-epoch
+    setup is in its figure), minus
     the layers' own compute (forward with training + backward of each layer, timed alone), and
     minus that and the loss, metric and optimizer step (the loop's bookkeeping alone). These
     four are timed in CPU time of the process (``timer=time.process_time``): an epoch of fit is
@@ -120,7 +122,9 @@ def step_case(cell, H, min_time):
     if hasattr(model, "step"):
         model.step(x_t)
         fns.append(lambda: model.step(x_t))
-    t = timeit_interleaved(fns, min_time=min_time, rounds=7)
+    # CPU time of the process (one thread): steps of the larger layers take long enough to be
+    # preempted on a loaded machine
+    t = timeit_interleaved(fns, min_time=min_time, rounds=7, timer=time.process_time)
     return (f"{cell}({H}) step, batch 1", t[1], t[0], t[2] if len(t) > 2 else None)
 
 
@@ -154,8 +158,9 @@ def fit_case(min_time, batches=16):
         metric.update_state(yb, p, None)
         opt.step(params)
 
-    def tob():
-        model.train_on_batch(xb, yb)
+    def tob():  # the batches fit runs, in its order
+        for i in range(batches):
+            model.train_on_batch(x[i * B:(i + 1) * B], y[i * B:(i + 1) * B])
 
     def fit_epoch():
         model.fit(x, y, batch_size=B, epochs=1, verbose=0, shuffle=False)
@@ -164,7 +169,8 @@ def fit_case(min_time, batches=16):
     # loaded machine, which wall-clock blocks would charge to it
     t = timeit_interleaved([tob, fit_epoch, layers_compute, loss_metric_opt], min_time=min_time, rounds=5,
                            min_runs=3, timer=time.process_time)
-    return {"train_on_batch": t[0], "fit per batch": t[1] / batches, "layers": t[2], "loss+metric+opt": t[3]}
+    return {"train_on_batch": t[0] / batches, "fit per batch": t[1] / batches, "layers": t[2],
+            "loss+metric+opt": t[3]}
 
 
 def main(argv=None):

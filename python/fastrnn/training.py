@@ -321,6 +321,12 @@ class TrainingLoops:
                 p.grad *= p.grad.dtype.type(scale)
         return total_sum / total_count if total_count else 0.0
 
+    def _running_logs(self, loss_sum, loss_n):
+        """fit's logs so far in the epoch: the mean loss and the metrics."""
+        out = {"loss": loss_sum / loss_n}
+        out.update({m.name: m.result() for m in self.compiled_metrics})
+        return out
+
     def _zero_grads(self, params):
         """Zero the gradients before an update (``params``: what ``parameters()`` returned)."""
         self.zero_grad()
@@ -523,12 +529,6 @@ class TrainingLoops:
                        leave=True, dynamic_ncols=True)
             loss_sum, loss_n = 0.0, 0
             shown = -math.inf  # when the bar's figures were last set
-
-            def running_logs():
-                out = {"loss": loss_sum / loss_n}
-                out.update({m.name: m.result() for m in self.compiled_metrics})
-                return out
-
             try:
                 for b in range(steps):
                     idx = order[b * batch_size:(b + 1) * batch_size]
@@ -543,7 +543,7 @@ class TrainingLoops:
                     loss_n += yb.shape[0]
                     show = not bar.disable and (time.monotonic() - shown >= bar.mininterval or b == steps - 1)
                     if batch_end or show:
-                        logs = running_logs()
+                        logs = self._running_logs(loss_sum, loss_n)
                         if batch_end:
                             cbs.on_train_batch_end(b, dict(logs))
                         if show:
@@ -554,7 +554,7 @@ class TrainingLoops:
                     if self.stop_training:
                         break
                 if loss_n:  # the epoch's running figures, as the last batch's hooks saw them
-                    logs = running_logs()
+                    logs = self._running_logs(loss_sum, loss_n)
                 if val is not None:  # also after a stop mid-epoch, as Keras
                     vals = self._evaluate_arrays(val[0], val[1], batch_size, sample_weight=val[2])
                     logs.update({"val_" + k: v for k, v in vals.items()})

@@ -475,7 +475,8 @@ class BaseRNN(Layer):
         B, T, H = c["B"], c["T"], self.units
         dys = self._split_dy(dy)
         dy_out, dstates = dys[0], dys[1:]
-        dstates = [None if d is None else self._check_dy(d, (B, H), "state gradient") for d in dstates]
+        if dstates[0] is not None or dstates[-1] is not None:
+            dstates = [None if d is None else self._check_dy(d, (B, H), "state gradient") for d in dstates]
         dy_seq = None
         if self.return_sequences:
             if dy_out is not None:
