@@ -23,6 +23,10 @@ Cases (float32, 1 thread unless --threads):
     four are timed in CPU time of the process (``timer=time.process_time``): an epoch of fit is
     long enough to be preempted on a loaded machine, which wall-clock blocks would charge to it.
 
+  * pool threshold (``--only pool``, not in the default set): an LSTM(64) training step of the
+    ops whose saved gates are 64 KiB .. 4 MiB, with the buffer pool on and off for it, to check
+    where pooling starts to pay (fastrnn._kernel_cache.BufferPool.min_bytes, 1 MiB).
+
 Every figure is fastrnn._bench.timeit_interleaved's: the smallest block median of alternating
 blocks (load only adds time). Ratios within one run are what to read; the machine's load is
 printed with them. ``--markdown`` prints the rows as a table for bench/RESULTS.md.
@@ -173,16 +177,54 @@ def fit_case(min_time, batches=16):
             "loss+metric+opt": t[3]}
 
 
+def pool_case(min_time):
+    """The pool's threshold: a training step (forward + backward of the ops) whose saved gates are
+    64 KiB .. 4 MiB, with the buffer pool on for it (min_bytes 0) and off (min_bytes above it),
+    timed interleaved. Returns [(gates bytes, pooled s, unpooled s)]."""
+    from fastrnn import ops
+    from fastrnn._kernel_cache import POOL
+
+    rng = np.random.default_rng(3)
+    H, I, B = 64, 32, 8
+    out = []
+    saved = POOL.min_bytes
+    try:
+        for T in (8, 32, 128, 512):  # gates [T*B, 4H] float32: T*B KiB
+            x = rng.standard_normal((B, T, I)).astype(np.float32)
+            w_ih = rng.standard_normal((4 * H, I)).astype(np.float32) * 0.1
+            w_hh = rng.standard_normal((4 * H, H)).astype(np.float32) * 0.1
+            b = np.zeros(4 * H, np.float32)
+            dy = np.ones((B, T, H), np.float32)
+
+            def step(min_bytes, x=x, w_ih=w_ih, w_hh=w_hh, b=b, dy=dy):
+                POOL.min_bytes = min_bytes
+                _, _, cache = ops.lstm_forward(x, w_ih, w_hh, b, training=True)
+                ops.lstm_backward(cache, dy)
+
+            def pooled(step=step):
+                step(0)
+
+            def unpooled(step=step):
+                step(1 << 40)
+
+            t = timeit_interleaved([pooled, unpooled], min_time=min_time, rounds=7)
+            out.append((T * B * 4 * H * 4, t[0], t[1]))
+    finally:
+        POOL.min_bytes = saved
+        POOL.clear()
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="shorter timing blocks")
     ap.add_argument("--markdown", action="store_true", help="print the rows as a markdown table")
-    ap.add_argument("--only", choices=["layer", "step", "fit"], action="append")
+    ap.add_argument("--only", choices=["layer", "step", "fit", "pool"], action="append")
     args = ap.parse_args(argv)
     fr.set_num_threads(args.threads)
     mt = 0.5 if args.quick else 1.5
-    only = set(args.only or ["layer", "step", "fit"])
+    only = set(args.only or ["layer", "step", "fit"])  # pool: on request
     print(f"# fastrnn {fr.__version__} overhead bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
           f"UTC, {platform.processor() or platform.machine()}, isa {backend.isa()}, threads {args.threads}, "
           f"numpy {np.__version__}, python {sys.version.split()[0]}")
@@ -205,6 +247,10 @@ def main(argv=None):
                          f"{t / f['layers']:.2f}",
                          f"overhead {_us(t - f['layers'])} us; without loss+metric+optimizer "
                          f"({_us(f['loss+metric+opt'])} us): {_us(t - f['layers'] - f['loss+metric+opt'])} us"))
+    if "pool" in only:
+        for nbytes, tp, tu in pool_case(mt):
+            rows.append((f"LSTM(64) training step, gates {nbytes >> 10} KiB: pooled vs not", _us(tp), _us(tu),
+                         f"{tp / tu:.2f}", "the raw column is the step without the pool"))
     print(f"# load average after: {_load()} ({time.perf_counter() - t0:.0f} s)")
     head = ("case", "fastrnn us", "raw kernel (or layers' compute) us", "ratio", "notes")
     if args.markdown:
