@@ -22,6 +22,11 @@ Cases (float32, 1 thread unless --threads):
     minus that and the loss, metric and optimizer step (the loop's bookkeeping alone). These
     four are timed in CPU time of the process (``timer=time.process_time``): an epoch of fit is
     long enough to be preempted on a loaded machine, which wall-clock blocks would charge to it.
+    A row times the same update written out by hand (zero the gradients, the layers' forward,
+    the loss, the layers' backward, the metric, the optimizer step) on the same batches: what
+    train_on_batch and fit cost beyond it is their own overhead. A last row times the loops
+    alone: ``train_on_batch`` and ``fit`` with the update itself (``_train_step``) replaced by a
+    stub.
 
   * pool threshold (``--only pool``, not in the default set): an LSTM(64) training step of the
     ops whose saved gates are 64 KiB .. 4 MiB, with the buffer pool on and off for it, to check
@@ -162,6 +167,17 @@ def fit_case(min_time, batches=16):
         metric.update_state(yb, p, None)
         opt.step(params)
 
+    def by_hand():  # the same update written out: zero the gradients, forward, loss, backward, metric, step
+        for i in range(batches):
+            xi, yi = x[i * B:(i + 1) * B], y[i * B:(i + 1) * B]
+            for q in params:
+                q.grad[...] = 0
+            out = dense(lstm(xi, training=True), training=True)
+            _, count, dsum = loss.sum_and_grad(yi, out, None)
+            lstm.backward(dense.backward(dsum / count))
+            metric.update_state(yi, out, None)
+            opt.step(params)
+
     def tob():  # the batches fit runs, in its order
         for i in range(batches):
             model.train_on_batch(x[i * B:(i + 1) * B], y[i * B:(i + 1) * B])
@@ -171,10 +187,15 @@ def fit_case(min_time, batches=16):
 
     # CPU time of the process (one thread): an epoch of fit is long enough to be preempted on a
     # loaded machine, which wall-clock blocks would charge to it
-    t = timeit_interleaved([tob, fit_epoch, layers_compute, loss_metric_opt], min_time=min_time, rounds=5,
-                           min_runs=3, timer=time.process_time)
+    t = timeit_interleaved([tob, fit_epoch, layers_compute, loss_metric_opt, by_hand], min_time=min_time,
+                           rounds=5, min_runs=3, timer=time.process_time)
+    # the loops' bookkeeping alone: the update itself (_train_step) replaced by a stub
+    model._train_step = lambda *a, **k: 0.0
+    s = timeit_interleaved([tob, fit_epoch], min_time=min_time, rounds=5, min_runs=3, timer=time.process_time)
+    del model._train_step
     return {"train_on_batch": t[0] / batches, "fit per batch": t[1] / batches, "layers": t[2],
-            "loss+metric+opt": t[3]}
+            "loss+metric+opt": t[3], "by hand": t[4] / batches, "train_on_batch stub": s[0] / batches,
+            "fit stub": s[1] / batches}
 
 
 def pool_case(min_time):
@@ -247,6 +268,13 @@ def main(argv=None):
                          f"{t / f['layers']:.2f}",
                          f"overhead {_us(t - f['layers'])} us; without loss+metric+optimizer "
                          f"({_us(f['loss+metric+opt'])} us): {_us(t - f['layers'] - f['loss+metric+opt'])} us"))
+        rows.append(("the same update written out by hand, per batch", _us(f["by hand"]), _us(f["layers"]),
+                     f"{f['by hand'] / f['layers']:.2f}", f"train_on_batch - by hand: "
+                     f"{_us(f['train_on_batch'] - f['by hand'])} us, fit - by hand: "
+                     f"{_us(f['fit per batch'] - f['by hand'])} us"))
+        rows.append(("the loops alone per batch (update stubbed): train_on_batch, fit",
+                     _us(f["train_on_batch stub"]), _us(f["fit stub"]), "", "checks, metrics, logs, hooks, "
+                     "fit's per-epoch setup / 16"))
     if "pool" in only:
         for nbytes, tp, tu in pool_case(mt):
             rows.append((f"LSTM(64) training step, gates {nbytes >> 10} KiB: pooled vs not", _us(tp), _us(tu),
