@@ -263,9 +263,14 @@ def grads_dict(spec: _cells.CellSpec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) 
     """``{cell}_backward``'s result for the cell of ``spec``: keys x, h0, (c0 for LSTM, the cell
     with two states), w_ih, w_hh, then its bias names (b; GRU's b_ih, b_hh), as the references
     return them."""
+    names = spec.bias_names  # one dict display per case (this runs after every backward)
+    if len(names) == 1:
+        if spec.n_states == 2:
+            return {"x": dx, "h0": dh0, "c0": dc0, "w_ih": dw_ih, "w_hh": dw_hh, names[0]: db_ih}
+        return {"x": dx, "h0": dh0, "w_ih": dw_ih, "w_hh": dw_hh, names[0]: db_ih}
     grads = {"x": dx, "h0": dh0}
     if spec.n_states == 2:
         grads["c0"] = dc0
     grads["w_ih"], grads["w_hh"] = dw_ih, dw_hh
-    grads.update(zip(spec.bias_names, (db_ih, db_hh)))
+    grads.update(zip(names, (db_ih, db_hh)))
     return grads
