@@ -46,6 +46,7 @@ CHECKED_MODULES = [
     "fastrnn.optim",
     "fastrnn.schedules",
     "fastrnn.callbacks",
+    "fastrnn.onnx",
 ]
 
 # the arguments of Layer.__init__, documented once (fastrnn.layers' docstring)

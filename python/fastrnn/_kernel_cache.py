@@ -162,8 +162,9 @@ class KernelCache(Cache):
     """What a training forward of the C++ kernels saves for backward (opaque to users).
 
     Private copies of x (zero at masked positions) and the weights, the mask (uint8 [B, T] or None),
-    and the activations the kernels saved (gates, h_prev, aux) in x's row order. ``hprev`` is
-    ``h_prev``'s name in the kernels' arguments (both work).
+    and the activations the kernels saved (gates, h_prev, aux) in x's row order, and the recurrent
+    dropout mask [B, H] (or None). ``hprev`` is ``h_prev``'s name in the kernels' arguments (both
+    work).
     """
 
     __slots__ = (
@@ -178,6 +179,7 @@ class KernelCache(Cache):
         "gates",
         "hprev",
         "mask",
+        "recurrent_mask",
         "reverse",
         "spec",
         "w_hh",
@@ -189,12 +191,13 @@ class KernelCache(Cache):
               "h_prev / aux [T*B, H], gates [T*B, G*H] with rows in x's order")
 
     def __init__(self, spec: _cells.CellSpec, x, w_ih, w_hh, mask, reverse: bool, batch_first: bool, gates,
-                 hprev, aux, T: int, B: int, I: int, H: int):
+                 hprev, aux, T: int, B: int, I: int, H: int, recurrent_mask=None):
         self.spec, self.cell, self.cell_id = spec, spec.base, spec.kernel_id
         self.x, self.w_ih, self.w_hh, self.mask = x, w_ih, w_hh, mask
         self.reverse, self.batch_first = bool(reverse), bool(batch_first)
         self.gates, self.hprev, self.aux = gates, hprev, aux
         self.T, self.B, self.I, self.H = T, B, I, H
+        self.recurrent_mask = recurrent_mask
 
     @property
     def h_prev(self):
@@ -220,11 +223,11 @@ class KernelCache(Cache):
         falls inside the sequence; this also keeps ints beyond int64 out of the binding)."""
         if bptt_steps >= self.T:
             bptt_steps = 0
-        cell = self.cell_id
+        cell, hmask = self.cell_id, self.recurrent_mask
         # positional arguments spelled as the binding names them (see ops._kernel_forward)
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
             cell, self.x, self.w_ih, self.w_hh, self.mask, self.reverse, self.batch_first, self.gates, self.hprev,
-            self.aux, dy, dh_n, dc_n, bptt_steps, bool(need_dx))
+            self.aux, dy, dh_n, dc_n, bptt_steps, bool(need_dx), hmask)
         return grads_dict(self.spec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
     def _extra(self) -> str:

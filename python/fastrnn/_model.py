@@ -83,8 +83,8 @@ class Model(TrainingLoops):
     functional API).
 
     Args:
-        inputs: For a functional model only: an ``fr.Input`` tensor or a list of them.
-        outputs: For a functional model only: the symbolic tensor(s) computed from ``inputs``.
+        inputs (Any): For a functional model only: an ``fr.Input`` tensor or a list of them.
+        outputs (Any): For a functional model only: the symbolic tensor(s) computed from ``inputs``.
         name (str | None): The model's name; default a Keras-style unique name from the class
             name in snake case ('my_model', 'my_model_1', ...).
 
@@ -415,6 +415,25 @@ class Model(TrainingLoops):
         """
         saving.save_model(self, filepath)
 
+    def export_onnx(self, path: str | os.PathLike, *, opset: int | None = None) -> None:
+        """Write the model to ``path`` as an ONNX file: :func:`fastrnn.onnx.export` (needs the
+        ``onnx`` package: ``pip install 'fastrnn[onnx]'``).
+
+        Args:
+            path: The file to write, atomically.
+            opset: The ONNX opset (default 17; see :mod:`fastrnn.onnx`).
+        """
+        from . import onnx as onnx_export
+
+        onnx_export.export(self, path, opset=opset)
+
+    def _export_plan(self):
+        """What :mod:`fastrnn.onnx` exports: (inputs, nodes, outputs); inputs are (key, name, shape
+        without batch, integer ids?), nodes (layer, input key or list of keys, output keys) in order,
+        outputs (key, name). A subclassed model's computation is its Python code: refused."""
+        raise ValueError(f"export: model '{self.name}' is a subclassed {type(self).__name__}, whose computation is "
+                         "Python code; only Sequential and functional models (fr.Model(inputs, outputs)) are exported")
+
     def save_weights(self, filepath: str | os.PathLike) -> None:
         """Save only the weights, atomically, in the same container format.
 
@@ -604,6 +623,27 @@ class Functional(Model):
             shape = shapes[0] if len(set(shapes)) == 1 else "multiple"  # a shared layer on other shapes
             rows.append((f"{lay.name} ({type(lay).__name__})", shape, lay.count_params()))
         return rows
+
+    def _export_plan(self):
+        graph = self._graph
+        keys = {}
+        inputs = []
+        for t in graph.inputs:
+            keys[id(t)] = len(keys)
+            inputs.append((keys[id(t)], t.layer.name, tuple(t.shape[1:]), t.dtype.kind in "iub"))
+        nodes = []
+        for node in graph.nodes:
+            if node.kwargs:
+                raise ValueError(f"export: layer '{node.layer.name}' ({type(node.layer).__name__}) is called with "
+                                 f"{', '.join(sorted(node.kwargs))}=...; only calls on input tensors are exported")
+            args = [keys[id(t)] for t in node.args] if isinstance(node.args, (list, tuple)) else keys[id(node.args)]
+            outs = []
+            for t in node.outputs:
+                keys[id(t)] = len(keys)
+                outs.append(keys[id(t)])
+            nodes.append((node.layer, args, outs))
+        names = self.output_names if len(graph.outputs) > 1 else ["output"]
+        return inputs, nodes, [(keys[id(t)], n) for t, n in zip(graph.outputs, names)]
 
     def _check_x(self, x, argname="x"):
         if self._single_input and isinstance(x, (list, tuple)) and len(x) == 1 and _is_array(x[0]):

@@ -299,7 +299,8 @@ class Sequential(Model):
         x_t = _to_array(x_t, "step: x_t")
         shape = self._build_input_shape
         if shape is None:  # built from this step: token ids [batch] for an Embedding, else [batch, ...]
-            shape = (None,) if isinstance(self._layers[0], Embedding) else (None,) + x_t.shape[1:]
+            first = next((lay for lay in self._layers if not isinstance(lay, InputLayer)), None)
+            shape = (None,) if isinstance(first, Embedding) else (None,) + x_t.shape[1:]
             if x_t.ndim == len(shape):
                 self.build(shape)
         want = shape[1:]
@@ -309,6 +310,14 @@ class Sequential(Model):
             raise ValueError(f"step: x_t must have shape [{dims}] (one time step of the model's input "
                              f"{(None,) + tuple(shape)}), got shape {x_t.shape}")
         return x_t
+
+    def _export_plan(self):
+        if self._build_input_shape is None:
+            raise ValueError(f"export: model '{self.name}' is not built; call, fit or build(input_shape) it first")
+        first = next((lay for lay in self._layers if not isinstance(lay, InputLayer)), None)
+        ids = isinstance(first, Embedding)  # token ids in
+        nodes = [(lay, i, [i + 1]) for i, lay in enumerate(self._layers)]
+        return [(0, "input", self._build_input_shape, ids)], nodes, [(len(self._layers), "output")]
 
     def _layer_rows(self):
         if self._build_input_shape is None:
