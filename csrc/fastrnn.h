@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "common/cell.h"  // Cell, gate_count, Dims (shared with the CUDA kernels)
+#include "train_ops.h"    // OptimArgs: the fused optimizer step
 
 namespace fastrnn {
 
@@ -90,6 +91,9 @@ struct CpuGemmArgs {
   bool accumulate;
   int threads;
   const float* bias = nullptr;
+  // Epilogue activation applied to the final C (after the bias or the accumulation): 0 none,
+  // 1 relu, 2 tanh, 3 sigmoid (the kernels' vector tanh / sigmoid, see cpu/simd.h).
+  int act = 0;
 };
 
 // One instruction set's kernels.
@@ -104,6 +108,9 @@ struct KernelTable {
   void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
+  void (*optim_update)(const OptimArgs& a);  // cpu/optim_update.h
+  // out[j] = (accumulate ? out[j] : 0) + sum over rows i ascending of X[i*ld + j]; X: M x N
+  void (*colsum)(const float* X, int64_t M, int64_t N, int64_t ld, float* out, bool accumulate, int threads);
 };
 
 const KernelTable& kernels_scalar();
