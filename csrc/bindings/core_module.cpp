@@ -242,7 +242,7 @@ py::tuple backward(int cell_id, const farr& x, const farr& w_ih, const farr& w_h
 
 // C = op(A) op(B) with the library's GEMM; for tests and benchmarks.
 farr gemm(const farr& A, const farr& B, bool trans_a, bool trans_b) {
-  return dense_gemm(A, B, trans_a, trans_b, std::nullopt, 0);
+  return dense_gemm(A, B, trans_a, trans_b, std::nullopt, 0, std::nullopt, false);
 }
 
 farr activation(const std::string& kind, const farr& x) {

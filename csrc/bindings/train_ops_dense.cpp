@@ -43,7 +43,8 @@ farr colsum(const farr& X, std::optional<farr> out, bool accumulate) {
 }
 }  // namespace
 
-farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const std::optional<farr>& bias, int act) {
+farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const std::optional<farr>& bias, int act,
+               const std::optional<farr>& out, bool accumulate) {
   if (A.ndim() != 2) throw py::value_error("A: expected a 2-D array, got shape " + shape_of(A));
   if (B.ndim() != 2) throw py::value_error("B: expected a 2-D array, got shape " + shape_of(B));
   if (act < 0 || act > 3) throw py::value_error("act: expected 0 (none), 1 (relu), 2 (tanh) or 3 (sigmoid)");
@@ -54,14 +55,23 @@ farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const 
                           ", op(B) is " + std::to_string(Kb) + "x" + std::to_string(N));
   if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
     throw py::value_error("bias: expected shape (" + std::to_string(N) + ",), got " + shape_of(*bias));
-  farr C(std::vector<py::ssize_t>{(py::ssize_t)M, (py::ssize_t)N});
+  if (accumulate && !out) throw py::value_error("out: required when accumulate is true");
+  if (accumulate && bias) throw py::value_error("bias: not with accumulate (C = op(A) op(B) + C)");
+  if (out) {
+    if (out->ndim() != 2 || out->shape(0) != M || out->shape(1) != N)
+      throw py::value_error("out: expected shape (" + std::to_string(M) + ", " + std::to_string(N) + "), got " +
+                            shape_of(*out));
+    if (!out->writeable()) throw py::value_error("out: the array must be writeable");
+    if (out->data() == A.data() || out->data() == B.data()) throw py::value_error("out: must not be A or B");
+  }
+  farr C = out ? *out : farr(std::vector<py::ssize_t>{(py::ssize_t)M, (py::ssize_t)N});
   // A transposed operand is the same row-major array read with its strides swapped.
   fastrnn::CpuGemmArgs g{};
   g.M = M, g.N = N, g.K = K;
   g.A = A.data(), g.rsa = trans_a ? 1 : A.shape(1), g.csa = trans_a ? A.shape(1) : 1;
   g.B = B.data(), g.rsb = trans_b ? 1 : B.shape(1), g.csb = trans_b ? B.shape(1) : 1;
   g.C = C.mutable_data(), g.ldc = N;
-  g.accumulate = false, g.threads = fastrnn::get_num_threads();
+  g.accumulate = accumulate, g.threads = fastrnn::get_num_threads();
   g.bias = bias ? bias->data() : nullptr;
   g.act = act;
   {
@@ -74,8 +84,10 @@ farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const 
 void register_train_ops_dense(py::module_& m) {
   m.def("dense_gemm", &dense_gemm, py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("bias").noconvert().none(true) = py::none(), py::arg("act") = 0,
+        py::arg("out").noconvert().none(true) = py::none(), py::arg("accumulate") = false,
         "C = act(op(A) @ op(B) + bias) with fastrnn's GEMM, bias and activation in its write-back (act: 0 none, "
-        "1 relu, 2 tanh, 3 sigmoid; the kernels' vector tanh / sigmoid).");
+        "1 relu, 2 tanh, 3 sigmoid; the kernels' vector tanh / sigmoid). With out, C is out (float32, "
+        "C-contiguous, not overlapping A or B); with accumulate, C = act(op(A) @ op(B) + out).");
   m.def("colsum", &colsum, py::arg("X").noconvert(), py::arg("out").noconvert().none(true) = py::none(),
         py::arg("accumulate") = false,
         "out (+)= X.sum(axis=0) for a 2-D float32 X, rows added in order (the same result for any thread count).");
