@@ -266,6 +266,25 @@ def test_new_arrays_rebuild_the_plan_and_frozen_params_stay():
     np.testing.assert_array_equal(params[2].value, kept)
 
 
+def test_a_copied_or_pickled_optimizer_builds_its_own_plan():
+    import pickle
+
+    params = make_params([(5,), (3, 4)])
+    for p in params:
+        p.grad[...] = 0.5
+    opt = optim.Adam(0.1, amsgrad=True)
+    opt.step(params)
+    for other in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert other._fused_cache is None
+        mine = copy.deepcopy(params)
+        other.step(mine)
+        assert other._fused_cache is not None and other._fused_cache[2] is not opt._fused_cache[2]
+        assert other._slots["m"][0] is not opt._slots["m"][0]
+    ref = copy.deepcopy(params)
+    opt.step(params)
+    assert not np.array_equal(params[0].value, ref[0].value)
+
+
 def test_float64_and_subclasses_take_the_numpy_path():
     p64 = [Parameter("w", np.ones(4), dtype=np.float64)]
     p64[0].grad[...] = 1.0

@@ -23,7 +23,7 @@ py::array checked(const py::handle& obj, const char* name, size_t i, int64_t n, 
   const std::string who = std::string(name) + "[" + std::to_string(i) + "]";
   if (!py::isinstance<py::array>(obj)) throw py::type_error(who + ": expected a NumPy array");
   py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<float>())) throw py::type_error(who + ": expected dtype float32");
+  if (!a.dtype().equal(py::dtype::of<float>())) throw py::type_error(who + ": expected dtype float32");
   if (!(a.flags() & py::array::c_style)) throw py::value_error(who + ": expected a C-contiguous array");
   if (writeable && !a.writeable()) throw py::value_error(who + ": the array must be writeable");
   if (n >= 0 && (int64_t)a.size() != n)

@@ -277,6 +277,12 @@ class Optimizer:
                              plan)
         return plan
 
+    def __getstate__(self):
+        # the fused step's plan (C++ pointers to the arrays) is not copied: a copy builds its own
+        state = self.__dict__.copy()
+        state["_fused_cache"] = None
+        return state
+
     def _fused_step(self, params):
         if self._fused_kind is None:
             return False
