@@ -314,6 +314,30 @@ def test_float64_and_subclasses_take_the_numpy_path():
     np.testing.assert_array_equal(p[0].value, before)
 
 
+@pytest.mark.parametrize("kw", [{}, {"clipnorm": 1.0}, {"global_clipnorm": 1.0}, {"clipvalue": 0.1}])
+def test_nan_and_inf_gradients_spread_as_in_the_reference(kw):
+    def make():
+        return optim.Adam(0.01, amsgrad=True, **kw)
+
+    shapes = [(17,), (40,)]
+    fused, ref = make(), make()
+    ref._use_fused = False
+    pf, pr = make_params(shapes), make_params(shapes)
+    for ps in (pf, pr):
+        ps[0].grad[...] = 0.5
+        ps[0].grad[3] = np.nan
+        ps[1].grad[...] = -0.25
+        ps[1].grad[5] = np.inf
+    fused.step(pf)
+    with np.errstate(all="ignore"):  # NumPy warns of inf / inf; the kernel quietly gives NaN too
+        ref.step(pr)
+    assert fused._fused_cache is not None
+    for a, b in zip(pf, pr):
+        np.testing.assert_array_equal(np.isnan(a.value), np.isnan(b.value))
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-6, atol=0, equal_nan=True)
+    assert np.isnan(pf[0].value[3])
+
+
 def test_a_bad_gradient_raises_before_anything_changes():
     params = make_params([(5,), (7,)])
     params[0].grad[...] = 1.0

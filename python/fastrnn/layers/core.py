@@ -52,7 +52,10 @@ class Dense(Layer):
     ``bias`` [units]. The input may have any rank >= 2 ([B, F], or [B, T, F] where the layer is
     applied at every step); the mask passes through. A training call keeps copies of x and y for
     backward; backward reads the kernel as it is then, so update the parameters after backward (as
-    ``fit`` does), not between forward and backward.
+    ``fit`` does), not between forward and backward. For float32 NumPy arrays the forward is one
+    GEMM that adds the bias and applies linear / relu / tanh / sigmoid as it writes y (tanh and
+    sigmoid in the kernels' vector forms, within 4e-7 of NumPy's), and backward accumulates the
+    kernel's gradient inside the GEMM.
 
     Args:
         units (int): Output size (positive int).
