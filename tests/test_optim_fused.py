@@ -190,6 +190,25 @@ def test_bitwise_the_same_for_any_thread_count(name, clip, threads):
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["adamw_torch_amsgrad", "rmsprop_all_torch"])
+def test_every_isa_is_the_same_for_any_thread_count(name, isa, threads):
+    results = []
+    for nt in (1, 2, 5):
+        backend.set_num_threads(nt)
+        opt = CONFIGS[name]()
+        opt.__init__(**{**opt.get_config(), "global_clipnorm": 1.0})
+        ps = make_params([(300007,), (17,), (40, 999)])
+        rng = np.random.default_rng(9)
+        for _ in range(2):
+            set_grads(ps, rng)
+            opt.step(ps)
+        assert opt._fused_cache is not None
+        results.append([p.value.copy() for p in ps])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
 def test_state_round_trips_through_the_fused_path():
     """Save after two fused steps, load into a fresh optimizer, continue: the same as never stopping."""
     params = make_params(SIZES[:4])
