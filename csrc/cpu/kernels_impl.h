@@ -24,16 +24,19 @@
 //   cells/*.h         the per-cell pointwise maths, CellMath<C> (cells/cell_math.h)
 //   forward_loop.h    the forward pass: workspace, W_hh packing, the time loop
 //   backward_loop.h   the backward pass: workspace, W_hh packing, the time loop, weight GEMMs
+//   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
 // This file holds the tuning constants and small helpers they share, the dispatch on the cell
 // and the kernel table.
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "common/philox.h"
 #include "common/workspace.h"
 #include "cpu/simd.h"
 #include "fastrnn.h"
@@ -113,6 +116,8 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/cells/cell_math.h"
 #include "cpu/forward_loop.h"
 #include "cpu/backward_loop.h"
+#include "cpu/dropout.h"
+#include "cpu/peak.h"
 #include "cpu/optim_update.h"
 #include "cpu/dense_ops.h"
 
@@ -145,8 +150,9 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 }
 
 static const KernelTable& table() {
-  static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
-                             scratch_bytes, release_scratch, optim_update, colsum};
+  static const KernelTable t{FASTRNN_ISA_NAME, W,       forward_ws,    backward_ws,   forward,
+                             backward,         gemm,    activation,    dropout,       philox_blocks,
+                             scratch_bytes,    release_scratch, fma_peak, optim_update, colsum};
   return t;
 }
 
