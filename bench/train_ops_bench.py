@@ -15,7 +15,9 @@ dX = dZ W^T) of the word LM's decoder (700 x 200 -> 20,000) and of the sentiment
 (64 x 128 -> 1, sigmoid), three ways: numpy (``@``, ``+ b``, the activation; numpy's own BLAS),
 fastrnn before this change (ops.matmul, then the bias and activation passes in NumPy) and
 fastrnn now (bias and activation in the GEMM's write-back, dW accumulated in the GEMM, the bias
-gradient one vectorised pass). FLOP: 2*M*N*K per product.
+gradient one vectorised pass). FLOP: 2*M*N*K per product. numpy's OpenBLAS runs its default
+thread count (one per core: 2 on the 2-core machine of bench/RESULTS.md; set OPENBLAS_NUM_THREADS
+to match --threads elsewhere).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from fastrnn import _bench, ops, optim
 from fastrnn.layers import Parameter
 from fastrnn.layers._core_common import ACTIVATIONS
 
-PEAK = 228.0  # GFLOP/s, FP32 FMA peak of both cores of this Zen 4 (bench/RESULTS.md, register-only FMA loop)
+PEAK = 228.0  # GFLOP/s: replaced at the start of a run by backend.fma_peak (register-only FMA chains)
 
 MODELS = {
     "word LM (11.7 M)": [(18328, 200), (800, 200), (800, 200), (800,), (800, 200), (800, 200), (800,),
@@ -124,12 +126,14 @@ def main():
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--only", choices=("optim", "dense"), default=None)
     args = ap.parse_args()
+    global PEAK
     fr.set_num_threads(args.threads)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+    PEAK = fr.backend.fma_peak(args.threads, seconds=0.5) / 1e9
     load = os.getloadavg()
     print(f"# train_ops_bench {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, fastrnn {fr.__version__} ({fr.backend.isa()}), "
-          f"numpy {np.__version__}, {args.threads} threads, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+          f"numpy {np.__version__}, {args.threads} threads, FMA peak measured {PEAK:.0f} GFLOP/s, "
+          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     if args.only in (None, "optim"):
         bench_optim(args.min_time)
     if args.only in (None, "dense"):
