@@ -11,20 +11,11 @@ import fastrnn as fr
 from fastrnn import backend, ops
 from fastrnn import layers as L
 
-ISAS = backend.available_isas()
 ACTS = {0: lambda z: z, 1: lambda z: np.maximum(z, 0), 2: np.tanh, 3: lambda z: 1 / (1 + np.exp(-z))}
 # M, K, N: small-N path (N <= 4), partial tiles, K over the GEMM's 512-deep blocks, N over its
 # 2048-wide blocks, K = 0
 SHAPES = [(1, 1, 1), (3, 17, 1), (17, 3, 4), (33, 7, 5), (5, 600, 33), (64, 128, 1), (7, 9, 2100), (3, 0, 6),
           (130, 64, 48)]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = backend.isa()
-    backend.set_isa(request.param)
-    yield request.param
-    backend.set_isa(before)
 
 
 @pytest.fixture(params=[1, 2])

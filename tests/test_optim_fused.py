@@ -13,17 +13,8 @@ import fastrnn as fr
 from fastrnn import backend, optim
 from fastrnn.layers import Parameter
 
-ISAS = backend.available_isas()
 SIZES = [(1,), (3,), (17,), (1000003,), (5, 7), (33, 129)]
 SMALL_SIZES = [(1,), (3,), (17,), (70001,), (5, 7), (33, 129)]  # several blocks of OPTIM_BLOCK, quicker
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = backend.isa()
-    backend.set_isa(request.param)
-    yield request.param
-    backend.set_isa(before)
 
 
 @pytest.fixture
