@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "common/cell.h"  // Cell, gate_count, Dims (shared with the CUDA kernels)
+#include "train_ops.h"    // OptimArgs: the fused optimizer step
 
 namespace fastrnn {
 
@@ -91,6 +92,9 @@ struct CpuGemmArgs {
   bool accumulate;
   int threads;
   const float* bias = nullptr;
+  // Epilogue activation applied to the final C (after the bias or the accumulation): 0 none,
+  // 1 relu, 2 tanh, 3 sigmoid (the kernels' vector tanh / sigmoid, see cpu/simd.h).
+  int act = 0;
 };
 
 // Dropout (cpu/dropout.h): m[e] = scale if the Philox word of element e under (key, call, stream)
@@ -122,6 +126,9 @@ struct KernelTable {
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
   double (*fma_peak)(int64_t iters, int threads);  // cpu/peak.h: measured FMA flop/s
+  void (*optim_update)(const OptimArgs& a);  // cpu/optim_update.h
+  // out[j] = (accumulate ? out[j] : 0) + sum over rows i ascending of X[i*ld + j]; X: M x N
+  void (*colsum)(const float* X, int64_t M, int64_t N, int64_t ld, float* out, bool accumulate, int threads);
 };
 
 const KernelTable& kernels_scalar();

@@ -77,8 +77,9 @@ def numgrad(f, a, eps=1e-6):
 
 
 def spy_on_gemm(monkeypatch):
-    """Route backend.core() through a wrapper that records each gemm call as
-    [A.shape, B.shape, trans_a, trans_b] and runs the real one; returns the list of calls."""
+    """Route backend.core() through a wrapper that records each gemm call (and each dense_gemm
+    call, the GEMM with a bias / activation epilogue) as [A.shape, B.shape, trans_a, trans_b, ...]
+    and runs the real one; returns the list of calls."""
     from fastrnn import backend
 
     calls = []
@@ -88,6 +89,13 @@ def spy_on_gemm(monkeypatch):
         def gemm(self, *args):
             calls.append([x.shape for x in args[:2]] + list(args[2:]))
             return real.gemm(*args)
+
+        def dense_gemm(self, *args):
+            calls.append([x.shape for x in args[:2]] + list(args[2:4]))
+            return real.dense_gemm(*args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
 
     monkeypatch.setattr(backend, "core", lambda: Spy())
     return calls

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/train_ops.h"
 #include "fastrnn.h"
 
 namespace py = pybind11;
@@ -245,26 +246,7 @@ py::tuple backward(int cell_id, const farr& x, const farr& w_ih, const farr& w_h
 
 // C = op(A) op(B) with the library's GEMM; for tests and benchmarks.
 farr gemm(const farr& A, const farr& B, bool trans_a, bool trans_b) {
-  if (A.ndim() != 2) throw py::value_error("A: expected a 2-D array, got shape " + shape_str(A));
-  if (B.ndim() != 2) throw py::value_error("B: expected a 2-D array, got shape " + shape_str(B));
-  const int64_t M = trans_a ? A.shape(1) : A.shape(0), K = trans_a ? A.shape(0) : A.shape(1);
-  const int64_t Kb = trans_b ? B.shape(1) : B.shape(0), N = trans_b ? B.shape(0) : B.shape(1);
-  if (K != Kb)
-    throw py::value_error("B: inner dimensions differ: op(A) is " + std::to_string(M) + "x" + std::to_string(K) +
-                          ", op(B) is " + std::to_string(Kb) + "x" + std::to_string(N));
-  farr C = new_array({M, N});
-  // A transposed operand is the same row-major array read with its strides swapped.
-  fastrnn::CpuGemmArgs g{};
-  g.M = M, g.N = N, g.K = K;
-  g.A = A.data(), g.rsa = trans_a ? 1 : A.shape(1), g.csa = trans_a ? A.shape(1) : 1;
-  g.B = B.data(), g.rsb = trans_b ? 1 : B.shape(1), g.csb = trans_b ? B.shape(1) : 1;
-  g.C = C.mutable_data(), g.ldc = N;
-  g.accumulate = false, g.threads = fastrnn::get_num_threads();
-  {
-    py::gil_scoped_release release;
-    fastrnn::active_kernels().gemm(g);
-  }
-  return C;
+  return dense_gemm(A, B, trans_a, trans_b, std::nullopt, 0, std::nullopt, false);
 }
 
 // Dropout of x (or the mask alone when x is None) with Philox4x32-10: (y | None, mask | None).
@@ -427,4 +409,6 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("vector_width", []() { return fastrnn::active_kernels().vector_width; });
+  register_train_ops_optim(m);
+  register_train_ops_dense(m);
 }

@@ -48,22 +48,49 @@ static inline void micro_packed(int64_t kc, const float* __restrict Ap, const fl
   }
 }
 
-// C[m x n] = acc + C (accumulate) or acc + bias (bias may be nullptr), for the valid m <= MR rows
-// and n <= NV*W columns.
+// The epilogue activation of CpuGemmArgs::act (0 none, 1 relu, 2 tanh, 3 sigmoid).
+static inline V epilogue_act(V x, int act) {
+  switch (act) {
+    case 1: return Simd::relu(x);
+    case 2: return vtanh(x);
+    case 3: return vsigmoid(x);
+    default: return x;
+  }
+}
+
+static void act_row(float* p, int64_t n, int act) {
+  if (!act) return;
+  for (int64_t j = 0; j < n; j += W) {
+    const int nv = (int)std::min<int64_t>(W, n - j);
+    Simd::storen(p + j, epilogue_act(Simd::loadn(p + j, nv), act), nv);
+  }
+}
+
+// C[m x n] = act(acc + C) (accumulate) or act(acc + bias) (bias may be nullptr), for the valid
+// m <= MR rows and n <= NV*W columns; act 0 leaves the sum as it is.
 template <int MR, int NV>
 static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, int n, bool accumulate,
-                              const float* bias) {
+                              const float* bias, int act) {
   if (m == MR && n == NV * W) {
     V add[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) add[v] = (!accumulate && bias) ? Simd::load(bias + v * W) : Simd::zero();
+    if (act == 0) {
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
+      for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) {
-        float* p = C + i * ldc + v * W;
-        Simd::store(p, Simd::add(accumulate ? Simd::load(p) : add[v], acc[i][v]));
-      }
+        for (int v = 0; v < NV; ++v) {
+          float* p = C + i * ldc + v * W;
+          Simd::store(p, Simd::add(accumulate ? Simd::load(p) : add[v], acc[i][v]));
+        }
+    } else {
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          float* p = C + i * ldc + v * W;
+          Simd::store(p, epilogue_act(Simd::add(accumulate ? Simd::load(p) : add[v], acc[i][v]), act));
+        }
+    }
     return;
   }
   alignas(64) float tmp[MR * NV * W];
@@ -80,12 +107,13 @@ static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, in
       for (int j = 0; j < n; ++j) p[j] = bias[j] + s[j];
     else
       for (int j = 0; j < n; ++j) p[j] = s[j];
+    act_row(p, n, act);
   }
 }
 
 static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa,
                         const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate,
-                        const float* bias) {
+                        const float* bias, int act) {
   float* Ap = scratch(0, (size_t)(GEMM_MC * GEMM_KC));
   float* Bp = scratch(1, (size_t)(GEMM_KC * (GEMM_NC + GEMM_NR)));
   for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
@@ -93,6 +121,7 @@ static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t
     for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
       const int64_t kc = std::min(GEMM_KC, K - pc);
       const bool acc_c = accumulate || pc > 0;
+      const int act_c = pc + kc >= K ? act : 0;  // the activation goes on the final sums only
       pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
       for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
         const int64_t mc = std::min(GEMM_MC, M - ic);
@@ -113,11 +142,11 @@ static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t
             if (panel_width(n) == GEMM_NR) {
               V acc[GEMM_MR][GEMM_NV];
               micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-              store_tile<GEMM_MR, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt);
+              store_tile<GEMM_MR, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt, act_c);
             } else {
               V acc[GEMM_MR][1];
               micro_packed<GEMM_MR, 1>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-              store_tile<GEMM_MR, 1>(acc, ct, ldc, m, n, acc_c, bt);
+              store_tile<GEMM_MR, 1>(acc, ct, ldc, m, n, acc_c, bt, act_c);
             }
           }
         }
@@ -150,6 +179,7 @@ static void gemm_small_n(const CpuGemmArgs& g) {
         }
         g.C[i * g.ldc + n] = init(i, n) + Simd::hsum(acc);
       }
+      act_row(g.C + i * g.ldc, N, g.act);
     }
   } else {  // g.rsa == 1: column k of A is contiguous
     const int64_t ldacc = ceil_div(std::min(M, SMALL_N_MB), W) * W;
@@ -167,8 +197,10 @@ static void gemm_small_n(const CpuGemmArgs& g) {
           if (i0 < mb) Simd::store(an + i0, Simd::fmadd(Simd::loadn(a + i0, (int)(mb - i0)), bk, Simd::load(an + i0)));
         }
       }
-      for (int64_t i = 0; i < mb; ++i)
+      for (int64_t i = 0; i < mb; ++i) {
         for (int64_t n = 0; n < N; ++n) g.C[(m0 + i) * g.ldc + n] = init(m0 + i, n) + acc[n * ldacc + i];
+        act_row(g.C + (m0 + i) * g.ldc, N, g.act);
+      }
     }
   }
 }
@@ -180,13 +212,15 @@ static void gemm(const CpuGemmArgs& g) {
     return;
   }
   if (g.K <= 0) {
-    if (!g.accumulate)
-      for (int64_t i = 0; i < g.M; ++i) {
+    for (int64_t i = 0; i < g.M; ++i) {
+      if (!g.accumulate) {
         if (g.bias)
           std::memcpy(g.C + i * g.ldc, g.bias, sizeof(float) * (size_t)g.N);
         else
           std::memset(g.C + i * g.ldc, 0, sizeof(float) * (size_t)g.N);
       }
+      act_row(g.C + i * g.ldc, g.N, g.act);
+    }
     return;
   }
   int nt = std::max(1, g.threads);
@@ -201,12 +235,12 @@ static void gemm(const CpuGemmArgs& g) {
       const int64_t j0 = pn * tid / nt * GEMM_NR, j1 = std::min(g.N, pn * (tid + 1) / nt * GEMM_NR);
       if (j1 > j0)
         gemm_serial(g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
-                    g.accumulate, g.bias ? g.bias + j0 : nullptr);
+                    g.accumulate, g.bias ? g.bias + j0 : nullptr, g.act);
     } else {
       const int64_t i0 = pm * tid / nt * GEMM_MR, i1 = std::min(g.M, pm * (tid + 1) / nt * GEMM_MR);
       if (i1 > i0)
         gemm_serial(i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
-                    g.ldc, g.accumulate, g.bias);
+                    g.ldc, g.accumulate, g.bias, g.act);
     }
   };
   if (nt == 1) {

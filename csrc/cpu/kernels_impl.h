@@ -118,6 +118,8 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/backward_loop.h"
 #include "cpu/dropout.h"
 #include "cpu/peak.h"
+#include "cpu/optim_update.h"
+#include "cpu/dense_ops.h"
 
 
 static void forward(const ForwardArgs& a) {
@@ -150,7 +152,7 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W,       forward_ws,    backward_ws,   forward,
                              backward,         gemm,    activation,    dropout,       philox_blocks,
-                             scratch_bytes,    release_scratch, fma_peak};
+                             scratch_bytes,    release_scratch, fma_peak, optim_update, colsum};
   return t;
 }
 

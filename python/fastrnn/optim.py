@@ -21,6 +21,14 @@ number of steps already taken (0 on the first step), as Keras does. The schedule
 ``state_dict()`` returns the configuration (hyperparameters, including a learning rate changed by a
 callback), the step count and every slot array (copies); ``load_state_dict`` restores all of it,
 so training continues exactly as it would have.
+
+Fused step: when every updated parameter, its gradient and its slots are float32 C-contiguous
+NumPy arrays, ``step`` updates all parameters (and computes the clipping norms) in one C++ call
+(``fastrnn._core.OptimPlan``: threaded, vectorised, the same float32 operations in the same order
+as the NumPy code of ``_update``, so the results equal it to rounding; the norms are summed in
+float64 over fixed blocks, the same for any thread count). The arrays are checked once and kept
+while the parameters keep the same arrays. Anything else (float64, CuPy arrays, subclasses that
+override ``_update`` or ``_clip``) takes the NumPy path, which stays the reference.
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from . import backend
 from .schedules import _SCHEDULES, ExponentialDecay, LearningRateSchedule, StepDecay, _positive
 
 if TYPE_CHECKING:
@@ -94,6 +103,7 @@ class Optimizer:
         self.iterations = 0
         self._slots: dict | None = None  # {slot name: [array per parameter]}
         self._params = None if params is None else list(params)
+        self._fused_cache = None  # (slots dict, [(value, grad, trainable)], OptimPlan) of the fused step
 
     # -- learning rate
     def _set_lr(self, value, argname):
@@ -184,6 +194,8 @@ class Optimizer:
                 or slot changes), or the parameters do not match the slots.
         """
         params = self._resolve(params)
+        if self._use_fused and self._fused_step(params):
+            return
         self._ensure_slots(params)
         grads = []
         for p in params:
@@ -204,6 +216,96 @@ class Optimizer:
             new = self._update(i, p, np.asarray(p.value), g, lr, t)
             p.value[...] = new
         self.iterations = t
+
+    # -- the fused step (C++); the NumPy code above is its reference
+    #: False: always the NumPy path (for comparisons); a class attribute, so load_state_dict keeps it
+    _use_fused = True
+    #: the kernel's optimizer kind (0 SGD, 1 RMSprop, 2 Adam) or None: no fused step
+    _fused_kind: int | None = None
+    #: slot names in the kernel's slots s0, s1, s2 (None: unused)
+    _fused_slots: tuple = (None, None, None)
+
+    def _fused_scalars(self, lr, t):  # pragma: no cover - abstract
+        """(flags dict, scalars dict) of OptimPlan.step for this configuration."""
+        raise NotImplementedError
+
+    def _decays(self, p):
+        return False
+
+    def _fused_rule_unchanged(self):
+        cls = type(self)
+        return cls._update is getattr(cls, "_fused_update", None) and cls._clip is Optimizer._clip
+
+    def _fused_plan(self, params):
+        cache = self._fused_cache
+        if cache is not None and cache[0] is self._slots and len(cache[1]) == len(params):
+            for p, (v, g, tr) in zip(params, cache[1]):
+                if p.value is not v or p.grad is not g or bool(getattr(p, "trainable", True)) is not tr:
+                    break
+            else:
+                return cache[2]
+        self._fused_cache = None
+        if not self._fused_rule_unchanged():
+            return None  # a subclass with its own rule: the NumPy path runs it
+        for p in params:
+            if type(p.value) is not np.ndarray or p.value.dtype != np.float32:
+                return None
+        self._ensure_slots(params)
+        active = [i for i, p in enumerate(params) if getattr(p, "trainable", True) and p.grad is not None]
+
+        def ok(a, shape):
+            return (type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous and a.shape == shape)
+
+        for i in active:
+            w, g = params[i].value, params[i].grad
+            if not (ok(w, w.shape) and w.flags.writeable and ok(g, w.shape)):
+                return None
+        slot_lists = []
+        for name in self._fused_slots:
+            if name is None or name not in self._slots:
+                slot_lists.append([])
+                continue
+            arrs = [self._slots[name][i] for i in active]
+            if not all(ok(a, params[i].value.shape) and a.flags.writeable for a, i in zip(arrs, active)):
+                return None
+            slot_lists.append(arrs)
+        decay = [int(self._decays(params[i])) for i in active]
+        plan = backend.core().OptimPlan(self._fused_kind, [params[i].value for i in active],
+                                        [params[i].grad for i in active], *slot_lists,
+                                        decay if any(decay) else [])
+        self._fused_cache = (self._slots, [(p.value, p.grad, bool(getattr(p, "trainable", True))) for p in params],
+                             plan)
+        return plan
+
+    def __getstate__(self):
+        # the fused step's plan (C++ pointers to the arrays) is not copied: a copy builds its own
+        state = self.__dict__.copy()
+        state["_fused_cache"] = None
+        return state
+
+    def _fused_step(self, params):
+        if self._fused_kind is None:
+            return False
+        plan = self._fused_plan(params)
+        if plan is None:
+            return False
+        if self.clipvalue is not None:
+            clip, clip_arg = 1, self.clipvalue
+        elif self.clipnorm is not None:
+            clip, clip_arg = 2, self.clipnorm
+        elif self.global_clipnorm is not None:
+            clip, clip_arg = 3, self.global_clipnorm
+        else:
+            clip, clip_arg = 0, 0.0
+        t = self.iterations + 1
+        flags, scalars = self._fused_scalars(self.current_learning_rate, t)
+        args = {"nesterov": False, "momentum": False, "centered": False, "torch_eps": False, "amsgrad": False,
+                "a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0, "e": 0.0, "f": 1.0, "h": 1.0, "decay": 0.0}
+        args.update(flags)
+        args.update(scalars)
+        plan.step(clip=clip, clip_arg=float(clip_arg), **args)
+        self.iterations = t
+        return True
 
     def zero_grad(self, params: Sequence[Parameter] | None = None) -> None:
         """Set every parameter's gradient to zero.
@@ -385,6 +487,12 @@ class SGD(Optimizer):
         self.momentum = _check_unit(momentum, "momentum", closed_top=True)
         self.nesterov = bool(nesterov)
 
+    _fused_kind = 0
+    _fused_slots = ("momentum", None, None)
+
+    def _fused_scalars(self, lr, t):
+        return ({"momentum": self.momentum > 0, "nesterov": self.nesterov}, {"a": lr, "b": self.momentum})
+
     def _update(self, i, p, w, g, lr, t):
         if self.momentum == 0:
             return w - lr * g
@@ -396,6 +504,8 @@ class SGD(Optimizer):
 
     def _hyper(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+    _fused_update = _update
 
 
 class RMSprop(Optimizer):
@@ -437,6 +547,13 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
         self.epsilon_style = _check_eps_style(epsilon_style)
 
+    _fused_kind = 1
+    _fused_slots = ("velocity", "average_gradient", "momentum")
+
+    def _fused_scalars(self, lr, t):
+        return ({"centered": self.centered, "momentum": self.momentum > 0, "torch_eps": self.epsilon_style == "torch"},
+                {"a": lr, "b": self.rho, "c": 1 - self.rho, "d": self.momentum, "e": self.epsilon})
+
     def _update(self, i, p, w, g, lr, t):
         s = self._slots["velocity"][i]
         s[...] = self.rho * s + (1 - self.rho) * g * g
@@ -458,6 +575,8 @@ class RMSprop(Optimizer):
     def _hyper(self):
         return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon, "centered": self.centered,
                 "epsilon_style": self.epsilon_style}
+
+    _fused_update = _update
 
 
 class Adam(Optimizer):
@@ -497,6 +616,23 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
         self.epsilon_style = _check_eps_style(epsilon_style)
 
+    _fused_kind = 2
+    _fused_slots = ("m", "v", "vhat")
+
+    def _fused_rule_unchanged(self):
+        return super()._fused_rule_unchanged() and type(self)._adam is Adam._adam
+
+    def _fused_scalars(self, lr, t):
+        c1 = 1 - self.beta_1 ** t
+        c2 = 1 - self.beta_2 ** t
+        flags = {"amsgrad": self.amsgrad, "torch_eps": self.epsilon_style == "torch"}
+        scalars = {"b": 1 - self.beta_1, "c": 1 - self.beta_2, "e": self.epsilon}
+        if self.epsilon_style == "keras":
+            scalars["a"] = lr * math.sqrt(c2) / c1
+        else:
+            scalars.update(a=lr, f=c1, h=c2)
+        return flags, scalars
+
     def _adam(self, i, w, g, lr, t):
         m, v = self._slots["m"][i], self._slots["v"][i]
         m += (1 - self.beta_1) * (g - m)
@@ -517,6 +653,8 @@ class Adam(Optimizer):
     def _hyper(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self.amsgrad,
                 "epsilon_style": self.epsilon_style}
+
+    _fused_update = _update
 
 
 class AdamW(Adam):
@@ -551,9 +689,17 @@ class AdamW(Adam):
         self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
         self.exclude_from_weight_decay = list(exclude_from_weight_decay or [])
 
-    def _update(self, i, p, w, g, lr, t):
+    def _decays(self, p):
         name = str(getattr(p, "name", ""))
-        if self.weight_decay and not any(s in name for s in self.exclude_from_weight_decay):
+        return bool(self.weight_decay) and not any(s in name for s in self.exclude_from_weight_decay)
+
+    def _fused_scalars(self, lr, t):
+        flags, scalars = super()._fused_scalars(lr, t)
+        scalars["decay"] = lr * self.weight_decay
+        return flags, scalars
+
+    def _update(self, i, p, w, g, lr, t):
+        if self._decays(p):
             w = w - lr * self.weight_decay * w
         return self._adam(i, w, g, lr, t)
 
@@ -561,6 +707,8 @@ class AdamW(Adam):
         cfg = super()._hyper()
         cfg.update(weight_decay=self.weight_decay, exclude_from_weight_decay=list(self.exclude_from_weight_decay))
         return cfg
+
+    _fused_update = _update
 
 
 _OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
