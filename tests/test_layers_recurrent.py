@@ -13,6 +13,7 @@ import pytest
 
 from _problems import numgrad
 from fastrnn import layers as L
+from fastrnn import ops, set_seed
 from fastrnn import reference as R
 
 # (class name, extra constructor kwargs, reference prefix)
@@ -830,3 +831,41 @@ def test_layers_keep_the_public_ops_errors_for_what_the_runner_does_not_check(cl
         layer.states = [np.zeros((2, 3), np.float32), np.zeros((5, 3), np.float32)]
         with pytest.raises(ValueError, match=r"^lstm_forward: c0 must have shape \[2, 3\], got \[5, 3\]"):
             layer(np.zeros((2, 4, 2)))
+
+
+@pytest.mark.parametrize("cls", [L.SimpleRNN, L.LSTM, L.GRU])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_trailing_padding_is_not_run_and_changes_nothing(monkeypatch, cls, go_backwards, return_sequences):
+    """Steps after the last one any row has valid are cut before the kernels run; outputs, states
+    and every gradient equal the full run's (padding at the end, holes, a row with no valid step)."""
+    rng = np.random.default_rng(11)
+    B, T, F, H = 5, 9, 3, 7
+    x = rng.standard_normal((B, T, F)).astype(np.float32)
+    lengths = np.array([6, 2, 0, 5, 6])
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    mask[3, 1] = False  # a hole
+    runs, calls, dys = [], [], None
+    real = ops._run_forward
+    def counting(spec, x, *a, **k):
+        calls.append(x.shape[1])
+        return real(spec, x, *a, **k)
+
+    monkeypatch.setattr(ops, "_run_forward", counting)
+    for trim in (True, False):
+        monkeypatch.setattr(cls, "_trim_masked_tail", trim)
+        set_seed(3)
+        layer = cls(H, go_backwards=go_backwards, return_sequences=return_sequences, return_state=True)
+        outs = layer(x, mask=mask, training=True)
+        if dys is None:
+            dys = [rng.standard_normal(o.shape).astype(np.float32) for o in outs]
+        dx = layer.backward(dys)
+        runs.append((outs, dx, [p.grad.copy() for p in layer.parameters()]))
+    assert calls == [6, T]  # the trimmed run saw 6 steps, the full one 9
+    (o1, dx1, g1), (o2, dx2, g2) = runs
+    for a, b in zip(o1, o2):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-6, atol=1e-6)
+    assert dx1.shape == x.shape and not dx1[:, 6:].any()
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

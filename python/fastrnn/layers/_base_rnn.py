@@ -62,6 +62,16 @@ def _repeat_last_valid_backward(dy, valid, bptt_steps=None):
     return out
 
 
+
+class _TrimmedCache:
+    """The training cache of a forward run on the first ``kept`` of ``steps`` steps (the rest were
+    padding every row had masked): what _backward_op needs to pad dx back to ``steps``."""
+
+    __slots__ = ("inner", "kept", "steps")
+
+    def __init__(self, inner, kept, steps):
+        self.inner, self.kept, self.steps = inner, kept, steps
+
 class BaseRNN(Layer):
     """Shared machinery of SimpleRNN, LSTM and GRU (not used directly).
 
@@ -330,15 +340,35 @@ class BaseRNN(Layer):
         return None if mask is None else np.ascontiguousarray(mask)
 
     # -- the op calls ----------------------------------------------------------------------------
+    #: Run the kernels only up to the last step any row has valid (see _forward_op); a switch for tests.
+    _trim_masked_tail = True
+
     def _forward_op(self, x, w_hh, init, mask, training, hmask=None):
         """(y [B,T,H], [h_n] or [h_n, c_n], cache) of the cell on x [B, T, F] with w_hh, and the
         recurrent dropout mask hmask (None or C-contiguous [B, H] of the layer's dtype).
+
+        Steps after the last one that any row has valid (the padding at the end of a padded batch)
+        change nothing, in either direction (the state is carried through them, their outputs and
+        gradients are 0), so float32 layers run the kernels on the steps before them only and pad
+        the outputs (and, in backward, dx) with zeros. Not with truncated BPTT, whose windows
+        count steps.
 
         The callers pass what the layer has checked and converted: x, w_hh and the states of
         ``init`` (None or a list of spec.n_states arrays [B, H]) C-contiguous arrays of the layer's
         dtype and shapes, mask None or bool [B, T], training a bool. float32 layers run the kernels
         through the ops' runner, which skips the public op's checks; float64 layers run the
         references, and an empty x the public op (for its error)."""
+        if (mask is not None and self._trim_masked_tail and self.dtype == np.float32 and self.bptt_steps is None
+                and x.size):
+            T = mask.shape[1]
+            valid_t = np.flatnonzero(mask.any(axis=0))
+            kept = max(1, int(valid_t[-1]) + 1 if valid_t.size else 1)
+            if kept < T:
+                y, states, cache = self._forward_op(np.ascontiguousarray(x[:, :kept]), w_hh, init,
+                                                    np.ascontiguousarray(mask[:, :kept]), training, hmask)
+                full = np.zeros((y.shape[0], T, y.shape[2]), y.dtype)
+                full[:, :kept] = y
+                return full, states, (None if cache is None else _TrimmedCache(cache, kept, T))
         spec = self._spec
         h0 = c0 = None
         if init is not None:
@@ -369,6 +399,15 @@ class BaseRNN(Layer):
         dstates a list of spec.n_states gradients [B, H] (entries may be None), all of the layer's
         dtype. float32 caches run the kernels' backward through the ops' runner, float64 ones the
         references' backward."""
+        if isinstance(cache, _TrimmedCache):  # the forward ran the first `kept` steps only
+            grads = self._backward_op(cache.inner, None if dy is None else np.ascontiguousarray(dy[:, :cache.kept]),
+                                      dstates)
+            dx = grads.get("x")
+            if dx is not None:
+                full = np.zeros((dx.shape[0], cache.steps, dx.shape[2]), dx.dtype)
+                full[:, :cache.kept] = dx
+                grads["x"] = full
+            return grads
         dh = dstates[0]
         dc = dstates[1] if self._spec.n_states == 2 else None
         return ops._run_backward(cache, dy, None if dh is None else np.ascontiguousarray(dh),
