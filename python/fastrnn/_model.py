@@ -83,8 +83,8 @@ class Model(TrainingLoops):
     functional API).
 
     Args:
-        inputs: For a functional model only: an ``fr.Input`` tensor or a list of them.
-        outputs: For a functional model only: the symbolic tensor(s) computed from ``inputs``.
+        inputs (Any): For a functional model only: an ``fr.Input`` tensor or a list of them.
+        outputs (Any): For a functional model only: the symbolic tensor(s) computed from ``inputs``.
         name (str | None): The model's name; default a Keras-style unique name from the class
             name in snake case ('my_model', 'my_model_1', ...).
 
