@@ -95,7 +95,9 @@ def test_qgemm_zero_and_nonfinite_rows(path):
 
 @pytest.mark.parametrize("path", PATHS, indirect=True)
 @pytest.mark.parametrize("cell, cid, G", CELLS)
-@pytest.mark.parametrize("T, B, I, H", [(1, 1, 1, 1), (5, 3, 7, 17), (9, 4, 33, 20), (3, 11, 16, 64)])
+# the last two are large enough for two threads: split by hidden units (B = 9) and by rows (B = 16)
+@pytest.mark.parametrize("T, B, I, H", [(1, 1, 1, 1), (5, 3, 7, 17), (9, 4, 33, 20), (3, 11, 16, 64),
+                                        (4, 9, 20, 161), (3, 16, 5, 200)])
 def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
     rng = np.random.default_rng(T * 100 + H)
     x = rng.uniform(-1, 1, (B, T, I)).astype(np.float32)
