@@ -63,6 +63,7 @@ struct BackwardArgs {
   const float* gates;  // saved by the training forward
   const float* hprev;
   const float* aux;
+  // d.hmask (recurrent dropout, [B, H] or nullptr) must be the forward's.
   const float* dy;     // [T*B, H] or nullptr
   const float* dh_n;   // [B, H] or nullptr
   const float* dc_n;   // [B, H] or nullptr (LSTM)
@@ -119,6 +120,20 @@ struct QForwardArgs {
   int threads;
 };
 
+// Dropout (cpu/dropout.h): m[e] = scale if the Philox word of element e under (key, call, stream)
+// is >= threshold, else 0 (element 64 g + 16 w + l: word w of block 16 g + l); y = x * m. The same mask for any thread count and instruction set.
+struct DropoutArgs {
+  const float* x;      // [n], or nullptr when y is nullptr
+  float* y;            // [n] out (may be x), or nullptr
+  float* mask;         // [n] out (0 or scale), or nullptr
+  int64_t n;
+  uint64_t key;        // the stream's key (words lo, hi)
+  uint32_t call, stream;
+  uint32_t threshold;  // floor(rate * 2^32): a word below it drops its element
+  float scale;         // 1 / (1 - rate) as the caller rounds it
+  int threads;
+};
+
 // One instruction set's kernels.
 struct KernelTable {
   const char* name;
@@ -129,6 +144,8 @@ struct KernelTable {
   void (*backward)(const BackwardArgs& a);
   void (*gemm)(const CpuGemmArgs& g);
   void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
+  void (*dropout)(const DropoutArgs& a);
+  void (*philox)(const uint32_t* ctr, uint32_t* out, int64_t n, uint64_t key, int rounds);
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
   double (*fma_peak)(int64_t iters, int threads);  // cpu/peak.h: measured FMA flop/s

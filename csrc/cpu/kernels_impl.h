@@ -27,6 +27,7 @@
 //   peak.h            the FMA throughput of this ISA (the benchmark's physical limit)
 //   qgemm.h           int8 inference: quantizing rows, packing int8 weights, the int8 products
 //   qforward_loop.h   int8 inference: the recurrent cells' forward pass
+//   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
 // This file holds the tuning constants and small helpers they share, the dispatch on the cell
 // and the kernel table.
 #include <omp.h>
@@ -43,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/philox.h"
 #include "common/workspace.h"
 #include "cpu/simd.h"
 #include "fastrnn.h"
@@ -122,6 +124,7 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/cells/cell_math.h"
 #include "cpu/forward_loop.h"
 #include "cpu/backward_loop.h"
+#include "cpu/dropout.h"
 #include "cpu/peak.h"
 #include "cpu/qgemm.h"
 #include "cpu/qforward_loop.h"
@@ -156,7 +159,7 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 
 static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
-                             scratch_bytes, release_scratch, fma_peak,
+                             dropout, philox_blocks, scratch_bytes, release_scratch, fma_peak,
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
                              qforward};
   return t;

@@ -29,6 +29,15 @@ from .utils import set_random_seed
 from .utils import set_random_seed as set_seed
 
 
+def __getattr__(name: str):
+    # fastrnn.onnx (the ONNX export) is imported on first use: ``import fastrnn`` never imports onnx
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module 'fastrnn' has no attribute {name!r}")
+
+
 def info(file=None) -> dict:
     """Print and return the version, the ISA path in use, the thread count, the CPU's data caches
     (``backend.cache_info()``) and CUDA availability (devices, whether the CUDA kernels run on the
