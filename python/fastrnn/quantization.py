@@ -105,8 +105,8 @@ class _Int8RNN(_Int8Mixin):
     def _int8_source(self, name):
         return getattr(self, name).value
 
-    def _forward_op(self, x, w_hh, init, mask, training):
-        if training:
+    def _forward_op(self, x, w_hh, init, mask, training, hmask=None):
+        if training:  # (recurrent dropout masks, hmask, exist only when training)
             _inference_only(self)
         spec = self._spec
         G, H = spec.gates, self.units
