@@ -14,7 +14,7 @@ from . import _cells, backend
 from ._cache import Cache
 from .reference import _common as C
 
-__all__ = ["POOL", "BufferPool", "Cache", "KernelCache", "grads_dict"]
+__all__ = ["CPU_CACHES", "POOL", "BufferPool", "Cache", "KernelCache", "PooledKernelCache", "grads_dict"]
 
 
 class BufferPool:
@@ -203,18 +203,6 @@ class KernelCache(Cache):
     def h_prev(self):
         return self.hprev
 
-    def __del__(self):
-        # the C++ path's buffers go back to the pool unless someone else still holds them
-        g = getattr(self, "gates", None)  # the largest: when it is too small to pool, all are
-        if type(g) is not np.ndarray or g.nbytes < POOL.min_bytes:
-            return
-        del g
-        for name in _RECYCLED:
-            a = getattr(self, name, None)
-            if a is not None:
-                setattr(self, name, None)
-                POOL.give(a)
-
     def backward(self, dy, dstate=None, bptt_steps=None, need_dx: bool = True) -> dict[str, Any]:
         """Check dy, dstate and bptt_steps (the messages of ``{cell}_backward``), then run the C++
         backward over this cache."""
@@ -235,10 +223,11 @@ class KernelCache(Cache):
         falls inside the sequence; this also keeps ints beyond int64 out of the binding)."""
         if bptt_steps >= self.T:
             bptt_steps = 0
+        cell, hmask = self.cell_id, self.recurrent_mask
+        # positional arguments spelled as the binding names them (see ops._kernel_forward)
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
-            cell=self.cell_id, x=self.x, w_ih=self.w_ih, w_hh=self.w_hh, mask=self.mask, reverse=self.reverse,
-            batch_first=self.batch_first, gates=self.gates, hprev=self.hprev, aux=self.aux, dy=dy, dh_n=dh_n,
-            dc_n=dc_n, bptt_steps=bptt_steps, need_dx=bool(need_dx), hmask=self.recurrent_mask)
+            cell, self.x, self.w_ih, self.w_hh, self.mask, self.reverse, self.batch_first, self.gates, self.hprev,
+            self.aux, dy, dh_n, dc_n, bptt_steps, bool(need_dx), hmask)
         return grads_dict(self.spec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
     def _extra(self) -> str:
@@ -249,13 +238,42 @@ class KernelCache(Cache):
                 f"reverse={self.reverse}, batch_first={self.batch_first}{self._extra()})")
 
 
+class PooledKernelCache(KernelCache):
+    """A KernelCache whose buffers go back to the pool (POOL) when it is dropped: what a training
+    forward of the C++ kernels returns when its saved gates (its largest buffer) reach the pool's
+    ``min_bytes``. Smaller caches are plain KernelCaches, with no finaliser to run."""
+
+    __slots__ = ()
+
+    def __del__(self):
+        # the buffers go back to the pool unless someone else still holds them
+        g = getattr(self, "gates", None)  # the largest: when it is too small to pool, all are
+        if type(g) is not np.ndarray or g.nbytes < POOL.min_bytes:
+            return
+        del g
+        for name in _RECYCLED:
+            a = getattr(self, name, None)
+            if a is not None:
+                setattr(self, name, None)
+                POOL.give(a)
+
+
+#: The caches of the C++ kernels (the internal runner calls their backward without checks).
+CPU_CACHES = (KernelCache, PooledKernelCache)
+
+
 def grads_dict(spec: _cells.CellSpec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) -> dict:
     """``{cell}_backward``'s result for the cell of ``spec``: keys x, h0, (c0 for LSTM, the cell
     with two states), w_ih, w_hh, then its bias names (b; GRU's b_ih, b_hh), as the references
     return them."""
+    names = spec.bias_names  # one dict display per case (this runs after every backward)
+    if len(names) == 1:
+        if spec.n_states == 2:
+            return {"x": dx, "h0": dh0, "c0": dc0, "w_ih": dw_ih, "w_hh": dw_hh, names[0]: db_ih}
+        return {"x": dx, "h0": dh0, "w_ih": dw_ih, "w_hh": dw_hh, names[0]: db_ih}
     grads = {"x": dx, "h0": dh0}
     if spec.n_states == 2:
         grads["c0"] = dc0
     grads["w_ih"], grads["w_hh"] = dw_ih, dw_hh
-    grads.update(zip(spec.bias_names, (db_ih, db_hh)))
+    grads.update(zip(names, (db_ih, db_hh)))
     return grads

@@ -117,6 +117,7 @@ class Model(TrainingLoops):
     output_mask = None
     _metric_ids: ClassVar[list] = []
     _build_input_shape = None
+    _held_step_states = None  # the states Sequential.step holds (None: zeros)
     _name = None
     #: called with each layer whose parameter gradients the backward pass has completed (set by
     #: fastrnn.distributed.DistributedOptimizer to start reducing them early); None: nothing
@@ -143,6 +144,14 @@ class Model(TrainingLoops):
         self.history = None
         self.output_mask = None
         self._build_input_shape = None
+
+    def reset_states(self) -> None:
+        """Forget the recurrent states: those the recurrent layers carry (``stateful`` or
+        ``carry_state``; the next call starts from zeros) and those ``step`` holds (Keras's
+        ``model.reset_states()``)."""
+        self._held_step_states = None
+        for lay in self._recurrent_layers():
+            lay.reset_states()
 
     # ------------------------------------------------------------------ structure
     @property
@@ -184,6 +193,13 @@ class Model(TrainingLoops):
     def zero_grad(self) -> None:
         """Zero every parameter's gradient."""
         for p in self.parameters():
+            p.zero_grad()
+
+    def _zero_grads(self, params):
+        if type(self).zero_grad is not Model.zero_grad:  # a model with its own
+            self.zero_grad()
+            return
+        for p in params:  # what zero_grad does, without looking the parameters up again
             p.zero_grad()
 
     @property

@@ -140,6 +140,17 @@ class CallbackList:
             cb.set_model(model)
             cb.set_params(params)
 
+    def wants(self, hook: str) -> bool:
+        """Whether any callback does something at ``hook`` (overrides Callback's, or was given
+        one on the instance): fit skips the per-batch hooks, and the logs they would get, when
+        none does.
+
+        Args:
+            hook: A hook's name, e.g. ``"on_train_batch_end"``.
+        """
+        base = getattr(Callback, hook)
+        return any(hook in vars(cb) or getattr(type(cb), hook, base) is not base for cb in self.callbacks)
+
     def __getattr__(self, hook):
         if not hook.startswith("on_"):
             raise AttributeError(hook)

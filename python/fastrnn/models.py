@@ -18,15 +18,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import saving
 from ._model import Functional, Model
 from .layers import base as layers_base
+from .layers._base_rnn import BaseRNN
 from .layers._symbolic import InputTensor
 from .layers.base import Layer
 from .layers.core import Embedding, InputLayer
 from .seq2seq import Seq2Seq
-from .training import _fmt_shape
+from .training import _fmt_shape, _to_array
 
 __all__ = ["Functional", "Model", "Seq2Seq", "Sequential"]
 
@@ -105,6 +107,7 @@ class Sequential(Model):
         if any(lay.name == layer.name for lay in self._layers):
             raise ValueError(f"add: the model already has a layer named '{layer.name}'; layer names must be unique")
         prev_shape = self._build_input_shape
+        self._held_step_states = None  # step's states belong to the layers as they were
         self._layers.append(layer)
         if len(self._layers) == 1 and getattr(layer, "_given_input_shape", None) is not None:
             self._build_input_shape = tuple(layer._given_input_shape)
@@ -121,6 +124,7 @@ class Sequential(Model):
         """Remove and return the last layer."""
         if not self._layers:
             raise IndexError("pop: the model has no layers")
+        self._held_step_states = None
         return self._layers.pop()
 
     def build(self, input_shape: Sequence[int | None]) -> None:
@@ -187,6 +191,128 @@ class Sequential(Model):
         if self._build_input_shape is None and self._layers[0].input_shape is not None:
             self._build_input_shape = tuple(self._layers[0].input_shape)
         return y
+
+    # ------------------------------------------------------------------ one time step
+    def step(self, x_t: ArrayLike, states: Any = "model") -> Any:
+        """Run the model on ONE time step, for streaming inference (one step in, one step out).
+
+        The output equals what ``predict`` on the whole sequence gives at that step (to float
+        rounding): ``predict(x)[:, t]`` for a model that returns sequences, else
+        ``predict(x[:, :t + 1])``. The model may hold recurrent layers (SimpleRNN, LSTM, GRU,
+        stacked) and layers that act on each step alone (Dense, Activation, Dropout, which is
+        the identity here, Embedding, Masking, TimeDistributed); masks from
+        ``Embedding(mask_zero=True)`` or ``Masking`` work as in ``predict``: at a masked step
+        the states are carried unchanged and the output repeats the last valid one. Layers that
+        need the whole sequence (Bidirectional, ``go_backwards``, Flatten, attention, ...) are
+        refused (ValueError). Inference only: no dropout, nothing kept for backward; the
+        layers' own ``stateful`` states are neither read nor changed.
+
+        Args:
+            x_t: One step of the model's input: [batch, features] (the input without its time
+                axis), or token ids [batch] when the model starts with an Embedding.
+            states: ``"model"`` (default): the model holds the recurrent states between calls
+                (zeros at first and after :meth:`reset_states`) and ``step`` returns ``y_t``.
+                ``None`` (zeros) or the ``new_states`` of the previous call: the caller holds
+                them, and ``step`` returns ``(y_t, new_states)``; ``new_states`` is a list with
+                one entry per recurrent layer, that layer's states ``[h]`` or ``[h, c]`` (an
+                entry may be None: zeros).
+
+        Returns:
+            ``y_t`` [batch, ...], or ``(y_t, new_states)`` when ``states`` is given.
+
+        Example:
+            >>> import numpy as np
+            >>> import fastrnn as fr
+            >>> model = fr.Sequential([fr.layers.LSTM(8, return_sequences=True, seed=0),
+            ...                        fr.layers.Dense(2, seed=1)])
+            >>> x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
+            >>> ys = [model.step(x[:, t]) for t in range(5)]
+            >>> bool(np.allclose(np.stack(ys, axis=1), model.predict(x), atol=1e-6))
+            True
+            >>> model.reset_states()
+            >>> y0, states = model.step(x[:, 0], states=None)   # the caller holds the states
+            >>> [[s.shape for s in st] for st in states]
+            [[(3, 8), (3, 8)]]
+        """
+        held = isinstance(states, str)
+        if held and states != "model":
+            raise ValueError(f"step: states must be 'model', None or the new_states of a previous step, got {states!r}")
+        plan, rnns = self._step_plan()
+        x = self._step_input(x_t)
+        B = x.shape[0]
+        if held:
+            states = self._held_step_states
+            if states is not None and states[0][0].shape[0] != B:
+                raise ValueError(
+                    f"step: x_t has batch size {B} but the states the model holds have batch size "
+                    f"{states[0][0].shape[0]}; call reset_states() before changing the batch size")
+        elif states is not None and (not isinstance(states, (list, tuple)) or len(states) != len(rnns)):
+            raise ValueError(
+                f"step: states must be None or a list of {len(rnns)} entries (one per recurrent layer: "
+                f"{', '.join(repr(r.name) for r in rnns)}), each that layer's [h] or [h, c], got "
+                f"{type(states).__name__}" + (f" of length {len(states)}" if isinstance(states, (list, tuple)) else ""))
+        new_states, mask, i = [], None, 0
+        for lay in plan:
+            if isinstance(lay, BaseRNN):
+                prev = None if states is None else states[i]
+                h, st = lay.step(x, prev)
+                if mask is not None and not mask.all():  # masked rows carry their states unchanged
+                    old = lay._step_states(prev, B) or [np.zeros_like(s) for s in st]
+                    st = [np.where(mask[:, None], s, o) for s, o in zip(st, old)]
+                    h = st[0]
+                if not lay.return_sequences:
+                    mask = None
+                new_states.append(st)
+                x, i = h, i + 1
+            else:
+                seq, m = x[:, None], None if mask is None else mask[:, None]
+                y = lay(seq, mask=m)
+                m = lay.compute_mask(seq, m)
+                x, mask = y[:, 0], None if m is None else np.asarray(m)[:, 0]
+        if held:
+            self._held_step_states = new_states
+            return x
+        return x, new_states
+
+    def _step_plan(self):
+        """(the layers step runs, the recurrent ones among them); ValueError for a layer that
+        cannot run one step at a time."""
+        if not self._layers:
+            raise ValueError(f"model '{self.name}': the model has no layers")
+        plan = []
+        for lay in self._layers:
+            if isinstance(lay, InputLayer):
+                continue
+            what = f"step: layer '{lay.name}' ({type(lay).__name__})"
+            if isinstance(lay, BaseRNN):
+                if lay.go_backwards:
+                    raise ValueError(f"{what} runs backwards in time (go_backwards=True): it needs the whole "
+                                     "sequence and cannot run one step at a time")
+            elif hasattr(lay, "backward_layer"):
+                raise ValueError(f"{what} cannot run one step at a time: its backward direction starts at the "
+                                 "last step of the sequence; use predict on whole sequences")
+            elif not lay._per_step:
+                raise ValueError(f"{what} does not act on each time step alone; step supports recurrent layers "
+                                 "and Dense, Activation, Dropout, Embedding, Masking and TimeDistributed")
+            plan.append(lay)
+        return plan, [lay for lay in plan if isinstance(lay, BaseRNN)]
+
+    def _step_input(self, x_t):
+        """x_t as an array of one step's shape [batch] + the model's input shape without time."""
+        x_t = _to_array(x_t, "step: x_t")
+        shape = self._build_input_shape
+        if shape is None:  # built from this step: token ids [batch] for an Embedding, else [batch, ...]
+            first = next((lay for lay in self._layers if not isinstance(lay, InputLayer)), None)
+            shape = (None,) if isinstance(first, Embedding) else (None,) + x_t.shape[1:]
+            if x_t.ndim == len(shape):
+                self.build(shape)
+        want = shape[1:]
+        if len(shape) < 1 or x_t.ndim != 1 + len(want) or any(
+                w is not None and w != d for w, d in zip(want, x_t.shape[1:])):
+            dims = ", ".join(["batch"] + ["None" if d is None else str(d) for d in want])
+            raise ValueError(f"step: x_t must have shape [{dims}] (one time step of the model's input "
+                             f"{(None,) + tuple(shape)}), got shape {x_t.shape}")
+        return x_t
 
     def _export_plan(self):
         if self._build_input_shape is None:

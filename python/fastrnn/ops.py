@@ -57,7 +57,7 @@ from . import _cells, _cuda_ops, backend
 from . import reference as _ref
 from ._cache import Cache
 from ._cells import _BY_BASE_ACT, CellSpec
-from ._kernel_cache import POOL, KernelCache
+from ._kernel_cache import CPU_CACHES, POOL, KernelCache, PooledKernelCache
 from ._kernel_cache import check_f32 as _check_f32
 from .reference import _common as C
 
@@ -166,32 +166,43 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
                            reverse, batch_first, training, out, spec.T, spec.B, spec.I, spec.H, hmask)
 
 
-def _kernel_forward(cell, xs, wi, wh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out, T, B, I, H,
+def _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out, T, B, I, H,
                     hmask=None):
     """The C++ forward on checked arrays; mask: None or [B, T], bool or 0/1 (nonzero = valid);
-    hmask: None or the recurrent dropout mask [B, H] (float32, C-contiguous)."""
-    mask_u8 = None if mask is None else np.ascontiguousarray(mask, dtype=np.uint8)
-    bufs = {}
-    if training:  # private copies: in-place edits between forward and backward cannot leak in
-        xs, wi, wh = POOL.copy(xs), POOL.copy(wi), POOL.copy(wh)
-        if mask is not None:  # padding is never read, not even by dW_ih = dG^T x
-            xs[(mask_u8 if batch_first else mask_u8.T) == 0] = 0.0
-        n = T * B
-        bufs = {"gates": POOL.take((n, wh.shape[0])), "hprev": POOL.take((n, H))}
-        if cell.aux is not None:
-            bufs["aux"] = POOL.take((n, H))
-        if hmask is not None:
-            hmask = hmask.copy()
+    hmask: None or the recurrent dropout mask [B, H] (float32, C-contiguous).
+
+    The compiled function is called with positional arguments, each spelled as the binding names
+    it (tests/test_cells_and_caches.py checks the order against the binding's source): pybind11
+    matches keywords by name at every call, about 1 us for these 16. A training forward whose saved
+    gates (its largest buffer) reach the pool's ``min_bytes`` takes its buffers from the pool and
+    returns a PooledKernelCache, which gives them back when dropped; smaller ones skip the pool
+    altogether (plain copies, the kernels' own arrays, a KernelCache with no finaliser)."""
+    cell = spec.kernel_id
+    mask = None if mask is None else np.ascontiguousarray(mask, dtype=np.uint8)
+    gates = hprev = aux = None
+    pooled = training and 4 * T * B * w_hh.shape[0] >= POOL.min_bytes
+    if pooled:  # private copies: in-place edits between forward and backward cannot leak in
+        x, w_ih, w_hh = POOL.copy(x), POOL.copy(w_ih), POOL.copy(w_hh)
+        gates, hprev = POOL.take((T * B, w_hh.shape[0])), POOL.take((T * B, H))
+        if spec.aux is not None:
+            aux = POOL.take((T * B, H))
+    elif training:
+        x, w_ih, w_hh = x.copy(), w_ih.copy(), w_hh.copy()
+    if training and hmask is not None:
+        hmask = hmask.copy()
+    if training and mask is not None:  # padding is never read, not even by dW_ih = dG^T x
+        x[(mask if batch_first else mask.T) == 0] = 0.0
     y, h_n, c_n, gates, hprev, aux = backend.core().forward(
-        cell=cell.kernel_id, x=xs, w_ih=wi, w_hh=wh, b_ih=b_ih, b_hh=b_hh, h0=h0, c0=c0, mask=mask_u8,
-        reverse=bool(reverse), batch_first=bool(batch_first), training=bool(training), hmask=hmask, **bufs)
+        cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, bool(reverse), bool(batch_first), bool(training), hmask,
+        gates, hprev, aux)
     if out is not None:
         np.copyto(out, y)
         y = out
     cache = None
     if training:
-        cache = KernelCache(cell, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux, T, B, I, H, hmask)
-    state = (h_n, c_n) if cell.n_states == 2 else h_n
+        cache = (PooledKernelCache if pooled else KernelCache)(spec, x, w_ih, w_hh, mask, reverse, batch_first,
+                                                                gates, hprev, aux, T, B, I, H, hmask)
+    state = (h_n, c_n) if spec.n_states == 2 else h_n
     return y, state, cache
 
 
@@ -271,7 +282,7 @@ def _run_backward(cache: Cache, dy: F32 | None, dh_n: F32 | None = None, dc_n: F
     compiled module refuses others with TypeError, and checks shapes); any other cache (CUDA,
     reference) runs its own checked backward.
     """
-    if type(cache) is KernelCache:
+    if type(cache) in CPU_CACHES:
         return cache.run_backward(dy, dh_n, dc_n, 0 if bptt_steps is None else bptt_steps, need_dx)
     if cache.cell == "lstm":
         dstate = None if dh_n is None and dc_n is None else (dh_n, dc_n)

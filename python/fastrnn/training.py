@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -322,10 +323,24 @@ class TrainingLoops:
         self.optimizer._begin_step(self, total_count)
         return total_sum / total_count if total_count else 0.0
 
+    def _running_logs(self, loss_sum, loss_n):
+        """fit's logs so far in the epoch: the mean loss and the metrics."""
+        out = {"loss": loss_sum / loss_n}
+        out.update({m.name: m.result() for m in self.compiled_metrics})
+        return out
+
+    def _zero_grads(self, params):
+        """Zero the gradients before an update (``params``: what ``parameters()`` returned)."""
+        self.zero_grad()
+
     def _train_step(self, xb, yb, tbptt, where, swb=None, stop_on_nan=False):
         """One update; with ``stop_on_nan`` a non-finite loss returns it without the update
-        (TerminateOnNaN then stops fit) instead of raising FloatingPointError."""
-        self.zero_grad()
+        (TerminateOnNaN then stops fit) instead of raising FloatingPointError. The parameters are
+        looked up once, for zeroing their gradients and for the optimizer, when the model is built
+        (else again after the forward, which builds it)."""
+        built = self.built
+        params = self.parameters()
+        self._zero_grads(params)
         try:
             if tbptt is None:
                 value = self._step_full(xb, yb, where, swb)
@@ -336,7 +351,7 @@ class TrainingLoops:
                 raise FloatingPointError(str(exc)) from None
             self.optimizer._idle_step(self)  # the other data-parallel ranks still step
             return exc.value
-        self.optimizer.step(self.parameters())
+        self.optimizer.step(params if built else self.parameters())
         return value
 
     def _sample_weight_array(self, y, sample_weight, class_weight, argname="sample_weight"):
@@ -511,6 +526,9 @@ class TrainingLoops:
         self.stop_training = False
         stop_on_nan = any(isinstance(cb, callbacks_module.TerminateOnNaN) for cb in cb_list)
         self.history = history
+        # per batch, only what someone looks at: the hooks of callbacks that have them, the logs
+        # when such a hook or the progress bar (at most every bar.mininterval) shows them
+        batch_begin, batch_end = cbs.wants("on_train_batch_begin"), cbs.wants("on_train_batch_end")
         cbs.on_train_begin({})
         logs = {}
         for epoch in range(initial_epoch, epochs):
@@ -521,6 +539,7 @@ class TrainingLoops:
             bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", disable=verbose != 1,
                        leave=True, dynamic_ncols=True)
             loss_sum, loss_n = 0.0, 0
+            shown = -math.inf  # when the bar's figures were last set
             try:
                 for b in range(steps):
                     if b >= local_steps:  # this rank's shard ran out: join the reduction with no data
@@ -532,21 +551,29 @@ class TrainingLoops:
                     idx = order[b * batch_size:(b + 1) * batch_size]
                     if not shuffle:
                         idx = slice(b * batch_size, min((b + 1) * batch_size, n))
-                    cbs.on_train_batch_begin(b, {})
+                    if batch_begin:
+                        cbs.on_train_batch_begin(b, {})
                     xb, yb = _take(x, idx), y[idx]
                     value = self._train_step(xb, yb, tbptt, f"epoch {epoch + 1}, batch {b + 1} of {steps}",
                                              None if sw is None else sw[idx], stop_on_nan)
                     loss_sum += value * yb.shape[0]
                     loss_n += yb.shape[0]
-                    logs = {"loss": loss_sum / loss_n}
-                    logs.update({m.name: m.result() for m in self.compiled_metrics})
-                    cbs.on_train_batch_end(b, dict(logs))
-                    bar.update(1)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+                    show = not bar.disable and (time.monotonic() - shown >= bar.mininterval or b == steps - 1)
+                    if batch_end or show:
+                        logs = self._running_logs(loss_sum, loss_n)
+                        if batch_end:
+                            cbs.on_train_batch_end(b, dict(logs))
+                        if show:
+                            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+                            shown = time.monotonic()
+                    if not bar.disable:
+                        bar.update(1)
                     if opt._world_size > 1 and opt._agree(int(self.stop_training), "max"):
                         self.stop_training = True  # a stop on any rank stops every rank after this batch
                     if self.stop_training:
                         break
+                if loss_n:  # the epoch's running figures, as the last batch's hooks saw them
+                    logs = self._running_logs(loss_sum, loss_n)
                 if val is not None:  # also after a stop mid-epoch, as Keras
                     vals = self._evaluate_arrays(val[0], val[1], batch_size, sample_weight=val[2])
                     logs.update({"val_" + k: v for k, v in vals.items()})

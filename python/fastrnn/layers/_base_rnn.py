@@ -158,6 +158,7 @@ class BaseRNN(Layer):
         self.last_dropout_masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self.w_ih = self.w_hh = None
         self._step_caches: list = []  # caches of training steps (step), consumed last first by step_backward
+        self._kw_key: tuple | None = None  # the checked weights of _kernel_weights (their identities are the key)
 
     # -- the cell and options ------------------------------------------------------------------
     @property
@@ -226,6 +227,39 @@ class BaseRNN(Layer):
     def _bias_value(self, bname):
         p = getattr(self, bname)
         return self._zero_biases[bname] if p is None else p.value
+
+    def _kernel_weights(self):
+        """(w_ih, w_hh, b_ih, b_hh) of a float32 layer as the kernels take them (b_hh None but for
+        GRU): float32, C-contiguous, of the layer's shapes.
+
+        Checked once per set of parameter arrays, by identity: optimizers, ``set_weights`` and
+        ``load_weights`` update the arrays in place (same objects, same dtype, shape and layout),
+        so the checked tuple stays right; a new array assigned to a Parameter's ``value`` (or a new
+        Parameter) is a new key, checked at the next call. An array that is not kernel-ready
+        (another dtype, not C-contiguous) is converted at every call and never kept: a kept copy
+        would miss the in-place updates of the original. A wrong shape is a ValueError naming
+        the parameter."""
+        names = self._spec.bias_names
+        wi, wh, b1 = self.w_ih.value, self.w_hh.value, self._bias_value(names[0])
+        b2 = self._bias_value(names[1]) if len(names) == 2 else None
+        k = self._kw_key
+        if k is not None and k[0] is wi and k[1] is wh and k[2] is b1 and k[3] is b2:
+            return k
+        G, H = self._spec.gates, self.units
+        shapes = ((G * H, self.input_shape[-1]), (G * H, H), (G * H,), (G * H,))
+        ready = []
+        for name, a, shape in zip(("w_ih", "w_hh") + names, (wi, wh, b1, b2), shapes):
+            if a is None:
+                continue
+            if np.shape(a) != shape:
+                raise ValueError(f"{self._who()}: parameter '{name}' must have shape {shape}, got {np.shape(a)}")
+            if not (type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous):
+                a = np.ascontiguousarray(a, dtype=np.float32)
+            ready.append(a)
+        ready = tuple(ready) + ((None,) if b2 is None else ())
+        if all(r is v for r, v in zip(ready, (wi, wh, b1, b2))):
+            self._kw_key = ready
+        return ready
 
     # -- states --------------------------------------------------------------------------------
     def reset_states(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
@@ -306,8 +340,6 @@ class BaseRNN(Layer):
         through the ops' runner, which skips the public op's checks; float64 layers run the
         references, and an empty x the public op (for its error)."""
         spec = self._spec
-        w_ih = self.w_ih.value
-        biases = [self._bias_value(name) for name in spec.bias_names]
         h0 = c0 = None
         if init is not None:
             h0 = init[0]
@@ -316,10 +348,14 @@ class BaseRNN(Layer):
         # the states carried from reset_states(states) may differ in batch size among themselves
         # (the layer checks the first): the public op says which
         if self.dtype == np.float32 and x.size and (init is None or init[-1].shape[0] == x.shape[0]):
-            y, state, cache = ops._run_forward(spec, x, w_ih, w_hh, *biases, h0=h0, c0=c0, mask=mask,
-                                               reverse=self.go_backwards, batch_first=True, training=training,
-                                               hmask=hmask)
+            w_ih, wh, b_ih, b_hh = self._kernel_weights()
+            if w_hh is not self.w_hh.value:  # another w_hh than the layer's (a caller's own)
+                wh = w_hh
+            y, state, cache = ops._run_forward(spec, x, w_ih, wh, b_ih, b_hh, h0, c0, mask, self.go_backwards, True,
+                                               training, None, hmask)
         else:
+            w_ih = self.w_ih.value
+            biases = [self._bias_value(name) for name in spec.bias_names]
             kw = {"c0": c0} if spec.n_states == 2 else {}
             if spec.base == "rnn":
                 kw["activation"] = spec.activation
@@ -343,8 +379,9 @@ class BaseRNN(Layer):
              initial_state: Sequence[ArrayLike] | None = None, lengths: ArrayLike | None = None) -> Any:
         self._step_caches = []  # a call on a sequence ends any step-by-step use
         B, T, _ = x.shape
-        mask = self._resolve_mask(mask, lengths, B, T)
-        init = self._resolve_initial_state(initial_state, B)
+        if mask is not None or lengths is not None:
+            mask = self._resolve_mask(mask, lengths, B, T)
+        init = None if initial_state is None else self._resolve_initial_state(initial_state, B)
         if init is None and (self.stateful or self.carry_state) and self.states is not None:
             if self.states[0].shape[0] != B:
                 raise ValueError(
@@ -352,7 +389,8 @@ class BaseRNN(Layer):
                     f"batch size {B}; call reset_states() before changing the batch size"
                 )
             init = [s.copy() for s in self.states]
-        x = np.ascontiguousarray(x)
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
         dp = rdp = None
         if training and (self.dropout > 0.0 or self.recurrent_dropout > 0.0):
             key, call = self._dropout_stream.key, self._dropout_stream.next_call()
@@ -388,6 +426,8 @@ class BaseRNN(Layer):
         return out
 
     def _split_dy(self, dy):
+        if type(dy) is np.ndarray:  # the output's gradient alone
+            return [dy] + [None] * self._spec.n_states
         n_out = 1 + (self._spec.n_states if self.return_state else 0)
         if isinstance(dy, (list, tuple)):
             if len(dy) != n_out:
@@ -411,7 +451,8 @@ class BaseRNN(Layer):
         B, T, H = c["B"], c["T"], self.units
         dys = self._split_dy(dy)
         dy_out, dstates = dys[0], dys[1:]
-        dstates = [None if d is None else self._check_dy(d, (B, H), "state gradient") for d in dstates]
+        if dstates[0] is not None or dstates[-1] is not None:
+            dstates = [None if d is None else self._check_dy(d, (B, H), "state gradient") for d in dstates]
         dy_seq = None
         if self.return_sequences:
             if dy_out is not None:
@@ -481,7 +522,7 @@ class BaseRNN(Layer):
             >>> h.shape, len(states), dx.shape, [d.shape for d in dstates]
             ((2, 4), 2, (2, 3), [(2, 4), (2, 4)])
         """
-        x_t = self._convert_input(x_t)
+        x_t = self._convert_input(x_t)  # (returns an array of the layer's dtype as it is)
         if x_t.ndim != 2:
             raise ValueError(f"{self._who()}: step expects x_t of shape [batch, features], got shape "
                              f"{tuple(x_t.shape)}")
@@ -495,12 +536,24 @@ class BaseRNN(Layer):
             raise ValueError(f"{self._who()}: step(training=True) does not apply dropout; use a layer with "
                              "dropout=0 and recurrent_dropout=0 (or drop the inputs yourself)")
         B = x_t.shape[0]
-        init = self._resolve_initial_state(states, B, what="states")
-        x = np.ascontiguousarray(x_t[:, None, :])
+        init = self._step_states(states, B)
+        x = x_t.reshape(B, 1, x_t.shape[1]) if x_t.flags.c_contiguous else np.ascontiguousarray(x_t[:, None, :])
         _, new_states, cache = self._forward_op(x, self.w_hh.value, init, None, training)
         if training:
             self._step_caches.append((cache, B))
         return new_states[0], new_states
+
+    def _step_states(self, states, B):
+        """The states of a step as the kernels take them: the caller's list as it is when every
+        entry is already an array of the layer's dtype, C-contiguous, [B, units] (the new_states
+        a step returned are), else the checked, converted copies of _resolve_initial_state (with
+        its errors)."""
+        if type(states) is list and len(states) == self._spec.n_states:
+            shape, dt = (B, self.units), self.dtype
+            if all(type(s) is np.ndarray and s.dtype == dt and s.shape == shape and s.flags.c_contiguous
+                   for s in states):
+                return states
+        return self._resolve_initial_state(states, B, what="states")
 
     def step_backward(self, dh_t: np.ndarray | None, dstates: Sequence[np.ndarray | None] | np.ndarray | None = None
                       ) -> tuple[np.ndarray, list[np.ndarray]]:

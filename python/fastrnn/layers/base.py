@@ -246,6 +246,9 @@ class Layer(metaclass=_LayerMeta):
     _input_rank = (2, None)
     #: human-readable description of the expected input, used in error messages
     _input_desc = "[batch, ..., features]"
+    #: whether the layer acts on each time step of a [batch, time, ...] input alone (Dense,
+    #: Activation, Dropout, Embedding, ...): Sequential.step then runs it on one step at a time
+    _per_step = False
 
     def __init__(self, name=None, trainable=True, dtype="float32", input_shape=None, **kwargs):
         if kwargs:
@@ -362,6 +365,8 @@ class Layer(metaclass=_LayerMeta):
 
     def _convert_input(self, x):
         """``x`` as an ndarray of the layer's dtype (float64/int/bool converted, others TypeError)."""
+        if type(x) is np.ndarray and x.dtype == self.dtype:
+            return x
         if isinstance(x, (list, tuple)) and not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x)
@@ -407,16 +412,23 @@ class Layer(metaclass=_LayerMeta):
 
         Called on symbolic tensors (``fr.Input``, another layer's symbolic output) it records the call in
         a functional model's graph instead and returns symbolic outputs."""
-        if _symbolic.is_symbolic(x, mask, kwargs):
+        # an array with no mask and no other argument is never symbolic: no search through them
+        plain = type(x) is np.ndarray and mask is None and not kwargs
+        if not plain and _symbolic.is_symbolic(x, mask, kwargs):
             return _symbolic.call_layer(self, x, dict(kwargs, mask=mask))
         x = self._convert_input(x)
-        self._check_rank(x)
+        lo, hi = self._input_rank
+        if x.ndim < lo or (hi is not None and x.ndim > hi):
+            self._check_rank(x)
         if not self.built:
             if self._given_input_shape is not None:
                 self.build(self._given_input_shape)
             else:
                 self.build(self._build_shape(tuple(x.shape[1:])))
-        self._check_input_shape(tuple(x.shape[1:]))
+        built = self.input_shape  # the base check inline; a layer's own check always runs
+        if (type(self)._check_input_shape is not Layer._check_input_shape
+                or (built and x.ndim > 1 and built[-1] is not None and x.shape[-1] != built[-1])):
+            self._check_input_shape(tuple(x.shape[1:]))
         if mask is not None:
             mask = self._convert_mask(mask, x)
         return self.call(x, training=bool(training), mask=mask, **kwargs)
@@ -463,6 +475,8 @@ class Layer(metaclass=_LayerMeta):
         raise NotImplementedError
 
     def _check_dy(self, dy, shape, what="dy"):
+        if type(dy) is np.ndarray and dy.dtype == self.dtype and dy.shape == tuple(shape):
+            return dy
         dy = np.asarray(dy)
         if dy.dtype.kind not in "biuf":
             raise TypeError(f"{self._who()}: {what} must be a numeric array, got dtype {dy.dtype}")

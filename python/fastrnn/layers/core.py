@@ -91,6 +91,7 @@ class Dense(Layer):
 
     _input_rank = (2, None)
     _input_desc = "[batch, ..., features]"
+    _per_step = True
     #: Parameters once built (None before; bias None without use_bias)
     kernel: Any
     bias: Any
@@ -207,6 +208,7 @@ class Embedding(Layer):
 
     _input_rank = (1, None)
     _input_desc = "[batch, time] of integer ids"
+    _per_step = True
     #: the table, a Parameter
     embeddings: Any
 
@@ -399,6 +401,8 @@ class Activation(_Stateless):
         array([[0., 2.]], dtype=float32)
     """
 
+    _per_step = True
+
     def __init__(self, activation: str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.activation = _activation(activation, self._who())
@@ -453,6 +457,7 @@ class Masking(_Stateless):
 
     _input_rank = (3, 3)
     _input_desc = "[batch, time, features]"
+    _per_step = True
 
     def __init__(self, mask_value: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -64,6 +64,8 @@ class Dropout(_Stateless):
         []
     """
 
+    _per_step = True
+
     def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None, seed: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)

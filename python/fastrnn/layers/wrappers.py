@@ -49,6 +49,7 @@ class TimeDistributed(Layer):
 
     _input_rank = (3, None)
     _input_desc = "[batch, time, ...]"
+    _per_step = True
 
     def __init__(self, layer: Layer, **kwargs: Any) -> None:
         if not isinstance(layer, Layer):
