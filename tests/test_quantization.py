@@ -267,3 +267,20 @@ def test_inplace_and_single_layers():
     qd = fr.quantize(d)
     assert type(qd).__name__ == "Int8Dense" and type(d) is L.Dense
     np.testing.assert_allclose(qd(np.ones((2, 5), np.float32)), d(np.ones((2, 5), np.float32)), atol=0.05)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_model_step_streams_the_quantized_model(cell):
+    """model.step on a quantized stack (tokens in, Dense out) equals predict step by step."""
+    fr.set_seed(2)
+    rnn = {"lstm": L.LSTM, "gru": L.GRU, "rnn": L.SimpleRNN}[cell]
+    m = fr.Sequential([L.Embedding(30, 8, mask_zero=True), rnn(16, return_sequences=True), rnn(12),
+                       L.Dense(3)])
+    ids = np.random.default_rng(8).integers(1, 30, (4, 7))
+    ids[1, 5:] = 0
+    m.predict(ids)
+    q = fr.quantize(m)
+    states = None
+    for t in range(ids.shape[1]):
+        y_t, states = q.step(ids[:, t], states)
+        _close(y_t, q.predict(ids[:, :t + 1]))
