@@ -97,6 +97,33 @@ struct CpuGemmArgs {
   int act = 0;
 };
 
+// int8 inference (cpu/qgemm.h, cpu/qforward_loop.h). Packed int8 weights of one matrix W [N, K]:
+// panels of NV vectors of the ISA's vector width, 4 k per int32 lane (see qgemm.h).
+struct QPacked {
+  const int8_t* w;      // [P][K4][NV][W][4]
+  const float* scale;   // [P][NV][W]: the weight scale of each packed column (0 for padding)
+  const int32_t* comp;  // [P][NV][W]: 128 * the column's sum of int8 weights
+  int64_t N, K, K4, P;
+  int NV;
+  int64_t Hg;           // gate stride of the gate-grouped layout (the cells' H), 0 for a plain matrix
+};
+
+struct QForwardArgs {
+  Dims d;
+  const float* x;    // [T*B, I] in position order
+  QPacked wih;       // W_ih [G*H, I], gate-grouped (NV = G, Hg = H)
+  QPacked whh;       // W_hh [G*H, H], gate-grouped
+  const float* b_ih; // [G*H]
+  const float* b_hh; // [G*H] (GRU) or nullptr
+  const float* h0;   // [B, H] or nullptr
+  const float* c0;   // [B, H] or nullptr (LSTM)
+  float* y;          // [T*B, H]
+  float* h_n;        // [B, H]
+  float* c_n;        // [B, H] (LSTM) or nullptr
+  float* workspace;  // qforward_workspace_floats(d, threads) floats
+  int threads;
+};
+
 // Dropout (cpu/dropout.h): m[e] = scale if the Philox word of element e under (key, call, stream)
 // is >= threshold, else 0 (element 64 g + 16 w + l: word w of block 16 g + l); y = x * m. The same mask for any thread count and instruction set.
 struct DropoutArgs {
@@ -129,6 +156,17 @@ struct KernelTable {
   void (*optim_update)(const OptimArgs& a);  // cpu/optim_update.h
   // out[j] = (accumulate ? out[j] : 0) + sum over rows i ascending of X[i*ld + j]; X: M x N
   void (*colsum)(const float* X, int64_t M, int64_t N, int64_t ld, float* out, bool accumulate, int threads);
+  // int8 inference
+  const char* (*qpath)();  // the integer dot product in use: "avx512-vnni", "avx512bw", "avx2", ...
+  int qgemm_nv;            // NV of a plain packed matrix
+  void (*qpack_sizes)(int64_t N, int64_t K, int NV, int64_t Hg, int64_t* wbytes, int64_t* cols);
+  void (*qpack)(const int8_t* wq, const float* wscale, int64_t N, int64_t K, int NV, int64_t Hg, int8_t* out,
+                float* scale_out, int32_t* comp_out);
+  size_t (*qgemm_workspace_floats)(int64_t M, const QPacked& pw);
+  void (*qgemm)(const float* A, int64_t M, const QPacked& pw, const float* bias, float* C, float* workspace,
+                int threads);
+  size_t (*qforward_workspace_floats)(const Dims& d, int threads);
+  void (*qforward)(const QForwardArgs& a);
 };
 
 const KernelTable& kernels_scalar();
@@ -150,6 +188,10 @@ const KernelTable& active_kernels();
 size_t scratch_bytes_all();
 void release_scratch_all(int threads);
 const char* active_isa();
+// The int8 kernels use AVX-512 VNNI where the CPU has it unless this is false (tests of the
+// AVX-512 BW product on a VNNI machine).
+bool qvnni_allowed();
+void set_qvnni_allowed(bool allowed);
 void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
 int isa_supported(const char* name);  // by the build and the CPU
 

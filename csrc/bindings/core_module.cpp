@@ -20,6 +20,8 @@
 namespace py = pybind11;
 using fastrnn::Cell;
 
+void bind_quant_ops(py::module_& m);  // quant_ops.cpp
+
 namespace {
 
 using farr = py::array_t<float, py::array::c_style>;
@@ -321,6 +323,7 @@ PYBIND11_MODULE(_core, m) {
   // The version the module was built as (pyproject reads it from fastrnn/_version.py), so that a
   // stale build beside newer Python code is detectable.
   m.attr("__version__") = FASTRNN_STR(VERSION_INFO);
+  bind_quant_ops(m);
   m.def("forward", &forward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert().none(true),
         py::arg("h0").noconvert().none(true), py::arg("c0").noconvert().none(true),

@@ -121,4 +121,11 @@ void set_isa(const char* name) {
   g_table.store(t, std::memory_order_release);
 }
 
+namespace {
+std::atomic<bool> g_qvnni{true};
+}  // namespace
+
+bool qvnni_allowed() { return g_qvnni.load(std::memory_order_relaxed); }
+void set_qvnni_allowed(bool allowed) { g_qvnni.store(allowed, std::memory_order_relaxed); }
+
 }  // namespace fastrnn

@@ -24,13 +24,21 @@
 //   cells/*.h         the per-cell pointwise maths, CellMath<C> (cells/cell_math.h)
 //   forward_loop.h    the forward pass: workspace, W_hh packing, the time loop
 //   backward_loop.h   the backward pass: workspace, W_hh packing, the time loop, weight GEMMs
+//   peak.h            the FMA throughput of this ISA (the benchmark's physical limit)
+//   qgemm.h           int8 inference: quantizing rows, packing int8 weights, the int8 products
+//   qforward_loop.h   int8 inference: the recurrent cells' forward pass
 //   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
 // This file holds the tuning constants and small helpers they share, the dispatch on the cell
 // and the kernel table.
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -120,6 +128,8 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/peak.h"
 #include "cpu/optim_update.h"
 #include "cpu/dense_ops.h"
+#include "cpu/qgemm.h"
+#include "cpu/qforward_loop.h"
 
 
 static void forward(const ForwardArgs& a) {
@@ -150,9 +160,10 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 }
 
 static const KernelTable& table() {
-  static const KernelTable t{FASTRNN_ISA_NAME, W,       forward_ws,    backward_ws,   forward,
-                             backward,         gemm,    activation,    dropout,       philox_blocks,
-                             scratch_bytes,    release_scratch, fma_peak, optim_update, colsum};
+  static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
+                             dropout, philox_blocks, scratch_bytes, release_scratch, fma_peak, optim_update, colsum,
+                             qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
+                             qforward};
   return t;
 }
 

@@ -15,6 +15,7 @@ from . import (
     metrics,
     ops,
     optim,
+    quantization,
     reference,
     utils,
 )
@@ -22,6 +23,7 @@ from ._version import __version__
 from .backend import available_isas, get_num_threads, isa, set_isa, set_num_threads
 from .layers import Input
 from .models import Model, Seq2Seq, Sequential
+from .quantization import quantize
 from .saving import load_model
 from .utils import set_random_seed
 from .utils import set_random_seed as set_seed
@@ -96,6 +98,8 @@ __all__ = [
     "metrics",
     "ops",
     "optim",
+    "quantization",
+    "quantize",
     "reference",
     "set_isa",
     "set_num_threads",

@@ -666,6 +666,105 @@ void check_layers(const KernelTable& vec, const KernelTable& sca, Tally& tally, 
           }
 }
 
+
+// ---- int8 inference -----------------------------------------------------------------------------
+// The int8 product is exact integer arithmetic plus the same two float roundings on every path:
+// the vector path's qgemm must equal the scalar one bit for bit (each packs for its own width);
+// the int8 forward pass agrees within the float kernels' tolerance (the gate functions differ).
+
+struct QMat {
+  std::vector<int8_t> w;
+  std::vector<float> scale;
+  std::vector<int32_t> comp;
+  QPacked q{};
+};
+
+QMat qpack_for(const KernelTable& t, const std::vector<int8_t>& wq, const std::vector<float>& ws, int64_t N,
+               int64_t K, int NV, int64_t Hg) {
+  QMat m;
+  int64_t wbytes = 0, cols = 0;
+  t.qpack_sizes(N, K, NV, Hg, &wbytes, &cols);
+  m.w.resize((size_t)wbytes), m.scale.resize((size_t)cols), m.comp.resize((size_t)cols);
+  t.qpack(wq.data(), ws.data(), N, K, NV, Hg, m.w.data(), m.scale.data(), m.comp.data());
+  m.q.w = m.w.data(), m.q.scale = m.scale.data(), m.q.comp = m.comp.data();
+  m.q.N = N, m.q.K = K, m.q.K4 = (K + 3) / 4, m.q.NV = NV, m.q.Hg = Hg;
+  m.q.P = Hg ? (Hg + t.vector_width - 1) / t.vector_width
+             : (N + (int64_t)NV * t.vector_width - 1) / ((int64_t)NV * t.vector_width);
+  return m;
+}
+
+void random_q(Rng& r, int64_t N, int64_t K, std::vector<int8_t>& wq, std::vector<float>& ws) {
+  wq.resize((size_t)(N * K)), ws.resize((size_t)N);
+  for (auto& v : wq) v = (int8_t)(r.below(255) - 127);
+  for (auto& v : ws) v = r.uni(0.001f, 0.02f);
+}
+
+void check_int8(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
+  Rng r(77);
+  const int64_t shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {7, 33, 9}, {64, 40, 130}, {5, 3, 1000}, {130, 70, 64}};
+  int64_t index = 0;
+  for (const auto& sh : shapes)
+    for (int threads : {1, 2}) {
+      if (!mine(index++)) continue;
+      const int64_t M = sh[0], N = sh[1], K = sh[2];
+      std::vector<int8_t> wq;
+      std::vector<float> ws, A((size_t)(M * K)), bias((size_t)N);
+      random_q(r, N, K, wq, ws);
+      for (auto& v : A) v = r.uni(-3.0f, 3.0f);
+      for (auto& v : bias) v = r.uni(-1.0f, 1.0f);
+      auto run = [&](const KernelTable& t) {
+        const QMat m = qpack_for(t, wq, ws, N, K, t.qgemm_nv, 0);
+        std::vector<float> C((size_t)(M * N)), wsp(t.qgemm_workspace_floats(M, m.q) + 16);
+        t.qgemm(A.data(), M, m.q, bias.data(), C.data(), wsp.data(), threads);
+        return C;
+      };
+      Case c{fmt("qgemm %s M=%lld N=%lld K=%lld threads=%d", vec.name, (long long)M, (long long)N, (long long)K,
+                 threads)};
+      identical(c, "C", run(vec), run(sca));
+      (c.ok ? tally.passed : tally.failed)++;
+    }
+  const Cell cells[] = {Cell::RNN_TANH, Cell::RNN_RELU, Cell::LSTM, Cell::GRU};
+  const int64_t dims[][4] = {{1, 1, 1, 1}, {5, 3, 7, 17}, {9, 4, 33, 20}, {4, 11, 16, 64}};  // T, B, I, H
+  for (Cell cell : cells)
+    for (const auto& dm : dims)
+      for (int masked : {0, 1}) {
+        if (!mine(index++)) continue;
+        const int64_t T = dm[0], B = dm[1], I = dm[2], H = dm[3];
+        const int G = gate_count(cell);
+        std::vector<int8_t> qi, qh;
+        std::vector<float> si, sh, x((size_t)(B * T * I)), bi((size_t)(G * H)), bh((size_t)(G * H)), h0((size_t)(B * H));
+        random_q(r, G * H, I, qi, si);
+        random_q(r, G * H, H, qh, sh);
+        for (auto& v : x) v = r.uni(-1.0f, 1.0f);
+        for (auto& v : bi) v = r.uni(-0.5f, 0.5f);
+        for (auto& v : bh) v = r.uni(-0.5f, 0.5f);
+        for (auto& v : h0) v = r.uni(-0.5f, 0.5f);
+        std::vector<uint8_t> mask((size_t)(B * T), 1);
+        if (masked)
+          for (auto& v : mask) v = r.below(4) != 0;
+        auto run = [&](const KernelTable& t) {
+          const QMat wi = qpack_for(t, qi, si, G * H, I, G, H), wh = qpack_for(t, qh, sh, G * H, H, G, H);
+          Dims d{};
+          d.cell = cell, d.T = T, d.B = B, d.I = I, d.H = H, d.batch_first = true, d.reverse = masked != 0;
+          d.mask = masked ? mask.data() : nullptr;
+          std::vector<float> y((size_t)(B * T * H)), hn((size_t)(B * H)), cn((size_t)(B * H));
+          std::vector<float> wsp(t.qforward_workspace_floats(d, 2) + 16);
+          QForwardArgs a{};
+          a.d = d, a.x = x.data(), a.wih = wi.q, a.whh = wh.q, a.b_ih = bi.data();
+          a.b_hh = cell == Cell::GRU ? bh.data() : nullptr;
+          a.h0 = h0.data(), a.c0 = cell == Cell::LSTM ? h0.data() : nullptr;
+          a.y = y.data(), a.h_n = hn.data(), a.c_n = cell == Cell::LSTM ? cn.data() : nullptr;
+          a.workspace = wsp.data(), a.threads = 2;
+          t.qforward(a);
+          y.insert(y.end(), hn.begin(), hn.end());
+          return y;
+        };
+        Case c{fmt("qforward %s cell=%d T=%lld B=%lld I=%lld H=%lld masked=%d", vec.name, (int)cell, (long long)T,
+                   (long long)B, (long long)I, (long long)H, masked)};
+        close(c, "y+h_n", run(vec), run(sca), 3e-5);
+        (c.ok ? tally.passed : tally.failed)++;
+      }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -728,6 +827,8 @@ int main(int argc, char** argv) {
     lap("gemm");
     check_layers(vec, sca, tally, quick);
     lap("layers");
+    check_int8(vec, sca, tally);
+    lap("int8");
     if (g_shard == 0) check_dropout(vec, sca, tally);
     lap("dropout");
     std::printf("%s vs scalar: %d cases passed, %d failed (%d layer cases also against double precision)\n",

@@ -1,0 +1,165 @@
+// qforward_loop.h — the int8 inference forward pass of the recurrent cells (fastrnn.quantize).
+//
+// Part of the per-ISA kernels: included by kernels_impl.h inside namespace fastrnn::FASTRNN_NS,
+// after qgemm.h and forward_loop.h.
+//
+// The float forward pass (forward_loop.h) with both weight products in int8 (qgemm.h):
+//   1. the x projection for all steps, xw = deq(quant(x) . W_ih^T) + b_ih, one qgemm;
+//   2. the time loop, split over threads as the float loop is (loop_split), where each thread
+//      quantizes the rows of h it reads (every row of its block; all rows when split by units,
+//      which costs B*H per thread and step and saves a barrier), and per tile of rows and panel of
+//      W hidden units takes the G gate vectors of deq(quant(h) . W_hh^T) from qmicro into the cell's
+//      pointwise maths (CellMath<C>::forward, inference), exactly where the float loop takes
+//      its own product.
+// Masked positions carry the state and output 0, as in the float loop.
+
+
+struct QForwardWorkspace {
+  float* xw;      // [T*B, G*H]
+  int32_t* xq;    // [T*B, I4]
+  float* xs;      // [T*B]
+  float* hbuf;    // [2][B][ldh]
+  float* cstate;  // [B, H] (LSTM)
+  int32_t* hq;    // [threads][B][H4]
+  float* hs;      // [threads][B]
+  int64_t ldh;
+  size_t floats;
+};
+
+static QForwardWorkspace qforward_workspace(const Dims& d, int threads, float* base) {
+  WorkspaceLayout ws(base);
+  QForwardWorkspace w{};
+  const int64_t N = d.T * d.B, I4 = ceil_div(d.I, 4), H4 = ceil_div(d.H, 4);
+  w.xw = ws.take((size_t)(N * d.G() * d.H));
+  w.xq = reinterpret_cast<int32_t*>(ws.take((size_t)(N * I4)));
+  w.xs = ws.take((size_t)N);
+  w.ldh = padded_ld(d.H);
+  w.hbuf = ws.take((size_t)(2 * d.B * w.ldh));
+  w.cstate = d.cell == Cell::LSTM ? ws.take((size_t)(d.B * d.H)) : nullptr;
+  w.hq = reinterpret_cast<int32_t*>(ws.take((size_t)(threads * d.B * H4)));
+  w.hs = ws.take((size_t)(threads * d.B));
+  w.floats = ws.floats();
+  return w;
+}
+
+static size_t qforward_ws(const Dims& d, int threads) { return qforward_workspace(d, threads, nullptr).floats; }
+
+template <Cell C>
+static void qforward_impl(const QForwardArgs& a) {
+  using Math = CellMath<C>;
+  constexpr int G = Math::G;
+  constexpr int MR = qtile_rows<G>();
+  const Dims& d = a.d;
+  const int64_t T = d.T, B = d.B, H = d.H, GH = G * H, N = T * B;
+  const int64_t P = ceil_div(H, W), H4 = ceil_div(H, 4);
+  const bool vnni = cpu_has_vnni();
+  const QForwardWorkspace ws = qforward_workspace(d, std::max(1, a.threads), a.workspace);
+  const int64_t ldh = ws.ldh;
+
+  qgemm(a.x, N, d.I, a.wih, a.b_ih, ws.xw, GH, ws.xq, ws.xs, a.threads);
+
+  const LoopSplit split = loop_split(a.threads, P, B, (double)(P * H4 * G * W * 4),
+                                     2.0 * (double)B * (double)GH * (double)H, T);
+#pragma omp parallel num_threads(split.threads)
+  {
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+    int64_t pp0, pp1;
+    panel_range(P, tid, team, pp0, pp1);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {
+        ws.hbuf[b * ldh + j] = a.h0 ? a.h0[b * H + j] : 0.0f;
+        if (ws.cstate) ws.cstate[b * H + j] = a.c0 ? a.c0[b * H + j] : 0.0f;
+      }
+    int64_t p0, p1, b_lo, b_hi;
+    loop_part(split.by_rows, P, B, tid, team, p0, p1, b_lo, b_hi);
+    const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
+    int32_t* hq = ws.hq + (int64_t)tid * B * H4;
+    float* hs = ws.hs + (int64_t)tid * B;
+    std::vector<int64_t> act((size_t)B);
+#pragma omp barrier
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = d.time_of_step(s);
+      const float* hcur = ws.hbuf + (s & 1) * B * ldh;
+      float* hnext = ws.hbuf + ((s + 1) & 1) * B * ldh;
+      int64_t nact = 0;
+      for (int64_t b = b_lo; b < b_hi; ++b) {
+        if (d.valid(t, b)) {
+          act[(size_t)nact] = b;
+          hs[nact] = qrow(hcur + b * ldh, H, hq + nact * H4, vnni);
+          ++nact;
+        } else if (j_hi > j_lo) {  // masked: carry the state, output 0
+          std::memcpy(hnext + b * ldh + j_lo, hcur + b * ldh + j_lo, sizeof(float) * (size_t)(j_hi - j_lo));
+          std::memset(a.y + d.pos(t, b) * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
+        }
+      }
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t j0 = p * W;
+        const int nv = (int)std::min<int64_t>(W, H - j0);
+        const int8_t* wp = a.whh.w + p * H4 * G * W * 4;
+        const float* sc = a.whh.scale + p * G * W;
+        const int32_t* cp = a.whh.comp + p * G * W;
+        V bhh[3];
+        if constexpr (Math::kHiddenBias)
+          for (int g = 0; g < 3; ++g) bhh[g] = Simd::loadn(a.b_hh + g * H + j0, nv);
+        for (int64_t r0 = 0; r0 < nact; r0 += MR) {
+          const int m = (int)std::min<int64_t>(MR, nact - r0);
+          with_rows<1, MR>(m, [&](auto mc) {
+            constexpr int Mr = decltype(mc)::value;
+            const int32_t* rows[Mr];
+            for (int i = 0; i < Mr; ++i) rows[i] = hq + (r0 + i) * H4;
+            V z[Mr * G];
+            qmicro<Mr, G>(vnni, H4, rows, wp, hs + r0, sc, cp, z);
+            for (int i = 0; i < Mr; ++i) {
+              const int64_t b = act[(size_t)(r0 + i)];
+              const int64_t pos = d.pos(t, b);
+              Math::forward(z + i * G, ws.xw + pos * GH + j0, H, nv, hcur + b * ldh + j0, hnext + b * ldh + j0,
+                            a.y + pos * H + j0, ws.cstate ? ws.cstate + b * H + j0 : nullptr, nullptr, nullptr,
+                            bhh, false);
+            }
+          });
+        }
+      }
+      if (!split.by_rows) {
+#pragma omp barrier
+      }
+    }
+    const float* hfin = ws.hbuf + (T & 1) * B * ldh;
+    for (int64_t b = b_lo; b < b_hi; ++b) {
+      for (int64_t j = j_lo; j < j_hi; ++j) a.h_n[b * H + j] = hfin[b * ldh + j];
+      if (ws.cstate && a.c_n)
+        for (int64_t j = j_lo; j < j_hi; ++j) a.c_n[b * H + j] = ws.cstate[b * H + j];
+    }
+  }
+}
+
+static void qforward(const QForwardArgs& a) {
+  switch (a.d.cell) {
+    case Cell::RNN_TANH: qforward_impl<Cell::RNN_TANH>(a); break;
+    case Cell::RNN_RELU: qforward_impl<Cell::RNN_RELU>(a); break;
+    case Cell::LSTM: qforward_impl<Cell::LSTM>(a); break;
+    case Cell::GRU: qforward_impl<Cell::GRU>(a); break;
+  }
+}
+
+// The KernelTable entries: sizes and packing for this ISA's W, the products.
+static void qpack_entry(const int8_t* wq, const float* wscale, int64_t N, int64_t K, int NV, int64_t Hg, int8_t* out,
+                        float* scale_out, int32_t* comp_out) {
+  qpack(wq, wscale, N, K, NV, Hg, out, scale_out, comp_out);
+}
+
+static size_t qgemm_ws(int64_t M, const QPacked& pw) { return (size_t)(M * pw.K4 + M); }
+
+static void qgemm_entry(const float* A, int64_t M, const QPacked& pw, const float* bias, float* C, float* workspace,
+                        int threads) {
+  int32_t* qa = reinterpret_cast<int32_t*>(workspace);
+  float* sa = workspace + M * pw.K4;
+  qgemm(A, M, pw.K, pw, bias, C, pw.N, qa, sa, threads);
+}
+
+static const char* qpath() {
+#if defined(FASTRNN_ISA_AVX512)
+  return cpu_has_vnni() ? "avx512-vnni" : "avx512bw";
+#else
+  return FASTRNN_ISA_NAME;
+#endif
+}
