@@ -92,6 +92,36 @@ struct CpuGemmArgs {
   const float* bias = nullptr;
 };
 
+// Fused softmax (or normalised probabilities) + cross-entropy over the rows of z [N, C]: the
+// per-row loss (weighted, 0 at masked rows) and its gradient with respect to z. Targets are
+// class ids (ids, [N]) or dense (soft) targets (y, [N, C]); exactly one is given. Ids must lie
+// in [0, C) (the caller checks). See cpu/xent.h.
+struct XentArgs {
+  int64_t N, C;
+  const float* z;
+  const int64_t* ids;    // sparse targets or nullptr
+  const float* y;        // dense targets or nullptr
+  const uint8_t* mask;   // [N], nonzero = valid, or nullptr (all valid)
+  const double* weight;  // [N] or nullptr (all 1)
+  bool from_logits;
+  float* grad;           // [N, C]
+  double* loss;          // [N]
+  int threads;
+};
+
+// Embedding gather out[n] = table[ids[n]] and the deterministic scatter-add grad[ids[n]] += dy[n]
+// (rows n ascending for every entry, whatever the thread count). Ids in [0, V) (the caller
+// checks). See cpu/embedding.h.
+struct EmbeddingArgs {
+  int64_t N, V, D;
+  const int64_t* ids;
+  const float* table;  // forward: [V, D]
+  float* out;          // forward: [N, D]
+  const float* dy;     // backward: [N, D]
+  float* grad;         // backward: [V, D], accumulated into
+  int threads;
+};
+
 // One instruction set's kernels.
 struct KernelTable {
   const char* name;
@@ -104,6 +134,9 @@ struct KernelTable {
   void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
+  void (*xent)(const XentArgs& a);
+  void (*embedding_forward)(const EmbeddingArgs& a);
+  void (*embedding_backward)(const EmbeddingArgs& a);
 };
 
 const KernelTable& kernels_scalar();

@@ -113,6 +113,8 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/cells/cell_math.h"
 #include "cpu/forward_loop.h"
 #include "cpu/backward_loop.h"
+#include "cpu/xent.h"
+#include "cpu/embedding.h"
 
 
 static void forward(const ForwardArgs& a) {
@@ -144,7 +146,7 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 
 static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
-                             scratch_bytes, release_scratch};
+                             scratch_bytes, release_scratch, xent, embedding_forward, embedding_backward};
   return t;
 }
 

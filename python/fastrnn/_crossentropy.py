@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import backend
+from ._kernel_cache import POOL
 from ._loss_base import EPSILON, Loss, _as_float_array, _check_mask, _grad_dtype, _sample_weights
 
 __all__ = [
@@ -57,6 +59,36 @@ class BinaryCrossentropy(Loss):
         return {"from_logits": self.from_logits}
 
 
+def _fused_core(y_pred):
+    """The compiled module when the fused kernel (fastrnn._core.xent) takes ``y_pred``: a float32
+    NumPy array with a class axis (not CuPy, not float64: those keep the NumPy path); else None."""
+    if type(y_pred) is not np.ndarray or y_pred.dtype != np.float32 or y_pred.ndim < 2 or y_pred.size == 0:
+        return None
+    try:
+        return backend.core()
+    except ImportError:  # pragma: no cover - only on broken installs
+        return None
+
+
+def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
+    """sum_and_grad through the fused C++ kernel: ``ids`` (int64 class ids, y_pred's shape without
+    the class axis) or ``y`` (dense targets of y_pred's shape); ``m`` a bool mask or None, ``w``
+    broadcastable per-entry weights (from _sample_weights) or None."""
+    shape = y_pred.shape
+    c = shape[-1]
+    z = np.ascontiguousarray(y_pred).reshape(-1, c)
+    n = z.shape[0]
+    mask = None if m is None else np.ascontiguousarray(m, dtype=np.bool_).reshape(n).view(np.uint8)
+    weight = None if w is None else np.ascontiguousarray(np.broadcast_to(w, shape[:-1]), dtype=np.float64).reshape(n)
+    if ids is not None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(n)
+    else:
+        y = np.ascontiguousarray(y, dtype=np.float32).reshape(n, c)
+    per, grad = core.xent(z, ids, y, mask, weight, from_logits, POOL.take(z.shape))
+    count = int(m.sum()) if m is not None else n
+    return float(per.sum()), count, grad.reshape(shape)
+
+
 def log_softmax(z: np.ndarray) -> np.ndarray:
     """``log(softmax(z))`` over the last axis, computed stably (the maximum subtracted first)."""
     zmax = z.max(axis=-1, keepdims=True)
@@ -72,7 +104,8 @@ def _categorical(y_true, y_pred, from_logits):
     if from_logits:
         logq = log_softmax(y_pred)
         q = np.exp(logq)
-        loss = -(y_true * logq).sum(axis=-1)
+        with np.errstate(invalid="ignore"):  # 0 * -inf: a class of -inf logit and no target weight adds 0
+            loss = -np.where(y_true != 0, y_true * logq, 0.0).sum(axis=-1)
         grad = q * y_true.sum(axis=-1, keepdims=True) - y_true
         return loss, grad
     # Keras: normalise the probabilities over the last axis, then clip.
@@ -105,6 +138,18 @@ class CategoricalCrossentropy(Loss):
 
     def _elementwise(self, y_true, y_pred):
         return _categorical(y_true, y_pred, self.from_logits)
+
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None,
+                     sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
+        """As :meth:`Loss.sum_and_grad`; float32 NumPy predictions go through the fused C++ kernel
+        (one sweep over each row of logits, threaded over rows), the rest through the NumPy form."""
+        core = _fused_core(y_pred)
+        if core is None:
+            return super().sum_and_grad(y_true, y_pred, mask, sample_weight)
+        y_true = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
+        m = _check_mask(mask, y_pred.shape[:-1])
+        w = _sample_weights(sample_weight, y_pred.shape[:-1])
+        return _fused_sum_and_grad(core, y_pred, None, y_true, m, w, self.from_logits)
 
     def _prepare_true(self, y_true, y_pred):
         if y_true.shape != y_pred.shape:
@@ -175,10 +220,15 @@ class SparseCategoricalCrossentropy(Loss):
         """As :meth:`Loss.sum_and_grad`, without a one-hot: the value gathers the target entries and
         the gradient (in y_pred's dtype) is softmax minus one at the target (logits), or the
         derivative of ``-log clip(p_t / sum p)`` (probabilities). Per-row sums and the target
-        entries are computed in float64."""
+        entries are computed in float64. Float32 NumPy predictions go through the fused C++
+        kernel (fastrnn._core.xent), the others through the NumPy form below, its reference."""
+        core = _fused_core(y_pred)
         y_pred = _as_float_array(y_pred, "y_pred")
         ids = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
         m = _check_mask(mask, y_pred.shape[:-1])
+        if core is not None:
+            w = _sample_weights(sample_weight, y_pred.shape[:-1])
+            return _fused_sum_and_grad(core, y_pred, ids, None, m, w, self.from_logits)
         gdt = _grad_dtype(y_pred)
         wdt = np.dtype(np.float64) if gdt == np.float64 else np.dtype(np.float32)
         z = y_pred.astype(wdt, copy=False)
