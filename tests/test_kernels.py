@@ -29,14 +29,6 @@ SHAPES = [(1, 1, 1, 1), (4, 1, 3, 5), (6, 5, 17, 33), (3, 4, 16, 32), (5, 13, 40
 LAYOUTS = list(itertools.product([True, False], [False, True], [None, "lengths", "mask"]))
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _core.get_isa()
-    _core.set_isa(request.param)
-    yield request.param
-    _core.set_isa(before)
-
-
 def _to64(v):
     return v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v
 

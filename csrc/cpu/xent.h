@@ -92,6 +92,16 @@ static inline double xl_sum_f64(const float* p, int64_t n) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+// s = s r + e with a compensated (Kahan) sum, c carrying the lost low part (rescaled with s): the
+// per-lane sums run over C / W terms, 18,000 on the scalar path, where plain float sums lose ~1e-6.
+static inline void xl_kahan(V& s, V& c, V r, V e) {
+  const V sr = Simd::mul(s, r);
+  const V yk = Simd::sub(e, Simd::mul(c, r));
+  const V t = Simd::add(sr, yk);
+  c = Simd::sub(Simd::sub(t, sr), yk);
+  s = t;
+}
+
 struct XentRowStats {
   float M;    // the row's maximum
   double S;   // sum exp(z - M)
@@ -104,7 +114,8 @@ struct XentRowStats {
 // leaves e = exp(z - m_b) in g, with m_b the lanes' maxima after block b, stored in bm (one
 // vector per block): the gradient pass only rescales g, in cache.
 static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t C, float* g, float* bm) {
-  V m = Simd::set1(-3.402823466e38f), s = Simd::zero(), sx = Simd::zero(), sy = Simd::zero();
+  V m = Simd::set1(-3.402823466e38f), s = Simd::zero(), sc = Simd::zero(), sx = Simd::zero();
+  double syd = 0.0;
   // sx: a scaled sum of the logits, NaN exactly when a logit is NaN or both infinities occur (the
   // scale keeps finite sums from overflowing)
   const V tiny = Simd::set1(1e-30f);
@@ -125,11 +136,14 @@ static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t 
       Simd::store(g + j + k * W, ek);
       e = Simd::add(e, ek);
     }
-    s = Simd::fmadd(s, xl_exp(Simd::sub(m, mn)), e);
+    xl_kahan(s, sc, xl_exp(Simd::sub(m, mn)), e);
     m = mn;
     Simd::store(bm, m);
-    if (y)
-      for (int k = 0; k < XENT_BLOCK; ++k) sy = Simd::add(sy, Simd::load(y + j + k * W));
+    if (y) {  // per block in float, across blocks in double
+      V b = Simd::load(y + j);
+      for (int k = 1; k < XENT_BLOCK; ++k) b = Simd::add(b, Simd::load(y + j + k * W));
+      syd += xl_lanes_sum(b);
+    }
   }
   for (; j < C; j += W, bm += W) {  // the rest one vector per block
     const int n = (int)std::min<int64_t>(W, C - j);
@@ -138,10 +152,10 @@ static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t 
     const V mn = Simd::max(m, x);
     const V ek = xl_exp(Simd::sub(x, mn));
     Simd::storen(g + j, ek, n);
-    s = Simd::fmadd(s, xl_exp(Simd::sub(m, mn)), ek);
+    xl_kahan(s, sc, xl_exp(Simd::sub(m, mn)), ek);
     m = mn;
     Simd::store(bm, m);
-    if (y) sy = Simd::add(sy, Simd::loadn(y + j, n));
+    if (y) syd += xl_lanes_sum(Simd::loadn(y + j, n));
   }
   alignas(64) float lm[W], ls[W];
   Simd::store(lm, m);
@@ -158,7 +172,7 @@ static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t 
   const double sxs = xl_lanes_sum(sx);
   r.M = M;
   r.S = S;
-  r.sy = y ? xl_lanes_sum(sy) : 0.0;
+  r.sy = syd;
   r.bad = bad || std::isnan(sxs) || M == INFINITY || !(S > 0.0);
   return r;
 }
@@ -199,27 +213,29 @@ static void xent_row(const XentArgs& a, int64_t row) {
     const V vM = Simd::set1(st.M);
     // g = e exp(m_b - M) times w / S (sparse) or w sum(y) / S (dense), block by block
     const V vsc = Simd::set1((float)(w * (a.ids ? 1.0 : st.sy) / st.S)), vw = Simd::set1((float)w);
-    V acc = Simd::zero();  // dense: sum y (z - M)
+    double acc = 0.0;  // dense: sum y (z - M), per block in float, across blocks in double
     int64_t j = 0;
     for (; j + XENT_BLOCK * W <= C; j += XENT_BLOCK * W, bm += W) {
       const V f = Simd::mul(xl_exp(Simd::sub(Simd::load(bm), vM)), vsc);
+      V bacc = Simd::zero();
       for (int k = 0; k < XENT_BLOCK; ++k) {
         float* gk = g + j + k * W;
         if (y) {
           const V yy = Simd::load(y + j + k * W);
-          acc = Simd::add(acc, xl_nzmul(yy, Simd::sub(Simd::load(z + j + k * W), vM)));
+          bacc = Simd::add(bacc, xl_nzmul(yy, Simd::sub(Simd::load(z + j + k * W), vM)));
           Simd::store(gk, Simd::fnmadd(yy, vw, Simd::mul(Simd::load(gk), f)));
         } else {
           Simd::store(gk, Simd::mul(Simd::load(gk), f));
         }
       }
+      if (y) acc += xl_lanes_sum(bacc);
     }
     for (; j < C; j += W, bm += W) {
       const int n = (int)std::min<int64_t>(W, C - j);
       const V f = Simd::mul(xl_exp(Simd::sub(Simd::load(bm), vM)), vsc);
       if (y) {
         const V yy = Simd::loadn(y + j, n);
-        acc = Simd::add(acc, xl_nzmul(yy, Simd::sub(Simd::loadn(z + j, n), vM)));
+        acc += xl_lanes_sum(xl_nzmul(yy, Simd::sub(Simd::loadn(z + j, n), vM)));
         Simd::storen(g + j, Simd::fnmadd(yy, vw, Simd::mul(Simd::loadn(g + j, n), f)), n);
       } else {
         Simd::storen(g + j, Simd::mul(Simd::loadn(g + j, n), f), n);
@@ -227,11 +243,11 @@ static void xent_row(const XentArgs& a, int64_t row) {
     }
     if (a.ids) {
       const int64_t t = a.ids[row];
-      const double per = logS + (double)st.M - (double)z[t];  // -log softmax(z)_t
+      const double per = logS + ((double)st.M - (double)z[t]);  // -log softmax(z)_t (M - z_t exact)
       g[t] = (float)(std::expm1(-per) * w);                   // softmax_t - 1, without cancellation
       a.loss[row] = per * w;
     } else {  // -sum y log softmax = sum(y) log S - sum y (z - M)
-      a.loss[row] = (st.sy * logS - xl_lanes_sum(acc)) * w;
+      a.loss[row] = (st.sy * logS - acc) * w;
     }
     return;
   }

@@ -239,7 +239,7 @@ class SparseCategoricalCrossentropy(Loss):
             grad = z - zmax  # the only full-size temporary, in the working dtype
             np.exp(grad, out=grad)
             se = grad.sum(axis=-1, keepdims=True, dtype=np.float64)
-            per = (np.log(se) + zmax.astype(np.float64) - zt)[..., 0]  # -log softmax(z)_t
+            per = (np.log(se) + (zmax.astype(np.float64) - zt))[..., 0]  # -log softmax(z)_t
             grad /= se.astype(wdt)
             # softmax_t - 1 = expm1(log softmax_t), accurate when softmax_t is close to 1
             np.put_along_axis(grad, idx, np.expm1(-per)[..., None].astype(wdt), axis=-1)
