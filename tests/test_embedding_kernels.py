@@ -13,7 +13,8 @@ from fastrnn import _core, layers
 # (V, D, ids shape): awkward widths around the vector widths and the 16-float lines the threads
 # split, a vocabulary of the word-LM bench, one id, many repeats of few ids
 CASES = [(1, 1, (1,)), (5, 3, (7, 3)), (17, 17, (700,)), (3, 33, (20, 35)), (18328, 200, (20, 35)),
-         (50, 200, (700,)), (1000, 129, (2, 350))]
+         (50, 200, (700,)), (1000, 129, (2, 350)), (3000, 301, (40, 100))]
+# the kernels split work over threads from a million floats on (embedding.h): the last case does
 
 
 @pytest.mark.parametrize("V,D,shape", CASES)
@@ -38,7 +39,7 @@ def test_gather_and_scatter_add_match_numpy_for_any_thread_count(isa, threads, V
 def test_scatter_add_order_is_fixed_under_cancellation(threads):
     """Values whose sum depends on the order of addition: the kernel adds rows in order, like
     np.add.at, at every thread count."""
-    V, D, N = 4, 200, 600
+    V, D, N = 4, 200, 6000  # 1.2 million floats: split over the threads
     rng = np.random.default_rng(7)
     ids = rng.integers(0, V, N)
     dy = (rng.normal(size=(N, D)) * 10.0 ** rng.integers(-6, 7, (N, 1))).astype(np.float32)

@@ -10,7 +10,10 @@
 // same bits as one thread (and as NumPy's np.add.at, which adds in that order too), and repeated
 // ids need no atomics.
 
-constexpr double EMB_MIN_WORK = 32768;  // floats below which one thread does everything
+// Floats below which one thread does everything: the copy and the additions run at memory speed
+// (~100 us for a million floats), and a parallel region costs more than it saves below that (far
+// more on a loaded machine, where the second thread may wait for a time slice).
+constexpr double EMB_MIN_WORK = 1 << 20;
 
 static void embedding_forward(const EmbeddingArgs& a) {
   const int64_t N = a.N, D = a.D;
