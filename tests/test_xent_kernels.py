@@ -255,3 +255,36 @@ def test_non_contiguous_float32_predictions():
     rv, rg = loss(ids, z.astype(np.float64))
     assert v == pytest.approx(rv, rel=2e-6)
     np.testing.assert_allclose(g, rg, rtol=2e-5, atol=1e-8)
+
+
+def test_training_step_recycles_the_pooled_gradient(monkeypatch):
+    """A training step on the fused loss divides its pooled gradient in place and gives it back to
+    the buffer pool: the next step reuses it; the results match the NumPy form of the loss."""
+    from fastrnn import _crossentropy, layers, models, optim
+    from fastrnn._kernel_cache import POOL
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 5000, 64)
+
+    def model():
+        m = models.Sequential([layers.Input((8,)), layers.Dense(5000, seed=1)])
+        m.compile(optimizer=optim.SGD(learning_rate=0.1), loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+        return m
+
+    fused, plain = model(), model()
+    POOL.clear()
+    v1 = fused.train_on_batch(x, y)
+    assert (64, 5000) in POOL._free  # 1.3 MB: pooled
+    hits = POOL.hits
+    v2 = fused.train_on_batch(x, y)
+    assert POOL.hits > hits
+    grads = [p.grad.copy() for p in fused.parameters()]
+    monkeypatch.setattr(_crossentropy, "_fused_core", lambda y_pred: None)
+    w1 = plain.train_on_batch(x, y)
+    w2 = plain.train_on_batch(x, y)
+    assert (v1, v2) == pytest.approx((w1, w2), rel=2e-6)
+    for g, p in zip(grads, plain.parameters()):
+        np.testing.assert_allclose(g, p.grad, rtol=2e-4, atol=1e-7)
+    small = losses.SparseCategoricalCrossentropy(from_logits=True).sum_and_grad(y[:4] % 8, x[:4])[2]
+    assert not _crossentropy.grad_from_pool(small)  # under the pool's minimum size: not pooled

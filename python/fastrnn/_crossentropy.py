@@ -4,6 +4,8 @@ as Keras does; the conventions are described in ``fastrnn.losses``' docstring, a
 importable from there."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -70,6 +72,17 @@ def _fused_core(y_pred):
         return None
 
 
+# Gradients of the fused kernel that came from the buffer pool (by id; entries vanish with their
+# arrays): a training step may divide such a gradient in place and give it back (grad_from_pool).
+_POOL_GRADS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def grad_from_pool(a) -> bool:
+    """Whether ``a`` is a gradient the fused crossentropy took from fastrnn's buffer pool (its
+    caller may return it with ``POOL.give`` once done with it)."""
+    return _POOL_GRADS.get(id(a)) is a
+
+
 def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
     """sum_and_grad through the fused C++ kernel: ``ids`` (int64 class ids, y_pred's shape without
     the class axis) or ``y`` (dense targets of y_pred's shape); ``m`` a bool mask or None, ``w``
@@ -84,9 +97,13 @@ def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(n)
     else:
         y = np.ascontiguousarray(y, dtype=np.float32).reshape(n, c)
-    per, grad = core.xent(z, ids, y, mask, weight, from_logits, POOL.take(z.shape))
+    out = POOL.take(shape)  # an array of its own (not a view), so that it can go back to the pool
+    per, grad = core.xent(z, ids, y, mask, weight, from_logits, None if out is None else out.reshape(n, c))
     count = int(m.sum()) if m is not None else n
-    return float(per.sum()), count, grad.reshape(shape)
+    if out is None:
+        return float(per.sum()), count, grad.reshape(shape)
+    _POOL_GRADS[id(out)] = out
+    return float(per.sum()), count, out
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from . import _random
+from . import _crossentropy, _random
 from . import callbacks as callbacks_module
 from ._kernel_cache import POOL
 from ._validation import positive_int as _positive_int
@@ -46,17 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainingLoops"]
 
-
-def _mean_grad(dtotal, count):
-    """``dtotal / count`` (zeros when count is 0); large float32 gradients go into a pooled buffer
-    (the same bits as the division into a new array)."""
-    if not count:
-        return np.zeros_like(dtotal)
-    if type(dtotal) is np.ndarray and dtotal.dtype == np.float32:
-        out = POOL.take(dtotal.shape)
-        if out is not None:
-            return np.divide(dtotal, count, out=out)
-    return dtotal / count
 
 class _NonFiniteLoss(FloatingPointError):
     """A batch's loss is NaN or infinite (fit turns it into FloatingPointError, or stops training
@@ -291,11 +280,13 @@ class TrainingLoops:
         total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask, sample_weight=swb)
         value = total / count if count else 0.0
         self._check_loss(value, where)
-        dmean = _mean_grad(dtotal, count)
-        self.backward(dmean)
-        # large float32 gradients nothing else holds serve the next step's loss (no fresh pages)
-        POOL.give(dmean)
-        POOL.give(dtotal)
+        if count and _crossentropy.grad_from_pool(dtotal):
+            # the fused loss's own pooled buffer, held by nobody else: the mean in place (the same
+            # bits as dtotal / count), then back to the pool for the next step (no fresh pages)
+            self.backward(np.divide(dtotal, count, out=dtotal))
+            POOL.give(dtotal)
+        else:
+            self.backward(dtotal / count if count else np.zeros_like(dtotal))
         for m in self.compiled_metrics:
             m.update_state(yb, y_pred, mask)
         return value
@@ -326,7 +317,8 @@ class TrainingLoops:
                 csum, ccount, dsum = self.loss.sum_and_grad(yt, y_pred, mask, sample_weight=wt)
                 self._check_loss(csum / ccount if ccount else 0.0, f"{where}, chunk {ci + 1} (steps {s}..{e - 1})")
                 self.backward(dsum)
-                POOL.give(dsum)
+                if _crossentropy.grad_from_pool(dsum):
+                    POOL.give(dsum)
                 total_sum += csum
                 total_count += ccount
                 for m in self.compiled_metrics:
