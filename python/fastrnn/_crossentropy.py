@@ -77,9 +77,16 @@ def _fused_core(y_pred):
 _POOL_GRADS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
-def grad_from_pool(a) -> bool:
+def grad_from_pool(a: object) -> bool:
     """Whether ``a`` is a gradient the fused crossentropy took from fastrnn's buffer pool (its
-    caller may return it with ``POOL.give`` once done with it)."""
+    caller may return it with ``POOL.give`` once done with it).
+
+    Args:
+        a (object): The gradient a loss's ``sum_and_grad`` returned (any object).
+
+    Returns:
+        bool: True for the pooled array itself, False for anything else.
+    """
     return _POOL_GRADS.get(id(a)) is a
 
 
