@@ -63,6 +63,7 @@ struct BackwardArgs {
   const float* gates;  // saved by the training forward
   const float* hprev;
   const float* aux;
+  // d.hmask (recurrent dropout, [B, H] or nullptr) must be the forward's.
   const float* dy;     // [T*B, H] or nullptr
   const float* dh_n;   // [B, H] or nullptr
   const float* dc_n;   // [B, H] or nullptr (LSTM)
@@ -122,6 +123,20 @@ struct EmbeddingArgs {
   int threads;
 };
 
+// Dropout (cpu/dropout.h): m[e] = scale if the Philox word of element e under (key, call, stream)
+// is >= threshold, else 0 (element 64 g + 16 w + l: word w of block 16 g + l); y = x * m. The same mask for any thread count and instruction set.
+struct DropoutArgs {
+  const float* x;      // [n], or nullptr when y is nullptr
+  float* y;            // [n] out (may be x), or nullptr
+  float* mask;         // [n] out (0 or scale), or nullptr
+  int64_t n;
+  uint64_t key;        // the stream's key (words lo, hi)
+  uint32_t call, stream;
+  uint32_t threshold;  // floor(rate * 2^32): a word below it drops its element
+  float scale;         // 1 / (1 - rate) as the caller rounds it
+  int threads;
+};
+
 // One instruction set's kernels.
 struct KernelTable {
   const char* name;
@@ -132,8 +147,11 @@ struct KernelTable {
   void (*backward)(const BackwardArgs& a);
   void (*gemm)(const CpuGemmArgs& g);
   void (*activation)(int kind, const float* x, float* y, int64_t n);  // 0 sigmoid, 1 tanh, 2 exp
+  void (*dropout)(const DropoutArgs& a);
+  void (*philox)(const uint32_t* ctr, uint32_t* out, int64_t n, uint64_t key, int rounds);
   size_t (*scratch_bytes)();              // the calling thread's GEMM packing scratch
   void (*release_scratch)(int threads);   // frees it on the calling thread and a team's workers
+  double (*fma_peak)(int64_t iters, int threads);  // cpu/peak.h: measured FMA flop/s
   void (*xent)(const XentArgs& a);
   void (*embedding_forward)(const EmbeddingArgs& a);
   void (*embedding_backward)(const EmbeddingArgs& a);
@@ -160,6 +178,15 @@ void release_scratch_all(int threads);
 const char* active_isa();
 void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
 int isa_supported(const char* name);  // by the build and the CPU
+
+// cpu_info.cpp: data-cache sizes in bytes (0: unknown) and how many logical CPUs share each (0:
+// unknown), as the operating system reports them for CPU 0.
+struct CacheInfo {
+  int64_t l1d, l2, l3;
+  int l1d_shared_by, l2_shared_by, l3_shared_by;
+  const char* source;  // "sysfs", "sysconf", "sysctl" or "unknown"
+};
+CacheInfo cache_info();
 
 // threads.cpp
 int get_num_threads();

@@ -177,6 +177,7 @@ def main(argv=None):
     V = vec.vocab_size
     print(f"\ntiny-shakespeare: {len(text)} characters, vocabulary {V}; {len(x_tr)} training and {len(x_va)} "
           f"validation windows of {cfg['seq_len']} characters")
+    # --8<-- [start:model]
     model = Sequential([
         layers.Embedding(V, cfg["embed"], input_length=cfg["seq_len"]),
         layers.LSTM(cfg["units"], return_sequences=True),
@@ -184,6 +185,7 @@ def main(argv=None):
     ], name="char_lstm")
     model.compile(optimizer=optim.Adam(learning_rate=cfg["lr"], global_clipnorm=5.0),
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    # --8<-- [end:model]
     print(f"  model: Embedding({V}, {cfg['embed']}) -> LSTM({cfg['units']}) -> Dense({V}); "
           f"{model.count_params()} parameters; Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} epochs; "
           f"threads {threads}")

@@ -52,6 +52,7 @@ MODES = {
 }
 
 
+# --8<-- [start:model]
 def build_model(cell, vocab_size, cfg, seed):
     """Embedding(mask_zero=True) -> cell(units) -> Dense(1, sigmoid), as in the lessons."""
     return Sequential([
@@ -59,6 +60,7 @@ def build_model(cell, vocab_size, cfg, seed):
         CELLS[cell](cfg["units"]),
         layers.Dense(1, activation="sigmoid"),
     ], name=f"sentiment_{cell.lower()}")
+# --8<-- [end:model]
 
 
 def plot_curves(path, curves, test_acc, n_sentences):

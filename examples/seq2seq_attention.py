@@ -90,10 +90,12 @@ def main(argv=None):
     x_tr, y_tr = make_data(cfg["train"], rng)
     x_te, y_te = make_data(cfg["test"], rng)
 
+    # --8<-- [start:model]
     model = fastrnn.Seq2Seq(src_vocab=DIGIT0 + 10, tgt_vocab=DIGIT0 + 10, embed_dim=cfg["embed"],
                             units=cfg["units"], cell="lstm", bidirectional=True, attention="bahdanau",
                             start_id=START, end_id=END, max_output_len=MAX_LEN + 1, seed=args.seed)
     model.compile(optimizer=optim.Adam(learning_rate=cfg["lr"], global_clipnorm=5.0), metrics=["accuracy"])
+    # --8<-- [end:model]
     print(f"reverse {MIN_LEN}..{MAX_LEN} digits: {len(x_tr)} training, {len(x_te)} test sequences; "
           f"Seq2Seq(bidirectional LSTM {cfg['units']}, Bahdanau attention), {model.count_params()} parameters, "
           f"{cfg['epochs']} epochs, threads {fastrnn.get_num_threads()}")
@@ -102,7 +104,9 @@ def main(argv=None):
               seed=args.seed)
     seconds = time.perf_counter() - t0
     loss, token_acc = model.evaluate(x_te, y_te, verbose=0)
+    # --8<-- [start:decode]
     pred, att = model.predict(x_te, return_attention=True)
+    # --8<-- [end:decode]
     exact = float(np.mean([text(p) == text(t) for p, t in zip(pred, y_te)]))
     print(f"trained in {seconds:.1f} s; test loss {loss:.4f}, teacher-forced token accuracy {token_acc:.3f}, "
           f"greedy exact-sequence accuracy {exact:.3f}")

@@ -53,6 +53,7 @@ MODES = {
 }
 
 
+# --8<-- [start:model]
 def build_model(name, n_steps, units):
     """The lesson's Keras models written with fastrnn."""
     if name == "linear":
@@ -66,6 +67,7 @@ def build_model(name, n_steps, units):
     else:
         raise ValueError(f"unknown model {name!r}")
     return Sequential(body, name=name)
+# --8<-- [end:model]
 
 
 def mse(y_true, y_pred):

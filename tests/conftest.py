@@ -1,5 +1,4 @@
-"""Fixtures shared by the kernel tests: every ISA path this machine runs, and the kernels' thread
-count, each restored afterwards."""
+"""Fixtures shared by the test files."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +9,7 @@ from fastrnn import _core
 
 @pytest.fixture(params=_core.available_isas())
 def isa(request):
-    """Each ISA path of the kernels in turn (fastrnn._core.set_isa), the previous one restored."""
+    """Each instruction-set path this machine runs, set for the test and restored after it."""
     before = _core.get_isa()
     _core.set_isa(request.param)
     yield request.param

@@ -14,9 +14,16 @@ def test_bench_table_runs_and_writes_markdown(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [ln for ln in md.read_text().splitlines() if ln.startswith("| gru") or ln.startswith("| lstm")]
     assert len(rows) == 4  # 2 cells x (forward, train)
+    peak_lines = [ln for ln in md.read_text().splitlines() if "FMA peak of the" in ln]
+    assert len(peak_lines) == 1 and "1 thread(s)" in peak_lines[0]
+    peak = float(peak_lines[0].split("measured: ")[1].split(" GFLOP/s")[0])
+    assert peak > 0
+    assert any(ln.startswith("- caches: L1d ") for ln in md.read_text().splitlines())
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[3]) > 0 and float(cells[5]) > 0 and float(cells[7]) > 0  # fastrnn, numpy, torch ms
+        assert float(cells[3]) > 0 and float(cells[6]) > 0 and float(cells[8]) > 0  # fastrnn, numpy, torch ms
+        # the share of the measured FMA peak: GFLOP/s over the peak line's figure
+        assert float(cells[5]) == pytest.approx(100 * float(cells[4]) / peak, rel=0.02, abs=1)
     assert "| GEMM (input projection)" in md.read_text()
     assert "threads used: 1" in proc.stdout
     blas = [ln for ln in proc.stdout.splitlines() if ln.startswith("numpy BLAS:")]
@@ -108,3 +115,18 @@ def test_usage_names_the_console_script_when_run_as_one(monkeypatch):
     assert cli.build_parser().prog == "fastrnn"
     monkeypatch.setattr(sys, "argv", ["/src/python/fastrnn/__main__.py", "info"])
     assert cli.build_parser().prog == "python -m fastrnn"
+
+
+def test_bench_isa_option_holds_torch_to_the_same_instruction_set():
+    import fastrnn
+
+    isa = "avx2" if "avx2" in fastrnn.available_isas() else "scalar"
+    want = {"avx2": "AVX2", "scalar": "DEFAULT"}[isa]
+    proc = _cli("bench", "--shapes=small", "--cells=lstm", "--threads=1", "--min-time=0.01", "--no-reference",
+                "--no-gemm", f"--isa={isa}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"(ISA path {isa})" in proc.stdout and f"FMA peak of the {isa} path" in proc.stdout
+    torch_line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("torch "))
+    assert f"ATen CPU capability {want}" in torch_line, torch_line
+    proc = _cli("bench", "--isa=sse9")
+    assert proc.returncode == 2 and "--isa" in proc.stderr

@@ -46,6 +46,13 @@ CHECKED_MODULES = [
     "fastrnn.optim",
     "fastrnn.schedules",
     "fastrnn.callbacks",
+    "fastrnn.onnx",
+    "fastrnn.distributed",
+    "fastrnn.distributed._optimizer",
+    "fastrnn.distributed._world",
+    "fastrnn.distributed.sharding",
+    "fastrnn.distributed._buckets",
+    "fastrnn.distributed._nccl",
 ]
 
 # the arguments of Layer.__init__, documented once (fastrnn.layers' docstring)

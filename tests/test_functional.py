@@ -455,8 +455,8 @@ def test_summary_of_a_shared_layer_on_two_shapes_and_a_one_input_list():
 def test_masks_of_several_inputs_are_joined_as_in_keras():
     """Two padded id sequences, each Embedding(mask_zero) -> LSTM(return_sequences): Concatenate
     passes their mask on to the LSTM after it; a dot attention over a masked sequence uses the
-    values' mask. (The two have the same padding: where masks differ, fastrnn's Concatenate
-    joins them with AND, Keras 3's with OR.)"""
+    values' mask. The two have different padding, so the joined mask (an OR, as in Keras 3) differs
+    from each input's."""
     ka, kb = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
     k_ea, k_eb = K.Embedding(12, 3, mask_zero=True), K.Embedding(12, 3, mask_zero=True)
     k_la, k_lb = K.LSTM(4, return_sequences=True), K.LSTM(4, return_sequences=True)
@@ -475,11 +475,31 @@ def test_masks_of_several_inputs_are_joined_as_in_keras():
     _twins([(ea, k_ea), (eb, k_eb), (la, k_la), (lb, k_lb), (top, k_top)], 50)
     rng = np.random.default_rng(9)
     ia = _padded_ids(rng, 6, 5, 12)
-    ib = np.where(ia != 0, rng.integers(1, 12, ia.shape), 0).astype(np.int32)  # the same padding
-    assert (ia != ib).any() and (ia == 0).any()
+    ib = rng.integers(1, 12, ia.shape).astype(np.int32)
+    for row, n in enumerate((5, 1, 3, 2, 5, 4)):  # other lengths than ia's
+        ib[row, n:] = 0
+    assert ((ia != 0) != (ib != 0)).any() and (ia == 0).any()
     k_out = km.predict([ia, ib], verbose=0)
     top_out, ctx_out = model.predict([ia, ib])
     np.testing.assert_allclose(top_out, k_out[:, :3], atol=ATOL)
     # Keras averages the context over the query's valid steps (its mask is sa's)
     valid = (ia != 0)[..., None]
     np.testing.assert_allclose((ctx_out * valid).sum(1) / valid.sum(1), k_out[:, 3:], atol=ATOL)
+
+
+@pytest.mark.parametrize("axis", [-1, 1, 2])
+def test_concatenate_mask_is_keras_3s(axis):
+    """Concatenate.compute_mask equals Keras 3's for masks of [B, T], masks of the input's shape,
+    None (every entry kept) and a join along the time axis."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(3, 5, 2)).astype(np.float32), rng.normal(size=(3, 5, 4)).astype(np.float32)
+    if axis == 1:
+        b = b[:, :, :2]
+    ma, mb = rng.random((3, 5)) < 0.6, rng.random((3, 5)) < 0.4
+    for masks in ([ma, mb], [ma, None], [None, mb], [ma[..., None] & np.ones(a.shape, bool), mb]):
+        want = np.asarray(K.Concatenate(axis=axis).compute_mask([a, b], masks))
+        got = L.Concatenate(axis=axis).compute_mask([a, b], masks)
+        np.testing.assert_array_equal(got, want)
+    assert L.Concatenate(axis=axis).compute_mask([a, b], [None, None]) is None
+    with pytest.raises(ValueError, match=r"mask\[1\] has shape \(3, 4\)"):
+        L.Concatenate(axis=axis).compute_mask([a, b], [ma, np.ones((3, 4), bool)])

@@ -275,8 +275,9 @@ def _f64(a):
 
 
 def _compare(cell, p, mask, *, reverse=False, batch_first=True, bptt_steps=None, with_dstate=True, seed=1,
-             with_dy=True):
-    """Forward + backward through ops on CuPy float32 (the kernels) and the float64 reference."""
+             with_dy=True, recurrent_mask=None):
+    """Forward + backward through ops on CuPy float32 (the kernels) and the float64 reference
+    (recurrent_mask: a float32 [B, H] recurrent dropout mask for both, or None)."""
     base = base_name(cell)
     rng = np.random.default_rng(seed)
     x = p["x"]
@@ -291,6 +292,8 @@ def _compare(cell, p, mask, *, reverse=False, batch_first=True, bptt_steps=None,
     kw.update(reverse=reverse, batch_first=batch_first)
     if mask is not None:
         kw["mask"] = mask
+    if recurrent_mask is not None:
+        kw["recurrent_mask"] = recurrent_mask
     f64 = _f64
 
     y, state, cache = getattr(reference, f"{base}_forward")(*f64(args), **{k: f64(v) for k, v in kw.items()})
@@ -456,6 +459,22 @@ def test_every_step_tile_size(cell, tiles, persistent, step_tiles):
     # these grids fit on any GPU, so the persistent loop must have run when asked for
     assert ran[f"forward_{kind}"] == 2 and ran[f"backward_{kind}"] == 2, ran
     assert ran[f"forward_{other}"] == 0 and ran[f"backward_{other}"] == 0, ran
+
+
+@kernels
+@pytest.mark.parametrize("persistent", [0, 1], ids=["launch-per-step", "persistent"])
+@pytest.mark.parametrize("tiles", [0, 1], ids=["large", "small"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_recurrent_mask_matches_the_reference(cell, tiles, persistent, step_tiles):
+    """Recurrent dropout inside the CUDA time loop (h * mask before the product, its gradient
+    masked, dW_hh from h_prev * mask) on awkward shapes, every tile size and both time loops,
+    masks, reverse, layouts and truncated BPTT, against the float64 reference."""
+    step_tiles(tiles, tiles, persistent)
+    for T, B, I, H, masking, batch_first, bptt in ((5, 1, 3, 1, None, True, None), (4, 3, 5, 17, "mask", False, 2),
+                                                   (6, 13, 7, 33, "lengths", True, 3), (3, 70, 5, 70, "mask", True, None)):
+        p, mask = _problem32(cell, T, B, I, H, seed=H, batch_first=batch_first, masking=masking)
+        rm = ((np.random.default_rng(B + H).random((B, H)) >= 0.3) / 0.7).astype(np.float32)
+        _compare(cell, p, mask, reverse=bool(H % 2), batch_first=batch_first, bptt_steps=bptt, recurrent_mask=rm)
 
 
 def _run_both_passes(cell, p, mask, *, reverse, bptt_steps, seed=0):

@@ -150,6 +150,14 @@ def test_every_module_imports_in_reverse_alphabetical_order():
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+def test_importing_fastrnn_and_distributed_does_not_import_mpi4py():
+    # fastrnn.distributed imports mpi4py in init() only
+    r = _run("import sys, fastrnn, fastrnn.distributed\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mpi4py', 'cupy')))")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "[]"
+
+
 def test_importing_interop_does_not_import_torch_or_keras():
     r = _run("import sys, fastrnn.interop\n"
              "print(sorted(m for m in ('torch', 'keras', 'tensorflow') if m in sys.modules))")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastrnn as fr
 from fastrnn import interop, layers
 
 T, B, I, H = 5, 3, 4, 6
@@ -43,7 +44,7 @@ def _torch_out(m, x_bti):
 
 def _apply(stack, x):
     if not isinstance(stack, list):
-        stack = [stack]
+        return stack(x)
     for layer in stack:
         x = layer(x)
     return x
@@ -61,10 +62,11 @@ def test_from_torch_outputs_match(mode, num_layers, bidirectional, batch_first):
     m = _torch_module(mode, num_layers, bidirectional, batch_first)
     got = interop.from_torch(m)
     if num_layers == 1:
-        assert not isinstance(got, list)
+        assert isinstance(got, layers.Layer)
+        first = got
     else:
-        assert isinstance(got, list) and len(got) == num_layers
-    first = got[0] if isinstance(got, list) else got
+        assert isinstance(got, fr.Sequential) and len(got.layers) == num_layers
+        first = got.layers[0]
     if bidirectional:
         assert isinstance(first, layers.Bidirectional)
         assert isinstance(first.forward_layer, KIND[mode])
@@ -162,9 +164,7 @@ def test_stacked_unidirectional_with_padding_matches_packed_sequence():
     with torch.no_grad():
         out, _ = m(packed)
     expected, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
-    y = x
-    for layer in interop.from_torch(m):
-        y = layer(y, mask=mask)
+    y = interop.from_torch(m)(x, mask=mask)
     np.testing.assert_allclose(y, expected.numpy(), atol=ATOL)
     assert not y[~mask].any()
 
@@ -208,3 +208,182 @@ def test_errors():
     a, b = _fastrnn_stack("gru", 1, False)[0], _fastrnn_stack("gru", 1, False)[0]
     with pytest.raises(ValueError, match="input features"):
         interop.to_torch([a, b])  # b takes I=4 features, a gives H=6
+
+
+# --- multi-layer modules: one Sequential, and back to one torch module ---
+
+# awkward and round sizes: (input_size, hidden_size, batch, steps)
+SIZES = [(1, 1, 1, 1), (3, 17, 2, 7), (33, 5, 3, 4), (8, 16, 4, 10)]
+
+
+def _rand_module(mode, num_layers, bidirectional, batch_first, size, seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    isz, hsz = size[0], size[1]
+    m = MODES[mode](input_size=isz, hidden_size=hsz, num_layers=num_layers, bidirectional=bidirectional,
+                    batch_first=batch_first, dropout=dropout)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.uniform_(-0.6, 0.6)
+    return m.eval()
+
+
+def _assert_same_parameters(src_module, dst_module, mode):
+    src, dst = dict(src_module.named_parameters()), dict(dst_module.named_parameters())
+    assert set(src) == set(dst)
+    for name, p in src.items():
+        a, b = p.detach().numpy(), dst[name].detach().numpy()
+        if mode == "gru" or name.startswith("weight"):
+            np.testing.assert_array_equal(b, a, err_msg=name)
+        elif name.startswith("bias_ih"):
+            hh = src[name.replace("bias_ih", "bias_hh")].detach().numpy()
+            np.testing.assert_allclose(b, a + hh, rtol=0, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(b, np.zeros_like(a), err_msg=name)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [2, 3])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_from_torch_stack_is_one_sequential(mode, num_layers, bidirectional, batch_first, size):
+    m = _rand_module(mode, num_layers, bidirectional, batch_first, size, seed=num_layers)
+    model = interop.from_torch(m)
+    assert isinstance(model, fr.Sequential) and len(model.layers) == num_layers
+    ndir = 2 if bidirectional else 1
+    for lay in model.layers:
+        inner = lay.forward_layer if bidirectional else lay
+        assert isinstance(inner, KIND[mode]) and inner.return_sequences
+        assert isinstance(lay, layers.Bidirectional) == bidirectional
+    isz, hsz, b, t = size
+    x = np.random.default_rng(num_layers).uniform(-1, 1, size=(b, t, isz)).astype(np.float32)
+    expected = _torch_out(m, x)
+    assert expected.shape == (b, t, hsz * ndir)
+    np.testing.assert_allclose(model(x), expected, atol=ATOL, rtol=1e-5)
+    np.testing.assert_allclose(model.predict(x), expected, atol=ATOL, rtol=1e-5)
+    # and back: one torch module with the same parameters and the same outputs
+    back = interop.to_torch(model, batch_first=batch_first)
+    assert type(back) is type(m)
+    assert (back.num_layers, back.bidirectional, back.batch_first) == (num_layers, bidirectional, batch_first)
+    assert (back.input_size, back.hidden_size) == (isz, hsz)
+    _assert_same_parameters(m, back, mode)
+    np.testing.assert_allclose(_torch_out(back, x), expected, atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_to_torch_of_a_sequential(mode, num_layers, bidirectional):
+    # a Sequential built in fastrnn (Input first, random weights) becomes one torch module
+    stack = _fastrnn_stack(mode, num_layers, bidirectional, seed=num_layers)
+    model = fr.Sequential([fr.Input((None, I))] + stack)
+    m = interop.to_torch(model)
+    assert (m.num_layers, m.bidirectional, m.input_size, m.hidden_size) == (num_layers, bidirectional, I, H)
+    assert not m.training
+    x = _x(seed=12, b=3, t=9)
+    np.testing.assert_allclose(_torch_out(m, x), model.predict(x), atol=ATOL, rtol=1e-5)
+    # a converted-back model has the fastrnn weights exactly
+    again = interop.from_torch(m)
+    again = again if isinstance(again, fr.Sequential) else fr.Sequential([again])
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        assert a.shape == b.shape
+    np.testing.assert_allclose(again.predict(x), model.predict(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_to_torch_last_layer_without_sequences_is_the_final_state(bidirectional):
+    stack = _fastrnn_stack("gru", 2, bidirectional, seed=13)
+    last = stack[-1].forward_layer if bidirectional else stack[-1]
+    last_seq = layers.Bidirectional(layers.GRU(H), merge_mode="concat") if bidirectional else layers.GRU(H)
+    last_seq.build((None, H * (2 if bidirectional else 1)))
+    last_seq.set_weights(stack[-1].get_weights())
+    assert not (last_seq.forward_layer if bidirectional else last_seq).return_sequences and last.return_sequences
+    model = fr.Sequential([stack[0], last_seq])
+    m = interop.to_torch(model)
+    x = _x(seed=14)
+    with torch.no_grad():
+        _, h_n = m(torch.from_numpy(x))
+    final = torch.cat([h_n[-2], h_n[-1]], 1) if bidirectional else h_n[-1]
+    np.testing.assert_allclose(model.predict(x), final.numpy(), atol=ATOL, rtol=1e-5)
+
+
+def test_from_torch_dropout_becomes_dropout_layers_and_back():
+    m = _rand_module("lstm", 3, True, True, (5, 7), seed=15, dropout=0.25)
+    model = interop.from_torch(m)
+    kinds = [type(lay).__name__ for lay in model.layers]
+    assert kinds == ["Bidirectional", "Dropout", "Bidirectional", "Dropout", "Bidirectional"]
+    assert all(lay.rate == 0.25 for lay in model.layers if isinstance(lay, layers.Dropout))
+    x = np.random.default_rng(16).uniform(-1, 1, size=(2, 6, 5)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), _torch_out(m, x), atol=ATOL, rtol=1e-5)
+    # training mode drops elements (the Dropout layers are live), inference does not
+    assert not np.allclose(model(x, training=True), model.predict(x), atol=1e-3)
+    back = interop.to_torch(model)
+    assert back.dropout == 0.25 and back.num_layers == 3
+    _assert_same_parameters(m, back, "lstm")
+    assert [type(lay).__name__ for lay in interop.from_torch(_rand_module("gru", 2, False, True, (3, 4))).layers] \
+        == ["GRU", "GRU"]
+
+
+def test_from_torch_sequential_trains_saves_and_loads(tmp_path):
+    # the converted stack is an ordinary model: fit it, save it, load it, convert it back
+    m = _rand_module("gru", 2, False, False, (3, 5), seed=17)
+    model = interop.from_torch(m)
+    head = fr.Sequential(list(model.layers) + [layers.TimeDistributed(layers.Dense(1))])
+    head.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(18).uniform(-1, 1, size=(16, 6, 3)).astype(np.float32)
+    y = x.sum(axis=2, keepdims=True)
+    before = interop.to_torch(model).weight_hh_l1.detach().numpy().copy()
+    head.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert not np.array_equal(interop.to_torch(model).weight_hh_l1.detach().numpy(), before)
+    path = tmp_path / "stack.fastrnn"
+    model.save(path)
+    loaded = fr.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    np.testing.assert_allclose(_torch_out(interop.to_torch(loaded, batch_first=False), x), model.predict(x),
+                               atol=ATOL)
+
+
+def _built(layer, input_size):
+    layer.build((None, input_size))
+    return layer
+
+
+def test_to_torch_refuses_what_one_module_cannot_express():
+    seq = layers.GRU(H, return_sequences=True)
+    cases = [
+        (fr.Sequential([_built(layers.LSTM(H, return_sequences=True), I), _built(layers.GRU(H), H)]),
+         "one cell kind"),
+        (fr.Sequential([_built(layers.GRU(H, return_sequences=True), I), _built(layers.GRU(H + 1), H)]),
+         "one size"),
+        (fr.Sequential([_built(layers.SimpleRNN(H, return_sequences=True), I),
+                        _built(layers.SimpleRNN(H, activation="relu"), H)]), "one activation"),
+        (fr.Sequential([_built(layers.GRU(H, return_sequences=True), I),
+                        _built(layers.Bidirectional(layers.GRU(H)), H)]), "bidirectional"),
+        (fr.Sequential([layers.Embedding(10, I), layers.GRU(H)]), r"entry 0 .*Embedding"),
+        (fr.Sequential([_built(layers.GRU(H, return_sequences=True), I), layers.TimeDistributed(layers.Dense(3))]),
+         r"entry 1 .*TimeDistributed"),
+        (fr.Sequential([_built(layers.GRU(H), I), layers.Dense(3)]), r"entry 1 .*Dense"),
+        ([_built(layers.GRU(H), I), _built(layers.GRU(H), H)], "return_sequences=True"),
+        (fr.Sequential([_built(seq, I), layers.Dropout(0.2)]), "between two recurrent layers"),
+        (fr.Sequential([layers.Dropout(0.2), _built(layers.GRU(H), I)]), "between two recurrent layers"),
+        (fr.Sequential([_built(layers.GRU(H, return_sequences=True), I), layers.Dropout(0.2), layers.Dropout(0.2),
+                        _built(layers.GRU(H), H)]), "between two recurrent layers"),
+        (fr.Sequential([_built(layers.GRU(H, return_sequences=True), I), layers.Dropout(0.2),
+                        _built(layers.GRU(H, return_sequences=True), H), layers.Dropout(0.3),
+                        _built(layers.GRU(H), H)]), "one rate"),
+        (fr.Sequential([_built(layers.GRU(H, return_sequences=True), I), layers.Dropout(0.2),
+                        _built(layers.GRU(H, return_sequences=True), H), _built(layers.GRU(H), H)]), "one rate"),
+        (fr.Sequential([_built(layers.GRU(H, return_sequences=True), I), layers.Dropout(0.2, noise_shape=(None, 1, H)),
+                        _built(layers.GRU(H), H)]), "noise_shape"),
+        (fr.Sequential([]), "empty"),
+        (fr.Sequential([fr.Input((None, I))]), "empty"),
+    ]
+    for model, match in cases:
+        with pytest.raises(ValueError, match=match):
+            interop.to_torch(model)
+    inp = fr.Input((None, I))
+    functional = fr.Model(inp, layers.GRU(H)(inp))
+    with pytest.raises(ValueError, match="must be a Sequential"):
+        interop.to_torch(functional)
+    with pytest.raises(ValueError, match=r"entry 0 .*Dense"):
+        interop.to_torch([layers.Dense(3)])

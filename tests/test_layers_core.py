@@ -504,7 +504,9 @@ def test_concatenate_forward_backward_masks_and_errors():
     assert on_time([a, a]).shape == (2, 6, 4) and on_time.compute_output_shape([(3, 4), (None, 4)]) == (None, 4)
     assert cat.compute_output_shape([(3, 4), (3, 2)]) == (3, 6)
     m1, m2 = np.array([[1, 1, 0], [1, 0, 0]], bool), np.array([[1, 0, 1], [1, 1, 1]], bool)
-    np.testing.assert_array_equal(cat.compute_mask([a, b], [m1, m2]), m1 & m2)
+    np.testing.assert_array_equal(cat.compute_mask([a, b], [m1, m2]), m1 | m2)  # Keras 3: OR
+    np.testing.assert_array_equal(cat.compute_mask([a, b], [m1, None]), np.ones_like(m1))
+    np.testing.assert_array_equal(on_time.compute_mask([a, a], [m1, m2]), np.concatenate([m1, m2], axis=1))
     assert cat.compute_mask([a, b], [None, None]) is None
     with pytest.raises(ValueError, match="outside axis -1"):
         cat([a, b[:1]])

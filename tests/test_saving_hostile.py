@@ -585,3 +585,14 @@ def test_valid_files_with_fortran_order_and_other_number_types_still_load(valid_
     got = fr.load_model(_zip(tmp_path / "v.fastrnn", entries)).get_weights()
     for a, b in zip(got, w):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_huge_zip_directory_is_refused_before_it_is_parsed(valid_file, tmp_path):
+    """90,000 empty entries (a 7 MiB directory, which zipfile would turn into ~100 MB of objects):
+    refused from the end record, before zipfile parses the directory."""
+    _, entries, _ = valid_file
+    many = dict(entries, **{f"pad/{i}": b"" for i in range(90_000)})
+    path = _zip(tmp_path / "many.fastrnn", many)
+    refused(path, match="zip directory declares", max_traced=8 << 20)
+    few = dict(entries, **{f"pad/{i}": b"" for i in range(1000)})  # under the cap: read as before
+    assert _loads_or_value_error(_zip(tmp_path / "few.fastrnn", few))

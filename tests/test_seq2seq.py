@@ -341,11 +341,12 @@ def test_length_penalty_picks_the_best_normalised_beam(one_thread):
 
 # ------------------------------------------------------------------------------------- dropout
 def _reseed_dropout(model, seed):
-    """The same dropout masks on the next training forward (one generator per dropping layer)."""
-    model.output_dropout._rng = np.random.default_rng(seed)
+    """The same dropout masks on the next training forward (each dropping layer's Philox key set
+    and its call counter rewound)."""
+    model.output_dropout._stream.key, model.output_dropout._stream.calls = seed, 0
     enc = model.encoder
     for i, lay in enumerate((enc.forward_layer, enc.backward_layer) if model.bidirectional else (enc,)):
-        lay._dropout_rng = np.random.default_rng(seed + 1 + i)
+        lay._dropout_stream.key, lay._dropout_stream.calls = seed + 1 + i, 0
 
 
 @pytest.mark.parametrize("cell,bidirectional", [("lstm", True), ("gru", False)])

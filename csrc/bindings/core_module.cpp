@@ -137,7 +137,8 @@ farr out_buffer(const ofarr& given, const std::vector<int64_t>& dims, const char
 
 py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const farr& b_ih, const ofarr& b_hh,
                   const ofarr& h0, const ofarr& c0, const std::optional<u8arr>& mask, bool reverse, bool batch_first,
-                  bool training, const ofarr& out_gates, const ofarr& out_hprev, const ofarr& out_aux) {
+                  bool training, const ofarr& hmask, const ofarr& out_gates, const ofarr& out_hprev,
+                  const ofarr& out_aux) {
   const Cell cell = to_cell(cell_id);
   const int G = fastrnn::gate_count(cell);
   const int64_t H = hidden_from_whh(w_hh, G);
@@ -148,6 +149,7 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
   const float* bhh = cell == Cell::GRU ? opt_ptr(b_hh, {G * H}, "b_hh") : nullptr;
   const float* ph0 = opt_ptr(h0, {d.B, H}, "h0");
   const float* pc0 = cell == Cell::LSTM ? opt_ptr(c0, {d.B, H}, "c0") : nullptr;
+  d.hmask = opt_ptr(hmask, {d.B, H}, "hmask");
 
   const std::vector<int64_t> ydims = batch_first ? std::vector<int64_t>{d.B, d.T, H} : std::vector<int64_t>{d.T, d.B, H};
   farr y = new_array(ydims), hn = new_array({d.B, H});
@@ -185,12 +187,14 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
 
 py::tuple backward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const std::optional<u8arr>& mask,
                    bool reverse, bool batch_first, const farr& gates, const farr& hprev, const ofarr& aux,
-                   const ofarr& dy, const ofarr& dh_n, const ofarr& dc_n, int64_t bptt_steps, bool need_dx) {
+                   const ofarr& dy, const ofarr& dh_n, const ofarr& dc_n, int64_t bptt_steps, bool need_dx,
+                   const ofarr& hmask) {
   const Cell cell = to_cell(cell_id);
   const int G = fastrnn::gate_count(cell);
   const int64_t H = hidden_from_whh(w_hh, G);
   fastrnn::Dims d = make_dims(cell, x, H, mask, reverse, batch_first);
   check_shape(w_ih, {G * H, d.I}, "w_ih");
+  d.hmask = opt_ptr(hmask, {d.B, H}, "hmask");
   const int64_t N = d.T * d.B;
   check_shape(gates, {N, G * H}, "gates");
   check_shape(hprev, {N, H}, "hprev");
@@ -263,6 +267,47 @@ farr gemm(const farr& A, const farr& B, bool trans_a, bool trans_b) {
   return C;
 }
 
+// Dropout of x (or the mask alone when x is None) with Philox4x32-10: (y | None, mask | None).
+// The mask's values are 0 and scale; y = x * mask. threshold = floor(rate * 2^32).
+py::tuple dropout(const std::optional<farr>& x, int64_t n, uint64_t key, uint32_t call, uint32_t stream,
+                  uint32_t threshold, float scale, bool want_y, bool want_mask) {
+  if (x) {
+    if ((int64_t)x->size() != n)
+      throw py::value_error("x: expected " + std::to_string(n) + " elements, got shape " + shape_str(*x));
+  } else if (want_y) {
+    throw py::value_error("x: required for y");
+  }
+  if (n < 0) throw py::value_error("n: expected >= 0, got " + std::to_string(n));
+  py::object y = py::none(), mask = py::none();
+  fastrnn::DropoutArgs a{};
+  a.n = n, a.key = key, a.call = call, a.stream = stream, a.threshold = threshold, a.scale = scale;
+  a.threads = fastrnn::get_num_threads();
+  if (want_y) {
+    farr t(std::vector<py::ssize_t>(x->shape(), x->shape() + x->ndim()));
+    a.x = x->data(), a.y = t.mutable_data();
+    y = t;
+  }
+  if (want_mask) {
+    farr t = x ? farr(std::vector<py::ssize_t>(x->shape(), x->shape() + x->ndim())) : new_array({n});
+    a.mask = t.mutable_data();
+    mask = t;
+  }
+  {
+    py::gil_scoped_release release;
+    fastrnn::active_kernels().dropout(a);
+  }
+  return py::make_tuple(y, mask);
+}
+
+// Philox4x32-R of each row of ctr [n, 4] (uint32) with the key (lo word, hi word): [n, 4].
+py::array_t<uint32_t> philox(const py::array_t<uint32_t, py::array::c_style>& ctr, uint64_t key, int rounds) {
+  if (ctr.ndim() != 2 || ctr.shape(1) != 4) throw py::value_error("ctr: expected shape (n, 4), got " + shape_str(ctr));
+  if (rounds < 1 || rounds > 16) throw py::value_error("rounds: expected 1..16, got " + std::to_string(rounds));
+  py::array_t<uint32_t> out(std::vector<py::ssize_t>{ctr.shape(0), 4});
+  fastrnn::active_kernels().philox(ctr.data(), out.mutable_data(), ctr.shape(0), key, rounds);
+  return out;
+}
+
 farr activation(const std::string& kind, const farr& x) {
   int k;
   if (kind == "sigmoid") k = 0;
@@ -300,17 +345,25 @@ PYBIND11_MODULE(_core, m) {
         py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert().none(true),
         py::arg("h0").noconvert().none(true), py::arg("c0").noconvert().none(true),
         py::arg("mask").noconvert().none(true), py::arg("reverse"), py::arg("batch_first"), py::arg("training"),
+        py::arg("hmask").noconvert().none(true) = py::none(),
         py::arg("gates").noconvert().none(true) = py::none(), py::arg("hprev").noconvert().none(true) = py::none(),
         py::arg("aux").noconvert().none(true) = py::none(),
         "Returns (y, h_n, c_n|None, gates|None, hprev|None, aux|None). With training, gates / hprev / aux may "
         "be given (float32, C-contiguous, writeable, [T*B, G*H] / [T*B, H] / [T*B, H]): the kernels fill them "
-        "instead of new arrays.");
+        "instead of new arrays. hmask [B, H]: recurrent dropout, the recurrent product reads h * hmask.");
   m.def("backward", &backward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert().none(true), py::arg("reverse"),
         py::arg("batch_first"), py::arg("gates").noconvert(), py::arg("hprev").noconvert(),
         py::arg("aux").noconvert().none(true), py::arg("dy").noconvert().none(true),
         py::arg("dh_n").noconvert().none(true), py::arg("dc_n").noconvert().none(true), py::arg("bptt_steps"),
-        py::arg("need_dx"), "Returns (dx|None, dh0, dc0|None, dw_ih, dw_hh, db_ih, db_hh|None).");
+        py::arg("need_dx"), py::arg("hmask").noconvert().none(true) = py::none(),
+        "Returns (dx|None, dh0, dc0|None, dw_ih, dw_hh, db_ih, db_hh|None); hmask: the forward's.");
+  m.def("dropout", &dropout, py::arg("x").noconvert().none(true), py::arg("n"), py::arg("key"), py::arg("call"),
+        py::arg("stream"), py::arg("threshold"), py::arg("scale"), py::arg("want_y"), py::arg("want_mask"),
+        "Dropout with Philox4x32-10 masks: (x * mask | None, mask | None); mask values 0 and scale, element e "
+        "dropped iff its Philox word (element 64g+16w+l: word w of counter (16g+l, call, stream)) < threshold.");
+  m.def("philox4x32", &philox, py::arg("ctr").noconvert(), py::arg("key"), py::arg("rounds") = 10,
+        "Philox4x32-R of each counter row [n, 4] (uint32) with the 64-bit key: [n, 4] (known-answer tests).");
   m.def("gemm", &gemm, py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, "C = op(A) @ op(B) with fastrnn's own GEMM (float32).");
   m.def("activation", &activation, py::arg("kind"), py::arg("x").noconvert(),
@@ -340,6 +393,25 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_workspace_limit", []() { return (int64_t)g_workspace_limit.load(std::memory_order_relaxed); });
   m.def("workspace_bytes", []() { return thread_workspace().floats * sizeof(float); },
         "Bytes of kernel workspace cached for the calling thread.");
+  m.def(
+      "fma_peak",
+      [](int64_t iters, int threads) {
+        if (iters < 1 || iters > (int64_t(1) << 40)) throw py::value_error("iters: expected 1 .. 2**40");
+        if (threads < 1 || threads > 4096) throw py::value_error("threads: expected 1 .. 4096");
+        py::gil_scoped_release release;
+        return fastrnn::active_kernels().fma_peak(iters, threads);
+      },
+      py::arg("iters"), py::arg("threads"),
+      "Floating-point operations per second of `threads` threads each running `iters` rounds of "
+      "independent fused multiply-add chains on the active ISA's vectors (cpu/peak.h).");
+  m.def("cache_info", []() {
+    const fastrnn::CacheInfo c = fastrnn::cache_info();
+    py::dict d;
+    d["l1d"] = c.l1d; d["l2"] = c.l2; d["l3"] = c.l3;
+    d["l1d_shared_by"] = c.l1d_shared_by; d["l2_shared_by"] = c.l2_shared_by; d["l3_shared_by"] = c.l3_shared_by;
+    d["source"] = c.source;
+    return d;
+  }, "Data-cache sizes in bytes (0: unknown) and the logical CPUs sharing each (0: unknown).");
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastrnn::get_num_threads);
   m.def("get_isa", &fastrnn::active_isa);

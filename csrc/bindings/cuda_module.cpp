@@ -25,7 +25,7 @@ T* ptr(std::uintptr_t p) {
 }
 
 fastrnn::Dims make_dims(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
-                        std::uintptr_t mask) {
+                        std::uintptr_t mask, std::uintptr_t hmask) {
   if (cell < 0 || cell > 3)
     throw py::value_error("cell: expected 0 (rnn tanh), 1 (rnn relu), 2 (lstm) or 3 (gru), got " + std::to_string(cell));
   if (T < 1 || B < 1 || I < 1 || H < 1)
@@ -35,6 +35,7 @@ fastrnn::Dims make_dims(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bo
   d.T = T, d.B = B, d.I = I, d.H = H;
   d.batch_first = batch_first, d.reverse = reverse;
   d.mask = ptr<const uint8_t>(mask);
+  d.hmask = ptr<const float>(hmask);
   return d;
 }
 
@@ -42,9 +43,9 @@ void forward(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_fi
              std::uintptr_t mask, std::uintptr_t x, std::uintptr_t w_ih, std::uintptr_t w_hh, std::uintptr_t b_ih,
              std::uintptr_t b_hh, std::uintptr_t h0, std::uintptr_t c0, std::uintptr_t y, std::uintptr_t h_n,
              std::uintptr_t c_n, std::uintptr_t gates, std::uintptr_t hprev, std::uintptr_t aux,
-             std::uintptr_t workspace, size_t workspace_floats, std::uintptr_t stream) {
+             std::uintptr_t hmask, std::uintptr_t workspace, size_t workspace_floats, std::uintptr_t stream) {
   fc::ForwardArgs a{};
-  a.d = make_dims(cell, T, B, I, H, batch_first, reverse, mask);
+  a.d = make_dims(cell, T, B, I, H, batch_first, reverse, mask, hmask);
   a.x = ptr(x); a.w_ih = ptr(w_ih); a.w_hh = ptr(w_hh); a.b_ih = ptr(b_ih); a.b_hh = ptr(b_hh);
   a.h0 = ptr(h0); a.c0 = ptr(c0);
   a.y = ptr(y); a.h_n = ptr(h_n); a.c_n = ptr(c_n);
@@ -59,10 +60,10 @@ void backward(int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_f
               std::uintptr_t mask, std::uintptr_t x, std::uintptr_t w_ih, std::uintptr_t w_hh, std::uintptr_t gates,
               std::uintptr_t hprev, std::uintptr_t aux, std::uintptr_t dy, std::uintptr_t dh_n, std::uintptr_t dc_n,
               int64_t bptt_steps, std::uintptr_t dx, std::uintptr_t dh0, std::uintptr_t dc0, std::uintptr_t dw_ih,
-              std::uintptr_t dw_hh, std::uintptr_t db_ih, std::uintptr_t db_hh, std::uintptr_t workspace,
-              size_t workspace_floats, std::uintptr_t stream) {
+              std::uintptr_t dw_hh, std::uintptr_t db_ih, std::uintptr_t db_hh, std::uintptr_t hmask,
+              std::uintptr_t workspace, size_t workspace_floats, std::uintptr_t stream) {
   fc::BackwardArgs a{};
-  a.d = make_dims(cell, T, B, I, H, batch_first, reverse, mask);
+  a.d = make_dims(cell, T, B, I, H, batch_first, reverse, mask, hmask);
   a.x = ptr(x); a.w_ih = ptr(w_ih); a.w_hh = ptr(w_hh);
   a.gates = ptr(gates); a.hprev = ptr(hprev); a.aux = ptr(aux);
   a.dy = ptr(dy); a.dh_n = ptr(dh_n); a.dc_n = ptr(dc_n);
@@ -116,30 +117,32 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("device_count", &fc::device_count, "Number of visible CUDA devices (0 without driver or GPU).");
   m.def("sm_count", &fc::sm_count, "Multiprocessors of the current CUDA device.");
   m.def("forward_workspace_floats",
-        [](int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool training) {
-          return fc::forward_workspace_floats(make_dims(cell, T, B, I, H, true, false, 0), training);
+        [](int cell, int64_t T, int64_t B, int64_t I, int64_t H, bool training, std::uintptr_t hmask) {
+          return fc::forward_workspace_floats(make_dims(cell, T, B, I, H, true, false, 0, hmask), training);
         },
-        py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"), py::arg("training"),
+        py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"), py::arg("training"), py::arg("hmask"),
         "Workspace (float32 elements) that forward needs on the current device.");
   m.def("backward_workspace_floats",
-        [](int cell, int64_t T, int64_t B, int64_t I, int64_t H) {
-          return fc::backward_workspace_floats(make_dims(cell, T, B, I, H, true, false, 0));
+        [](int cell, int64_t T, int64_t B, int64_t I, int64_t H, std::uintptr_t hmask) {
+          return fc::backward_workspace_floats(make_dims(cell, T, B, I, H, true, false, 0, hmask));
         },
-        py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
+        py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"), py::arg("hmask"),
         "Workspace (float32 elements) that backward needs on the current device.");
   m.def("gemm_workspace_floats", &fc::gemm_workspace_floats, py::arg("M"), py::arg("N"), py::arg("K"),
         "Workspace (float32 elements) that gemm needs for its split-K partial sums (may be 0).");
   m.def("forward", &forward, py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
         py::arg("batch_first"), py::arg("reverse"), py::arg("mask"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("b_ih"), py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("y"), py::arg("h_n"), py::arg("c_n"),
-        py::arg("gates"), py::arg("hprev"), py::arg("aux"), py::arg("workspace"), py::arg("workspace_floats"),
-        py::arg("stream"),
-        "Enqueue a forward pass (training when gates != 0). Pointers are device addresses, 0 = None.");
+        py::arg("gates"), py::arg("hprev"), py::arg("aux"), py::arg("hmask"), py::arg("workspace"),
+        py::arg("workspace_floats"), py::arg("stream"),
+        "Enqueue a forward pass (training when gates != 0). Pointers are device addresses, 0 = None; hmask: "
+        "the recurrent dropout mask [B, H] (the workspace size depends on whether it is given).");
   m.def("backward", &backward, py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
         py::arg("batch_first"), py::arg("reverse"), py::arg("mask"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("gates"), py::arg("hprev"), py::arg("aux"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
         py::arg("bptt_steps"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"), py::arg("dw_ih"), py::arg("dw_hh"),
-        py::arg("db_ih"), py::arg("db_hh"), py::arg("workspace"), py::arg("workspace_floats"), py::arg("stream"),
+        py::arg("db_ih"), py::arg("db_hh"), py::arg("hmask"), py::arg("workspace"), py::arg("workspace_floats"),
+        py::arg("stream"),
         "Enqueue BPTT over a training forward's saved buffers. Pointers are device addresses, 0 = None.");
   m.def("gemm", &gemm, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("A"), py::arg("rsa"), py::arg("csa"),
         py::arg("B"), py::arg("rsb"), py::arg("csb"), py::arg("C"), py::arg("ldc"), py::arg("accumulate"),

@@ -34,6 +34,10 @@ struct Dims {
   bool batch_first;
   bool reverse;
   const uint8_t* mask;  // [B, T] (1 = valid) or nullptr (all valid)
+  // Recurrent dropout: [B, H] or nullptr. The state fed to the recurrent product at every step is
+  // h * hmask (the h_{t-1} W_hh^T term only; the cell's own use of h_{t-1}, GRU's z * h, is not
+  // masked), and the backward pass multiplies the gradient of that product by it.
+  const float* hmask = nullptr;
   int G() const { return gate_count(cell); }
   int64_t pos(int64_t t, int64_t b) const { return batch_first ? b * T + t : t * B + b; }
   int64_t time_of_step(int64_t s) const { return reverse ? T - 1 - s : s; }

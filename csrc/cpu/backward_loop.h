@@ -23,7 +23,8 @@ static void pack_whh_backward(const float* w_hh, int64_t GH, int64_t H, int64_t 
 
 // The backward workspace, in order: the gate gradients at every position (x side; GRU also the h
 // side), packed W_hh columns, the carried dh and dc, the compact h-side gate gradients of a step
-// (ping-pong), and the bias-gradient sums per block of ROW_BLOCK batch rows.
+// (ping-pong), the bias-gradient sums per block of ROW_BLOCK batch rows, and with recurrent
+// dropout h_prev * hmask at every position (the operand of dW_hh).
 struct BackwardWorkspace {
   float* dgi;          // [T*B, G*H] x-side dG
   float* dgh;          // [T*B, G*H] h-side dG (GRU), else == dgi
@@ -33,6 +34,7 @@ struct BackwardWorkspace {
   float* dgs;          // [2][B][ldg]
   float* sum_i;        // [NBLK][G*H]: per row block, the bias gradients of the x side ...
   float* sum_h;        // [NBLK][G*H]: ... and (GRU) of the h side
+  float* hpm;          // [T*B, H]: h_prev * hmask (recurrent dropout), else nullptr
   int64_t ldg;
   size_t floats;
 };
@@ -51,6 +53,7 @@ static BackwardWorkspace backward_workspace(const Dims& d, float* base) {
   w.dgs = ws.take((size_t)(2 * d.B * w.ldg));
   w.sum_i = ws.take((size_t)(NBLK * GH));
   w.sum_h = ws.take((size_t)(NBLK * GH));
+  w.hpm = d.hmask ? ws.take((size_t)(N * d.H)) : nullptr;
   w.floats = ws.floats();
   return w;
 }
@@ -76,6 +79,7 @@ static void backward_impl(const BackwardArgs& a) {
   float* dgs = ws.dgs;
   float* sum_i = ws.sum_i;
   float* sum_h = ws.sum_h;
+  const float* hmask = d.hmask;  // [B, H] or nullptr
 
   const LoopSplit split = loop_split(a.threads, Q, B, 4.0 * (double)(Q * BWD_NR * GH),
                                      2.0 * (double)B * (double)GH * (double)H, T);
@@ -190,10 +194,17 @@ static void backward_impl(const BackwardArgs& a) {
             micro_rows<Mr, BWD_NV>(GH, rows, wq, &acc[0][0]);
             for (int i = 0; i < Mr; ++i) {
               float* out = dhc + act[(size_t)(r0 + i)] * H + j0;
+              const float* mrow = hmask ? hmask + act[(size_t)(r0 + i)] * H + j0 : nullptr;
               for (int v = 0; v < BWD_NV; ++v) {
                 const int nv = std::max(0, std::min(W, n - v * W));
                 if (nv == 0) break;
-                Simd::storen(out + v * W, Simd::add(Simd::loadn(out + v * W, nv), acc[i][v]), nv);
+                const V o = Simd::loadn(out + v * W, nv);
+                // recurrent dropout: the product saw h * hmask, so its gradient is masked too. One
+                // explicit FMA: a multiply and an add could be contracted differently in the
+                // tile-size instantiations, and results must not depend on the thread split.
+                Simd::storen(out + v * W,
+                             mrow ? Simd::fmadd(acc[i][v], Simd::loadn(mrow + v * W, nv), o) : Simd::add(o, acc[i][v]),
+                             nv);
               }
             }
           });
@@ -207,6 +218,16 @@ static void backward_impl(const BackwardArgs& a) {
         a.dh0[b * H + j] = dhc[b * H + j];
         if (Math::kCellState && a.dc0) a.dc0[b * H + j] = dcc[b * H + j];
       }
+    if (hmask)  // dW_hh's operand: h_prev * hmask, this thread's rows and columns at every step
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t b = b_lo; b < b_hi; ++b) {
+          const int64_t pos = d.pos(t, b);
+          for (int64_t j = j_lo; j < j_hi; j += W) {
+            const int nv = (int)std::min<int64_t>(W, j_hi - j);
+            Simd::storen(ws.hpm + pos * H + j,
+                         Simd::mul(Simd::loadn(a.hprev + pos * H + j, nv), Simd::loadn(hmask + b * H + j, nv)), nv);
+          }
+        }
 #pragma omp barrier
     // Bias gradients: the row blocks' sums added in block order, by column panels.
     const int64_t i_lo = std::min(H, qq0 * BWD_NR), i_hi = std::min(H, qq1 * BWD_NR);
@@ -238,10 +259,10 @@ static void backward_impl(const BackwardArgs& a) {
   g.B = a.x, g.rsb = I, g.csb = 1;
   g.C = a.dw_ih, g.ldc = I;
   gemm(g);
-  // dW_hh = dG_h^T hprev
+  // dW_hh = dG_h^T hprev (h_prev * hmask with recurrent dropout)
   g.M = GH, g.N = H, g.K = N;
   g.A = dgh, g.rsa = 1, g.csa = GH;
-  g.B = a.hprev, g.rsb = H, g.csb = 1;
+  g.B = hmask ? ws.hpm : a.hprev, g.rsb = H, g.csb = 1;
   g.C = a.dw_hh, g.ldc = H;
   gemm(g);
 }

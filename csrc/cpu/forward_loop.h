@@ -35,12 +35,14 @@ constexpr int forward_tile_rows() {
 }
 
 // The forward workspace, in order: packed W_hh, the x projection (inference only: when training
-// it goes straight into the saved-gates buffer), the h ping-pong buffers, the LSTM cell state.
+// it goes straight into the saved-gates buffer), the h ping-pong buffers, the LSTM cell state,
+// and with recurrent dropout the ping-pong buffers of h * hmask (the product's input).
 struct ForwardWorkspace {
   float* w_hh_packed;  // [P][H][G][W], P = ceil(H / W) unit panels
   float* xw;           // [T*B, G*H], or nullptr when training
   float* hbuf;         // [2][B][ldh]
   float* cstate;       // [B, H] (LSTM), else nullptr
+  float* hmbuf;        // [2][B][ldh] (recurrent dropout), else nullptr
   int64_t ldh;
   size_t floats;
 };
@@ -54,6 +56,7 @@ static ForwardWorkspace forward_workspace(const Dims& d, bool training, float* b
   w.ldh = padded_ld(d.H);
   w.hbuf = ws.take((size_t)(2 * d.B * w.ldh));
   w.cstate = d.cell == Cell::LSTM ? ws.take((size_t)(d.B * d.H)) : nullptr;
+  w.hmbuf = d.hmask ? ws.take((size_t)(2 * d.B * w.ldh)) : nullptr;
   w.floats = ws.floats();
   return w;
 }
@@ -78,6 +81,8 @@ static void forward_impl(const ForwardArgs& a) {
   const int64_t ldh = ws.ldh;  // h ping-pong buffers: [2][B][ldh]
   float* hbuf = ws.hbuf;
   float* cstate = ws.cstate;
+  const float* hmask = d.hmask;  // [B, H] or nullptr
+  float* hmbuf = ws.hmbuf;       // [2][B][ldh]: h * hmask, what the recurrent product reads
 
   // 1. input projection for all steps: xw = x W_ih^T + b_ih (one GEMM, bias added at the store)
   CpuGemmArgs xproj{};
@@ -102,6 +107,7 @@ static void forward_impl(const ForwardArgs& a) {
       float* hb = hbuf + b * ldh;
       for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {
         hb[j] = a.h0 ? a.h0[b * H + j] : 0.0f;
+        if (hmask) hmbuf[b * ldh + j] = hb[j] * hmask[b * H + j];
         if (cstate) cstate[b * H + j] = a.c0 ? a.c0[b * H + j] : 0.0f;
       }
     }
@@ -114,6 +120,8 @@ static void forward_impl(const ForwardArgs& a) {
       const int64_t t = d.time_of_step(s);
       const float* hcur = hbuf + (s & 1) * B * ldh;
       float* hnext = hbuf + ((s + 1) & 1) * B * ldh;
+      const float* hmcur = hmask ? hmbuf + (s & 1) * B * ldh : hcur;  // the product's input
+      float* hmnext = hmask ? hmbuf + ((s + 1) & 1) * B * ldh : nullptr;
       int64_t nact = 0;
       for (int64_t b = b_lo; b < b_hi; ++b) {
         if (d.valid(t, b)) {
@@ -121,6 +129,8 @@ static void forward_impl(const ForwardArgs& a) {
         } else if (j_hi > j_lo) {  // masked: carry the state, output 0
           const int64_t pos = d.pos(t, b);
           std::memcpy(hnext + b * ldh + j_lo, hcur + b * ldh + j_lo, sizeof(float) * (size_t)(j_hi - j_lo));
+          if (hmask)
+            std::memcpy(hmnext + b * ldh + j_lo, hmcur + b * ldh + j_lo, sizeof(float) * (size_t)(j_hi - j_lo));
           std::memset(a.y + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
           if (training) std::memset(a.hprev + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
           if (training && a.aux) std::memset(a.aux + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
@@ -138,7 +148,7 @@ static void forward_impl(const ForwardArgs& a) {
           with_rows<1, MR>(m, [&](auto mc) {
             constexpr int Mr = decltype(mc)::value;
             const float* rows[Mr];
-            for (int i = 0; i < Mr; ++i) rows[i] = hcur + act[(size_t)(r0 + i)] * ldh;
+            for (int i = 0; i < Mr; ++i) rows[i] = hmcur + act[(size_t)(r0 + i)] * ldh;
             // The x-projection rows this tile's pointwise pass reads come from far away in
             // memory (one row per position): ask for them now, they arrive during the k-loop.
             for (int i = 0; i < Mr; ++i) {
@@ -155,10 +165,14 @@ static void forward_impl(const ForwardArgs& a) {
             for (int i = 0; i < Mr; ++i) {
               const int64_t b = act[(size_t)(r0 + i)];
               const int64_t pos = d.pos(t, b);
-              Math::forward(acc[i], xw + pos * GH + j0, H, nv, rows[i] + j0, hnext + b * ldh + j0,
+              Math::forward(acc[i], xw + pos * GH + j0, H, nv, hcur + b * ldh + j0, hnext + b * ldh + j0,
                             a.y + pos * H + j0, cstate ? cstate + b * H + j0 : nullptr,
                             training ? a.hprev + pos * H + j0 : nullptr,
                             (training && a.aux) ? a.aux + pos * H + j0 : nullptr, bhh, training);
+              if (hmask)  // the next step's product input: one [nv] multiply per row
+                Simd::storen(hmnext + b * ldh + j0,
+                             Simd::mul(Simd::loadn(hnext + b * ldh + j0, nv), Simd::loadn(hmask + b * H + j0, nv)),
+                             nv);
             }
           });
         }

@@ -24,16 +24,21 @@
 //   cells/*.h         the per-cell pointwise maths, CellMath<C> (cells/cell_math.h)
 //   forward_loop.h    the forward pass: workspace, W_hh packing, the time loop
 //   backward_loop.h   the backward pass: workspace, W_hh packing, the time loop, weight GEMMs
+//   xent.h            fused softmax + cross-entropy: per-row loss and gradient, one sweep
+//   embedding.h       Embedding gather and deterministic scatter-add
+//   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
 // This file holds the tuning constants and small helpers they share, the dispatch on the cell
 // and the kernel table.
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "common/philox.h"
 #include "common/workspace.h"
 #include "cpu/simd.h"
 #include "fastrnn.h"
@@ -115,6 +120,8 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/backward_loop.h"
 #include "cpu/xent.h"
 #include "cpu/embedding.h"
+#include "cpu/dropout.h"
+#include "cpu/peak.h"
 
 
 static void forward(const ForwardArgs& a) {
@@ -145,8 +152,10 @@ static void activation(int kind, const float* x, float* y, int64_t n) {
 }
 
 static const KernelTable& table() {
-  static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
-                             scratch_bytes, release_scratch, xent, embedding_forward, embedding_backward};
+  static const KernelTable t{FASTRNN_ISA_NAME, W,       forward_ws,    backward_ws,   forward,
+                             backward,         gemm,    activation,    dropout,       philox_blocks,
+                             scratch_bytes,    release_scratch, fma_peak, xent, embedding_forward,
+                             embedding_backward};
   return t;
 }
 

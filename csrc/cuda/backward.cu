@@ -74,7 +74,9 @@ __device__ __forceinline__ void step_body(const BwdStep& p, float* smem) {
       const int j = j0 + tx * RJ + r;
       if (j >= H) continue;
       const long long hb = (long long)b * H + j;
-      float dh = p.product ? p.pass_in[hb] + acc[i][r] : (p.dh_in ? p.dh_in[hb] : 0.0f);
+      // recurrent dropout: the product saw h * hmask, its gradient is masked too (one FMA)
+      float dh = p.product ? (p.hmask ? fmaf(acc[i][r], p.hmask[hb], p.pass_in[hb]) : p.pass_in[hb] + acc[i][r])
+                           : (p.dh_in ? p.dh_in[hb] : 0.0f);
       float dc = (Math::kCellState && !p.zero_dc) ? p.dc[hb] : 0.0f;
       if (p.s_point < 0) {  // after step 0: the gradients of the initial state
         p.dh_out[hb] = dh;
@@ -202,8 +204,9 @@ size_t gemm_ws_max(const Dims& d) {
 
 // The backward workspace, in order: the gate gradients at every position (x side; GRU also the h
 // side), the compact h-side gate gradients of a step and the pass-through part of dh (both
-// ping-pong), the carried dc, the grid-barrier counter (16 bytes), and the split-K partial sums of
-// the largest of the three weight/input GEMMs.
+// ping-pong), the carried dc, the grid-barrier counter (16 bytes), the split-K partial sums of
+// the largest of the three weight/input GEMMs, and with recurrent dropout h_prev * hmask at every
+// position (dW_hh's operand).
 struct BackwardWorkspace {
   float* dgi;   // [T*B, G*H]
   float* dgh;   // [T*B, G*H] (GRU), else == dgi
@@ -211,7 +214,8 @@ struct BackwardWorkspace {
   float* pass;  // [2][B][H]
   float* dc;    // [B, H]
   unsigned* barrier;
-  float* gemm;  // the rest
+  float* gemm;  // the weight GEMMs' split-K sums
+  float* hpm;   // [T*B, H] (recurrent dropout), else nullptr
   size_t floats;
 };
 
@@ -226,6 +230,7 @@ BackwardWorkspace backward_workspace(const Dims& d, float* base) {
   w.dc = ws.take((size_t)(d.B * d.H));
   w.barrier = reinterpret_cast<unsigned*>(ws.take(4));
   w.gemm = ws.take(gemm_ws_max(d));
+  w.hpm = d.hmask ? ws.take((size_t)(N * d.H)) : nullptr;
   w.floats = ws.floats();
   return w;
 }
@@ -261,7 +266,7 @@ void backward(const BackwardArgs& a) {
   float* pass = ws.pass;
   float* dc = ws.dc;
   unsigned* barrier = ws.barrier;
-  const size_t gemm_ws = a.workspace_floats - (size_t)(ws.gemm - a.workspace);
+  const size_t gemm_ws = gemm_ws_max(d);
 
   if (lstm) {
     const size_t bytes = sizeof(float) * (size_t)(B * H);
@@ -280,6 +285,7 @@ void backward(const BackwardArgs& a) {
   p.dgi = dgi;
   p.dgh = dgh;
   p.dc = dc;
+  p.hmask = d.hmask;
   const BwdLoop L{dgs, pass, B * GH, B * H, (int)d.T, a.bptt_steps, a.dh0, a.dc0, a.dh_n};
   switch (d.cell) {
     case Cell::RNN_TANH: run_steps_for_cell<Cell::RNN_TANH>(p, d, L, barrier, st); break;
@@ -307,10 +313,11 @@ void backward(const BackwardArgs& a) {
   g.B = a.x, g.rsb = d.I, g.csb = 1;
   g.C = a.dw_ih, g.ldc = d.I;
   gemm(g);
-  // dW_hh = dG_h^T hprev
+  // dW_hh = dG_h^T hprev (h_prev * hmask with recurrent dropout)
+  if (d.hmask) scale_rows(a.hprev, d.hmask, ws.hpm, N, H, d.T, B, d.batch_first, a.stream);
   g.M = GH, g.N = H, g.K = N;
   g.A = dgh, g.rsa = 1, g.csa = GH;
-  g.B = a.hprev, g.rsb = H, g.csb = 1;
+  g.B = d.hmask ? ws.hpm : a.hprev, g.rsb = H, g.csb = 1;
   g.C = a.dw_hh, g.ldc = H;
   gemm(g);
 }

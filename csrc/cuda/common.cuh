@@ -53,6 +53,11 @@ __device__ __forceinline__ float reluf_(float x) { return x > 0.0f ? x : (x == x
 // gemm.cu: out[c] = sum_r A[r, c] for a row-major [R, Ncols] matrix (fixed summation order).
 void column_sums(const float* A, int64_t R, int64_t Ncols, float* out, void* stream);
 
+// gemm.cu: out[r, j] = a[r, j] * m[b(r), j] for `rows` rows of H, where row r is position r of
+// a [T*B] sequence (b(r) = r / T if batch_first, else r % B): recurrent dropout's masked states.
+void scale_rows(const float* a, const float* m, float* out, int64_t rows, int64_t H, int64_t T, int64_t B,
+                bool batch_first, void* stream);
+
 // device.cu: count the time loop that ran (pass 0 forward, 1 backward) for tests and benchmarks.
 void count_time_loop(int pass, bool persistent);
 

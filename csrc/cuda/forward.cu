@@ -53,7 +53,10 @@ __device__ __forceinline__ void step_body(const FwdStep& p, float* smem) {
   for (int i = 0; i < Cfg::TM; ++i)
 #pragma unroll
     for (int j = 0; j < Cfg::TN; ++j) acc[i][j] = 0.0f;
-  tile_product<Cfg, true, true, COHERENT>(0, H, HRows{p.hcur, H, B, b0}, GateCols<G, UJ>{p.w_hh, H, j0}, smem, acc);
+  const long long BH = (long long)B * H;
+  const float* hin = p.hmask ? p.hmbuf + (p.s & 1) * BH : p.hcur;  // recurrent dropout: h * hmask
+  float* hmnext = p.hmask ? p.hmbuf + ((p.s + 1) & 1) * BH : nullptr;
+  tile_product<Cfg, true, true, COHERENT>(0, H, HRows{hin, H, B, b0}, GateCols<G, UJ>{p.w_hh, H, j0}, smem, acc);
 
   if (!Cfg::leader()) return;  // with K split inside the block, group 0 holds the tile
   const int tx = Cfg::tx(), ty = Cfg::ty();
@@ -73,6 +76,7 @@ __device__ __forceinline__ void step_body(const FwdStep& p, float* smem) {
       const float hp = p.hcur[hb];  // written by this thread at the previous step (or before the launch)
       if (!valid) {  // masked: carry the state, output 0
         p.hnext[hb] = hp;
+        if (hmnext) hmnext[hb] = hp * p.hmask[hb];
         p.y[py] = 0.0f;
         if (p.hprev) p.hprev[py] = 0.0f;
         if (p.aux) p.aux[py] = 0.0f;
@@ -82,6 +86,7 @@ __device__ __forceinline__ void step_body(const FwdStep& p, float* smem) {
       const bool training = p.hprev != nullptr;
       const float h = Math::template forward<RJ>(p, &acc[i][r], xg, H, j, hb, py, hp, training);
       p.hnext[hb] = h;
+      if (hmnext) hmnext[hb] = h * p.hmask[hb];
       p.y[py] = h;
       if (training) p.hprev[py] = hp;
     }
@@ -144,12 +149,14 @@ void run_steps_for_cell(FwdStep p, const Dims& d, float* hbuf, unsigned* barrier
 
 // The forward workspace, in order: the grid-barrier counter (16 bytes), the h ping-pong buffers,
 // the x projection (inference only: when training it goes straight into the saved-gates buffer),
-// and the split-K partial sums of the input-projection GEMM (if any).
+// the split-K partial sums of the input-projection GEMM (if any), and with recurrent dropout
+// the ping-pong buffers of h * hmask.
 struct ForwardWorkspace {
   unsigned* barrier;
   float* hbuf;  // [2][B][H]
   float* xw;    // [T*B, G*H], or nullptr when training
-  float* gemm;  // the rest
+  float* gemm;  // the input projection's split-K sums
+  float* hmbuf;  // [2][B][H] (recurrent dropout), else nullptr
   size_t floats;
 };
 
@@ -161,6 +168,7 @@ ForwardWorkspace forward_workspace(const Dims& d, bool training, float* base) {
   w.hbuf = ws.take((size_t)(2 * d.B * d.H));
   w.xw = training ? nullptr : ws.take((size_t)(N * G * d.H));
   w.gemm = ws.take(gemm_workspace_floats(N, G * d.H, d.I));
+  w.hmbuf = d.hmask ? ws.take((size_t)(2 * d.B * d.H)) : nullptr;
   w.floats = ws.floats();
   return w;
 }
@@ -202,7 +210,7 @@ void forward(const ForwardArgs& a) {
   xproj.B = a.w_ih, xproj.rsb = 1, xproj.csb = d.I;  // W_ih^T
   xproj.C = xw, xproj.ldc = GH;
   xproj.accumulate = false, xproj.bias = a.b_ih;
-  xproj.workspace = ws.gemm, xproj.workspace_floats = a.workspace_floats - (size_t)(ws.gemm - a.workspace);
+  xproj.workspace = ws.gemm, xproj.workspace_floats = gemm_workspace_floats(N, GH, d.I);
   xproj.stream = a.stream;
   gemm(xproj);
 
@@ -213,6 +221,10 @@ void forward(const ForwardArgs& a) {
   if (lstm) {
     if (a.c0) check(cudaMemcpyAsync(a.c_n, a.c0, state_bytes, cudaMemcpyDeviceToDevice, st), "copy c0");
     else check(cudaMemsetAsync(a.c_n, 0, state_bytes, st), "zero c0");
+  }
+  if (d.hmask) {  // the first product's input: h0 * hmask
+    if (a.h0) scale_rows(a.h0, d.hmask, ws.hmbuf, B, H, 1, B, true, a.stream);
+    else check(cudaMemsetAsync(ws.hmbuf, 0, state_bytes, st), "zero h0 * hmask");
   }
 
   // 3. the time loop
@@ -226,6 +238,8 @@ void forward(const ForwardArgs& a) {
   p.y = a.y;
   p.hprev = training ? a.hprev : nullptr;
   p.aux = training ? a.aux : nullptr;
+  p.hmask = d.hmask;
+  p.hmbuf = ws.hmbuf;
   switch (d.cell) {
     case Cell::RNN_TANH: run_steps_for_cell<Cell::RNN_TANH>(p, d, hbuf, barrier, st); break;
     case Cell::RNN_RELU: run_steps_for_cell<Cell::RNN_RELU>(p, d, hbuf, barrier, st); break;

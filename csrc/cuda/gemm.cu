@@ -184,6 +184,25 @@ void gemm(const CudaGemmArgs& g) {
   }
 }
 
+__global__ void scale_rows_kernel(const float* a, const float* m, float* out, long long rows, long long H, long long T,
+                                  long long B, bool batch_first) {
+  const long long n = rows * H;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const long long r = i / H, j = i % H;
+    const long long b = batch_first ? r / T : r % B;
+    out[i] = a[i] * m[b * H + j];
+  }
+}
+
+void scale_rows(const float* a, const float* m, float* out, int64_t rows, int64_t H, int64_t T, int64_t B,
+                bool batch_first, void* stream) {
+  const int64_t n = rows * H;
+  if (n <= 0) return;
+  const unsigned blocks = (unsigned)std::min<int64_t>(ceil_div(n, 256), 65535);
+  scale_rows_kernel<<<blocks, 256, 0, as_stream(stream)>>>(a, m, out, rows, H, T, B, batch_first);
+  check_launch("scale rows");
+}
+
 void column_sums(const float* A, int64_t R, int64_t Ncols, float* out, void* stream) {
   if (Ncols <= 0) return;
   column_sums_kernel<<<(unsigned)ceil_div(Ncols, 32), dim3(32, 16), 0, as_stream(stream)>>>(A, R, Ncols, out);

@@ -1,7 +1,8 @@
 // kernels.h — host interface of the CUDA kernels (included by the bindings; no CUDA headers here).
 //
 // Conventions are those of fastrnn.h (T, B, I, H, G; positions pos(t, b) = t*B + b or b*T + t;
-// saved buffers gates / hprev / aux; mask [B, T] uint8; truncated BPTT by bptt_steps), with
+// saved buffers gates / hprev / aux; mask [B, T] uint8; recurrent dropout mask Dims::hmask
+// [B, H]; truncated BPTT by bptt_steps), with
 // every pointer a DEVICE pointer (float32, dense, 4-byte aligned) on the current CUDA device.
 //
 // Memory: the caller allocates outputs and one workspace of *_workspace_floats() floats; the

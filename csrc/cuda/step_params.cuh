@@ -18,6 +18,8 @@ struct FwdStep {
   float* y;           // [T*B, H]
   float* hprev;       // [T*B, H] or nullptr (inference)
   float* aux;         // [T*B, H] or nullptr
+  const float* hmask;  // [B, H] recurrent dropout, or nullptr: the product reads h * hmask ...
+  float* hmbuf;        // [2][B][H] ... kept beside h (step s reads buffer s&1, writes (s+1)&1)
   int s;              // processing step
 };
 
@@ -41,6 +43,7 @@ struct BwdStep {
   const float* dh_in;    // carried dh when there is no product (first launch), or nullptr (zeros)
   float* dh_out;         // dh0 (last launch)
   float* dc_out;         // dc0 (last launch, LSTM)
+  const float* hmask;    // [B, H] recurrent dropout, or nullptr: dh = pass_in + (dgs_in W_hh) * hmask
   int product;           // 1: dh = pass_in + dgs_in W_hh; 0: dh = dh_in (or 0)
   int zero_dc;           // chunk border: the carried dc is 0
   int s_point;           // the step whose pointwise pass runs here, or -1 (write dh0/dc0)

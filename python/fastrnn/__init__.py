@@ -27,15 +27,26 @@ from .utils import set_random_seed
 from .utils import set_random_seed as set_seed
 
 
+def __getattr__(name: str):
+    # fastrnn.onnx (the ONNX export) is imported on first use: ``import fastrnn`` never imports onnx
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module 'fastrnn' has no attribute {name!r}")
+
+
 def info(file=None) -> dict:
-    """Print and return the version, the ISA path in use, the thread count and CUDA availability
-    (devices, whether the CUDA kernels run on the current one, and why not when they are present)."""
+    """Print and return the version, the ISA path in use, the thread count, the CPU's data caches
+    (``backend.cache_info()``) and CUDA availability (devices, whether the CUDA kernels run on the
+    current one, and why not when they are present)."""
     try:
         core = backend.core()
         isa_now, isas, threads = core.get_isa(), list(core.available_isas()), core.get_num_threads()
+        caches = backend.cache_info()
         compiled = True
     except ImportError:
-        isa_now, isas, threads, compiled = "unavailable", [], 0, False
+        isa_now, isas, threads, compiled, caches = "unavailable", [], 0, False, {}
     ndev = backend.cuda_device_count()
     support = backend.cuda_kernel_support()
     import_error = backend.cuda_import_error()
@@ -45,6 +56,7 @@ def info(file=None) -> dict:
         "isa": isa_now,
         "isas_available": isas,
         "threads": threads,
+        "caches": caches,
         "cuda_module": backend.cuda() is not None,
         "cuda_devices": ndev,
         "cuda_available": ndev > 0,
@@ -55,6 +67,7 @@ def info(file=None) -> dict:
         f"fastrnn {data['version']}",
         f"  ISA path:      {data['isa']} (available: {', '.join(isas) or 'none'})",
         f"  threads:       {data['threads']}",
+        f"  caches:        {backend._cache_line(caches) if caches else 'unknown'}",
         f"  CUDA module:   {'built' if data['cuda_module'] else 'not built'}; "
         f"devices: {ndev}; CUDA available: {'yes' if data['cuda_available'] else 'no'}; "
         f"CUDA kernels: {'yes' if data['cuda_kernels'] else 'no'}",

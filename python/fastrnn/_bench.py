@@ -11,6 +11,12 @@ blocks, so that load bursts hit both, and each of their figures is the median of
 block (load only ever adds time); the NumPy reference and the GEMM table are medians over all
 their runs. Read the ratios of one run, not absolute figures across runs. For numpy comparisons
 unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the command.
+
+Each table states the machine's data caches and the FMA peak of the ISA path in use, measured at
+the start of the run with the run's thread count (``backend.fma_peak``), and each fastrnn figure's
+share of it. ``--isa avx2`` (or ``scalar``) runs fastrnn's narrower path and holds PyTorch to the
+same instruction set (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``, set before torch is
+imported), so that the AVX2 tier is measured at equal instruction sets on any x86 machine.
 """
 from __future__ import annotations
 
@@ -142,18 +148,55 @@ def _torch_calls(torch, cell, p, T, B, I, H):
     return forward, train
 
 
+# fastrnn's ISA path -> what holds PyTorch to the same instructions (oneDNN's RNNs and GEMMs,
+# ATen's vectorised kernels); None: the native build, nothing to hold
+TORCH_ISA_ENV = {
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "scalar": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"},
+}
+
+
+def hold_isa(name):
+    """Run fastrnn on ISA path ``name`` and hold PyTorch (if not imported yet) to the same
+    instruction set; returns a note on what was held."""
+    import sys
+
+    from . import backend
+
+    backend.set_isa(name)
+    env = TORCH_ISA_ENV.get(name)
+    if not env:
+        return f"fastrnn ISA path {name}; torch native"
+    if "torch" in sys.modules:
+        return f"fastrnn ISA path {name}; torch NOT held (imported before the option was applied)"
+    os.environ.update(env)
+    return f"fastrnn ISA path {name}; torch held with " + " ".join(f"{k}={v}" for k, v in env.items())
+
+
+def peak_line(peak_flops, threads):
+    """The FMA peak line of the environment block."""
+    from . import backend
+
+    return (f"FMA peak of the {backend.isa()} path, {threads} thread(s), measured: {peak_flops / 1e9:.1f} GFLOP/s "
+            "(independent FMA chains on registers; backend.fma_peak)")
+
+
 def environment(threads):
     """Lines describing the machine and versions."""
     import fastrnn
+    from fastrnn import backend
 
     lines = [f"date: {datetime.date.today().isoformat()}",
              f"machine: {platform.machine()}, {_cpu_name()}, {os.cpu_count()} logical CPUs; threads used: {threads}",
+             f"caches: {backend._cache_line(backend.cache_info())}",
              f"fastrnn {fastrnn.__version__} (ISA path {fastrnn.isa()}), numpy {np.__version__}, "
              f"python {platform.python_version()}"]
     try:
         import torch
 
-        lines.append(f"torch {torch.__version__} (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'})")
+        cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
+        lines.append(f"torch {torch.__version__} (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}; "
+                     f"ATen CPU capability {cap}; ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')})")
     except ImportError:
         lines.append("torch: not installed")
     try:
@@ -183,8 +226,8 @@ def _cpu_name():
     return platform.processor() or "unknown CPU"
 
 
-def run(shapes, cells, threads, with_torch=True, with_reference=True, min_time=0.5, log=print):
-    """Run the table; returns a list of row dicts."""
+def run(shapes, cells, threads, with_torch=True, with_reference=True, min_time=0.5, log=print, peak=None):
+    """Run the table; returns a list of row dicts (``peak``: FLOP/s to state each figure's share of)."""
     import fastrnn
     from fastrnn import ops, reference
 
@@ -225,6 +268,8 @@ def run(shapes, cells, threads, with_torch=True, with_reference=True, min_time=0
                 if r_fn is not None:
                     row["numpy_ms"] = 1e3 * timeit(r_fn, min_time, min_runs=1, max_runs=3)
                 row["gflops"] = flops(cell, T, B, I, H, mode == "train") / (row["fastrnn_ms"] * 1e6)
+                if peak:
+                    row["peak_pct"] = 100.0 * row["gflops"] * 1e9 / peak
                 rows.append(row)
                 log(_format_row(row))
     if limiter is not None:
@@ -232,7 +277,7 @@ def run(shapes, cells, threads, with_torch=True, with_reference=True, min_time=0
     return rows
 
 
-def run_gemm(shapes, threads, min_time=0.3, log=print):
+def run_gemm(shapes, threads, min_time=0.3, log=print, peak=None):
     """fastrnn's GEMM vs numpy matmul on the input projections x[T*B, I] @ W_ih^T[I, 4H]."""
     import fastrnn
     from fastrnn import backend
@@ -260,9 +305,12 @@ def run_gemm(shapes, threads, min_time=0.3, log=print):
         t_np = timeit(lambda A=A, W=W: A @ W.T, min_time)
         f = 2.0 * M * N * K
         row = {"shape": name, "M": M, "N": N, "K": K, "fastrnn_gflops": f / t_fr / 1e9, "numpy_gflops": f / t_np / 1e9}
+        if peak:
+            row["peak_pct"] = 100.0 * f / t_fr / peak
         rows.append(row)
-        log(f"gemm {name:8s} M={M:6d} N={N:5d} K={K:4d}  fastrnn {row['fastrnn_gflops']:7.1f} GFLOP/s  "
-            f"numpy {row['numpy_gflops']:7.1f} GFLOP/s  ratio {row['fastrnn_gflops'] / row['numpy_gflops']:.2f}")
+        log(f"gemm {name:8s} M={M:6d} N={N:5d} K={K:4d}  fastrnn {row['fastrnn_gflops']:7.1f} GFLOP/s"
+            + (f" ({row['peak_pct']:.0f}% of peak)" if peak else "")
+            + f"  numpy {row['numpy_gflops']:7.1f} GFLOP/s  ratio {row['fastrnn_gflops'] / row['numpy_gflops']:.2f}")
     if limiter is not None:
         limiter.restore_original_limits()
     return rows
@@ -271,6 +319,8 @@ def run_gemm(shapes, threads, min_time=0.3, log=print):
 def _format_row(r):
     s = (f"{r['cell']:4s} {r['mode']:7s} {r['shape']:8s} (T={r['T']},B={r['B']},I={r['I']},H={r['H']})  "
          f"fastrnn {r['fastrnn_ms']:9.3f} ms {r['gflops']:7.1f} GFLOP/s")
+    if "peak_pct" in r:
+        s += f" ({r['peak_pct']:4.0f}% of peak)"
     if "numpy_ms" in r:
         s += f"  numpy {r['numpy_ms']:9.2f} ms (x{r['numpy_ms'] / r['fastrnn_ms']:.1f})"
     if "torch_ms" in r:
@@ -281,21 +331,23 @@ def _format_row(r):
 def markdown(rows, gemm_rows, env_lines):
     """The results as a Markdown section (for bench/RESULTS.md)."""
     out = ["", *[f"- {line}" for line in env_lines], "",
-           "| cell | mode | shape (T,B,I,H) | fastrnn ms | GFLOP/s | numpy ms | numpy/fastrnn | torch ms "
-           "| torch/fastrnn |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+           "| cell | mode | shape (T,B,I,H) | fastrnn ms | GFLOP/s | % of FMA peak | numpy ms | numpy/fastrnn "
+           "| torch ms | torch/fastrnn |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         np_ms = f"{r['numpy_ms']:.2f}" if "numpy_ms" in r else "-"
         np_ratio = f"{r['numpy_ms'] / r['fastrnn_ms']:.1f}" if "numpy_ms" in r else "-"
         t_ms = f"{r['torch_ms']:.3f}" if "torch_ms" in r else "-"
         t_ratio = f"{r['torch_ms'] / r['fastrnn_ms']:.2f}" if "torch_ms" in r else "-"
+        pct = f"{r['peak_pct']:.0f}" if "peak_pct" in r else "-"
         out.append(f"| {r['cell']} | {r['mode']} | {r['shape']} ({r['T']},{r['B']},{r['I']},{r['H']}) | "
-                   f"{r['fastrnn_ms']:.3f} | {r['gflops']:.1f} | {np_ms} | {np_ratio} | {t_ms} | {t_ratio} |")
+                   f"{r['fastrnn_ms']:.3f} | {r['gflops']:.1f} | {pct} | {np_ms} | {np_ratio} | {t_ms} | {t_ratio} |")
     if gemm_rows:
-        out += ["", "| GEMM (input projection) | M | N | K | fastrnn GFLOP/s | numpy GFLOP/s | ratio |",
-                "|---|---:|---:|---:|---:|---:|---:|"]
+        out += ["", "| GEMM (input projection) | M | N | K | fastrnn GFLOP/s | % of FMA peak | numpy GFLOP/s | ratio |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for g in gemm_rows:
-            out.append(f"| {g['shape']} | {g['M']} | {g['N']} | {g['K']} | {g['fastrnn_gflops']:.1f} | "
+            pct = f"{g['peak_pct']:.0f}" if "peak_pct" in g else "-"
+            out.append(f"| {g['shape']} | {g['M']} | {g['N']} | {g['K']} | {g['fastrnn_gflops']:.1f} | {pct} | "
                        f"{g['numpy_gflops']:.1f} | {g['fastrnn_gflops'] / g['numpy_gflops']:.2f} |")
     return "\n".join(out) + "\n"
 
@@ -311,6 +363,9 @@ def add_arguments(p):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM table")
+    p.add_argument("--isa", choices=sorted(set(backend.available_isas())),
+                   help="fastrnn's ISA path (default: the widest); avx2 / scalar also hold torch to that ISA")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring the FMA peak")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timing per measurement")
     p.add_argument("--markdown", metavar="FILE", help="append the results as Markdown to FILE")
     return p
@@ -328,11 +383,21 @@ def run_from_args(a, p):
             p.error(f"--cells: unknown cell {c!r}; expected lstm and/or gru")
     if a.threads < 1:
         p.error(f"--threads: expected >= 1, got {a.threads}")
+    held = hold_isa(a.isa) if a.isa else None
+    import fastrnn
+    from fastrnn import backend
+
+    fastrnn.set_num_threads(a.threads)
+    peak = None if a.no_peak else backend.fma_peak(a.threads, seconds=0.5)
     env_lines = environment(a.threads)
+    if held:
+        env_lines.append(held)
+    if peak:
+        env_lines.append(peak_line(peak, a.threads))
     for line in env_lines:
         print(line)
-    rows = run(shapes, cells, a.threads, not a.no_torch, not a.no_reference, a.min_time)
-    gemm_rows = [] if a.no_gemm else run_gemm(shapes, a.threads)
+    rows = run(shapes, cells, a.threads, not a.no_torch, not a.no_reference, a.min_time, peak=peak)
+    gemm_rows = [] if a.no_gemm else run_gemm(shapes, a.threads, peak=peak)
     if a.markdown:
         with open(a.markdown, "a") as f:
             f.write(markdown(rows, gemm_rows, env_lines))

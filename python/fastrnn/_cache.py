@@ -29,13 +29,15 @@ class Cache:
         candidate state).
     aux: the cell's other saved value per step (spec.aux: LSTM "c_prev", the cell state before
         the step; GRU "u_n", W_hn h + b_hn), None for SimpleRNN.
+    recurrent_mask: the recurrent dropout mask [B, H] the forward applied to h before the
+        recurrent product (h_prev holds the unmasked state), or None.
     """
 
     __slots__ = ()
 
     #: The fields every cache has.
     FIELDS: tuple[str, ...] = ("spec", "cell", "T", "B", "I", "H", "batch_first", "reverse", "x", "w_ih",
-                               "w_hh", "mask", "h_prev", "gates", "aux")
+                               "w_hh", "mask", "h_prev", "gates", "aux", "recurrent_mask")
     #: The layout of x, mask and the saved arrays in this backend's caches.
     LAYOUT: str = ""
 

@@ -75,8 +75,10 @@ def check_same_device(fn, device_id, named):
                              f"(all arrays must be on one device)")
 
 
-def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, training, nonlinearity):
-    """Run ``{cell}_forward`` on the GPU; the arguments were validated by ``check_forward_args``.
+def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, training, nonlinearity,
+            recurrent_mask=None):
+    """Run ``{cell}_forward`` on the GPU; the arguments were validated by ``check_forward_args``
+    (recurrent_mask: None or the recurrent dropout mask [B, H], kept in the cache when training).
 
     Returns (y, state, cache) like the references; cache is a CudaKernelCache or None.
     """
@@ -84,8 +86,8 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
 
     fn = f"{cell}_forward"
     dev = int(x.device.id)
-    check_same_device(fn, dev, [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("mask", spec.mask)]
-                      + list(zip(C.BIAS_NAMES[cell], biases)))
+    check_same_device(fn, dev, [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("mask", spec.mask),
+                                ("recurrent_mask", recurrent_mask)] + list(zip(C.BIAS_NAMES[cell], biases)))
     T, B, I, H, G = spec.T, spec.B, spec.I, spec.H, spec.G
     cspec = _cells.by_base(cell, nonlinearity)
     cell_id = cspec.kernel_id
@@ -109,6 +111,9 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
         bs = [cupy.ascontiguousarray(b) for b in biases]
         h0c = None if h0 is None else cupy.ascontiguousarray(h0)
         c0c = None if c0 is None else cupy.ascontiguousarray(c0)
+        hm = None
+        if recurrent_mask is not None:  # a private copy when training (the cache keeps it)
+            hm = recurrent_mask.copy() if training else cupy.ascontiguousarray(recurrent_mask)
 
         y = cupy.empty((B, T, H) if batch_first else (T, B, H), dtype=cupy.float32)
         h_n = cupy.empty((B, H), dtype=cupy.float32)
@@ -119,18 +124,19 @@ def forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, tra
             hprev = cupy.empty((T * B, H), dtype=cupy.float32)
             if cspec.aux is not None:
                 aux = cupy.empty((T * B, H), dtype=cupy.float32)
-        nws = int(mod.forward_workspace_floats(cell=cell_id, T=T, B=B, I=I, H=H, training=bool(training)))
+        nws = int(mod.forward_workspace_floats(cell=cell_id, T=T, B=B, I=I, H=H, training=bool(training),
+                                               hmask=_ptr(hm)))
         ws = cupy.empty((max(nws, 1),), dtype=cupy.float32)
         mod.forward(cell=cell_id, T=T, B=B, I=I, H=H, batch_first=bool(batch_first), reverse=bool(reverse),
                     mask=_ptr(mask_u8), x=_ptr(xs), w_ih=_ptr(wi), w_hh=_ptr(wh), b_ih=_ptr(bs[0]),
                     b_hh=_ptr(bs[1]) if len(cspec.bias_names) == 2 else 0, h0=_ptr(h0c), c0=_ptr(c0c), y=_ptr(y),
                     h_n=_ptr(h_n), c_n=_ptr(c_n), gates=_ptr(gates), hprev=_ptr(hprev), aux=_ptr(aux),
-                    workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
+                    hmask=_ptr(hm), workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
     calls["forward"] += 1
     cache = None
     if training:
         cache = CudaKernelCache(cspec, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux,
-                                T, B, I, H, device_id=dev)
+                                T, B, I, H, hm, device_id=dev)
     state = (h_n, c_n) if cspec.n_states == 2 else h_n
     return y, state, cache
 
@@ -172,14 +178,16 @@ def backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
         dw_hh = cupy.empty((G * H, H), dtype=f32)
         db_ih = cupy.empty((G * H,), dtype=f32)
         db_hh = cupy.empty((G * H,), dtype=f32) if len(cache.spec.bias_names) == 2 else None
-        nws = int(mod.backward_workspace_floats(cell=cache.cell_id, T=T, B=B, I=I, H=H))
+        nws = int(mod.backward_workspace_floats(cell=cache.cell_id, T=T, B=B, I=I, H=H,
+                                                hmask=_ptr(cache.recurrent_mask)))
         ws = cupy.empty((max(nws, 1),), dtype=f32)
         mod.backward(cell=cache.cell_id, T=T, B=B, I=I, H=H, batch_first=cache.batch_first, reverse=cache.reverse,
                      mask=_ptr(cache.mask), x=_ptr(cache.x), w_ih=_ptr(cache.w_ih), w_hh=_ptr(cache.w_hh),
                      gates=_ptr(cache.gates), hprev=_ptr(cache.hprev), aux=_ptr(cache.aux), dy=_ptr(dy),
                      dh_n=_ptr(dh_n), dc_n=_ptr(dc_n), bptt_steps=0 if k is None or k >= T else k, dx=_ptr(dx),
                      dh0=_ptr(dh0), dc0=_ptr(dc0), dw_ih=_ptr(dw_ih), dw_hh=_ptr(dw_hh), db_ih=_ptr(db_ih),
-                     db_hh=_ptr(db_hh), workspace=_ptr(ws), workspace_floats=nws, stream=_stream())
+                     db_hh=_ptr(db_hh), hmask=_ptr(cache.recurrent_mask), workspace=_ptr(ws),
+                     workspace_floats=nws, stream=_stream())
     calls["backward"] += 1
     return grads_dict(cache.spec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 

@@ -162,8 +162,9 @@ class KernelCache(Cache):
     """What a training forward of the C++ kernels saves for backward (opaque to users).
 
     Private copies of x (zero at masked positions) and the weights, the mask (uint8 [B, T] or None),
-    and the activations the kernels saved (gates, h_prev, aux) in x's row order. ``hprev`` is
-    ``h_prev``'s name in the kernels' arguments (both work).
+    and the activations the kernels saved (gates, h_prev, aux) in x's row order, and the recurrent
+    dropout mask [B, H] (or None). ``hprev`` is ``h_prev``'s name in the kernels' arguments (both
+    work).
     """
 
     __slots__ = (
@@ -178,6 +179,7 @@ class KernelCache(Cache):
         "gates",
         "hprev",
         "mask",
+        "recurrent_mask",
         "reverse",
         "spec",
         "w_hh",
@@ -189,12 +191,13 @@ class KernelCache(Cache):
               "h_prev / aux [T*B, H], gates [T*B, G*H] with rows in x's order")
 
     def __init__(self, spec: _cells.CellSpec, x, w_ih, w_hh, mask, reverse: bool, batch_first: bool, gates,
-                 hprev, aux, T: int, B: int, I: int, H: int):
+                 hprev, aux, T: int, B: int, I: int, H: int, recurrent_mask=None):
         self.spec, self.cell, self.cell_id = spec, spec.base, spec.kernel_id
         self.x, self.w_ih, self.w_hh, self.mask = x, w_ih, w_hh, mask
         self.reverse, self.batch_first = bool(reverse), bool(batch_first)
         self.gates, self.hprev, self.aux = gates, hprev, aux
         self.T, self.B, self.I, self.H = T, B, I, H
+        self.recurrent_mask = recurrent_mask
 
     @property
     def h_prev(self):
@@ -235,7 +238,7 @@ class KernelCache(Cache):
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = backend.core().backward(
             cell=self.cell_id, x=self.x, w_ih=self.w_ih, w_hh=self.w_hh, mask=self.mask, reverse=self.reverse,
             batch_first=self.batch_first, gates=self.gates, hprev=self.hprev, aux=self.aux, dy=dy, dh_n=dh_n,
-            dc_n=dc_n, bptt_steps=bptt_steps, need_dx=bool(need_dx))
+            dc_n=dc_n, bptt_steps=bptt_steps, need_dx=bool(need_dx), hmask=self.recurrent_mask)
         return grads_dict(self.spec, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
 
     def _extra(self) -> str:

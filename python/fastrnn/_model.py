@@ -83,8 +83,8 @@ class Model(TrainingLoops):
     functional API).
 
     Args:
-        inputs: For a functional model only: an ``fr.Input`` tensor or a list of them.
-        outputs: For a functional model only: the symbolic tensor(s) computed from ``inputs``.
+        inputs (Any): For a functional model only: an ``fr.Input`` tensor or a list of them.
+        outputs (Any): For a functional model only: the symbolic tensor(s) computed from ``inputs``.
         name (str | None): The model's name; default a Keras-style unique name from the class
             name in snake case ('my_model', 'my_model_1', ...).
 
@@ -118,6 +118,9 @@ class Model(TrainingLoops):
     _metric_ids: ClassVar[list] = []
     _build_input_shape = None
     _name = None
+    #: called with each layer whose parameter gradients the backward pass has completed (set by
+    #: fastrnn.distributed.DistributedOptimizer to start reducing them early); None: nothing
+    _grad_ready_hook = None
     #: the base of the default name ("model_1", ...); None: the class name in snake case
     _default_name = None
 
@@ -222,6 +225,13 @@ class Model(TrainingLoops):
             p.assign(w)
 
     # ------------------------------------------------------------------ forward / backward
+    def _layer_grads_ready(self, layer):
+        """Backward's signal that ``layer``'s parameter gradients are complete for this batch
+        (Sequential and functional models send it layer by layer, in backward order)."""
+        hook = self._grad_ready_hook
+        if hook is not None:
+            hook(layer)
+
     def forward(self, x: Any, training: bool = False, mask: np.ndarray | None = None) -> Any:
         """The model's computation (override). Set ``self.output_mask`` for masked sequence outputs.
 
@@ -395,17 +405,39 @@ class Model(TrainingLoops):
         """Save architecture, weights, compile configuration and optimizer state to ONE file, atomically.
 
         Args:
-            filepath: Where to write; reload with :func:`fastrnn.load_model`.
+            filepath: Where to write; reload with :func:`fastrnn.load_model`. In data-parallel
+                training (a DistributedOptimizer on several ranks) only rank 0 writes.
         """
-        saving.save_model(self, filepath)
+        if self.optimizer is None or self.optimizer._is_root:
+            saving.save_model(self, filepath)
+
+    def export_onnx(self, path: str | os.PathLike, *, opset: int | None = None) -> None:
+        """Write the model to ``path`` as an ONNX file: :func:`fastrnn.onnx.export` (needs the
+        ``onnx`` package: ``pip install 'fastrnn[onnx]'``).
+
+        Args:
+            path: The file to write, atomically.
+            opset: The ONNX opset (default 17; see :mod:`fastrnn.onnx`).
+        """
+        from . import onnx as onnx_export
+
+        onnx_export.export(self, path, opset=opset)
+
+    def _export_plan(self):
+        """What :mod:`fastrnn.onnx` exports: (inputs, nodes, outputs); inputs are (key, name, shape
+        without batch, integer ids?), nodes (layer, input key or list of keys, output keys) in order,
+        outputs (key, name). A subclassed model's computation is its Python code: refused."""
+        raise ValueError(f"export: model '{self.name}' is a subclassed {type(self).__name__}, whose computation is "
+                         "Python code; only Sequential and functional models (fr.Model(inputs, outputs)) are exported")
 
     def save_weights(self, filepath: str | os.PathLike) -> None:
         """Save only the weights, atomically, in the same container format.
 
         Args:
-            filepath: Where to write.
+            filepath: Where to write (in data-parallel training, by rank 0 only).
         """
-        saving.save_weights(self, filepath)
+        if self.optimizer is None or self.optimizer._is_root:
+            saving.save_weights(self, filepath)
 
     def load_weights(self, filepath: str | os.PathLike) -> None:
         """Load weights saved by ``save_weights`` (or ``save``) into this model.
@@ -536,6 +568,7 @@ class Functional(Model):
         total, count, grads = self.loss.sum_and_grad(list(yb), y_pred, mask, sample_weight=swb)
         value = total / count
         self._check_loss(value, where)
+        self.optimizer._begin_step(self, count)
         self.backward([None if g is None else g / count for g in grads])
         return value
 
@@ -562,7 +595,7 @@ class Functional(Model):
             dys = list(dy)
         else:
             raise ValueError(f"model '{self.name}': backward takes a list of {n} gradients (one per output)")
-        dxs = self._graph.backward(dys)
+        dxs = self._graph.backward(dys, None if self._grad_ready_hook is None else self._layer_grads_ready)
         return dxs[0] if len(dxs) == 1 else dxs
 
     def build(self, input_shape: Any = None) -> None:
@@ -588,6 +621,27 @@ class Functional(Model):
             shape = shapes[0] if len(set(shapes)) == 1 else "multiple"  # a shared layer on other shapes
             rows.append((f"{lay.name} ({type(lay).__name__})", shape, lay.count_params()))
         return rows
+
+    def _export_plan(self):
+        graph = self._graph
+        keys = {}
+        inputs = []
+        for t in graph.inputs:
+            keys[id(t)] = len(keys)
+            inputs.append((keys[id(t)], t.layer.name, tuple(t.shape[1:]), t.dtype.kind in "iub"))
+        nodes = []
+        for node in graph.nodes:
+            if node.kwargs:
+                raise ValueError(f"export: layer '{node.layer.name}' ({type(node.layer).__name__}) is called with "
+                                 f"{', '.join(sorted(node.kwargs))}=...; only calls on input tensors are exported")
+            args = [keys[id(t)] for t in node.args] if isinstance(node.args, (list, tuple)) else keys[id(node.args)]
+            outs = []
+            for t in node.outputs:
+                keys[id(t)] = len(keys)
+                outs.append(keys[id(t)])
+            nodes.append((node.layer, args, outs))
+        names = self.output_names if len(graph.outputs) > 1 else ["output"]
+        return inputs, nodes, [(keys[id(t)], n) for t, n in zip(graph.outputs, names)]
 
     def _check_x(self, x, argname="x"):
         if self._single_input and isinstance(x, (list, tuple)) and len(x) == 1 and _is_array(x[0]):

@@ -154,6 +154,9 @@ _MAX_JSON_BYTES = 64 << 20
 _MAX_JSON_DEPTH = 100
 _MAX_NPY_HEADER = 10000
 _MAX_NDIM = 32
+# The central directory is parsed whole by zipfile (about 1 KB of Python objects per entry, ~12x its
+# size on disk): cap it before zipfile reads it. 4 MiB is ~50,000 entries, far above any model's.
+_MAX_DIRECTORY_BYTES = 4 << 20
 # the names the writer gives the arrays' entries
 _ARRAY_NAME = re.compile(r"arrays/[0-9]{1,9}\.npy\Z")
 
@@ -252,7 +255,21 @@ class _Reader:
     def __exit__(self, *exc):
         self.close()
 
+    def _check_directory(self):
+        """ValueError when the central directory (as zipfile will read it, zip64 records included) is
+        larger than ``_MAX_DIRECTORY_BYTES``; zipfile's own errors are left to ``_open``."""
+        try:
+            end = zipfile._EndRecData(self._file)  # the record zipfile.ZipFile itself parses first
+        except _ZIP_ERRORS:
+            return
+        finally:
+            self._file.seek(0)
+        if end is not None and end[zipfile._ECD_SIZE] > _MAX_DIRECTORY_BYTES:
+            raise ValueError(f"'{self.path}' is not a fastrnn file: its zip directory declares "
+                             f"{end[zipfile._ECD_SIZE]} bytes (at most {_MAX_DIRECTORY_BYTES} are read)")
+
     def _open(self, expect_kind):
+        self._check_directory()
         try:
             self.zf = zipfile.ZipFile(self._file)
         except _ZIP_ERRORS as exc:

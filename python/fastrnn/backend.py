@@ -217,3 +217,62 @@ def set_isa(name: str) -> None:
 def available_isas() -> list:
     """The instruction-set paths this build and this CPU support, narrowest first."""
     return list(core().available_isas())
+
+
+def cache_info() -> dict:
+    """The CPU's data caches as the operating system reports them for CPU 0.
+
+    Returns:
+        dict: ``l1d``, ``l2``, ``l3`` in bytes (0 when unknown), ``l1d_shared_by``,
+        ``l2_shared_by``, ``l3_shared_by`` (logical CPUs sharing each, 0 when unknown) and
+        ``source`` ('sysfs', 'sysconf', 'sysctl' or 'unknown').
+    """
+    return dict(core().cache_info())
+
+
+def fma_peak(threads: int | None = None, seconds: float = 0.3) -> float:
+    """The fused multiply-add throughput of the active ISA path, measured now, in FLOP/s.
+
+    ``threads`` threads each run independent FMA chains on registers (no memory traffic) in runs of
+    about 20 ms, repeated for ``seconds``; the fastest run is returned, since load from other
+    processes only ever lowers it. This is the limit the benchmark states its figures' share of.
+
+    Args:
+        threads (int | None): Threads to measure with (default: the kernels' thread count).
+        seconds (float): Time to spend measuring, > 0.
+
+    Returns:
+        float: Floating-point operations per second (an FMA counts 2 per lane).
+    """
+    import time
+
+    threads = get_num_threads() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"fma_peak: threads must be an int >= 1, got {threads!r}")
+    if not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"fma_peak: seconds must be > 0, got {seconds!r}")
+    c = core()
+    iters = 100_000
+    while True:  # calibrate one run to ~20 ms
+        t0 = time.perf_counter()
+        c.fma_peak(iters, threads)
+        if time.perf_counter() - t0 > 0.01 or iters > 1 << 36:
+            break
+        iters *= 4
+    best, end = 0.0, time.perf_counter() + seconds
+    while True:
+        best = max(best, c.fma_peak(iters, threads))
+        if time.perf_counter() >= end:
+            return best
+
+
+def _cache_line(ci: dict) -> str:
+    """'L1d 32 KiB, L2 1 MiB, L3 32 MiB shared by 2 CPUs' from ``cache_info()``."""
+    def size(b):
+        return "unknown" if not b else (f"{b >> 20} MiB" if b >= 1 << 20 and b % (1 << 20) == 0 else f"{b >> 10} KiB")
+
+    parts = []
+    for key, label in (("l1d", "L1d"), ("l2", "L2"), ("l3", "L3")):
+        by = ci.get(f"{key}_shared_by", 0)
+        parts.append(f"{label} {size(ci.get(key, 0))}" + (f" shared by {by} CPUs" if by > 1 else ""))
+    return ", ".join(parts) + f" ({ci.get('source', 'unknown')})"

@@ -185,13 +185,22 @@ class Graph:
         return [values[id(t)][0] for t in self.outputs], [values[id(t)][1] for t in self.outputs]
 
     # ------------------------------------------------------------------ backward
-    def backward(self, dys):
+    def backward(self, dys, on_layer_done=None):
         """Gradients w.r.t. the inputs (None for integer inputs such as token ids) for the output
         gradients ``dys`` (one per output, None for none) of the last training forward; accumulates
-        the parameter gradients."""
+        the parameter gradients. ``on_layer_done(layer)``, if given, is called once per layer when
+        its last node in backward order is done (its parameter gradients are then complete)."""
         if self._trace is None:
             raise RuntimeError("Model: backward() called before a forward pass with training=True")
         grads = {}
+        uses: dict = {}
+        for node, _, _ in self._trace:
+            uses[id(node.layer)] = uses.get(id(node.layer), 0) + 1
+
+        def done(layer):
+            uses[id(layer)] -= 1
+            if on_layer_done is not None and uses[id(layer)] == 0:
+                on_layer_done(layer)
 
         def add(t, g):
             if g is None or not isinstance(t, SymbolicTensor):
@@ -204,6 +213,7 @@ class Graph:
         for node, caches, out_specs in reversed(self._trace):
             dout = [grads.pop(id(t), None) for t in node.outputs]
             if all(g is None for g in dout):
+                done(node.layer)
                 continue
             dout = [np.zeros(sh, dt) if g is None else g for g, (sh, dt) in zip(dout, out_specs)]
             for lay, cache in caches:
@@ -225,6 +235,7 @@ class Graph:
                 state_grads = getattr(layer, "initial_state_grads", None) or []
                 for t, g in zip(flatten(states), state_grads):
                     add(t, g)
+            done(layer)
         return [grads.get(id(t)) for t in self.inputs]
 
     # ------------------------------------------------------------------ config

@@ -24,6 +24,7 @@ from ._model import Functional, Model
 from .layers import base as layers_base
 from .layers._symbolic import InputTensor
 from .layers.base import Layer
+from .layers.core import Embedding, InputLayer
 from .seq2seq import Seq2Seq
 from .training import _fmt_shape
 
@@ -171,8 +172,11 @@ class Sequential(Model):
         Returns:
             The gradient w.r.t. the input (None for token ids).
         """
-        for lay in reversed(self._layers):
+        n = len(self._layers)
+        for i, lay in enumerate(reversed(self._layers)):
             dy = lay.backward(dy)
+            if self._grad_ready_hook is not None and all(lay is not e for e in self._layers[:n - 1 - i]):
+                self._layer_grads_ready(lay)  # its last use in backward order: its gradients are complete
             if dy is None:
                 break
         return dy
@@ -183,6 +187,14 @@ class Sequential(Model):
         if self._build_input_shape is None and self._layers[0].input_shape is not None:
             self._build_input_shape = tuple(self._layers[0].input_shape)
         return y
+
+    def _export_plan(self):
+        if self._build_input_shape is None:
+            raise ValueError(f"export: model '{self.name}' is not built; call, fit or build(input_shape) it first")
+        first = next((lay for lay in self._layers if not isinstance(lay, InputLayer)), None)
+        ids = isinstance(first, Embedding)  # token ids in
+        nodes = [(lay, i, [i + 1]) for i, lay in enumerate(self._layers)]
+        return [(0, "input", self._build_input_shape, ids)], nodes, [(len(self._layers), "output")]
 
     def _layer_rows(self):
         if self._build_input_shape is None:

@@ -22,6 +22,10 @@ What the kernels accept (checked before any kernel runs, with the same messages 
   * ``matmul(a, b)`` is ``a @ b`` on fastrnn's own GEMM for float32 NumPy operands (numpy's or
     CuPy's ``@`` for anything else); the layers use it for their dense products.
   * ``out=`` (keyword only, forward): an array for y, float32, C-contiguous, writeable, of y's shape.
+  * ``recurrent_mask=`` (keyword only, forward): recurrent dropout, [B, H] of x's dtype and array
+    module, or None. The recurrent product reads h * recurrent_mask at every step (inside the
+    kernels' time loop: one [B, H] multiply per step), and backward masks its gradient the same
+    way (see fastrnn.reference for the equations).
 NaN and Inf are not checked: in valid steps they propagate through the arithmetic like in the
 references (sigmoid/tanh of NaN is NaN; +-Inf saturate). Values at masked positions are never
 read: NaN padding changes no output and no gradient.
@@ -103,13 +107,14 @@ def _check_out(fn, out, shape):
 
 
 def _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
-                  nonlinearity, out):
+                  nonlinearity, out, recurrent_mask=None):
     """CuPy x: every check, copy and allocation on x's device, then the CUDA kernels (float32,
     where they run on that device) or the array-generic reference on the GPU."""
     import cupy
 
     fn = f"{cell}_forward"
-    named = [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("lengths", lengths), ("mask", mask)]
+    named = [("w_ih", w_ih), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("lengths", lengths), ("mask", mask),
+             ("recurrent_mask", recurrent_mask)]
     if isinstance(biases, (tuple, list)):
         named += list(zip(C.BIAS_NAMES[cell], biases))
     dev = int(x.device.id)
@@ -117,14 +122,15 @@ def _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, b
     with cupy.cuda.Device(dev):
         spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
                                     batch_first=batch_first, reverse=reverse, training=training,
-                                    nonlinearity=nonlinearity)
+                                    nonlinearity=nonlinearity, recurrent_mask=recurrent_mask)
         if out is not None:
             raise TypeError(f"{fn}: out is only supported for numpy arrays")
         if spec.dtype == np.float32 and _cuda_ops.available(dev):
             return _cuda_ops.forward(cell, spec, x, w_ih, w_hh, biases, h0, c0, reverse, batch_first, training,
-                                     nonlinearity)
+                                     nonlinearity, recurrent_mask)
         ref = getattr(_ref, fn)
-        kw = dict(h0=h0, lengths=lengths, mask=mask, reverse=reverse, batch_first=batch_first, training=training)
+        kw = dict(h0=h0, lengths=lengths, mask=mask, reverse=reverse, batch_first=batch_first, training=training,
+                  recurrent_mask=recurrent_mask)
         if cell == "lstm":
             kw["c0"] = c0
         if cell == "rnn":
@@ -133,7 +139,7 @@ def _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, b
 
 
 def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
-             nonlinearity, out):
+             nonlinearity, out, recurrent_mask=None):
     """The public forwards: every check and conversion, then _kernel_forward (NumPy) or the CuPy
     route. cell: the base name ("rnn", "lstm", "gru")."""
     fn = f"{cell}_forward"
@@ -141,10 +147,10 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
         _f32(fn, "x", x)  # says that the kernels take float32 (the references take float64)
     if type(x) is not np.ndarray and C._is_cupy(x) and C._is_array(x):
         return _forward_cupy(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_first, training,
-                             nonlinearity, out)
+                             nonlinearity, out, recurrent_mask)
     spec = C.check_forward_args(cell, x, w_ih, w_hh, biases, h0=h0, c0=c0, lengths=lengths, mask=mask,
                                 batch_first=batch_first, reverse=reverse, training=training,
-                                nonlinearity=nonlinearity)
+                                nonlinearity=nonlinearity, recurrent_mask=recurrent_mask)
 
     shape_y = (spec.B, spec.T, spec.H) if batch_first else (spec.T, spec.B, spec.H)
     out = _check_out(fn, out, shape_y)
@@ -155,12 +161,15 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
     b_hh = _f32(fn, "b_hh", biases[1]) if cell == "gru" else None
     h0 = None if h0 is None else _f32(fn, "h0", h0)
     c0 = None if c0 is None else _f32(fn, "c0", c0)
+    hmask = None if recurrent_mask is None else _f32(fn, "recurrent_mask", recurrent_mask)
     return _kernel_forward(cspec, xs, wi, wh, b_ih, b_hh, h0, c0, None if spec.mask is None else spec.mask.T,
-                           reverse, batch_first, training, out, spec.T, spec.B, spec.I, spec.H)
+                           reverse, batch_first, training, out, spec.T, spec.B, spec.I, spec.H, hmask)
 
 
-def _kernel_forward(cell, xs, wi, wh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out, T, B, I, H):
-    """The C++ forward on checked arrays; mask: None or [B, T], bool or 0/1 (nonzero = valid)."""
+def _kernel_forward(cell, xs, wi, wh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out, T, B, I, H,
+                    hmask=None):
+    """The C++ forward on checked arrays; mask: None or [B, T], bool or 0/1 (nonzero = valid);
+    hmask: None or the recurrent dropout mask [B, H] (float32, C-contiguous)."""
     mask_u8 = None if mask is None else np.ascontiguousarray(mask, dtype=np.uint8)
     bufs = {}
     if training:  # private copies: in-place edits between forward and backward cannot leak in
@@ -171,15 +180,17 @@ def _kernel_forward(cell, xs, wi, wh, b_ih, b_hh, h0, c0, mask, reverse, batch_f
         bufs = {"gates": POOL.take((n, wh.shape[0])), "hprev": POOL.take((n, H))}
         if cell.aux is not None:
             bufs["aux"] = POOL.take((n, H))
+        if hmask is not None:
+            hmask = hmask.copy()
     y, h_n, c_n, gates, hprev, aux = backend.core().forward(
         cell=cell.kernel_id, x=xs, w_ih=wi, w_hh=wh, b_ih=b_ih, b_hh=b_hh, h0=h0, c0=c0, mask=mask_u8,
-        reverse=bool(reverse), batch_first=bool(batch_first), training=bool(training), **bufs)
+        reverse=bool(reverse), batch_first=bool(batch_first), training=bool(training), hmask=hmask, **bufs)
     if out is not None:
         np.copyto(out, y)
         y = out
     cache = None
     if training:
-        cache = KernelCache(cell, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux, T, B, I, H)
+        cache = KernelCache(cell, xs, wi, wh, mask_u8, reverse, batch_first, gates, hprev, aux, T, B, I, H, hmask)
     state = (h_n, c_n) if cell.n_states == 2 else h_n
     return y, state, cache
 
@@ -209,7 +220,8 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
 def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
                  b_hh: F32 | None = None, h0: F32 | None = None, c0: F32 | None = None,
                  mask: NDArray[Any] | None = None, reverse: bool = False, batch_first: bool = True,
-                 training: bool = True, out: F32 | None = None) -> tuple[Any, Any, Cache | None]:
+                 training: bool = True, out: F32 | None = None, hmask: F32 | None = None
+                 ) -> tuple[Any, Any, Cache | None]:
     """The forward of the ops without their argument checks, for callers that checked already.
 
     Returns (y, state, cache) like ``{cell}_forward``: state is (h_n, c_n) for LSTM, else h_n.
@@ -224,7 +236,9 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
         or y's shape, writeable);
       * mask is None or a NumPy array [B, T] of bools or 0/1 (nonzero = valid step; lengths
         must be turned into such a mask first), in any memory layout;
-      * reverse, batch_first and training are bools.
+      * reverse, batch_first and training are bools;
+      * hmask (recurrent dropout, the public ops' recurrent_mask) is None or a float32 NumPy
+        array [B, H], C-contiguous.
     Nothing of this is checked here beyond what the compiled module checks itself (dtypes,
     contiguity and shapes, refused with TypeError / ValueError, never read out of bounds); a
     mask of other values (cast to uint8) or a wrong out gives wrong results silently.
@@ -236,13 +250,13 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
     if type(x) is not np.ndarray or x.dtype != np.float32:
         biases = (b_ih, b_hh) if spec.base == "gru" else (b_ih,)
         return _forward(spec.base, x, w_ih, w_hh, biases, h0, c0, None, mask, reverse, batch_first, training,
-                        spec.activation, out)
+                        spec.activation, out, hmask)
     if batch_first:
         B, T, I = x.shape
     else:
         T, B, I = x.shape
     return _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out,
-                           T, B, I, w_hh.shape[1])
+                           T, B, I, w_hh.shape[1], hmask)
 
 
 def _run_backward(cache: Cache, dy: F32 | None, dh_n: F32 | None = None, dc_n: F32 | None = None,
@@ -271,31 +285,34 @@ def _run_backward(cache: Cache, dy: F32 | None, dh_n: F32 | None = None, dc_n: F
 def rnn_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: F32 | None = None, lengths: Steps = None,
                 mask: Steps = None, reverse: bool = False, batch_first: bool = True, training: bool = True,
                 nonlinearity: str = C.DEFAULT_ACTIVATION, *, out: F32 | None = None,
-                activation: str | None = None) -> tuple[F32, F32, Cache | None]:
+                activation: str | None = None, recurrent_mask: F32 | None = None) -> tuple[F32, F32, Cache | None]:
     """SimpleRNN forward, h' = act(x W_ih^T + h W_hh^T + b). Returns (y, h_n, cache).
 
     activation: 'tanh' (default) or 'relu'; nonlinearity is another name for it (ValueError when
-    both are given and differ)."""
+    both are given and differ). recurrent_mask: recurrent dropout [B, H] (see the module)."""
     nonlinearity = C.resolve_activation("rnn_forward", activation, nonlinearity)
     return _forward("rnn", x, w_ih, w_hh, (b,), h0, None, lengths, mask, reverse, batch_first, training,
-                    nonlinearity, out)
+                    nonlinearity, out, recurrent_mask)
 
 
 def lstm_forward(x: F32, w_ih: F32, w_hh: F32, b: F32, h0: F32 | None = None, c0: F32 | None = None,
                  lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
-                 training: bool = True, *, out: F32 | None = None
+                 training: bool = True, *, out: F32 | None = None, recurrent_mask: F32 | None = None
                  ) -> tuple[F32, tuple[F32, F32], Cache | None]:
-    """LSTM forward (gates i, f, g, o; one bias b [4H]). Returns (y, (h_n, c_n), cache)."""
+    """LSTM forward (gates i, f, g, o; one bias b [4H]). Returns (y, (h_n, c_n), cache).
+    recurrent_mask: recurrent dropout [B, H] (see the module)."""
     return _forward("lstm", x, w_ih, w_hh, (b,), h0, c0, lengths, mask, reverse, batch_first, training,
-                    "tanh", out)
+                    "tanh", out, recurrent_mask)
 
 
 def gru_forward(x: F32, w_ih: F32, w_hh: F32, b_ih: F32, b_hh: F32, h0: F32 | None = None,
                 lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
-                training: bool = True, *, out: F32 | None = None) -> tuple[F32, F32, Cache | None]:
-    """GRU forward (gates r, z, n; linear-before-reset; b_ih, b_hh [3H]). Returns (y, h_n, cache)."""
+                training: bool = True, *, out: F32 | None = None, recurrent_mask: F32 | None = None
+                ) -> tuple[F32, F32, Cache | None]:
+    """GRU forward (gates r, z, n; linear-before-reset; b_ih, b_hh [3H]). Returns (y, h_n, cache).
+    recurrent_mask: recurrent dropout [B, H] (see the module; GRU's z * h term keeps the unmasked h)."""
     return _forward("gru", x, w_ih, w_hh, (b_ih, b_hh), h0, None, lengths, mask, reverse, batch_first,
-                    training, "tanh", out)
+                    training, "tanh", out, recurrent_mask)
 
 
 def rnn_backward(cache: Cache, dy: F32 | None, dstate: F32 | None = None,

@@ -218,6 +218,32 @@ class Optimizer:
     def _update(self, i, p, w, g, lr, t):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # -- data-parallel hooks, called by the training loops (fit, train_on_batch): nothing to do in
+    #    one process; fastrnn.distributed.DistributedOptimizer implements them
+    _is_root = True     # this process logs and saves
+    _world_size = 1     # the number of data-parallel ranks
+
+    def _begin_training(self, model, input_shape):
+        """Before a model's first training step (the distributed one broadcasts rank 0's weights)."""
+
+    def _begin_step(self, model, weight):
+        """After the loss, before the backward pass; ``weight``: the step's number of loss entries."""
+
+    def _idle_step(self, model):
+        """Take part in a step without data of one's own (a shard that ran out; a skipped batch)."""
+
+    def _agree(self, value, op):
+        """``value`` reduced over the ranks with ``op`` ('max' / 'min'): the same on every rank."""
+        return value
+
+    def _training_callbacks(self, callbacks):
+        """The callbacks fit runs (the distributed one puts its metric averaging first)."""
+        return list(callbacks)
+
+    def _unwrap(self):
+        """The optimizer that is saved (a wrapper saves the optimizer it wraps)."""
+        return self
+
     # -- config and state
     def _hyper(self):
         return {}
@@ -573,6 +599,7 @@ def serialize(optimizer: Optimizer) -> dict:
     Returns:
         The JSON-able dict.
     """
+    optimizer = optimizer._unwrap()
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 

@@ -280,6 +280,7 @@ class TrainingLoops:
         total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask, sample_weight=swb)
         value = total / count if count else 0.0
         self._check_loss(value, where)
+        self.optimizer._begin_step(self, count)
         if count and _crossentropy.grad_from_pool(dtotal):
             # the fused loss's own pooled buffer, held by nobody else: the mean in place (the same
             # bits as dtotal / count), then back to the pool for the next step (no fresh pages)
@@ -327,6 +328,7 @@ class TrainingLoops:
             scale = 1.0 / total_count
             for p in self.parameters():
                 p.grad *= p.grad.dtype.type(scale)
+        self.optimizer._begin_step(self, total_count)
         return total_sum / total_count if total_count else 0.0
 
     def _train_step(self, xb, yb, tbptt, where, swb=None, stop_on_nan=False):
@@ -341,6 +343,7 @@ class TrainingLoops:
         except _NonFiniteLoss as exc:
             if not stop_on_nan:
                 raise FloatingPointError(str(exc)) from None
+            self.optimizer._idle_step(self)  # the other data-parallel ranks still step
             return exc.value
         self.optimizer.step(self.parameters())
         return value
@@ -405,6 +408,7 @@ class TrainingLoops:
         if tbptt is not None:
             tbptt = _positive_int(tbptt, "tbptt")
         sw = self._sample_weight_array(y, sample_weight, class_weight)
+        self.optimizer._begin_training(self, _input_shape_of(x))
         for m in self.compiled_metrics:
             m.reset_state()
         value = self._train_step(x, y, tbptt, "train_on_batch", sw)
@@ -498,14 +502,21 @@ class TrainingLoops:
         self._check_stateful_batches(n, batch_size, "training")
         if val is not None:
             self._check_stateful_batches(_n_samples(val[0]), batch_size, "validation")
-        steps = math.ceil(n / batch_size)
+        opt = self.optimizer
+        opt._begin_training(self, _input_shape_of(x))
+        local_steps = math.ceil(n / batch_size)
+        steps = opt._agree(local_steps, "max")  # data-parallel: every rank runs the same number of steps
         rng = _random.new_rng() if seed is None else np.random.default_rng(seed)
+        if not opt._is_root:
+            verbose = 0  # data-parallel: rank 0 shows the progress
 
         history = callbacks_module.History()
-        cb_list = list(callbacks or [])
+        cb_list = opt._training_callbacks(list(callbacks or []))
+        params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n}
+        if opt._world_size > 1:
+            params["val_samples"] = None if val is None else _n_samples(val[0])
         cbs = callbacks_module.CallbackList(  # History last, as Keras, so it sees what callbacks add to logs
-            cb_list + [history], self,
-            {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
+            cb_list + [history], self, params)
         self.stop_training = False
         stop_on_nan = any(isinstance(cb, callbacks_module.TerminateOnNaN) for cb in cb_list)
         self.history = history
@@ -521,6 +532,12 @@ class TrainingLoops:
             loss_sum, loss_n = 0.0, 0
             try:
                 for b in range(steps):
+                    if b >= local_steps:  # this rank's shard ran out: join the reduction with no data
+                        opt._idle_step(self)
+                        if opt._agree(int(self.stop_training), "max"):
+                            self.stop_training = True
+                            break
+                        continue
                     idx = order[b * batch_size:(b + 1) * batch_size]
                     if not shuffle:
                         idx = slice(b * batch_size, min((b + 1) * batch_size, n))
@@ -535,6 +552,8 @@ class TrainingLoops:
                     cbs.on_train_batch_end(b, dict(logs))
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+                    if opt._world_size > 1 and opt._agree(int(self.stop_training), "max"):
+                        self.stop_training = True  # a stop on any rank stops every rank after this batch
                     if self.stop_training:
                         break
                 if val is not None:  # also after a stop mid-epoch, as Keras
@@ -547,6 +566,8 @@ class TrainingLoops:
                 print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()),
                       file=sys.stdout)
             cbs.on_epoch_end(epoch, logs)
+            if opt._world_size > 1 and opt._agree(int(self.stop_training), "max"):
+                self.stop_training = True
             if self.stop_training:
                 break
         cbs.on_train_end(dict(logs))

@@ -281,6 +281,7 @@ struct Problem {
   Dims d;
   std::vector<uint8_t> mask;
   std::vector<float> x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy, dh_n, dc_n;
+  std::vector<float> hm;  // recurrent dropout mask [B, H] (every other problem), or empty
 };
 
 Problem make_problem(Cell cell, int64_t T, int64_t B, int64_t I, int64_t H, bool batch_first, bool reverse,
@@ -310,7 +311,12 @@ Problem make_problem(Cell cell, int64_t T, int64_t B, int64_t I, int64_t H, bool
   }
   p.dy = u(T * B * H, 1.0f), p.dh_n = u(B * H, 1.0f);
   if (cell == Cell::LSTM) p.dc_n = u(B * H, 1.0f);
+  if (rng.below(2)) {  // recurrent dropout at rate 0.3
+    p.hm.resize((size_t)(B * H));
+    for (auto& m : p.hm) m = rng.uni(0, 1) < 0.3f ? 0.0f : 1.0f / 0.7f;
+  }
   p.d = Dims{cell, T, B, I, H, batch_first, reverse, p.mask.empty() ? nullptr : p.mask.data()};
+  p.d.hmask = p.hm.empty() ? nullptr : p.hm.data();
   return p;
 }
 
@@ -390,6 +396,7 @@ Ref reference(const Problem& p, const Bwd* v) {
   const Dims& d = p.d;
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G = d.G(), GH = G * H, N = T * B;
   const Cell cell = d.cell;
+  auto hmask = [&](int64_t b, int64_t j) { return p.hm.empty() ? 1.0 : (double)p.hm[(size_t)(b * H + j)]; };
   Ref r;
   r.y.assign((size_t)(N * H), 0.0);
   std::vector<double> h(p.h0.begin(), p.h0.end()), c(B * H, 0.0);
@@ -406,7 +413,8 @@ Ref reference(const Problem& p, const Bwd* v) {
       for (int64_t k = 0; k < GH; ++k) {
         double sa = p.b_ih[(size_t)k], sz = cell == Cell::GRU ? p.b_hh[(size_t)k] : 0.0;
         for (int64_t i = 0; i < I; ++i) sa += (double)p.w_ih[(size_t)(k * I + i)] * p.x[(size_t)(pos * I + i)];
-        for (int64_t j = 0; j < H; ++j) sz += (double)p.w_hh[(size_t)(k * H + j)] * h[(size_t)(b * H + j)];
+        for (int64_t j = 0; j < H; ++j)
+          sz += (double)p.w_hh[(size_t)(k * H + j)] * (h[(size_t)(b * H + j)] * hmask(b, j));
         a[(size_t)k] = sa, z[(size_t)k] = sz;
       }
       for (int64_t j = 0; j < H; ++j) {
@@ -487,12 +495,13 @@ Ref reference(const Problem& p, const Bwd* v) {
           r.dw_ih[(size_t)(k * I + i)] += dz[(size_t)k] * p.x[(size_t)(pos * I + i)];
           r.dx[(size_t)(pos * I + i)] += dz[(size_t)k] * p.w_ih[(size_t)(k * I + i)];
         }
-        for (int64_t j = 0; j < H; ++j) r.dw_hh[(size_t)(k * H + j)] += dzh[(size_t)k] * hp[(size_t)(pos * H + j)];
+        for (int64_t j = 0; j < H; ++j)
+          r.dw_hh[(size_t)(k * H + j)] += dzh[(size_t)k] * (hp[(size_t)(pos * H + j)] * hmask(b, j));
       }
       for (int64_t j = 0; j < H; ++j) {
-        double acc = direct[(size_t)j];
+        double acc = 0.0;
         for (int64_t k = 0; k < GH; ++k) acc += dzh[(size_t)k] * p.w_hh[(size_t)(k * H + j)];
-        dh[(size_t)(b * H + j)] = acc;
+        dh[(size_t)(b * H + j)] = direct[(size_t)j] + acc * hmask(b, j);
       }
     }
     if (v->bptt > 0 && s > 0 && s % v->bptt == 0) {
@@ -513,6 +522,58 @@ const char* cell_name(Cell c) {
     case Cell::GRU: return "gru";
   }
   return "?";
+}
+
+// ---- dropout ---------------------------------------------------------------------------------
+
+// Philox4x32-R against Random123's kat_vectors, and the dropout masks (and x * mask) of the vector
+// table bit-identical to the scalar one's, for 1 and 2 threads, on lengths that end inside a group.
+void check_dropout(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
+  struct Kat {
+    int rounds;
+    uint32_t ctr[4], key[2], out[4];
+  };
+  const Kat kats[] = {
+      {7, {0, 0, 0, 0}, {0, 0}, {0x5f6fb709, 0x0d893f64, 0x4f121f81, 0x4f730a48}},
+      {10, {0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+      {10, {~0u, ~0u, ~0u, ~0u}, {~0u, ~0u}, {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+      {10, {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0},
+       {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}}};
+  for (const KernelTable* t : {&vec, &sca}) {
+    Case c{fmt("%s philox4x32 known answers", t->name)};
+    for (const Kat& k : kats) {
+      uint32_t out[4];
+      t->philox(k.ctr, out, 1, (uint64_t)k.key[0] | ((uint64_t)k.key[1] << 32), k.rounds);
+      if (std::memcmp(out, k.out, sizeof out) != 0)
+        c.fail(fmt("rounds %d ctr %08x: got %08x %08x %08x %08x", k.rounds, k.ctr[0], out[0], out[1], out[2], out[3]));
+    }
+    (c.ok ? tally.passed : tally.failed)++;
+  }
+  Rng rng(7);
+  for (int64_t n : {1, 3, 63, 64, 65, 1000, 70001}) {
+    Case c{fmt("%s dropout n=%lld", vec.name, (long long)n)};
+    std::vector<float> x((size_t)n);
+    for (auto& e : x) e = rng.uni(-2, 2);
+    auto run = [&](const KernelTable& t, int threads, std::vector<float>& y, std::vector<float>& m) {
+      y.assign((size_t)n, -1.0f), m.assign((size_t)n, -1.0f);
+      DropoutArgs a{};
+      a.x = x.data(), a.y = y.data(), a.mask = m.data(), a.n = n, a.key = 0x0123456789abcdefull, a.call = 5;
+      a.stream = 1, a.threshold = 0x4ccccccdu, a.scale = 1.0f / 0.7f, a.threads = threads;
+      t.dropout(a);
+    };
+    std::vector<float> ys, ms, yv, mv, yv1, mv1;
+    run(sca, 1, ys, ms);
+    run(vec, 2, yv, mv);
+    run(vec, 1, yv1, mv1);
+    identical(c, "mask vs scalar", mv, ms);
+    identical(c, "y vs scalar", yv, ys);
+    identical(c, "mask 1 vs 2 threads", mv1, mv);
+    int64_t dropped = 0;
+    for (float m : ms) dropped += m == 0.0f;
+    if (n >= 1000 && std::fabs((double)dropped / n - 0.3) > 6 * std::sqrt(0.21 / n))
+      c.fail(fmt("drop rate %.4f, expected 0.3", (double)dropped / n));
+    (c.ok ? tally.passed : tally.failed)++;
+  }
 }
 
 void check_layers(const KernelTable& vec, const KernelTable& sca, Tally& tally, bool quick) {
@@ -540,7 +601,8 @@ void check_layers(const KernelTable& vec, const KernelTable& sca, Tally& tally, 
             const std::string base =
                 fmt("%s %s T=%lld B=%lld I=%lld H=%lld %s%s %s", vec.name, cell_name(cell), (long long)s.T,
                     (long long)s.B, (long long)s.I, (long long)s.H, bf ? "batch_first" : "time_major",
-                    rev ? " reverse" : "", masking == 0 ? "nomask" : masking == 1 ? "lengths" : "mask");
+                    rev ? " reverse" : "", masking == 0 ? "nomask" : masking == 1 ? "lengths" : "mask") +
+                (p.hm.empty() ? "" : " recurrent-dropout");
             // forward
             Case c{base + " forward"};
             const Fwd fv = run_forward(vec, p, true, 2), fs = run_forward(sca, p, true, 1);
@@ -666,6 +728,8 @@ int main(int argc, char** argv) {
     lap("gemm");
     check_layers(vec, sca, tally, quick);
     lap("layers");
+    if (g_shard == 0) check_dropout(vec, sca, tally);
+    lap("dropout");
     std::printf("%s vs scalar: %d cases passed, %d failed (%d layer cases also against double precision)\n",
                 vec.name, tally.passed, tally.failed, tally.anchored);
     all_ok = all_ok && tally.failed == 0;

@@ -3,10 +3,13 @@
 torch is imported only inside the functions that need it."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import layers
 from .._cells import ACTIVATIONS, cell_spec
+from ..models import Model, Sequential
 from ._common import (
     _RNN_ACTIVATIONS,
     _activation_name,
@@ -16,6 +19,9 @@ from ._common import (
     _new_cell,
     _set_cell,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["from_torch", "to_torch"]
 
@@ -38,15 +44,51 @@ def _torch_param(module, name, like=None):
     return p.detach().cpu().numpy().astype(np.float32)
 
 
-def from_torch(module):
-    """fastrnn layer(s) computing exactly what a ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computes.
+def from_torch(module: torch.nn.Module) -> layers.Layer | Sequential:
+    """fastrnn layers computing exactly what a ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computes.
 
     Each torch layer becomes a fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU`` with
     ``return_sequences=True`` (``activation`` = the module's ``nonlinearity``), wrapped in
-    ``Bidirectional(..., merge_mode="concat")`` when the module is bidirectional. Returns the layer
-    for ``num_layers=1`` and a list of layers (apply them in order) otherwise. fastrnn layers are
-    batch-major: feed ``x`` as ``[B, T, I]`` whatever the module's ``batch_first``. torch's
-    inter-layer dropout is a training option and is not carried over. ``proj_size`` is not supported.
+    ``Bidirectional(..., merge_mode="concat")`` when the module is bidirectional, and built for the
+    module's ``input_size``. What comes back:
+
+    - ``num_layers=1``: that layer (callable as ``layer(x)``; it also goes straight into a
+      [Sequential][fastrnn.Sequential] or a functional model of your own).
+    - ``num_layers > 1``: one [Sequential][fastrnn.Sequential] of the layers, in order, each
+      returning its whole sequence, so ``model(x)`` (or ``model.predict(x)``) is the torch module's
+      ``output`` (``model.layers`` lists the layers). torch's inter-layer ``dropout=p > 0`` becomes
+      a ``Dropout(p)`` layer between each pair of recurrent layers, where torch applies it
+      (training only; the outputs at inference are identical).
+
+    Both go back to one torch module with [to_torch][fastrnn.interop.to_torch]. fastrnn is
+    batch-major: feed ``x`` as ``[B, T, I]`` whatever the module's ``batch_first``. The converted
+    layers output 0 at masked steps (``zero_output_for_mask=True``), as torch pads a packed
+    sequence's output.
+
+    Args:
+        module (torch.nn.Module): A ``torch.nn.RNN`` (tanh or relu), ``LSTM`` or ``GRU``, any
+            ``num_layers``, ``bidirectional`` and ``batch_first``, with or without biases.
+
+    Returns:
+        Layer | Sequential: The layer for ``num_layers=1``, a Sequential for more.
+
+    Raises:
+        TypeError: ``module`` is not a torch RNN, LSTM or GRU.
+        ValueError: An LSTM with ``proj_size`` (fastrnn's LSTM has no projection).
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> import fastrnn as fr
+        >>> lstm = torch.nn.LSTM(3, 8, num_layers=2, bidirectional=True, batch_first=True)
+        >>> model = fr.interop.from_torch(lstm)
+        >>> x = np.random.rand(4, 10, 3).astype(np.float32)
+        >>> with torch.no_grad():
+        ...     ref = lstm(torch.from_numpy(x))[0].numpy()
+        >>> bool(np.allclose(model(x), ref, atol=1e-5))
+        True
+        >>> fr.interop.to_torch(model).num_layers
+        2
     """
     kind = _torch_kind(module)
     if getattr(module, "proj_size", 0):
@@ -84,35 +126,103 @@ def from_torch(module):
             else:
                 _set_cell(tgt, kind, w_ih, w_hh, b=b_ih + b_hh)
         out.append(layer)
-    return out[0] if len(out) == 1 else out
+    if len(out) == 1:
+        return out[0]
+    p = float(getattr(module, "dropout", 0.0) or 0.0)
+    stack = [out[0]]
+    for layer in out[1:]:
+        if p > 0:
+            stack.append(layers.Dropout(p))
+        stack.append(layer)
+    model = Sequential(stack)
+    model.build((None, I0))
+    return model
 
 
 def _stack_of(obj):
-    """The list of recurrent layers in a layer, a list/tuple of layers or a Sequential-like model."""
+    """(recurrent layers, dropout rate between them) of a layer, a list/tuple of layers or a Sequential.
+
+    Dropout layers must sit between the recurrent layers, one between each pair, all of one rate
+    (torch's ``dropout``); an InputLayer first is skipped. Anything else: ValueError.
+    """
     if isinstance(obj, (list, tuple)):
         items = list(obj)
-    elif hasattr(obj, "layers") and not _is_bidirectional(obj):
+    elif isinstance(obj, Model):
+        if not isinstance(obj, Sequential):
+            raise ValueError(f"to_torch: a model must be a Sequential of recurrent layers, got "
+                             f"{type(obj).__name__} '{obj.name}'")
         items = list(obj.layers)
     else:
-        items = [obj]
+        return [obj], 0.0
+    if items and isinstance(items[0], layers.InputLayer):
+        items = items[1:]
     if not items:
         raise ValueError("to_torch: expected at least one recurrent layer, got an empty stack")
-    return items
+    rec, rates = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, layers.Dropout):
+            if not rec or i + 1 == len(items) or isinstance(items[i + 1], layers.Dropout):
+                raise ValueError(
+                    f"to_torch: Dropout '{item.name}' (entry {i}) must sit between two recurrent layers, one "
+                    "between each pair: torch's dropout applies to every layer's output but the last")
+            if _cfg(item, "noise_shape", None) is not None:
+                raise ValueError(f"to_torch: Dropout '{item.name}' has a noise_shape; torch's dropout drops "
+                                 "elements independently (noise_shape=None)")
+            rates.append(float(_cfg(item, "rate", 0.0)))
+            continue
+        if not (_is_bidirectional(item) or isinstance(item, (layers.SimpleRNN, layers.LSTM, layers.GRU))):
+            raise ValueError(
+                f"to_torch: entry {i} ('{getattr(item, 'name', '?')}') is a {type(item).__name__}; one torch "
+                "module holds only recurrent layers (SimpleRNN, LSTM or GRU, each optionally in a "
+                "Bidirectional) with Dropout between them")
+        if rec and not _cfg(rec[-1], "return_sequences", True):
+            raise ValueError(f"to_torch: recurrent layer {len(rec) - 1} ('{rec[-1].name}') feeds another one, so "
+                             "it must have return_sequences=True")
+        rec.append(item)
+    rate = 0.0
+    if rates:
+        if len(rates) != len(rec) - 1 or len(set(rates)) != 1:
+            raise ValueError(
+                f"to_torch: torch's dropout is one rate after every layer but the last: expected {len(rec) - 1} "
+                f"Dropout layers of one rate between the {len(rec)} recurrent layers, got rates {rates}")
+        rate = rates[0]
+    return rec, rate
 
 
-def to_torch(layer, batch_first=True):
-    """A ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computing exactly what the fastrnn layer(s) compute.
+def to_torch(layer: layers.Layer | Sequential | list, batch_first: bool = True) -> torch.nn.Module:
+    """One ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` computing exactly what the fastrnn layer(s) compute.
 
-    ``layer``: a built fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU``, a ``Bidirectional`` of one (merge
-    mode 'concat'), or a list (or Sequential) of such layers of the same kind and size, each feeding
-    the next (becomes ``num_layers``). The module's output sequence equals the last fastrnn layer's
-    output with ``return_sequences=True``. ``batch_first`` sets the module's layout (default True,
-    fastrnn's). SimpleRNN and LSTM biases go to ``bias_ih`` with zeros in ``bias_hh``.
-    Layers with ``go_backwards=True``, alone or wrapped in Bidirectional, have no torch counterpart: ValueError.
+    The module's ``output`` sequence equals the fastrnn output when the last recurrent layer has
+    ``return_sequences=True`` (as [from_torch][fastrnn.interop.from_torch] builds them); with
+    ``return_sequences=False`` the fastrnn output is the module's last layer's final state
+    (``h_n[-1]``, or ``torch.cat([h_n[-2], h_n[-1]], 1)`` when bidirectional). The module comes
+    back in eval mode. SimpleRNN and LSTM biases go to ``bias_ih`` with zeros in ``bias_hh``; GRU
+    keeps both.
+
+    Args:
+        layer (Layer | Sequential | list): A built fastrnn ``SimpleRNN`` / ``LSTM`` / ``GRU``, a
+            ``Bidirectional`` of one (merge mode 'concat'), or a stack of them as a
+            [Sequential][fastrnn.Sequential] (an ``Input`` first is fine) or a list: layers of one
+            cell kind, one ``units``, one activation, all or none bidirectional, each feeding the
+            next (they become ``num_layers``). ``Dropout(p)`` layers may sit between them, one
+            between each pair, all of one rate: they become torch's ``dropout=p``.
+        batch_first (bool): The module's layout (default True, fastrnn's).
+
+    Returns:
+        torch.nn.Module: The torch module, in eval mode.
+
+    Raises:
+        TypeError: ``layer`` is not a fastrnn recurrent layer or a stack of them.
+        ValueError: A stack one torch module cannot express, named in the message: mixed cells,
+            units or activations, another layer inside (Dense, Embedding, ...), a layer whose input
+            size is not the previous one's output, Dropout not exactly between every pair or of
+            several rates, an intermediate layer without ``return_sequences``, ``go_backwards=True``
+            (alone or in a Bidirectional), a Bidirectional merge mode other than 'concat', an
+            unbuilt layer, or a model that is not a Sequential.
     """
     import torch
 
-    stack = _stack_of(layer)
+    stack, dropout = _stack_of(layer)
     per_layer = []  # list of (kind, units, input_size, [arrays per direction], bidir)
     for i, item in enumerate(stack):
         if _is_bidirectional(item):
@@ -157,7 +267,7 @@ def to_torch(layer, batch_first=True):
     cls = {"SimpleRNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[kind]
     kw = {"nonlinearity": act} if kind == "SimpleRNN" else {}
     mod = cls(I0, H, num_layers=len(per_layer), bias=True, batch_first=bool(batch_first),
-              bidirectional=bidir, **kw)
+              bidirectional=bidir, dropout=dropout, **kw)
     with torch.no_grad():
         for k, (arrs, _) in enumerate(per_layer):
             for d, (_, _, _, _, a) in enumerate(arrs):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .. import _cells, ops, reference
+from .. import _cells, _dropout, ops, reference
 from .._validation import layer_positive_int, layer_rate
 from ..reference._common import check_bptt_steps
 from . import initializers
@@ -86,10 +86,12 @@ class BaseRNN(Layer):
 
     Dropout (training only, variational): ``dropout`` draws one [B, F] input mask per call, shared by
     all time steps (and gates); ``recurrent_dropout`` one [B, H] mask on the state fed back into the
-    recurrent matmul (as Keras / Gal & Ghahramani). Both are scaled by 1/(1-rate) and kept in
-    ``last_dropout_masks`` = (input mask or None, recurrent mask or None). recurrent_dropout > 0 runs
-    one kernel call per sequence (the mask is folded into that sequence's w_hh), which is slower than
-    one batched call; the time loop stays in the kernel.
+    recurrent matmul (as Keras / Gal & Ghahramani; GRU's z * h term keeps the unmasked state, as in
+    Keras). Both are scaled by 1/(1-rate) and kept in ``last_dropout_masks`` = (input mask or None,
+    recurrent mask or None). The masks come from Philox4x32-10 (fastrnn._dropout) keyed by the
+    layer's seed and counting its training calls, so ``fastrnn.set_seed`` or ``seed=`` reproduces
+    them for any thread count. The recurrent mask is applied inside the kernels' time loop (one
+    [B, H] multiply per step, and its gradient in the backward loop), in one batched call.
 
     One step at a time (a decoder, or any loop that computes its next input from the last output):
     ``h_t, states = layer.step(x_t, states, training=False)`` runs one time step [B, F] -> [B, H]
@@ -150,7 +152,7 @@ class BaseRNN(Layer):
         self.seed = seed
         rng = initializers.new_rng(seed)
         self._init_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
-        self._dropout_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+        self._dropout_stream = _dropout.DropoutStream(rng)  # the key: one draw, as the old generator's seed
         self.states: list[np.ndarray] | None = None
         self.initial_state_grads = None
         self.last_dropout_masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
@@ -294,9 +296,9 @@ class BaseRNN(Layer):
         return None if mask is None else np.ascontiguousarray(mask)
 
     # -- the op calls ----------------------------------------------------------------------------
-    def _forward_op(self, x, w_hh, init, mask, training):
-        """(y [B,T,H], [h_n] or [h_n, c_n], cache) of the cell on x [B, T, F] with w_hh (the
-        layer's, or one scaled by a recurrent dropout mask).
+    def _forward_op(self, x, w_hh, init, mask, training, hmask=None):
+        """(y [B,T,H], [h_n] or [h_n, c_n], cache) of the cell on x [B, T, F] with w_hh, and the
+        recurrent dropout mask hmask (None or C-contiguous [B, H] of the layer's dtype).
 
         The callers pass what the layer has checked and converted: x, w_hh and the states of
         ``init`` (None or a list of spec.n_states arrays [B, H]) C-contiguous arrays of the layer's
@@ -315,14 +317,15 @@ class BaseRNN(Layer):
         # (the layer checks the first): the public op says which
         if self.dtype == np.float32 and x.size and (init is None or init[-1].shape[0] == x.shape[0]):
             y, state, cache = ops._run_forward(spec, x, w_ih, w_hh, *biases, h0=h0, c0=c0, mask=mask,
-                                               reverse=self.go_backwards, batch_first=True, training=training)
+                                               reverse=self.go_backwards, batch_first=True, training=training,
+                                               hmask=hmask)
         else:
             kw = {"c0": c0} if spec.n_states == 2 else {}
             if spec.base == "rnn":
                 kw["activation"] = spec.activation
             forward = getattr(_ops_for(self.dtype), f"{spec.base}_forward")
             y, state, cache = forward(x, w_ih, w_hh, *biases, h0=h0, mask=mask, reverse=self.go_backwards,
-                                      batch_first=True, training=training, **kw)
+                                      batch_first=True, training=training, recurrent_mask=hmask, **kw)
         return y, (list(state) if spec.n_states == 2 else [state]), cache
 
     def _backward_op(self, cache, dy, dstates):
@@ -351,17 +354,14 @@ class BaseRNN(Layer):
             init = [s.copy() for s in self.states]
         x = np.ascontiguousarray(x)
         dp = rdp = None
-        if training and self.dropout > 0.0:
-            dp = (self._dropout_rng.random((B, x.shape[2])) >= self.dropout).astype(self.dtype)
-            dp /= self.dtype.type(1.0 - self.dropout)
-            x = x * dp[:, None, :]
-        if training and self.recurrent_dropout > 0.0:
-            rdp = (self._dropout_rng.random((B, self.units)) >= self.recurrent_dropout).astype(self.dtype)
-            rdp /= self.dtype.type(1.0 - self.recurrent_dropout)
-        if rdp is None:
-            y, states, cache = self._forward_op(x, self.w_hh.value, init, mask, training)
-        else:
-            y, states, cache = self._forward_rows(x, rdp, init, mask, training)
+        if training and (self.dropout > 0.0 or self.recurrent_dropout > 0.0):
+            key, call = self._dropout_stream.key, self._dropout_stream.next_call()
+            if self.dropout > 0.0:  # stream 0: the input mask [B, F], shared by every step
+                dp = _dropout.mask((B, x.shape[2]), key, call, 0, self.dropout, self.dtype)
+                x = x * dp[:, None, :]
+            if self.recurrent_dropout > 0.0:  # stream 1: the recurrent mask [B, H]
+                rdp = _dropout.mask((B, self.units), key, call, 1, self.recurrent_dropout, self.dtype)
+        y, states, cache = self._forward_op(x, self.w_hh.value, init, mask, training, rdp)
         fill = None  # the valid steps in output order, when masked outputs repeat the last valid one
         drop = None  # rows whose last output is 0 (return_sequences=False)
         run_valid: Any = None if mask is None else (mask[:, ::-1] if self.go_backwards else mask)  # running order
@@ -386,29 +386,6 @@ class BaseRNN(Layer):
         if self.return_state:
             return [out] + [np.array(s, copy=True) for s in states]
         return out
-
-    def _forward_rows(self, x, rdp, init, mask, training):
-        """Recurrent dropout: one kernel call per sequence with w_hh's columns scaled by that sequence's mask.
-
-        (h * m) @ w_hh^T == h @ (w_hh * m)^T, so the mask applied to the recurrent input at every step
-        is folded into the weights; the loop is over the batch, never over time.
-        """
-        B = x.shape[0]
-        if init is None:
-            init = [np.zeros((B, self.units), dtype=self.dtype) for _ in range(self._spec.n_states)]
-        w_hh = self.w_hh.value
-        ys, sts, caches = [], [], []
-        for b in range(B):
-            y, st, cache = self._forward_op(
-                x[b:b + 1], np.ascontiguousarray(w_hh * rdp[b][None, :]),
-                [np.ascontiguousarray(s[b:b + 1]) for s in init],
-                None if mask is None else np.ascontiguousarray(mask[b:b + 1]), training)
-            ys.append(y)
-            sts.append(st)
-            caches.append(cache)
-        y = np.concatenate(ys, axis=0)
-        states = [np.concatenate([st[i] for st in sts], axis=0) for i in range(self._spec.n_states)]
-        return y, states, caches
 
     def _split_dy(self, dy):
         n_out = 1 + (self._spec.n_states if self.return_state else 0)
@@ -449,10 +426,7 @@ class BaseRNN(Layer):
             if c["drop"] is not None:  # those rows output 0, not the state
                 d = np.where(c["drop"][:, None], d.dtype.type(0), d)
             dstates[0] = d if dstates[0] is None else dstates[0] + d
-        if c["rdp"] is None:
-            grads = self._backward_op(c["cache"], dy_seq, dstates)
-        else:
-            grads = self._backward_rows(c["cache"], c["rdp"], dy_seq, dstates)
+        grads = self._backward_op(c["cache"], dy_seq, dstates)
         dx = grads["x"]
         if c["dp"] is not None:
             dx = dx * c["dp"][:, None, :]
@@ -571,23 +545,6 @@ class BaseRNN(Layer):
     def reset_steps(self) -> None:
         """Drop the caches of training steps not yet consumed by :meth:`step_backward`."""
         self._step_caches = []
-
-    def _backward_rows(self, caches, rdp, dy_seq, dstates):
-        rows = []
-        for b, cache in enumerate(caches):
-            g = self._backward_op(
-                cache, None if dy_seq is None else np.ascontiguousarray(dy_seq[b:b + 1]),
-                [None if d is None else np.ascontiguousarray(d[b:b + 1]) for d in dstates])
-            g = dict(g)
-            g["w_hh"] = g["w_hh"] * rdp[b][None, :]
-            rows.append(g)
-        out = {}
-        for key in ("x", "h0", "c0"):
-            if key in rows[0]:
-                out[key] = np.concatenate([g[key] for g in rows], axis=0)
-        for key in ("w_ih", "w_hh") + self._spec.bias_names:
-            out[key] = sum(g[key] for g in rows)
-        return out
 
     # -- shapes, masks, config ------------------------------------------------------------------
     def compute_output_shape(self, input_shape: Any) -> Any:

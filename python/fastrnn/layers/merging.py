@@ -24,8 +24,12 @@ class Concatenate(_Stateless):
 
     For models with several branches (``fastrnn.Model`` subclasses): ``layer([a, b])`` returns one
     array, and ``backward(dy)`` the list of the inputs' gradients. The inputs must have one rank
-    (>= 2) and equal sizes outside ``axis``. ``compute_mask(x, [masks])`` is the logical AND of the
-    masks given (None when none is).
+    (>= 2) and equal sizes outside ``axis``. ``compute_mask(x, [masks])`` follows Keras 3: each
+    input's mask (its shape without the last axis; None: every entry kept) is broadcast over the
+    input's last axis, the masks are joined along ``axis`` and reduced with a logical OR over the
+    last axis. For the usual feature-axis join that is the OR of the inputs' [B, T] masks (an
+    unmasked input keeps every step); a join along the time axis joins the masks. None when no
+    input has a mask.
 
     Args:
         axis (int): The axis to join along (default -1, the last); any int but 0 (the batch axis),
@@ -111,10 +115,29 @@ class Concatenate(_Stateless):
         return tuple(out)
 
     def compute_mask(self, x: ArrayLike, mask: Any = None) -> Any:
-        masks = [m for m in (mask if isinstance(mask, (list, tuple)) else [mask]) if m is not None]
-        if not masks:
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
+        if all(m is None for m in masks):
             return None
-        return np.logical_and.reduce([np.asarray(m, bool) for m in masks])
+        if not isinstance(x, (list, tuple)) or len(x) != len(masks):
+            raise ValueError(f"{self._who()}: compute_mask needs the list of inputs and one mask (or None) per "
+                             f"input, got {len(masks)} mask(s) for "
+                             f"{len(x) if isinstance(x, (list, tuple)) else 'a non-list'} input(s)")
+        shapes = [np.shape(a) for a in x]
+        self._check_shapes(shapes)
+        full = []
+        for i, (shape, m) in enumerate(zip(shapes, masks)):
+            if m is None:
+                full.append(np.ones(shape, bool))
+                continue
+            m = np.asarray(m, bool)
+            if m.shape == shape[:-1]:
+                m = m[..., None]
+            try:
+                full.append(np.broadcast_to(m, shape))
+            except ValueError:
+                raise ValueError(f"{self._who()}: mask[{i}] has shape {m.shape}, which fits neither inputs[{i}]'s "
+                                 f"shape {shape} nor that shape without its last axis") from None
+        return np.concatenate(full, axis=self.axis % len(shapes[0])).any(axis=-1)
 
     def get_config(self) -> dict:
         cfg = super().get_config()

@@ -54,8 +54,8 @@ class SimpleRNN(BaseRNN):
         dropout (float): Input dropout rate in [0, 1), training only: one [B, F] mask per call,
             shared by all time steps (variational, as Keras). Default 0.
         recurrent_dropout (float): Dropout rate in [0, 1) on the state fed back into the recurrent
-            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani). Default 0. When > 0 the
-            kernels run one call per sequence, which is slower.
+            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani), applied inside the
+            kernels' time loop. Default 0.
         return_sequences (bool): Return the whole output sequence [B, T, H] instead of the last
             output [B, H] (default False).
         return_state (bool): Also return the final state(s): ``[y, h]`` (default False).
@@ -146,8 +146,8 @@ class LSTM(BaseRNN):
         dropout (float): Input dropout rate in [0, 1), training only: one [B, F] mask per call,
             shared by all time steps (variational, as Keras). Default 0.
         recurrent_dropout (float): Dropout rate in [0, 1) on the state fed back into the recurrent
-            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani). Default 0. When > 0 the
-            kernels run one call per sequence, which is slower.
+            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani), applied inside the
+            kernels' time loop. Default 0.
         return_sequences (bool): Return the whole output sequence [B, T, H] instead of the last
             output [B, H] (default False).
         return_state (bool): Also return the final state(s): ``[y, h, c]`` (default False).
@@ -251,8 +251,8 @@ class GRU(BaseRNN):
         dropout (float): Input dropout rate in [0, 1), training only: one [B, F] mask per call,
             shared by all time steps (variational, as Keras). Default 0.
         recurrent_dropout (float): Dropout rate in [0, 1) on the state fed back into the recurrent
-            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani). Default 0. When > 0 the
-            kernels run one call per sequence, which is slower.
+            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani), applied inside the
+            kernels' time loop. Default 0.
         return_sequences (bool): Return the whole output sequence [B, T, H] instead of the last
             output [B, H] (default False).
         return_state (bool): Also return the final state(s): ``[y, h]`` (default False).

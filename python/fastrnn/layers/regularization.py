@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _dropout
 from .._validation import layer_rate as _rate
-from . import initializers
 from ._core_common import _Stateless
 from .base import register_layer
 
@@ -26,14 +26,19 @@ class Dropout(_Stateless):
     When training, each element is zeroed with probability ``rate`` and the others are scaled by
     1/(1-rate); at inference the layer is the identity. The mask passes through.
 
+    The masks come from Philox4x32-10 (fastrnn._dropout), keyed by the layer's seed and counting
+    its training calls: reproducible with ``fastrnn.set_seed`` or ``seed=``, the same for any
+    thread count and instruction set. For float32 NumPy input the C++ kernel draws the mask and
+    applies it in one pass (its backward redraws it on the gradient instead of keeping it).
+
     Args:
         rate (float): Fraction of the elements to drop, in [0, 1).
         noise_shape (tuple | None): Shape of the dropout mask including the batch dimension (Keras
             semantics): None for "same as the input" and 1 to share the mask along an axis, e.g.
             ``(None, 1, None)`` for one mask per sequence shared over time. Default None: the
             input's shape.
-        seed (int | None): Seed of the layer's own generator for the masks; None draws from the
-            global generator.
+        seed (int | None): Seed of the layer's masks; None draws the layer's key from the global
+            generator.
         **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
             :class:`~fastrnn.layers.Layer`).
 
@@ -65,7 +70,7 @@ class Dropout(_Stateless):
         self.rate = _rate(rate, self._who(), "rate")
         self.noise_shape = None if noise_shape is None else tuple(None if d is None else int(d) for d in noise_shape)
         self.seed = seed
-        self._rng = initializers.new_rng(seed)
+        self._stream = _dropout.DropoutStream(seed)
 
     def _mask_shape(self, shape):
         if self.noise_shape is None:
@@ -92,18 +97,25 @@ class Dropout(_Stateless):
         if self.rate == 0.0:
             self._cache = (None,)
             return x
-        keep = self._rng.random(self._mask_shape(x.shape)) >= self.rate
-        m = keep.astype(self.dtype) / self.dtype.type(1.0 - self.rate)
-        self._cache = (m,)
+        key, call = self._stream.key, self._stream.next_call()
+        mshape = self._mask_shape(x.shape)
+        if mshape == tuple(x.shape):  # one pass: mask drawn and applied; backward redraws it
+            self._cache = (None, tuple(x.shape), call)
+            return _dropout.apply(x, key, call, 0, self.rate)
+        m = _dropout.mask(mshape, key, call, 0, self.rate, x.dtype)
+        self._cache = (m, tuple(x.shape), call)
         return x * m
 
     def _backward(self, dy):
-        (m,) = self._cache
+        cache = self._cache
         dy = np.asarray(dy).astype(self.dtype, copy=False)
-        if m is None:
+        if cache[0] is None and len(cache) == 1:  # rate 0
             return dy
-        if dy.ndim != m.ndim or any(a != b and b != 1 for a, b in zip(dy.shape, m.shape)):
-            raise ValueError(f"{self._who()}: dy of shape {dy.shape} does not match the last input")
+        m, shape, call = cache
+        if tuple(dy.shape) != shape:
+            raise ValueError(f"{self._who()}: dy of shape {dy.shape} does not match the last input {shape}")
+        if m is None:
+            return _dropout.apply(dy, self._stream.key, call, 0, self.rate)
         return dy * m
 
     def get_config(self) -> dict:

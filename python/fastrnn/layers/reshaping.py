@@ -26,7 +26,7 @@ class Flatten(_Stateless):
     The output has no mask.
 
     Args:
-        **kwargs: ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
+        **kwargs (Any): ``name``, ``trainable``, ``dtype``, ``input_shape`` (see
             :class:`~fastrnn.layers.Layer`).
 
     Call arguments:

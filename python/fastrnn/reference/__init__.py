@@ -40,6 +40,11 @@ fastrnn._cells describes each cell).
   from its own last valid step, as Bidirectional needs). y[t] is always the state after processing
   time t (0 if masked). Processing step s is the s-th step in processing order (t = s, or T-1-s).
 - h_n (and c_n) is the state after the last processed valid step of each row (h0 / c0 if none).
+- Recurrent dropout: every forward takes ``recurrent_mask=`` (keyword only; [B, H] of x's dtype, or
+  None): the recurrent product reads h * recurrent_mask at every step (z = x W_ih^T +
+  (h * m) W_hh^T + b; GRU: u = (h * m) W_hh^T + b_hh, while h' = (1-z)*n + z*h keeps the unmasked h,
+  as Keras does), and backward sends (dz W_hh) * m back into dh and uses h_prev * m for dW_hh. The
+  layers draw m from fastrnn.reference.dropout's Philox masks (variational: one mask per call).
 - Backward: dy has y's shape or is None (zeros); dy at masked positions is ignored. dstate is the
   gradient for the final state: [B, H] or None for rnn/gru, None or (dh_n, dc_n) for lstm (either
   may be None). A cache is a dict (a ReferenceCache: also the fields of fastrnn._cache.Cache as
@@ -71,6 +76,7 @@ the weights (w_ih, w_hh, and b or b_ih/b_hh), h_prev ([T, B, H], the state befor
 rnn adds nonlinearity and act ([T, B, H], the candidate state act(...) at time t); lstm adds
 c_prev ([T, B, H]), gates ([T, B, 4H], activated i, f, g, o) and tanh_c ([T, B, H], tanh of the
 candidate c'); gru adds gates ([T, B, 3H], activated r, z, n) and u_n ([T, B, H], h W_hn^T + b_hn).
+Every cache also has recurrent_mask ([B, H] or None).
 The cache keeps references to x and the weights; do not modify them in place between forward and
 backward (the kernel ops, fastrnn.ops, keep private copies).
 """

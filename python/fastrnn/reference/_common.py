@@ -220,7 +220,8 @@ def zero_one_as_bool(fn: str, mask):
 # --------------------------------------------------------------------------- the forward check
 
 def check_forward_args(cell, x, w_ih, w_hh, biases, h0=None, c0=None, lengths=None, mask=None,
-                       batch_first=True, reverse=False, training=True, nonlinearity="tanh") -> ForwardSpec:
+                       batch_first=True, reverse=False, training=True, nonlinearity="tanh",
+                       recurrent_mask=None) -> ForwardSpec:
     """Validate the arguments of ``{cell}_forward`` and return a ForwardSpec.
 
     cell: 'rnn', 'lstm' or 'gru'. biases: a tuple, (b,) for rnn and lstm, (b_ih, b_hh) for gru.
@@ -228,7 +229,8 @@ def check_forward_args(cell, x, w_ih, w_hh, biases, h0=None, c0=None, lengths=No
 
     Rules: x is a float32/float64 numpy or cupy array of rank 3 ([B,T,I] if batch_first else [T,B,I])
     with no zero-size dimension; w_ih [G*H, I], w_hh [G*H, H] (H >= 1), each bias [G*H]; h0/c0 None or
-    [B, H]; all of x's dtype and array module. lengths: 1-D integers of size B in [0, T]; mask: [B, T]
+    [B, H]; recurrent_mask None or [B, H]; all of x's dtype and array module. lengths: 1-D integers
+    of size B in [0, T]; mask: [B, T]
     bool or 0/1; not both. Raises TypeError (wrong kind of object, dtype, array module) or ValueError
     (shape, value, option), each naming the argument, the expected and the received value.
     """
@@ -286,6 +288,8 @@ def check_forward_args(cell, x, w_ih, w_hh, biases, h0=None, c0=None, lengths=No
         if cell != "lstm":
             raise ValueError(f"{fn}: c0 is only for lstm")
         check_array(fn, "c0", c0, (B, H), dtype, xp)
+    if recurrent_mask is not None:
+        check_array(fn, "recurrent_mask", recurrent_mask, (B, H), dtype, xp)
 
     if lengths is not None and mask is not None:
         raise ValueError(f"{fn}: give lengths or mask, not both")
@@ -451,6 +455,7 @@ class ReferenceCache(dict, Cache):
     w_hh = property(lambda self: self["w_hh"])
     mask = property(lambda self: self["mask"])
     h_prev = property(lambda self: self["h_prev"])
+    recurrent_mask = property(lambda self: self.get("recurrent_mask"))
 
     @property
     def gates(self):
@@ -491,6 +496,18 @@ def base_cache(cell, spec: ForwardSpec, x_tm, weights: dict, reverse: bool, batc
     cache.update(weights)
     cache.update(options)
     return ReferenceCache(cache)
+
+
+def recurrent_input(h, recurrent_mask):
+    """What the recurrent product reads: h, or h * recurrent_mask (recurrent dropout)."""
+    return h if recurrent_mask is None else h * recurrent_mask
+
+
+def recurrent_grad(dz, w_hh, recurrent_mask):
+    """The gradient that dz [B, G*H] sends back through the recurrent product, dz W_hh (times
+    recurrent_mask under recurrent dropout)."""
+    d = dz @ w_hh
+    return d if recurrent_mask is None else d * recurrent_mask
 
 
 def step_valid(mask, t: int):

@@ -17,6 +17,8 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    recurrent_grad,
+    recurrent_input,
     register_backward,
     select,
     sigmoid,
@@ -28,7 +30,7 @@ from ._common import (
 
 def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatArray, b_hh: FloatArray,
                 h0: FloatArray | None = None, lengths: Steps = None, mask: Steps = None, reverse: bool = False,
-                batch_first: bool = True, training: bool = True
+                batch_first: bool = True, training: bool = True, *, recurrent_mask: FloatArray | None = None
                 ) -> tuple[FloatArray, FloatArray, ReferenceCache | None]:
     """GRU forward pass.
 
@@ -36,10 +38,13 @@ def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatAr
     or None (zeros). lengths (int [B]) or mask (bool [B, T]) select the valid steps; reverse
     processes t = T-1..0. Returns (y, h_n, cache): y in x's layout with H features (0 at masked
     steps), h_n [B, H] the state after the last processed valid step, cache a dict for gru_backward
-    (None when training is False).
+    (None when training is False). recurrent_mask (keyword, [B, H] or None): recurrent dropout, the recurrent
+    product reads h * recurrent_mask at every step (kept in the cache for backward). The update
+    h' = (1-z)*n + z*h uses the unmasked h (Keras's GRU does the same).
     """
     spec = check_forward_args("gru", x, w_ih, w_hh, (b_ih, b_hh), h0=h0, lengths=lengths, mask=mask,
-                              batch_first=batch_first, reverse=reverse, training=training)
+                              batch_first=batch_first, reverse=reverse, training=training,
+                              recurrent_mask=recurrent_mask)
     xp, T, B, H, dtype = spec.xp, spec.T, spec.B, spec.H, spec.dtype
     reverse, batch_first = bool(reverse), bool(batch_first)
 
@@ -54,7 +59,7 @@ def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatAr
     for t in step_times(T, reverse):
         valid = step_valid(spec.mask, t)
         a = xa[t]
-        u = h @ w_hh.T + b_hh
+        u = recurrent_input(h, recurrent_mask) @ w_hh.T + b_hh
         r = sigmoid(xp, a[:, 0 * H:1 * H] + u[:, 0 * H:1 * H])
         z = sigmoid(xp, a[:, 1 * H:2 * H] + u[:, 1 * H:2 * H])
         n = xp.tanh(a[:, 2 * H:3 * H] + r * u[:, 2 * H:3 * H])
@@ -67,7 +72,7 @@ def gru_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b_ih: FloatAr
     cache = None
     if training:
         cache = base_cache("gru", spec, x_tm, {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh},
-                           reverse, batch_first, h_prev=h_prev, gates=gates, u_n=u_n)
+                           reverse, batch_first, h_prev=h_prev, gates=gates, u_n=u_n, recurrent_mask=recurrent_mask)
     return from_time_major(y, batch_first), h, cache
 
 
@@ -84,6 +89,7 @@ def gru_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArra
     xp, T, B, I, H = cache["xp"], cache["T"], cache["B"], cache["I"], cache["H"]
     w_ih, w_hh, mask = cache["w_ih"], cache["w_hh"], cache["mask"]
     h_prev, gates, u_n = cache["h_prev"], cache["gates"], cache["u_n"]
+    rmask = cache.get("recurrent_mask")
     da_all = xp.zeros((T, B, 3 * H), dtype=cache["dtype"])   # gradient of a (input side)
     du_all = xp.zeros((T, B, 3 * H), dtype=cache["dtype"])   # gradient of u (recurrent side)
 
@@ -99,7 +105,7 @@ def gru_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArra
         da = select(xp, valid, xp.concatenate([dr_pre, dz_pre, dn_pre], axis=1), 0)
         du = select(xp, valid, xp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1), 0)
         da_all[t], du_all[t] = da, du
-        dh = du @ w_hh + select(xp, valid, g * z, g)   # masked rows carry the gradient unchanged
+        dh = recurrent_grad(du, w_hh, rmask) + select(xp, valid, g * z, g)   # masked rows carry the gradient unchanged
         if cuts_gradient(s, k):
             dh = xp.zeros_like(dh)
 
@@ -109,7 +115,7 @@ def gru_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArra
         "x": from_time_major((da_flat @ w_ih).reshape(T, B, I), cache["batch_first"]),
         "h0": dh,
         "w_ih": da_flat.T @ cache["x"].reshape(T * B, I),
-        "w_hh": du_flat.T @ h_prev.reshape(T * B, H),
+        "w_hh": du_flat.T @ recurrent_input(h_prev, rmask).reshape(T * B, H),
         "b_ih": da_flat.sum(axis=0),
         "b_hh": du_flat.sum(axis=0),
     }

@@ -19,6 +19,8 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    recurrent_grad,
+    recurrent_input,
     register_backward,
     select,
     sigmoid,
@@ -30,7 +32,8 @@ from ._common import (
 
 def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray,
                  h0: FloatArray | None = None, c0: FloatArray | None = None, lengths: Steps = None,
-                 mask: Steps = None, reverse: bool = False, batch_first: bool = True, training: bool = True
+                 mask: Steps = None, reverse: bool = False, batch_first: bool = True, training: bool = True,
+                 *, recurrent_mask: FloatArray | None = None
                  ) -> tuple[FloatArray, tuple[FloatArray, FloatArray], ReferenceCache | None]:
     """LSTM forward pass.
 
@@ -38,10 +41,12 @@ def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArra
     None (zeros). lengths (int [B]) or mask (bool [B, T]) select the valid steps; reverse processes
     t = T-1..0. Returns (y, (h_n, c_n), cache): y in x's layout with H features (0 at masked steps),
     h_n/c_n [B, H] the state after the last processed valid step, cache a dict for lstm_backward
-    (None when training is False).
+    (None when training is False). recurrent_mask (keyword, [B, H] or None): recurrent dropout, the recurrent
+    product reads h * recurrent_mask at every step (kept in the cache for backward).
     """
     spec = check_forward_args("lstm", x, w_ih, w_hh, (b,), h0=h0, c0=c0, lengths=lengths, mask=mask,
-                              batch_first=batch_first, reverse=reverse, training=training)
+                              batch_first=batch_first, reverse=reverse, training=training,
+                              recurrent_mask=recurrent_mask)
     xp, T, B, H, dtype = spec.xp, spec.T, spec.B, spec.H, spec.dtype
     reverse, batch_first = bool(reverse), bool(batch_first)
 
@@ -57,7 +62,7 @@ def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArra
 
     for t in step_times(T, reverse):
         valid = step_valid(spec.mask, t)
-        z = xw[t] + h @ w_hh.T
+        z = xw[t] + recurrent_input(h, recurrent_mask) @ w_hh.T
         i = sigmoid(xp, z[:, 0 * H:1 * H])
         f = sigmoid(xp, z[:, 1 * H:2 * H])
         g = xp.tanh(z[:, 2 * H:3 * H])
@@ -74,7 +79,7 @@ def lstm_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArra
     cache = None
     if training:
         cache = base_cache("lstm", spec, x_tm, {"w_ih": w_ih, "w_hh": w_hh, "b": b}, reverse, batch_first,
-                           h_prev=h_prev, c_prev=c_prev, gates=gates, tanh_c=tanh_c)
+                           h_prev=h_prev, c_prev=c_prev, gates=gates, tanh_c=tanh_c, recurrent_mask=recurrent_mask)
     return from_time_major(y, batch_first), (h, c), cache
 
 
@@ -91,6 +96,7 @@ def lstm_backward(cache: ReferenceCache, dy: FloatArray | None,
     xp, T, B, I, H = cache["xp"], cache["T"], cache["B"], cache["I"], cache["H"]
     w_ih, w_hh, mask = cache["w_ih"], cache["w_hh"], cache["mask"]
     h_prev, c_prev, gates, tanh_c = cache["h_prev"], cache["c_prev"], cache["gates"], cache["tanh_c"]
+    rmask = cache.get("recurrent_mask")
     dz_all = xp.zeros((T, B, 4 * H), dtype=cache["dtype"])   # gradient of z (pre-activations)
 
     times = step_times(T, cache["reverse"])
@@ -109,7 +115,7 @@ def lstm_backward(cache: ReferenceCache, dy: FloatArray | None,
         dz = xp.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=1)
         dz = select(xp, valid, dz, 0)              # only valid rows went through the cell
         dz_all[t] = dz
-        dh = dz @ w_hh + select(xp, valid, 0, gh)  # masked rows carry the gradients unchanged
+        dh = recurrent_grad(dz, w_hh, rmask) + select(xp, valid, 0, gh)  # masked rows carry the gradients unchanged
         dc = select(xp, valid, dc_new * f, gc)
         if cuts_gradient(s, k):
             dh, dc = xp.zeros_like(dh), xp.zeros_like(dc)
@@ -120,6 +126,6 @@ def lstm_backward(cache: ReferenceCache, dy: FloatArray | None,
         "h0": dh,
         "c0": dc,
         "w_ih": dz_flat.T @ cache["x"].reshape(T * B, I),
-        "w_hh": dz_flat.T @ h_prev.reshape(T * B, H),
+        "w_hh": dz_flat.T @ recurrent_input(h_prev, rmask).reshape(T * B, H),
         "b": dz_flat.sum(axis=0),
     }

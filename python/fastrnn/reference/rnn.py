@@ -14,6 +14,8 @@ from ._common import (
     from_time_major,
     input_projection,
     masked_input,
+    recurrent_grad,
+    recurrent_input,
     register_backward,
     resolve_activation,
     select,
@@ -26,7 +28,8 @@ from ._common import (
 def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray, h0: FloatArray | None = None,
                 lengths: Steps = None, mask: Steps = None, reverse: bool = False, batch_first: bool = True,
                 training: bool = True, nonlinearity: str = DEFAULT_ACTIVATION, *,
-                activation: str | None = None) -> tuple[FloatArray, FloatArray, ReferenceCache | None]:
+                activation: str | None = None, recurrent_mask: FloatArray | None = None
+                ) -> tuple[FloatArray, FloatArray, ReferenceCache | None]:
     """SimpleRNN forward pass.
 
     x: [B, T, I] if batch_first else [T, B, I]; w_ih [H, I]; w_hh [H, H]; b [H]; h0 [B, H] or None
@@ -35,11 +38,13 @@ def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray
     older one; ValueError when both are given and differ). Returns (y, h_n, cache): y in x's layout
     with H features (0 at masked steps), h_n [B, H] the state after the last processed valid step,
     cache a dict (a ReferenceCache) for rnn_backward (None when training is False).
+    recurrent_mask (keyword, [B, H] or None): recurrent dropout, the recurrent product reads
+    h * recurrent_mask at every step (kept in the cache for backward).
     """
     nonlinearity = resolve_activation("rnn_forward", activation, nonlinearity)
     spec = check_forward_args("rnn", x, w_ih, w_hh, (b,), h0=h0, lengths=lengths, mask=mask,
                               batch_first=batch_first, reverse=reverse, training=training,
-                              nonlinearity=nonlinearity)
+                              nonlinearity=nonlinearity, recurrent_mask=recurrent_mask)
     xp, T, B, H, dtype = spec.xp, spec.T, spec.B, spec.H, spec.dtype
     reverse, batch_first = bool(reverse), bool(batch_first)
     act = xp.tanh if nonlinearity == "tanh" else (lambda v: xp.maximum(v, 0))
@@ -53,7 +58,7 @@ def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray
 
     for t in step_times(T, reverse):
         valid = step_valid(spec.mask, t)
-        a = act(xw[t] + h @ w_hh.T)
+        a = act(xw[t] + recurrent_input(h, recurrent_mask) @ w_hh.T)
         h_prev[t] = h
         a_all[t] = a
         h = select(xp, valid, a, h)
@@ -62,7 +67,7 @@ def rnn_forward(x: FloatArray, w_ih: FloatArray, w_hh: FloatArray, b: FloatArray
     cache = None
     if training:
         cache = base_cache("rnn", spec, x_tm, {"w_ih": w_ih, "w_hh": w_hh, "b": b}, reverse, batch_first,
-                           nonlinearity=nonlinearity, h_prev=h_prev, act=a_all)
+                           nonlinearity=nonlinearity, h_prev=h_prev, act=a_all, recurrent_mask=recurrent_mask)
     return from_time_major(y, batch_first), h, cache
 
 
@@ -79,6 +84,7 @@ def rnn_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArra
     xp, T, B, I, H = cache["xp"], cache["T"], cache["B"], cache["I"], cache["H"]
     w_ih, w_hh, mask = cache["w_ih"], cache["w_hh"], cache["mask"]
     h_prev, a_all = cache["h_prev"], cache["act"]
+    rmask = cache.get("recurrent_mask")
     relu = cache["nonlinearity"] == "relu"
     dz_all = xp.zeros((T, B, H), dtype=cache["dtype"])   # gradient of the pre-activation
 
@@ -91,7 +97,7 @@ def rnn_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArra
         dz = g * (a > 0) if relu else g * (1 - a * a)
         dz = select(xp, valid, dz, 0)              # only valid rows went through the cell
         dz_all[t] = dz
-        dh = dz @ w_hh + select(xp, valid, 0, g)   # masked rows carry the gradient unchanged
+        dh = recurrent_grad(dz, w_hh, rmask) + select(xp, valid, 0, g)   # masked rows carry the gradient unchanged
         if cuts_gradient(s, k):
             dh = xp.zeros_like(dh)
 
@@ -100,6 +106,6 @@ def rnn_backward(cache: ReferenceCache, dy: FloatArray | None, dstate: FloatArra
         "x": from_time_major((dz_flat @ w_ih).reshape(T, B, I), cache["batch_first"]),
         "h0": dh,
         "w_ih": dz_flat.T @ cache["x"].reshape(T * B, I),
-        "w_hh": dz_flat.T @ h_prev.reshape(T * B, H),
+        "w_hh": dz_flat.T @ recurrent_input(h_prev, rmask).reshape(T * B, H),
         "b": dz_flat.sum(axis=0),
     }
