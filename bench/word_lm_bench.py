@@ -16,9 +16,9 @@ V words, the shape of a real corpus's frequencies, fixed seed.
 FLOPs per step (2 per multiply-add): LSTMs 3 x 2 x T B 4H (I + H) per layer (forward, and a
 backward of twice the forward); decoder 3 x 2 N H V (forward, weight gradient, input gradient),
 N = T B = 700 rows; the softmax, embedding and optimizer are memory-bound and not counted. The
-FMA peak: measured with a small C loop of independent AVX-512 FMAs (cc -O2 -mavx512f, one per
-thread, 2 threads) when a C compiler is present, and the nominal figure beside it: Zen 4 issues
-two 256-bit FMAs per cycle per core (AVX-512 double-pumped), 32 float FLOP/cycle/core.
+FMA peak: measured (fastrnn.backend.fma_peak, the run's thread count), and the nominal figure
+beside it: Zen 4 issues two 256-bit FMAs per cycle per core (AVX-512 double-pumped), 32 float
+FLOP/cycle/core; the share of peak uses the larger of the two.
 Also a per-part profile of fastrnn's step (each layer's forward and backward, loss, zero_grad,
 optimizer step with the clipping; "rest" = Python and glue). Not a test: run by hand and copy the
 printed table into bench/RESULTS.md with the load (uptime) it prints.
@@ -33,7 +33,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")  # before numpy: the BLAS at 
 import datetime
 import platform
 import subprocess
-import tempfile
 import time
 
 import numpy as np
@@ -42,7 +41,7 @@ import torch
 import fastrnn
 import fastrnn._crossentropy as _xent
 import fastrnn.layers.core as _layers_core
-from fastrnn import _bench, layers, losses, models, optim
+from fastrnn import _bench, backend, layers, losses, models, optim
 
 T, B, E, H = 35, 20, 200, 200  # bptt, batch, embedding size, hidden size
 LR, CLIP, DROPOUT = 20.0, 0.25, 0.2
@@ -152,48 +151,6 @@ def torch_step(model, data):
 
 
 # ---- the FMA peak ---------------------------------------------------------------------------------
-_FMA_C = r"""
-#include <immintrin.h>
-#include <omp.h>
-#include <stdio.h>
-int main(void) {
-  const long iters = 200000000L / 12;
-  double t0 = omp_get_wtime();
-  float sink = 0.0f;
-#pragma omp parallel num_threads(2) reduction(+ : sink)
-  {
-    __m512 a[12];
-    const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    for (int k = 0; k < 12; ++k) a[k] = _mm512_set1_ps((float)k);
-    for (long i = 0; i < iters; ++i)
-      for (int k = 0; k < 12; ++k) a[k] = _mm512_fmadd_ps(a[k], b, c);
-    for (int k = 0; k < 12; ++k) sink += _mm512_reduce_add_ps(a[k]);
-  }
-  double t = omp_get_wtime() - t0;
-  printf("%.6e %f\n", 2.0 * 2 * 16 * 12 * (double)iters / t, sink);
-  return 0;
-}
-"""
-
-
-def measured_fma_peak():
-    """FLOP/s of 2 threads of independent AVX-512 FMAs (12 chains each), or None without a compiler."""
-    with tempfile.TemporaryDirectory() as d:
-        src, exe = os.path.join(d, "fma.c"), os.path.join(d, "fma")
-        with open(src, "w") as f:
-            f.write(_FMA_C)
-        try:
-            subprocess.run(["cc", "-O2", "-mavx512f", "-fopenmp", src, "-o", exe], check=True,
-                           capture_output=True, timeout=60)
-            best = 0.0
-            for _ in range(3):
-                out = subprocess.run([exe], check=True, capture_output=True, text=True, timeout=60).stdout
-                best = max(best, float(out.split()[0]))
-            return best
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-
 def nominal_fma_peak():
     """32 float FLOP/cycle/core (Zen 4: two 256-bit FMA pipes) x 2 cores x the highest clock the
     kernel reports (cpuinfo_max_freq, else /proc/cpuinfo's MHz)."""
@@ -344,7 +301,7 @@ def main(argv=None):
     load_after = os.getloadavg()
     lstm_f, dec_f = flops_per_step(V)
     total_f = lstm_f + dec_f
-    meas = measured_fma_peak()
+    meas = backend.fma_peak(a.threads, seconds=2.0)
     nom, ghz = nominal_fma_peak()
     part_rows = parts_bench(V, max(1.0, a.min_time / 4), a.rounds)
     prof_after = profile(fr_model, data, a.profile_steps, True)
@@ -361,11 +318,12 @@ def main(argv=None):
           "(2 FLOP per multiply-add)")
     peak_line = []
     if meas:
-        peak_line.append(f"measured {meas / 1e9:.0f} GFLOP/s (2 threads of AVX-512 FMA chains, under this load)")
+        peak_line.append(f"measured {meas / 1e9:.0f} GFLOP/s (backend.fma_peak: {a.threads} threads of FMA chains, "
+                         "the fastest 20 ms run; under load it reads low)")
     if nom:
         peak_line.append(f"nominal {nom / 1e9:.0f} GFLOP/s (32 FLOP/cycle/core x 2 cores x {ghz:.2f} GHz)")
     print("FMA peak: " + "; ".join(peak_line or ["unknown"]))
-    peak = nom or meas
+    peak = max(nom or 0.0, meas or 0.0) or None
     print()
     print("| step (2 threads) | quietest-block median (ms) | fastest step (ms) | vs PyTorch (median) "
           "| share of FMA peak (median, fastest) |")
