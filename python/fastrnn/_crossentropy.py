@@ -1,7 +1,12 @@
 """The crossentropy losses of :mod:`fastrnn.losses` (binary, categorical, sparse categorical) and the
 stable ``log_softmax`` they use on logits. Probabilities are clipped to ``[EPSILON, 1 - EPSILON]``
 as Keras does; the conventions are described in ``fastrnn.losses``' docstring, and the classes are
-importable from there."""
+importable from there.
+
+The categorical crossentropies take float32 NumPy predictions through the fused C++ kernel
+(``fastrnn._core.xent``, csrc/cpu/xent.h: loss and gradient in one sweep over each row, threaded
+over rows, the same bits for any thread count); float64, CuPy and other inputs take the NumPy
+forms below, which are the kernel's reference twins (tests/test_xent_kernels.py)."""
 from __future__ import annotations
 
 import weakref
