@@ -124,6 +124,36 @@ struct QForwardArgs {
   int threads;
 };
 
+// Fused softmax (or normalised probabilities) + cross-entropy over the rows of z [N, C]: the
+// per-row loss (weighted, 0 at masked rows) and its gradient with respect to z. Targets are
+// class ids (ids, [N]) or dense (soft) targets (y, [N, C]); exactly one is given. Ids must lie
+// in [0, C) (the caller checks). See cpu/xent.h.
+struct XentArgs {
+  int64_t N, C;
+  const float* z;
+  const int64_t* ids;    // sparse targets or nullptr
+  const float* y;        // dense targets or nullptr
+  const uint8_t* mask;   // [N], nonzero = valid, or nullptr (all valid)
+  const double* weight;  // [N] or nullptr (all 1)
+  bool from_logits;
+  float* grad;           // [N, C]
+  double* loss;          // [N]
+  int threads;
+};
+
+// Embedding gather out[n] = table[ids[n]] and the deterministic scatter-add grad[ids[n]] += dy[n]
+// (rows n ascending for every entry, whatever the thread count). Ids in [0, V) (the caller
+// checks). See cpu/embedding.h.
+struct EmbeddingArgs {
+  int64_t N, V, D;
+  const int64_t* ids;
+  const float* table;  // forward: [V, D]
+  float* out;          // forward: [N, D]
+  const float* dy;     // backward: [N, D]
+  float* grad;         // backward: [V, D], accumulated into
+  int threads;
+};
+
 // Dropout (cpu/dropout.h): m[e] = scale if the Philox word of element e under (key, call, stream)
 // is >= threshold, else 0 (element 64 g + 16 w + l: word w of block 16 g + l); y = x * m. The same mask for any thread count and instruction set.
 struct DropoutArgs {
@@ -167,6 +197,9 @@ struct KernelTable {
                 int threads);
   size_t (*qforward_workspace_floats)(const Dims& d, int threads);
   void (*qforward)(const QForwardArgs& a);
+  void (*xent)(const XentArgs& a);
+  void (*embedding_forward)(const EmbeddingArgs& a);
+  void (*embedding_backward)(const EmbeddingArgs& a);
 };
 
 const KernelTable& kernels_scalar();

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+import fastrnn
 from fastrnn import _core
 
 
@@ -13,3 +14,11 @@ def isa(request):
     _core.set_isa(request.param)
     yield request.param
     _core.set_isa(before)
+
+
+@pytest.fixture
+def threads():
+    """fastrnn.set_num_threads, with the thread count restored afterwards."""
+    before = fastrnn.get_num_threads()
+    yield fastrnn.set_num_threads
+    fastrnn.set_num_threads(before)

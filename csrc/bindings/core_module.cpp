@@ -315,6 +315,8 @@ static const std::string g_spin_at_load = [] {
   return std::string(v ? v : "");
 }();
 
+void register_train_ops_xent(py::module_& m);  // train_ops_xent.cpp
+
 #define FASTRNN_STR_(x) #x
 #define FASTRNN_STR(x) FASTRNN_STR_(x)
 
@@ -414,4 +416,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("vector_width", []() { return fastrnn::active_kernels().vector_width; });
   register_train_ops_optim(m);
   register_train_ops_dense(m);
+  register_train_ops_xent(m);
 }

@@ -27,6 +27,8 @@
 //   peak.h            the FMA throughput of this ISA (the benchmark's physical limit)
 //   qgemm.h           int8 inference: quantizing rows, packing int8 weights, the int8 products
 //   qforward_loop.h   int8 inference: the recurrent cells' forward pass
+//   xent.h            fused softmax + cross-entropy: per-row loss and gradient, one sweep
+//   embedding.h       Embedding gather and deterministic scatter-add
 //   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
 // This file holds the tuning constants and small helpers they share, the dispatch on the cell
 // and the kernel table.
@@ -124,6 +126,8 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/cells/cell_math.h"
 #include "cpu/forward_loop.h"
 #include "cpu/backward_loop.h"
+#include "cpu/xent.h"
+#include "cpu/embedding.h"
 #include "cpu/dropout.h"
 #include "cpu/peak.h"
 #include "cpu/optim_update.h"
@@ -163,7 +167,7 @@ static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
                              dropout, philox_blocks, scratch_bytes, release_scratch, fma_peak, optim_update, colsum,
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
-                             qforward};
+                             qforward, xent, embedding_forward, embedding_backward};
   return t;
 }
 

@@ -1,12 +1,21 @@
 """The crossentropy losses of :mod:`fastrnn.losses` (binary, categorical, sparse categorical) and the
 stable ``log_softmax`` they use on logits. Probabilities are clipped to ``[EPSILON, 1 - EPSILON]``
 as Keras does; the conventions are described in ``fastrnn.losses``' docstring, and the classes are
-importable from there."""
+importable from there.
+
+The categorical crossentropies take float32 NumPy predictions through the fused C++ kernel
+(``fastrnn._core.xent``, csrc/cpu/xent.h: loss and gradient in one sweep over each row, threaded
+over rows, the same bits for any thread count); float64, CuPy and other inputs take the NumPy
+forms below, which are the kernel's reference twins (tests/test_xent_kernels.py)."""
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import backend
+from ._kernel_cache import POOL
 from ._loss_base import EPSILON, Loss, _as_float_array, _check_mask, _grad_dtype, _sample_weights
 
 __all__ = [
@@ -57,6 +66,58 @@ class BinaryCrossentropy(Loss):
         return {"from_logits": self.from_logits}
 
 
+def _fused_core(y_pred):
+    """The compiled module when the fused kernel (fastrnn._core.xent) takes ``y_pred``: a float32
+    NumPy array with a class axis (not CuPy, not float64: those keep the NumPy path); else None."""
+    if type(y_pred) is not np.ndarray or y_pred.dtype != np.float32 or y_pred.ndim < 2 or y_pred.size == 0:
+        return None
+    try:
+        return backend.core()
+    except ImportError:  # pragma: no cover - only on broken installs
+        return None
+
+
+# Gradients of the fused kernel that came from the buffer pool (by id; entries vanish with their
+# arrays): a training step may divide such a gradient in place and give it back (grad_from_pool).
+_POOL_GRADS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def grad_from_pool(a: object) -> bool:
+    """Whether ``a`` is a gradient the fused crossentropy took from fastrnn's buffer pool (its
+    caller may return it with ``POOL.give`` once done with it).
+
+    Args:
+        a (object): The gradient a loss's ``sum_and_grad`` returned (any object).
+
+    Returns:
+        bool: True for the pooled array itself, False for anything else.
+    """
+    return _POOL_GRADS.get(id(a)) is a
+
+
+def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
+    """sum_and_grad through the fused C++ kernel: ``ids`` (int64 class ids, y_pred's shape without
+    the class axis) or ``y`` (dense targets of y_pred's shape); ``m`` a bool mask or None, ``w``
+    broadcastable per-entry weights (from _sample_weights) or None."""
+    shape = y_pred.shape
+    c = shape[-1]
+    z = np.ascontiguousarray(y_pred).reshape(-1, c)
+    n = z.shape[0]
+    mask = None if m is None else np.ascontiguousarray(m, dtype=np.bool_).reshape(n).view(np.uint8)
+    weight = None if w is None else np.ascontiguousarray(np.broadcast_to(w, shape[:-1]), dtype=np.float64).reshape(n)
+    if ids is not None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(n)
+    else:
+        y = np.ascontiguousarray(y, dtype=np.float32).reshape(n, c)
+    out = POOL.take(shape)  # an array of its own (not a view), so that it can go back to the pool
+    per, grad = core.xent(z, ids, y, mask, weight, from_logits, None if out is None else out.reshape(n, c))
+    count = int(m.sum()) if m is not None else n
+    if out is None:
+        return float(per.sum()), count, grad.reshape(shape)
+    _POOL_GRADS[id(out)] = out
+    return float(per.sum()), count, out
+
+
 def log_softmax(z: np.ndarray) -> np.ndarray:
     """``log(softmax(z))`` over the last axis, computed stably (the maximum subtracted first)."""
     zmax = z.max(axis=-1, keepdims=True)
@@ -72,7 +133,8 @@ def _categorical(y_true, y_pred, from_logits):
     if from_logits:
         logq = log_softmax(y_pred)
         q = np.exp(logq)
-        loss = -(y_true * logq).sum(axis=-1)
+        with np.errstate(invalid="ignore"):  # 0 * -inf: a class of -inf logit and no target weight adds 0
+            loss = -np.where(y_true != 0, y_true * logq, 0.0).sum(axis=-1)
         grad = q * y_true.sum(axis=-1, keepdims=True) - y_true
         return loss, grad
     # Keras: normalise the probabilities over the last axis, then clip.
@@ -105,6 +167,18 @@ class CategoricalCrossentropy(Loss):
 
     def _elementwise(self, y_true, y_pred):
         return _categorical(y_true, y_pred, self.from_logits)
+
+    def sum_and_grad(self, y_true: ArrayLike, y_pred: ArrayLike, mask: ArrayLike | None = None,
+                     sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
+        """As :meth:`Loss.sum_and_grad`; float32 NumPy predictions go through the fused C++ kernel
+        (one sweep over each row of logits, threaded over rows), the rest through the NumPy form."""
+        core = _fused_core(y_pred)
+        if core is None:
+            return super().sum_and_grad(y_true, y_pred, mask, sample_weight)
+        y_true = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
+        m = _check_mask(mask, y_pred.shape[:-1])
+        w = _sample_weights(sample_weight, y_pred.shape[:-1])
+        return _fused_sum_and_grad(core, y_pred, None, y_true, m, w, self.from_logits)
 
     def _prepare_true(self, y_true, y_pred):
         if y_true.shape != y_pred.shape:
@@ -175,10 +249,15 @@ class SparseCategoricalCrossentropy(Loss):
         """As :meth:`Loss.sum_and_grad`, without a one-hot: the value gathers the target entries and
         the gradient (in y_pred's dtype) is softmax minus one at the target (logits), or the
         derivative of ``-log clip(p_t / sum p)`` (probabilities). Per-row sums and the target
-        entries are computed in float64."""
+        entries are computed in float64. Float32 NumPy predictions go through the fused C++
+        kernel (fastrnn._core.xent), the others through the NumPy form below, its reference."""
+        core = _fused_core(y_pred)
         y_pred = _as_float_array(y_pred, "y_pred")
         ids = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
         m = _check_mask(mask, y_pred.shape[:-1])
+        if core is not None:
+            w = _sample_weights(sample_weight, y_pred.shape[:-1])
+            return _fused_sum_and_grad(core, y_pred, ids, None, m, w, self.from_logits)
         gdt = _grad_dtype(y_pred)
         wdt = np.dtype(np.float64) if gdt == np.float64 else np.dtype(np.float32)
         z = y_pred.astype(wdt, copy=False)
@@ -189,7 +268,7 @@ class SparseCategoricalCrossentropy(Loss):
             grad = z - zmax  # the only full-size temporary, in the working dtype
             np.exp(grad, out=grad)
             se = grad.sum(axis=-1, keepdims=True, dtype=np.float64)
-            per = (np.log(se) + zmax.astype(np.float64) - zt)[..., 0]  # -log softmax(z)_t
+            per = (np.log(se) + (zmax.astype(np.float64) - zt))[..., 0]  # -log softmax(z)_t
             grad /= se.astype(wdt)
             # softmax_t - 1 = expm1(log softmax_t), accurate when softmax_t is close to 1
             np.put_along_axis(grad, idx, np.expm1(-per)[..., None].astype(wdt), axis=-1)

@@ -36,8 +36,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from . import _random
+from . import _crossentropy, _random
 from . import callbacks as callbacks_module
+from ._kernel_cache import POOL
 from ._validation import positive_int as _positive_int
 from .layers import base as layers_base
 
@@ -281,7 +282,13 @@ class TrainingLoops:
         value = total / count if count else 0.0
         self._check_loss(value, where)
         self.optimizer._begin_step(self, count)
-        self.backward(dtotal / count if count else np.zeros_like(dtotal))
+        if count and _crossentropy.grad_from_pool(dtotal):
+            # the fused loss's own pooled buffer, held by nobody else: the mean in place (the same
+            # bits as dtotal / count), then back to the pool for the next step (no fresh pages)
+            self.backward(np.divide(dtotal, count, out=dtotal))
+            POOL.give(dtotal)
+        else:
+            self.backward(dtotal / count if count else np.zeros_like(dtotal))
         for m in self.compiled_metrics:
             m.update_state(yb, y_pred, mask)
         return value
@@ -312,6 +319,8 @@ class TrainingLoops:
                 csum, ccount, dsum = self.loss.sum_and_grad(yt, y_pred, mask, sample_weight=wt)
                 self._check_loss(csum / ccount if ccount else 0.0, f"{where}, chunk {ci + 1} (steps {s}..{e - 1})")
                 self.backward(dsum)
+                if _crossentropy.grad_from_pool(dsum):
+                    POOL.give(dsum)
                 total_sum += csum
                 total_count += ccount
                 for m in self.compiled_metrics:

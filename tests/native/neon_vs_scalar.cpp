@@ -20,7 +20,10 @@
 //     the tolerance the Python tests apply to every ISA path (tests/test_kernels.py::_close:
 //     max abs error <= 3e-5 (1 + max |reference|)); training and inference outputs must agree bit
 //     for bit, and so must 1 and 2 threads (the kernels promise identical results for any thread
-//     count) wherever a product or time loop is big enough to be split (THREAD_WORK).
+//     count) wherever a product or time loop is big enough to be split (THREAD_WORK);
+//   * the fused cross-entropy (sparse / dense targets, logits / probabilities, mask, weights, -inf
+//     logits) to 3e-6 of the scalar path, 1 and 2 threads bit for bit, and the Embedding gather
+//     and scatter-add bit for bit.
 // Exit status 0 when everything matched; otherwise the mismatches are printed (up to 6 per case)
 // and the status is 1.
 //
@@ -576,6 +579,77 @@ void check_dropout(const KernelTable& vec, const KernelTable& sca, Tally& tally)
   }
 }
 
+// The fused cross-entropy (sparse and dense targets, logits and probabilities, a mask and weights,
+// -inf logits in one row) and the Embedding gather / scatter-add against the scalar path: the
+// loss to 3e-6 relative, the gradient to 3e-6 of its largest entry (the vector exp against
+// expf), the Embedding bit for bit; the vector path at 1 and 2 threads bit for bit.
+void check_xent_embedding(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
+  Rng rng(11);
+  const int64_t N = 7;
+  for (int64_t C : {1, 3, 5, 17, 63, 64, 65, 1000, 5003}) {
+    for (int mode = 0; mode < 4; ++mode) {  // bit 0: dense targets, bit 1: probabilities
+      const bool dense = mode & 1, logits = !(mode & 2);
+      Case c{fmt("%s xent C=%lld %s %s", vec.name, (long long)C, dense ? "dense" : "sparse",
+                 logits ? "logits" : "probabilities")};
+      std::vector<float> z((size_t)(N * C)), y(dense ? (size_t)(N * C) : 0);
+      std::vector<int64_t> ids((size_t)N);
+      std::vector<uint8_t> mask((size_t)N, 1);
+      std::vector<double> w((size_t)N);
+      for (auto& e : z) e = logits ? rng.uni(-12, 12) : rng.uni(0.0f, 1.0f);
+      for (auto& e : y) e = rng.uni(0.0f, 1.0f);
+      for (int64_t n = 0; n < N; ++n) ids[(size_t)n] = rng.below(C), w[(size_t)n] = rng.uni(0.0f, 2.0f);
+      mask[3] = 0;
+      if (logits && C > 2)  // -inf logits away from the target: probability exactly 0
+        for (int64_t j = 0; j < C; ++j)
+          if (j != ids[1] && j % 3 == 0) z[(size_t)(C + j)] = -INFINITY;
+      if (dense && logits && C > 2)
+        for (int64_t j = 0; j < C; ++j)
+          if (j % 3 == 0) y[(size_t)(C + j)] = 0.0f;
+      auto run = [&](const KernelTable& t, int threads, std::vector<float>& g, std::vector<double>& l) {
+        g.assign((size_t)(N * C), -1.0f), l.assign((size_t)N, -1.0);
+        XentArgs a{};
+        a.N = N, a.C = C, a.z = z.data(), a.ids = dense ? nullptr : ids.data(), a.y = dense ? y.data() : nullptr;
+        a.mask = mask.data(), a.weight = w.data(), a.from_logits = logits, a.grad = g.data(), a.loss = l.data();
+        a.threads = threads;
+        t.xent(a);
+      };
+      std::vector<float> gs, gv, gv2;
+      std::vector<double> ls, lv, lv2;
+      run(sca, 1, gs, ls);
+      run(vec, 1, gv, lv);
+      run(vec, 2, gv2, lv2);
+      close(c, "loss vs scalar", lv, ls, 3e-6);
+      close(c, "gradient vs scalar", gv, gs, 3e-6);
+      identical(c, "gradient 1 vs 2 threads", gv, gv2);
+      if (std::memcmp(lv.data(), lv2.data(), lv.size() * sizeof(double)) != 0) c.fail("loss 1 vs 2 threads differs");
+      (c.ok ? tally.passed : tally.failed)++;
+    }
+  }
+  for (int64_t D : {1, 5, 16, 17, 200, 1025}) {
+    Case c{fmt("%s embedding D=%lld", vec.name, (long long)D)};
+    const int64_t V = 50, N = 1200;
+    std::vector<float> table((size_t)(V * D)), dy((size_t)(N * D));
+    std::vector<int64_t> ids((size_t)N);
+    for (auto& e : table) e = rng.uni(-1, 1);
+    for (auto& e : dy) e = rng.uni(-1, 1);
+    for (auto& e : ids) e = rng.below(V);
+    auto run = [&](const KernelTable& t, int threads, std::vector<float>& out, std::vector<float>& grad) {
+      out.assign((size_t)(N * D), -1.0f), grad.assign(table.begin(), table.end());
+      EmbeddingArgs a{};
+      a.N = N, a.V = V, a.D = D, a.ids = ids.data(), a.table = table.data(), a.out = out.data();
+      a.dy = dy.data(), a.grad = grad.data(), a.threads = threads;
+      t.embedding_forward(a);
+      t.embedding_backward(a);
+    };
+    std::vector<float> os, gs, ov, gv;
+    run(sca, 1, os, gs);
+    run(vec, 2, ov, gv);
+    identical(c, "gather vs scalar", ov, os);
+    identical(c, "scatter-add vs scalar", gv, gs);
+    (c.ok ? tally.passed : tally.failed)++;
+  }
+}
+
 void check_layers(const KernelTable& vec, const KernelTable& sca, Tally& tally, bool quick) {
   struct S {
     int64_t T, B, I, H;
@@ -831,6 +905,8 @@ int main(int argc, char** argv) {
     lap("int8");
     if (g_shard == 0) check_dropout(vec, sca, tally);
     lap("dropout");
+    if (g_shard == 0) check_xent_embedding(vec, sca, tally);
+    lap("cross-entropy and Embedding");
     std::printf("%s vs scalar: %d cases passed, %d failed (%d layer cases also against double precision)\n",
                 vec.name, tally.passed, tally.failed, tally.anchored);
     all_ok = all_ok && tally.failed == 0;

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .. import ops
+from .. import backend, ops
 from .._validation import layer_positive_int as _positive_int
 from . import _symbolic, initializers
 from ._core_common import ACTIVATIONS, _activation, _init_name, _Stateless
@@ -168,6 +168,11 @@ class Dense(Layer):
 
 
 # ----------------------------------------------------------------------------------------------
+def _f32_numpy(a):
+    """Whether ``a`` is a float32 C-contiguous NumPy array (what the C++ Embedding kernels take)."""
+    return type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous
+
+
 @register_layer
 class Embedding(Layer):
     """Lookup table from integer ids to dense vectors.
@@ -299,7 +304,11 @@ class Embedding(Layer):
         return m.astype(bool, copy=False)
 
     def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
-        y = self.embeddings.value[x]
+        table = self.embeddings.value
+        if _f32_numpy(table):  # the C++ gather (threaded); ids were checked by _convert_input
+            y = backend.core().embedding_forward(table, np.ascontiguousarray(x, dtype=np.int64))
+        else:
+            y = table[x]
         if training:  # a private copy: the caller may change the ids before backward
             self._cache = np.array(x, copy=True)
         return y
@@ -307,7 +316,13 @@ class Embedding(Layer):
     def _backward(self, dy):
         ids = self._cache
         dy = self._check_dy(dy, ids.shape + (self.output_dim,))
-        np.add.at(self.embeddings.grad, ids.ravel(), dy.reshape(-1, self.output_dim))
+        grad = self.embeddings.grad
+        if _f32_numpy(grad) and dy.dtype == np.float32:
+            # the C++ scatter-add: rows added in order, the same bits as np.add.at for any thread count
+            backend.core().embedding_backward(np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(dy),
+                                              grad)
+        else:
+            np.add.at(grad, ids.ravel(), dy.reshape(-1, self.output_dim))
         return None
 
     def compute_output_shape(self, input_shape: Any) -> Any:
