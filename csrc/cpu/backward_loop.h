@@ -47,19 +47,6 @@ struct BackwardWorkspace {
   size_t floats;
 };
 
-// The valid positions of a masked call, counted.
-static int64_t valid_positions(const Dims& d) {
-  if (!d.mask) return d.T * d.B;
-  int64_t n = 0;
-  for (int64_t i = 0; i < d.T * d.B; ++i) n += d.mask[i] != 0;
-  return n;
-}
-
-// Where a mask leaves at most 3/4 of the positions valid (a padded batch), the weight and input
-// gradient GEMMs run on the valid rows gathered into compact buffers: masked positions' gate
-// gradients are 0 and add nothing but time. (The gather costs (3G + 2) H + 2I floats per valid
-// row, against 2 G H (2I + H) flops saved per masked row.)
-static bool compact_rows(const Dims& d, int64_t nvalid) { return d.mask && 4 * nvalid <= 3 * d.T * d.B; }
 
 static BackwardWorkspace backward_workspace(const Dims& d, float* base) {
   const int64_t GH = d.G() * d.H, N = d.T * d.B;
@@ -282,11 +269,7 @@ static void backward_impl(const BackwardArgs& a) {
   std::vector<int64_t> rows;
   if (ws.cdgi) {
     M = ws.nvalid;
-    rows.reserve((size_t)M);
-    for (int64_t pos = 0; pos < N; ++pos) {
-      const int64_t t = d.batch_first ? pos % T : pos / B, b = d.batch_first ? pos / T : pos % B;
-      if (d.valid(t, b)) rows.push_back(pos);
-    }
+    valid_rows(d, rows);
 #pragma omp parallel for num_threads(a.threads) schedule(static)
     for (int64_t r = 0; r < M; ++r) {
       const int64_t pos = rows[(size_t)r];
