@@ -34,7 +34,9 @@ from fastrnn.models import Sequential
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_mpi_worker.py"
-PYTHON_DIR = HERE.parent / "python"
+# the directory holding the fastrnn this test process imported (site-packages for an install, the
+# source tree's python/ for a development build), so that the ranks import the same package
+PYTHON_DIR = Path(fr.__file__).resolve().parent.parent
 MPI_TIMEOUT = 120
 
 
