@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bindings/train_ops.h"
+#include "bindings/shapes.h"
 #include "fastrnn.h"
 
 namespace py = pybind11;
@@ -27,12 +28,6 @@ namespace {
 using farr = py::array_t<float, py::array::c_style>;
 using u8arr = py::array_t<uint8_t, py::array::c_style>;
 using ofarr = std::optional<farr>;
-
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
 
 std::string dims_str(const std::vector<int64_t>& d) {
   std::string s = "(";

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/shapes.h"
 #include "fastrnn.h"
 
 namespace py = pybind11;
@@ -21,12 +22,6 @@ using farr = py::array_t<float, py::array::c_style>;
 using i8arr = py::array_t<int8_t, py::array::c_style>;
 using i32arr = py::array_t<int32_t, py::array::c_style>;
 using u8arr = py::array_t<uint8_t, py::array::c_style>;
-
-std::string shape_of(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
 
 void need(bool ok, const std::string& what) {
   if (!ok) throw py::value_error(what);
@@ -80,9 +75,9 @@ float* workspace(size_t floats) {
 }
 
 py::tuple qpack(const i8arr& wq, const farr& scale, int nv, int64_t hg) {
-  need(wq.ndim() == 2 && wq.shape(0) >= 1 && wq.shape(1) >= 1, "wq: expected a 2-D int8 array, got shape " + shape_of(wq));
+  need(wq.ndim() == 2 && wq.shape(0) >= 1 && wq.shape(1) >= 1, "wq: expected a 2-D int8 array, got shape " + shape_str(wq));
   const int64_t N = wq.shape(0), K = wq.shape(1);
-  need(scale.ndim() == 1 && scale.shape(0) == N, "scale: expected shape (" + std::to_string(N) + ",), got " + shape_of(scale));
+  need(scale.ndim() == 1 && scale.shape(0) == N, "scale: expected shape (" + std::to_string(N) + ",), got " + shape_str(scale));
   need(nv >= 1 && nv <= 4, "nv: expected 1 .. 4");
   need(hg == 0 || (hg >= 1 && N == nv * hg), "hg: expected 0, or N / nv for a gate-grouped matrix");
   const fastrnn::KernelTable& k = fastrnn::active_kernels();
@@ -98,7 +93,7 @@ py::tuple qpack(const i8arr& wq, const farr& scale, int nv, int64_t hg) {
 farr qgemm(const farr& a, const py::tuple& packed, const std::optional<farr>& bias) {
   const Pack p = unpack(packed, "packed");
   need(a.ndim() == 2 && a.shape(1) == p.q.K && a.shape(0) >= 1,
-       "a: expected shape (M, " + std::to_string(p.q.K) + "), got " + shape_of(a));
+       "a: expected shape (M, " + std::to_string(p.q.K) + "), got " + shape_str(a));
   need(p.q.Hg == 0, "packed: a plain (not gate-grouped) matrix expected");
   if (bias) need(bias->ndim() == 1 && bias->shape(0) == p.q.N, "bias: expected shape (" + std::to_string(p.q.N) + ",)");
   const int64_t M = a.shape(0);
@@ -122,7 +117,7 @@ py::tuple qforward(int cell_id, const farr& x, const py::tuple& wih, const py::t
   const Cell cell = static_cast<Cell>(cell_id);
   const int G = fastrnn::gate_count(cell);
   const Pack pi = unpack(wih, "w_ih"), ph = unpack(whh, "w_hh");
-  need(x.ndim() == 3, "x: expected a 3-D array, got shape " + shape_of(x));
+  need(x.ndim() == 3, "x: expected a 3-D array, got shape " + shape_str(x));
   fastrnn::Dims d{};
   d.cell = cell;
   d.T = batch_first ? x.shape(1) : x.shape(0);
@@ -131,7 +126,7 @@ py::tuple qforward(int cell_id, const farr& x, const py::tuple& wih, const py::t
   d.H = ph.q.K;
   d.batch_first = batch_first;
   d.reverse = reverse;
-  need(d.T >= 1 && d.B >= 1 && d.I >= 1, "x: every dimension must be at least 1, got shape " + shape_of(x));
+  need(d.T >= 1 && d.B >= 1 && d.I >= 1, "x: every dimension must be at least 1, got shape " + shape_str(x));
   need(ph.q.NV == G && ph.q.Hg == d.H && pi.q.NV == G && pi.q.Hg == d.H && pi.q.K == d.I,
        "w_ih / w_hh: packed for another cell or shape");
   auto vec = [&](const std::optional<farr>& v, int64_t n, const char* name) -> const float* {

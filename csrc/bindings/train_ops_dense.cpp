@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bindings/train_ops.h"
+#include "bindings/shapes.h"
 #include "fastrnn.h"
 
 namespace py = pybind11;
@@ -16,22 +17,16 @@ namespace py = pybind11;
 namespace {
 using farr = py::array_t<float, py::array::c_style>;
 
-std::string shape_of(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
 // out (+)= the column sums of the 2-D X (rows ascending); returns out (a new array when None).
 farr colsum(const farr& X, std::optional<farr> out, bool accumulate) {
-  if (X.ndim() != 2) throw py::value_error("X: expected a 2-D array, got shape " + shape_of(X));
+  if (X.ndim() != 2) throw py::value_error("X: expected a 2-D array, got shape " + shape_str(X));
   const int64_t M = X.shape(0), N = X.shape(1);
   if (!out) {
     if (accumulate) throw py::value_error("out: required when accumulate is true");
     out = farr(std::vector<py::ssize_t>{(py::ssize_t)N});
   }
   if (out->ndim() != 1 || out->shape(0) != N)
-    throw py::value_error("out: expected shape (" + std::to_string(N) + ",), got " + shape_of(*out));
+    throw py::value_error("out: expected shape (" + std::to_string(N) + ",), got " + shape_str(*out));
   if (!out->writeable()) throw py::value_error("out: the array must be writeable");
   float* po = out->mutable_data();
   const int threads = fastrnn::get_num_threads();
@@ -45,8 +40,8 @@ farr colsum(const farr& X, std::optional<farr> out, bool accumulate) {
 
 farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const std::optional<farr>& bias, int act,
                const std::optional<farr>& out, bool accumulate) {
-  if (A.ndim() != 2) throw py::value_error("A: expected a 2-D array, got shape " + shape_of(A));
-  if (B.ndim() != 2) throw py::value_error("B: expected a 2-D array, got shape " + shape_of(B));
+  if (A.ndim() != 2) throw py::value_error("A: expected a 2-D array, got shape " + shape_str(A));
+  if (B.ndim() != 2) throw py::value_error("B: expected a 2-D array, got shape " + shape_str(B));
   if (act < 0 || act > 3) throw py::value_error("act: expected 0 (none), 1 (relu), 2 (tanh) or 3 (sigmoid)");
   const int64_t M = trans_a ? A.shape(1) : A.shape(0), K = trans_a ? A.shape(0) : A.shape(1);
   const int64_t Kb = trans_b ? B.shape(1) : B.shape(0), N = trans_b ? B.shape(0) : B.shape(1);
@@ -54,13 +49,13 @@ farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const 
     throw py::value_error("B: inner dimensions differ: op(A) is " + std::to_string(M) + "x" + std::to_string(K) +
                           ", op(B) is " + std::to_string(Kb) + "x" + std::to_string(N));
   if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
-    throw py::value_error("bias: expected shape (" + std::to_string(N) + ",), got " + shape_of(*bias));
+    throw py::value_error("bias: expected shape (" + std::to_string(N) + ",), got " + shape_str(*bias));
   if (accumulate && !out) throw py::value_error("out: required when accumulate is true");
   if (accumulate && bias) throw py::value_error("bias: not with accumulate (C = op(A) op(B) + C)");
   if (out) {
     if (out->ndim() != 2 || out->shape(0) != M || out->shape(1) != N)
       throw py::value_error("out: expected shape (" + std::to_string(M) + ", " + std::to_string(N) + "), got " +
-                            shape_of(*out));
+                            shape_str(*out));
     if (!out->writeable()) throw py::value_error("out: the array must be writeable");
     if (out->data() == A.data() || out->data() == B.data()) throw py::value_error("out: must not be A or B");
   }

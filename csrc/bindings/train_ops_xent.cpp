@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/shapes.h"
 #include "fastrnn.h"
 
 namespace py = pybind11;
@@ -20,15 +21,9 @@ using darr = py::array_t<double, py::array::c_style>;
 using iarr = py::array_t<int64_t, py::array::c_style>;
 using u8arr = py::array_t<uint8_t, py::array::c_style>;
 
-std::string shape_of(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
 void need_1d(const py::array& a, int64_t n, const char* name) {
   if (a.ndim() != 1 || a.shape(0) != n)
-    throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) + ",), got " + shape_of(a));
+    throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) + ",), got " + shape_str(a));
 }
 
 // The first id outside [0, limit), as a ValueError naming `name`.
@@ -42,9 +37,9 @@ void check_ids(const int64_t* ids, int64_t n, int64_t limit, const char* name) {
 py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optional<farr>& y,
                const std::optional<u8arr>& mask, const std::optional<darr>& weight, bool from_logits,
                const std::optional<farr>& out) {
-  if (z.ndim() != 2) throw py::value_error("z: expected a 2-D array [rows, classes], got shape " + shape_of(z));
+  if (z.ndim() != 2) throw py::value_error("z: expected a 2-D array [rows, classes], got shape " + shape_str(z));
   const int64_t N = z.shape(0), C = z.shape(1);
-  if (C < 1) throw py::value_error("z: expected at least one class, got shape " + shape_of(z));
+  if (C < 1) throw py::value_error("z: expected at least one class, got shape " + shape_str(z));
   if (ids.has_value() == y.has_value()) throw py::value_error("ids, y: expected exactly one of them");
   fastrnn::XentArgs a{};
   a.N = N, a.C = C, a.z = z.data(), a.from_logits = from_logits;
@@ -54,7 +49,7 @@ py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optiona
     a.ids = ids->data();
   } else {
     if (y->ndim() != 2 || y->shape(0) != N || y->shape(1) != C)
-      throw py::value_error("y: expected z's shape " + shape_of(z) + ", got " + shape_of(*y));
+      throw py::value_error("y: expected z's shape " + shape_str(z) + ", got " + shape_str(*y));
     a.y = y->data();
   }
   if (mask) {
@@ -68,7 +63,7 @@ py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optiona
   farr grad = out ? *out : farr(std::vector<py::ssize_t>{(py::ssize_t)N, (py::ssize_t)C});
   if (out) {
     if (grad.ndim() != 2 || grad.shape(0) != N || grad.shape(1) != C)
-      throw py::value_error("out: expected z's shape " + shape_of(z) + ", got " + shape_of(grad));
+      throw py::value_error("out: expected z's shape " + shape_str(z) + ", got " + shape_str(grad));
     if (!grad.writeable()) throw py::value_error("out: the array must be writeable");
     if (grad.data() == z.data()) throw py::value_error("out: must not be z itself");
   }
@@ -85,7 +80,7 @@ py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optiona
 
 farr embedding_forward(const farr& table, const iarr& ids) {
   if (table.ndim() != 2) throw py::value_error("table: expected a 2-D array [input_dim, output_dim], got shape " +
-                                               shape_of(table));
+                                               shape_str(table));
   fastrnn::EmbeddingArgs a{};
   a.V = table.shape(0), a.D = table.shape(1), a.N = (int64_t)ids.size();
   check_ids(ids.data(), a.N, a.V, "ids");
@@ -103,15 +98,15 @@ farr embedding_forward(const farr& table, const iarr& ids) {
 
 void embedding_backward(const iarr& ids, const farr& dy, farr& grad) {
   if (grad.ndim() != 2) throw py::value_error("grad: expected a 2-D array [input_dim, output_dim], got shape " +
-                                              shape_of(grad));
+                                              shape_str(grad));
   if (!grad.writeable()) throw py::value_error("grad: the array must be writeable");
   fastrnn::EmbeddingArgs a{};
   a.V = grad.shape(0), a.D = grad.shape(1), a.N = (int64_t)ids.size();
   bool ok = dy.ndim() == ids.ndim() + 1 && dy.shape(dy.ndim() - 1) == a.D;
   for (py::ssize_t i = 0; ok && i < ids.ndim(); ++i) ok = dy.shape(i) == ids.shape(i);
   if (!ok)
-    throw py::value_error("dy: expected the ids' shape plus (" + std::to_string(a.D) + ",), got " + shape_of(dy) +
-                          " for ids of shape " + shape_of(ids));
+    throw py::value_error("dy: expected the ids' shape plus (" + std::to_string(a.D) + ",), got " + shape_str(dy) +
+                          " for ids of shape " + shape_str(ids));
   check_ids(ids.data(), a.N, a.V, "ids");
   a.ids = ids.data(), a.dy = dy.data(), a.grad = grad.mutable_data();
   a.threads = fastrnn::get_num_threads();
