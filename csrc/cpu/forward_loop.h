@@ -3,32 +3,59 @@
 // Part of the per-ISA kernels: included by kernels_impl.h inside namespace fastrnn::FASTRNN_NS,
 // after simd.h, the standard headers and the tuning constants it defines.
 
-// Packs W_hh rows for the forward tiles: panel p holds, for every k < H, the G gate vectors of
-// hidden units [p*W, p*W+W): Wp[p][k][g][w] = w_hh[g*H + p*W + w][k] (0 past H).
+// Gate vectors of a forward product tile (FNV) and its rows (forward_tile_rows). A tile keeps
+// MR x FNV accumulators, the FNV weight vectors of a k step and a broadcast in registers, and
+// computes G / FNV passes of FNV gates each over its rows, so that all G gates of its rows are
+// complete at once for the pointwise pass. FNV = G (one pass) where the registers allow enough
+// rows; AVX2's 16 registers hold only 2 rows x 4 LSTM gates, and with a weight vector used by 2
+// rows GCC folds the weight loads into the FMAs (8 vector loads + 2 broadcasts per 8 FMAs: more
+// than the 2 vector loads per cycle of the load ports), so the AVX2 LSTM runs 2 passes of 6 rows
+// x 2 gates (2 loads + 6 broadcasts per 12 FMAs, 12 accumulator chains) and the AVX2 GRU one pass
+// of 4 rows x 3 gates (3 + 4 loads per 12 FMAs).
+template <int G>
+constexpr int forward_tile_vectors() {
+#if defined(FASTRNN_ISA_AVX2)
+  return G == 4 ? 2 : G;
+#else
+  return G;
+#endif
+}
+
+// Packs W_hh rows for the forward tiles: panel p holds, for every pass q < G/FNV (FNV =
+// forward_tile_vectors), for every k < H, the FNV gate vectors of hidden units [p*W, p*W+W):
+// Wp[p][q][k][v][w] = w_hh[(q*FNV + v)*H + p*W + w][k] (0 past H). With FNV = G: Wp[p][k][g][w].
 template <int G>
 static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p1, float* Wp) {
+  constexpr int FNV = forward_tile_vectors<G>();
+  auto at = [&](float* panel, int g) { return panel + (g / FNV) * H * FNV * W + (g % FNV) * W; };
   for (int64_t p = p0; p < p1; ++p) {
     float* dst = Wp + p * H * G * W;
     const int64_t j0 = p * W;
     const int nv = (int)std::min<int64_t>(W, H - j0);
     const int64_t k0 = nv == W ? H / W * W : 0;  // whole W x W blocks: transposed in registers, one
     for (int g = 0; g < G; ++g)                  // gate at a time (W source rows streamed at once)
-      for (int64_t k = 0; k < k0; k += W) transpose_w(w_hh + (g * H + j0) * H + k, H, dst + k * G * W + g * W, G * W);
-    const float* src[G * W];  // the G*W source rows of this panel (nullptr: zero padding)
-    for (int g = 0; g < G; ++g)
-      for (int w = 0; w < W; ++w) src[g * W + w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
-    for (int64_t k = k0; k < H; ++k)  // the rest: contiguous writes; the source rows stay in L1 across k
-      for (int r = 0; r < G * W; ++r) dst[k * G * W + r] = src[r] ? src[r][k] : 0.0f;
+      for (int64_t k = 0; k < k0; k += W) transpose_w(w_hh + (g * H + j0) * H + k, H, at(dst, g) + k * FNV * W, FNV * W);
+    for (int g = 0; g < G; ++g) {  // the rest: contiguous writes; the source rows stay in L1 across k
+      const float* src[W];           // the W source rows of this gate (nullptr: zero padding)
+      for (int w = 0; w < W; ++w) src[w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
+      float* d = at(dst, g);
+      for (int64_t k = k0; k < H; ++k)
+        for (int w = 0; w < W; ++w) d[k * FNV * W + w] = src[w] ? src[w][k] : 0.0f;
+    }
   }
 }
 
-// Rows of a forward tile: MR rows x G gate vectors of accumulators, plus G weight vectors and a
-// broadcast, within the registers of the ISA. On NEON each row's broadcast value takes a register
-// of its own (see the tuning notes in kernels_impl.h): MR*G + G + MR <= VREGS.
+// Rows of a forward tile: MR rows x FNV gate vectors of accumulators, plus FNV weight vectors and
+// a broadcast, within the registers of the ISA (see forward_tile_vectors). On NEON each row's
+// broadcast value takes a register of its own (see the tuning notes in kernels_impl.h): MR*G + G
+// + MR <= VREGS.
 template <int G>
 constexpr int forward_tile_rows() {
 #if defined(FASTRNN_ISA_NEON)
   return std::max(1, std::min(8, (VREGS - G) / (G + 1)));
+#elif defined(FASTRNN_ISA_AVX2)
+  constexpr int FNV = forward_tile_vectors<G>();
+  return std::max(1, std::min(8, (VREGS - FNV - 1) / FNV));
 #else
   return std::max(1, std::min(8, (VREGS - G - 2) / G));
 #endif
@@ -100,7 +127,7 @@ template <Cell C>
 static void forward_impl(const ForwardArgs& a) {
   using Math = CellMath<C>;
   constexpr int G = Math::G;
-  constexpr int MR = forward_tile_rows<G>();
+  constexpr int MR = forward_tile_rows<G>(), FNV = forward_tile_vectors<G>();
   const Dims& d = a.d;
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
   const int64_t P = ceil_div(H, W);
@@ -207,7 +234,8 @@ static void forward_impl(const ForwardArgs& a) {
               __builtin_prefetch(a.y + pos * H + j0, 1);
             }
             V acc[Mr][G];
-            micro_rows<Mr, G>(H, rows, wp, &acc[0][0]);
+            for (int q = 0; q < G / FNV; ++q)  // the passes, FNV gates each
+              micro_rows<Mr, FNV, G>(H, rows, wp + q * H * FNV * W, &acc[0][q * FNV]);
             for (int i = 0; i < Mr; ++i) {
               const int64_t b = act[(size_t)(r0 + i)];
               const int64_t pos = d.pos(t, b);

@@ -254,10 +254,11 @@ static void gemm(const CpuGemmArgs& g) {
 }
 
 
-// out[m*NV + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers.
+// out[m*LDO + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers; LDO >=
+// NV lets a tile of NV vectors fill part of a wider row (the passes of a forward-loop tile).
 // Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
 // inlined into the time loop they compete with the hoisted constants of the pointwise pass.
-template <int M, int NV>
+template <int M, int NV, int LDO = NV>
 __attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
                                                  const float* __restrict Bp, V* __restrict out) {
   V acc[M][NV];
@@ -282,5 +283,5 @@ __attribute__((noinline)) static void micro_rows(int64_t K, const float* const* 
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) out[i * NV + v] = acc[i][v];
+    for (int v = 0; v < NV; ++v) out[i * LDO + v] = acc[i][v];
 }
