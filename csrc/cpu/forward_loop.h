@@ -11,7 +11,9 @@
 // rows GCC folds the weight loads into the FMAs (8 vector loads + 2 broadcasts per 8 FMAs: more
 // than the 2 vector loads per cycle of the load ports), so the AVX2 LSTM runs 2 passes of 6 rows
 // x 2 gates (2 loads + 6 broadcasts per 12 FMAs, 12 accumulator chains) and the AVX2 GRU one pass
-// of 4 rows x 3 gates (3 + 4 loads per 12 FMAs).
+// of 4 rows x 3 gates (3 + 4 loads per 12 FMAs). Tiles of 1 or 2 rows (B = 1, the last tile of a
+// batch) still take all G gates in one pass, reading the passes' panels side by side: 1 row x 2
+// gates would be 2 accumulator chains, bound by the FMA latency (4 cycles per k step).
 template <int G>
 constexpr int forward_tile_vectors() {
 #if defined(FASTRNN_ISA_AVX2)
@@ -21,12 +23,12 @@ constexpr int forward_tile_vectors() {
 #endif
 }
 
-// Packs W_hh rows for the forward tiles: panel p holds, for every pass q < G/FNV (FNV =
-// forward_tile_vectors), for every k < H, the FNV gate vectors of hidden units [p*W, p*W+W):
-// Wp[p][q][k][v][w] = w_hh[(q*FNV + v)*H + p*W + w][k] (0 past H). With FNV = G: Wp[p][k][g][w].
+// Packs W_hh rows for the forward tiles: panel p holds, for every pass q < G/FNV (FNV, a divisor
+// of G: forward_tile_vectors or G), for every k < H, the FNV gate vectors of hidden units [p*W,
+// p*W+W): Wp[p][q][k][v][w] = w_hh[(q*FNV + v)*H + p*W + w][k] (0 past H). With FNV = G:
+// Wp[p][k][g][w].
 template <int G>
-static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p1, float* Wp) {
-  constexpr int FNV = forward_tile_vectors<G>();
+static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p1, float* Wp, int FNV) {
   auto at = [&](float* panel, int g) { return panel + (g / FNV) * H * FNV * W + (g % FNV) * W; };
   for (int64_t p = p0; p < p1; ++p) {
     float* dst = Wp + p * H * G * W;
@@ -132,6 +134,8 @@ static void forward_impl(const ForwardArgs& a) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
   const int64_t P = ceil_div(H, W);
   const bool training = a.gates != nullptr;
+  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // see forward_tile_vectors
+  const int fnv = B <= MR1 ? G : FNV;  // the packing: passes of fnv gates (every tile one pass if B <= MR1)
 
   const ForwardWorkspace ws = forward_workspace(d, training, a.workspace);
   float* Wp = ws.w_hh_packed;
@@ -175,7 +179,7 @@ static void forward_impl(const ForwardArgs& a) {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     int64_t pp0, pp1;  // packing and initial state: by unit panels, whatever the split
     panel_range(P, tid, team, pp0, pp1);
-    pack_whh_forward<G>(a.w_hh, H, pp0, pp1, Wp);
+    pack_whh_forward<G>(a.w_hh, H, pp0, pp1, Wp, fnv);
     for (int64_t b = 0; b < B; ++b) {
       float* hb = hbuf + b * ldh;
       for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {
@@ -234,8 +238,13 @@ static void forward_impl(const ForwardArgs& a) {
               __builtin_prefetch(a.y + pos * H + j0, 1);
             }
             V acc[Mr][G];
-            for (int q = 0; q < G / FNV; ++q)  // the passes, FNV gates each
-              micro_rows<Mr, FNV, G>(H, rows, wp + q * H * FNV * W, &acc[0][q * FNV]);
+            if (fnv == G)  // B <= MR1: W_hh packed for single passes
+              micro_rows<Mr, G>(H, rows, wp, &acc[0][0]);
+            else if constexpr (Mr <= MR1)  // few rows: all G gates in one pass (more accumulator chains)
+              micro_rows<Mr, G, G, G / FNV>(H, rows, wp, &acc[0][0], H * FNV * W);
+            else
+              for (int q = 0; q < G / FNV; ++q)  // the passes, FNV gates each
+                micro_rows<Mr, FNV, G>(H, rows, wp + q * H * FNV * W, &acc[0][q * FNV]);
             for (int i = 0; i < Mr; ++i) {
               const int64_t b = act[(size_t)(r0 + i)];
               const int64_t pos = d.pos(t, b);

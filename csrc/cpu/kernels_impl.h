@@ -82,7 +82,7 @@ constexpr int W = Simd::W;
 #if defined(FASTRNN_ISA_AVX512)
 constexpr int VREGS = 32, GEMM_MR = 8, GEMM_NV = 2, BWD_MR = 8, BWD_NV = 2;
 #elif defined(FASTRNN_ISA_AVX2)
-constexpr int VREGS = 16, GEMM_MR = 6, GEMM_NV = 2, BWD_MR = 6, BWD_NV = 2;
+constexpr int VREGS = 16, GEMM_MR = 6, GEMM_NV = 2, BWD_MR = 4, BWD_NV = 3;
 #elif defined(FASTRNN_ISA_NEON)
 constexpr int VREGS = 32, GEMM_MR = 5, GEMM_NV = 4, BWD_MR = 5, BWD_NV = 4;
 #else
