@@ -63,6 +63,23 @@ constexpr int forward_tile_rows() {
 #endif
 }
 
+// The recurrent pre-activations of a tile of Mr rows, all G gates: acc[i][g] (i < Mr) = rows[i]
+// times the panel wp, packed with passes of fnv gates (pack_whh_forward). A function of its own
+// so that the tile's pointwise pass around it compiles as with a single product call.
+template <int Mr, int G>
+__attribute__((noinline)) static void forward_product(int64_t H, const float* const* rows, const float* wp, int fnv,
+                                                      V* acc) {
+  constexpr int FNV = forward_tile_vectors<G>();
+  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // rows of a one-pass tile
+  if (fnv == G)  // W_hh packed for single passes (B <= MR1, or FNV == G)
+    micro_rows<Mr, G>(H, rows, wp, acc);
+  else if constexpr (Mr <= MR1)  // few rows: all G gates in one pass (more accumulator chains)
+    micro_rows<Mr, G, G, G / FNV>(H, rows, wp, acc, H * FNV * W);
+  else
+    for (int q = 0; q < G / FNV; ++q)  // the passes, FNV gates each
+      micro_rows<Mr, FNV, G>(H, rows, wp + q * H * FNV * W, acc + q * FNV);
+}
+
 // The valid positions of a masked call, counted.
 static int64_t valid_positions(const Dims& d) {
   if (!d.mask) return d.T * d.B;
@@ -134,7 +151,7 @@ static void forward_impl(const ForwardArgs& a) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
   const int64_t P = ceil_div(H, W);
   const bool training = a.gates != nullptr;
-  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // see forward_tile_vectors
+  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // rows of a one-pass tile
   const int fnv = B <= MR1 ? G : FNV;  // the packing: passes of fnv gates (every tile one pass if B <= MR1)
 
   const ForwardWorkspace ws = forward_workspace(d, training, a.workspace);
@@ -238,13 +255,7 @@ static void forward_impl(const ForwardArgs& a) {
               __builtin_prefetch(a.y + pos * H + j0, 1);
             }
             V acc[Mr][G];
-            if (fnv == G)  // B <= MR1: W_hh packed for single passes
-              micro_rows<Mr, G>(H, rows, wp, &acc[0][0]);
-            else if constexpr (Mr <= MR1)  // few rows: all G gates in one pass (more accumulator chains)
-              micro_rows<Mr, G, G, G / FNV>(H, rows, wp, &acc[0][0], H * FNV * W);
-            else
-              for (int q = 0; q < G / FNV; ++q)  // the passes, FNV gates each
-                micro_rows<Mr, FNV, G>(H, rows, wp + q * H * FNV * W, &acc[0][q * FNV]);
+            forward_product<Mr, G>(H, rows, wp, fnv, &acc[0][0]);
             for (int i = 0; i < Mr; ++i) {
               const int64_t b = act[(size_t)(r0 + i)];
               const int64_t pos = d.pos(t, b);
