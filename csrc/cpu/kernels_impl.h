@@ -64,10 +64,13 @@ constexpr int W = Simd::W;
 
 // ---- tuning per ISA -------------------------------------------------------------------------
 // GEMM microkernel GEMM_MR x (GEMM_NV*W); forward-loop tiles MR rows x G gate vectors
-// (forward_tile_rows);
+// (forward_tile_rows; on AVX2 the LSTM's in two passes of 2 gates: forward_tile_vectors);
 // backward-loop tiles are BWD_MR x (BWD_NV*W).
 // Every tile keeps MR*NV accumulators + NV weight vectors + 1 broadcast in registers: at most 32
-// (AVX-512, NEON) or 16 (AVX2, and SSE registers for the scalar path) of them.
+// (AVX-512, NEON) or 16 (AVX2, and SSE registers for the scalar path) of them. AVX2's backward
+// tile is 4 x 3 (16 registers, 3 weight loads + 4 broadcasts per 12 FMAs) rather than the GEMM's
+// 6 x 2 (2 + 6): the same speed for the LSTM, 5-7 % less time in the GRU's backward loop
+// (bench/RESULTS.md, "AVX2 time loops retuned").
 //
 // NEON (32 registers of 4 floats): the broadcast operand of an FMA cannot come from memory as on
 // x86; each row's value of a k step sits in a register of its own (LD1R, or a scalar load for the
