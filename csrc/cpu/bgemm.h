@@ -73,17 +73,55 @@ static inline uint32_t bf16_bits(float f) {
 
 static inline int64_t bf16_row_words(int64_t K) { return 2 * ceil_div(K, 2); }
 
+#if defined(FASTRNN_ISA_AVX512)
+// bf16_bits of 16 floats, in the low halves of the 32-bit lanes.
+static inline __m512i bf16_bits16(const float* x) {
+  const __m512i u = _mm512_loadu_si512(x);
+  const __m512i hi = _mm512_srli_epi32(u, 16);
+  const __m512i r = _mm512_srli_epi32(
+      _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(hi, _mm512_set1_epi32(1))), 16);
+  const __m512i mag = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
+  const __mmask16 tiny = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7f800000));
+  __m512i out = _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
+  return _mm512_mask_and_epi32(out, tiny, hi, _mm512_set1_epi32(0x8000));
+}
+#elif defined(FASTRNN_ISA_AVX2)
+static inline __m256i bf16_bits8(const float* x) {
+  const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i hi = _mm256_srli_epi32(u, 16);
+  const __m256i r = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), _mm256_and_si256(hi, _mm256_set1_epi32(1))), 16);
+  const __m256i mag = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+  const __m256i nan = _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7f800000));
+  const __m256i tiny = _mm256_cmpeq_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7f800000)), _mm256_setzero_si256());
+  __m256i out = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+  return _mm256_blendv_epi8(out, _mm256_and_si256(hi, _mm256_set1_epi32(0x8000)), tiny);
+}
+#endif
+
 // Row x[0, K) -> `out` (bf16_row_words(K) words): packed pairs for VDPBF16PS (`pairs`), else the
 // rounded values as floats.
 static void brow(const float* x, int64_t K, int32_t* out, bool pairs) {
   const int64_t K2 = ceil_div(K, 2);
   uint32_t* o = reinterpret_cast<uint32_t*>(out);
+  int64_t k = 0;
   if (pairs) {
-    for (int64_t j = 0; j < K2; ++j)
+#if defined(FASTRNN_ISA_AVX512)
+    for (; k + 16 <= K; k += 16)  // 16 floats -> 8 pairs, the even one in the low half
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k / 2), _mm512_cvtepi32_epi16(bf16_bits16(x + k)));
+#endif
+    for (int64_t j = k / 2; j < K2; ++j)
       o[j] = bf16_bits(x[2 * j]) | (2 * j + 1 < K ? bf16_bits(x[2 * j + 1]) << 16 : 0u);
   } else {
-    for (int64_t k = 0; k < K; ++k) o[k] = bf16_bits(x[k]) << 16;
-    for (int64_t k = K; k < 2 * K2; ++k) o[k] = 0u;
+#if defined(FASTRNN_ISA_AVX512)
+    for (; k + 16 <= K; k += 16) _mm512_storeu_si512(o + k, _mm512_slli_epi32(bf16_bits16(x + k), 16));
+#elif defined(FASTRNN_ISA_AVX2)
+    for (; k + 8 <= K; k += 8)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), _mm256_slli_epi32(bf16_bits8(x + k), 16));
+#endif
+    for (; k < K; ++k) o[k] = bf16_bits(x[k]) << 16;
+    for (; k < 2 * K2; ++k) o[k] = 0u;
   }
 }
 

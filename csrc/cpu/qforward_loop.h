@@ -169,6 +169,17 @@ static void lowp_forward_impl(const LowpForwardArgs<typename S::Packed>& a) {
             constexpr int Mr = decltype(mc)::value;
             const int32_t* rows[Mr];
             for (int i = 0; i < Mr; ++i) rows[i] = hq + (r0 + i) * H4;
+            // the x-projection rows and the outputs of this tile, far apart in memory: asked for
+            // now, they arrive during the product (as in the float loop)
+            for (int i = 0; i < Mr; ++i) {
+              const int64_t pos = d.pos(t, act[(size_t)(r0 + i)]);
+              for (int g = 0; g < G; ++g) {
+                const float* q = ws.xw + pos * GH + g * H + j0;
+                __builtin_prefetch(q, 1);
+                __builtin_prefetch(q + nv - 1, 1);
+              }
+              __builtin_prefetch(a.y + pos * H + j0, 1);
+            }
             V z[Mr * G];
             S::template micro<Mr, G>(fast, a.whh, p, rows, hs + r0, z);
             for (int i = 0; i < Mr; ++i) {
