@@ -14,41 +14,19 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
+from _quant_models import (
+    CELLS,
+    ISAS,
+    PATHS,
+    close,
+    contract_model,
+    forecaster_mse,
+    model_on_every_path,
+    step_streams,
+)
 from fastrnn import backend
 from fastrnn import layers as L
 from fastrnn.reference import quantized as Q
-
-ISAS = backend.available_isas()
-# the AVX-512 path runs VDPBF16PS where the CPU has AVX512-BF16; "avx512-nodot" forces its widening fallback
-PATHS = [*ISAS, *(["avx512-nodot"] if "avx512" in ISAS else [])]
-CELLS = [("rnn_tanh", 0, 1), ("rnn_relu", 1, 1), ("lstm", 2, 4), ("gru", 3, 3)]
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-@pytest.fixture
-def path(request):
-    name = request.param
-    before = backend.isa()
-    backend.set_isa(name.replace("-nodot", ""))
-    backend.core().set_bf16dot_allowed("nodot" not in name)
-    yield name
-    backend.core().set_bf16dot_allowed(True)
-    backend.set_isa(before)
-
-
-def _close(got, want, tol=3e-5):
-    err = np.abs(np.asarray(got, np.float64) - want).max(initial=0.0)
-    assert err <= tol * (1 + np.abs(want).max(initial=0.0)), err
 
 
 def _close_rounded(got, want):
@@ -61,6 +39,17 @@ def _close_rounded(got, want):
     scale = 1 + np.abs(want).max(initial=0.0)
     assert err.max(initial=0.0) <= 2e-3 * scale, err.max()
     assert (err > 3e-5 * scale).mean() <= 0.1, (err > 3e-5 * scale).mean()
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 # ------------------------------------------------------------------------------ the rounding
@@ -184,10 +173,10 @@ def test_bforward_matches_the_twin(path, cell, cid, G, T, B, I, H, threads):
                 yk, hk, ck = core.bforward(cid, np.ascontiguousarray(x[:, t:t + 1]), pi, ph, bi, bh, h, c,
                                            None if mt is None else mt.astype(np.uint8), False, True)
                 yr, hr, cr = Q.bforward(cell, x[:, t:t + 1], wi, wh, bi, bh, h, c, mt)
-                _close(yk, yr)
-                _close(hk, hr)
+                close(yk, yr)
+                close(hk, hr)
                 if cell == "lstm":
-                    _close(ck, cr)
+                    close(ck, cr)
                 ys[:, t], h, c = yk[:, 0], hk, ck
             np.testing.assert_array_equal(y, ys)
             np.testing.assert_array_equal(hn, h)
@@ -275,12 +264,6 @@ def test_product_error_bound(K):
         assert err.mean() < err8.mean()
 
 
-def _model(cell, rng_seed=0):
-    fr.set_seed(rng_seed)
-    rnn = {"lstm": L.LSTM, "gru": L.GRU, "rnn": L.SimpleRNN}[cell]
-    return fr.Sequential([L.Input((None, 12)), rnn(32, return_sequences=True), L.Bidirectional(rnn(17)),
-                          L.Dense(5, activation="tanh")])
-
 
 # max / mean absolute output error of the 2-layer, 23-step models below (tanh outputs), bf16 against
 # float32. Measured over 4 seeds: LSTM <= 0.00072 / 0.00021, GRU <= 0.0015 / 0.00041,
@@ -290,7 +273,7 @@ BOUNDS = {"lstm": (1.5e-3, 5e-4), "gru": (3e-3, 8e-4), "rnn": (2.5e-2, 5e-3)}
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_bf16_model_is_close_to_the_float_one(cell):
-    m = _model(cell)
+    m = contract_model(cell)
     x = np.random.default_rng(3).uniform(-1, 1, (16, 23, 12)).astype(np.float32)
     q = fr.quantize(m, "bf16")
     y, yq = m.predict(x), q.predict(x)
@@ -304,13 +287,13 @@ def test_bf16_model_is_close_to_the_float_one(cell):
 
 
 def test_bf16_layers_compute_the_twin():
-    m = fr.quantize(_model("lstm"), "bf16")
+    m = fr.quantize(contract_model("lstm"), "bf16")
     lstm = m.layers[1]
     x = np.random.default_rng(4).uniform(-1, 1, (3, 9, 12)).astype(np.float32)
     q = lstm.quantized_weights()
     assert q["w_ih"][0].dtype == np.uint16 and q["w_ih"][0].shape == (128, 12)
     yr, _, _ = Q.bforward("lstm", x, q["w_ih"][0], q["w_hh"][0], lstm.b.value)
-    _close(lstm(x), yr)
+    close(lstm(x), yr)
     dense = m.layers[-1]
     h = np.random.default_rng(5).standard_normal((7, 34)).astype(np.float32)
     (kb,) = dense.quantized_weights()["kernel"]
@@ -323,53 +306,23 @@ def test_bf16_layers_compute_the_twin():
 
 def test_trained_model_keeps_its_accuracy():
     """A SimpleRNN forecaster trained briefly on a noisy sine: bf16 MSE within 1 % of float32's."""
-    rng = np.random.default_rng(0)
-    t = np.arange(3000, dtype=np.float32)
-    series = np.sin(t / 10) + 0.1 * rng.standard_normal(t.size).astype(np.float32)
-    win = 30
-    idx = np.arange(len(series) - win - 1)
-    x = np.stack([series[i:i + win] for i in idx])[..., None]
-    y = series[idx + win][:, None]
-    fr.set_seed(1)
-    m = fr.Sequential([L.Input((win, 1)), L.SimpleRNN(24, return_sequences=True), L.SimpleRNN(24), L.Dense(1)])
-    m.compile(optimizer="adam", loss="mse")
-    m.fit(x[:2000], y[:2000], epochs=3, batch_size=64, verbose=0)
-    f32 = float(np.mean((m.predict(x[2000:]) - y[2000:]) ** 2))
-    b16 = float(np.mean((fr.quantize(m, "bf16").predict(x[2000:]) - y[2000:]) ** 2))
+    f32, q = forecaster_mse("bf16")
     assert f32 < 0.05  # it learned something (noise variance 0.01)
-    assert abs(b16 - f32) <= 0.01 * f32, (f32, b16)
+    assert abs(q - f32) <= 0.01 * f32, (f32, q)
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_bf16_model_on_every_path_and_after_a_switch(isa):
-    m = fr.quantize(_model("gru"), "bf16")
-    x = np.random.default_rng(6).uniform(-1, 1, (4, 8, 12)).astype(np.float32)
-    before = backend.isa()
-    want = m.predict(x)
-    try:
-        backend.set_isa(isa)  # the layers pack again for the new path; the products are the same
-        _close(m.predict(x), want, 1e-5)
-    finally:
-        backend.set_isa(before)
+    model_on_every_path("bf16", isa)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_model_step_streams_the_bf16_model(cell):
-    fr.set_seed(2)
-    rnn = {"lstm": L.LSTM, "gru": L.GRU, "rnn": L.SimpleRNN}[cell]
-    m = fr.Sequential([L.Embedding(30, 8, mask_zero=True), rnn(16, return_sequences=True), rnn(12), L.Dense(3)])
-    ids = np.random.default_rng(8).integers(1, 30, (4, 7))
-    ids[1, 5:] = 0
-    m.predict(ids)
-    q = fr.quantize(m, "bf16")
-    states = None
-    for t in range(ids.shape[1]):
-        y_t, states = q.step(ids[:, t], states)
-        _close(y_t, q.predict(ids[:, :t + 1]))
+    step_streams("bf16", cell)
 
 
 def test_bf16_errors():
-    q = fr.quantize(_model("lstm"), "bf16")
+    q = fr.quantize(contract_model("lstm"), "bf16")
     x = np.zeros((2, 3, 12), np.float32)
     with pytest.raises(ValueError, match="bf16 layers compute inference only"):
         q.layers[1](x, training=True)
@@ -379,7 +332,7 @@ def test_bf16_errors():
     with pytest.raises(ValueError, match="float64; bf16 quantization takes float32"):
         fr.quantize(fr.Sequential([L.Input((3, 2)), L.LSTM(4, dtype="float64")]), "bf16")
     with pytest.raises(ValueError, match="mode: expected one of 'int8', 'bf16'"):
-        fr.quantize(_model("gru"), "fp16")
+        fr.quantize(contract_model("gru"), "fp16")
     with pytest.raises(ValueError, match="export: Bf16LSTM 'lstm.*' holds bf16 weights"):
         fr.onnx.export(q, "never-written.onnx")
     assert not os.path.exists("never-written.onnx")
@@ -393,7 +346,7 @@ def _saved_weights(path):
 
 @pytest.mark.parametrize("mode", ["int8", "bf16"])
 def test_file_holds_the_quantized_form(tmp_path, mode):
-    m = _model("lstm")
+    m = contract_model("lstm")
     q = fr.quantize(m, mode)
     x = np.random.default_rng(7).uniform(-1, 1, (3, 6, 12)).astype(np.float32)
     q.save(tmp_path / "q.fastrnn")
@@ -418,7 +371,7 @@ def test_file_holds_the_quantized_form(tmp_path, mode):
 def test_load_does_not_quantize_again(tmp_path, mode):
     """Stored values come back as they were: int8 rows short of +-127, which quantizing no float
     matrix gives (quantize_rows always reaches +-127), and new bf16 bits set after quantizing."""
-    q = fr.quantize(_model("gru"), mode)
+    q = fr.quantize(contract_model("gru"), mode)
     gru = q.layers[1]
     w = gru.get_weights()
     rng = np.random.default_rng(9)
@@ -438,7 +391,7 @@ def test_load_does_not_quantize_again(tmp_path, mode):
 
 
 def test_set_weights_repacks_and_checks_dtypes():
-    q = fr.quantize(_model("lstm"), "bf16")
+    q = fr.quantize(contract_model("lstm"), "bf16")
     x = np.random.default_rng(11).uniform(-1, 1, (2, 4, 12)).astype(np.float32)
     dense = q.layers[-1]
     before = q.predict(x)
@@ -453,7 +406,7 @@ def test_set_weights_repacks_and_checks_dtypes():
 
 
 def test_mismatched_files_are_refused(tmp_path):
-    m = _model("lstm")
+    m = contract_model("lstm")
     fr.quantize(m, "int8").save_weights(tmp_path / "i8.fastrnn")
     m.save_weights(tmp_path / "f32.fastrnn")
     fr.quantize(m, "bf16").save(tmp_path / "b16.fastrnn")
@@ -473,7 +426,7 @@ def test_mismatched_files_are_refused(tmp_path):
 
 
 def test_summary_shows_mode_and_bytes():
-    m = _model("gru")
+    m = contract_model("gru")
     q8, qb = fr.quantize(m, "int8"), fr.quantize(m, "bf16")
     texts = {k: mod.summary(print_fn=lambda s: None) for k, mod in (("f32", m), ("int8", q8), ("bf16", qb))}
     nbytes = {k: sum(p.value.nbytes for p in mod.parameters()) for k, mod in (("f32", m), ("int8", q8), ("bf16", qb))}
