@@ -331,6 +331,8 @@ def test_bf16_errors():
         q.fit(x, np.zeros((2, 5), np.float32), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="float64; bf16 quantization takes float32"):
         fr.quantize(fr.Sequential([L.Input((3, 2)), L.LSTM(4, dtype="float64")]), "bf16")
+    with pytest.raises(ValueError, match=r"quantize: Sequential is quantized already \(bf16\); quantize the float"):
+        fr.quantize(q, "int8")
     with pytest.raises(ValueError, match="mode: expected one of 'int8', 'bf16'"):
         fr.quantize(contract_model("gru"), "fp16")
     with pytest.raises(ValueError, match="export: Bf16LSTM 'lstm.*' holds bf16 weights"):

@@ -20,9 +20,9 @@ path): every path gives the same products.
 
 Accuracy contract (tested in tests/test_quantization.py and tests/test_bf16.py; the user guide's
 "int8 and bf16 inference" page states the bounds): an int8 product differs from the float one by at
-most ``sum_k |a_k| |w_k| / 127``, a bf16 product by at most ``2^-8 sum_k |a_k| |w_k|`` (the two
-roundings of each factor, each within half a unit in the last of 8 significant bits, plus the
-float32 sums), so a layer's output error scales with its pre-activations, not its outputs; on
+most ``sum_k |a_k| |w_k| / 127``, a bf16 product by at most ``(2^-7 + 2^-16 + K 2^-24 (1 + 2^-8)^2)
+sum_k |a_k| |w_k|`` (each factor rounded within 2^-8 of itself, 8 significant bits, then K float32
+sums), so a layer's output error scales with its pre-activations, not its outputs; on
 random and trained models the outputs stay within the bounds the tests state (about 1e-2
 absolute for tanh / sigmoid outputs in int8, a few 1e-3 in bf16).
 
@@ -319,6 +319,10 @@ def quantize(model: Any, mode: str = "int8", inplace: bool = False) -> Any:
         raise ValueError(f"mode: expected one of {', '.join(repr(m) for m in MODES)}, got {mode!r}")
     roots = list(model.layers) if hasattr(model, "layers") else [model]
     found = [lay for lay in _all_layers(roots) if _quant_class(lay, mode) is not None]
+    done = sorted({lay.quant_mode for lay in _all_layers(roots) if isinstance(lay, _QuantMixin)})
+    if not found and done:
+        raise ValueError(f"quantize: {type(model).__name__} is quantized already ({', '.join(done)}); quantize the "
+                         "float model instead")
     if not found:
         raise ValueError(f"quantize: {type(model).__name__} has no SimpleRNN, LSTM, GRU or Dense layer to quantize")
     for lay in found:
