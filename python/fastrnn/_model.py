@@ -67,8 +67,6 @@ class _ConstructorSignature:
         return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
-@saving.register_model
-
 def _readable_bytes(n: int) -> str:
     """``n`` bytes as Keras's summary writes them: 512.00 B, 43.50 KB, 1.20 MB (powers of 1024)."""
     size = float(n)
@@ -78,6 +76,8 @@ def _readable_bytes(n: int) -> str:
         size /= 1024
     return f"{size:.2f} GB"
 
+
+@saving.register_model
 class Model(TrainingLoops):
     """Base class of the models: subclass it and write ``forward`` and ``backward``.
 
