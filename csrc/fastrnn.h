@@ -108,11 +108,22 @@ struct QPacked {
   int64_t Hg;           // gate stride of the gate-grouped layout (the cells' H), 0 for a plain matrix
 };
 
-struct QForwardArgs {
+// bf16 inference (cpu/bgemm.h). Packed bf16 weights of one matrix W [N, K]: panels as for int8,
+// 2 k per 32-bit lane (the even k in the low half, the odd one in the high half; see bgemm.h).
+struct BPacked {
+  const uint32_t* w;    // [P][K2][NV][W]
+  int64_t N, K, K2, P;
+  int NV;
+  int64_t Hg;           // as in QPacked
+};
+
+// The forward pass of a recurrent cell with low-precision weights (Packed: QPacked or BPacked).
+template <class Packed>
+struct LowpForwardArgs {
   Dims d;
   const float* x;    // [T*B, I] in position order
-  QPacked wih;       // W_ih [G*H, I], gate-grouped (NV = G, Hg = H)
-  QPacked whh;       // W_hh [G*H, H], gate-grouped
+  Packed wih;        // W_ih [G*H, I], gate-grouped (NV = G, Hg = H)
+  Packed whh;        // W_hh [G*H, H], gate-grouped
   const float* b_ih; // [G*H]
   const float* b_hh; // [G*H] (GRU) or nullptr
   const float* h0;   // [B, H] or nullptr
@@ -120,9 +131,11 @@ struct QForwardArgs {
   float* y;          // [T*B, H]
   float* h_n;        // [B, H]
   float* c_n;        // [B, H] (LSTM) or nullptr
-  float* workspace;  // qforward_workspace_floats(d, threads) floats
+  float* workspace;  // qforward_workspace_floats / bforward_workspace_floats(d, threads) floats
   int threads;
 };
+using QForwardArgs = LowpForwardArgs<QPacked>;
+using BForwardArgs = LowpForwardArgs<BPacked>;
 
 // Fused softmax (or normalised probabilities) + cross-entropy over the rows of z [N, C]: the
 // per-row loss (weighted, 0 at masked rows) and its gradient with respect to z. Targets are
@@ -197,6 +210,15 @@ struct KernelTable {
                 int threads);
   size_t (*qforward_workspace_floats)(const Dims& d, int threads);
   void (*qforward)(const QForwardArgs& a);
+  // bf16 inference (plain matrices use qgemm_nv vectors per panel too)
+  const char* (*bpath)();  // the bf16 product in use: "avx512-bf16" (VDPBF16PS), "avx512", "avx2", ...
+  void (*bpack_sizes)(int64_t N, int64_t K, int NV, int64_t Hg, int64_t* words);
+  void (*bpack)(const uint16_t* wb, int64_t N, int64_t K, int NV, int64_t Hg, uint32_t* out);
+  size_t (*bgemm_workspace_floats)(int64_t M, const BPacked& pw);
+  void (*bgemm)(const float* A, int64_t M, const BPacked& pw, const float* bias, float* C, float* workspace,
+                int threads);
+  size_t (*bforward_workspace_floats)(const Dims& d, int threads);
+  void (*bforward)(const BForwardArgs& a);
   void (*xent)(const XentArgs& a);
   void (*embedding_forward)(const EmbeddingArgs& a);
   void (*embedding_backward)(const EmbeddingArgs& a);
@@ -225,6 +247,10 @@ const char* active_isa();
 // AVX-512 BW product on a VNNI machine).
 bool qvnni_allowed();
 void set_qvnni_allowed(bool allowed);
+// The bf16 kernels use AVX512-BF16 (VDPBF16PS) where the CPU has it unless this is false (tests
+// and timings of the widening fallback on a BF16 machine).
+bool bf16dot_allowed();
+void set_bf16dot_allowed(bool allowed);
 void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
 int isa_supported(const char* name);  // by the build and the CPU
 

@@ -26,7 +26,8 @@
 //   backward_loop.h   the backward pass: workspace, W_hh packing, the time loop, weight GEMMs
 //   peak.h            the FMA throughput of this ISA (the benchmark's physical limit)
 //   qgemm.h           int8 inference: quantizing rows, packing int8 weights, the int8 products
-//   qforward_loop.h   int8 inference: the recurrent cells' forward pass
+//   bgemm.h           bf16 inference: rounding rows, packing bf16 weights, the bf16 products
+//   qforward_loop.h   int8 / bf16 inference: the matrix product and the cells' forward pass
 //   xent.h            fused softmax + cross-entropy: per-row loss and gradient, one sweep
 //   embedding.h       Embedding gather and deterministic scatter-add
 //   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
@@ -133,6 +134,7 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/optim_update.h"
 #include "cpu/dense_ops.h"
 #include "cpu/qgemm.h"
+#include "cpu/bgemm.h"
 #include "cpu/qforward_loop.h"
 
 
@@ -167,7 +169,8 @@ static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
                              dropout, philox_blocks, scratch_bytes, release_scratch, fma_peak, optim_update, colsum,
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
-                             qforward, xent, embedding_forward, embedding_backward};
+                             qforward, bpath, bpack_sizes, bpack, bgemm_ws, bgemm_entry, bforward_ws, bforward,
+                             xent, embedding_forward, embedding_backward};
   return t;
 }
 

@@ -139,6 +139,20 @@ def clear_session() -> None:
 _REGISTRY: dict = {}
 
 
+def refuse_quantized(layer, who: str) -> None:
+    """ValueError when ``layer`` is a quantized layer (fastrnn.quantize): exporters and converters
+    take float layers, and a quantized layer's parameters are int8 / bf16 arrays, not its weights.
+
+    Args:
+        layer: A layer.
+        who (str): The calling function's name, for the message.
+    """
+    mode = getattr(layer, "quant_mode", "")
+    if mode:
+        raise ValueError(f"{who}: {type(layer).__name__} '{layer.name}' holds {mode} weights (fastrnn.quantize); "
+                         "convert the float model instead")
+
+
 def register_layer(cls):
     """Class decorator: make ``cls`` known to ``get_layer_class`` / ``deserialize`` by its class name."""
     _REGISTRY[cls.__name__] = cls
