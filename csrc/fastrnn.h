@@ -54,6 +54,9 @@ struct ForwardArgs {
   float* aux;          // [T*B, H]: LSTM c before the step; GRU W_hn h + b_hn; unused for SimpleRNN
   float* workspace;    // forward_workspace_floats(d, training, threads) floats
   int threads;
+  // W_hh already in the time loop's layout (KernelTable::forward_pack_whh of the same table, cell
+  // and H), or nullptr: the loop packs w_hh itself (into the workspace) at every call.
+  const float* w_hh_packed;
 };
 
 struct BackwardArgs {
@@ -200,6 +203,9 @@ struct KernelTable {
   void (*xent)(const XentArgs& a);
   void (*embedding_forward)(const EmbeddingArgs& a);
   void (*embedding_backward)(const EmbeddingArgs& a);
+  // The forward time loop's packed W_hh (ForwardArgs::w_hh_packed): its floats, and the packing.
+  size_t (*forward_whh_packed_floats)(Cell cell, int64_t H);
+  void (*forward_pack_whh)(Cell cell, const float* w_hh, int64_t H, float* out);
 };
 
 const KernelTable& kernels_scalar();

@@ -145,6 +145,21 @@ static void forward(const ForwardArgs& a) {
   }
 }
 
+// W_hh [G*H, H] in the forward time loop's layout (pack_whh_forward, all panels), for callers that
+// keep it across calls (ForwardArgs::w_hh_packed).
+static size_t forward_whh_packed_floats(Cell cell, int64_t H) {
+  return (size_t)(ceil_div(H, W) * H * gate_count(cell) * W);
+}
+
+static void forward_pack_whh(Cell cell, const float* w_hh, int64_t H, float* out) {
+  const int64_t P = ceil_div(H, W);
+  switch (gate_count(cell)) {
+    case 1: pack_whh_forward<1>(w_hh, H, 0, P, out); break;
+    case 3: pack_whh_forward<3>(w_hh, H, 0, P, out); break;
+    default: pack_whh_forward<4>(w_hh, H, 0, P, out); break;
+  }
+}
+
 static void backward(const BackwardArgs& a) {
   switch (a.d.cell) {
     case Cell::RNN_TANH: backward_impl<Cell::RNN_TANH>(a); break;
@@ -167,7 +182,8 @@ static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
                              dropout, philox_blocks, scratch_bytes, release_scratch, fma_peak, optim_update, colsum,
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
-                             qforward, xent, embedding_forward, embedding_backward};
+                             qforward, xent, embedding_forward, embedding_backward, forward_whh_packed_floats,
+                             forward_pack_whh};
   return t;
 }
 
