@@ -75,7 +75,7 @@ class Parameter:
     @value.setter
     def value(self, value) -> None:
         self._value = value
-        self._version += 1
+        self._version = getattr(self, "_version", 0) + 1  # (unset while an old pickle's state is restored)
 
     def touch(self) -> None:
         """Declare that ``value`` changed in place by a write the parameter cannot see (see the class)."""
