@@ -124,7 +124,7 @@ def step_case(cell, H, min_time):
     b_ih, b_hh = biases[0], (biases[1] if len(biases) == 2 else None)
     h0, c0 = states[0], (states[1] if spec.n_states == 2 else None)
     kid = spec.kernel_id
-    packed = core.pack_whh(kid, lay.w_hh.value)
+    packed = core.pack_whh(kid, lay.w_hh.value, 1)
 
     def raw_repack():
         return core.forward(kid, x3, lay.w_ih.value, lay.w_hh.value, b_ih, b_hh, h0, c0, None, False, True, False)
@@ -135,7 +135,7 @@ def step_case(cell, H, min_time):
 
     repack = cls(H, seed=0, input_shape=(None, H))  # the same layer, packing at every call
     repack.set_weights(lay.get_weights())
-    repack._packed_whh = lambda wh: None
+    repack._packed_whh = lambda wh, batch: None
     st, st_repack = [states], [states]
 
     def layer_step():

@@ -38,8 +38,8 @@ def test_forward_with_packed_whh_equals_the_kernel_and_the_reference(isa, thread
     h0 = rng.standard_normal((B, H)).astype(np.float32)
     c0 = rng.standard_normal((B, H)).astype(np.float32) if cell == "lstm" else None
     core = backend.core()
-    packed = core.pack_whh(spec.kernel_id, w_hh)
-    assert packed[:3] == (isa, spec.kernel_id, H)
+    packed = core.pack_whh(spec.kernel_id, w_hh, B)
+    assert packed[:4] == (isa, spec.kernel_id, H, 0)
     args = (spec.kernel_id, x, w_ih, w_hh, b, b_hh, h0, c0, None, False, True, training)
     got = core.forward(*args, None, None, None, None, packed)
     want = core.forward(*args)
@@ -62,22 +62,26 @@ def test_forward_refuses_a_wrong_packed_whh():
     w_ih, w_hh, b = _weights(rng, 4, 3, 5)
     x = rng.standard_normal((2, 1, 3)).astype(np.float32)
     args = (2, x, w_ih, w_hh, b, None, None, None, None, False, True, False)
-    packed = core.pack_whh(2, w_hh)
+    packed = core.pack_whh(2, w_hh, 2)
     other = "scalar" if packed[0] != "scalar" else "avx2"
     with pytest.raises(ValueError, match="whh_packed: packed for the .* path"):
         core.forward(*args, None, None, None, None, (other, *packed[1:]))
     with pytest.raises(ValueError, match="another cell or hidden size"):
         core.forward(*args, None, None, None, None, (packed[0], 3, *packed[2:]))
     with pytest.raises(ValueError, match="another cell or hidden size"):
-        core.forward(*args, None, None, None, None, (*packed[:2], 6, packed[3]))
+        core.forward(*args, None, None, None, None, (*packed[:2], 6, *packed[3:]))
+    with pytest.raises(ValueError, match="another layout"):  # one the loop does not read for this batch
+        core.forward(*args, None, None, None, None, (*packed[:3], packed[3] + 1, packed[4]))
     with pytest.raises(ValueError, match="wrong size"):
-        core.forward(*args, None, None, None, None, (*packed[:3], packed[3][:-1].copy()))
+        core.forward(*args, None, None, None, None, (*packed[:4], packed[4][:-1].copy()))
     with pytest.raises(TypeError, match="C-contiguous float32"):
-        core.forward(*args, None, None, None, None, (*packed[:3], packed[3].astype(np.float64)))
-    with pytest.raises(ValueError, match="4-tuple"):
-        core.forward(*args, None, None, None, None, packed[:3])
+        core.forward(*args, None, None, None, None, (*packed[:4], packed[4].astype(np.float64)))
+    with pytest.raises(ValueError, match="5-tuple"):
+        core.forward(*args, None, None, None, None, packed[:4])
     with pytest.raises(ValueError, match="w_hh: expected shape"):
-        core.pack_whh(2, w_hh[:-1])
+        core.pack_whh(2, w_hh[:-1], 2)
+    with pytest.raises(ValueError, match="batch: expected >= 1"):
+        core.pack_whh(2, w_hh, 0)
 
 
 def _fresh_step(lay, x, states):
@@ -143,10 +147,10 @@ def test_step_keeps_the_packed_whh_and_never_serves_it_stale(kind, tmp_path):
     x = rng.standard_normal((2, 5)).astype(np.float32)
     states = [rng.standard_normal((2, 6)).astype(np.float32) for _ in range(lay.spec.n_states)]
     h, _ = lay.step(x, states)
-    packed = lay._whh_pack[3]
+    packed = lay._whh_pack[4]
     np.testing.assert_array_equal(h, _fresh_step(lay, x, states))
     h_again, _ = lay.step(x, states)
-    assert lay._whh_pack[3] is packed  # nothing changed: the same packed copy
+    assert lay._whh_pack[4] is packed  # nothing changed: the same packed copy
     np.testing.assert_array_equal(h_again, h)
     for write in _writes(tmp_path):
         before = lay.step(x, states)[0]
@@ -155,6 +159,12 @@ def test_step_keeps_the_packed_whh_and_never_serves_it_stale(kind, tmp_path):
         assert not np.array_equal(after, before), write.__name__  # the write changed W_hh's effect
         np.testing.assert_array_equal(after, _fresh_step(lay, x, states), err_msg=write.__name__)
         np.testing.assert_array_equal(after, lay(x[:, None, :].copy(), initial_state=states), err_msg=write.__name__)
+    # another batch size: packed for it (the loop's layout may depend on the batch)
+    x3 = rng.standard_normal((3, 5)).astype(np.float32)
+    states3 = [rng.standard_normal((3, 6)).astype(np.float32) for _ in range(lay.spec.n_states)]
+    h3, _ = lay.step(x3, states3)
+    assert lay._whh_pack[3] == 3
+    np.testing.assert_array_equal(h3, _fresh_step(lay, x3, states3))
 
 
 def test_step_packs_again_on_another_isa_path():
@@ -167,7 +177,7 @@ def test_step_packs_again_on_another_isa_path():
         for name in backend.available_isas():
             backend.set_isa(name)
             h, _ = lay.step(x, states)
-            assert lay._whh_pack[2] == name and lay._whh_pack[3][0] == name
+            assert lay._whh_pack[2] == name and lay._whh_pack[4][0] == name
             np.testing.assert_array_equal(h, _fresh_step(lay, x, states))
     finally:
         backend.set_isa(before)

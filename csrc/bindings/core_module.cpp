@@ -133,10 +133,12 @@ farr out_buffer(const ofarr& given, const std::vector<int64_t>& dims, const char
   return *given;
 }
 
-// A packed W_hh of pack_whh as Python holds it, (isa, cell, H, float32 array), checked against the
-// active table and the call: its data, a view of the caller's array (alive through the call).
-const float* packed_whh_data(const py::tuple& t, const fastrnn::KernelTable& k, int cell_id, int64_t H) {
-  if (t.size() != 4) throw py::value_error("whh_packed: expected the 4-tuple of pack_whh");
+// A packed W_hh of pack_whh as Python holds it, (isa, cell, H, layout, float32 array), checked
+// against the active table and the call: its data, a view of the caller's array (alive through the
+// call).
+const float* packed_whh_data(const py::tuple& t, const fastrnn::KernelTable& k, int cell_id, int64_t H,
+                             int64_t B) {
+  if (t.size() != 5) throw py::value_error("whh_packed: expected the 5-tuple of pack_whh");
   const std::string isa = t[0].cast<std::string>();
   if (isa != k.name)
     throw py::value_error("whh_packed: packed for the " + isa + " path, but the " + k.name +
@@ -144,23 +146,28 @@ const float* packed_whh_data(const py::tuple& t, const fastrnn::KernelTable& k, 
   const Cell cell = to_cell(cell_id);
   if (t[1].cast<int>() != cell_id || t[2].cast<int64_t>() != H)
     throw py::value_error("whh_packed: packed for another cell or hidden size");
-  if (!farr::check_(t[3])) throw py::type_error("whh_packed: the packed array must be C-contiguous float32");
-  const farr w = t[3].cast<farr>();
+  if (t[3].cast<int>() != k.forward_whh_layout(cell, H, B))
+    throw py::value_error("whh_packed: packed in another layout than this call's (another batch size); pack it "
+                          "again for this batch");
+  if (!farr::check_(t[4])) throw py::type_error("whh_packed: the packed array must be C-contiguous float32");
+  const farr w = t[4].cast<farr>();
   if (w.ndim() != 1 || (size_t)w.shape(0) != k.forward_whh_packed_floats(cell, H))
     throw py::value_error("whh_packed: packed array of the wrong size for this path");
   return w.data();
 }
 
-py::tuple pack_whh(int cell_id, const farr& w_hh) {
+py::tuple pack_whh(int cell_id, const farr& w_hh, int64_t batch) {
   const Cell cell = to_cell(cell_id);
   const int64_t H = hidden_from_whh(w_hh, fastrnn::gate_count(cell));
+  if (batch < 1) throw py::value_error("batch: expected >= 1, got " + std::to_string(batch));
   const fastrnn::KernelTable& k = fastrnn::active_kernels();
+  const int layout = k.forward_whh_layout(cell, H, batch);
   farr out = new_array({(int64_t)k.forward_whh_packed_floats(cell, H)});
   {
     py::gil_scoped_release release;
-    k.forward_pack_whh(cell, w_hh.data(), H, out.mutable_data());
+    k.forward_pack_whh(cell, w_hh.data(), H, layout, out.mutable_data());
   }
-  return py::make_tuple(std::string(k.name), cell_id, H, out);
+  return py::make_tuple(std::string(k.name), cell_id, H, layout, out);
 }
 
 py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const farr& b_ih, const ofarr& b_hh,
@@ -204,7 +211,7 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
   }
   a.threads = fastrnn::get_num_threads();
   const fastrnn::KernelTable& k = fastrnn::active_kernels();
-  if (whh_packed) a.w_hh_packed = packed_whh_data(*whh_packed, k, cell_id, H);
+  if (whh_packed) a.w_hh_packed = packed_whh_data(*whh_packed, k, cell_id, H, d.B);
   a.workspace = thread_workspace().get(k.forward_workspace_floats(d, training, a.threads) + 16);
   {
     py::gil_scoped_release release;
@@ -363,9 +370,9 @@ PYBIND11_MODULE(_core, m) {
         "be given (float32, C-contiguous, writeable, [T*B, G*H] / [T*B, H] / [T*B, H]): the kernels fill them "
         "instead of new arrays. hmask [B, H]: recurrent dropout, the recurrent product reads h * hmask. "
         "whh_packed: pack_whh(cell, w_hh) of this very w_hh (the caller keeps them in step), or None.");
-  m.def("pack_whh", &pack_whh, py::arg("cell"), py::arg("w_hh").noconvert(),
-        "W_hh in the forward time loop's layout for the active ISA path: (isa, cell, H, float32 array), for "
-        "forward's whh_packed.");
+  m.def("pack_whh", &pack_whh, py::arg("cell"), py::arg("w_hh").noconvert(), py::arg("batch"),
+        "W_hh in the forward time loop's layout for the active ISA path and calls of `batch` rows: (isa, cell, "
+        "H, layout, float32 array), for forward's whh_packed.");
   m.def("backward", &backward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert().none(true), py::arg("reverse"),
         py::arg("batch_first"), py::arg("gates").noconvert(), py::arg("hprev").noconvert(),

@@ -170,7 +170,7 @@ def _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batc
                     hmask=None, whh_packed=None):
     """The C++ forward on checked arrays; mask: None or [B, T], bool or 0/1 (nonzero = valid);
     hmask: None or the recurrent dropout mask [B, H] (float32, C-contiguous); whh_packed: None or
-    ``core.pack_whh(cell, w_hh)`` of this very w_hh (the kernel then skips its packing).
+    ``core.pack_whh(cell, w_hh, B)`` of this very w_hh (the kernel then skips its packing).
 
     The compiled function is called with positional arguments, each spelled as the binding names
     it (tests/test_cells_and_caches.py checks the order against the binding's source): pybind11
@@ -251,8 +251,9 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
       * reverse, batch_first and training are bools;
       * hmask (recurrent dropout, the public ops' recurrent_mask) is None or a float32 NumPy
         array [B, H], C-contiguous;
-      * whh_packed is None or ``backend.core().pack_whh(cell, w_hh)`` of w_hh as it is now (the
-        compiled module checks its path, cell and size, not its values; the other routes ignore it).
+      * whh_packed is None or ``backend.core().pack_whh(cell, w_hh, B)`` of w_hh as it is now (the
+        compiled module checks its path, cell, layout and size, not its values; the other routes
+        ignore it).
     Nothing of this is checked here beyond what the compiled module checks itself (dtypes,
     contiguity and shapes, refused with TypeError / ValueError, never read out of bounds); a
     mask of other values (cast to uint8) or a wrong out gives wrong results silently.
