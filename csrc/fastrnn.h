@@ -54,6 +54,10 @@ struct ForwardArgs {
   float* aux;          // [T*B, H]: LSTM c before the step; GRU W_hn h + b_hn; unused for SimpleRNN
   float* workspace;    // forward_workspace_floats(d, training, threads) floats
   int threads;
+  // W_hh already in the time loop's layout (KernelTable::forward_pack_whh of the same table, cell,
+  // H and forward_whh_layout for this call), or nullptr: the loop packs w_hh itself (into the
+  // workspace) at every call.
+  const float* w_hh_packed;
 };
 
 struct BackwardArgs {
@@ -222,6 +226,12 @@ struct KernelTable {
   void (*xent)(const XentArgs& a);
   void (*embedding_forward)(const EmbeddingArgs& a);
   void (*embedding_backward)(const EmbeddingArgs& a);
+  // The forward time loop's packed W_hh (ForwardArgs::w_hh_packed): its floats, the layout the loop
+  // reads for a call of B rows (an id; calls whose loops read different layouts need different
+  // packings), and the packing in a layout.
+  size_t (*forward_whh_packed_floats)(Cell cell, int64_t H);
+  int (*forward_whh_layout)(Cell cell, int64_t H, int64_t B);
+  void (*forward_pack_whh)(Cell cell, const float* w_hh, int64_t H, int layout, float* out);
 };
 
 const KernelTable& kernels_scalar();

@@ -82,13 +82,8 @@ def test_qgemm_zero_and_nonfinite_rows(path):
     np.testing.assert_array_equal(got[0], Q.qmatmul(a[:1], wq, ws)[0])
 
 
-@pytest.mark.parametrize("path", PATHS, indirect=True)
-@pytest.mark.parametrize("cell, cid, G", CELLS)
-# the last two are large enough for two threads: split by hidden units (B = 9) and by rows (B = 16)
-@pytest.mark.parametrize("T, B, I, H", [(1, 1, 1, 1), (5, 3, 7, 17), (9, 4, 33, 20), (3, 11, 16, 64),
-                                        (4, 9, 20, 161), (3, 16, 5, 200)])
-def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
-    rng = np.random.default_rng(T * 100 + H)
+def _cell_problem(rng, cell, G, T, B, I, H):
+    """x [B, T, I], the int8 weights and scales, the biases and initial states of a random cell."""
     x = rng.uniform(-1, 1, (B, T, I)).astype(np.float32)
     qi, si = Q.quantize_rows((rng.standard_normal((G * H, I)) * 0.4).astype(np.float32))
     qh, sh = Q.quantize_rows((rng.standard_normal((G * H, H)) * 0.4).astype(np.float32))
@@ -96,6 +91,17 @@ def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
     bh = rng.uniform(-0.5, 0.5, G * H).astype(np.float32) if cell == "gru" else None
     h0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32)
     c0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32) if cell == "lstm" else None
+    return x, qi, si, qh, sh, bi, bh, h0, c0
+
+
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+@pytest.mark.parametrize("cell, cid, G", CELLS)
+# the last two are large enough for two threads: split by hidden units (B = 9) and by rows (B = 16)
+@pytest.mark.parametrize("T, B, I, H", [(1, 1, 1, 1), (5, 3, 7, 17), (9, 4, 33, 20), (3, 11, 16, 64),
+                                        (4, 9, 20, 161), (3, 16, 5, 200)])
+def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
+    rng = np.random.default_rng(T * 100 + H)
+    x, qi, si, qh, sh, bi, bh, h0, c0 = _cell_problem(rng, cell, G, T, B, I, H)
     mask = rng.random((B, T)) < 0.7
     core = backend.core()
     pi, ph = core.qpack(qi, si, G, H), core.qpack(qh, sh, G, H)
@@ -107,6 +113,50 @@ def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
         close(hn, hr)
         if cell == "lstm":
             close(cn, cr)
+
+
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("cell, cid, G", [CELLS[0], CELLS[2], CELLS[3]])
+# long enough that the loop projects x in several chunks of steps (qforward_loop.h: QX_CHUNK_FLOATS),
+# the last one shorter; B = 9 splits two threads by hidden units, B = 16 by rows; H = 1 .. 3 units
+@pytest.mark.parametrize("T, B, I, H", [(13, 9, 20, 161), (37, 16, 5, 200), (70, 1, 3, 33), (29, 3, 1, 3)])
+def test_qforward_chunks_threads_and_layouts(path, nthreads, threads, cell, cid, G, T, B, I, H):
+    """The int8 loop's x projection in chunks: the twin's results for every chunking, direction,
+    mask and memory layout, and the same bits for 1 and 2 threads and either layout."""
+    threads(nthreads)
+    rng = np.random.default_rng(T * 1000 + B)
+    x, qi, si, qh, sh, bi, bh, h0, c0 = _cell_problem(rng, cell, G, T, B, I, H)
+    mask = rng.random((B, T)) < 0.6
+    mask[0] = True
+    core = backend.core()
+    pi, ph = core.qpack(qi, si, G, H), core.qpack(qh, sh, G, H)
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    for m, reverse in ((None, False), (mask, True), (mask, False)):
+        mu = None if m is None else m.astype(np.uint8)
+        y, hn, cn = core.qforward(cid, x, pi, ph, bi, bh, h0, c0, mu, reverse, True)
+        # step by step against the twin fed the kernel's own h: over many steps the last-bit
+        # differences of the gate functions may flip a rounding of quant(h), which then propagates
+        h, c = h0.copy(), c0
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            mt = None if m is None else m[:, t:t + 1]
+            yr, hr, c = Q.qforward(cell, x[:, t:t + 1], qi, si, qh, sh, bi, bh, h, c, mt)
+            close(y[:, t], yr[:, 0])
+            valid = np.ones(B, bool) if m is None else m[:, t]
+            h = np.where(valid[:, None], y[:, t], h)
+        close(hn, h)
+        if cell == "lstm":
+            close(cn, c)
+        # time-major input: the same bits, transposed
+        y2, hn2, cn2 = core.qforward(cid, xt, pi, ph, bi, bh, h0, c0, mu, reverse, False)
+        np.testing.assert_array_equal(y2, y.transpose(1, 0, 2))
+        np.testing.assert_array_equal(hn2, hn)
+        # and the same bits whatever the thread count
+        threads(3 - nthreads)
+        y3, hn3, _ = core.qforward(cid, x, pi, ph, bi, bh, h0, c0, mu, reverse, True)
+        threads(nthreads)
+        np.testing.assert_array_equal(y3, y)
+        np.testing.assert_array_equal(hn3, hn)
 
 
 def test_packed_weights_of_another_path_are_refused():

@@ -107,7 +107,7 @@ static void forward_impl(const ForwardArgs& a) {
   const bool training = a.gates != nullptr;
 
   const ForwardWorkspace ws = forward_workspace(d, training, a.workspace);
-  float* Wp = ws.w_hh_packed;
+  const float* Wp = a.w_hh_packed ? a.w_hh_packed : ws.w_hh_packed;  // the caller's packed W_hh, if any
   float* xw = training ? a.gates : ws.xw;
   const int64_t ldh = ws.ldh;  // h ping-pong buffers: [2][B][ldh]
   float* hbuf = ws.hbuf;
@@ -148,7 +148,7 @@ static void forward_impl(const ForwardArgs& a) {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     int64_t pp0, pp1;  // packing and initial state: by unit panels, whatever the split
     panel_range(P, tid, team, pp0, pp1);
-    pack_whh_forward<G>(a.w_hh, H, pp0, pp1, Wp);
+    if (!a.w_hh_packed) pack_whh_forward<G>(a.w_hh, H, pp0, pp1, ws.w_hh_packed);
     for (int64_t b = 0; b < B; ++b) {
       float* hb = hbuf + b * ldh;
       for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {

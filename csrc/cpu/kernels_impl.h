@@ -147,6 +147,28 @@ static void forward(const ForwardArgs& a) {
   }
 }
 
+// W_hh [G*H, H] in the forward time loop's layout (pack_whh_forward, all panels), for callers that
+// keep it across calls (ForwardArgs::w_hh_packed).
+static size_t forward_whh_packed_floats(Cell cell, int64_t H) {
+  return (size_t)(ceil_div(H, W) * H * gate_count(cell) * W);
+}
+
+// The layout forward_impl packs W_hh in for a call of B rows: the same for every call here (0).
+// A loop that chooses its layout per call must return that choice here and pack it below, or a
+// kept packing made for one batch size would be read as another's layout (the binding refuses a
+// packing whose layout differs from this).
+static int forward_whh_layout(Cell, int64_t, int64_t) { return 0; }
+
+static void forward_pack_whh(Cell cell, const float* w_hh, int64_t H, int layout, float* out) {
+  (void)layout;  // one layout (forward_whh_layout)
+  const int64_t P = ceil_div(H, W);
+  switch (gate_count(cell)) {
+    case 1: pack_whh_forward<1>(w_hh, H, 0, P, out); break;
+    case 3: pack_whh_forward<3>(w_hh, H, 0, P, out); break;
+    default: pack_whh_forward<4>(w_hh, H, 0, P, out); break;
+  }
+}
+
 static void backward(const BackwardArgs& a) {
   switch (a.d.cell) {
     case Cell::RNN_TANH: backward_impl<Cell::RNN_TANH>(a); break;
@@ -170,7 +192,8 @@ static const KernelTable& table() {
                              dropout, philox_blocks, scratch_bytes, release_scratch, fma_peak, optim_update, colsum,
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
                              qforward, bpath, bpack_sizes, bpack, bgemm_ws, bgemm_entry, bforward_ws, bforward,
-                             xent, embedding_forward, embedding_backward};
+                             xent, embedding_forward, embedding_backward, forward_whh_packed_floats,
+                             forward_whh_layout, forward_pack_whh};
   return t;
 }
 

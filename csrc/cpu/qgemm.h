@@ -162,7 +162,28 @@ static inline void qmicro_body(int64_t K4, const int32_t* const* rows, const int
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_si512();
   const __m512i ones16 = _mm512_set1_epi16(1);
-  for (int64_t k4 = 0; k4 < K4; ++k4) {
+  int64_t k4 = 0;
+  if constexpr (kVnni && MR * NV <= 4) {
+    // A small tile (one row: a batch of 1) has too few independent sums to hide VPDPBUSD's
+    // latency: a second set of accumulators takes the odd groups of k (integer sums: the same
+    // result in any order).
+    QI acc2[MR][NV];
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc2[i][v] = _mm512_setzero_si512();
+    for (; k4 + 2 <= K4; k4 += 2) {
+      for (int v = 0; v < NV; ++v) {
+        const __m512i w0 = _mm512_loadu_si512(wp + (k4 * NV + v) * (W * 4));
+        const __m512i w1 = _mm512_loadu_si512(wp + ((k4 + 1) * NV + v) * (W * 4));
+        for (int i = 0; i < MR; ++i) {
+          acc[i][v] = dpbusd(acc[i][v], _mm512_set1_epi32(rows[i][k4]), w0);
+          acc2[i][v] = dpbusd(acc2[i][v], _mm512_set1_epi32(rows[i][k4 + 1]), w1);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_add_epi32(acc[i][v], acc2[i][v]);
+  }
+  for (; k4 < K4; ++k4) {
     __m512i w[NV];
     for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(wp + (k4 * NV + v) * (W * 4));
     for (int i = 0; i < MR; ++i) {
