@@ -1,5 +1,6 @@
-"""int8 accuracy on the lessons' trained models: the sentiment LSTM's test accuracy and the
-character LM's validation loss, float32 against fastrnn.quantize's int8 copy of the same model.
+"""int8 and bf16 accuracy on the lessons' trained models: the sentiment LSTM's test accuracy and
+the character LM's validation loss, float32 against fastrnn.quantize's int8 and bf16 copies of the
+same model.
 
     python bench/int8_accuracy.py [--char-epochs 5] [--seed 0]
 
@@ -47,9 +48,8 @@ def sentiment_accuracy(seed):
     stop = callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"], restore_best_weights=True)
     model.fit(x_tr, y_tr, epochs=cfg["epochs"], batch_size=32, validation_data=(x_va, y_va), callbacks=[stop],
               verbose=0)
-    q = fr.quantize(model)
     acc = {}
-    for name, m in (("float32", model), ("int8", q)):
+    for name, m in (("float32", model), ("int8", fr.quantize(model)), ("bf16", fr.quantize(model, "bf16"))):
         p = m.predict(x_te).reshape(-1)
         acc[name] = float(((p > 0.5) == (y_te.reshape(-1) > 0.5)).mean())
     return acc, len(x_te)
@@ -70,10 +70,10 @@ def char_lm_loss(seed, epochs):
     model.compile(optimizer=optim.Adam(learning_rate=cfg["lr"], global_clipnorm=5.0),
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_tr, y_tr, epochs=epochs, batch_size=cfg["batch"], verbose=0, seed=seed)
-    q = fr.quantize(model)
-    q.compile(loss=losses.SparseCategoricalCrossentropy(from_logits=True))
     out = {}
-    for name, m in (("float32", model), ("int8", q)):
+    for name, m in (("float32", model), ("int8", fr.quantize(model)), ("bf16", fr.quantize(model, "bf16"))):
+        if name != "float32":
+            m.compile(loss=losses.SparseCategoricalCrossentropy(from_logits=True))
         out[name] = float(m.evaluate(x_va, y_va, verbose=0, batch_size=cfg["batch"]))
     return out, len(x_va)
 
@@ -85,14 +85,15 @@ def main(argv=None):
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     acc, n_te = sentiment_accuracy(a.seed)
-    print(f"sentiment LSTM(128), {n_te} test sentences: accuracy float32 {acc['float32']:.4f}, int8 {acc['int8']:.4f} "
-          f"(difference {100 * (acc['int8'] - acc['float32']):+.2f} points) [{time.perf_counter() - t0:.0f} s]",
-          flush=True)
+    print(f"sentiment LSTM(128), {n_te} test sentences: accuracy float32 {acc['float32']:.4f}, "
+          + ", ".join(f"{mode} {acc[mode]:.4f} ({100 * (acc[mode] - acc['float32']):+.2f} points)"
+                      for mode in ("int8", "bf16"))
+          + f" [{time.perf_counter() - t0:.0f} s]", flush=True)
     t0 = time.perf_counter()
     loss, n_va = char_lm_loss(a.seed, a.char_epochs)
     print(f"char-LM LSTM(256), {a.char_epochs} epochs, {n_va} validation windows: loss float32 {loss['float32']:.4f}, "
-          f"int8 {loss['int8']:.4f} nats/char (difference {loss['int8'] - loss['float32']:+.4f}) "
-          f"[{time.perf_counter() - t0:.0f} s]")
+          + ", ".join(f"{mode} {loss[mode]:.4f} ({loss[mode] - loss['float32']:+.4f})" for mode in ("int8", "bf16"))
+          + f" nats/char [{time.perf_counter() - t0:.0f} s]")
     return 0
 
 

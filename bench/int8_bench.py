@@ -1,11 +1,16 @@
-"""int8 inference against what users deploy with: a Sequential of one LSTM (and one GRU) layer,
-forward only, fastrnn float32 and int8 (fastrnn.quantize) against PyTorch float32 and
-``torch.ao.quantization.quantize_dynamic`` int8, and ONNX Runtime float32 and int8
+"""int8 and bf16 inference against what users deploy with: a Sequential of one LSTM (and one GRU)
+layer, forward only, fastrnn float32, int8 and bf16 (fastrnn.quantize) against PyTorch float32,
+``torch.ao.quantization.quantize_dynamic`` int8 and bf16 under ``torch.autocast("cpu",
+torch.bfloat16)`` (oneDNN's bf16 RNN), and ONNX Runtime float32 and int8
 (``onnxruntime.quantization.quantize_dynamic`` of the same LSTM as an ONNX LSTM operator; ONNX
-Runtime quantizes no GRU, so the GRU rows have no ONNX Runtime int8 column).
+Runtime quantizes no GRU, so the GRU rows have no ONNX Runtime int8 column; its CPU provider has no
+bf16 LSTM). "fastrnn bf16 fallback" is the bf16 model with VDPBF16PS switched off
+(``set_bf16dot_allowed(False)``: bf16 weights widened in registers, fp32 FMAs, the same results),
+the path of AVX-512 CPUs without AVX512-BF16.
 
 All candidates of a shape are timed in alternating blocks in one process (fastrnn._bench.
-timeit_interleaved); figures are ms per call, ratios are the other's time over fastrnn int8's.
+timeit_interleaved); figures are ms per call, ratios are the other's time over fastrnn int8's
+(int8 table) or fastrnn bf16's (bf16 table).
 
     python bench/int8_bench.py [--threads 1,2] [--shapes latency,text] [--cells lstm,gru] [--markdown FILE]
 """
@@ -69,6 +74,8 @@ def run(shape, cell, threads, min_time=1.0, tmp=None):
     m = fr.Sequential([L.Input((None, I)), layer])
     x = np.random.default_rng(1).uniform(-1, 1, (B, T, I)).astype(np.float32)
     q = fr.quantize(m)
+    qb = fr.quantize(m, "bf16")
+    core = fr.backend.core()
     tm = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](I, H, batch_first=True)
     with torch.no_grad():
         tm.weight_ih_l0.copy_(torch.from_numpy(layer.w_ih.value))
@@ -82,14 +89,23 @@ def run(shape, cell, threads, min_time=1.0, tmp=None):
     tq = quantize_dynamic(tm, {type(tm)}, dtype=torch.qint8)
     xt = torch.from_numpy(x)
 
-    def torch_call(mod):
+    def torch_call(mod, bf16=False):
         def f():
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 return mod(xt)
         return f
 
-    names = ["fastrnn int8", "fastrnn fp32", "torch fp32", "torch int8"]
-    fns = [lambda: q.predict(x, batch_size=B), lambda: m.predict(x, batch_size=B), torch_call(tm), torch_call(tq)]
+    def bf16_fallback():
+        core.set_bf16dot_allowed(False)
+        try:
+            return qb.predict(x, batch_size=B)
+        finally:
+            core.set_bf16dot_allowed(True)
+
+    names = ["fastrnn int8", "fastrnn fp32", "torch fp32", "torch int8", "fastrnn bf16", "fastrnn bf16 fallback",
+             "torch bf16"]
+    fns = [lambda: q.predict(x, batch_size=B), lambda: m.predict(x, batch_size=B), torch_call(tm), torch_call(tq),
+           lambda: qb.predict(x, batch_size=B), bf16_fallback, torch_call(tm, bf16=True)]
     if cell == "lstm":
         from onnxruntime.quantization import QuantType
         from onnxruntime.quantization import quantize_dynamic as ort_quantize
@@ -105,9 +121,13 @@ def run(shape, cell, threads, min_time=1.0, tmp=None):
             fns.append(lambda sess=sess: sess.run(None, {"X": xs}))
     # agreement: int8 against float32, ours and the others'
     ref = m.predict(x, batch_size=B)
-    err = {"fastrnn int8": float(np.abs(q.predict(x, batch_size=B) - ref).max())}
+    err = {"fastrnn int8": float(np.abs(q.predict(x, batch_size=B) - ref).max()),
+           "fastrnn bf16": float(np.abs(qb.predict(x, batch_size=B) - ref).max())}
+    if not np.array_equal(bf16_fallback(), qb.predict(x, batch_size=B)):
+        raise AssertionError("the bf16 fallback and VDPBF16PS disagree")
     with torch.no_grad():
         err["torch int8"] = float(np.abs(tq(xt)[0][:, -1].numpy() - ref).max())  # the last step, as predict
+        err["torch bf16"] = float(np.abs(torch_call(tm, bf16=True)()[0][:, -1].float().numpy() - ref).max())
     times = timeit_interleaved(fns, min_time=min_time)
     return dict(zip(names, times)), err
 
@@ -122,30 +142,52 @@ def main(argv=None):
     a = p.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",")]
     env = environment(max(threads))
-    env.append(f"int8 product: {fr.backend.core().qpath()}")
+    env.append(f"int8 product: {fr.backend.core().qpath()}; bf16 product: {fr.backend.core().bpath()}")
     import onnxruntime
+    import torch
 
-    env.append(f"onnxruntime {onnxruntime.__version__}")
+    env.append(f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}")
+    peaks = {th: fr.backend.fma_peak(th, seconds=0.5) for th in threads}
+    env.append("measured fp32 FMA peak (backend.fma_peak): "
+               + ", ".join(f"{peaks[th] / 1e9:.1f} GFLOP/s on {th} thread(s)" for th in threads)
+               + "; VDPBF16PS does two multiply-adds per fp32 lane and instruction")
+    env.append(f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for line in env:
         print(line)
-    cols = ["fastrnn int8", "fastrnn fp32", "torch fp32", "torch int8", "onnxruntime fp32", "onnxruntime int8"]
-    rows = ["| cell | shape (T,B,I,H) | threads | " + " | ".join(f"{c} ms" for c in cols)
-            + " | fastrnn int8 speed-up over: fp32 / torch int8 / ort int8 | max err int8 vs fp32: fastrnn / torch |",
-            "|---|---|---:|" + "---:|" * len(cols) + "---|---|"]
+    cols8 = ["fastrnn int8", "fastrnn fp32", "torch fp32", "torch int8", "onnxruntime fp32", "onnxruntime int8"]
+    colsb = ["fastrnn bf16", "fastrnn bf16 fallback", "fastrnn fp32", "fastrnn int8", "torch fp32", "torch bf16"]
+    rows8 = ["| cell | shape (T,B,I,H) | threads | " + " | ".join(f"{c} ms" for c in cols8)
+             + " | fastrnn int8 speed-up over: fp32 / torch int8 / ort int8 | max err int8 vs fp32: fastrnn / torch |",
+             "|---|---|---:|" + "---:|" * len(cols8) + "---|---|"]
+    rowsb = ["| cell | shape (T,B,I,H) | threads | " + " | ".join(f"{c} ms" for c in colsb)
+             + " | fastrnn bf16 speed-up over: fp32 / fallback / torch bf16 | max err bf16 vs fp32: fastrnn / torch "
+             "| fastrnn bf16 GFLOP/s (share of fp32 FMA peak) |",
+             "|---|---|---:|" + "---:|" * len(colsb) + "---|---|---:|"]
+
+    def row(cell, shape, th, ms, cols, base, others, errs):
+        ratio = " / ".join(f"{ms[k] / ms[base]:.2f}x" if k in ms else "-" for k in others)
+        return (f"| {cell} | {shape} {SHAPES[shape]} | {th} | "
+                + " | ".join(f"{ms[c]:.3f}" if c in ms else "-" for c in cols)
+                + f" | {ratio} | {errs[0]:.4f} / {errs[1]:.4f} |")
+
     with tempfile.TemporaryDirectory() as tmp:
         for cell in a.cells.split(","):
             for shape in a.shapes.split(","):
                 for th in threads:
                     t, err = run(shape, cell, th, a.min_time, tmp)
                     ms = {k: v * 1e3 for k, v in t.items()}
-                    base = ms["fastrnn int8"]
-                    ratio = " / ".join(f"{ms[k] / base:.2f}x" if k in ms else "-"
-                                       for k in ("fastrnn fp32", "torch int8", "onnxruntime int8"))
-                    row = (f"| {cell} | {shape} {SHAPES[shape]} | {th} | "
-                           + " | ".join(f"{ms[c]:.3f}" if c in ms else "-" for c in cols)
-                           + f" | {ratio} | {err['fastrnn int8']:.4f} / {err['torch int8']:.4f} |")
-                    print(row, flush=True)
-                    rows.append(row)
+                    rows8.append(row(cell, shape, th, ms, cols8, "fastrnn int8",
+                                     ("fastrnn fp32", "torch int8", "onnxruntime int8"),
+                                     (err["fastrnn int8"], err["torch int8"])))
+                    T, B, I, H = SHAPES[shape]
+                    flops = 2.0 * T * B * {"lstm": 4, "gru": 3}[cell] * H * (I + H)
+                    gfs = flops / (ms["fastrnn bf16"] * 1e-3) / 1e9
+                    rowsb.append(row(cell, shape, th, ms, colsb, "fastrnn bf16",
+                                     ("fastrnn fp32", "fastrnn bf16 fallback", "torch bf16"),
+                                     (err["fastrnn bf16"], err["torch bf16"]))
+                                 + f" {gfs:.1f} ({100 * gfs * 1e9 / peaks[th]:.0f} %) |")
+                    print(rows8[-1], rowsb[-1], sep="\n", flush=True)
+    rows = [*rows8, "", *rowsb]
     text = "\n".join(["", *[f"- {line}" for line in env], "", *rows, ""])
     if a.markdown:
         with open(a.markdown, "a") as f:

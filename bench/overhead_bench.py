@@ -12,7 +12,10 @@ Cases (float32, 1 thread unless --threads):
     ``raw kw`` is the same call with keywords, as earlier measurements made it.
   * step API: ``layer.step(x_t, states)`` at batch 1 (features = units) for LSTM(128), LSTM(512),
     GRU(128), GRU(512), states fed back from the previous step, against the raw kernel on one
-    step with h0 (and c0); ``model.step`` of a Sequential holding that layer, where it exists.
+    step with h0 (and c0) given the packed W_hh the layer keeps (``core.pack_whh``);
+    ``model.step`` of a Sequential holding that layer; the step and the raw kernel packing W_hh
+    at every call (as before the layers kept the packed copy); and the same for the int8 model of
+    ``fastrnn.quantize`` (its layer.step and model.step against the raw ``qforward``).
     Timed in CPU time of the process (``timer=time.process_time``, one thread).
   * fit's per-batch overhead, tiny model LSTM(16) -> Dense(1, sigmoid), x [32, 10, 8], Adam,
     binary cross-entropy, metric accuracy: the time per batch of ``train_on_batch`` (on the 16
@@ -104,7 +107,11 @@ def tiny_layer(min_time):
 
 
 def step_case(cell, H, min_time):
-    """(name, layer.step time, raw time, model.step time or None)."""
+    """Seconds per step at batch 1 (features = units), float32 and int8, all timed interleaved:
+    {"step": layer.step, "step repack": layer.step packing W_hh at every call (the layer's kept
+    packed copy disabled, as before it existed), "model": model.step, "raw": the kernel given the
+    packed W_hh, "raw repack": the kernel packing W_hh itself, "int8 step", "int8 model",
+    "int8 raw": fastrnn.quantize's layer.step, model.step and the raw int8 kernel}."""
     core = backend.core()
     rng = np.random.default_rng(1)
     cls = {"LSTM": layers.LSTM, "GRU": layers.GRU}[cell]
@@ -117,24 +124,48 @@ def step_case(cell, H, min_time):
     b_ih, b_hh = biases[0], (biases[1] if len(biases) == 2 else None)
     h0, c0 = states[0], (states[1] if spec.n_states == 2 else None)
     kid = spec.kernel_id
+    packed = core.pack_whh(kid, lay.w_hh.value, 1)
 
-    def raw():
+    def raw_repack():
         return core.forward(kid, x3, lay.w_ih.value, lay.w_hh.value, b_ih, b_hh, h0, c0, None, False, True, False)
 
-    st = [states]
+    def raw():
+        return core.forward(kid, x3, lay.w_ih.value, lay.w_hh.value, b_ih, b_hh, h0, c0, None, False, True, False,
+                            None, None, None, None, packed)
+
+    repack = cls(H, seed=0, input_shape=(None, H))  # the same layer, packing at every call
+    repack.set_weights(lay.get_weights())
+    repack._packed_whh = lambda wh, batch: None
+    st, st_repack = [states], [states]
 
     def layer_step():
         _, st[0] = lay.step(x_t, st[0])
 
-    fns = [raw, layer_step]
+    def layer_step_repack():
+        _, st_repack[0] = repack.step(x_t, st_repack[0])
+
     model = fr.Sequential([lay])
-    if hasattr(model, "step"):
-        model.step(x_t)
-        fns.append(lambda: model.step(x_t))
+    model.step(x_t)
+    q = fr.quantize(model)
+    ql = q.layers[0]
+    qst = [ql.step(x_t, None)[1]]
+    G = spec.gates
+    qpi, qph = core.qpack(*ql._q["w_ih"], G, H), core.qpack(*ql._q["w_hh"], G, H)
+
+    def int8_raw():
+        return core.qforward(kid, x3, qpi, qph, b_ih, b_hh, h0, c0, None, False, True)
+
+    def int8_step():
+        _, qst[0] = ql.step(x_t, qst[0])
+
+    q.step(x_t)
+    fns = {"step": layer_step, "step repack": layer_step_repack, "model": lambda: model.step(x_t), "raw": raw,
+           "raw repack": raw_repack, "int8 step": int8_step, "int8 model": lambda: q.step(x_t),
+           "int8 raw": int8_raw}
     # CPU time of the process (one thread): steps of the larger layers take long enough to be
     # preempted on a loaded machine
-    t = timeit_interleaved(fns, min_time=min_time, rounds=7, timer=time.process_time)
-    return (f"{cell}({H}) step, batch 1", t[1], t[0], t[2] if len(t) > 2 else None)
+    t = timeit_interleaved(list(fns.values()), min_time=min_time, rounds=7, timer=time.process_time)
+    return dict(zip(fns, t))
 
 
 def fit_case(min_time, batches=16):
@@ -257,9 +288,15 @@ def main(argv=None):
             rows.append((name, _us(lay_t), _us(raw_t), f"{lay_t / raw_t:.2f}", f"raw with keywords {_us(raw_kw)} us"))
     if "step" in only:
         for cell, H in (("LSTM", 128), ("LSTM", 512), ("GRU", 128), ("GRU", 512)):
-            name, st, raw, ms = step_case(cell, H, mt)
-            rows.append((name, _us(st), _us(raw), f"{st / raw:.2f}",
-                         "" if ms is None else f"model.step {_us(ms)} us ({ms / raw:.2f}x)"))
+            t = step_case(cell, H, mt)
+            rows.append((f"{cell}({H}) step, batch 1", _us(t["step"]), _us(t["raw"]), f"{t['step'] / t['raw']:.2f}",
+                         f"model.step {_us(t['model'])} us ({t['model'] / t['raw']:.2f}x); packing W_hh at "
+                         f"every call: step {_us(t['step repack'])} us ({t['step repack'] / t['step']:.2f}x the "
+                         f"step), raw {_us(t['raw repack'])} us"))
+            rows.append((f"{cell}({H}) int8 step (fastrnn.quantize), batch 1", _us(t["int8 step"]),
+                         _us(t["int8 raw"]), f"{t['int8 step'] / t['int8 raw']:.2f}",
+                         f"model.step {_us(t['int8 model'])} us ({t['int8 model'] / t['int8 raw']:.2f}x); "
+                         f"int8 / float32 step {t['int8 step'] / t['step']:.2f}"))
     if "fit" in only:
         f = fit_case(mt)
         for what in ("train_on_batch", "fit per batch"):

@@ -54,6 +54,10 @@ struct ForwardArgs {
   float* aux;          // [T*B, H]: LSTM c before the step; GRU W_hn h + b_hn; unused for SimpleRNN
   float* workspace;    // forward_workspace_floats(d, training, threads) floats
   int threads;
+  // W_hh already in the time loop's layout (KernelTable::forward_pack_whh of the same table, cell,
+  // H and forward_whh_layout for this call), or nullptr: the loop packs w_hh itself (into the
+  // workspace) at every call.
+  const float* w_hh_packed;
 };
 
 struct BackwardArgs {
@@ -108,11 +112,22 @@ struct QPacked {
   int64_t Hg;           // gate stride of the gate-grouped layout (the cells' H), 0 for a plain matrix
 };
 
-struct QForwardArgs {
+// bf16 inference (cpu/bgemm.h). Packed bf16 weights of one matrix W [N, K]: panels as for int8,
+// 2 k per 32-bit lane (the even k in the low half, the odd one in the high half; see bgemm.h).
+struct BPacked {
+  const uint32_t* w;    // [P][K2][NV][W]
+  int64_t N, K, K2, P;
+  int NV;
+  int64_t Hg;           // as in QPacked
+};
+
+// The forward pass of a recurrent cell with low-precision weights (Packed: QPacked or BPacked).
+template <class Packed>
+struct LowpForwardArgs {
   Dims d;
   const float* x;    // [T*B, I] in position order
-  QPacked wih;       // W_ih [G*H, I], gate-grouped (NV = G, Hg = H)
-  QPacked whh;       // W_hh [G*H, H], gate-grouped
+  Packed wih;        // W_ih [G*H, I], gate-grouped (NV = G, Hg = H)
+  Packed whh;        // W_hh [G*H, H], gate-grouped
   const float* b_ih; // [G*H]
   const float* b_hh; // [G*H] (GRU) or nullptr
   const float* h0;   // [B, H] or nullptr
@@ -120,9 +135,11 @@ struct QForwardArgs {
   float* y;          // [T*B, H]
   float* h_n;        // [B, H]
   float* c_n;        // [B, H] (LSTM) or nullptr
-  float* workspace;  // qforward_workspace_floats(d, threads) floats
+  float* workspace;  // qforward_workspace_floats / bforward_workspace_floats(d, threads) floats
   int threads;
 };
+using QForwardArgs = LowpForwardArgs<QPacked>;
+using BForwardArgs = LowpForwardArgs<BPacked>;
 
 // Fused softmax (or normalised probabilities) + cross-entropy over the rows of z [N, C]: the
 // per-row loss (weighted, 0 at masked rows) and its gradient with respect to z. Targets are
@@ -197,9 +214,24 @@ struct KernelTable {
                 int threads);
   size_t (*qforward_workspace_floats)(const Dims& d, int threads);
   void (*qforward)(const QForwardArgs& a);
+  // bf16 inference (plain matrices use qgemm_nv vectors per panel too)
+  const char* (*bpath)();  // the bf16 product in use: "avx512-bf16" (VDPBF16PS), "avx512", "avx2", ...
+  void (*bpack_sizes)(int64_t N, int64_t K, int NV, int64_t Hg, int64_t* words);
+  void (*bpack)(const uint16_t* wb, int64_t N, int64_t K, int NV, int64_t Hg, uint32_t* out);
+  size_t (*bgemm_workspace_floats)(int64_t M, const BPacked& pw);
+  void (*bgemm)(const float* A, int64_t M, const BPacked& pw, const float* bias, float* C, float* workspace,
+                int threads);
+  size_t (*bforward_workspace_floats)(const Dims& d, int threads);
+  void (*bforward)(const BForwardArgs& a);
   void (*xent)(const XentArgs& a);
   void (*embedding_forward)(const EmbeddingArgs& a);
   void (*embedding_backward)(const EmbeddingArgs& a);
+  // The forward time loop's packed W_hh (ForwardArgs::w_hh_packed): its floats, the layout the loop
+  // reads for a call of B rows (an id; calls whose loops read different layouts need different
+  // packings), and the packing in a layout.
+  size_t (*forward_whh_packed_floats)(Cell cell, int64_t H);
+  int (*forward_whh_layout)(Cell cell, int64_t H, int64_t B);
+  void (*forward_pack_whh)(Cell cell, const float* w_hh, int64_t H, int layout, float* out);
 };
 
 const KernelTable& kernels_scalar();
@@ -225,6 +257,10 @@ const char* active_isa();
 // AVX-512 BW product on a VNNI machine).
 bool qvnni_allowed();
 void set_qvnni_allowed(bool allowed);
+// The bf16 kernels use AVX512-BF16 (VDPBF16PS) where the CPU has it unless this is false (tests
+// and timings of the widening fallback on a BF16 machine).
+bool bf16dot_allowed();
+void set_bf16dot_allowed(bool allowed);
 void set_isa(const char* name);   // throws std::invalid_argument for an unknown or unsupported name
 int isa_supported(const char* name);  // by the build and the CPU
 

@@ -22,3 +22,22 @@ def threads():
     before = fastrnn.get_num_threads()
     yield fastrnn.set_num_threads
     fastrnn.set_num_threads(before)
+
+
+@pytest.fixture
+def path(request):
+    """The ISA path ``request.param`` made active for the test (indirect parametrization; the
+    names of _quant_models.PATHS: an ISA, or "avx512-novnni" / "avx512-nodot" for the AVX-512 path
+    without VNNI / VDPBF16PS), restored after it."""
+    from fastrnn import backend
+
+    name = request.param
+    before = backend.isa()
+    core = backend.core()
+    backend.set_isa(name.replace("-novnni", "").replace("-nodot", ""))
+    core.set_qvnni_allowed("novnni" not in name)
+    core.set_bf16dot_allowed("nodot" not in name)
+    yield name
+    core.set_qvnni_allowed(True)
+    core.set_bf16dot_allowed(True)
+    backend.set_isa(before)

@@ -7,30 +7,19 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
+from _quant_models import (
+    CELLS,
+    ISAS,
+    PATHS,
+    close,
+    contract_model,
+    forecaster_mse,
+    model_on_every_path,
+    step_streams,
+)
 from fastrnn import backend
 from fastrnn import layers as L
 from fastrnn.reference import quantized as Q
-
-ISAS = backend.available_isas()
-# the AVX-512 path runs VNNI where the CPU has it; "avx512-novnni" forces its AVX-512 BW product
-PATHS = [*ISAS, *(["avx512-novnni"] if "avx512" in ISAS else [])]
-CELLS = [("rnn_tanh", 0, 1), ("rnn_relu", 1, 1), ("lstm", 2, 4), ("gru", 3, 3)]
-
-
-@pytest.fixture
-def path(request):
-    name = request.param
-    before = backend.isa()
-    backend.set_isa(name.replace("-novnni", ""))
-    backend.core().set_qvnni_allowed("novnni" not in name)
-    yield name
-    backend.core().set_qvnni_allowed(True)
-    backend.set_isa(before)
-
-
-def _close(got, want, tol=3e-5):
-    err = np.abs(np.asarray(got, np.float64) - want).max(initial=0.0)
-    assert err <= tol * (1 + np.abs(want).max(initial=0.0)), err
 
 
 # --------------------------------------------------------------------------------- the quantizer
@@ -93,13 +82,8 @@ def test_qgemm_zero_and_nonfinite_rows(path):
     np.testing.assert_array_equal(got[0], Q.qmatmul(a[:1], wq, ws)[0])
 
 
-@pytest.mark.parametrize("path", PATHS, indirect=True)
-@pytest.mark.parametrize("cell, cid, G", CELLS)
-# the last two are large enough for two threads: split by hidden units (B = 9) and by rows (B = 16)
-@pytest.mark.parametrize("T, B, I, H", [(1, 1, 1, 1), (5, 3, 7, 17), (9, 4, 33, 20), (3, 11, 16, 64),
-                                        (4, 9, 20, 161), (3, 16, 5, 200)])
-def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
-    rng = np.random.default_rng(T * 100 + H)
+def _cell_problem(rng, cell, G, T, B, I, H):
+    """x [B, T, I], the int8 weights and scales, the biases and initial states of a random cell."""
     x = rng.uniform(-1, 1, (B, T, I)).astype(np.float32)
     qi, si = Q.quantize_rows((rng.standard_normal((G * H, I)) * 0.4).astype(np.float32))
     qh, sh = Q.quantize_rows((rng.standard_normal((G * H, H)) * 0.4).astype(np.float32))
@@ -107,6 +91,17 @@ def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
     bh = rng.uniform(-0.5, 0.5, G * H).astype(np.float32) if cell == "gru" else None
     h0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32)
     c0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32) if cell == "lstm" else None
+    return x, qi, si, qh, sh, bi, bh, h0, c0
+
+
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+@pytest.mark.parametrize("cell, cid, G", CELLS)
+# the last two are large enough for two threads: split by hidden units (B = 9) and by rows (B = 16)
+@pytest.mark.parametrize("T, B, I, H", [(1, 1, 1, 1), (5, 3, 7, 17), (9, 4, 33, 20), (3, 11, 16, 64),
+                                        (4, 9, 20, 161), (3, 16, 5, 200)])
+def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
+    rng = np.random.default_rng(T * 100 + H)
+    x, qi, si, qh, sh, bi, bh, h0, c0 = _cell_problem(rng, cell, G, T, B, I, H)
     mask = rng.random((B, T)) < 0.7
     core = backend.core()
     pi, ph = core.qpack(qi, si, G, H), core.qpack(qh, sh, G, H)
@@ -114,10 +109,54 @@ def test_qforward_matches_the_twin(path, cell, cid, G, T, B, I, H):
         y, hn, cn = core.qforward(cid, x, pi, ph, bi, bh, h0, c0, None if m is None else m.astype(np.uint8),
                                   reverse, True)
         yr, hr, cr = Q.qforward(cell, x, qi, si, qh, sh, bi, bh, h0, c0, m, reverse)
-        _close(y, yr)
-        _close(hn, hr)
+        close(y, yr)
+        close(hn, hr)
         if cell == "lstm":
-            _close(cn, cr)
+            close(cn, cr)
+
+
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("cell, cid, G", [CELLS[0], CELLS[2], CELLS[3]])
+# long enough that the loop projects x in several chunks of steps (qforward_loop.h: QX_CHUNK_FLOATS),
+# the last one shorter; B = 9 splits two threads by hidden units, B = 16 by rows; H = 1 .. 3 units
+@pytest.mark.parametrize("T, B, I, H", [(13, 9, 20, 161), (37, 16, 5, 200), (70, 1, 3, 33), (29, 3, 1, 3)])
+def test_qforward_chunks_threads_and_layouts(path, nthreads, threads, cell, cid, G, T, B, I, H):
+    """The int8 loop's x projection in chunks: the twin's results for every chunking, direction,
+    mask and memory layout, and the same bits for 1 and 2 threads and either layout."""
+    threads(nthreads)
+    rng = np.random.default_rng(T * 1000 + B)
+    x, qi, si, qh, sh, bi, bh, h0, c0 = _cell_problem(rng, cell, G, T, B, I, H)
+    mask = rng.random((B, T)) < 0.6
+    mask[0] = True
+    core = backend.core()
+    pi, ph = core.qpack(qi, si, G, H), core.qpack(qh, sh, G, H)
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    for m, reverse in ((None, False), (mask, True), (mask, False)):
+        mu = None if m is None else m.astype(np.uint8)
+        y, hn, cn = core.qforward(cid, x, pi, ph, bi, bh, h0, c0, mu, reverse, True)
+        # step by step against the twin fed the kernel's own h: over many steps the last-bit
+        # differences of the gate functions may flip a rounding of quant(h), which then propagates
+        h, c = h0.copy(), c0
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            mt = None if m is None else m[:, t:t + 1]
+            yr, hr, c = Q.qforward(cell, x[:, t:t + 1], qi, si, qh, sh, bi, bh, h, c, mt)
+            close(y[:, t], yr[:, 0])
+            valid = np.ones(B, bool) if m is None else m[:, t]
+            h = np.where(valid[:, None], y[:, t], h)
+        close(hn, h)
+        if cell == "lstm":
+            close(cn, c)
+        # time-major input: the same bits, transposed
+        y2, hn2, cn2 = core.qforward(cid, xt, pi, ph, bi, bh, h0, c0, mu, reverse, False)
+        np.testing.assert_array_equal(y2, y.transpose(1, 0, 2))
+        np.testing.assert_array_equal(hn2, hn)
+        # and the same bits whatever the thread count
+        threads(3 - nthreads)
+        y3, hn3, _ = core.qforward(cid, x, pi, ph, bi, bh, h0, c0, mu, reverse, True)
+        threads(nthreads)
+        np.testing.assert_array_equal(y3, y)
+        np.testing.assert_array_equal(hn3, hn)
 
 
 def test_packed_weights_of_another_path_are_refused():
@@ -150,12 +189,6 @@ def test_product_error_bound(K):
     assert (err > 0).any()  # the bound is not vacuous: there is quantization error
 
 
-def _model(cell, rng_seed=0):
-    fr.set_seed(rng_seed)
-    rnn = {"lstm": L.LSTM, "gru": L.GRU, "rnn": L.SimpleRNN}[cell]
-    return fr.Sequential([L.Input((None, 12)), rnn(32, return_sequences=True), L.Bidirectional(rnn(17)),
-                          L.Dense(5, activation="tanh")])
-
 
 # max / mean absolute output error of the 2-layer, 23-step models below (tanh outputs): the gated
 # cells damp the error, SimpleRNN (no gates, orthogonal W_hh) carries it along the sequence.
@@ -165,7 +198,7 @@ BOUNDS = {"lstm": (5e-3, 1.5e-3), "gru": (1e-2, 3e-3), "rnn": (5e-2, 1.2e-2)}
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_quantized_model_is_close_to_the_float_one(cell):
-    m = _model(cell)
+    m = contract_model(cell)
     classes = [type(lay) for lay in m.layers]
     x = np.random.default_rng(3).uniform(-1, 1, (16, 23, 12)).astype(np.float32)
     q = fr.quantize(m)
@@ -179,12 +212,12 @@ def test_quantized_model_is_close_to_the_float_one(cell):
 
 
 def test_quantized_layers_compute_the_twin():
-    m = fr.quantize(_model("lstm"))
+    m = fr.quantize(contract_model("lstm"))
     lstm = m.layers[1]
     x = np.random.default_rng(4).uniform(-1, 1, (3, 9, 12)).astype(np.float32)
     q = lstm.int8_weights()
     yr, _, _ = Q.qforward("lstm", x, *q["w_ih"], *q["w_hh"], lstm.b.value)
-    _close(lstm(x), yr)
+    close(lstm(x), yr)
     dense = m.layers[-1]
     h = np.random.default_rng(5).standard_normal((7, 34)).astype(np.float32)
     kq, ks = dense.int8_weights()["kernel"]
@@ -193,38 +226,18 @@ def test_quantized_layers_compute_the_twin():
 
 def test_trained_model_keeps_its_accuracy():
     """A SimpleRNN forecaster trained briefly on a noisy sine: int8 MSE within 5 % of float32's."""
-    rng = np.random.default_rng(0)
-    t = np.arange(3000, dtype=np.float32)
-    series = np.sin(t / 10) + 0.1 * rng.standard_normal(t.size).astype(np.float32)
-    win = 30
-    idx = np.arange(len(series) - win - 1)
-    x = np.stack([series[i:i + win] for i in idx])[..., None]
-    y = series[idx + win][:, None]
-    fr.set_seed(1)
-    m = fr.Sequential([L.Input((win, 1)), L.SimpleRNN(24, return_sequences=True), L.SimpleRNN(24), L.Dense(1)])
-    m.compile(optimizer="adam", loss="mse")
-    m.fit(x[:2000], y[:2000], epochs=3, batch_size=64, verbose=0)
-    f32 = float(np.mean((m.predict(x[2000:]) - y[2000:]) ** 2))
-    i8 = float(np.mean((fr.quantize(m).predict(x[2000:]) - y[2000:]) ** 2))
+    f32, q = forecaster_mse("int8")
     assert f32 < 0.05  # it learned something (noise variance 0.01)
-    assert abs(i8 - f32) <= 0.05 * f32, (f32, i8)
+    assert abs(q - f32) <= 0.05 * f32, (f32, q)
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_quantized_model_on_every_path_and_after_a_switch(isa):
-    m = fr.quantize(_model("gru"))
-    x = np.random.default_rng(6).uniform(-1, 1, (4, 8, 12)).astype(np.float32)
-    before = backend.isa()
-    want = m.predict(x)
-    try:
-        backend.set_isa(isa)  # the layers pack again for the new path
-        _close(m.predict(x), want, 1e-4)
-    finally:
-        backend.set_isa(before)
+    model_on_every_path("int8", isa)
 
 
 def test_save_load_and_step_api(tmp_path):
-    m = fr.quantize(_model("lstm"))
+    m = fr.quantize(contract_model("lstm"))
     x = np.random.default_rng(7).uniform(-1, 1, (2, 6, 12)).astype(np.float32)
     m.save(tmp_path / "q.fastrnn")
     r = fr.load_model(tmp_path / "q.fastrnn")
@@ -235,19 +248,19 @@ def test_save_load_and_step_api(tmp_path):
     states = None
     for t in range(x.shape[1]):
         out, states = lstm.step(x[:, t], states)
-        _close(out, seq[:, t])
+        close(out, seq[:, t])
 
 
 def test_quantize_errors():
     with pytest.raises(ValueError, match="mode: expected one of 'int8'"):
-        fr.quantize(_model("gru"), "int4")
+        fr.quantize(contract_model("gru"), "int4")
     with pytest.raises(ValueError, match="is not built"):
         fr.quantize(fr.Sequential([L.LSTM(4), L.Dense(1)]))
     with pytest.raises(ValueError, match="float64; int8 quantization takes float32"):
         fr.quantize(fr.Sequential([L.Input((3, 2)), L.LSTM(4, dtype="float64")]))
     with pytest.raises(ValueError, match="no SimpleRNN, LSTM, GRU or Dense"):
         fr.quantize(fr.Sequential([L.Input((3, 2)), L.Flatten()]))
-    q = fr.quantize(_model("lstm"))
+    q = fr.quantize(contract_model("lstm"))
     x = np.zeros((2, 3, 12), np.float32)
     with pytest.raises(ValueError, match="int8 layers compute inference only"):
         q.layers[1](x, training=True)
@@ -259,7 +272,7 @@ def test_quantize_errors():
 
 
 def test_inplace_and_single_layers():
-    m = _model("rnn")
+    m = contract_model("rnn")
     same = fr.quantize(m, inplace=True)
     assert same is m and type(m.layers[1]).__name__ == "Int8SimpleRNN"
     d = L.Dense(3)
@@ -272,15 +285,4 @@ def test_inplace_and_single_layers():
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_model_step_streams_the_quantized_model(cell):
     """model.step on a quantized stack (tokens in, Dense out) equals predict step by step."""
-    fr.set_seed(2)
-    rnn = {"lstm": L.LSTM, "gru": L.GRU, "rnn": L.SimpleRNN}[cell]
-    m = fr.Sequential([L.Embedding(30, 8, mask_zero=True), rnn(16, return_sequences=True), rnn(12),
-                       L.Dense(3)])
-    ids = np.random.default_rng(8).integers(1, 30, (4, 7))
-    ids[1, 5:] = 0
-    m.predict(ids)
-    q = fr.quantize(m)
-    states = None
-    for t in range(ids.shape[1]):
-        y_t, states = q.step(ids[:, t], states)
-        _close(y_t, q.predict(ids[:, :t + 1]))
+    step_streams("int8", cell)

@@ -133,10 +133,47 @@ farr out_buffer(const ofarr& given, const std::vector<int64_t>& dims, const char
   return *given;
 }
 
+// A packed W_hh of pack_whh as Python holds it, (isa, cell, H, layout, float32 array), checked
+// against the active table and the call: its data, a view of the caller's array (alive through the
+// call).
+const float* packed_whh_data(const py::tuple& t, const fastrnn::KernelTable& k, int cell_id, int64_t H,
+                             int64_t B) {
+  if (t.size() != 5) throw py::value_error("whh_packed: expected the 5-tuple of pack_whh");
+  const std::string isa = t[0].cast<std::string>();
+  if (isa != k.name)
+    throw py::value_error("whh_packed: packed for the " + isa + " path, but the " + k.name +
+                          " path is active; pack it again");
+  const Cell cell = to_cell(cell_id);
+  if (t[1].cast<int>() != cell_id || t[2].cast<int64_t>() != H)
+    throw py::value_error("whh_packed: packed for another cell or hidden size");
+  if (t[3].cast<int>() != k.forward_whh_layout(cell, H, B))
+    throw py::value_error("whh_packed: packed in another layout than this call's (another batch size); pack it "
+                          "again for this batch");
+  if (!farr::check_(t[4])) throw py::type_error("whh_packed: the packed array must be C-contiguous float32");
+  const farr w = t[4].cast<farr>();
+  if (w.ndim() != 1 || (size_t)w.shape(0) != k.forward_whh_packed_floats(cell, H))
+    throw py::value_error("whh_packed: packed array of the wrong size for this path");
+  return w.data();
+}
+
+py::tuple pack_whh(int cell_id, const farr& w_hh, int64_t batch) {
+  const Cell cell = to_cell(cell_id);
+  const int64_t H = hidden_from_whh(w_hh, fastrnn::gate_count(cell));
+  if (batch < 1) throw py::value_error("batch: expected >= 1, got " + std::to_string(batch));
+  const fastrnn::KernelTable& k = fastrnn::active_kernels();
+  const int layout = k.forward_whh_layout(cell, H, batch);
+  farr out = new_array({(int64_t)k.forward_whh_packed_floats(cell, H)});
+  {
+    py::gil_scoped_release release;
+    k.forward_pack_whh(cell, w_hh.data(), H, layout, out.mutable_data());
+  }
+  return py::make_tuple(std::string(k.name), cell_id, H, layout, out);
+}
+
 py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const farr& b_ih, const ofarr& b_hh,
                   const ofarr& h0, const ofarr& c0, const std::optional<u8arr>& mask, bool reverse, bool batch_first,
                   bool training, const ofarr& hmask, const ofarr& out_gates, const ofarr& out_hprev,
-                  const ofarr& out_aux) {
+                  const ofarr& out_aux, const std::optional<py::tuple>& whh_packed) {
   const Cell cell = to_cell(cell_id);
   const int G = fastrnn::gate_count(cell);
   const int64_t H = hidden_from_whh(w_hh, G);
@@ -174,6 +211,7 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
   }
   a.threads = fastrnn::get_num_threads();
   const fastrnn::KernelTable& k = fastrnn::active_kernels();
+  if (whh_packed) a.w_hh_packed = packed_whh_data(*whh_packed, k, cell_id, H, d.B);
   a.workspace = thread_workspace().get(k.forward_workspace_floats(d, training, a.threads) + 16);
   {
     py::gil_scoped_release release;
@@ -327,10 +365,14 @@ PYBIND11_MODULE(_core, m) {
         py::arg("mask").noconvert().none(true), py::arg("reverse"), py::arg("batch_first"), py::arg("training"),
         py::arg("hmask").noconvert().none(true) = py::none(),
         py::arg("gates").noconvert().none(true) = py::none(), py::arg("hprev").noconvert().none(true) = py::none(),
-        py::arg("aux").noconvert().none(true) = py::none(),
+        py::arg("aux").noconvert().none(true) = py::none(), py::arg("whh_packed").none(true) = py::none(),
         "Returns (y, h_n, c_n|None, gates|None, hprev|None, aux|None). With training, gates / hprev / aux may "
         "be given (float32, C-contiguous, writeable, [T*B, G*H] / [T*B, H] / [T*B, H]): the kernels fill them "
-        "instead of new arrays. hmask [B, H]: recurrent dropout, the recurrent product reads h * hmask.");
+        "instead of new arrays. hmask [B, H]: recurrent dropout, the recurrent product reads h * hmask. "
+        "whh_packed: pack_whh(cell, w_hh) of this very w_hh (the caller keeps them in step), or None.");
+  m.def("pack_whh", &pack_whh, py::arg("cell"), py::arg("w_hh").noconvert(), py::arg("batch"),
+        "W_hh in the forward time loop's layout for the active ISA path and calls of `batch` rows: (isa, cell, "
+        "H, layout, float32 array), for forward's whh_packed.");
   m.def("backward", &backward, py::arg("cell"), py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert().none(true), py::arg("reverse"),
         py::arg("batch_first"), py::arg("gates").noconvert(), py::arg("hprev").noconvert(),

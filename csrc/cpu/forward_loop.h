@@ -63,6 +63,16 @@ constexpr int forward_tile_rows() {
 #endif
 }
 
+// The gate vectors per pass of W_hh's packing for a call of B rows: FNV (forward_tile_vectors),
+// or G (one pass) where B is at most the rows of a one-pass tile, so that every tile reads the
+// one-pass layout (B = 1: the latency shape). The layout id of forward_whh_layout.
+template <int G>
+static int forward_pass_vectors(int64_t B) {
+  constexpr int FNV = forward_tile_vectors<G>();
+  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // rows of a one-pass tile
+  return B <= MR1 ? G : FNV;
+}
+
 // The recurrent pre-activations of a tile of Mr rows, all G gates: acc[i][g] (i < Mr) = rows[i]
 // times the panel wp, packed with passes of fnv gates (pack_whh_forward). A function of its own
 // so that the tile's pointwise pass around it compiles as with a single product call.
@@ -151,11 +161,10 @@ static void forward_impl(const ForwardArgs& a) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
   const int64_t P = ceil_div(H, W);
   const bool training = a.gates != nullptr;
-  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // rows of a one-pass tile
-  const int fnv = B <= MR1 ? G : FNV;  // the packing: passes of fnv gates (every tile one pass if B <= MR1)
+  const int fnv = forward_pass_vectors<G>(B);  // the packing: passes of fnv gates
 
   const ForwardWorkspace ws = forward_workspace(d, training, a.workspace);
-  float* Wp = ws.w_hh_packed;
+  const float* Wp = a.w_hh_packed ? a.w_hh_packed : ws.w_hh_packed;  // the caller's packed W_hh, if any
   float* xw = training ? a.gates : ws.xw;
   const int64_t ldh = ws.ldh;  // h ping-pong buffers: [2][B][ldh]
   float* hbuf = ws.hbuf;
@@ -196,7 +205,7 @@ static void forward_impl(const ForwardArgs& a) {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     int64_t pp0, pp1;  // packing and initial state: by unit panels, whatever the split
     panel_range(P, tid, team, pp0, pp1);
-    pack_whh_forward<G>(a.w_hh, H, pp0, pp1, Wp, fnv);
+    if (!a.w_hh_packed) pack_whh_forward<G>(a.w_hh, H, pp0, pp1, ws.w_hh_packed, fnv);
     for (int64_t b = 0; b < B; ++b) {
       float* hb = hbuf + b * ldh;
       for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {

@@ -123,9 +123,13 @@ void set_isa(const char* name) {
 
 namespace {
 std::atomic<bool> g_qvnni{true};
+std::atomic<bool> g_bf16dot{true};
 }  // namespace
 
 bool qvnni_allowed() { return g_qvnni.load(std::memory_order_relaxed); }
 void set_qvnni_allowed(bool allowed) { g_qvnni.store(allowed, std::memory_order_relaxed); }
+
+bool bf16dot_allowed() { return g_bf16dot.load(std::memory_order_relaxed); }
+void set_bf16dot_allowed(bool allowed) { g_bf16dot.store(allowed, std::memory_order_relaxed); }
 
 }  // namespace fastrnn

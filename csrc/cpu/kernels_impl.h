@@ -26,7 +26,8 @@
 //   backward_loop.h   the backward pass: workspace, W_hh packing, the time loop, weight GEMMs
 //   peak.h            the FMA throughput of this ISA (the benchmark's physical limit)
 //   qgemm.h           int8 inference: quantizing rows, packing int8 weights, the int8 products
-//   qforward_loop.h   int8 inference: the recurrent cells' forward pass
+//   bgemm.h           bf16 inference: rounding rows, packing bf16 weights, the bf16 products
+//   qforward_loop.h   int8 / bf16 inference: the matrix product and the cells' forward pass
 //   xent.h            fused softmax + cross-entropy: per-row loss and gradient, one sweep
 //   embedding.h       Embedding gather and deterministic scatter-add
 //   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
@@ -136,6 +137,7 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/optim_update.h"
 #include "cpu/dense_ops.h"
 #include "cpu/qgemm.h"
+#include "cpu/bgemm.h"
 #include "cpu/qforward_loop.h"
 
 
@@ -145,6 +147,40 @@ static void forward(const ForwardArgs& a) {
     case Cell::RNN_RELU: forward_impl<Cell::RNN_RELU>(a); break;
     case Cell::LSTM: forward_impl<Cell::LSTM>(a); break;
     case Cell::GRU: forward_impl<Cell::GRU>(a); break;
+  }
+}
+
+// W_hh [G*H, H] in the forward time loop's layout (pack_whh_forward, all panels), for callers that
+// keep it across calls (ForwardArgs::w_hh_packed).
+static size_t forward_whh_packed_floats(Cell cell, int64_t H) {
+  return (size_t)(ceil_div(H, W) * H * gate_count(cell) * W);
+}
+
+// The layout forward_impl packs W_hh in for a call of B rows: 0, one pass of all G gates per panel,
+// or 1, passes of forward_tile_vectors gates (AVX2 LSTM with B above the rows of a one-pass tile;
+// forward_pass_vectors). A kept packing made for one batch size is refused by the binding for a
+// call whose layout differs.
+template <int G>
+static int forward_whh_layout_g(int64_t B) { return forward_pass_vectors<G>(B) == G ? 0 : 1; }
+
+static int forward_whh_layout(Cell cell, int64_t H, int64_t B) {
+  switch (gate_count(cell)) {
+    case 1: return forward_whh_layout_g<1>(B);
+    case 3: return forward_whh_layout_g<3>(B);
+    default: return forward_whh_layout_g<4>(B);
+  }
+}
+
+template <int G>
+static void forward_pack_whh_g(const float* w_hh, int64_t H, int layout, float* out) {
+  pack_whh_forward<G>(w_hh, H, 0, ceil_div(H, W), out, layout == 0 ? G : forward_tile_vectors<G>());
+}
+
+static void forward_pack_whh(Cell cell, const float* w_hh, int64_t H, int layout, float* out) {
+  switch (gate_count(cell)) {
+    case 1: forward_pack_whh_g<1>(w_hh, H, layout, out); break;
+    case 3: forward_pack_whh_g<3>(w_hh, H, layout, out); break;
+    default: forward_pack_whh_g<4>(w_hh, H, layout, out); break;
   }
 }
 
@@ -170,7 +206,9 @@ static const KernelTable& table() {
   static const KernelTable t{FASTRNN_ISA_NAME, W, forward_ws, backward_ws, forward, backward, gemm, activation,
                              dropout, philox_blocks, scratch_bytes, release_scratch, fma_peak, optim_update, colsum,
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
-                             qforward, xent, embedding_forward, embedding_backward};
+                             qforward, bpath, bpack_sizes, bpack, bgemm_ws, bgemm_entry, bforward_ws, bforward,
+                             xent, embedding_forward, embedding_backward, forward_whh_packed_floats,
+                             forward_whh_layout, forward_pack_whh};
   return t;
 }
 

@@ -162,7 +162,28 @@ static inline void qmicro_body(int64_t K4, const int32_t* const* rows, const int
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_si512();
   const __m512i ones16 = _mm512_set1_epi16(1);
-  for (int64_t k4 = 0; k4 < K4; ++k4) {
+  int64_t k4 = 0;
+  if constexpr (kVnni && MR * NV <= 4) {
+    // A small tile (one row: a batch of 1) has too few independent sums to hide VPDPBUSD's
+    // latency: a second set of accumulators takes the odd groups of k (integer sums: the same
+    // result in any order).
+    QI acc2[MR][NV];
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc2[i][v] = _mm512_setzero_si512();
+    for (; k4 + 2 <= K4; k4 += 2) {
+      for (int v = 0; v < NV; ++v) {
+        const __m512i w0 = _mm512_loadu_si512(wp + (k4 * NV + v) * (W * 4));
+        const __m512i w1 = _mm512_loadu_si512(wp + ((k4 + 1) * NV + v) * (W * 4));
+        for (int i = 0; i < MR; ++i) {
+          acc[i][v] = dpbusd(acc[i][v], _mm512_set1_epi32(rows[i][k4]), w0);
+          acc2[i][v] = dpbusd(acc2[i][v], _mm512_set1_epi32(rows[i][k4 + 1]), w1);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_add_epi32(acc[i][v], acc2[i][v]);
+  }
+  for (; k4 < K4; ++k4) {
     __m512i w[NV];
     for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(wp + (k4 * NV + v) * (W * 4));
     for (int i = 0; i < MR; ++i) {
@@ -273,57 +294,18 @@ constexpr int QGEMM_NV = 4;
 constexpr int QGEMM_NV = 2;
 #endif
 
-// ---- C[M, N] = deq(quant(A) . W^T) (+ bias): the x projection and Dense -----------------------
-// A [M, K] float rows (lda), quantized here into `qa` (M * K4 int32) and `sa` (M floats) by the
-// team; C rows of ldc floats, columns by qcol; bias [N] or nullptr.
-static void qgemm(const float* A, int64_t M, int64_t lda, const QPacked& pw, const float* bias, float* C,
-                  int64_t ldc, int32_t* qa, float* sa, int threads) {
-  const bool vnni = cpu_has_vnni();
-  const int64_t K4 = pw.K4, P = pw.P, NV = pw.NV;
-  const double flops = 2.0 * (double)M * (double)pw.N * (double)pw.K;
-  const int nt = flops < 2.0e5 ? 1 : std::max(1, threads);
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-    int64_t m0, m1;
-    panel_range(M, tid, team, m0, m1);
-    for (int64_t m = m0; m < m1; ++m) sa[m] = qrow(A + m * lda, pw.K, qa + m * K4, vnni);
-#pragma omp barrier
-    // work items: (panel, block of 64 rows), dealt round robin
-    const int64_t RB = 64, nb = ceil_div(M, RB);
-    for (int64_t item = tid; item < P * nb; item += team) {
-      const int64_t p = item % P, r0b = item / P * RB, r1b = std::min(M, r0b + RB);
-      const int8_t* wp = pw.w + p * K4 * NV * W * 4;
-      const float* sc = pw.scale + p * NV * W;
-      const int32_t* cp = pw.comp + p * NV * W;
-      auto tile = [&](auto nvc) {
-        constexpr int NVc = decltype(nvc)::value;
-        constexpr int MR = qtile_rows<NVc>();
-        for (int64_t r0 = r0b; r0 < r1b; r0 += MR) {
-          const int m = (int)std::min<int64_t>(MR, r1b - r0);
-          with_rows<1, MR>(m, [&](auto mc) {
-            constexpr int Mr = decltype(mc)::value;
-            const int32_t* rows[Mr];
-            for (int i = 0; i < Mr; ++i) rows[i] = qa + (r0 + i) * K4;
-            V z[Mr * NVc];
-            qmicro<Mr, NVc>(vnni, K4, rows, wp, sa + r0, sc, cp, z);
-            for (int v = 0; v < NVc; ++v) {
-              const int64_t c0 = qcol(pw.N, NVc, pw.Hg, p, v, 0);
-              if (c0 < 0) continue;
-              const int nv = (int)std::min<int64_t>(W, (pw.Hg ? pw.Hg - p * W : pw.N - c0));
-              const V b = bias ? Simd::loadn(bias + c0, nv) : Simd::zero();
-              for (int i = 0; i < Mr; ++i) Simd::storen(C + (r0 + i) * ldc + c0, Simd::add(z[i * NVc + v], b), nv);
-            }
-          });
-        }
-      };
-      switch (NV) {
-        case 1: tile(std::integral_constant<int, 1>{}); break;
-        case 2: tile(std::integral_constant<int, 2>{}); break;
-        case 3: tile(std::integral_constant<int, 3>{}); break;
-        case 4: tile(std::integral_constant<int, 4>{}); break;
-        default: break;  // NV is checked by the caller
-      }
-    }
+// The int8 scheme for the low-precision drivers (lowp_gemm, lowp_forward_impl in qforward_loop.h).
+struct Int8Scheme {
+  using Packed = QPacked;
+  static bool fast() { return cpu_has_vnni(); }
+  static int64_t row_words(int64_t K) { return ceil_div(K, 4); }
+  static int64_t groups(const QPacked& pw) { return pw.K4; }
+  static float row(const float* x, int64_t K, int32_t* q, bool fast) { return qrow(x, K, q, fast); }
+  template <int NV>
+  static constexpr int tile_rows() { return qtile_rows<NV>(); }
+  template <int MR, int NV>
+  static void micro(bool fast, const QPacked& pw, int64_t p, const int32_t* const* rows, const float* srow, V* out) {
+    qmicro<MR, NV>(fast, pw.K4, rows, pw.w + p * pw.K4 * NV * W * 4, srow, pw.scale + p * NV * W,
+                   pw.comp + p * NV * W, out);
   }
-}
+};

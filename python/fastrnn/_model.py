@@ -67,6 +67,16 @@ class _ConstructorSignature:
         return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
+def _readable_bytes(n: int) -> str:
+    """``n`` bytes as Keras's summary writes them: 512.00 B, 43.50 KB, 1.20 MB (powers of 1024)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GB"
+
+
 @saving.register_model
 class Model(TrainingLoops):
     """Base class of the models: subclass it and write ``forward`` and ``backward``.
@@ -393,8 +403,20 @@ class Model(TrainingLoops):
         params = self.parameters()
         total = sum(p.size for p in params)
         trainable = sum(p.size for p in params if p.trainable)
-        lines += ["=" * width, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {total - trainable:,}", "_" * width]
+        nbytes = sum(p.value.nbytes for p in params)
+        tbytes = sum(p.value.nbytes for p in params if p.trainable)
+        lines += ["=" * width, f"Total params: {total:,} ({_readable_bytes(nbytes)})",
+                  f"Trainable params: {trainable:,} ({_readable_bytes(tbytes)})",
+                  f"Non-trainable params: {total - trainable:,} ({_readable_bytes(nbytes - tbytes)})"]
+        modes: dict = {}
+        for lay in _all_layers(self.layers):
+            mode = getattr(lay, "quant_mode", "")
+            if mode:
+                modes[mode] = modes.get(mode, 0) + 1
+        if modes:  # fastrnn.quantize: the layers' matrices are stored in their quantized form
+            lines.append("Quantized layers: " + ", ".join(f"{n} {mode}" for mode, n in modes.items())
+                         + " (inference only)")
+        lines.append("_" * width)
         text = "\n".join(line.rstrip() if line.strip() else line for line in lines)
         (print_fn or print)(text)
         return text

@@ -61,7 +61,7 @@ from .layers import (
     TimeDistributed,
 )
 from .layers._base_rnn import BaseRNN
-from .layers.base import Layer
+from .layers.base import Layer, refuse_quantized
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "export", "to_model_proto"]
 
@@ -418,6 +418,7 @@ def _convert(g: _Graph, layer: Layer, args: list[_Value], x: _Value) -> list[_Va
         raise ValueError(f"export: {_who(layer)} is not supported; the layers exported are {_SUPPORTED}")
     if layer.dtype != np.float32:
         raise ValueError(f"export: {_who(layer)} has dtype {layer.dtype.name}; only float32 layers are exported")
+    refuse_quantized(layer, "export")
     if isinstance(layer, Concatenate):
         rank = len(args[0].shape) + 1
         axis = layer.axis % rank

@@ -167,9 +167,10 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
 
 
 def _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out, T, B, I, H,
-                    hmask=None):
+                    hmask=None, whh_packed=None):
     """The C++ forward on checked arrays; mask: None or [B, T], bool or 0/1 (nonzero = valid);
-    hmask: None or the recurrent dropout mask [B, H] (float32, C-contiguous).
+    hmask: None or the recurrent dropout mask [B, H] (float32, C-contiguous); whh_packed: None or
+    ``core.pack_whh(cell, w_hh, B)`` of this very w_hh (the kernel then skips its packing).
 
     The compiled function is called with positional arguments, each spelled as the binding names
     it (tests/test_cells_and_caches.py checks the order against the binding's source): pybind11
@@ -194,7 +195,7 @@ def _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batc
         x[(mask if batch_first else mask.T) == 0] = 0.0
     y, h_n, c_n, gates, hprev, aux = backend.core().forward(
         cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, bool(reverse), bool(batch_first), bool(training), hmask,
-        gates, hprev, aux)
+        gates, hprev, aux, whh_packed)
     if out is not None:
         np.copyto(out, y)
         y = out
@@ -231,8 +232,8 @@ def _backward(cell, cache, dy, dstate, bptt_steps, need_dx=True):
 def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
                  b_hh: F32 | None = None, h0: F32 | None = None, c0: F32 | None = None,
                  mask: NDArray[Any] | None = None, reverse: bool = False, batch_first: bool = True,
-                 training: bool = True, out: F32 | None = None, hmask: F32 | None = None
-                 ) -> tuple[Any, Any, Cache | None]:
+                 training: bool = True, out: F32 | None = None, hmask: F32 | None = None,
+                 whh_packed: tuple | None = None) -> tuple[Any, Any, Cache | None]:
     """The forward of the ops without their argument checks, for callers that checked already.
 
     Returns (y, state, cache) like ``{cell}_forward``: state is (h_n, c_n) for LSTM, else h_n.
@@ -249,7 +250,10 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
         must be turned into such a mask first), in any memory layout;
       * reverse, batch_first and training are bools;
       * hmask (recurrent dropout, the public ops' recurrent_mask) is None or a float32 NumPy
-        array [B, H], C-contiguous.
+        array [B, H], C-contiguous;
+      * whh_packed is None or ``backend.core().pack_whh(cell, w_hh, B)`` of w_hh as it is now (the
+        compiled module checks its path, cell, layout and size, not its values; the other routes
+        ignore it).
     Nothing of this is checked here beyond what the compiled module checks itself (dtypes,
     contiguity and shapes, refused with TypeError / ValueError, never read out of bounds); a
     mask of other values (cast to uint8) or a wrong out gives wrong results silently.
@@ -267,7 +271,7 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
     else:
         T, B, I = x.shape
     return _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out,
-                           T, B, I, w_hh.shape[1], hmask)
+                           T, B, I, w_hh.shape[1], hmask, whh_packed)
 
 
 def _run_backward(cache: Cache, dy: F32 | None, dh_n: F32 | None = None, dc_n: F32 | None = None,

@@ -60,6 +60,13 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- base
+def _touch(p):
+    """Tell a Parameter its value changed in place (any other object with .value and .grad: nothing)."""
+    touch = getattr(p, "touch", None)
+    if touch is not None:
+        touch()
+
+
 class Optimizer:
     """Base class of the optimizers: learning rate, clipping, slots, step count and state saving.
 
@@ -215,6 +222,7 @@ class Optimizer:
                 continue
             new = self._update(i, p, np.asarray(p.value), g, lr, t)
             p.value[...] = new
+            _touch(p)
         self.iterations = t
 
     # -- the fused step (C++); the NumPy code above is its reference
@@ -304,6 +312,9 @@ class Optimizer:
         args.update(flags)
         args.update(scalars)
         plan.step(clip=clip, clip_arg=float(clip_arg), **args)
+        for p in params:  # (the plan skipped the others)
+            if getattr(p, "trainable", True) and p.grad is not None:
+                _touch(p)
         self.iterations = t
         return True
 

@@ -6,7 +6,9 @@ File format (version 1), a zip archive (entries stored uncompressed, each with i
                       {"format": "fastrnn", "version": 1, "kind": "model" | "weights", "fastrnn_version": ...}
     model.json        {"class_name", "config" (the model's get_config(): layer configs from the layers'
                       get_config()), "build_input_shape", "weights": [{"name", "shape", "dtype",
-                      "array"}, ...] in parameters() order, "compile_config": {"optimizer", "loss",
+                      "array"}, ...] in parameters() order (a quantized layer's parameters are its
+                      int8 weights and float32 scales, or its bf16 weights as uint16: fastrnn.quantization),
+                      "compile_config": {"optimizer", "loss",
                       "metrics"} or null, "optimizer_state": the optimizer's state_dict() or null}
                       (a weights file holds only "class_name", "build_input_shape" and "weights")
     arrays/NNNNN.npy  every array, in NumPy's .npy format, written and read with allow_pickle=False;
@@ -134,10 +136,16 @@ def _assign_weights(model, r, saved):
     if len(saved) != len(params):
         raise ValueError(f"'{path}' holds {len(saved)} weight arrays but model '{model.name}' has "
                          f"{len(params)} parameters")
-    for (name, _, shape, _), p in zip(saved, params):
+    for (name, _, shape, dtype), p in zip(saved, params):
         if shape != p.shape:
             raise ValueError(f"'{path}': weight '{name}' has shape {shape} but the model's parameter "
                              f"'{p.name}' has shape {p.shape}")
+        # float32 and float64 convert into each other; a quantized layer's int8 / uint16 (bf16) arrays
+        # and their float32 scales are taken only as they were written
+        if dtype != p.dtype and (dtype.kind != "f" or p.dtype.kind != "f"):
+            raise ValueError(f"'{path}': weight '{name}' has dtype {dtype} but the model's parameter "
+                             f"'{p.name}' has dtype {p.dtype} (a file of another quantization mode or of "
+                             "the float model?)")
     for (_, ref, shape, _), p in zip(saved, params):
         p.assign(r.array(ref, expect_shape=shape))
 

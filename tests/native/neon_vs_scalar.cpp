@@ -741,39 +741,98 @@ void check_layers(const KernelTable& vec, const KernelTable& sca, Tally& tally, 
 }
 
 
-// ---- int8 inference -----------------------------------------------------------------------------
-// The int8 product is exact integer arithmetic plus the same two float roundings on every path:
-// the vector path's qgemm must equal the scalar one bit for bit (each packs for its own width);
-// the int8 forward pass agrees within the float kernels' tolerance (the gate functions differ).
+// ---- int8 and bf16 inference ------------------------------------------------------------------
+// The int8 product is exact integer arithmetic plus the same two float roundings on every path,
+// the bf16 product the same float32 sums in the same order on every path: the vector path's
+// qgemm / bgemm must equal the scalar one bit for bit (each packs for its own width). The forward
+// passes agree within the float kernels' tolerance (the gate functions differ); in bf16 such a
+// difference can move h across a rounding boundary of bf16, which moves the next products by one
+// bf16 step of that h, hence the wider tolerance there.
 
-struct QMat {
-  std::vector<int8_t> w;
-  std::vector<float> scale;
-  std::vector<int32_t> comp;
-  QPacked q{};
+template <class Packed>
+void set_sizes(const KernelTable& t, Packed& q, int64_t N, int64_t K, int NV, int64_t Hg) {
+  q.N = N, q.K = K, q.NV = NV, q.Hg = Hg;
+  q.P = Hg ? (Hg + t.vector_width - 1) / t.vector_width
+           : (N + (int64_t)NV * t.vector_width - 1) / ((int64_t)NV * t.vector_width);
+}
+
+struct Int8Mode {
+  static constexpr const char* name = "int8";
+  static constexpr double forward_tol = 3e-5;
+  struct Weights {
+    std::vector<int8_t> q;
+    std::vector<float> scale;
+  };
+  struct Mat {
+    std::vector<int8_t> w;
+    std::vector<float> scale;
+    std::vector<int32_t> comp;
+    QPacked q{};
+  };
+  static Weights random(Rng& r, int64_t N, int64_t K) {
+    Weights w;
+    w.q.resize((size_t)(N * K)), w.scale.resize((size_t)N);
+    for (auto& v : w.q) v = (int8_t)(r.below(255) - 127);
+    for (auto& v : w.scale) v = r.uni(0.001f, 0.02f);
+    return w;
+  }
+  static Mat pack(const KernelTable& t, const Weights& src, int64_t N, int64_t K, int NV, int64_t Hg) {
+    Mat m;
+    int64_t wbytes = 0, cols = 0;
+    t.qpack_sizes(N, K, NV, Hg, &wbytes, &cols);
+    m.w.resize((size_t)wbytes), m.scale.resize((size_t)cols), m.comp.resize((size_t)cols);
+    t.qpack(src.q.data(), src.scale.data(), N, K, NV, Hg, m.w.data(), m.scale.data(), m.comp.data());
+    m.q.w = m.w.data(), m.q.scale = m.scale.data(), m.q.comp = m.comp.data();
+    m.q.K4 = (K + 3) / 4;
+    set_sizes(t, m.q, N, K, NV, Hg);
+    return m;
+  }
+  static auto gemm_ws(const KernelTable& t) { return t.qgemm_workspace_floats; }
+  static auto gemm(const KernelTable& t) { return t.qgemm; }
+  static auto forward_ws(const KernelTable& t) { return t.qforward_workspace_floats; }
+  static auto forward(const KernelTable& t) { return t.qforward; }
 };
 
-QMat qpack_for(const KernelTable& t, const std::vector<int8_t>& wq, const std::vector<float>& ws, int64_t N,
-               int64_t K, int NV, int64_t Hg) {
-  QMat m;
-  int64_t wbytes = 0, cols = 0;
-  t.qpack_sizes(N, K, NV, Hg, &wbytes, &cols);
-  m.w.resize((size_t)wbytes), m.scale.resize((size_t)cols), m.comp.resize((size_t)cols);
-  t.qpack(wq.data(), ws.data(), N, K, NV, Hg, m.w.data(), m.scale.data(), m.comp.data());
-  m.q.w = m.w.data(), m.q.scale = m.scale.data(), m.q.comp = m.comp.data();
-  m.q.N = N, m.q.K = K, m.q.K4 = (K + 3) / 4, m.q.NV = NV, m.q.Hg = Hg;
-  m.q.P = Hg ? (Hg + t.vector_width - 1) / t.vector_width
-             : (N + (int64_t)NV * t.vector_width - 1) / ((int64_t)NV * t.vector_width);
-  return m;
-}
+struct Bf16Mode {
+  static constexpr const char* name = "bf16";
+  static constexpr double forward_tol = 2e-3;
+  struct Weights {
+    std::vector<uint16_t> b;
+  };
+  struct Mat {
+    std::vector<uint32_t> w;
+    BPacked q{};
+  };
+  static Weights random(Rng& r, int64_t N, int64_t K) {
+    Weights w;
+    w.b.resize((size_t)(N * K));
+    for (auto& v : w.b) {
+      const float f = r.uni(-0.5f, 0.5f);
+      uint32_t u;
+      std::memcpy(&u, &f, sizeof u);
+      v = (uint16_t)(u >> 16);  // any bf16 value will do (truncated)
+    }
+    return w;
+  }
+  static Mat pack(const KernelTable& t, const Weights& src, int64_t N, int64_t K, int NV, int64_t Hg) {
+    Mat m;
+    int64_t words = 0;
+    t.bpack_sizes(N, K, NV, Hg, &words);
+    m.w.resize((size_t)words);
+    t.bpack(src.b.data(), N, K, NV, Hg, m.w.data());
+    m.q.w = m.w.data();
+    m.q.K2 = (K + 1) / 2;
+    set_sizes(t, m.q, N, K, NV, Hg);
+    return m;
+  }
+  static auto gemm_ws(const KernelTable& t) { return t.bgemm_workspace_floats; }
+  static auto gemm(const KernelTable& t) { return t.bgemm; }
+  static auto forward_ws(const KernelTable& t) { return t.bforward_workspace_floats; }
+  static auto forward(const KernelTable& t) { return t.bforward; }
+};
 
-void random_q(Rng& r, int64_t N, int64_t K, std::vector<int8_t>& wq, std::vector<float>& ws) {
-  wq.resize((size_t)(N * K)), ws.resize((size_t)N);
-  for (auto& v : wq) v = (int8_t)(r.below(255) - 127);
-  for (auto& v : ws) v = r.uni(0.001f, 0.02f);
-}
-
-void check_int8(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
+template <class Mode>
+void check_lowp(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
   Rng r(77);
   const int64_t shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {7, 33, 9}, {64, 40, 130}, {5, 3, 1000}, {130, 70, 64}};
   int64_t index = 0;
@@ -781,19 +840,18 @@ void check_int8(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
     for (int threads : {1, 2}) {
       if (!mine(index++)) continue;
       const int64_t M = sh[0], N = sh[1], K = sh[2];
-      std::vector<int8_t> wq;
-      std::vector<float> ws, A((size_t)(M * K)), bias((size_t)N);
-      random_q(r, N, K, wq, ws);
+      const typename Mode::Weights w = Mode::random(r, N, K);
+      std::vector<float> A((size_t)(M * K)), bias((size_t)N);
       for (auto& v : A) v = r.uni(-3.0f, 3.0f);
       for (auto& v : bias) v = r.uni(-1.0f, 1.0f);
       auto run = [&](const KernelTable& t) {
-        const QMat m = qpack_for(t, wq, ws, N, K, t.qgemm_nv, 0);
-        std::vector<float> C((size_t)(M * N)), wsp(t.qgemm_workspace_floats(M, m.q) + 16);
-        t.qgemm(A.data(), M, m.q, bias.data(), C.data(), wsp.data(), threads);
+        const typename Mode::Mat m = Mode::pack(t, w, N, K, t.qgemm_nv, 0);
+        std::vector<float> C((size_t)(M * N)), wsp(Mode::gemm_ws(t)(M, m.q) + 16);
+        Mode::gemm(t)(A.data(), M, m.q, bias.data(), C.data(), wsp.data(), threads);
         return C;
       };
-      Case c{fmt("qgemm %s M=%lld N=%lld K=%lld threads=%d", vec.name, (long long)M, (long long)N, (long long)K,
-                 threads)};
+      Case c{fmt("%s gemm %s M=%lld N=%lld K=%lld threads=%d", Mode::name, vec.name, (long long)M, (long long)N,
+                 (long long)K, threads)};
       identical(c, "C", run(vec), run(sca));
       (c.ok ? tally.passed : tally.failed)++;
     }
@@ -805,10 +863,8 @@ void check_int8(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
         if (!mine(index++)) continue;
         const int64_t T = dm[0], B = dm[1], I = dm[2], H = dm[3];
         const int G = gate_count(cell);
-        std::vector<int8_t> qi, qh;
-        std::vector<float> si, sh, x((size_t)(B * T * I)), bi((size_t)(G * H)), bh((size_t)(G * H)), h0((size_t)(B * H));
-        random_q(r, G * H, I, qi, si);
-        random_q(r, G * H, H, qh, sh);
+        const typename Mode::Weights wi = Mode::random(r, G * H, I), wh = Mode::random(r, G * H, H);
+        std::vector<float> x((size_t)(B * T * I)), bi((size_t)(G * H)), bh((size_t)(G * H)), h0((size_t)(B * H));
         for (auto& v : x) v = r.uni(-1.0f, 1.0f);
         for (auto& v : bi) v = r.uni(-0.5f, 0.5f);
         for (auto& v : bh) v = r.uni(-0.5f, 0.5f);
@@ -817,25 +873,25 @@ void check_int8(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
         if (masked)
           for (auto& v : mask) v = r.below(4) != 0;
         auto run = [&](const KernelTable& t) {
-          const QMat wi = qpack_for(t, qi, si, G * H, I, G, H), wh = qpack_for(t, qh, sh, G * H, H, G, H);
+          const typename Mode::Mat pi = Mode::pack(t, wi, G * H, I, G, H), ph = Mode::pack(t, wh, G * H, H, G, H);
           Dims d{};
           d.cell = cell, d.T = T, d.B = B, d.I = I, d.H = H, d.batch_first = true, d.reverse = masked != 0;
           d.mask = masked ? mask.data() : nullptr;
           std::vector<float> y((size_t)(B * T * H)), hn((size_t)(B * H)), cn((size_t)(B * H));
-          std::vector<float> wsp(t.qforward_workspace_floats(d, 2) + 16);
-          QForwardArgs a{};
-          a.d = d, a.x = x.data(), a.wih = wi.q, a.whh = wh.q, a.b_ih = bi.data();
+          std::vector<float> wsp(Mode::forward_ws(t)(d, 2) + 16);
+          LowpForwardArgs<decltype(pi.q)> a{};
+          a.d = d, a.x = x.data(), a.wih = pi.q, a.whh = ph.q, a.b_ih = bi.data();
           a.b_hh = cell == Cell::GRU ? bh.data() : nullptr;
           a.h0 = h0.data(), a.c0 = cell == Cell::LSTM ? h0.data() : nullptr;
           a.y = y.data(), a.h_n = hn.data(), a.c_n = cell == Cell::LSTM ? cn.data() : nullptr;
           a.workspace = wsp.data(), a.threads = 2;
-          t.qforward(a);
+          Mode::forward(t)(a);
           y.insert(y.end(), hn.begin(), hn.end());
           return y;
         };
-        Case c{fmt("qforward %s cell=%d T=%lld B=%lld I=%lld H=%lld masked=%d", vec.name, (int)cell, (long long)T,
-                   (long long)B, (long long)I, (long long)H, masked)};
-        close(c, "y+h_n", run(vec), run(sca), 3e-5);
+        Case c{fmt("%s forward %s cell=%d T=%lld B=%lld I=%lld H=%lld masked=%d", Mode::name, vec.name, (int)cell,
+                   (long long)T, (long long)B, (long long)I, (long long)H, masked)};
+        close(c, "y+h_n", run(vec), run(sca), Mode::forward_tol);
         (c.ok ? tally.passed : tally.failed)++;
       }
 }
@@ -901,8 +957,10 @@ int main(int argc, char** argv) {
     lap("gemm");
     check_layers(vec, sca, tally, quick);
     lap("layers");
-    check_int8(vec, sca, tally);
+    check_lowp<Int8Mode>(vec, sca, tally);
     lap("int8");
+    check_lowp<Bf16Mode>(vec, sca, tally);
+    lap("bf16");
     if (g_shard == 0) check_dropout(vec, sca, tally);
     lap("dropout");
     if (g_shard == 0) check_xent_embedding(vec, sca, tally);

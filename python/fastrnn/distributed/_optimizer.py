@@ -62,6 +62,7 @@ def broadcast_parameters(model: Any, root: int = 0) -> None:
             p.value.set(host)  # a CuPy array: back to the device
         else:
             comm.bcast_array(p.value, int(root))
+        p.touch()
 
 
 def allreduce(array: Any, op: str = "average") -> np.ndarray:

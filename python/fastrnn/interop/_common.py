@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import layers
 from .._cells import ACTIVATIONS, cell_spec
+from ..layers.base import refuse_quantized
 
 #: A SimpleRNN's activations as messages list them: "'tanh' or 'relu'".
 _RNN_ACTIVATIONS = " or ".join(repr(a) for a in ACTIVATIONS)
@@ -73,6 +74,7 @@ def _set_cell(layer, kind, w_ih, w_hh, **biases):
 def _cell_arrays(layer):
     """(kind, units, input_size, dict of float32 arrays) of a built fastrnn recurrent layer."""
     kind = _kind(layer)
+    refuse_quantized(layer, "interop")
     if not layer.built:
         raise ValueError(
             f"{kind} '{layer.name}' is not built: call it on data or call build(input_shape) before converting it")

@@ -10,6 +10,7 @@ import numpy as np
 from .. import layers
 from .._cells import ACTIVATIONS as _RNN_ACTS
 from .._cells import cell_spec
+from ..layers.base import refuse_quantized
 from ..layers.core import ACTIVATIONS
 from ..models import Sequential
 from ._common import (
@@ -258,6 +259,7 @@ def _to_keras_other(layer):
     L = layers
     K = keras.layers
     if isinstance(layer, L.Dense):
+        refuse_quantized(layer, "to_keras")
         if not layer.built:
             raise ValueError(f"to_keras: layer '{layer.name}' is not built")
         kl = K.Dense(layer.units, activation=layer.activation, use_bias=layer.use_bias)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .. import _cells, _dropout, ops, reference
+from .. import _cells, _dropout, backend, ops, reference
 from .._validation import layer_positive_int, layer_rate
 from ..reference._common import check_bptt_steps
 from . import initializers
@@ -169,6 +169,7 @@ class BaseRNN(Layer):
         self.w_ih = self.w_hh = None
         self._step_caches: list = []  # caches of training steps (step), consumed last first by step_backward
         self._kw_key: tuple | None = None  # the checked weights of _kernel_weights (their identities are the key)
+        self._whh_pack: tuple | None = None  # (w_hh array, its version, ISA path, batch, packed): _packed_whh
 
     # -- the cell and options ------------------------------------------------------------------
     @property
@@ -270,6 +271,25 @@ class BaseRNN(Layer):
         if all(r is v for r, v in zip(ready, (wi, wh, b1, b2))):
             self._kw_key = ready
         return ready
+
+    def _packed_whh(self, wh, batch):
+        """W_hh in the forward time loop's layout (``core.pack_whh``), kept for the one-step calls
+        (``step``, sequences of length 1), which would otherwise pack all G*H*H weights for a
+        product of B*G*H*H multiply-adds. ``wh`` is _kernel_weights' w_hh; the copy is packed again
+        when that array, its Parameter's version (every write through the API, see Parameter), the
+        ISA path or the batch size (the loop's layout may depend on it) changes, so a changed
+        weight is never used stale. None for a w_hh that is not the parameter's own array (a
+        converted copy, a CuPy array): the kernel packs it itself."""
+        p = self.w_hh
+        if wh is not p.value or type(wh) is not np.ndarray:
+            return None
+        isa = backend.isa()
+        k = self._whh_pack
+        if k is not None and k[0] is wh and k[1] == p._version and k[2] == isa and k[3] == batch:
+            return k[4]
+        packed = backend.core().pack_whh(self._spec.kernel_id, wh, batch)
+        self._whh_pack = (wh, p._version, isa, batch, packed)
+        return packed
 
     # -- states --------------------------------------------------------------------------------
     def reset_states(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
@@ -379,10 +399,13 @@ class BaseRNN(Layer):
         # (the layer checks the first): the public op says which
         if self.dtype == np.float32 and x.size and (init is None or init[-1].shape[0] == x.shape[0]):
             w_ih, wh, b_ih, b_hh = self._kernel_weights()
+            packed = None
             if w_hh is not self.w_hh.value:  # another w_hh than the layer's (a caller's own)
                 wh = w_hh
+            elif x.shape[1] == 1:  # a step: the packing of W_hh would cost as much as the step's product
+                packed = self._packed_whh(wh, x.shape[0])
             y, state, cache = ops._run_forward(spec, x, w_ih, wh, b_ih, b_hh, h0, c0, mask, self.go_backwards, True,
-                                               training, None, hmask)
+                                               training, None, hmask, packed)
         else:
             w_ih = self.w_ih.value
             biases = [self._bias_value(name) for name in spec.bias_names]

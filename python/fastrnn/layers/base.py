@@ -49,15 +49,37 @@ class Parameter:
     ``dtype="float64"``, which is meant for gradient checks). ``grad`` always has the same shape
     and dtype as ``value``. Optimizers update ``value`` in place and skip parameters whose
     ``trainable`` is False.
+
+    Layers keep work derived from a value across calls (the recurrent layers' step calls keep
+    W_hh packed for the kernels) and redo it when the value changes: every write through the API
+    counts — :meth:`assign`, ``set_weights``, ``load_weights``, the optimizers, assigning
+    ``value`` (``p.value = a``, ``p.value -= lr * p.grad``) and ``touch``. Writing into the
+    array by other means (``p.value[...] = a``, ``np.copyto(p.value, a)``, a view kept from
+    earlier) is not seen: call :meth:`touch` after such a write.
     """
 
-    __slots__ = ("grad", "name", "trainable", "value")
+    __slots__ = ("_value", "_version", "grad", "name", "trainable")
 
     def __init__(self, name: str, value, trainable: bool = True, dtype=np.float32):
+        self._version = 0
         self.name = str(name)
         self.value = np.ascontiguousarray(np.array(value, dtype=dtype))
         self.grad = np.zeros_like(self.value)
         self.trainable = bool(trainable)
+
+    @property
+    def value(self):
+        """The parameter's array."""
+        return self._value
+
+    @value.setter
+    def value(self, value) -> None:
+        self._value = value
+        self._version = getattr(self, "_version", 0) + 1  # (unset while an old pickle's state is restored)
+
+    def touch(self) -> None:
+        """Declare that ``value`` changed in place by a write the parameter cannot see (see the class)."""
+        self._version += 1
 
     @property
     def shape(self):
@@ -88,6 +110,7 @@ class Parameter:
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"parameter '{self.name}': expected a numeric array, got dtype {arr.dtype}")
         np.copyto(self.value, arr, casting="unsafe")
+        self._version += 1
 
     def __repr__(self) -> str:
         return (f"Parameter({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype}, "
@@ -137,6 +160,20 @@ def clear_session() -> None:
 # registry for get_config / from_config
 # ----------------------------------------------------------------------------------------------
 _REGISTRY: dict = {}
+
+
+def refuse_quantized(layer, who: str) -> None:
+    """ValueError when ``layer`` is a quantized layer (fastrnn.quantize): exporters and converters
+    take float layers, and a quantized layer's parameters are int8 / bf16 arrays, not its weights.
+
+    Args:
+        layer: A layer.
+        who (str): The calling function's name, for the message.
+    """
+    mode = getattr(layer, "quant_mode", "")
+    if mode:
+        raise ValueError(f"{who}: {type(layer).__name__} '{layer.name}' holds {mode} weights (fastrnn.quantize); "
+                         "convert the float model instead")
 
 
 def register_layer(cls):
