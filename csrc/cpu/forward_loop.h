@@ -156,7 +156,7 @@ template <Cell C>
 static void forward_impl(const ForwardArgs& a) {
   using Math = CellMath<C>;
   constexpr int G = Math::G;
-  constexpr int MR = forward_tile_rows<G>(), FNV = forward_tile_vectors<G>();
+  constexpr int MR = forward_tile_rows<G>();
   const Dims& d = a.d;
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
   const int64_t P = ceil_div(H, W);
