@@ -169,9 +169,10 @@ struct DropoutArgs {
 };
 
 // The CPU GEMM's blocking (cpu/blocking.h): register tile mr x nr, and the blocks kc (depth),
-// mc (rows of A), nc (columns of B) derived from the caches of gemm_caches().
+// mc (rows of A), nc (columns of B) derived from the caches of gemm_caches(); mc_l2: the rows of
+// A per block when all of B's columns fit one block (the A block is then used once, from the L2).
 struct GemmBlocking {
-  int64_t kc, mc, nc;
+  int64_t kc, mc, nc, mc_l2;
   int mr, nr;
 };
 

@@ -21,7 +21,7 @@ KIB, MIB = 1 << 10, 1 << 20
 
 
 def twin_blocking(isa, l1d, l2, l3, l3_cores):
-    """The derivation of csrc/cpu/blocking.h, written again: (kc, mc, nc)."""
+    """The derivation of csrc/cpu/blocking.h, written again: (kc, mc, nc, mc_l2)."""
     mr, nr = TILES[isa]
     l1 = l1d or 32 * KIB
     l2 = l2 or 512 * KIB
@@ -29,7 +29,8 @@ def twin_blocking(isa, l1d, l2, l3, l3_cores):
     kc = min(1024, max(16, (l1 // 2 // (4 * mr)) // 16 * 16))
     nc = min(16384 // nr * nr, max(nr, (l2 // 2 // (4 * kc)) // nr * nr))
     mc = min(16384 // mr * mr, max(mr, (l3c // 2 // (4 * kc)) // mr * mr))
-    return kc, mc, nc
+    mc_l2 = min(mc, max(mr, (l2 // 2 // (4 * kc)) // mr * mr))
+    return kc, mc, nc, mc_l2
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def caches():
 
 
 def _blocks(b):
-    return b["kc"], b["mc"], b["nc"]
+    return b["kc"], b["mc"], b["nc"], b["mc_l2"]
 
 
 def test_machine_blocking_follows_the_caches(isa):
@@ -72,10 +73,11 @@ def test_blocking_matches_its_twin_for_any_caches(isa, caches, sizes):
     caches(*sizes)
     b = backend.gemm_blocking()
     assert b["source"] == "set_gemm_caches" and (b["l1d"], b["l2"], b["l3"], b["l3_cores"]) == sizes
-    kc, mc, nc = _blocks(b)
-    assert (kc, mc, nc) == twin_blocking(isa, *sizes)
+    kc, mc, nc, mc_l2 = _blocks(b)
+    assert (kc, mc, nc, mc_l2) == twin_blocking(isa, *sizes)
     mr, nr = TILES[isa]
     assert kc % 16 == 0 and mc % mr == 0 and nc % nr == 0 and kc >= 16 and mc >= mr and nc >= nr
+    assert mc_l2 % mr == 0 and mr <= mc_l2 <= mc
     l1 = sizes[0] or 32 * KIB
     if kc > 16 and kc < 1024:  # the A micro-panel takes about half of the L1d, not more
         assert l1 / 2 - 16 * mr * 4 < mr * kc * 4 <= l1 / 2
@@ -83,7 +85,8 @@ def test_blocking_matches_its_twin_for_any_caches(isa, caches, sizes):
 
 def test_zen3_and_zen4_blocks():
     # the figures csrc/cpu/blocking.h states: the other machine (Zen 3, AVX2 only) and this one
-    want = {("avx2", 0): (672, 780, 96), ("avx2", 1): (672, 3120, 192), ("avx512", 1): (512, 4096, 256)}
+    want = {("avx2", 0): (672, 780, 96, 96), ("avx2", 1): (672, 3120, 192, 192),
+            ("avx512", 1): (512, 4096, 256, 256)}
     for (isa, zen4), blocks in want.items():
         sizes = SIZES[0] if zen4 else SIZES[1]
         assert twin_blocking(isa, *sizes) == blocks
@@ -114,18 +117,21 @@ def _close(got, want, K):
 # Tiny caches: KC 16, MC and NC a few tiles (see test_tiny_caches_give_many_blocks); the shapes
 # cut every loop into several blocks with a ragged last one, and end in edge tiles of every kind.
 TINY = (1 * KIB, 8 * KIB, 8 * KIB, 1)
-SHAPES = [(1, 1, 5), (3, 17, 33), (17, 33, 3 * 32 + 5), (33, 100, 70), (67, 161, 130), (130, 47, 257)]
+SHAPES = [(1, 1, 5), (3, 17, 33), (17, 33, 3 * 32 + 5), (33, 100, 70), (150, 90, 24), (67, 161, 130),
+          (130, 47, 257)]
 
 
 def test_tiny_caches_give_many_blocks(isa, caches):
     caches(*TINY)
-    kc, mc, nc = _blocks(backend.gemm_blocking())
+    kc, mc, nc, mc_l2 = _blocks(backend.gemm_blocking())
     mr, nr = TILES[isa]
-    assert kc <= 32 and mc >= mr and nc >= nr
+    assert kc <= 32 and mc >= mr and nc >= nr and mc_l2 <= 64
     rows, depth, cols = SHAPES[-2]
     assert depth > 4 * kc and cols > nc and rows > mr  # several blocks along every loop of the largest shapes
     rows, depth, cols = SHAPES[-1]
     assert rows > mc
+    rows, depth, cols = SHAPES[-3]  # one column block (the A blocks used once): rows in blocks of mc_l2
+    assert cols <= nc and rows > mc_l2
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "M{}K{}N{}".format(*s))
@@ -219,7 +225,8 @@ ENV_CODE = """
 import numpy as np
 from fastrnn import backend, _core
 b = backend.gemm_blocking()
-print(b["source"], b["l1d"], b["l2"], b["l3"], b["l3_cores"], b["kc"], b["mc"], b["nc"], repr(b["env_error"]))
+print(b["source"], b["l1d"], b["l2"], b["l3"], b["l3_cores"], b["kc"], b["mc"], b["nc"], b["mc_l2"],
+      repr(b["env_error"]))
 rng = np.random.default_rng(0)
 A = rng.standard_normal((67, 161)).astype(np.float32); B = rng.standard_normal((161, 130)).astype(np.float32)
 err = np.max(np.abs(_core.gemm(A, B) - A.astype(np.float64) @ B.astype(np.float64)))
@@ -235,8 +242,8 @@ def test_env_override_is_read_at_start(value, sizes):
     assert fields[0] == "FASTRNN_CACHE_SIZES" and tuple(map(int, fields[1:5])) == sizes
     isa = _core.get_isa()  # the subprocess starts on the same (best) path unless FASTRNN_ISA says otherwise
     if "FASTRNN_ISA" not in os.environ:
-        assert tuple(map(int, fields[5:8])) == twin_blocking(isa, *sizes)
-    assert fields[8] == "''" and second == "ok"
+        assert tuple(map(int, fields[5:9])) == twin_blocking(isa, *sizes)
+    assert fields[9] == "''" and second == "ok"
 
 
 @pytest.mark.parametrize("value, why", [("abc", "field 1"), ("32K,512K", "expected l1d,l2,l3"),
@@ -258,7 +265,7 @@ def test_info_reports_the_blocking(capsys, caches):
     assert data["gemm_blocking"] == b
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "GEMM blocks:" in ln)
     assert line.split("GEMM blocks:")[1].strip() == backend._blocking_line(b)
-    assert f"KC {b['kc']}, MC {b['mc']}, NC {b['nc']}" in line and f"tile {b['mr']}x{b['nr']}" in line
+    assert f"KC {b['kc']}, MC {b['mc']}, NC {b['nc']}, MC_L2 {b['mc_l2']}" in line and f"tile {b['mr']}x{b['nr']}" in line
     caches(*TINY)
     data = fastrnn.info()
     assert data["gemm_blocking"]["kc"] == twin_blocking(backend.isa(), *TINY)[0] and "(set_gemm_caches caches)" in capsys.readouterr().out

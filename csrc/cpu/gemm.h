@@ -121,10 +121,12 @@ static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K,
   // A depth shorter than KC leaves room in the caches: the B and A blocks take as many more
   // columns and rows as keep them the same size in bytes.
   const int64_t KCb = balanced_block(K, bl.kc, 16);
-  const int64_t mc_k = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, bl.mc * bl.kc / KCb / GEMM_MR * GEMM_MR);
   const int64_t nc_k = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, bl.nc * bl.kc / KCb / GEMM_NR * GEMM_NR);
-  const int64_t MCb = balanced_block(M, std::max<int64_t>(mc_k, bl.mc), GEMM_MR),
-                NCb = balanced_block(N, std::max<int64_t>(nc_k, bl.nc), GEMM_NR);
+  const int64_t NCb = balanced_block(N, std::max<int64_t>(nc_k, bl.nc), GEMM_NR);
+  // one column block: the A block is used once and is cut to fit the L2 (blocking.h: MC_L2)
+  const int64_t mc_bl = NCb >= N ? bl.mc_l2 : bl.mc;
+  const int64_t mc_k = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, mc_bl * bl.kc / KCb / GEMM_MR * GEMM_MR);
+  const int64_t MCb = balanced_block(M, std::max<int64_t>(mc_k, mc_bl), GEMM_MR);
   float* Ap = scratch(0, (size_t)(MCb * KCb));
   float* Bp = scratch(1, (size_t)(KCb * (NCb + GEMM_NR)));
   for (int64_t ic = 0; ic < M; ic += MCb) {

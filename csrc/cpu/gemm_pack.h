@@ -121,32 +121,49 @@ static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_
 }
 
 // Packing walks an operand's rows (or columns) that lie far apart: each run of n floats is
-// fetched into the cache PACK_PF_K runs ahead of its copy.
-static constexpr int64_t PACK_PF_K = 8;
+// fetched into the L2 by hand a chunk of PACK_KB runs ahead of its copy.
+static constexpr int64_t PACK_KB = 16;
 
 static inline void prefetch_run(const float* p, int64_t n) {
   const char* c = reinterpret_cast<const char*>(p);
-  for (int64_t b = 0; b < n * (int64_t)sizeof(float); b += 64) __builtin_prefetch(c + b, 0, 3);
-  __builtin_prefetch(c + n * (int64_t)sizeof(float) - 1, 0, 3);
+  for (int64_t b = 0; b < n * (int64_t)sizeof(float); b += 64) __builtin_prefetch(c + b, 0, 2);
+  __builtin_prefetch(c + n * (int64_t)sizeof(float) - 1, 0, 2);
 }
 
 // A block (mc x kc) -> GEMM_MR-row panels, each stored k-major: Ap[panel][k][i]; pads with zeros.
 static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t csa, float* Ap) {
   if (rsa == 1 && csa != 1) {
-    // Column k of A is contiguous (A = X^T of a row-major X, as in the weight gradients): walk k
-    // and copy the mc values of each column into every panel. Columns lie csa floats apart, often
-    // a page or more, where the hardware prefetchers stop: fetch the column PACK_PF_K ahead by hand.
+    // Column k of A is contiguous (A = X^T of a row-major X, as in the weight gradients). Walk k
+    // in chunks of PACK_KB columns and copy each panel's rows of the chunk: every panel then gets
+    // one contiguous run of PACK_KB x MR floats (a loop over all panels per k would write to as
+    // many places kc * MR floats apart, which share the same L1 sets when kc * MR is a multiple of
+    // 1024: 32 panels of 8 rows at kc 512 thrash one 8-way set). Columns lie csa floats apart,
+    // often a page or more, where the hardware prefetchers stop: the next chunk's columns are
+    // fetched into the L2 by hand while this one is copied.
     const int64_t np = ceil_div(mc, GEMM_MR);
-    for (int64_t k = 0; k < kc; ++k) {
-      if (k + PACK_PF_K < kc) prefetch_run(A + (k + PACK_PF_K) * csa, mc);
-      const float* src = A + k * csa;
+    for (int64_t k0 = 0; k0 < kc; k0 += PACK_KB) {
+      const int64_t k1 = std::min(kc, k0 + PACK_KB);
+      for (int64_t k = k1; k < std::min(kc, k1 + PACK_KB); ++k) prefetch_run(A + k * csa, mc);
       for (int64_t p = 0; p < np; ++p) {
         const int64_t i0 = p * GEMM_MR;
         const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
-        float* d = Ap + i0 * kc + k * GEMM_MR;
-        for (int c = 0; c < GEMM_MR; c += W) {
-          const int nv = std::min(W, GEMM_MR - c), nl = std::min(nv, m - c);
-          Simd::storen(d + c, nl > 0 ? Simd::loadn(src + i0 + c, nl) : Simd::zero(), nv);
+        for (int64_t k = k0; k < k1; ++k) {
+          const float* src = A + k * csa;
+          float* d = Ap + i0 * kc + k * GEMM_MR;
+#if defined(FASTRNN_ISA_AVX2)
+          // 6-row panels in 8-wide vectors: AVX2's masked loads and stores are slow (microcoded on
+          // AMD). A whole vector is read where 8 rows are there (the 2 past the panel belong to the
+          // next one) and written where its last 2 lanes land on the next k's slot of the panel,
+          // which is written after this one (k ascends): all but the panel's last k.
+          if (m == GEMM_MR && i0 + W <= mc && k + 1 < kc) {
+            Simd::store(d, Simd::load(src + i0));
+            continue;
+          }
+#endif
+          for (int c = 0; c < GEMM_MR; c += W) {
+            const int nv = std::min(W, GEMM_MR - c), nl = std::min(nv, m - c);
+            Simd::storen(d + c, nl > 0 ? Simd::loadn(src + i0 + c, nl) : Simd::zero(), nv);
+          }
         }
       }
     }
@@ -202,23 +219,27 @@ static inline int panel_width(int n) { return (GEMM_NV > 1 && n <= W) ? W : GEMM
 // Bp[panel][k][j]; pads with zeros.
 static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t csb, float* Bp) {
   if (csb == 1) {
-    // B's rows are contiguous: walk k and copy the nc values of row k into every panel, so that
-    // B is read row by row (one stream of nc floats per row, not one cache line per row and
-    // panel). Rows lie rsb floats apart, often a page or more (the decoder's 18,328 columns),
-    // where the hardware prefetchers stop: fetch the row PACK_PF_K ahead by hand.
-    for (int64_t k = 0; k < kc; ++k) {
-      if (k + PACK_PF_K < kc) prefetch_run(B + (k + PACK_PF_K) * rsb, nc);
-      const float* src = B + k * rsb;
+    // B's rows are contiguous: walk k in chunks of PACK_KB rows and copy each panel's columns of
+    // the chunk, so that B is read row by row (PACK_KB streams, not one cache line per row and
+    // panel) and every panel gets one contiguous run (see pack_a). Rows lie rsb floats apart,
+    // often a page or more (the decoder's 18,328 columns), where the hardware prefetchers stop:
+    // the next chunk's rows are fetched into the L2 by hand while this one is copied.
+    for (int64_t k0 = 0; k0 < kc; k0 += PACK_KB) {
+      const int64_t k1 = std::min(kc, k0 + PACK_KB);
+      for (int64_t k = k1; k < std::min(kc, k1 + PACK_KB); ++k) prefetch_run(B + k * rsb, nc);
       for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
         const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0), nr = panel_width(n);
-        float* d = Bp + j0 * kc + k * nr;
-        if (n == GEMM_NR) {
+        for (int64_t k = k0; k < k1; ++k) {
+          const float* src = B + k * rsb + j0;
+          float* d = Bp + j0 * kc + k * nr;
+          if (n == GEMM_NR) {
 #pragma GCC unroll 8
-          for (int v = 0; v < GEMM_NV; ++v) Simd::store(d + v * W, Simd::load(src + j0 + v * W));
-        } else {
-          for (int c = 0; c < nr; c += W) {
-            const int nl = std::min(W, n - c);
-            Simd::store(d + c, nl > 0 ? Simd::loadn(src + j0 + c, nl) : Simd::zero());
+            for (int v = 0; v < GEMM_NV; ++v) Simd::store(d + v * W, Simd::load(src + v * W));
+          } else {
+            for (int c = 0; c < nr; c += W) {
+              const int nl = std::min(W, n - c);
+              Simd::store(d + c, nl > 0 ? Simd::loadn(src + c, nl) : Simd::zero());
+            }
           }
         }
       }
