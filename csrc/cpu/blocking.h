@@ -24,8 +24,10 @@
 //       by the cores sharing it; the other half: the B blocks on their way to the L2, C).
 // MC_L2: the A block is kept in the L3 to be reused by every column block of B. When all of B's
 // columns fit one block (N <= NC: the weight gradients dW = dG^T X with few input features, the
-// decoder's input gradient), it is used once: it is then cut into blocks that fill the other
-// half of the L2 (MC_L2 x KC), each packed just before the kernels read it back from there.
+// decoder's input gradient), it is used once: the loops run pc -> ic instead, the B block is
+// packed once per KC, and A is cut into blocks that fill a quarter of the L2 (MC_L2 x KC; the
+// rest holds the B block, C's rows and the source of A flowing through while it is packed),
+// each packed just before the kernels read it back from there.
 // A GEMM whose depth K is shorter than KC (the input projections: K = the input features) uses
 // kc = K, and its B and A blocks grow by KC / kc in columns and rows (gemm_serial), so that they
 // keep the bytes the caches were sized for: fewer, wider column blocks, C written in longer rows.
@@ -33,8 +35,8 @@
 // blocks of B), MC to a multiple of MR, NC of NR. Unknown sizes (0) fall back to 32 KiB L1d,
 // 512 KiB L2, 2 MiB of L3 per core; an unknown number of cores sharing the L3 counts as 1.
 // Zen 4 (32 KiB L1d, 1 MiB L2, 32 MiB L3 for 2 cores here): AVX-512 (8 x 32) KC 512, NC 256,
-// MC 4096, MC_L2 256; AVX2 (6 x 16) KC 672, NC 192, MC 3120, MC_L2 192. Zen 3 (32 KiB, 512 KiB,
-// 32 MiB for 8 cores): AVX2 KC 672, NC 96, MC 780, MC_L2 96.
+// MC 4096, MC_L2 128; AVX2 (6 x 16) KC 672, NC 192, MC 3120, MC_L2 96. Zen 3 (32 KiB, 512 KiB,
+// 32 MiB for 8 cores): AVX2 KC 672, NC 96, MC 780, MC_L2 48.
 //
 // KC fixes the summation order (each element of C adds its KC-long partial sums in k order), so
 // it depends on the cache sizes and the ISA but never on the thread count: results are identical
@@ -57,7 +59,7 @@ static GemmBlocking derive_blocking(const GemmCaches& c) {
   b.kc = std::min(BLOCK_KC_MAX, round_down_to(l1 / 2 / (GEMM_MR * f), 16, 16));
   b.nc = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, round_down_to(l2 / 2 / (b.kc * f), GEMM_NR, GEMM_NR));
   b.mc = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, round_down_to(l3 / 2 / (b.kc * f), GEMM_MR, GEMM_MR));
-  b.mc_l2 = std::min(b.mc, round_down_to(l2 / 2 / (b.kc * f), GEMM_MR, GEMM_MR));
+  b.mc_l2 = std::min(b.mc, round_down_to(l2 / 4 / (b.kc * f), GEMM_MR, GEMM_MR));
   return b;
 }
 

@@ -121,34 +121,36 @@ static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_
 }
 
 // Packing walks an operand's rows (or columns) that lie far apart: each run of n floats is
-// fetched into the L2 by hand a chunk of PACK_KB runs ahead of its copy.
-static constexpr int64_t PACK_KB = 16;
+// fetched by hand ahead of its copy: into the L1 (LOC 3) PACK_PF_K runs ahead (pack_a), into the
+// L2 (LOC 2) a chunk of PACK_KB runs ahead (pack_b). pack_a copies PACK_GROUP panels at a time.
+static constexpr int64_t PACK_KB = 16, PACK_PF_K = 8, PACK_GROUP = 4;
 
+template <int LOC>
 static inline void prefetch_run(const float* p, int64_t n) {
   const char* c = reinterpret_cast<const char*>(p);
-  for (int64_t b = 0; b < n * (int64_t)sizeof(float); b += 64) __builtin_prefetch(c + b, 0, 2);
-  __builtin_prefetch(c + n * (int64_t)sizeof(float) - 1, 0, 2);
+  for (int64_t b = 0; b < n * (int64_t)sizeof(float); b += 64) __builtin_prefetch(c + b, 0, LOC);
+  __builtin_prefetch(c + n * (int64_t)sizeof(float) - 1, 0, LOC);
 }
 
 // A block (mc x kc) -> GEMM_MR-row panels, each stored k-major: Ap[panel][k][i]; pads with zeros.
 static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t csa, float* Ap) {
   if (rsa == 1 && csa != 1) {
-    // Column k of A is contiguous (A = X^T of a row-major X, as in the weight gradients). Walk k
-    // in chunks of PACK_KB columns and copy each panel's rows of the chunk: every panel then gets
-    // one contiguous run of PACK_KB x MR floats (a loop over all panels per k would write to as
-    // many places kc * MR floats apart, which share the same L1 sets when kc * MR is a multiple of
-    // 1024: 32 panels of 8 rows at kc 512 thrash one 8-way set). Columns lie csa floats apart,
-    // often a page or more, where the hardware prefetchers stop: the next chunk's columns are
-    // fetched into the L2 by hand while this one is copied.
+    // Column k of A is contiguous (A = X^T of a row-major X, as in the weight gradients). Walk
+    // the panels in groups of PACK_GROUP and, per group, walk k and copy the group's rows of
+    // column k into its panels: one read stream, PACK_GROUP write streams (a walk over all panels
+    // per k would write to places kc * MR floats apart that share one L1 set: 32 panels of 8 rows
+    // at kc 512 thrash an 8-way set). Columns lie csa floats apart, often a page or more, where
+    // the hardware prefetchers stop: fetch the column PACK_PF_K ahead by hand.
     const int64_t np = ceil_div(mc, GEMM_MR);
-    for (int64_t k0 = 0; k0 < kc; k0 += PACK_KB) {
-      const int64_t k1 = std::min(kc, k0 + PACK_KB);
-      for (int64_t k = k1; k < std::min(kc, k1 + PACK_KB); ++k) prefetch_run(A + k * csa, mc);
-      for (int64_t p = 0; p < np; ++p) {
-        const int64_t i0 = p * GEMM_MR;
-        const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
-        for (int64_t k = k0; k < k1; ++k) {
-          const float* src = A + k * csa;
+    for (int64_t g0 = 0; g0 < np; g0 += PACK_GROUP) {
+      const int64_t g1 = std::min(np, g0 + PACK_GROUP), r0 = g0 * GEMM_MR;
+      const int64_t rows = std::min(mc, g1 * GEMM_MR) - r0;
+      for (int64_t k = 0; k < kc; ++k) {
+        if (k + PACK_PF_K < kc) prefetch_run<3>(A + (k + PACK_PF_K) * csa + r0, rows);
+        const float* src = A + k * csa;
+        for (int64_t p = g0; p < g1; ++p) {
+          const int64_t i0 = p * GEMM_MR;
+          const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
           float* d = Ap + i0 * kc + k * GEMM_MR;
 #if defined(FASTRNN_ISA_AVX2)
           // 6-row panels in 8-wide vectors: AVX2's masked loads and stores are slow (microcoded on
@@ -226,7 +228,7 @@ static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t 
     // the next chunk's rows are fetched into the L2 by hand while this one is copied.
     for (int64_t k0 = 0; k0 < kc; k0 += PACK_KB) {
       const int64_t k1 = std::min(kc, k0 + PACK_KB);
-      for (int64_t k = k1; k < std::min(kc, k1 + PACK_KB); ++k) prefetch_run(B + k * rsb, nc);
+      for (int64_t k = k1; k < std::min(kc, k1 + PACK_KB); ++k) prefetch_run<2>(B + k * rsb, nc);
       for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
         const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0), nr = panel_width(n);
         for (int64_t k = k0; k < k1; ++k) {

@@ -237,7 +237,7 @@ def gemm_blocking() -> dict:
     process), BLIS-style (csrc/cpu/blocking.h): the A micro-panel (``mr`` x ``kc``) fills about
     half of the L1d, the packed B block (``kc`` x ``nc``) about half of the L2, the packed A block
     (``mc`` x ``kc``) about half of one core's share of the L3; when all of B's columns fit one
-    block, the A block is used once and is cut to fill the other half of the L2 (``mc_l2`` rows).
+    block, the A block is used once and is cut to fill a quarter of the L2 (``mc_l2`` rows).
     The environment variable
     ``FASTRNN_CACHE_SIZES="l1d,l2,l3[,cores sharing the L3]"`` (bytes, K/M/G suffixes allowed; read
     once) or :func:`set_gemm_caches` replaces the machine's sizes. ``kc`` sets where each element's
@@ -277,7 +277,7 @@ def set_gemm_caches(l1d: int = 0, l2: int = 0, l3: int = 0, l3_cores: int = 0) -
 
 
 def _blocking_line(b: dict) -> str:
-    """'avx512 tile 8x32, KC 512, MC 4096, NC 256, MC_L2 256 (sysfs caches)' from ``gemm_blocking()``."""
+    """'avx512 tile 8x32, KC 512, MC 4096, NC 256, MC_L2 128 (sysfs caches)' from ``gemm_blocking()``."""
     line = (f"{b['isa']} tile {b['mr']}x{b['nr']}, KC {b['kc']}, MC {b['mc']}, NC {b['nc']}, MC_L2 {b['mc_l2']} "
             f"({b['source']} caches)")
     return line + (f"; {b['env_error']}" if b.get("env_error") else "")
