@@ -185,6 +185,14 @@ struct DropoutArgs {
   int threads;
 };
 
+// The CPU GEMM's blocking (cpu/blocking.h): register tile mr x nr, and the blocks kc (depth),
+// mc (rows of A), nc (columns of B) derived from the caches of gemm_caches(); mc_l2: the rows of
+// A per block when all of B's columns fit one block (the A block is then used once, from the L2).
+struct GemmBlocking {
+  int64_t kc, mc, nc, mc_l2;
+  int mr, nr;
+};
+
 // One instruction set's kernels.
 struct KernelTable {
   const char* name;
@@ -232,6 +240,7 @@ struct KernelTable {
   size_t (*forward_whh_packed_floats)(Cell cell, int64_t H);
   int (*forward_whh_layout)(Cell cell, int64_t H, int64_t B);
   void (*forward_pack_whh)(Cell cell, const float* w_hh, int64_t H, int layout, float* out);
+  GemmBlocking (*gemm_blocking)();  // cpu/blocking.h: the GEMM's blocks for the caches in use now
 };
 
 const KernelTable& kernels_scalar();
@@ -272,6 +281,23 @@ struct CacheInfo {
   const char* source;  // "sysfs", "sysconf", "sysctl" or "unknown"
 };
 CacheInfo cache_info();
+
+// The caches the CPU GEMM blocks for (cpu/blocking.h): l1d and l2 of one core, l3 and the number
+// of cores sharing it (0: unknown). They are cache_info()'s (cores = logical CPUs sharing the L3
+// over those sharing the L1d), unless FASTRNN_CACHE_SIZES="l1d,l2,l3[,cores]" (bytes, read once
+// per process) or set_gemm_caches() overrides them. `source` says which: "sysfs" etc. as
+// cache_info(), "FASTRNN_CACHE_SIZES" or "set_gemm_caches"; `env_error` is non-empty when
+// FASTRNN_CACHE_SIZES was set but not understood (then it is ignored).
+struct GemmCaches {
+  int64_t l1d, l2, l3;
+  int l3_cores;
+  const char* source;
+  const char* env_error;
+};
+GemmCaches gemm_caches();
+// Blocks for these sizes from now on (l3_cores 0: the L3 is one core's); all sizes 0: the machine's
+// again (or FASTRNN_CACHE_SIZES's). Throws std::invalid_argument for negative sizes or cores.
+void set_gemm_caches(int64_t l1d, int64_t l2, int64_t l3, int l3_cores);
 
 // threads.cpp
 int get_num_threads();

@@ -434,6 +434,26 @@ PYBIND11_MODULE(_core, m) {
     d["source"] = c.source;
     return d;
   }, "Data-cache sizes in bytes (0: unknown) and the logical CPUs sharing each (0: unknown).");
+  m.def("gemm_blocking", []() {
+    const fastrnn::GemmCaches c = fastrnn::gemm_caches();
+    const fastrnn::GemmBlocking b = fastrnn::active_kernels().gemm_blocking();
+    py::dict d;
+    d["isa"] = fastrnn::active_isa();
+    d["mr"] = b.mr; d["nr"] = b.nr; d["kc"] = b.kc; d["mc"] = b.mc; d["nc"] = b.nc; d["mc_l2"] = b.mc_l2;
+    d["l1d"] = c.l1d; d["l2"] = c.l2; d["l3"] = c.l3; d["l3_cores"] = c.l3_cores;
+    d["source"] = c.source;
+    d["env_error"] = c.env_error ? c.env_error : "";
+    return d;
+  }, "The CPU GEMM's register tile (mr x nr) and blocks (kc, mc, nc) on the active ISA path, and the "
+     "cache sizes they were derived from (cpu/blocking.h).");
+  m.def("set_gemm_caches",
+        [](int64_t l1d, int64_t l2, int64_t l3, int l3_cores) {
+          if (l1d < 0 || l2 < 0 || l3 < 0) throw py::value_error("set_gemm_caches: sizes must be >= 0 bytes");
+          if (l3_cores < 0 || l3_cores > 4096) throw py::value_error("set_gemm_caches: l3_cores must be in 0 .. 4096");
+          fastrnn::set_gemm_caches(l1d, l2, l3, l3_cores);
+        },
+        py::arg("l1d"), py::arg("l2"), py::arg("l3"), py::arg("l3_cores") = 0,
+        "Derive the GEMM's blocks from these cache sizes (bytes) from now on; all 0: the machine's again.");
   m.def("set_num_threads", &fastrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastrnn::get_num_threads);
   m.def("get_isa", &fastrnn::active_isa);

@@ -1,5 +1,5 @@
-// cpu_info.cpp — the data-cache sizes of the CPU the process runs on, for `fastrnn info` and the
-// benchmark's machine line.
+// cpu_info.cpp — the data-cache sizes of the CPU the process runs on, for `fastrnn info`, the
+// benchmark's machine line and the CPU GEMM's blocking (gemm_caches, cpu/blocking.h).
 //
 // Linux: /sys/devices/system/cpu/cpu0/cache/index*/ (level, type, size, shared_cpu_list), which
 // the kernel fills from CPUID leaf 4 / 0x8000001D on x86 and from the device tree or ACPI PPTT on
@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 
 #include <unistd.h>
@@ -65,7 +67,89 @@ int count_cpus(const std::string& list) {
   return n;
 }
 
+// "32768,1048576,33554432[,2]": the sizes (suffixes K, M, G allowed) and the cores sharing the L3.
+// Returns an error message, empty when the text is understood.
+std::string parse_cache_override(const char* text, GemmCaches& out) {
+  int64_t v[4] = {0, 0, 0, 0};
+  int n = 0;
+  const char* p = text;
+  while (true) {
+    const char* end = std::strchr(p, ',');
+    const std::string field = end ? std::string(p, end) : std::string(p);
+    if (n == 4) return "more than 4 fields";
+    char* stop = nullptr;
+    std::strtoll(field.c_str(), &stop, 10);
+    const bool suffix_only = stop && (*stop == '\0' || ((*stop == 'K' || *stop == 'M' || *stop == 'G' ||
+                                                           *stop == 'k' || *stop == 'm' || *stop == 'g') &&
+                                                          stop[1] == '\0'));
+    if (field.empty() || stop == field.c_str() || !suffix_only || field[0] == '-')
+      return "field " + std::to_string(n + 1) + " ('" + field + "') is not a size in bytes";
+    v[n++] = parse_size(field);
+    if (!end) break;
+    p = end + 1;
+  }
+  if (n < 3) return "expected l1d,l2,l3[,cores sharing the L3]";
+  if (v[0] <= 0 || v[1] <= 0) return "l1d and l2 must be > 0";
+  if (v[3] > 4096) return "cores sharing the L3 must be <= 4096";
+  out.l1d = v[0];
+  out.l2 = v[1];
+  out.l3 = v[2];
+  out.l3_cores = (int)v[3];
+  return "";
+}
+
+// The caches of the machine, or FASTRNN_CACHE_SIZES's: read once.
+struct CacheDefaults {
+  GemmCaches caches{};
+  std::string env_error;
+  CacheDefaults() {
+    const CacheInfo c = cache_info();
+    caches.l1d = c.l1d;
+    caches.l2 = c.l2;
+    caches.l3 = c.l3;
+    // cores sharing the L3: its logical CPUs over those of one core (the CPUs sharing the L1d)
+    caches.l3_cores = c.l3_shared_by > 0 ? c.l3_shared_by / (c.l1d_shared_by > 0 ? c.l1d_shared_by : 1) : 0;
+    caches.source = c.source;
+    const char* env = std::getenv("FASTRNN_CACHE_SIZES");
+    if (env && *env) {
+      GemmCaches o{};
+      env_error = parse_cache_override(env, o);
+      if (env_error.empty()) {
+        o.source = "FASTRNN_CACHE_SIZES";
+        caches = o;
+      } else {
+        env_error = "FASTRNN_CACHE_SIZES='" + std::string(env) + "' ignored: " + env_error;
+      }
+    }
+    caches.env_error = env_error.c_str();
+  }
+};
+
+const CacheDefaults& cache_defaults() {
+  static const CacheDefaults d;
+  return d;
+}
+
+std::mutex g_caches_mutex;
+bool g_caches_set = false;
+GemmCaches g_caches_override{};
+
 }  // namespace
+
+GemmCaches gemm_caches() {
+  const CacheDefaults& d = cache_defaults();
+  std::lock_guard<std::mutex> lock(g_caches_mutex);
+  return g_caches_set ? g_caches_override : d.caches;
+}
+
+void set_gemm_caches(int64_t l1d, int64_t l2, int64_t l3, int l3_cores) {
+  if (l1d < 0 || l2 < 0 || l3 < 0 || l3_cores < 0)
+    throw std::invalid_argument("set_gemm_caches: sizes and cores must be >= 0");
+  const CacheDefaults& d = cache_defaults();
+  std::lock_guard<std::mutex> lock(g_caches_mutex);
+  g_caches_set = l1d || l2 || l3;
+  g_caches_override = GemmCaches{l1d, l2, l3, l3_cores, "set_gemm_caches", d.env_error.c_str()};
+}
 
 CacheInfo cache_info() {
   CacheInfo c{};

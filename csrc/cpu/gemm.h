@@ -111,45 +111,79 @@ static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, in
   }
 }
 
-static void gemm_serial(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa,
-                        const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate,
-                        const float* bias, int act) {
-  float* Ap = scratch(0, (size_t)(GEMM_MC * GEMM_KC));
-  float* Bp = scratch(1, (size_t)(GEMM_KC * (GEMM_NC + GEMM_NR)));
-  for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
-    const int64_t nc = std::min(GEMM_NC, N - jc);
-    for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
-      const int64_t kc = std::min(GEMM_KC, K - pc);
-      const bool acc_c = accumulate || pc > 0;
-      const int act_c = pc + kc >= K ? act : 0;  // the activation goes on the final sums only
-      pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
-      for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
-        const int64_t mc = std::min(GEMM_MC, M - ic);
-        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
-        for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
-          const int m = (int)std::min<int64_t>(GEMM_MR, mc - ir);
-          for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
-            const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
-            if (acc_c) {  // C is read back at the store: fetch it while the k-loop runs
-              float* c0 = C + (ic + ir) * ldc + jc + jr;
-              for (int i = 0; i < m; ++i) {
-                __builtin_prefetch(c0 + i * ldc, 1);
-                __builtin_prefetch(c0 + i * ldc + n - 1, 1);
-              }
-            }
-            float* ct = C + (ic + ir) * ldc + jc + jr;
-            const float* bt = bias ? bias + jc + jr : nullptr;
-            if (panel_width(n) == GEMM_NR) {
-              V acc[GEMM_MR][GEMM_NV];
-              micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-              store_tile<GEMM_MR, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt, act_c);
-            } else {
-              V acc[GEMM_MR][1];
-              micro_packed<GEMM_MR, 1>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-              store_tile<GEMM_MR, 1>(acc, ct, ldc, m, n, acc_c, bt, act_c);
-            }
-          }
+// The packed A block (mc x kc, at Ap) times the packed B block (kc x nc, at Bp) into C's block
+// at (ic, jc): each A micro-panel (MR x KC) is reused from the L1 by every B micro-panel of the
+// block, the B block from the L2 by every A micro-panel.
+static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap, const float* Bp, float* C,
+                            int64_t ldc, bool acc_c, const float* bias, int act_c) {
+  for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
+    const int m = (int)std::min<int64_t>(GEMM_MR, mc - ir);
+    for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
+      const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
+      float* ct = C + ir * ldc + jr;
+      if (acc_c) {  // C is read back at the store: fetch it while the k-loop runs
+        for (int i = 0; i < m; ++i) {
+          __builtin_prefetch(ct + i * ldc, 1);
+          __builtin_prefetch(ct + i * ldc + n - 1, 1);
         }
+      }
+      const float* bt = bias ? bias + jr : nullptr;
+      if (panel_width(n) == GEMM_NR) {
+        V acc[GEMM_MR][GEMM_NV];
+        micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+        store_tile<GEMM_MR, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt, act_c);
+      } else {
+        V acc[GEMM_MR][1];
+        micro_packed<GEMM_MR, 1>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+        store_tile<GEMM_MR, 1>(acc, ct, ldc, m, n, acc_c, bt, act_c);
+      }
+    }
+  }
+}
+
+// C (m x n) = A B (+ C or + bias, then act) in the blocks of bl (cpu/blocking.h): the packed A
+// block (MC x KC) is reused from the L3 by every column block of B (ic -> pc -> jc). When all
+// of B fits one column block the B block is packed once per KC instead and reused by every A
+// block, each of MC_L2 rows, packed just before use (pc -> ic). Each element sums its KC-long
+// partial products in k order.
+static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa,
+                        int64_t csa, const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc,
+                        bool accumulate, const float* bias, int act) {
+  // A depth shorter than KC leaves room in the caches: the B and A blocks take as many more
+  // columns and rows as keep them the same size in bytes.
+  const int64_t KCb = balanced_block(K, bl.kc, 16);
+  const int64_t nc_k = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, bl.nc * bl.kc / KCb / GEMM_NR * GEMM_NR);
+  const int64_t NCb = balanced_block(N, std::max<int64_t>(nc_k, bl.nc), GEMM_NR);
+  const bool one_jc = NCb >= N;
+  const int64_t mc_bl = one_jc ? bl.mc_l2 : bl.mc;
+  const int64_t mc_k = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, mc_bl * bl.kc / KCb / GEMM_MR * GEMM_MR);
+  const int64_t MCb = balanced_block(M, std::max<int64_t>(mc_k, mc_bl), GEMM_MR);
+  float* Ap = scratch(0, (size_t)(MCb * KCb));
+  float* Bp = scratch(1, (size_t)(KCb * (NCb + GEMM_NR)));
+  if (one_jc) {
+    for (int64_t pc = 0; pc < K; pc += KCb) {
+      const int64_t kc = std::min(KCb, K - pc);
+      const int act_c = pc + kc >= K ? act : 0;  // the activation goes on the final sums only
+      pack_b(kc, N, B + pc * rsb, rsb, csb, Bp);
+      for (int64_t ic = 0; ic < M; ic += MCb) {
+        const int64_t mc = std::min(MCb, M - ic);
+        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+        multiply_blocks(mc, N, kc, Ap, Bp, C + ic * ldc, ldc, accumulate || pc > 0, bias, act_c);
+      }
+    }
+    return;
+  }
+  for (int64_t ic = 0; ic < M; ic += MCb) {
+    const int64_t mc = std::min(MCb, M - ic);
+    for (int64_t pc = 0; pc < K; pc += KCb) {
+      const int64_t kc = std::min(KCb, K - pc);
+      const int act_c = pc + kc >= K ? act : 0;
+      pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+      for (int64_t jc = 0; jc < N; jc += NCb) {
+        const int64_t nc = std::min(NCb, N - jc);
+        pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+        multiply_blocks(mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, accumulate || pc > 0,
+                        bias ? bias + jc : nullptr, act_c);
       }
     }
   }
@@ -223,6 +257,7 @@ static void gemm(const CpuGemmArgs& g) {
     }
     return;
   }
+  const GemmBlocking bl = gemm_blocking();  // one blocking for every thread of the call
   int nt = std::max(1, g.threads);
   if ((double)g.M * (double)g.N * (double)g.K < 5.0e5) nt = 1;  // not worth starting a team
   const int64_t pn = ceil_div(g.N, GEMM_NR), pm = ceil_div(g.M, GEMM_MR);
@@ -234,12 +269,12 @@ static void gemm(const CpuGemmArgs& g) {
     if (split_n) {
       const int64_t j0 = pn * tid / nt * GEMM_NR, j1 = std::min(g.N, pn * (tid + 1) / nt * GEMM_NR);
       if (j1 > j0)
-        gemm_serial(g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
+        gemm_serial(bl, g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
                     g.accumulate, g.bias ? g.bias + j0 : nullptr, g.act);
     } else {
       const int64_t i0 = pm * tid / nt * GEMM_MR, i1 = std::min(g.M, pm * (tid + 1) / nt * GEMM_MR);
       if (i1 > i0)
-        gemm_serial(i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
+        gemm_serial(bl, i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
                     g.ldc, g.accumulate, g.bias, g.act);
     }
   };

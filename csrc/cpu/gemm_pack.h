@@ -33,6 +33,45 @@ static inline void transpose_8x16(const float* A, int64_t rsa, float* dst) {
 }
 #endif
 
+#if defined(FASTRNN_ISA_AVX2)
+// r[j][i] = r[i][j] for i, j < 8: an 8 x 8 transpose in registers.
+static inline void transpose_8x8(__m256 (&r)[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    r[h + 0] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+    t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+  }
+  for (int j = 0; j < 8; ++j) r[j] = t[j];
+}
+
+// dst[k * 6 + i] = rows[i][k] for 6 rows and 8 values of k (a 6-row A panel, packed). Each k's 6
+// values go out in one 8-wide store whose last 2 lanes land on the next k's slot, rewritten by the
+// next store; the last k of the panel (`last`) is stored 6 wide, so nothing past the panel is written.
+static inline void transpose_6x8(const float* A, int64_t rsa, float* dst, bool last) {
+  __m256 r[8];
+  for (int i = 0; i < 6; ++i) r[i] = _mm256_loadu_ps(A + i * rsa);
+  r[6] = r[7] = _mm256_setzero_ps();
+  transpose_8x8(r);
+  for (int j = 0; j < 7; ++j) _mm256_storeu_ps(dst + j * 6, r[j]);
+  if (last) {
+    _mm_storeu_ps(dst + 42, _mm256_castps256_ps128(r[7]));
+    _mm_storel_pi(reinterpret_cast<__m64*>(dst + 46), _mm256_extractf128_ps(r[7], 1));
+  } else {
+    _mm256_storeu_ps(dst + 42, r[7]);
+  }
+}
+#endif
+
 // dst[k * ldd + i] = src[i * lds + k] for i, k < W: one W x W block transposed in registers
 // (16 x 16 on AVX-512, 8 x 8 on AVX2, 4 x 4 on NEON). Serves the packing of operands stored the other way round
 // (W_hh for the forward tiles, W_ih^T for the input projection) without a scalar gather.
@@ -62,22 +101,10 @@ static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_
     _mm512_storeu_ps(dst + (8 + j) * ldd, _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD));
   }
 #elif defined(FASTRNN_ISA_AVX2)
-  __m256 r[8], t[8];
+  __m256 r[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int h = 0; h < 8; h += 4) {
-    r[h + 0] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
-    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
-    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
-    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {
-    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
-    _mm256_storeu_ps(dst + (4 + j) * ldd, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
-  }
+  transpose_8x8(r);
+  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + j * ldd, r[j]);
 #elif defined(FASTRNN_ISA_NEON)
   const float32x4_t r0 = vld1q_f32(src), r1 = vld1q_f32(src + lds);
   const float32x4_t r2 = vld1q_f32(src + 2 * lds), r3 = vld1q_f32(src + 3 * lds);
@@ -93,28 +120,52 @@ static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_
 #endif
 }
 
+// Packing walks an operand's rows (or columns) that lie far apart: each run of n floats is
+// fetched by hand ahead of its copy: into the L1 (LOC 3) PACK_PF_K runs ahead (pack_a), into the
+// L2 (LOC 2) a chunk of PACK_KB runs ahead (pack_b). pack_a copies PACK_GROUP panels at a time.
+static constexpr int64_t PACK_KB = 16, PACK_PF_K = 8, PACK_GROUP = 4;
+
+template <int LOC>
+static inline void prefetch_run(const float* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < n * (int64_t)sizeof(float); b += 64) __builtin_prefetch(c + b, 0, LOC);
+  __builtin_prefetch(c + n * (int64_t)sizeof(float) - 1, 0, LOC);
+}
+
 // A block (mc x kc) -> GEMM_MR-row panels, each stored k-major: Ap[panel][k][i]; pads with zeros.
 static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t csa, float* Ap) {
   if (rsa == 1 && csa != 1) {
-    // Column k of A is contiguous (A = X^T of a row-major X, as in the weight gradients): walk k
-    // and copy the mc values of each column into every panel. Columns lie csa floats apart, often
-    // a page or more, where the hardware prefetchers stop: fetch the column PF_K ahead by hand.
-    constexpr int64_t PF_K = 8;
+    // Column k of A is contiguous (A = X^T of a row-major X, as in the weight gradients). Walk
+    // the panels in groups of PACK_GROUP and, per group, walk k and copy the group's rows of
+    // column k into its panels: one read stream, PACK_GROUP write streams (a walk over all panels
+    // per k would write to places kc * MR floats apart that share one L1 set: 32 panels of 8 rows
+    // at kc 512 thrash an 8-way set). Columns lie csa floats apart, often a page or more, where
+    // the hardware prefetchers stop: fetch the column PACK_PF_K ahead by hand.
     const int64_t np = ceil_div(mc, GEMM_MR);
-    for (int64_t k = 0; k < kc; ++k) {
-      if (k + PF_K < kc) {
-        const char* pf = reinterpret_cast<const char*>(A + (k + PF_K) * csa);
-        for (int64_t b = 0; b < mc * (int64_t)sizeof(float); b += 64) __builtin_prefetch(pf + b, 0, 3);
-        __builtin_prefetch(pf + mc * (int64_t)sizeof(float) - 1, 0, 3);
-      }
-      const float* src = A + k * csa;
-      for (int64_t p = 0; p < np; ++p) {
-        const int64_t i0 = p * GEMM_MR;
-        const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
-        float* d = Ap + i0 * kc + k * GEMM_MR;
-        for (int c = 0; c < GEMM_MR; c += W) {
-          const int nv = std::min(W, GEMM_MR - c), nl = std::min(nv, m - c);
-          Simd::storen(d + c, nl > 0 ? Simd::loadn(src + i0 + c, nl) : Simd::zero(), nv);
+    for (int64_t g0 = 0; g0 < np; g0 += PACK_GROUP) {
+      const int64_t g1 = std::min(np, g0 + PACK_GROUP), r0 = g0 * GEMM_MR;
+      const int64_t rows = std::min(mc, g1 * GEMM_MR) - r0;
+      for (int64_t k = 0; k < kc; ++k) {
+        if (k + PACK_PF_K < kc) prefetch_run<3>(A + (k + PACK_PF_K) * csa + r0, rows);
+        const float* src = A + k * csa;
+        for (int64_t p = g0; p < g1; ++p) {
+          const int64_t i0 = p * GEMM_MR;
+          const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
+          float* d = Ap + i0 * kc + k * GEMM_MR;
+#if defined(FASTRNN_ISA_AVX2)
+          // 6-row panels in 8-wide vectors: AVX2's masked loads and stores are slow (microcoded on
+          // AMD). A whole vector is read where 8 rows are there (the 2 past the panel belong to the
+          // next one) and written where its last 2 lanes land on the next k's slot of the panel,
+          // which is written after this one (k ascends): all but the panel's last k.
+          if (m == GEMM_MR && i0 + W <= mc && k + 1 < kc) {
+            Simd::store(d, Simd::load(src + i0));
+            continue;
+          }
+#endif
+          for (int c = 0; c < GEMM_MR; c += W) {
+            const int nv = std::min(W, GEMM_MR - c), nl = std::min(nv, m - c);
+            Simd::storen(d + c, nl > 0 ? Simd::loadn(src + i0 + c, nl) : Simd::zero(), nv);
+          }
         }
       }
     }
@@ -129,6 +180,17 @@ static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t 
       const float* src = A + i0 * rsa;
       int64_t k = 0;
       for (; k + 16 <= kc; k += 16) transpose_8x16(src + k, rsa, dst + k * GEMM_MR);
+      for (; k < kc; ++k)
+        for (int i = 0; i < GEMM_MR; ++i) dst[k * GEMM_MR + i] = src[i * rsa + k];
+      continue;
+    }
+#endif
+#if defined(FASTRNN_ISA_AVX2)
+    static_assert(GEMM_MR == 6, "transpose_6x8 packs 6-row panels");
+    if (csa == 1 && m == GEMM_MR) {
+      const float* src = A + i0 * rsa;
+      int64_t k = 0;
+      for (; k + 8 <= kc; k += 8) transpose_6x8(src + k, rsa, dst + k * GEMM_MR, k + 8 == kc);
       for (; k < kc; ++k)
         for (int i = 0; i < GEMM_MR; ++i) dst[k * GEMM_MR + i] = src[i * rsa + k];
       continue;
@@ -158,17 +220,38 @@ static inline int panel_width(int n) { return (GEMM_NV > 1 && n <= W) ? W : GEMM
 // B block (kc x nc) -> column panels (GEMM_NR wide, the last one maybe W), each stored k-major:
 // Bp[panel][k][j]; pads with zeros.
 static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t csb, float* Bp) {
+  if (csb == 1) {
+    // B's rows are contiguous: walk k in chunks of PACK_KB rows and copy each panel's columns of
+    // the chunk, so that B is read row by row (PACK_KB streams, not one cache line per row and
+    // panel) and every panel gets one contiguous run (see pack_a). Rows lie rsb floats apart,
+    // often a page or more (the decoder's 18,328 columns), where the hardware prefetchers stop:
+    // the next chunk's rows are fetched into the L2 by hand while this one is copied.
+    for (int64_t k0 = 0; k0 < kc; k0 += PACK_KB) {
+      const int64_t k1 = std::min(kc, k0 + PACK_KB);
+      for (int64_t k = k1; k < std::min(kc, k1 + PACK_KB); ++k) prefetch_run<2>(B + k * rsb, nc);
+      for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
+        const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0), nr = panel_width(n);
+        for (int64_t k = k0; k < k1; ++k) {
+          const float* src = B + k * rsb + j0;
+          float* d = Bp + j0 * kc + k * nr;
+          if (n == GEMM_NR) {
+#pragma GCC unroll 8
+            for (int v = 0; v < GEMM_NV; ++v) Simd::store(d + v * W, Simd::load(src + v * W));
+          } else {
+            for (int c = 0; c < nr; c += W) {
+              const int nl = std::min(W, n - c);
+              Simd::store(d + c, nl > 0 ? Simd::loadn(src + c, nl) : Simd::zero());
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
     const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0), nr = panel_width(n);
     float* dst = Bp + j0 * kc;
-    if (csb == 1) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* src = B + k * rsb + j0;
-        float* d = dst + k * nr;
-        for (int j = 0; j < n; ++j) d[j] = src[j];
-        for (int j = n; j < nr; ++j) d[j] = 0.0f;
-      }
-    } else {
+    {
       int64_t k0 = 0;
       if (rsb == 1 && n == nr)  // B's columns are contiguous: whole W x W blocks transposed in registers
         for (; k0 + W <= kc; k0 += W)

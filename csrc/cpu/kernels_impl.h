@@ -18,6 +18,7 @@
 //             dW_hh are single GEMMs over all T*B rows.
 //
 // The parts, each included below inside namespace fastrnn::FASTRNN_NS:
+//   blocking.h        the GEMM's blocks KC, MC, NC from the cache sizes and the register tile
 //   gemm_pack.h       GEMM operand packing (A and B panels, register transposes)
 //   gemm.h            GEMM micro-kernels, blocking, small-N path and threading
 //   loop_split.h      how a time loop is split over threads (unit panels or row blocks)
@@ -99,9 +100,7 @@ static_assert(GEMM_MR * GEMM_NV + GEMM_NV + GEMM_MR <= VREGS, "NEON GEMM tile ex
 static_assert(BWD_MR * BWD_NV + BWD_NV + BWD_MR <= VREGS, "NEON backward tile exceeds the registers");
 #endif
 constexpr int GEMM_NR = GEMM_NV * W;
-constexpr int64_t GEMM_KC = 512;
-constexpr int64_t GEMM_MC = 120;   // a multiple of every GEMM_MR above
-constexpr int64_t GEMM_NC = 2048;  // a multiple of every GEMM_NR above
+// The GEMM's blocks KC, MC, NC come from the cache sizes at run time: cpu/blocking.h.
 constexpr int BWD_NR = BWD_NV * W;
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -124,6 +123,7 @@ static inline void with_rows(int m, F&& f) {
 }
 
 // The parts, in dependency order.
+#include "cpu/blocking.h"
 #include "cpu/gemm_pack.h"
 #include "cpu/gemm.h"
 #include "cpu/loop_split.h"
@@ -208,7 +208,7 @@ static const KernelTable& table() {
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
                              qforward, bpath, bpack_sizes, bpack, bgemm_ws, bgemm_entry, bforward_ws, bforward,
                              xent, embedding_forward, embedding_backward, forward_whh_packed_floats,
-                             forward_whh_layout, forward_pack_whh};
+                             forward_whh_layout, forward_pack_whh, gemm_blocking};
   return t;
 }
 

@@ -40,15 +40,17 @@ def __getattr__(name: str):
 
 def info(file=None) -> dict:
     """Print and return the version, the ISA path in use, the thread count, the CPU's data caches
-    (``backend.cache_info()``) and CUDA availability (devices, whether the CUDA kernels run on the
+    (``backend.cache_info()``), the CPU GEMM's blocks derived from them (``backend.gemm_blocking()``)
+    and CUDA availability (devices, whether the CUDA kernels run on the
     current one, and why not when they are present)."""
     try:
         core = backend.core()
         isa_now, isas, threads = core.get_isa(), list(core.available_isas()), core.get_num_threads()
         caches = backend.cache_info()
+        blocking = backend.gemm_blocking()
         compiled = True
     except ImportError:
-        isa_now, isas, threads, compiled, caches = "unavailable", [], 0, False, {}
+        isa_now, isas, threads, compiled, caches, blocking = "unavailable", [], 0, False, {}, {}
     ndev = backend.cuda_device_count()
     support = backend.cuda_kernel_support()
     import_error = backend.cuda_import_error()
@@ -59,6 +61,7 @@ def info(file=None) -> dict:
         "isas_available": isas,
         "threads": threads,
         "caches": caches,
+        "gemm_blocking": blocking,
         "cuda_module": backend.cuda() is not None,
         "cuda_devices": ndev,
         "cuda_available": ndev > 0,
@@ -70,6 +73,7 @@ def info(file=None) -> dict:
         f"  ISA path:      {data['isa']} (available: {', '.join(isas) or 'none'})",
         f"  threads:       {data['threads']}",
         f"  caches:        {backend._cache_line(caches) if caches else 'unknown'}",
+        f"  GEMM blocks:   {backend._blocking_line(blocking) if blocking else 'unknown'}",
         f"  CUDA module:   {'built' if data['cuda_module'] else 'not built'}; "
         f"devices: {ndev}; CUDA available: {'yes' if data['cuda_available'] else 'no'}; "
         f"CUDA kernels: {'yes' if data['cuda_kernels'] else 'no'}",

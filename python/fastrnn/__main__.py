@@ -1,6 +1,7 @@
 """Command line: ``python -m fastrnn info|demo|bench``.
 
-- ``info``: version, ISA path, threads, CUDA (``fastrnn.info()``).
+- ``info``: version, ISA path, threads, caches and the GEMM blocks derived from them, CUDA
+  (``fastrnn.info()``).
 - ``demo``: the time-series lesson (naive forecast, linear model, SimpleRNN(1), deep RNN) in a
   quick configuration (all 10,000 series, fewer epochs: about 2 s on two Zen 4 cores); prints the
   validation-MSE table.
@@ -72,7 +73,7 @@ def build_parser(prog=None):
     p.add_argument("--version", action="version", version=f"fastrnn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{info,demo,bench}")
     sub.required = True
-    s = sub.add_parser("info", help="version, ISA in use, threads, CUDA availability")
+    s = sub.add_parser("info", help="version, ISA in use, threads, caches, GEMM blocks, CUDA availability")
     s.set_defaults(func=_cmd_info)
     s = sub.add_parser("demo", help="train the time-series lesson's models and print the MSE table")
     s.add_argument("--out", default=None,

@@ -230,6 +230,59 @@ def cache_info() -> dict:
     return dict(core().cache_info())
 
 
+def gemm_blocking() -> dict:
+    """The CPU GEMM's register tile and cache blocks on the active ISA path.
+
+    The blocks are derived at run time from the cache sizes (``cache_info()``, read once per
+    process), BLIS-style (csrc/cpu/blocking.h): the A micro-panel (``mr`` x ``kc``) fills about
+    half of the L1d, the packed B block (``kc`` x ``nc``) about half of the L2, the packed A block
+    (``mc`` x ``kc``) about half of one core's share of the L3; when all of B's columns fit one
+    block, the A block is used once and is cut to fill a quarter of the L2 (``mc_l2`` rows).
+    The environment variable
+    ``FASTRNN_CACHE_SIZES="l1d,l2,l3[,cores sharing the L3]"`` (bytes, K/M/G suffixes allowed; read
+    once) or :func:`set_gemm_caches` replaces the machine's sizes. ``kc`` sets where each element's
+    partial sums are added, so results depend on it (never on the thread count).
+
+    Returns:
+        dict: ``isa``, ``mr``, ``nr`` (the register tile), ``kc``, ``mc``, ``nc``, ``mc_l2`` (the blocks),
+        ``l1d``, ``l2``, ``l3`` (bytes, 0 when unknown), ``l3_cores`` (cores sharing the L3, 0 when
+        unknown), ``source`` (where the sizes come from: 'sysfs', 'sysconf', 'sysctl', 'unknown',
+        'FASTRNN_CACHE_SIZES' or 'set_gemm_caches') and ``env_error`` (why a FASTRNN_CACHE_SIZES
+        that was set is ignored, else '').
+    """
+    return dict(core().gemm_blocking())
+
+
+def set_gemm_caches(l1d: int = 0, l2: int = 0, l3: int = 0, l3_cores: int = 0) -> None:
+    """Derive the CPU GEMM's blocks from these cache sizes from now on (for tests and tuning).
+
+    Tiny sizes give many small blocks (every edge of the blocked loops); all sizes 0 (the
+    default) go back to the machine's caches (or FASTRNN_CACHE_SIZES's). Changing the sizes
+    can change ``kc`` and with it the last bits of the GEMM's results.
+
+    Args:
+        l1d (int): L1 data cache of one core in bytes (0: unknown, 32 KiB is assumed).
+        l2 (int): L2 cache of one core in bytes (0: unknown, 512 KiB is assumed).
+        l3 (int): L3 cache in bytes (0: unknown or none, 2 MiB per core is assumed).
+        l3_cores (int): Cores sharing that L3 (0: unknown, 1 is assumed).
+    """
+    for name, v in (("l1d", l1d), ("l2", l2), ("l3", l3), ("l3_cores", l3_cores)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"set_gemm_caches: {name} must be an int, got {type(v).__name__}")
+        if v < 0:
+            raise ValueError(f"set_gemm_caches: {name} must be >= 0, got {v}")
+    if l3_cores > 4096:
+        raise ValueError(f"set_gemm_caches: l3_cores must be <= 4096, got {l3_cores}")
+    core().set_gemm_caches(int(l1d), int(l2), int(l3), int(l3_cores))
+
+
+def _blocking_line(b: dict) -> str:
+    """'avx512 tile 8x32, KC 512, MC 4096, NC 256, MC_L2 128 (sysfs caches)' from ``gemm_blocking()``."""
+    line = (f"{b['isa']} tile {b['mr']}x{b['nr']}, KC {b['kc']}, MC {b['mc']}, NC {b['nc']}, MC_L2 {b['mc_l2']} "
+            f"({b['source']} caches)")
+    return line + (f"; {b['env_error']}" if b.get("env_error") else "")
+
+
 def fma_peak(threads: int | None = None, seconds: float = 0.3) -> float:
     """The fused multiply-add throughput of the active ISA path, measured now, in FLOP/s.
 

@@ -1,0 +1,279 @@
+"""The CPU GEMM's cache blocking (csrc/cpu/blocking.h): the blocks derived from the cache sizes
+against a Python twin of the derivation, for the machine's caches, for other machines' (Zen 3)
+and for fake ones; the GEMM against float64 NumPy under tiny caches (many KC / MC / NC blocks and
+edge tiles) on every ISA path, 1 and 2 threads; the override's parsing and argument checks; the
+blocks in ``fastrnn.info()``."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _core, backend
+
+# The register tile (mr, nr) of each ISA path (csrc/cpu/kernels_impl.h).
+TILES = {"scalar": (4, 2), "avx2": (6, 16), "avx512": (8, 32), "neon": (5, 16)}
+KIB, MIB = 1 << 10, 1 << 20
+
+
+def twin_blocking(isa, l1d, l2, l3, l3_cores):
+    """The derivation of csrc/cpu/blocking.h, written again: (kc, mc, nc, mc_l2)."""
+    mr, nr = TILES[isa]
+    l1 = l1d or 32 * KIB
+    l2 = l2 or 512 * KIB
+    l3c = l3 // max(1, l3_cores) if l3 else 2 * MIB
+    kc = min(1024, max(16, (l1 // 2 // (4 * mr)) // 16 * 16))
+    nc = min(16384 // nr * nr, max(nr, (l2 // 2 // (4 * kc)) // nr * nr))
+    mc = min(16384 // mr * mr, max(mr, (l3c // 2 // (4 * kc)) // mr * mr))
+    mc_l2 = min(mc, max(mr, (l2 // 4 // (4 * kc)) // mr * mr))
+    return kc, mc, nc, mc_l2
+
+
+@pytest.fixture
+def caches():
+    """backend.set_gemm_caches, with the machine's sizes put back afterwards."""
+    yield backend.set_gemm_caches
+    backend.set_gemm_caches()
+
+
+def _blocks(b):
+    return b["kc"], b["mc"], b["nc"], b["mc_l2"]
+
+
+def test_machine_blocking_follows_the_caches(isa):
+    b = backend.gemm_blocking()
+    ci = backend.cache_info()
+    assert b["isa"] == isa and (b["mr"], b["nr"]) == TILES[isa]
+    assert (b["l1d"], b["l2"], b["l3"]) == (ci["l1d"], ci["l2"], ci["l3"])
+    assert b["source"] == ci["source"] and b["env_error"] == ""
+    cores = ci["l3_shared_by"] // max(1, ci["l1d_shared_by"]) if ci["l3_shared_by"] else 0
+    assert b["l3_cores"] == cores
+    assert _blocks(b) == twin_blocking(isa, ci["l1d"], ci["l2"], ci["l3"], cores)
+
+
+SIZES = [  # (l1d, l2, l3, cores sharing the L3)
+    (32 * KIB, 1 * MIB, 32 * MIB, 2),    # Zen 4, this machine
+    (32 * KIB, 512 * KIB, 32 * MIB, 8),  # Zen 3 CCX
+    (48 * KIB, 2 * MIB, 105 * MIB, 56),  # Sapphire Rapids
+    (64 * KIB, 4 * MIB, 0, 0),           # no L3 (many ARM cores)
+    (0, 1 * MIB, 0, 0),                  # L1d and L3 unknown: their fallbacks
+    (16 * KIB, 0, 8 * MIB, 0),           # L2 unknown, the L3 shared by an unknown number of cores
+    (1 * KIB, 4 * KIB, 16 * KIB, 1),     # tiny: the lower bounds
+    (1 << 30, 1 << 31, 1 << 34, 1),      # huge: the upper bounds
+    (3000, 70000, 1_000_001, 3),         # not powers of two
+]
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=str)
+def test_blocking_matches_its_twin_for_any_caches(isa, caches, sizes):
+    caches(*sizes)
+    b = backend.gemm_blocking()
+    assert b["source"] == "set_gemm_caches" and (b["l1d"], b["l2"], b["l3"], b["l3_cores"]) == sizes
+    kc, mc, nc, mc_l2 = _blocks(b)
+    assert (kc, mc, nc, mc_l2) == twin_blocking(isa, *sizes)
+    mr, nr = TILES[isa]
+    assert kc % 16 == 0 and mc % mr == 0 and nc % nr == 0 and kc >= 16 and mc >= mr and nc >= nr
+    assert mc_l2 % mr == 0 and mr <= mc_l2 <= mc
+    l1 = sizes[0] or 32 * KIB
+    if kc > 16 and kc < 1024:  # the A micro-panel takes about half of the L1d, not more
+        assert l1 / 2 - 16 * mr * 4 < mr * kc * 4 <= l1 / 2
+
+
+def test_zen3_and_zen4_blocks():
+    # the figures csrc/cpu/blocking.h states: the other machine (Zen 3, AVX2 only) and this one
+    want = {("avx2", 0): (672, 780, 96, 48), ("avx2", 1): (672, 3120, 192, 96),
+            ("avx512", 1): (512, 4096, 256, 128)}
+    for (isa, zen4), blocks in want.items():
+        sizes = SIZES[0] if zen4 else SIZES[1]
+        assert twin_blocking(isa, *sizes) == blocks
+        if isa in _core.available_isas():
+            before = _core.get_isa()
+            _core.set_isa(isa)
+            try:
+                backend.set_gemm_caches(*sizes)
+                assert _blocks(backend.gemm_blocking()) == blocks
+            finally:
+                backend.set_gemm_caches()
+                _core.set_isa(before)
+
+
+def _gemm_case(M, K, N, trans_a, trans_b, seed):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+    return A, B, want
+
+
+def _close(got, want, K):
+    err = float(np.max(np.abs(got - want)))
+    assert err <= 1e-5 * np.sqrt(K) * (1 + float(np.max(np.abs(want)))), err
+
+
+# Tiny caches: KC 16, MC and NC a few tiles (see test_tiny_caches_give_many_blocks); the shapes
+# cut every loop into several blocks with a ragged last one, and end in edge tiles of every kind.
+TINY = (1 * KIB, 8 * KIB, 8 * KIB, 1)
+SHAPES = [(1, 1, 5), (3, 17, 33), (17, 33, 3 * 32 + 5), (33, 100, 70), (150, 90, 24), (67, 161, 130),
+          (130, 47, 257)]
+
+
+def test_tiny_caches_give_many_blocks(isa, caches):
+    caches(*TINY)
+    kc, mc, nc, mc_l2 = _blocks(backend.gemm_blocking())
+    mr, nr = TILES[isa]
+    assert kc <= 32 and mc >= mr and nc >= nr and mc_l2 <= 64
+    rows, depth, cols = SHAPES[-2]
+    assert depth > 4 * kc and cols > nc and rows > mr  # several blocks along every loop of the largest shapes
+    rows, depth, cols = SHAPES[-1]
+    assert rows > mc
+    rows, depth, cols = SHAPES[-3]  # one column block (the A blocks used once): rows in blocks of mc_l2
+    assert cols <= nc and rows > mc_l2
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "M{}K{}N{}".format(*s))
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_matches_numpy_under_tiny_caches(isa, caches, threads, shape, trans_a, trans_b):
+    M, K, N = shape
+    A, B, want = _gemm_case(M, K, N, trans_a, trans_b, seed=M + K + N)
+    caches(*TINY)
+    threads(1)
+    one = _core.gemm(A, B, trans_a, trans_b)
+    threads(2)
+    two = _core.gemm(A, B, trans_a, trans_b)
+    _close(one, want, K)
+    np.testing.assert_array_equal(one, two)  # the thread split never changes an element's sums
+
+
+@pytest.mark.parametrize("act", [0, 1, 2, 3])
+def test_epilogue_under_tiny_caches(isa, caches, threads, act):
+    # bias and activation go on the final sums only (the last KC block), accumulation adds to C
+    M, K, N = 41, 150, 77
+    A, B, want = _gemm_case(M, K, N, False, True, seed=act)
+    rng = np.random.default_rng(10 + act)
+    bias = rng.standard_normal(N).astype(np.float32)
+    C0 = rng.standard_normal((M, N)).astype(np.float32)
+    f = {0: lambda z: z, 1: lambda z: np.maximum(z, 0), 2: np.tanh, 3: lambda z: 1 / (1 + np.exp(-z))}[act]
+    caches(*TINY)
+    for n in (1, 2):
+        threads(n)
+        got = _core.dense_gemm(A, B, False, True, bias, act)
+        _close(got, f(want + bias), K)
+        out = C0.copy()
+        _core.dense_gemm(A, B, False, True, None, act, out, True)
+        _close(out, f(want + C0), K)
+
+
+def test_gemm_matches_numpy_for_several_kc(caches):
+    # another KC adds the partial sums in other places: the results may differ in the last bits,
+    # never by more than rounding
+    A, B, want = _gemm_case(64, 1000, 96, False, False, seed=5)
+    got = {}
+    for l1 in (1 * KIB, 8 * KIB, 64 * KIB):
+        caches(l1, 1 * MIB, 8 * MIB, 1)
+        got[l1] = _core.gemm(A, B)
+        _close(got[l1], want, 1000)
+    caches()
+    _close(_core.gemm(A, B), want, 1000)
+
+
+def test_machine_blocking_is_the_same_for_any_thread_count(isa, threads):
+    A, B, want = _gemm_case(250, 1500, 300, True, False, seed=2)  # several KC blocks on every path
+    threads(1)
+    one = _core.gemm(A, B, True, False)
+    threads(2)
+    two = _core.gemm(A, B, True, False)
+    np.testing.assert_array_equal(one, two)
+    _close(one, want, 1500)
+
+
+def test_set_gemm_caches_restores_the_machine(caches):
+    machine = backend.gemm_blocking()
+    caches(*TINY)
+    assert backend.gemm_blocking()["source"] == "set_gemm_caches"
+    caches()
+    assert backend.gemm_blocking() == machine
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"l1d": -1}, ValueError, "l1d must be >= 0"),
+    ({"l2": 1.5}, TypeError, "l2 must be an int"),
+    ({"l3": True}, TypeError, "l3 must be an int"),
+    ({"l3_cores": 5000}, ValueError, "l3_cores must be <= 4096"),
+    ({"l3_cores": -2}, ValueError, "l3_cores must be >= 0"),
+])
+def test_set_gemm_caches_checks_its_arguments(kwargs, exc, match):
+    before = backend.gemm_blocking()
+    with pytest.raises(exc, match=match):
+        backend.set_gemm_caches(**kwargs)
+    assert backend.gemm_blocking() == before
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        _core.set_gemm_caches(-1, 0, 0)
+
+
+def _run_with_env(value, code):
+    env = {**os.environ, "FASTRNN_CACHE_SIZES": value}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+ENV_CODE = """
+import numpy as np
+from fastrnn import backend, _core
+b = backend.gemm_blocking()
+print(b["source"], b["l1d"], b["l2"], b["l3"], b["l3_cores"], b["kc"], b["mc"], b["nc"], b["mc_l2"],
+      repr(b["env_error"]))
+rng = np.random.default_rng(0)
+A = rng.standard_normal((67, 161)).astype(np.float32); B = rng.standard_normal((161, 130)).astype(np.float32)
+err = np.max(np.abs(_core.gemm(A, B) - A.astype(np.float64) @ B.astype(np.float64)))
+print("ok" if err < 1e-3 else err)
+"""
+
+
+@pytest.mark.parametrize("value, sizes", [("1024,8192,65536", (1024, 8192, 65536, 0)),
+                                          ("32K,512K,32M,8", (32 * KIB, 512 * KIB, 32 * MIB, 8))])
+def test_env_override_is_read_at_start(value, sizes):
+    first, second = _run_with_env(value, ENV_CODE).split("\n")[:2]
+    fields = first.split()
+    assert fields[0] == "FASTRNN_CACHE_SIZES" and tuple(map(int, fields[1:5])) == sizes
+    isa = _core.get_isa()  # the subprocess starts on the same (best) path unless FASTRNN_ISA says otherwise
+    if "FASTRNN_ISA" not in os.environ:
+        assert tuple(map(int, fields[5:9])) == twin_blocking(isa, *sizes)
+    assert fields[9] == "''" and second == "ok"
+
+
+@pytest.mark.parametrize("value, why", [("abc", "field 1"), ("32K,512K", "expected l1d,l2,l3"),
+                                        ("0,512K,32M", "l1d and l2 must be > 0"), ("32K,-5,1M", "field 2"),
+                                        ("1,2,3,4,5", "more than 4 fields"), ("32K,512K,1M,9999", "<= 4096"),
+                                        ("32Q,1,1", "field 1")])
+def test_bad_env_override_is_ignored_and_said(value, why):
+    first, second = _run_with_env(value, ENV_CODE).split("\n")[:2]
+    assert not first.startswith("FASTRNN_CACHE_SIZES")  # the machine's caches
+    assert f"FASTRNN_CACHE_SIZES='{value}' ignored" in first and why in first
+    assert second == "ok"
+    info = _run_with_env(value, "import fastrnn; fastrnn.info()")
+    assert "ignored" in next(ln for ln in info.splitlines() if "GEMM blocks:" in ln)
+
+
+def test_info_reports_the_blocking(capsys, caches):
+    data = fastrnn.info()
+    b = backend.gemm_blocking()
+    assert data["gemm_blocking"] == b
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "GEMM blocks:" in ln)
+    assert line.split("GEMM blocks:")[1].strip() == backend._blocking_line(b)
+    assert f"KC {b['kc']}, MC {b['mc']}, NC {b['nc']}, MC_L2 {b['mc_l2']}" in line and f"tile {b['mr']}x{b['nr']}" in line
+    caches(*TINY)
+    data = fastrnn.info()
+    assert data["gemm_blocking"]["kc"] == twin_blocking(backend.isa(), *TINY)[0] and "(set_gemm_caches caches)" in capsys.readouterr().out
+
+
+def test_cli_info_prints_the_blocking():
+    out = subprocess.run([sys.executable, "-m", "fastrnn", "info"], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    b = backend.gemm_blocking()
+    line = next(ln for ln in out.splitlines() if "GEMM blocks:" in ln)
+    assert f"KC {b['kc']}, MC {b['mc']}, NC {b['nc']}" in line
