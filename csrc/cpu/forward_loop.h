@@ -3,35 +3,91 @@
 // Part of the per-ISA kernels: included by kernels_impl.h inside namespace fastrnn::FASTRNN_NS,
 // after simd.h, the standard headers and the tuning constants it defines.
 
-// Packs W_hh rows for the forward tiles: panel p holds, for every k < H, the G gate vectors of
-// hidden units [p*W, p*W+W): Wp[p][k][g][w] = w_hh[g*H + p*W + w][k] (0 past H).
+// Gate vectors of a forward product tile (FNV) and its rows (forward_tile_rows). A tile keeps
+// MR x FNV accumulators, the FNV weight vectors of a k step and a broadcast in registers, and
+// computes G / FNV passes of FNV gates each over its rows, so that all G gates of its rows are
+// complete at once for the pointwise pass. FNV = G (one pass) where the registers allow enough
+// rows; AVX2's 16 registers hold only 2 rows x 4 LSTM gates, and with a weight vector used by 2
+// rows GCC folds the weight loads into the FMAs (8 vector loads + 2 broadcasts per 8 FMAs: more
+// than the 2 vector loads per cycle of the load ports), so the AVX2 LSTM runs 2 passes of 6 rows
+// x 2 gates (2 loads + 6 broadcasts per 12 FMAs, 12 accumulator chains) and the AVX2 GRU one pass
+// of 4 rows x 3 gates (3 + 4 loads per 12 FMAs). Tiles of 1 or 2 rows (B = 1, the last tile of a
+// batch) still take all G gates in one pass, reading the passes' panels side by side: 1 row x 2
+// gates would be 2 accumulator chains, bound by the FMA latency (4 cycles per k step).
 template <int G>
-static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p1, float* Wp) {
+constexpr int forward_tile_vectors() {
+#if defined(FASTRNN_ISA_AVX2)
+  return G == 4 ? 2 : G;
+#else
+  return G;
+#endif
+}
+
+// Packs W_hh rows for the forward tiles: panel p holds, for every pass q < G/FNV (FNV, a divisor
+// of G: forward_tile_vectors or G), for every k < H, the FNV gate vectors of hidden units [p*W,
+// p*W+W): Wp[p][q][k][v][w] = w_hh[(q*FNV + v)*H + p*W + w][k] (0 past H). With FNV = G:
+// Wp[p][k][g][w].
+template <int G>
+static void pack_whh_forward(const float* w_hh, int64_t H, int64_t p0, int64_t p1, float* Wp, int FNV) {
+  auto at = [&](float* panel, int g) { return panel + (g / FNV) * H * FNV * W + (g % FNV) * W; };
   for (int64_t p = p0; p < p1; ++p) {
     float* dst = Wp + p * H * G * W;
     const int64_t j0 = p * W;
     const int nv = (int)std::min<int64_t>(W, H - j0);
     const int64_t k0 = nv == W ? H / W * W : 0;  // whole W x W blocks: transposed in registers, one
     for (int g = 0; g < G; ++g)                  // gate at a time (W source rows streamed at once)
-      for (int64_t k = 0; k < k0; k += W) transpose_w(w_hh + (g * H + j0) * H + k, H, dst + k * G * W + g * W, G * W);
-    const float* src[G * W];  // the G*W source rows of this panel (nullptr: zero padding)
-    for (int g = 0; g < G; ++g)
-      for (int w = 0; w < W; ++w) src[g * W + w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
-    for (int64_t k = k0; k < H; ++k)  // the rest: contiguous writes; the source rows stay in L1 across k
-      for (int r = 0; r < G * W; ++r) dst[k * G * W + r] = src[r] ? src[r][k] : 0.0f;
+      for (int64_t k = 0; k < k0; k += W) transpose_w(w_hh + (g * H + j0) * H + k, H, at(dst, g) + k * FNV * W, FNV * W);
+    for (int g = 0; g < G; ++g) {  // the rest: contiguous writes; the source rows stay in L1 across k
+      const float* src[W];           // the W source rows of this gate (nullptr: zero padding)
+      for (int w = 0; w < W; ++w) src[w] = w < nv ? w_hh + (g * H + j0 + w) * H : nullptr;
+      float* d = at(dst, g);
+      for (int64_t k = k0; k < H; ++k)
+        for (int w = 0; w < W; ++w) d[k * FNV * W + w] = src[w] ? src[w][k] : 0.0f;
+    }
   }
 }
 
-// Rows of a forward tile: MR rows x G gate vectors of accumulators, plus G weight vectors and a
-// broadcast, within the registers of the ISA. On NEON each row's broadcast value takes a register
-// of its own (see the tuning notes in kernels_impl.h): MR*G + G + MR <= VREGS.
+// Rows of a forward tile: MR rows x FNV gate vectors of accumulators, plus FNV weight vectors and
+// a broadcast, within the registers of the ISA (see forward_tile_vectors). On NEON each row's
+// broadcast value takes a register of its own (see the tuning notes in kernels_impl.h): MR*G + G
+// + MR <= VREGS.
 template <int G>
 constexpr int forward_tile_rows() {
 #if defined(FASTRNN_ISA_NEON)
   return std::max(1, std::min(8, (VREGS - G) / (G + 1)));
+#elif defined(FASTRNN_ISA_AVX2)
+  constexpr int FNV = forward_tile_vectors<G>();
+  return std::max(1, std::min(8, (VREGS - FNV - 1) / FNV));
 #else
   return std::max(1, std::min(8, (VREGS - G - 2) / G));
 #endif
+}
+
+// The gate vectors per pass of W_hh's packing for a call of B rows: FNV (forward_tile_vectors),
+// or G (one pass) where B is at most the rows of a one-pass tile, so that every tile reads the
+// one-pass layout (B = 1: the latency shape). The layout id of forward_whh_layout.
+template <int G>
+static int forward_pass_vectors(int64_t B) {
+  constexpr int FNV = forward_tile_vectors<G>();
+  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // rows of a one-pass tile
+  return B <= MR1 ? G : FNV;
+}
+
+// The recurrent pre-activations of a tile of Mr rows, all G gates: acc[i][g] (i < Mr) = rows[i]
+// times the panel wp, packed with passes of fnv gates (pack_whh_forward). A function of its own
+// so that the tile's pointwise pass around it compiles as with a single product call.
+template <int Mr, int G>
+__attribute__((noinline)) static void forward_product(int64_t H, const float* const* rows, const float* wp, int fnv,
+                                                      V* acc) {
+  constexpr int FNV = forward_tile_vectors<G>();
+  constexpr int MR1 = FNV < G ? std::max(1, (VREGS - G - 2) / G) : 0;  // rows of a one-pass tile
+  if (fnv == G)  // W_hh packed for single passes (B <= MR1, or FNV == G)
+    micro_rows<Mr, G>(H, rows, wp, acc);
+  else if constexpr (Mr <= MR1)  // few rows: all G gates in one pass (more accumulator chains)
+    micro_rows<Mr, G, G, G / FNV>(H, rows, wp, acc, H * FNV * W);
+  else
+    for (int q = 0; q < G / FNV; ++q)  // the passes, FNV gates each
+      micro_rows<Mr, FNV, G>(H, rows, wp + q * H * FNV * W, acc + q * FNV);
 }
 
 // The valid positions of a masked call, counted.
@@ -105,6 +161,7 @@ static void forward_impl(const ForwardArgs& a) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, N = T * B;
   const int64_t P = ceil_div(H, W);
   const bool training = a.gates != nullptr;
+  const int fnv = forward_pass_vectors<G>(B);  // the packing: passes of fnv gates
 
   const ForwardWorkspace ws = forward_workspace(d, training, a.workspace);
   const float* Wp = a.w_hh_packed ? a.w_hh_packed : ws.w_hh_packed;  // the caller's packed W_hh, if any
@@ -148,7 +205,7 @@ static void forward_impl(const ForwardArgs& a) {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     int64_t pp0, pp1;  // packing and initial state: by unit panels, whatever the split
     panel_range(P, tid, team, pp0, pp1);
-    if (!a.w_hh_packed) pack_whh_forward<G>(a.w_hh, H, pp0, pp1, ws.w_hh_packed);
+    if (!a.w_hh_packed) pack_whh_forward<G>(a.w_hh, H, pp0, pp1, ws.w_hh_packed, fnv);
     for (int64_t b = 0; b < B; ++b) {
       float* hb = hbuf + b * ldh;
       for (int64_t j = std::min(H, pp0 * W); j < std::min(H, pp1 * W); ++j) {
@@ -207,7 +264,7 @@ static void forward_impl(const ForwardArgs& a) {
               __builtin_prefetch(a.y + pos * H + j0, 1);
             }
             V acc[Mr][G];
-            micro_rows<Mr, G>(H, rows, wp, &acc[0][0]);
+            forward_product<Mr, G>(H, rows, wp, fnv, &acc[0][0]);
             for (int i = 0; i < Mr; ++i) {
               const int64_t b = act[(size_t)(r0 + i)];
               const int64_t pos = d.pos(t, b);

@@ -289,12 +289,18 @@ static void gemm(const CpuGemmArgs& g) {
 }
 
 
-// out[m*NV + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers.
+// out[m*LDO + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers; LDO >=
+// NV lets a tile of NV vectors fill part of a wider row (the passes of a forward-loop tile). With
+// S > 1 the NV vectors of a k step come from S panels of NV/S vectors each, ldp floats apart
+// (vector v of step k at Bp + (v / (NV/S)) * ldp + k * (NV/S) * W + (v % (NV/S)) * W).
 // Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
 // inlined into the time loop they compete with the hoisted constants of the pointwise pass.
-template <int M, int NV>
+template <int M, int NV, int LDO = NV, int S = 1>
 __attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
-                                                 const float* __restrict Bp, V* __restrict out) {
+                                                 const float* __restrict Bp, V* __restrict out,
+                                                 int64_t ldp = 0) {
+  static_assert(NV % S == 0, "micro_rows: S must divide NV");
+  constexpr int VS = NV / S;
   V acc[M][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
@@ -306,7 +312,7 @@ __attribute__((noinline)) static void micro_rows(int64_t K, const float* const* 
   for (int64_t k = 0; k < K; ++k) {
     V b[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + k * (NV * W) + v * W);
+    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + (v / VS) * ldp + k * (VS * W) + (v % VS) * W);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
       const V a = Simd::set1(r[i][k]);
@@ -317,5 +323,5 @@ __attribute__((noinline)) static void micro_rows(int64_t K, const float* const* 
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) out[i * NV + v] = acc[i][v];
+    for (int v = 0; v < NV; ++v) out[i * LDO + v] = acc[i][v];
 }

@@ -66,10 +66,13 @@ constexpr int W = Simd::W;
 
 // ---- tuning per ISA -------------------------------------------------------------------------
 // GEMM microkernel GEMM_MR x (GEMM_NV*W); forward-loop tiles MR rows x G gate vectors
-// (forward_tile_rows);
+// (forward_tile_rows; on AVX2 the LSTM's in two passes of 2 gates: forward_tile_vectors);
 // backward-loop tiles are BWD_MR x (BWD_NV*W).
 // Every tile keeps MR*NV accumulators + NV weight vectors + 1 broadcast in registers: at most 32
-// (AVX-512, NEON) or 16 (AVX2, and SSE registers for the scalar path) of them.
+// (AVX-512, NEON) or 16 (AVX2, and SSE registers for the scalar path) of them. AVX2's backward
+// tile is 4 x 3 (16 registers, 3 weight loads + 4 broadcasts per 12 FMAs) rather than the GEMM's
+// 6 x 2 (2 + 6): the same speed for the LSTM, 5-7 % less time in the GRU's backward loop
+// (bench/RESULTS.md, "AVX2 time loops retuned").
 //
 // NEON (32 registers of 4 floats): the broadcast operand of an FMA cannot come from memory as on
 // x86; each row's value of a k step sits in a register of its own (LD1R, or a scalar load for the
@@ -84,7 +87,7 @@ constexpr int W = Simd::W;
 #if defined(FASTRNN_ISA_AVX512)
 constexpr int VREGS = 32, GEMM_MR = 8, GEMM_NV = 2, BWD_MR = 8, BWD_NV = 2;
 #elif defined(FASTRNN_ISA_AVX2)
-constexpr int VREGS = 16, GEMM_MR = 6, GEMM_NV = 2, BWD_MR = 6, BWD_NV = 2;
+constexpr int VREGS = 16, GEMM_MR = 6, GEMM_NV = 2, BWD_MR = 4, BWD_NV = 3;
 #elif defined(FASTRNN_ISA_NEON)
 constexpr int VREGS = 32, GEMM_MR = 5, GEMM_NV = 4, BWD_MR = 5, BWD_NV = 4;
 #else
@@ -153,19 +156,31 @@ static size_t forward_whh_packed_floats(Cell cell, int64_t H) {
   return (size_t)(ceil_div(H, W) * H * gate_count(cell) * W);
 }
 
-// The layout forward_impl packs W_hh in for a call of B rows: the same for every call here (0).
-// A loop that chooses its layout per call must return that choice here and pack it below, or a
-// kept packing made for one batch size would be read as another's layout (the binding refuses a
-// packing whose layout differs from this).
-static int forward_whh_layout(Cell, int64_t, int64_t) { return 0; }
+// The layout forward_impl packs W_hh in for a call of B rows: 0, one pass of all G gates per panel,
+// or 1, passes of forward_tile_vectors gates (AVX2 LSTM with B above the rows of a one-pass tile;
+// forward_pass_vectors). A kept packing made for one batch size is refused by the binding for a
+// call whose layout differs.
+template <int G>
+static int forward_whh_layout_g(int64_t B) { return forward_pass_vectors<G>(B) == G ? 0 : 1; }
+
+static int forward_whh_layout(Cell cell, int64_t H, int64_t B) {
+  switch (gate_count(cell)) {
+    case 1: return forward_whh_layout_g<1>(B);
+    case 3: return forward_whh_layout_g<3>(B);
+    default: return forward_whh_layout_g<4>(B);
+  }
+}
+
+template <int G>
+static void forward_pack_whh_g(const float* w_hh, int64_t H, int layout, float* out) {
+  pack_whh_forward<G>(w_hh, H, 0, ceil_div(H, W), out, layout == 0 ? G : forward_tile_vectors<G>());
+}
 
 static void forward_pack_whh(Cell cell, const float* w_hh, int64_t H, int layout, float* out) {
-  (void)layout;  // one layout (forward_whh_layout)
-  const int64_t P = ceil_div(H, W);
   switch (gate_count(cell)) {
-    case 1: pack_whh_forward<1>(w_hh, H, 0, P, out); break;
-    case 3: pack_whh_forward<3>(w_hh, H, 0, P, out); break;
-    default: pack_whh_forward<4>(w_hh, H, 0, P, out); break;
+    case 1: forward_pack_whh_g<1>(w_hh, H, layout, out); break;
+    case 3: forward_pack_whh_g<3>(w_hh, H, layout, out); break;
+    default: forward_pack_whh_g<4>(w_hh, H, layout, out); break;
   }
 }
 
