@@ -150,7 +150,8 @@ def step_case(cell, H, min_time):
     ql = q.layers[0]
     qst = [ql.step(x_t, None)[1]]
     G = spec.gates
-    qpi, qph = core.qpack(*ql._q["w_ih"], G, H), core.qpack(*ql._q["w_hh"], G, H)
+    qw = ql.int8_weights()
+    qpi, qph = core.qpack(*qw["w_ih"], G, H), core.qpack(*qw["w_hh"], G, H)
 
     def int8_raw():
         return core.qforward(kid, x3, qpi, qph, b_ih, b_hh, h0, c0, None, False, True)
