@@ -27,8 +27,10 @@ static void release_scratch(int threads) {
   }
 }
 
-// acc[MR][NV] = sum_k Ap[k][i] * Bp[k][v*W ..]
-template <int MR, int NV>
+// acc[MR][NV] = sum_k Ap[k][i] * Bp[k][v*W ..], for the first MR rows of an A micro-panel packed
+// LDA rows wide (LDA = GEMM_MR; MR < LDA for the last rows of a block, which then cost only their
+// own FMAs; every row's sum is the same either way).
+template <int MR, int NV, int LDA = MR>
 static inline void micro_packed(int64_t kc, const float* __restrict Ap, const float* __restrict Bp,
                                 V (&acc)[MR][NV]) {
 #pragma GCC unroll 16
@@ -41,7 +43,7 @@ static inline void micro_packed(int64_t kc, const float* __restrict Ap, const fl
     for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + k * (NV * W) + v * W);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const V a = Simd::set1(Ap[k * MR + i]);
+      const V a = Simd::set1(Ap[k * LDA + i]);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
     }
@@ -128,15 +130,20 @@ static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap,
         }
       }
       const float* bt = bias ? bias + jr : nullptr;
-      if (panel_width(n) == GEMM_NR) {
-        V acc[GEMM_MR][GEMM_NV];
-        micro_packed<GEMM_MR, GEMM_NV>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-        store_tile<GEMM_MR, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt, act_c);
-      } else {
-        V acc[GEMM_MR][1];
-        micro_packed<GEMM_MR, 1>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-        store_tile<GEMM_MR, 1>(acc, ct, ldc, m, n, acc_c, bt, act_c);
-      }
+      // the tile's rows: all GEMM_MR, or the m left at the end of the block (a one-row product, a
+      // step call's x projection, runs one row's FMAs, not GEMM_MR rows')
+      with_rows<1, GEMM_MR>(m, [&](auto mc) {
+        constexpr int Mr = decltype(mc)::value;
+        if (panel_width(n) == GEMM_NR) {
+          V acc[Mr][GEMM_NV];
+          micro_packed<Mr, GEMM_NV, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+          store_tile<Mr, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt, act_c);
+        } else {
+          V acc[Mr][1];
+          micro_packed<Mr, 1, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+          store_tile<Mr, 1>(acc, ct, ldc, m, n, acc_c, bt, act_c);
+        }
+      });
     }
   }
 }
