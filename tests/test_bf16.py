@@ -141,6 +141,53 @@ def test_bgemm_nonfinite_rows(path):
     np.testing.assert_array_equal(got, want)
 
 
+
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("cell, cid, G", [CELLS[2], CELLS[3]])
+# long enough that the loop projects x in several chunks of steps (qforward_loop.h: QX_CHUNK_FLOATS),
+# the last one shorter; B = 16 splits two threads by rows, B = 1 by hidden units
+@pytest.mark.parametrize("T, B, I, H", [(37, 16, 5, 200), (70, 1, 3, 600)])
+def test_bforward_chunks_threads_and_layouts(path, nthreads, cell, cid, G, T, B, I, H):
+    """The bf16 loop over several x-projection chunks: the whole sequence equal to the chained
+    one-step calls bit for bit, and the same bits time-major and for 1 and 2 threads."""
+    rng = np.random.default_rng(T * 1000 + B)
+    x = rng.uniform(-1, 1, (B, T, I)).astype(np.float32)
+    wi = Q.round_bf16((rng.standard_normal((G * H, I)) * 0.4).astype(np.float32))
+    wh = Q.round_bf16((rng.standard_normal((G * H, H)) * 0.4).astype(np.float32))
+    bi = rng.uniform(-0.5, 0.5, G * H).astype(np.float32)
+    bh = rng.uniform(-0.5, 0.5, G * H).astype(np.float32) if cell == "gru" else None
+    h0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32)
+    c0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32) if cell == "lstm" else None
+    mask = rng.random((B, T)) < 0.6
+    mask[0] = True
+    core = backend.core()
+    pi, ph = core.bpack(wi, G, H), core.bpack(wh, G, H)
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    fr.set_num_threads(nthreads)
+    try:
+        for m, reverse in ((None, False), (mask, True)):
+            mu = None if m is None else m.astype(np.uint8)
+            y, hn, cn = core.bforward(cid, x, pi, ph, bi, bh, h0, c0, mu, reverse, True)
+            h, c, ys = h0, c0, np.zeros_like(y)
+            for t in (range(T - 1, -1, -1) if reverse else range(T)):
+                mt = None if mu is None else np.ascontiguousarray(mu[:, t:t + 1])
+                yk, h, c = core.bforward(cid, np.ascontiguousarray(x[:, t:t + 1]), pi, ph, bi, bh, h, c, mt,
+                                         False, True)
+                ys[:, t] = yk[:, 0]
+            np.testing.assert_array_equal(y, ys)
+            np.testing.assert_array_equal(hn, h)
+            y2, hn2, _ = core.bforward(cid, xt, pi, ph, bi, bh, h0, c0, mu, reverse, False)
+            np.testing.assert_array_equal(y2, y.transpose(1, 0, 2))
+            np.testing.assert_array_equal(hn2, hn)
+            fr.set_num_threads(3 - nthreads)
+            y3, hn3, _ = core.bforward(cid, x, pi, ph, bi, bh, h0, c0, mu, reverse, True)
+            fr.set_num_threads(nthreads)
+            np.testing.assert_array_equal(y3, y)
+            np.testing.assert_array_equal(hn3, hn)
+    finally:
+        fr.set_num_threads(backend.default_num_threads())
+
 @pytest.mark.parametrize("path", PATHS, indirect=True)
 @pytest.mark.parametrize("cell, cid, G", CELLS)
 # the last two are large enough for two threads: split by hidden units (B = 9) and by rows (B = 16)

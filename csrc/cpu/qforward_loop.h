@@ -124,8 +124,8 @@ static QForwardWorkspace qforward_workspace(const Dims& d, int threads, float* b
 }
 
 template <class S>
-static size_t lowp_forward_ws(const Dims& d, int threads) {
-  return qforward_workspace<S>(d, threads, nullptr).floats;
+static size_t lowp_forward_ws(const Dims& d, int threads) {  // sized for the team the loop runs
+  return qforward_workspace<S>(d, std::max(1, threads), nullptr).floats;
 }
 
 template <Cell C, class S>
