@@ -142,6 +142,18 @@ def test_bgemm_nonfinite_rows(path):
 
 
 
+def _bf16_problem(rng, cell, G, T, B, I, H):
+    """x [B, T, I], bf16-exact weights, biases and initial states of a recurrent layer."""
+    x = rng.uniform(-1, 1, (B, T, I)).astype(np.float32)
+    wi = Q.round_bf16((rng.standard_normal((G * H, I)) * 0.4).astype(np.float32))
+    wh = Q.round_bf16((rng.standard_normal((G * H, H)) * 0.4).astype(np.float32))
+    bi = rng.uniform(-0.5, 0.5, G * H).astype(np.float32)
+    bh = rng.uniform(-0.5, 0.5, G * H).astype(np.float32) if cell == "gru" else None
+    h0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32)
+    c0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32) if cell == "lstm" else None
+    return x, wi, wh, bi, bh, h0, c0
+
+
 @pytest.mark.parametrize("path", PATHS, indirect=True)
 @pytest.mark.parametrize("nthreads", [1, 2])
 @pytest.mark.parametrize("cell, cid, G", [CELLS[2], CELLS[3]])
@@ -152,13 +164,7 @@ def test_bforward_chunks_threads_and_layouts(path, nthreads, cell, cid, G, T, B,
     """The bf16 loop over several x-projection chunks: the whole sequence equal to the chained
     one-step calls bit for bit, and the same bits time-major and for 1 and 2 threads."""
     rng = np.random.default_rng(T * 1000 + B)
-    x = rng.uniform(-1, 1, (B, T, I)).astype(np.float32)
-    wi = Q.round_bf16((rng.standard_normal((G * H, I)) * 0.4).astype(np.float32))
-    wh = Q.round_bf16((rng.standard_normal((G * H, H)) * 0.4).astype(np.float32))
-    bi = rng.uniform(-0.5, 0.5, G * H).astype(np.float32)
-    bh = rng.uniform(-0.5, 0.5, G * H).astype(np.float32) if cell == "gru" else None
-    h0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32)
-    c0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32) if cell == "lstm" else None
+    x, wi, wh, bi, bh, h0, c0 = _bf16_problem(rng, cell, G, T, B, I, H)
     mask = rng.random((B, T)) < 0.6
     mask[0] = True
     core = backend.core()
@@ -188,6 +194,7 @@ def test_bforward_chunks_threads_and_layouts(path, nthreads, cell, cid, G, T, B,
     finally:
         fr.set_num_threads(backend.default_num_threads())
 
+
 @pytest.mark.parametrize("path", PATHS, indirect=True)
 @pytest.mark.parametrize("cell, cid, G", CELLS)
 # the last two are large enough for two threads: split by hidden units (B = 9) and by rows (B = 16)
@@ -196,13 +203,7 @@ def test_bforward_chunks_threads_and_layouts(path, nthreads, cell, cid, G, T, B,
 @pytest.mark.parametrize("threads", [1, 2])
 def test_bforward_matches_the_twin(path, cell, cid, G, T, B, I, H, threads):
     rng = np.random.default_rng(T * 100 + H)
-    x = rng.uniform(-1, 1, (B, T, I)).astype(np.float32)
-    wi = Q.round_bf16((rng.standard_normal((G * H, I)) * 0.4).astype(np.float32))
-    wh = Q.round_bf16((rng.standard_normal((G * H, H)) * 0.4).astype(np.float32))
-    bi = rng.uniform(-0.5, 0.5, G * H).astype(np.float32)
-    bh = rng.uniform(-0.5, 0.5, G * H).astype(np.float32) if cell == "gru" else None
-    h0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32)
-    c0 = rng.uniform(-0.5, 0.5, (B, H)).astype(np.float32) if cell == "lstm" else None
+    x, wi, wh, bi, bh, h0, c0 = _bf16_problem(rng, cell, G, T, B, I, H)
     mask = rng.random((B, T)) < 0.7
     core = backend.core()
     pi, ph = core.bpack(wi, G, H), core.bpack(wh, G, H)
