@@ -194,6 +194,7 @@ struct DropoutArgs {
 struct GemmBlocking {
   int64_t kc, mc, nc, mc_l2;
   int mr, nr;
+  int64_t rowsplit_max_bytes;  // the largest packed W_hh the time loops split by rows (cpu/loop_split.h)
 };
 
 // One instruction set's kernels.

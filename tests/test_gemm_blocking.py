@@ -20,6 +20,12 @@ TILES = {"scalar": (4, 2), "avx2": (6, 16), "avx512": (8, 32), "neon": (5, 16)}
 KIB, MIB = 1 << 10, 1 << 20
 
 
+def twin_rowsplit(l3):
+    """The time loops' row-split limit of csrc/cpu/blocking.h, written again: half the L3, 16 MiB
+    when it is unknown."""
+    return l3 // 2 if l3 else 16 * MIB
+
+
 def twin_blocking(isa, l1d, l2, l3, l3_cores):
     """The derivation of csrc/cpu/blocking.h, written again: (kc, mc, nc, mc_l2)."""
     mr, nr = TILES[isa]
@@ -53,6 +59,7 @@ def test_machine_blocking_follows_the_caches(isa):
     cores = ci["l3_shared_by"] // max(1, ci["l1d_shared_by"]) if ci["l3_shared_by"] else 0
     assert b["l3_cores"] == cores
     assert _blocks(b) == twin_blocking(isa, ci["l1d"], ci["l2"], ci["l3"], cores)
+    assert b["rowsplit_max_bytes"] == twin_rowsplit(ci["l3"])
 
 
 SIZES = [  # (l1d, l2, l3, cores sharing the L3)
@@ -75,6 +82,7 @@ def test_blocking_matches_its_twin_for_any_caches(isa, caches, sizes):
     assert b["source"] == "set_gemm_caches" and (b["l1d"], b["l2"], b["l3"], b["l3_cores"]) == sizes
     kc, mc, nc, mc_l2 = _blocks(b)
     assert (kc, mc, nc, mc_l2) == twin_blocking(isa, *sizes)
+    assert b["rowsplit_max_bytes"] == twin_rowsplit(sizes[2])
     mr, nr = TILES[isa]
     assert kc % 16 == 0 and mc % mr == 0 and nc % nr == 0 and kc >= 16 and mc >= mr and nc >= nr
     assert mc_l2 % mr == 0 and mr <= mc_l2 <= mc
@@ -266,6 +274,7 @@ def test_info_reports_the_blocking(capsys, caches):
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "GEMM blocks:" in ln)
     assert line.split("GEMM blocks:")[1].strip() == backend._blocking_line(b)
     assert f"KC {b['kc']}, MC {b['mc']}, NC {b['nc']}, MC_L2 {b['mc_l2']}" in line and f"tile {b['mr']}x{b['nr']}" in line
+    assert f"row split up to {b['rowsplit_max_bytes'] / MIB:g} MiB of W_hh" in line
     caches(*TINY)
     data = fastrnn.info()
     assert data["gemm_blocking"]["kc"] == twin_blocking(backend.isa(), *TINY)[0] and "(set_gemm_caches caches)" in capsys.readouterr().out
@@ -277,3 +286,32 @@ def test_cli_info_prints_the_blocking():
     b = backend.gemm_blocking()
     line = next(ln for ln in out.splitlines() if "GEMM blocks:" in ln)
     assert f"KC {b['kc']}, MC {b['mc']}, NC {b['nc']}" in line
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_l3_sets_the_row_split_and_never_the_results(isa, threads, caches, cell):
+    """A batch of 4 row blocks at 2 threads, W_hh packed in 48-64 KiB: split by rows under the
+    machine's L3, by hidden units under an L3 of 64 KiB (limit 32 KiB); forward and backward give
+    the same bits either way (the time loops' results never depend on their split)."""
+    from fastrnn import ops
+    rng = np.random.default_rng(4)
+    G, B, T, I, H = (4 if cell == "lstm" else 3), 32, 6, 5, 64
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    w_ih = (rng.standard_normal((G * H, I)) * 0.3).astype(np.float32)
+    w_hh = (rng.standard_normal((G * H, H)) * 0.3).astype(np.float32)
+    bs = [(rng.standard_normal(G * H) * 0.1).astype(np.float32) for _ in range(2 if cell == "gru" else 1)]
+    dy = rng.standard_normal((B, T, H)).astype(np.float32)
+    fw, bw = getattr(ops, f"{cell}_forward"), getattr(ops, f"{cell}_backward")
+    threads(2)
+
+    def run():
+        y, _, cache = fw(x, w_ih, w_hh, *bs)
+        return [y] + [g for g in bw(cache, dy).values() if g is not None]
+
+    assert backend.gemm_blocking()["rowsplit_max_bytes"] >= 1 * MIB
+    machine = run()
+    caches(0, 0, 64 * KIB, 1)
+    assert backend.gemm_blocking()["rowsplit_max_bytes"] == 32 * KIB
+    small_l3 = run()
+    for a, b in zip(machine, small_l3):
+        np.testing.assert_array_equal(a, b)

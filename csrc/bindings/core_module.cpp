@@ -443,6 +443,7 @@ PYBIND11_MODULE(_core, m) {
     py::dict d;
     d["isa"] = fastrnn::active_isa();
     d["mr"] = b.mr; d["nr"] = b.nr; d["kc"] = b.kc; d["mc"] = b.mc; d["nc"] = b.nc; d["mc_l2"] = b.mc_l2;
+    d["rowsplit_max_bytes"] = b.rowsplit_max_bytes;
     d["l1d"] = c.l1d; d["l2"] = c.l2; d["l3"] = c.l3; d["l3_cores"] = c.l3_cores;
     d["source"] = c.source;
     d["env_error"] = c.env_error ? c.env_error : "";

@@ -34,6 +34,7 @@
 // KC is rounded down to a multiple of 16 (the packing transposes 16-k blocks of A and W x W
 // blocks of B), MC to a multiple of MR, NC of NR. Unknown sizes (0) fall back to 32 KiB L1d,
 // 512 KiB L2, 2 MiB of L3 per core; an unknown number of cores sharing the L3 counts as 1.
+// The same caches set the time loops' row-split limit (rowsplit_max_bytes: half the L3).
 // Zen 4 (32 KiB L1d, 1 MiB L2, 32 MiB L3 for 2 cores here): AVX-512 (8 x 32) KC 512, NC 256,
 // MC 4096, MC_L2 128; AVX2 (6 x 16) KC 672, NC 192, MC 3120, MC_L2 96. Zen 3 (32 KiB, 512 KiB,
 // 32 MiB for 8 cores): AVX2 KC 672, NC 96, MC 780, MC_L2 48.
@@ -44,6 +45,7 @@
 
 static constexpr int64_t BLOCK_L1_DEFAULT = 32 << 10, BLOCK_L2_DEFAULT = 512 << 10, BLOCK_L3_CORE_DEFAULT = 2 << 20;
 static constexpr int64_t BLOCK_KC_MAX = 1024, BLOCK_MC_MAX = 16384, BLOCK_NC_MAX = 16384;
+static constexpr int64_t BLOCK_ROWSPLIT_DEFAULT = 16 << 20;
 
 static inline int64_t round_down_to(int64_t v, int64_t q, int64_t lo) { return std::max(lo, v / q * q); }
 
@@ -60,6 +62,10 @@ static GemmBlocking derive_blocking(const GemmCaches& c) {
   b.nc = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, round_down_to(l2 / 2 / (b.kc * f), GEMM_NR, GEMM_NR));
   b.mc = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, round_down_to(l3 / 2 / (b.kc * f), GEMM_MR, GEMM_MR));
   b.mc_l2 = std::min(b.mc, round_down_to(l2 / 4 / (b.kc * f), GEMM_MR, GEMM_MR));
+  // The time loops' row split (cpu/loop_split.h) has every thread stream all of the packed W_hh
+  // at every step: it must stay in the L3 the threads share, so at most half of it (the other
+  // half: the activations, the gates, other tenants), 16 MiB where the L3 is unknown.
+  b.rowsplit_max_bytes = c.l3 > 0 ? c.l3 / 2 : BLOCK_ROWSPLIT_DEFAULT;
   return b;
 }
 

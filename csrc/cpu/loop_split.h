@@ -24,7 +24,9 @@ static int loop_threads(int requested, int64_t panels, double flops_per_step) {
 //  * by batch rows: each thread runs whole sequences (blocks of ROW_BLOCK rows) through every
 //    step on its own, with no barrier at all, but reads all of W_hh every step. Chosen when
 //    more than one thread is asked for, the loop has >= 1 MFLOP in all, the packed W_hh is at
-//    most ROWSPLIT_MAX_BYTES, and the row blocks give as many threads as the unit split would,
+//    most half the L3 (GemmBlocking::rowsplit_max_bytes, from the cache sizes of cpu/blocking.h:
+//    every thread streams all of it at every step, so it must stay in the L3 they share; 16 MiB
+//    where the L3 is unknown), and the row blocks give as many threads as the unit split would,
 //    with no thread more than 15 % above the average number of rows.
 //    Both splits stream W_hh once per tile of rows per step, so the cache traffic is about the
 //    same; the row split saves the barriers and the exchange of h between cores, which pays most
@@ -33,10 +35,6 @@ static int loop_threads(int requested, int64_t panels, double flops_per_step) {
 // same arithmetic in the same order whoever computes it, and the bias gradients are summed per
 // row block (rows ascending, steps descending) and then over the blocks in a fixed order.
 constexpr int64_t ROW_BLOCK = 8;
-
-// Above this the row split's extra streams of W_hh (one per thread) would come from DRAM rather
-// than the L3 on most current x86 parts (16 MiB = an LSTM with H = 1024).
-constexpr double ROWSPLIT_MAX_BYTES = 16.0 * 1024.0 * 1024.0;
 
 struct LoopSplit {
   int threads;
@@ -48,7 +46,8 @@ static LoopSplit loop_split(int requested, int64_t panels, int64_t B, double wei
   const LoopSplit by_units{loop_threads(requested, panels, flops_per_step), false};
   const int64_t blocks = ceil_div(B, ROW_BLOCK);
   const int nt = (int)std::min<int64_t>(std::max(1, requested), blocks);
-  if (nt < 2 || nt < by_units.threads || weight_bytes > ROWSPLIT_MAX_BYTES || flops_per_step * (double)T < 1.0e6)
+  if (nt < 2 || nt < by_units.threads || weight_bytes > (double)gemm_blocking().rowsplit_max_bytes ||
+      flops_per_step * (double)T < 1.0e6)
     return by_units;
   const double most_rows = (double)std::min(B, ceil_div(blocks, nt) * ROW_BLOCK);  // rows of the busiest thread
   if (most_rows > 1.15 * (double)B / nt) return by_units;

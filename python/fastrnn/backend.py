@@ -238,13 +238,16 @@ def gemm_blocking() -> dict:
     half of the L1d, the packed B block (``kc`` x ``nc``) about half of the L2, the packed A block
     (``mc`` x ``kc``) about half of one core's share of the L3; when all of B's columns fit one
     block, the A block is used once and is cut to fill a quarter of the L2 (``mc_l2`` rows).
-    The environment variable
+    The same sizes set the recurrent time loops' split: they split a batch by rows (no barrier
+    per step, every thread streaming all of W_hh) only while the packed W_hh takes at most
+    ``rowsplit_max_bytes``, half the L3 (16 MiB when it is unknown). The environment variable
     ``FASTRNN_CACHE_SIZES="l1d,l2,l3[,cores sharing the L3]"`` (bytes, K/M/G suffixes allowed; read
     once) or :func:`set_gemm_caches` replaces the machine's sizes. ``kc`` sets where each element's
     partial sums are added, so results depend on it (never on the thread count).
 
     Returns:
         dict: ``isa``, ``mr``, ``nr`` (the register tile), ``kc``, ``mc``, ``nc``, ``mc_l2`` (the blocks),
+        ``rowsplit_max_bytes`` (the time loops' row-split limit),
         ``l1d``, ``l2``, ``l3`` (bytes, 0 when unknown), ``l3_cores`` (cores sharing the L3, 0 when
         unknown), ``source`` (where the sizes come from: 'sysfs', 'sysconf', 'sysctl', 'unknown',
         'FASTRNN_CACHE_SIZES' or 'set_gemm_caches') and ``env_error`` (why a FASTRNN_CACHE_SIZES
@@ -277,9 +280,10 @@ def set_gemm_caches(l1d: int = 0, l2: int = 0, l3: int = 0, l3_cores: int = 0) -
 
 
 def _blocking_line(b: dict) -> str:
-    """'avx512 tile 8x32, KC 512, MC 4096, NC 256, MC_L2 128 (sysfs caches)' from ``gemm_blocking()``."""
-    line = (f"{b['isa']} tile {b['mr']}x{b['nr']}, KC {b['kc']}, MC {b['mc']}, NC {b['nc']}, MC_L2 {b['mc_l2']} "
-            f"({b['source']} caches)")
+    """'avx512 tile 8x32, KC 512, MC 4096, NC 256, MC_L2 128, row split up to 16 MiB of W_hh (sysfs
+    caches)' from ``gemm_blocking()``."""
+    line = (f"{b['isa']} tile {b['mr']}x{b['nr']}, KC {b['kc']}, MC {b['mc']}, NC {b['nc']}, MC_L2 {b['mc_l2']}, "
+            f"row split up to {b['rowsplit_max_bytes'] / 2**20:g} MiB of W_hh ({b['source']} caches)")
     return line + (f"; {b['env_error']}" if b.get("env_error") else "")
 
 
