@@ -41,7 +41,7 @@ import torch
 import fastrnn
 import fastrnn._crossentropy as _xent
 import fastrnn.layers.core as _layers_core
-from fastrnn import _bench, backend, layers, losses, models, optim
+from fastrnn import _bench, backend, layers, losses, models, optim, training
 
 T, B, E, H = 35, 20, 200, 200  # bptt, batch, embedding size, hidden size
 LR, CLIP, DROPOUT = 20.0, 0.25, 0.2
@@ -76,14 +76,17 @@ def fastrnn_model(vocab, seed=0):
     return model
 
 
-def kernels(on):
-    """Switch fastrnn's C++ loss and Embedding kernels on (after) or off (before: the NumPy forms)."""
+def kernels(on, fused=True):
+    """Switch fastrnn's C++ loss and Embedding kernels on (after) or off (before: the NumPy forms);
+    with ``fused`` off the Dense decoder + loss take the unfused path (loss gradient as an array)."""
     _xent._fused_core = _FUSED_CORE if on else (lambda y_pred: None)
     _layers_core._f32_numpy = _F32_NUMPY if on else (lambda a: False)
+    training.TrainingLoops._fused_loss = _FUSED_LOSS if fused else (lambda self, *a: None)
 
 
 _FUSED_CORE = _xent._fused_core
 _F32_NUMPY = _layers_core._f32_numpy
+_FUSED_LOSS = training.TrainingLoops._fused_loss
 
 
 def chunks(data):
@@ -95,11 +98,11 @@ def chunks(data):
             yield stream[:, i:i + T], stream[:, i + 1:i + 1 + T]
 
 
-def fastrnn_step(model, data, use_kernels):
+def fastrnn_step(model, data, use_kernels, fused=True):
     it = chunks(data)
 
     def step():
-        kernels(use_kernels)
+        kernels(use_kernels, fused)
         x, y = next(it)
         return model.train_on_batch(x, y)
     return step
@@ -169,9 +172,11 @@ def nominal_fma_peak():
 
 
 # ---- the per-part profile of fastrnn's step -------------------------------------------------------
-def profile(model, data, steps, use_kernels):
-    """Seconds per step spent in each part of train_on_batch (medians over `steps` steps)."""
-    kernels(use_kernels)
+def profile(model, data, steps, use_kernels, fused=True):
+    """Seconds per step spent in each part of train_on_batch (medians over `steps` steps). On the
+    fused path the loss line is the statistics sweep (the gradient is formed in the decoder's
+    backward)."""
+    kernels(use_kernels, fused)
     parts = {}
     wrapped = []
 
@@ -197,6 +202,7 @@ def profile(model, data, steps, use_kernels):
         wrap(ly, "call", f"{label} fwd")
         wrap(ly, "_backward", f"{label} bwd")
     wrap(model.loss, "sum_and_grad", "loss (softmax CE + grad)")
+    wrap(model.loss, "_sum_and_logits_grad", "loss (softmax CE + grad)")
     wrap(model.optimizer, "step", "optimizer (clip + SGD)")
     wrap(model, "zero_grad", "zero_grad")
     it = chunks(data)
@@ -291,7 +297,8 @@ def main(argv=None):
     fr_model = fastrnn_model(V)
     th_model = RNNModel(V)
     th_model.train()
-    fns = [fastrnn_step(fr_model, data, True), fastrnn_step(fr_model, data, False), torch_step(th_model, data)]
+    fns = [fastrnn_step(fr_model, data, True), fastrnn_step(fr_model, data, True, False),
+           fastrnn_step(fr_model, data, False), torch_step(th_model, data)]
     for f in fns:  # warm up: buffers, thread pools, first-call costs
         f()
         f()
@@ -305,6 +312,7 @@ def main(argv=None):
     nom, ghz = nominal_fma_peak()
     part_rows = parts_bench(V, max(1.0, a.min_time / 4), a.rounds)
     prof_after = profile(fr_model, data, a.profile_steps, True)
+    prof_unfused = profile(fr_model, data, a.profile_steps, True, False)
     prof_before = profile(fr_model, data, a.profile_steps, False)
     kernels(True)
 
@@ -328,11 +336,11 @@ def main(argv=None):
     print("| step (2 threads) | quietest-block median (ms) | fastest step (ms) | vs PyTorch (median) "
           "| share of FMA peak (median, fastest) |")
     print("|---|---:|---:|---:|---:|")
-    names = ["fastrnn, C++ loss + Embedding (after)", "fastrnn, NumPy loss + Embedding (before)",
-             f"PyTorch {torch.__version__}"]
+    names = ["fastrnn, fused Dense + loss backward, C++ Embedding", "fastrnn, C++ loss + Embedding, unfused",
+             "fastrnn, NumPy loss + Embedding", f"PyTorch {torch.__version__}"]
     for name, m, f in zip(names, medians, fastest):
         share = f"{100 * total_f / m / peak:.1f} %, {100 * total_f / f / peak:.1f} %" if peak else "n/a"
-        print(f"| {name} | {m * 1e3:.1f} | {f * 1e3:.1f} | {medians[2] / m:.2f}x | {share} |")
+        print(f"| {name} | {m * 1e3:.1f} | {f * 1e3:.1f} | {medians[-1] / m:.2f}x | {share} |")
     print()
     print("| part alone (2 threads) | fastrnn kernel (ms) | NumPy form (ms) | PyTorch (ms) | kernel speed-up vs NumPy, "
           "vs PyTorch |")
@@ -344,13 +352,13 @@ def main(argv=None):
             print(f"| {name} | {k * 1e3:.2f} | {npy * 1e3:.2f} | {th * 1e3:.2f} | {npy / k:.2f}x, {th / k:.2f}x |")
     print()
     print("fastrnn step, per part (medians of "
-          f"{a.profile_steps} profiled steps, ms): after | before")
-    print("| part | after (ms) | before (ms) |")
-    print("|---|---:|---:|")
-    (ta, pa), (tb, pb) = prof_after, prof_before
+          f"{a.profile_steps} profiled steps, ms): fused | unfused | NumPy loss + Embedding")
+    print("| part | fused (ms) | unfused (ms) | NumPy loss + Embedding (ms) |")
+    print("|---|---:|---:|---:|")
+    (ta, pa), (tu, pu), (tb, pb) = prof_after, prof_unfused, prof_before
     for k in pa:
-        print(f"| {k} | {pa[k] * 1e3:.1f} | {pb.get(k, 0.0) * 1e3:.1f} |")
-    print(f"| whole step | {ta * 1e3:.1f} | {tb * 1e3:.1f} |")
+        print(f"| {k} | {pa[k] * 1e3:.1f} | {pu.get(k, 0.0) * 1e3:.1f} | {pb.get(k, 0.0) * 1e3:.1f} |")
+    print(f"| whole step | {ta * 1e3:.1f} | {tu * 1e3:.1f} | {tb * 1e3:.1f} |")
 
 
 def _fmt_load(t):

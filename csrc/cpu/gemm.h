@@ -153,9 +153,15 @@ static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap,
 // of B fits one column block the B block is packed once per KC instead and reused by every A
 // block, each of MC_L2 rows, packed just before use (pc -> ic). Each element sums its KC-long
 // partial products in k order.
-static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa,
-                        int64_t csa, const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc,
-                        bool accumulate, const float* bias, int act) {
+// The operands come from the packers: pa(ic, pc, mc, kc, Ap) writes rows [ic, ic + mc) and depth
+// [pc, pc + kc) of A in pack_a's layout, pb(ic, pc, jc, kc, nc, Bp) depth [pc, pc + kc) and columns
+// [jc, jc + nc) of B in pack_b's (ic: the A block it is packed for; the loops pack the same B block
+// again for every A block when they run ic -> pc -> jc). gemm_serial packs stored matrices; the
+// fused Dense + softmax cross-entropy backward (cpu/dense_xent.h) makes the softmax gradient
+// inside its packers instead.
+template <class PackA, class PackB>
+static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, PackA&& pa, PackB&& pb,
+                               float* C, int64_t ldc, bool accumulate, const float* bias, int act) {
   // A depth shorter than KC leaves room in the caches: the B and A blocks take as many more
   // columns and rows as keep them the same size in bytes.
   const int64_t KCb = balanced_block(K, bl.kc, 16);
@@ -171,10 +177,10 @@ static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K,
     for (int64_t pc = 0; pc < K; pc += KCb) {
       const int64_t kc = std::min(KCb, K - pc);
       const int act_c = pc + kc >= K ? act : 0;  // the activation goes on the final sums only
-      pack_b(kc, N, B + pc * rsb, rsb, csb, Bp);
+      pb(int64_t(0), pc, int64_t(0), kc, N, Bp);
       for (int64_t ic = 0; ic < M; ic += MCb) {
         const int64_t mc = std::min(MCb, M - ic);
-        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+        pa(ic, pc, mc, kc, Ap);
         multiply_blocks(mc, N, kc, Ap, Bp, C + ic * ldc, ldc, accumulate || pc > 0, bias, act_c);
       }
     }
@@ -185,14 +191,64 @@ static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K,
     for (int64_t pc = 0; pc < K; pc += KCb) {
       const int64_t kc = std::min(KCb, K - pc);
       const int act_c = pc + kc >= K ? act : 0;
-      pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+      pa(ic, pc, mc, kc, Ap);
       for (int64_t jc = 0; jc < N; jc += NCb) {
         const int64_t nc = std::min(NCb, N - jc);
-        pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+        pb(ic, pc, jc, kc, nc, Bp);
         multiply_blocks(mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, accumulate || pc > 0,
                         bias ? bias + jc : nullptr, act_c);
       }
     }
+  }
+}
+
+static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa,
+                        int64_t csa, const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc,
+                        bool accumulate, const float* bias, int act) {
+  gemm_serial_packed(
+      bl, M, N, K,
+      [&](int64_t ic, int64_t pc, int64_t mc, int64_t kc, float* Ap) { pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap); },
+      [&](int64_t, int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* Bp) {
+        pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+      },
+      C, ldc, accumulate, bias, act);
+}
+
+// How the threaded GEMM splits an M x N x K product over `threads` threads: the team size and
+// whether it splits N (else M). Each thread packs all of the operand along the dimension that is
+// not split, so splitting N costs nt*M*K packing and splitting M costs nt*K*N: the larger of M
+// and N is split. Under 5e5 multiply-adds one thread does everything.
+struct GemmSplit {
+  int nt;
+  bool split_n;
+  int64_t parts;  // GEMM_NR-wide column panels or GEMM_MR-row panels to share
+  // [lo, hi) of the split dimension for thread tid
+  int64_t lo(int tid) const { return parts * tid / nt * (split_n ? GEMM_NR : GEMM_MR); }
+  int64_t hi(int tid, int64_t dim) const {
+    return std::min(dim, parts * (tid + 1) / nt * (split_n ? GEMM_NR : GEMM_MR));
+  }
+};
+
+static GemmSplit gemm_split(int64_t M, int64_t N, int64_t K, int threads) {
+  int nt = std::max(1, threads);
+  if ((double)M * (double)N * (double)K < 5.0e5) nt = 1;  // not worth starting a team
+  const int64_t pn = ceil_div(N, GEMM_NR), pm = ceil_div(M, GEMM_MR);
+  const bool split_n = N > M ? pn >= nt : pm < nt;
+  nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
+  return GemmSplit{nt, split_n, split_n ? pn : pm};
+}
+
+// part(w) for w in [0, nt) on a team of nt threads (the runtime may give fewer threads than asked
+// for: OMP_DYNAMIC, thread limits, nesting; the parts are then shared among those it gives).
+template <class F>
+static void run_parts(int nt, F&& part) {
+  if (nt <= 1) {
+    part(0);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    for (int w = omp_get_thread_num(); w < nt; w += omp_get_num_threads()) part(w);
   }
 }
 
@@ -265,34 +321,20 @@ static void gemm(const CpuGemmArgs& g) {
     return;
   }
   const GemmBlocking bl = gemm_blocking();  // one blocking for every thread of the call
-  int nt = std::max(1, g.threads);
-  if ((double)g.M * (double)g.N * (double)g.K < 5.0e5) nt = 1;  // not worth starting a team
-  const int64_t pn = ceil_div(g.N, GEMM_NR), pm = ceil_div(g.M, GEMM_MR);
-  // Split the larger of M and N: each thread packs all of the operand along the dimension that is
-  // not split, so splitting N costs nt*M*K packing and splitting M costs nt*K*N.
-  const bool split_n = g.N > g.M ? pn >= nt : pm < nt;
-  nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
-  auto part = [&](int tid) {
-    if (split_n) {
-      const int64_t j0 = pn * tid / nt * GEMM_NR, j1 = std::min(g.N, pn * (tid + 1) / nt * GEMM_NR);
+  const GemmSplit sp = gemm_split(g.M, g.N, g.K, g.threads);
+  run_parts(sp.nt, [&](int tid) {
+    if (sp.split_n) {
+      const int64_t j0 = sp.lo(tid), j1 = sp.hi(tid, g.N);
       if (j1 > j0)
         gemm_serial(bl, g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
                     g.accumulate, g.bias ? g.bias + j0 : nullptr, g.act);
     } else {
-      const int64_t i0 = pm * tid / nt * GEMM_MR, i1 = std::min(g.M, pm * (tid + 1) / nt * GEMM_MR);
+      const int64_t i0 = sp.lo(tid), i1 = sp.hi(tid, g.M);
       if (i1 > i0)
         gemm_serial(bl, i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
                     g.ldc, g.accumulate, g.bias, g.act);
     }
-  };
-  if (nt == 1) {
-    part(0);
-    return;
-  }
-#pragma omp parallel num_threads(nt)
-  {  // the runtime may give fewer threads than asked for (OMP_DYNAMIC, thread limits, nesting)
-    for (int w = omp_get_thread_num(); w < nt; w += omp_get_num_threads()) part(w);
-  }
+  });
 }
 
 

@@ -111,8 +111,8 @@ struct XentRowStats {
 
 // The one sweep over a row of logits z (and of dense targets y, when given): per lane a running
 // maximum and the sum of exp(z - maximum), rescaled once per block of XENT_BLOCK vectors. It
-// leaves e = exp(z - m_b) in g, with m_b the lanes' maxima after block b, stored in bm (one
-// vector per block): the gradient pass only rescales g, in cache.
+// leaves e = exp(z - m_b) in g (unless g is nullptr), with m_b the lanes' maxima after block b,
+// stored in bm (one vector per block): the gradient pass only rescales g, in cache.
 static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t C, float* g, float* bm) {
   V m = Simd::set1(-3.402823466e38f), s = Simd::zero(), sc = Simd::zero(), sx = Simd::zero();
   double syd = 0.0;
@@ -133,7 +133,7 @@ static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t 
     V e = Simd::zero();
     for (int k = 0; k < XENT_BLOCK; ++k) {
       const V ek = xl_exp(Simd::sub(x[k], mn));
-      Simd::store(g + j + k * W, ek);
+      if (g) Simd::store(g + j + k * W, ek);
       e = Simd::add(e, ek);
     }
     xl_kahan(s, sc, xl_exp(Simd::sub(m, mn)), e);
@@ -151,7 +151,7 @@ static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t 
     sx = Simd::fmadd(Simd::loadn(z + j, n), tiny, sx);
     const V mn = Simd::max(m, x);
     const V ek = xl_exp(Simd::sub(x, mn));
-    Simd::storen(g + j, ek, n);
+    if (g) Simd::storen(g + j, ek, n);
     xl_kahan(s, sc, xl_exp(Simd::sub(m, mn)), ek);
     m = mn;
     Simd::store(bm, m);
@@ -187,7 +187,41 @@ static inline void xl_fill(float* g, int64_t C, float v) {
   if (j < C) Simd::storen(g + j, vv, (int)(C - j));
 }
 
+// The statistics-only form of a row (XentArgs without grad: sparse targets from logits): the
+// same sweep as xent_row, e = exp(z - m_b) going to a scratch row in cache instead of the
+// gradient, and the same loss; the gradient's row factors go to row_max / row_scale / row_target.
+static void xent_row_stats(const XentArgs& a, int64_t row) {
+  const int64_t C = a.C;
+  if (a.mask && !a.mask[row]) {
+    a.loss[row] = 0.0;
+    a.row_max[row] = 0.0f;
+    a.row_scale[row] = a.row_target[row] = 0.0;
+    return;
+  }
+  thread_local std::vector<float> bm;
+  if (bm.size() < (size_t)(xl_blocks(C) * W)) bm.resize((size_t)(xl_blocks(C) * W));
+  const float* z = a.z + row * C;
+  const XentRowStats st = xl_row_stats(z, nullptr, C, nullptr, bm.data());
+  const double w = a.weight ? a.weight[row] : 1.0;
+  if (st.bad) {
+    a.loss[row] = NAN;
+    a.row_max[row] = 0.0f;
+    a.row_scale[row] = a.row_target[row] = NAN;
+    return;
+  }
+  const int64_t t = a.ids[row];
+  const double per = std::log(st.S) + ((double)st.M - (double)z[t]);  // as xent_row
+  a.loss[row] = per * w;
+  a.row_max[row] = st.M;
+  a.row_scale[row] = w / st.S;
+  a.row_target[row] = std::expm1(-per) * w;
+}
+
 static void xent_row(const XentArgs& a, int64_t row) {
+  if (!a.grad) {
+    xent_row_stats(a, row);
+    return;
+  }
   const int64_t C = a.C;
   const float* z = a.z + row * C;
   float* g = a.grad + row * C;

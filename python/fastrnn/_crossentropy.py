@@ -118,6 +118,51 @@ def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
     return float(per.sum()), count, out
 
 
+class LogitsGrad:
+    """The gradient of a sparse softmax cross-entropy with respect to its logits, not formed:
+    what the fused Dense + loss training path hands to the Dense layer that made the logits
+    (``Dense._backward``), which makes it block by block inside its weight and input gradient
+    GEMMs (``fastrnn._core.dense_xent_backward``, csrc/cpu/dense_xent.h) instead of reading a
+    [rows, classes] array.
+
+    ``z`` are the logits [rows, classes] (a view of the layer's output), ``ids`` the class ids
+    [rows], ``stats`` the per-row (maximum, w / sum exp, expm1(-loss) w) of
+    ``fastrnn._core.xent_stats``, and ``scale`` the factor on every entry (1 / the count of valid
+    entries, set by the training step). ``shape`` is the logits' shape. :meth:`materialize`
+    forms the array for any other consumer.
+    """
+
+    __slots__ = ("z", "ids", "stats", "scale", "shape", "_mask", "_weight")
+
+    def __init__(self, z, ids, stats, shape, mask, weight):
+        self.z, self.ids, self.stats, self.shape = z, ids, stats, tuple(shape)
+        self._mask, self._weight = mask, weight
+        self.scale = 1.0
+
+    def materialize(self) -> np.ndarray:
+        """The gradient as a float32 array of the logits' shape (the unfused kernel's, times scale)."""
+        _, grad = backend.core().xent(self.z, self.ids, None, self._mask, self._weight, True)
+        if self.scale != 1.0:
+            grad *= np.float32(self.scale)
+        return grad.reshape(self.shape)
+
+
+def _logits_grad(core, y_pred, ids, m, w):
+    """(total, count, LogitsGrad) of the sparse softmax cross-entropy from float32 logits: the loss
+    from one statistics sweep over each row (fastrnn._core.xent_stats, the fused kernel's loss to
+    the bit), the gradient left unformed. ``ids``, ``m``, ``w`` as in _fused_sum_and_grad."""
+    shape = y_pred.shape
+    c = shape[-1]
+    z = np.ascontiguousarray(y_pred).reshape(-1, c)
+    n = z.shape[0]
+    mask = None if m is None else np.ascontiguousarray(m, dtype=np.bool_).reshape(n).view(np.uint8)
+    weight = None if w is None else np.ascontiguousarray(np.broadcast_to(w, shape[:-1]), dtype=np.float64).reshape(n)
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(n)
+    per, row_max, row_scale, row_target = core.xent_stats(z, ids, mask, weight)
+    count = int(m.sum()) if m is not None else n
+    return float(per.sum()), count, LogitsGrad(z, ids, (row_max, row_scale, row_target), shape, mask, weight)
+
+
 def log_softmax(z: np.ndarray) -> np.ndarray:
     """``log(softmax(z))`` over the last axis, computed stably (the maximum subtracted first)."""
     zmax = z.max(axis=-1, keepdims=True)
@@ -296,6 +341,18 @@ class SparseCategoricalCrossentropy(Loss):
             per = per * w
             grad *= w[..., None].astype(wdt)
         return float(per.sum()), count, grad.astype(gdt, copy=False)
+
+    def _sum_and_logits_grad(self, y_true, y_pred, mask=None, sample_weight=None):
+        """As :meth:`sum_and_grad` for float32 NumPy logits (``from_logits=True``), the gradient a
+        :class:`LogitsGrad` that the Dense layer which made the logits forms inside its backward;
+        None where that does not apply (then call :meth:`sum_and_grad`)."""
+        core = _fused_core(y_pred)
+        if core is None or not self.from_logits:
+            return None
+        ids = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
+        m = _check_mask(mask, y_pred.shape[:-1])
+        w = _sample_weights(sample_weight, y_pred.shape[:-1])
+        return _logits_grad(core, y_pred, ids, m, w)
 
     def get_config(self) -> dict:
         return {"from_logits": self.from_logits}

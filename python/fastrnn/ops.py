@@ -383,11 +383,12 @@ def _all_f32(*arrays):
     return all(type(a) is np.ndarray and a.dtype == np.float32 and a.size for a in arrays)
 
 
-def _dense_forward(x, kernel, bias, activation):
+def _dense_forward(x, kernel, bias, activation, out=None):
     """(y, applied) for a Dense layer: ``x @ kernel + bias`` on fastrnn's GEMM with the bias and,
     for linear / relu / tanh / sigmoid, the activation in its write-back (``applied`` True; the
     kernels' vector tanh and sigmoid, within 4e-7 of NumPy's). (None, False) when the arrays are
-    not float32 NumPy ones of fitting shapes: the caller takes the unfused path."""
+    not float32 NumPy ones of fitting shapes: the caller takes the unfused path. ``out``: an
+    array of y's shape (float32, C-contiguous, its own memory) to write y into, or None."""
     if not (_all_f32(x, kernel) and x.ndim >= 2 and kernel.ndim == 2 and x.shape[-1] == kernel.shape[0]):
         return None, False
     if bias is not None and not (_all_f32(bias) and bias.shape == (kernel.shape[1],)):
@@ -396,8 +397,12 @@ def _dense_forward(x, kernel, bias, activation):
     a2, ta = _gemm_operand(x.reshape(-1, x.shape[-1]))
     b2, tb = _gemm_operand(kernel)
     bias = None if bias is None else np.ascontiguousarray(bias)
+    shape = x.shape[:-1] + (kernel.shape[1],)
+    if out is not None and out.shape == shape:
+        backend.core().dense_gemm(a2, b2, ta, tb, bias, act, out.reshape(-1, shape[-1]))
+        return out, activation in _DENSE_ACT
     y = backend.core().dense_gemm(a2, b2, ta, tb, bias, act)
-    return y.reshape(x.shape[:-1] + (kernel.shape[1],)), activation in _DENSE_ACT
+    return y.reshape(shape), activation in _DENSE_ACT
 
 
 def _matmul_acc(a, b, out):
