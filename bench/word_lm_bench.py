@@ -41,7 +41,7 @@ import torch
 import fastrnn
 import fastrnn._crossentropy as _xent
 import fastrnn.layers.core as _layers_core
-from fastrnn import _bench, backend, layers, losses, models, optim, training
+from fastrnn import _bench, backend, layers, losses, models, ops, optim
 
 T, B, E, H = 35, 20, 200, 200  # bptt, batch, embedding size, hidden size
 LR, CLIP, DROPOUT = 20.0, 0.25, 0.2
@@ -76,17 +76,58 @@ def fastrnn_model(vocab, seed=0):
     return model
 
 
-def kernels(on, fused=True):
-    """Switch fastrnn's C++ loss and Embedding kernels on (after) or off (before: the NumPy forms);
-    with ``fused`` off the Dense decoder + loss take the unfused path (loss gradient as an array)."""
+def kernels(on, decoder=True):
+    """Switch fastrnn's C++ loss and Embedding kernels on or off (the NumPy forms); with
+    ``decoder`` off, the decoder and the loss take the path they took before the decoder work of
+    issue 12 (see decoder_path)."""
     _xent._fused_core = _FUSED_CORE if on else (lambda y_pred: None)
     _layers_core._f32_numpy = _F32_NUMPY if on else (lambda a: False)
-    training.TrainingLoops._fused_loss = _FUSED_LOSS if fused else (lambda self, *a: None)
+    decoder_path(decoder)
 
 
 _FUSED_CORE = _xent._fused_core
 _F32_NUMPY = _layers_core._f32_numpy
-_FUSED_LOSS = training.TrainingLoops._fused_loss
+_MEAN_IN_KERNEL = _xent._MeanInKernel._sum_and_mean_grad
+_MATMUL_ACC = ops._matmul_acc
+_DENSE_POOL = _layers_core.POOL
+
+
+class _NoPool:
+    """A buffer pool that keeps nothing (the Dense layer's outputs freshly allocated, as before)."""
+
+    @staticmethod
+    def take(shape):
+        return None
+
+    @staticmethod
+    def give(a):
+        return None
+
+
+def _mean_after_the_kernel(self, y_true, y_pred, mask=None, sample_weight=None):
+    """The training step's mean as it was: the loss's gradient of the sum, then divided by the
+    count (in place when the buffer is the fused kernel's pooled one)."""
+    total, count, grad = self.sum_and_grad(y_true, y_pred, mask, sample_weight)
+    if count and _xent.grad_from_pool(grad):
+        return total, count, np.divide(grad, count, out=grad)
+    return total, count, (grad / count if count else np.zeros_like(grad))
+
+
+def _matmul_acc_then_colsum(a, b, out, colsum=None):
+    """The weight gradient's GEMM, then the bias gradient in a pass of its own (as before)."""
+    _MATMUL_ACC(a, b, out)
+    if colsum is not None:
+        ops._colsum_acc(b, colsum)
+
+
+def decoder_path(now):
+    """The decoder and loss as they are now (``now``: the Dense output from the buffer pool, the
+    mean's 1 / count inside the loss kernel, the bias gradient from the weight gradient GEMM's
+    packed blocks) or as before (a fresh output array per step, a division pass over the
+    gradient, a column-sum pass over it)."""
+    _xent._MeanInKernel._sum_and_mean_grad = _MEAN_IN_KERNEL if now else _mean_after_the_kernel
+    ops._matmul_acc = _MATMUL_ACC if now else _matmul_acc_then_colsum
+    _layers_core.POOL = _DENSE_POOL if now else _NoPool
 
 
 def chunks(data):
@@ -98,11 +139,11 @@ def chunks(data):
             yield stream[:, i:i + T], stream[:, i + 1:i + 1 + T]
 
 
-def fastrnn_step(model, data, use_kernels, fused=True):
+def fastrnn_step(model, data, use_kernels, decoder=True):
     it = chunks(data)
 
     def step():
-        kernels(use_kernels, fused)
+        kernels(use_kernels, decoder)
         x, y = next(it)
         return model.train_on_batch(x, y)
     return step
@@ -172,11 +213,9 @@ def nominal_fma_peak():
 
 
 # ---- the per-part profile of fastrnn's step -------------------------------------------------------
-def profile(model, data, steps, use_kernels, fused=True):
-    """Seconds per step spent in each part of train_on_batch (medians over `steps` steps). On the
-    fused path the loss line is the statistics sweep (the gradient is formed in the decoder's
-    backward)."""
-    kernels(use_kernels, fused)
+def profile(model, data, steps, use_kernels, decoder=True):
+    """Seconds per step spent in each part of train_on_batch (medians over `steps` steps)."""
+    kernels(use_kernels, decoder)
     parts = {}
     wrapped = []
 
@@ -201,8 +240,7 @@ def profile(model, data, steps, use_kernels, fused=True):
         label = {"dense": "decoder"}.get(label, label)
         wrap(ly, "call", f"{label} fwd")
         wrap(ly, "_backward", f"{label} bwd")
-    wrap(model.loss, "sum_and_grad", "loss (softmax CE + grad)")
-    wrap(model.loss, "_sum_and_logits_grad", "loss (softmax CE + grad)")
+    wrap(model.loss, "_sum_and_mean_grad", "loss (softmax CE + grad of the mean)")
     wrap(model.optimizer, "step", "optimizer (clip + SGD)")
     wrap(model, "zero_grad", "zero_grad")
     it = chunks(data)
@@ -272,6 +310,32 @@ def parts_bench(vocab, min_time, rounds):
 
     t = _bench.timeit_interleaved([fr_emb(True), fr_emb(False), torch_emb], min_time=min_time, rounds=rounds)
     rows.append((f"Embedding({vocab}, {E}) on [{B}, {T}] ids, forward + backward (grad accumulated)", *t))
+    # the decoder and its loss: Dense(V) forward on [N, 200], softmax CE of the mean, backward
+    # (dW, db accumulated, dx), as now and as before; PyTorch's Linear + cross_entropy the same
+    x = rng.normal(size=(N, H)).astype(np.float32)
+    dec = layers.Dense(vocab, seed=0)
+    dec.build((H,))
+
+    def fr_dec(now):
+        def f():
+            kernels(True, now)
+            out = dec(x, training=True)
+            _, _, g = loss._sum_and_mean_grad(ids, out)
+            dec.backward(g)
+            if _xent.grad_from_pool(g):
+                _xent.POOL.give(g)
+        return f
+
+    tlin = torch.nn.Linear(H, vocab)
+    xt = torch.from_numpy(x)
+
+    def torch_dec():
+        tlin.zero_grad()
+        torch.nn.functional.cross_entropy(tlin(xt), idst).backward()
+
+    t = _bench.timeit_interleaved([fr_dec(True), fr_dec(False), torch_dec], min_time=min_time, rounds=rounds)
+    rows.append((f"Dense({vocab}) on [{N}, {H}] + softmax CE (mean): forward, loss, backward (dW, db, dx); "
+                 "fastrnn now / the path before / PyTorch", *t))
     kernels(True)
     # the sentiment model's loss: binary crossentropy on [64, 1] sigmoid outputs (NumPy form)
     bce = losses.BinaryCrossentropy()
@@ -298,7 +362,7 @@ def main(argv=None):
     th_model = RNNModel(V)
     th_model.train()
     fns = [fastrnn_step(fr_model, data, True), fastrnn_step(fr_model, data, True, False),
-           fastrnn_step(fr_model, data, False), torch_step(th_model, data)]
+           fastrnn_step(fr_model, data, False, False), torch_step(th_model, data)]
     for f in fns:  # warm up: buffers, thread pools, first-call costs
         f()
         f()
@@ -313,7 +377,7 @@ def main(argv=None):
     part_rows = parts_bench(V, max(1.0, a.min_time / 4), a.rounds)
     prof_after = profile(fr_model, data, a.profile_steps, True)
     prof_unfused = profile(fr_model, data, a.profile_steps, True, False)
-    prof_before = profile(fr_model, data, a.profile_steps, False)
+    prof_before = profile(fr_model, data, a.profile_steps, False, False)
     kernels(True)
 
     print("\n".join(_bench.environment(a.threads)))
@@ -336,14 +400,14 @@ def main(argv=None):
     print("| step (2 threads) | quietest-block median (ms) | fastest step (ms) | vs PyTorch (median) "
           "| share of FMA peak (median, fastest) |")
     print("|---|---:|---:|---:|---:|")
-    names = ["fastrnn, fused Dense + loss backward, C++ Embedding", "fastrnn, C++ loss + Embedding, unfused",
-             "fastrnn, NumPy loss + Embedding", f"PyTorch {torch.__version__}"]
+    names = ["fastrnn now", "fastrnn, the decoder + loss path before issue 12's decoder work",
+             "fastrnn, NumPy loss + Embedding (and the decoder path before)", f"PyTorch {torch.__version__}"]
     for name, m, f in zip(names, medians, fastest):
         share = f"{100 * total_f / m / peak:.1f} %, {100 * total_f / f / peak:.1f} %" if peak else "n/a"
         print(f"| {name} | {m * 1e3:.1f} | {f * 1e3:.1f} | {medians[-1] / m:.2f}x | {share} |")
     print()
-    print("| part alone (2 threads) | fastrnn kernel (ms) | NumPy form (ms) | PyTorch (ms) | kernel speed-up vs NumPy, "
-          "vs PyTorch |")
+    print("| part alone (2 threads) | fastrnn (ms) | fastrnn before: NumPy form / old path (ms) | PyTorch (ms) "
+          "| speed-up vs before, vs PyTorch |")
     print("|---|---:|---:|---:|---:|")
     for name, k, npy, th in part_rows:
         if npy is None:
@@ -352,8 +416,8 @@ def main(argv=None):
             print(f"| {name} | {k * 1e3:.2f} | {npy * 1e3:.2f} | {th * 1e3:.2f} | {npy / k:.2f}x, {th / k:.2f}x |")
     print()
     print("fastrnn step, per part (medians of "
-          f"{a.profile_steps} profiled steps, ms): fused | unfused | NumPy loss + Embedding")
-    print("| part | fused (ms) | unfused (ms) | NumPy loss + Embedding (ms) |")
+          f"{a.profile_steps} profiled steps, ms): now | decoder path before | NumPy loss + Embedding")
+    print("| part | now (ms) | decoder path before (ms) | NumPy loss + Embedding (ms) |")
     print("|---|---:|---:|---:|")
     (ta, pa), (tu, pu), (tb, pb) = prof_after, prof_unfused, prof_before
     for k in pa:

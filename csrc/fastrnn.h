@@ -99,6 +99,9 @@ struct CpuGemmArgs {
   // Epilogue activation applied to the final C (after the bias or the accumulation): 0 none,
   // 1 relu, 2 tanh, 3 sigmoid (the kernels' vector tanh / sigmoid, see cpu/simd.h).
   int act = 0;
+  // When set: colsum_b[j] += the sum over k (ascending) of op(B)[k][j], taken from B's packed
+  // blocks (a Dense layer's bias gradient, the column sums of dZ = B in dW = X^T dZ).
+  float* colsum_b = nullptr;
 };
 
 // int8 inference (cpu/qgemm.h, cpu/qforward_loop.h). Packed int8 weights of one matrix W [N, K]:
@@ -153,36 +156,10 @@ struct XentArgs {
   const uint8_t* mask;   // [N], nonzero = valid, or nullptr (all valid)
   const double* weight;  // [N] or nullptr (all 1)
   bool from_logits;
-  float* grad;           // [N, C], or nullptr: the row statistics below instead (ids, from logits)
+  float* grad;           // [N, C]
   double* loss;          // [N]
   int threads;
-  // Without grad (sparse targets from logits): per row the maximum M of z, r = w / sum exp(z - M)
-  // and t = expm1(-loss / w) w, so that the gradient is exp(z - M) r off the target and t at it
-  // (all 0 at masked rows; NaN r and t where the loss is NaN). The fused Dense backward
-  // (DenseXentArgs) forms the gradient from them.
-  float* row_max = nullptr;
-  double* row_scale = nullptr;
-  double* row_target = nullptr;
-};
-
-// The fused backward of a Dense decoder (z = x W + b) under sparse softmax cross-entropy from the
-// logits z (cpu/dense_xent.h): with g = scale * d loss / dz (from XentArgs' row statistics,
-// formed block by block while the GEMMs pack it, never stored whole), dW += x^T g, db += the
-// column sums of g, dx = g W^T.
-struct DenseXentArgs {
-  int64_t N, H, C;           // rows, input features, classes
-  const float* x;            // [N, H]
-  const float* w;            // [H, C]
-  const float* z;            // [N, C]
-  const int64_t* ids;        // [N], in [0, C)
-  const float* row_max;      // [N]
-  const double* row_scale;   // [N]
-  const double* row_target;  // [N]
-  double scale;              // multiplies every gradient entry (1 / the count of valid rows)
-  float* dw;                 // [H, C], accumulated into
-  float* db;                 // [C], accumulated into, or nullptr
-  float* dx;                 // [N, H], written, or nullptr
-  int threads;
+  double grad_scale = 1.0;  // multiplies the gradient (not the loss): 1 / the count for a mean
 };
 
 // Embedding gather out[n] = table[ids[n]] and the deterministic scatter-add grad[ids[n]] += dy[n]
@@ -268,7 +245,6 @@ struct KernelTable {
   int (*forward_whh_layout)(Cell cell, int64_t H, int64_t B);
   void (*forward_pack_whh)(Cell cell, const float* w_hh, int64_t H, int layout, float* out);
   GemmBlocking (*gemm_blocking)();  // cpu/blocking.h: the GEMM's blocks for the caches in use now
-  void (*dense_xent_backward)(const DenseXentArgs& a);  // cpu/dense_xent.h
 };
 
 const KernelTable& kernels_scalar();

@@ -202,16 +202,41 @@ static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int
   }
 }
 
+// cs[j] += the rows of a packed B block (kc x nc, pack_b's layout) in column j, k ascending.
+static void colsum_packed_b(const float* Bp, int64_t kc, int64_t nc, float* cs) {
+  for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
+    const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0), nr = panel_width(n);
+    const float* p = Bp + j0 * kc;
+    for (int c = 0; c < n; c += W) {
+      const int nl = std::min(W, n - c);
+      V acc = Simd::loadn(cs + j0 + c, nl);
+      for (int64_t k = 0; k < kc; ++k) acc = Simd::add(acc, Simd::load(p + k * nr + c));
+      Simd::storen(cs + j0 + c, acc, nl);
+    }
+  }
+}
+
+// With colsum (N floats, added to), also the column sums of B, from its packed blocks.
 static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa,
                         int64_t csa, const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc,
-                        bool accumulate, const float* bias, int act) {
+                        bool accumulate, const float* bias, int act, float* colsum = nullptr) {
   gemm_serial_packed(
       bl, M, N, K,
       [&](int64_t ic, int64_t pc, int64_t mc, int64_t kc, float* Ap) { pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap); },
-      [&](int64_t, int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* Bp) {
+      [&](int64_t ic, int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* Bp) {
         pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+        if (colsum && ic == 0) colsum_packed_b(Bp, kc, nc, colsum + jc);  // each B block once
       },
       C, ldc, accumulate, bias, act);
+}
+
+// out[j] += sum over k ascending of B[k * rsb + j * csb] (the colsum_b of the paths that do not pack B).
+static void colsum_strided(const float* B, int64_t K, int64_t N, int64_t rsb, int64_t csb, float* out) {
+  for (int64_t j = 0; j < N; ++j) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < K; ++k) s += B[k * rsb + j * csb];
+    out[j] += s;
+  }
 }
 
 // How the threaded GEMM splits an M x N x K product over `threads` threads: the team size and
@@ -306,6 +331,7 @@ static void gemm(const CpuGemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K > 0 && g.N <= SMALL_N && (g.csa == 1 || g.rsa == 1)) {
     gemm_small_n(g);
+    if (g.colsum_b) colsum_strided(g.B, g.K, g.N, g.rsb, g.csb, g.colsum_b);
     return;
   }
   if (g.K <= 0) {
@@ -322,17 +348,37 @@ static void gemm(const CpuGemmArgs& g) {
   }
   const GemmBlocking bl = gemm_blocking();  // one blocking for every thread of the call
   const GemmSplit sp = gemm_split(g.M, g.N, g.K, g.threads);
+  // colsum_b: running sums of the columns a thread packs (all of them when M is split: thread 0's),
+  // added to colsum_b at the end (the sum of each column first, as colsum does)
+  thread_local std::vector<float> cs_buf;
+  auto sums = [&](bool mine, int64_t n) -> float* {
+    if (!g.colsum_b || !mine) return nullptr;
+    if (cs_buf.size() < (size_t)n) cs_buf.resize((size_t)n);
+    std::memset(cs_buf.data(), 0, sizeof(float) * (size_t)n);
+    return cs_buf.data();
+  };
+  auto add_sums = [&](const float* cs, int64_t j0, int64_t n) {
+    for (int64_t j = 0; cs && j < n; j += W) {
+      const int nl = (int)std::min<int64_t>(W, n - j);
+      float* o = g.colsum_b + j0 + j;
+      Simd::storen(o, Simd::add(Simd::loadn(o, nl), Simd::loadn(cs + j, nl)), nl);
+    }
+  };
   run_parts(sp.nt, [&](int tid) {
     if (sp.split_n) {
       const int64_t j0 = sp.lo(tid), j1 = sp.hi(tid, g.N);
-      if (j1 > j0)
-        gemm_serial(bl, g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
-                    g.accumulate, g.bias ? g.bias + j0 : nullptr, g.act);
+      if (j1 <= j0) return;
+      float* cs = sums(true, j1 - j0);
+      gemm_serial(bl, g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
+                  g.accumulate, g.bias ? g.bias + j0 : nullptr, g.act, cs);
+      add_sums(cs, j0, j1 - j0);
     } else {
       const int64_t i0 = sp.lo(tid), i1 = sp.hi(tid, g.M);
-      if (i1 > i0)
-        gemm_serial(bl, i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
-                    g.ldc, g.accumulate, g.bias, g.act);
+      if (i1 <= i0) return;
+      float* cs = sums(tid == 0, g.N);
+      gemm_serial(bl, i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
+                  g.ldc, g.accumulate, g.bias, g.act, cs);
+      add_sums(cs, 0, g.N);
     }
   });
 }

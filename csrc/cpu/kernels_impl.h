@@ -32,8 +32,6 @@
 //   xent.h            fused softmax + cross-entropy: per-row loss and gradient, one sweep
 //   embedding.h       Embedding gather and deterministic scatter-add
 //   dropout.h         dropout masks (Philox4x32-10) generated and applied in one pass
-//   dense_ops.h       the column sum (a Dense layer's bias gradient)
-//   dense_xent.h      the fused Dense + sparse softmax cross-entropy backward
 // This file holds the tuning constants and small helpers they share, the dispatch on the cell
 // and the kernel table.
 #include <omp.h>
@@ -138,7 +136,6 @@ static inline void with_rows(int m, F&& f) {
 #include "cpu/peak.h"
 #include "cpu/optim_update.h"
 #include "cpu/dense_ops.h"
-#include "cpu/dense_xent.h"
 #include "cpu/qgemm.h"
 #include "cpu/bgemm.h"
 #include "cpu/qforward_loop.h"
@@ -211,8 +208,7 @@ static const KernelTable& table() {
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
                              qforward, bpath, bpack_sizes, bpack, bgemm_ws, bgemm_entry, bforward_ws, bforward,
                              xent, embedding_forward, embedding_backward, forward_whh_packed_floats,
-                             forward_whh_layout, forward_pack_whh, gemm_blocking,
-                             dense_xent_backward};
+                             forward_whh_layout, forward_pack_whh, gemm_blocking};
   return t;
 }
 

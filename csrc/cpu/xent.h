@@ -29,6 +29,9 @@
 // 1e-7]) the per-row quantities are formed in double as in the NumPy reference; the sparse form
 // writes one constant per row plus the target entry, the dense form computes in double throughout.
 //
+// grad_scale multiplies every gradient entry with the row's weight (the training step's 1 / count:
+// the mean's gradient in the same pass, no division pass afterwards); the loss is not scaled.
+//
 // Every row is computed by the same arithmetic whoever computes it: results are identical for any
 // thread count.
 
@@ -111,8 +114,8 @@ struct XentRowStats {
 
 // The one sweep over a row of logits z (and of dense targets y, when given): per lane a running
 // maximum and the sum of exp(z - maximum), rescaled once per block of XENT_BLOCK vectors. It
-// leaves e = exp(z - m_b) in g (unless g is nullptr), with m_b the lanes' maxima after block b,
-// stored in bm (one vector per block): the gradient pass only rescales g, in cache.
+// leaves e = exp(z - m_b) in g, with m_b the lanes' maxima after block b, stored in bm (one
+// vector per block): the gradient pass only rescales g, in cache.
 static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t C, float* g, float* bm) {
   V m = Simd::set1(-3.402823466e38f), s = Simd::zero(), sc = Simd::zero(), sx = Simd::zero();
   double syd = 0.0;
@@ -133,7 +136,7 @@ static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t 
     V e = Simd::zero();
     for (int k = 0; k < XENT_BLOCK; ++k) {
       const V ek = xl_exp(Simd::sub(x[k], mn));
-      if (g) Simd::store(g + j + k * W, ek);
+      Simd::store(g + j + k * W, ek);
       e = Simd::add(e, ek);
     }
     xl_kahan(s, sc, xl_exp(Simd::sub(m, mn)), e);
@@ -151,7 +154,7 @@ static inline XentRowStats xl_row_stats(const float* z, const float* y, int64_t 
     sx = Simd::fmadd(Simd::loadn(z + j, n), tiny, sx);
     const V mn = Simd::max(m, x);
     const V ek = xl_exp(Simd::sub(x, mn));
-    if (g) Simd::storen(g + j, ek, n);
+    Simd::storen(g + j, ek, n);
     xl_kahan(s, sc, xl_exp(Simd::sub(m, mn)), ek);
     m = mn;
     Simd::store(bm, m);
@@ -187,41 +190,7 @@ static inline void xl_fill(float* g, int64_t C, float v) {
   if (j < C) Simd::storen(g + j, vv, (int)(C - j));
 }
 
-// The statistics-only form of a row (XentArgs without grad: sparse targets from logits): the
-// same sweep as xent_row, e = exp(z - m_b) going to a scratch row in cache instead of the
-// gradient, and the same loss; the gradient's row factors go to row_max / row_scale / row_target.
-static void xent_row_stats(const XentArgs& a, int64_t row) {
-  const int64_t C = a.C;
-  if (a.mask && !a.mask[row]) {
-    a.loss[row] = 0.0;
-    a.row_max[row] = 0.0f;
-    a.row_scale[row] = a.row_target[row] = 0.0;
-    return;
-  }
-  thread_local std::vector<float> bm;
-  if (bm.size() < (size_t)(xl_blocks(C) * W)) bm.resize((size_t)(xl_blocks(C) * W));
-  const float* z = a.z + row * C;
-  const XentRowStats st = xl_row_stats(z, nullptr, C, nullptr, bm.data());
-  const double w = a.weight ? a.weight[row] : 1.0;
-  if (st.bad) {
-    a.loss[row] = NAN;
-    a.row_max[row] = 0.0f;
-    a.row_scale[row] = a.row_target[row] = NAN;
-    return;
-  }
-  const int64_t t = a.ids[row];
-  const double per = std::log(st.S) + ((double)st.M - (double)z[t]);  // as xent_row
-  a.loss[row] = per * w;
-  a.row_max[row] = st.M;
-  a.row_scale[row] = w / st.S;
-  a.row_target[row] = std::expm1(-per) * w;
-}
-
 static void xent_row(const XentArgs& a, int64_t row) {
-  if (!a.grad) {
-    xent_row_stats(a, row);
-    return;
-  }
   const int64_t C = a.C;
   const float* z = a.z + row * C;
   float* g = a.grad + row * C;
@@ -230,7 +199,8 @@ static void xent_row(const XentArgs& a, int64_t row) {
     a.loss[row] = 0.0;
     return;
   }
-  const double w = a.weight ? a.weight[row] : 1.0;
+  const double wl = a.weight ? a.weight[row] : 1.0;  // the loss's weight
+  const double w = wl * a.grad_scale;                 // the gradient's
   const float* y = a.y ? a.y + row * C : nullptr;
 
   if (a.from_logits) {
@@ -279,9 +249,9 @@ static void xent_row(const XentArgs& a, int64_t row) {
       const int64_t t = a.ids[row];
       const double per = logS + ((double)st.M - (double)z[t]);  // -log softmax(z)_t (M - z_t exact)
       g[t] = (float)(std::expm1(-per) * w);                   // softmax_t - 1, without cancellation
-      a.loss[row] = per * w;
+      a.loss[row] = per * wl;
     } else {  // -sum y log softmax = sum(y) log S - sum y (z - M)
-      a.loss[row] = (st.sy * logS - acc) * w;
+      a.loss[row] = (st.sy * logS - acc) * wl;
     }
     return;
   }
@@ -296,7 +266,7 @@ static void xent_row(const XentArgs& a, int64_t row) {
     // d(-log qc_t)/dp_j = (q_t / qc_t) / s for every j, and -1 / (qc_t s) more at the target
     xl_fill(g, C, (float)(qt / qc / s * w));
     g[t] = (float)((qt - 1.0) / qc / s * w);
-    a.loss[row] = -std::log(qc) * w;
+    a.loss[row] = -std::log(qc) * wl;
     return;
   }
   // dense targets, in double as the reference: g_j = -y_j / qc_j, grad = (g - sum(g q)) / s
@@ -313,7 +283,7 @@ static void xent_row(const XentArgs& a, int64_t row) {
     const double q = (double)z[j] / s, qc = std::min(std::max(q, XENT_EPS), 1.0 - XENT_EPS);
     g[j] = (float)((-(double)y[j] / qc - G) / s * w);
   }
-  a.loss[row] = loss * w;
+  a.loss[row] = loss * wl;
 }
 
 static void xent(const XentArgs& a) {

@@ -95,10 +95,11 @@ def grad_from_pool(a: object) -> bool:
     return _POOL_GRADS.get(id(a)) is a
 
 
-def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
+def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits, mean=False):
     """sum_and_grad through the fused C++ kernel: ``ids`` (int64 class ids, y_pred's shape without
     the class axis) or ``y`` (dense targets of y_pred's shape); ``m`` a bool mask or None, ``w``
-    broadcastable per-entry weights (from _sample_weights) or None."""
+    broadcastable per-entry weights (from _sample_weights) or None. With ``mean``, the gradient is
+    that of the mean (sum / count), scaled in the kernel's pass."""
     shape = y_pred.shape
     c = shape[-1]
     z = np.ascontiguousarray(y_pred).reshape(-1, c)
@@ -109,58 +110,14 @@ def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(n)
     else:
         y = np.ascontiguousarray(y, dtype=np.float32).reshape(n, c)
-    out = POOL.take(shape)  # an array of its own (not a view), so that it can go back to the pool
-    per, grad = core.xent(z, ids, y, mask, weight, from_logits, None if out is None else out.reshape(n, c))
     count = int(m.sum()) if m is not None else n
+    scale = (1.0 / count if count else 0.0) if mean else 1.0
+    out = POOL.take(shape)  # an array of its own (not a view), so that it can go back to the pool
+    per, grad = core.xent(z, ids, y, mask, weight, from_logits, None if out is None else out.reshape(n, c), scale)
     if out is None:
         return float(per.sum()), count, grad.reshape(shape)
     _POOL_GRADS[id(out)] = out
     return float(per.sum()), count, out
-
-
-class LogitsGrad:
-    """The gradient of a sparse softmax cross-entropy with respect to its logits, not formed:
-    what the fused Dense + loss training path hands to the Dense layer that made the logits
-    (``Dense._backward``), which makes it block by block inside its weight and input gradient
-    GEMMs (``fastrnn._core.dense_xent_backward``, csrc/cpu/dense_xent.h) instead of reading a
-    [rows, classes] array.
-
-    ``z`` are the logits [rows, classes] (a view of the layer's output), ``ids`` the class ids
-    [rows], ``stats`` the per-row (maximum, w / sum exp, expm1(-loss) w) of
-    ``fastrnn._core.xent_stats``, and ``scale`` the factor on every entry (1 / the count of valid
-    entries, set by the training step). ``shape`` is the logits' shape. :meth:`materialize`
-    forms the array for any other consumer.
-    """
-
-    __slots__ = ("z", "ids", "stats", "scale", "shape", "_mask", "_weight")
-
-    def __init__(self, z, ids, stats, shape, mask, weight):
-        self.z, self.ids, self.stats, self.shape = z, ids, stats, tuple(shape)
-        self._mask, self._weight = mask, weight
-        self.scale = 1.0
-
-    def materialize(self) -> np.ndarray:
-        """The gradient as a float32 array of the logits' shape (the unfused kernel's, times scale)."""
-        _, grad = backend.core().xent(self.z, self.ids, None, self._mask, self._weight, True)
-        if self.scale != 1.0:
-            grad *= np.float32(self.scale)
-        return grad.reshape(self.shape)
-
-
-def _logits_grad(core, y_pred, ids, m, w):
-    """(total, count, LogitsGrad) of the sparse softmax cross-entropy from float32 logits: the loss
-    from one statistics sweep over each row (fastrnn._core.xent_stats, the fused kernel's loss to
-    the bit), the gradient left unformed. ``ids``, ``m``, ``w`` as in _fused_sum_and_grad."""
-    shape = y_pred.shape
-    c = shape[-1]
-    z = np.ascontiguousarray(y_pred).reshape(-1, c)
-    n = z.shape[0]
-    mask = None if m is None else np.ascontiguousarray(m, dtype=np.bool_).reshape(n).view(np.uint8)
-    weight = None if w is None else np.ascontiguousarray(np.broadcast_to(w, shape[:-1]), dtype=np.float64).reshape(n)
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(n)
-    per, row_max, row_scale, row_target = core.xent_stats(z, ids, mask, weight)
-    count = int(m.sum()) if m is not None else n
-    return float(per.sum()), count, LogitsGrad(z, ids, (row_max, row_scale, row_target), shape, mask, weight)
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -193,7 +150,15 @@ def _categorical(y_true, y_pred, from_logits):
     return loss, grad
 
 
-class CategoricalCrossentropy(Loss):
+class _MeanInKernel:
+    """The training step's gradient of the mean from the fused kernel's own pass (its grad_scale),
+    for the crossentropies whose ``_sum_and(..., mean)`` takes the flag."""
+
+    def _sum_and_mean_grad(self, y_true, y_pred, mask=None, sample_weight=None):
+        return self._sum_and(y_true, y_pred, mask, sample_weight, True)
+
+
+class CategoricalCrossentropy(_MeanInKernel, Loss):
     """Categorical cross-entropy, as Keras's ``CategoricalCrossentropy``.
 
     The per-sample loss is ``-sum(y * log p)`` over the last axis, with one-hot (or soft) targets
@@ -217,13 +182,17 @@ class CategoricalCrossentropy(Loss):
                      sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
         """As :meth:`Loss.sum_and_grad`; float32 NumPy predictions go through the fused C++ kernel
         (one sweep over each row of logits, threaded over rows), the rest through the NumPy form."""
+        return self._sum_and(y_true, y_pred, mask, sample_weight, False)
+
+    def _sum_and(self, y_true, y_pred, mask, sample_weight, mean):
         core = _fused_core(y_pred)
         if core is None:
-            return super().sum_and_grad(y_true, y_pred, mask, sample_weight)
+            f = Loss._sum_and_mean_grad if mean else Loss.sum_and_grad
+            return f(self, y_true, y_pred, mask, sample_weight)
         y_true = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
         m = _check_mask(mask, y_pred.shape[:-1])
         w = _sample_weights(sample_weight, y_pred.shape[:-1])
-        return _fused_sum_and_grad(core, y_pred, None, y_true, m, w, self.from_logits)
+        return _fused_sum_and_grad(core, y_pred, None, y_true, m, w, self.from_logits, mean)
 
     def _prepare_true(self, y_true, y_pred):
         if y_true.shape != y_pred.shape:
@@ -237,7 +206,7 @@ class CategoricalCrossentropy(Loss):
         return {"from_logits": self.from_logits}
 
 
-class SparseCategoricalCrossentropy(Loss):
+class SparseCategoricalCrossentropy(_MeanInKernel, Loss):
     """Categorical cross-entropy with integer class ids as targets, as Keras's
     ``SparseCategoricalCrossentropy``.
 
@@ -296,13 +265,18 @@ class SparseCategoricalCrossentropy(Loss):
         derivative of ``-log clip(p_t / sum p)`` (probabilities). Per-row sums and the target
         entries are computed in float64. Float32 NumPy predictions go through the fused C++
         kernel (fastrnn._core.xent), the others through the NumPy form below, its reference."""
+        return self._sum_and(y_true, y_pred, mask, sample_weight, False)
+
+    def _sum_and(self, y_true, y_pred, mask, sample_weight, mean):
         core = _fused_core(y_pred)
+        if core is None and mean:
+            return Loss._sum_and_mean_grad(self, y_true, y_pred, mask, sample_weight)
         y_pred = _as_float_array(y_pred, "y_pred")
         ids = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
         m = _check_mask(mask, y_pred.shape[:-1])
         if core is not None:
             w = _sample_weights(sample_weight, y_pred.shape[:-1])
-            return _fused_sum_and_grad(core, y_pred, ids, None, m, w, self.from_logits)
+            return _fused_sum_and_grad(core, y_pred, ids, None, m, w, self.from_logits, mean)
         gdt = _grad_dtype(y_pred)
         wdt = np.dtype(np.float64) if gdt == np.float64 else np.dtype(np.float32)
         z = y_pred.astype(wdt, copy=False)
@@ -341,18 +315,6 @@ class SparseCategoricalCrossentropy(Loss):
             per = per * w
             grad *= w[..., None].astype(wdt)
         return float(per.sum()), count, grad.astype(gdt, copy=False)
-
-    def _sum_and_logits_grad(self, y_true, y_pred, mask=None, sample_weight=None):
-        """As :meth:`sum_and_grad` for float32 NumPy logits (``from_logits=True``), the gradient a
-        :class:`LogitsGrad` that the Dense layer which made the logits forms inside its backward;
-        None where that does not apply (then call :meth:`sum_and_grad`)."""
-        core = _fused_core(y_pred)
-        if core is None or not self.from_logits:
-            return None
-        ids = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
-        m = _check_mask(mask, y_pred.shape[:-1])
-        w = _sample_weights(sample_weight, y_pred.shape[:-1])
-        return _logits_grad(core, y_pred, ids, m, w)
 
     def get_config(self) -> dict:
         return {"from_logits": self.from_logits}

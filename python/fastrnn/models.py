@@ -185,13 +185,6 @@ class Sequential(Model):
                 break
         return dy
 
-    def _logits_head(self, y_pred):
-        # backward hands the output gradient to the last layer (unless a subclass changes backward)
-        if not self._layers or type(self).backward is not Sequential.backward:
-            return None
-        last = self._layers[-1]
-        return last if hasattr(last, "_takes_logits_grad") else None
-
     def __call__(self, x, training=False, mask=None):
         self.output_mask = None
         y = self.forward(x, training=training, mask=mask)

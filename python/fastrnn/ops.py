@@ -405,17 +405,25 @@ def _dense_forward(x, kernel, bias, activation, out=None):
     return y.reshape(shape), activation in _DENSE_ACT
 
 
-def _matmul_acc(a, b, out):
+def _matmul_acc(a, b, out, colsum=None):
     """``out += a @ b`` for 2-D operands, accumulated by fastrnn's GEMM in its write-back when all
-    are float32 NumPy arrays (out C-contiguous and apart from a and b), else NumPy's."""
+    are float32 NumPy arrays (out C-contiguous and apart from a and b), else NumPy's. With
+    ``colsum`` (a [b.shape[1]] array), also ``colsum += b.sum(axis=0)``: on the GEMM path from b's
+    packed blocks (rows added in order, as _colsum_acc; a Dense layer's bias gradient in its
+    weight gradient's pass over dZ)."""
     if (_all_f32(a, b, out) and a.ndim == 2 and b.ndim == 2 and out.shape == (a.shape[0], b.shape[1])
             and a.shape[1] == b.shape[0] and out.flags.c_contiguous and out.flags.writeable
-            and not np.may_share_memory(out, a) and not np.may_share_memory(out, b)):
+            and not np.may_share_memory(out, a) and not np.may_share_memory(out, b)
+            and (colsum is None or (_all_f32(colsum) and colsum.shape == (b.shape[1],) and colsum.flags.c_contiguous
+                                    and colsum.flags.writeable and not any(np.may_share_memory(colsum, o)
+                                                                          for o in (a, b, out))))):
         a2, ta = _gemm_operand(a)
         b2, tb = _gemm_operand(b)
-        backend.core().dense_gemm(a2, b2, ta, tb, None, 0, out, True)
+        backend.core().dense_gemm(a2, b2, ta, tb, None, 0, out, True, colsum)
         return
     out += matmul(a, b)
+    if colsum is not None:
+        _colsum_acc(b, colsum)
 
 
 def _colsum_acc(m, out):

@@ -273,52 +273,21 @@ class TrainingLoops:
         ``output_mask``. Models whose forward needs the targets too (teacher forcing) override this."""
         return self(xb, training=training), self.output_mask
 
-    def _logits_head(self, y_pred):
-        """The layer whose backward takes the loss gradient of ``y_pred`` unformed (a Dense
-        decoder's logits under sparse softmax cross-entropy; see _crossentropy.LogitsGrad), or
-        None. Models whose backward runs their layers in a chain (Sequential) override it."""
-        return None
-
-    def _fused_loss(self, yb, y_pred, mask, swb):
-        """(total, count, LogitsGrad) when the loss's gradient can be left to the layer that made
-        ``y_pred`` (plain SparseCategoricalCrossentropy from logits on a linear Dense's float32
-        output), else None."""
-        loss = self.loss
-        if type(loss) is not _crossentropy.SparseCategoricalCrossentropy or not loss.from_logits:
-            return None
-        head = self._logits_head(y_pred)
-        if head is None or not head._takes_logits_grad(y_pred):
-            return None
-        return loss._sum_and_logits_grad(yb, y_pred, mask, swb)
-
     def _step_full(self, xb, yb, where, swb=None):
         y_pred, mask = self._outputs_for_loss(xb, yb, True)
         if isinstance(y_pred, (tuple, list)):
             raise ValueError("fit: the model's output must be a single array (a layer with return_state=True "
                              "cannot be the last layer)")
-        fused = self._fused_loss(yb, y_pred, mask, swb)
-        if fused is not None:
-            # the Dense decoder forms the loss gradient inside its backward GEMMs (csrc/cpu/dense_xent.h)
-            total, count, dtotal = fused
-            value = total / count if count else 0.0
-            self._check_loss(value, where)
-            self.optimizer._begin_step(self, count)
-            dtotal.scale = 1.0 / count if count else 0.0
-            self.backward(dtotal)
-            for m in self.compiled_metrics:
-                m.update_state(yb, y_pred, mask)
-            return value
-        total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask, sample_weight=swb)
+        # the gradient of the mean (the fused crossentropies scale it in their kernel's pass)
+        total, count, dmean = self.loss._sum_and_mean_grad(yb, y_pred, mask, sample_weight=swb)
         value = total / count if count else 0.0
         self._check_loss(value, where)
         self.optimizer._begin_step(self, count)
-        if count and _crossentropy.grad_from_pool(dtotal):
-            # the fused loss's own pooled buffer, held by nobody else: the mean in place (the same
-            # bits as dtotal / count), then back to the pool for the next step (no fresh pages)
-            self.backward(np.divide(dtotal, count, out=dtotal))
-            POOL.give(dtotal)
-        else:
-            self.backward(dtotal / count if count else np.zeros_like(dtotal))
+        self.backward(dmean)
+        if _crossentropy.grad_from_pool(dmean):
+            # the fused loss's own pooled buffer, held by nobody else: back to the pool for the
+            # next step (no fresh pages)
+            POOL.give(dmean)
         for m in self.compiled_metrics:
             m.update_state(yb, y_pred, mask)
         return value

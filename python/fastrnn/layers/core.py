@@ -13,7 +13,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import backend, ops
-from .._crossentropy import LogitsGrad
 from .._kernel_cache import POOL
 from .._validation import layer_positive_int as _positive_int
 from . import _symbolic, initializers
@@ -135,15 +134,17 @@ class Dense(Layer):
 
     def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         out = None
-        if training and self._cache is not None:
-            # the last training output goes back to the buffer pool unless someone still holds it
-            # (a decoder's logits are large: fresh pages at every step cost page faults)
-            old, self._cache = self._cache, None
-            y_old = old[1]
-            del old
-            POOL.give(y_old)
-            del y_old
-            out = POOL.take(x.shape[:-1] + (self.units,)) if x.ndim >= 2 else None
+        if training:
+            # the last training output goes back to the buffer pool unless someone still holds it,
+            # and the new one comes from there (a decoder's logits are large: fresh pages at every
+            # step cost page faults); arrays under the pool's minimum size are allocated as before
+            if self._cache is not None:
+                old, self._cache = self._cache, None
+                y_old = old[1]
+                del old
+                POOL.give(y_old)
+                del y_old
+            out = POOL.take(x.shape[:-1] + (self.units,))
         # float32 NumPy: bias and activation in the GEMM's write-back (one pass over y)
         y, applied = ops._dense_forward(x, self.kernel.value, self.bias.value if self.use_bias else None,
                                         self.activation, out)
@@ -160,41 +161,13 @@ class Dense(Layer):
 
     def _backward(self, dy):
         x, y = self._cache
-        if type(dy) is LogitsGrad:  # the fused training path of a sparse softmax cross-entropy
-            dx = self._backward_logits(dy, x, y)
-            if dx is not None:
-                return dx
-            dy = dy.materialize()
         dy = self._check_dy(dy, y.shape)
         dz = ACTIVATIONS[self.activation][1](dy, y)
         dz2 = dz.reshape(-1, self.units)
-        ops._matmul_acc(x.reshape(-1, x.shape[-1]).T, dz2, self.kernel.grad)  # accumulated by the GEMM
-        if self.use_bias:
-            ops._colsum_acc(dz2, self.bias.grad)
+        # the kernel's gradient accumulated by the GEMM, the bias's from the GEMM's packed dz blocks
+        ops._matmul_acc(x.reshape(-1, x.shape[-1]).T, dz2, self.kernel.grad,
+                        self.bias.grad if self.use_bias else None)
         return ops.matmul(dz, self.kernel.value.T)
-
-    def _takes_logits_grad(self, y_pred: Any) -> bool:
-        """Whether ``y_pred`` is this layer's last training output, linear logits that
-        :meth:`_backward_logits` can take the loss gradient of unformed (a :class:`LogitsGrad`)."""
-        c = self._cache
-        return (c is not None and c[1] is y_pred and self.activation == "linear" and self.trainable
-                and _f32_numpy(y_pred) and _f32_numpy(c[0]) and _f32_numpy(self.kernel.value)
-                and _f32_numpy(self.kernel.grad) and (not self.use_bias or _f32_numpy(self.bias.grad)))
-
-    def _backward_logits(self, g, x, y):
-        """dx for the loss gradient ``g`` (a LogitsGrad of this layer's output ``y``), with the
-        kernel and bias gradients accumulated, in one fused C++ call; None when the arrays do not
-        allow it (the caller then forms the gradient)."""
-        if g.z.size != y.size or g.z.ctypes.data != y.ctypes.data:  # not this layer's logits
-            return None
-        kernel, kgrad = self.kernel.value, self.kernel.grad
-        bgrad = self.bias.grad if self.use_bias else None
-        if not (_f32_numpy(x) and _f32_numpy(kernel) and _f32_numpy(kgrad) and kgrad.flags.writeable
-                and (bgrad is None or (_f32_numpy(bgrad) and bgrad.flags.writeable))):
-            return None
-        x2 = x.reshape(-1, x.shape[-1])
-        dx = backend.core().dense_xent_backward(x2, kernel, g.z, g.ids, *g.stats, float(g.scale), kgrad, bgrad)
-        return dx.reshape(x.shape)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1]) + (self.units,)
