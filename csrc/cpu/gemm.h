@@ -123,11 +123,11 @@ static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap,
     for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
       const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
       float* ct = C + ir * ldc + jr;
-      if (acc_c) {  // C is read back at the store: fetch it while the k-loop runs
-        for (int i = 0; i < m; ++i) {
-          __builtin_prefetch(ct + i * ldc, 1);
-          __builtin_prefetch(ct + i * ldc + n - 1, 1);
-        }
+      // C's lines are fetched (for writing) while the k-loop runs: read back at the store when
+      // accumulating, and owned before the store either way (a store that misses waits for the line)
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; j += 16) __builtin_prefetch(ct + i * ldc + j, 1);  // every 64-byte line
+        __builtin_prefetch(ct + i * ldc + n - 1, 1);
       }
       const float* bt = bias ? bias + jr : nullptr;
       // the tile's rows: all GEMM_MR, or the m left at the end of the block (a one-row product, a
