@@ -104,9 +104,10 @@ class _NoPool:
         return None
 
 
-def _mean_after_the_kernel(self, y_true, y_pred, mask=None, sample_weight=None):
-    """The training step's mean as it was: the loss's gradient of the sum, then divided by the
-    count (in place when the buffer is the fused kernel's pooled one)."""
+def _mean_after_the_kernel(self, y_true, y_pred, mask=None, sample_weight=None, into=None):
+    """The training step's mean as it was: the loss's gradient of the sum (in a buffer of its own,
+    never over the logits: ``into`` is ignored), then divided by the count (in place when the
+    buffer is the fused kernel's pooled one)."""
     total, count, grad = self.sum_and_grad(y_true, y_pred, mask, sample_weight)
     if count and _xent.grad_from_pool(grad):
         return total, count, np.divide(grad, count, out=grad)
@@ -122,9 +123,10 @@ def _matmul_acc_then_colsum(a, b, out, colsum=None):
 
 def decoder_path(now):
     """The decoder and loss as they are now (``now``: the Dense output from the buffer pool, the
-    mean's 1 / count inside the loss kernel, the bias gradient from the weight gradient GEMM's
-    packed blocks) or as before (a fresh output array per step, a division pass over the
-    gradient, a column-sum pass over it)."""
+    mean's 1 / count inside the loss kernel, its gradient written over the logits, the bias
+    gradient from the weight gradient GEMM's packed blocks) or as before (a fresh output array per
+    step, the gradient in a buffer of its own, a division pass over it, a column-sum pass over
+    it). The GEMM kernels themselves are this build's in both."""
     _xent._MeanInKernel._sum_and_mean_grad = _MEAN_IN_KERNEL if now else _mean_after_the_kernel
     ops._matmul_acc = _MATMUL_ACC if now else _matmul_acc_then_colsum
     _layers_core.POOL = _DENSE_POOL if now else _NoPool
@@ -320,7 +322,7 @@ def parts_bench(vocab, min_time, rounds):
         def f():
             kernels(True, now)
             out = dec(x, training=True)
-            _, _, g = loss._sum_and_mean_grad(ids, out)
+            _, _, g = loss._sum_and_mean_grad(ids, out, into=out)  # over the logits, as the step (now)
             dec.backward(g)
             if _xent.grad_from_pool(g):
                 _xent.POOL.give(g)

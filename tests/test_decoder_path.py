@@ -186,7 +186,7 @@ def _lm(vocab, mask_zero=False, metrics=None):
 def _path_before(monkeypatch):
     """The step as it was: the loss's gradient of the sum divided by the count afterwards, the
     bias gradient in a column-sum pass of its own, fresh Dense outputs."""
-    def mean(self, y_true, y_pred, mask=None, sample_weight=None):
+    def mean(self, y_true, y_pred, mask=None, sample_weight=None, into=None):  # never in place
         total, count, grad = self.sum_and_grad(y_true, y_pred, mask, sample_weight)
         return total, count, (grad / count if count else np.zeros_like(grad))
     acc = ops._matmul_acc
@@ -209,7 +209,9 @@ def test_training_step_equals_the_path_before(monkeypatch, threads, vocab, case)
         x[1, 40:] = 0  # padding: masked steps
     y = rng.integers(0, vocab, (5, 70))
     sw = rng.random((5, 70)) if case == "weights" else None
-    now, before = (_lm(vocab, mask_zero=case == "mask", metrics=["accuracy"]) for _ in range(2))
+    # with a metric the gradient gets a buffer of its own, without one it overwrites the logits
+    metrics = ["accuracy"] if case == "weights" else None
+    now, before = (_lm(vocab, mask_zero=case == "mask", metrics=metrics) for _ in range(2))
     now.build((70,))
     start = [w.copy() for w in now.get_weights()]
     got = [now.train_on_batch(x, y, sample_weight=sw) for _ in range(3)]
@@ -226,7 +228,9 @@ def test_training_step_equals_the_path_before(monkeypatch, threads, vocab, case)
 
 
 def test_training_step_gives_the_pooled_gradient_back():
-    m = _lm(5000)
+    """With a metric reading the logits, the loss gradient goes to a pooled buffer of its own,
+    given back after the step."""
+    m = _lm(5000, metrics=["accuracy"])
     x = np.random.default_rng(4).integers(0, 20, (4, 70))
     m.train_on_batch(x, x)
     m.train_on_batch(x, x)
@@ -234,6 +238,38 @@ def test_training_step_gives_the_pooled_gradient_back():
     hits = POOL.hits
     m.train_on_batch(x, x)
     assert POOL.hits >= hits + 2  # the logits and the gradient both reused
+
+
+def test_training_step_writes_the_gradient_over_the_logits():
+    """Without metrics nothing reads the logits after the loss: the sparse crossentropy's gradient
+    of the mean overwrites them (rows of softmax - onehot, over the count: they sum to 0)."""
+    m = _lm(5000)
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 20, (4, 70)), rng.integers(0, 5000, (4, 70))
+    logits = m(x, training=True)
+    assert m._output_is_scratch(logits)
+    total, count, g = m.loss._sum_and_mean_grad(y, logits, None, None, into=logits)
+    assert g is logits and count == 280
+    np.testing.assert_allclose(g.sum(axis=-1), 0.0, atol=1e-8)
+    assert (np.take_along_axis(g, y[..., None], -1) < 0).all()
+    m.train_on_batch(x, y)
+    m.compile(optimizer="sgd", loss=losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    assert not m._output_is_scratch(m(x, training=True))  # a metric reads them
+
+
+def test_a_subclass_overriding_sum_and_grad_is_used_by_training():
+    calls = []
+
+    class Logged(losses.SparseCategoricalCrossentropy):
+        def sum_and_grad(self, y_true, y_pred, mask=None, sample_weight=None):
+            calls.append(1)
+            return super().sum_and_grad(y_true, y_pred, mask, sample_weight)
+
+    m = _lm(50)
+    m.compile(optimizer="sgd", loss=Logged(from_logits=True))
+    x = np.random.default_rng(6).integers(0, 20, (3, 5))
+    value = m.train_on_batch(x, x)
+    assert calls == [1] and np.isfinite(value)
 
 
 def test_bad_labels_still_raise():

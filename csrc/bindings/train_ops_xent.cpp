@@ -68,7 +68,11 @@ py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optiona
     if (grad.ndim() != 2 || grad.shape(0) != N || grad.shape(1) != C)
       throw py::value_error("out: expected z's shape " + shape_str(z) + ", got " + shape_str(grad));
     if (!grad.writeable()) throw py::value_error("out: the array must be writeable");
-    if (grad.data() == z.data()) throw py::value_error("out: must not be z itself");
+    const char* pg = reinterpret_cast<const char*>(grad.data());
+    const char* pz = reinterpret_cast<const char*>(z.data());
+    const bool same = pg == pz, overlap = pg < pz + z.nbytes() && pz < pg + grad.nbytes();
+    if (overlap && !same) throw py::value_error("out: must be z itself or apart from it");
+    if (same && y) throw py::value_error("out: must not be z itself with dense targets y");
   }
   darr loss(std::vector<py::ssize_t>{(py::ssize_t)N});
   a.grad = grad.mutable_data();
@@ -126,7 +130,7 @@ void register_train_ops_xent(py::module_& m) {
         py::arg("out").noconvert().none(true) = py::none(), py::arg("grad_scale") = 1.0,
         "Fused softmax cross-entropy over the rows of z [N, C] (float32, C-contiguous) with class ids "
         "(int64 [N]) or dense targets y (float32 [N, C]); mask (uint8 [N]) and weight (float64 [N]) "
-        "optional; out (float32 [N, C], not z) receives the gradient when given; grad_scale multiplies "
+        "optional; out (float32 [N, C]; z itself only with ids) receives the gradient when given; grad_scale multiplies "
         "the gradient (not the loss). Returns (per-row loss float64 [N], gradient float32 [N, C]).");
   m.def("embedding_forward", &embedding_forward, py::arg("table").noconvert(), py::arg("ids").noconvert(),
         "table[ids] for a float32 table [V, D] and int64 ids of any shape (values in [0, V)).");

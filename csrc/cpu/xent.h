@@ -32,6 +32,9 @@
 // grad_scale multiplies every gradient entry with the row's weight (the training step's 1 / count:
 // the mean's gradient in the same pass, no division pass afterwards); the loss is not scaled.
 //
+// With sparse targets the gradient may overwrite z (grad == z: each row is read before its
+// gradient is written, the target's logit first); dense targets need z in the second sweep.
+//
 // Every row is computed by the same arithmetic whoever computes it: results are identical for any
 // thread count.
 
@@ -202,6 +205,7 @@ static void xent_row(const XentArgs& a, int64_t row) {
   const double wl = a.weight ? a.weight[row] : 1.0;  // the loss's weight
   const double w = wl * a.grad_scale;                 // the gradient's
   const float* y = a.y ? a.y + row * C : nullptr;
+  const float zt = a.ids ? z[a.ids[row]] : 0.0f;      // read first: g may be z (sparse targets)
 
   if (a.from_logits) {
     thread_local std::vector<float> bm_buf;
@@ -247,7 +251,7 @@ static void xent_row(const XentArgs& a, int64_t row) {
     }
     if (a.ids) {
       const int64_t t = a.ids[row];
-      const double per = logS + ((double)st.M - (double)z[t]);  // -log softmax(z)_t (M - z_t exact)
+      const double per = logS + ((double)st.M - (double)zt);  // -log softmax(z)_t (M - z_t exact)
       g[t] = (float)(std::expm1(-per) * w);                   // softmax_t - 1, without cancellation
       a.loss[row] = per * wl;
     } else {  // -sum y log softmax = sum(y) log S - sum y (z - M)
@@ -261,7 +265,7 @@ static void xent_row(const XentArgs& a, int64_t row) {
   if (s == 0.0) s = 1.0;
   if (a.ids) {
     const int64_t t = a.ids[row];
-    const double qt = (double)z[t] / s;
+    const double qt = (double)zt / s;
     const double qc = std::min(std::max(qt, XENT_EPS), 1.0 - XENT_EPS);
     // d(-log qc_t)/dp_j = (q_t / qc_t) / s for every j, and -1 / (qc_t s) more at the target
     xl_fill(g, C, (float)(qt / qc / s * w));

@@ -169,6 +169,11 @@ class Dense(Layer):
                         self.bias.grad if self.use_bias else None)
         return ops.matmul(dz, self.kernel.value.T)
 
+    def _output_is_scratch(self, y: Any) -> bool:
+        """Whether ``y`` is this layer's last training output and its backward reads nothing of it
+        but its shape (linear): a training step may then overwrite it with the loss gradient."""
+        return self.activation == "linear" and self._cache is not None and self._cache[1] is y
+
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1]) + (self.units,)
 
