@@ -56,7 +56,10 @@ class Dense(Layer):
     ``fit`` does), not between forward and backward. For float32 NumPy arrays the forward is one
     GEMM that adds the bias and applies linear / relu / tanh / sigmoid as it writes y (tanh and
     sigmoid in the kernels' vector forms, within 4e-7 of NumPy's), and backward accumulates the
-    kernel's gradient inside the GEMM.
+    kernel's gradient inside the GEMM and sums the bias gradient from the same GEMM's packed
+    blocks of dy. A training output of 1 MiB or more (a language model's logits) is a buffer of
+    fastrnn's pool, which it goes back to at the next training call unless the caller still holds
+    it.
 
     Args:
         units (int): Output size (positive int).
