@@ -12,9 +12,10 @@ Cases (float32, 1 thread unless --threads):
     ``raw kw`` is the same call with keywords, as earlier measurements made it.
   * step API: ``layer.step(x_t, states)`` at batch 1 (features = units) for LSTM(128), LSTM(512),
     GRU(128), GRU(512), states fed back from the previous step, against the raw kernel on one
-    step with h0 (and c0) given the packed W_hh the layer keeps (``core.pack_whh``);
-    ``model.step`` of a Sequential holding that layer; the step and the raw kernel packing W_hh
-    at every call (as before the layers kept the packed copy); and the same for the int8 model of
+    step with h0 (and c0) given the packed W_hh and the transposed W_ih the layer keeps
+    (``core.pack_whh``, the forward's ``wih_t``); ``model.step`` of a Sequential holding that
+    layer; the step and the raw kernel packing W_hh and W_ih at every call (as before the layers
+    kept these copies); and the same for the int8 model of
     ``fastrnn.quantize`` (its layer.step and model.step against the raw ``qforward``).
     Timed in CPU time of the process (``timer=time.process_time``, one thread).
   * fit's per-batch overhead, tiny model LSTM(16) -> Dense(1, sigmoid), x [32, 10, 8], Adam,
@@ -108,9 +109,10 @@ def tiny_layer(min_time):
 
 def step_case(cell, H, min_time):
     """Seconds per step at batch 1 (features = units), float32 and int8, all timed interleaved:
-    {"step": layer.step, "step repack": layer.step packing W_hh at every call (the layer's kept
-    packed copy disabled, as before it existed), "model": model.step, "raw": the kernel given the
-    packed W_hh, "raw repack": the kernel packing W_hh itself, "int8 step", "int8 model",
+    {"step": layer.step, "step repack": layer.step packing W_hh and W_ih at every call (the layer's
+    kept packed W_hh and transposed W_ih disabled, as before they existed), "model": model.step,
+    "raw": the kernel given the packed W_hh and W_ih transposed, "raw repack": the kernel packing
+    both itself, "int8 step", "int8 model",
     "int8 raw": fastrnn.quantize's layer.step, model.step and the raw int8 kernel}."""
     core = backend.core()
     rng = np.random.default_rng(1)
@@ -125,17 +127,19 @@ def step_case(cell, H, min_time):
     h0, c0 = states[0], (states[1] if spec.n_states == 2 else None)
     kid = spec.kernel_id
     packed = core.pack_whh(kid, lay.w_hh.value, 1)
+    wih_t = np.ascontiguousarray(lay.w_ih.value.T)
 
     def raw_repack():
         return core.forward(kid, x3, lay.w_ih.value, lay.w_hh.value, b_ih, b_hh, h0, c0, None, False, True, False)
 
     def raw():
         return core.forward(kid, x3, lay.w_ih.value, lay.w_hh.value, b_ih, b_hh, h0, c0, None, False, True, False,
-                            None, None, None, None, packed)
+                            None, None, None, None, packed, wih_t)
 
     repack = cls(H, seed=0, input_shape=(None, H))  # the same layer, packing at every call
     repack.set_weights(lay.get_weights())
     repack._packed_whh = lambda wh, batch: None
+    repack._transposed_wih = lambda wi: None
     st, st_repack = [states], [states]
 
     def layer_step():
@@ -291,7 +295,7 @@ def main(argv=None):
         for cell, H in (("LSTM", 128), ("LSTM", 512), ("GRU", 128), ("GRU", 512)):
             t = step_case(cell, H, mt)
             rows.append((f"{cell}({H}) step, batch 1", _us(t["step"]), _us(t["raw"]), f"{t['step'] / t['raw']:.2f}",
-                         f"model.step {_us(t['model'])} us ({t['model'] / t['raw']:.2f}x); packing W_hh at "
+                         f"model.step {_us(t['model'])} us ({t['model'] / t['raw']:.2f}x); packing W_hh and W_ih at "
                          f"every call: step {_us(t['step repack'])} us ({t['step repack'] / t['step']:.2f}x the "
                          f"step), raw {_us(t['raw repack'])} us"))
             rows.append((f"{cell}({H}) int8 step (fastrnn.quantize), batch 1", _us(t["int8 step"]),

@@ -58,6 +58,9 @@ struct ForwardArgs {
   // H and forward_whh_layout for this call), or nullptr: the loop packs w_hh itself (into the
   // workspace) at every call.
   const float* w_hh_packed;
+  // W_ih transposed, [I, G*H] row-major (the same values as w_ih), or nullptr. The x projection then
+  // reads B's rows in place (a step call's few rows take the GEMM's unpacked path); same results.
+  const float* w_ih_t;
 };
 
 struct BackwardArgs {

@@ -14,9 +14,10 @@ from fastrnn._kernel_cache import POOL
 from fastrnn._loss_base import Loss
 
 # M x K x N of dW = X^T dZ (K = rows of dZ, N = its columns): the small-N path (N <= 4), partial
-# tiles, K over the 512-deep blocks, N split over threads or M split (M > N), a vocabulary-like N
+# tiles, K over the 512-deep blocks, N split over threads or M split (M > N), a vocabulary-like N,
+# up to 4 rows (read in place without colsum_b, packed with it)
 GEMM_SHAPES = [(1, 1, 1), (3, 17, 1), (17, 3, 4), (5, 600, 33), (7, 9, 2100), (200, 700, 1037), (130, 64, 5),
-               (3, 0, 6), (33, 1, 17)]
+               (3, 0, 6), (33, 1, 17), (3, 17, 40), (4, 700, 2049)]  # the last two: rows the few-rows path takes
 
 
 def _seq_colsum(b):

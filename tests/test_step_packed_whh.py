@@ -1,7 +1,8 @@
 """The recurrent layers' one-step calls keep W_hh packed for the kernels (core.pack_whh, the
-forward's whh_packed): the kernel with a pre-packed W_hh against the kernel packing it itself and
-the NumPy reference, and the layer's packed copy renewed after every kind of write to the weights,
-so that a changed weight is never used stale."""
+forward's whh_packed) and W_ih transposed (the forward's wih_t, which the x projection reads in
+place): the kernel with either against the kernel without and the NumPy reference, and the
+layer's copies renewed after every kind of write to the weights, so that a changed weight is never
+used stale."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,11 +45,13 @@ def test_forward_with_packed_whh_equals_the_kernel_and_the_reference(isa, thread
     args = (spec.kernel_id, x, w_ih, w_hh, b, b_hh, h0, c0, None, False, True, training)
     got = core.forward(*args, None, None, None, None, packed)
     want = core.forward(*args)
-    for g, w in zip(got, want):  # y, h_n, c_n and the saved gates: the same bits
+    with_t = core.forward(*args, None, None, None, None, packed, np.ascontiguousarray(w_ih.T))
+    for g, w, gt in zip(got, want, with_t):  # y, h_n, c_n and the saved gates: the same bits
         if w is None:
-            assert g is None
+            assert g is None and gt is None
         else:
             np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(gt, w)
     ref_fn = getattr(reference, f"{spec.base}_forward")
     biases = (b, b_hh) if cell == "gru" else (b,)
     kw = {"c0": c0.astype(np.float64)} if cell == "lstm" else {}
@@ -83,23 +86,41 @@ def test_forward_refuses_a_wrong_packed_whh():
         core.pack_whh(2, w_hh[:-1], 2)
     with pytest.raises(ValueError, match="batch: expected >= 1"):
         core.pack_whh(2, w_hh, 0)
+    with pytest.raises(ValueError, match="wih_t: expected shape"):
+        core.forward(*args, None, None, None, None, None, w_ih.copy())  # not transposed
+    with pytest.raises(TypeError):
+        core.forward(*args, None, None, None, None, None, np.ascontiguousarray(w_ih.T, dtype=np.float64))
+    with pytest.raises(TypeError):
+        core.forward(*args, None, None, None, None, None, np.asfortranarray(w_ih.T))
 
 
 def _fresh_step(lay, x, states):
-    """The step as a layer without a kept packed W_hh computes it (it packs at this call)."""
+    """The step as a layer without a kept packed W_hh or transposed W_ih computes it (it makes them
+    at this call)."""
+    kept = lay._whh_pack, lay._wih_t
+    lay._whh_pack = lay._wih_t = None
+    try:
+        return lay.step(x, states)[0]
+    finally:
+        lay._whh_pack, lay._wih_t = kept
+
+
+def _fresh_call(lay, xs, states):
+    """An inference call on a sequence as a layer without a kept packed W_hh computes it."""
     kept = lay._whh_pack
     lay._whh_pack = None
     try:
-        return lay.step(x, states)[0]
+        return lay(xs, initial_state=states)
     finally:
         lay._whh_pack = kept
 
 
-def _writes(tmp_path):
-    """(name, function(layer, model)) for every way the weights change."""
+def _writes(tmp_path, name):
+    """(name, function(layer, model)) for every way the weights change; the writes to one parameter
+    change `name` (w_hh or w_ih)."""
 
     def assign(lay, model):
-        lay.w_hh.assign(lay.w_hh.value * 0.5)
+        getattr(lay, name).assign(getattr(lay, name).value * 0.5)
 
     def layer_set_weights(lay, model):
         lay.set_weights([w * 1.5 for w in lay.get_weights()])
@@ -108,14 +129,14 @@ def _writes(tmp_path):
         model.set_weights([w - 0.1 for w in model.get_weights()])
 
     def value_setter(lay, model):
-        lay.w_hh.value = lay.w_hh.value[::-1].copy()
+        getattr(lay, name).value = getattr(lay, name).value[::-1].copy()
 
     def augmented(lay, model):
-        lay.w_hh.value *= 0.7
+        getattr(lay, name).value *= 0.7
 
     def touch(lay, model):
-        lay.w_hh.value[...] = lay.w_hh.value + 0.2
-        lay.w_hh.touch()
+        getattr(lay, name).value[...] = getattr(lay, name).value + 0.2
+        getattr(lay, name).touch()
 
     def train_fused(lay, model):
         model.compile(optimizer=optim.Adam(0.05), loss="mse")
@@ -140,26 +161,32 @@ def _writes(tmp_path):
             load_weights]
 
 
+@pytest.mark.parametrize("name", ["w_hh", "w_ih"])
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
-def test_step_keeps_the_packed_whh_and_never_serves_it_stale(kind, tmp_path):
+def test_step_keeps_the_packed_whh_and_never_serves_it_stale(kind, name, tmp_path):
     lay = getattr(layers, kind)(6, seed=0)
     model = fr.Sequential([layers.Input((None, 5)), lay])
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 5)).astype(np.float32)
+    xs = rng.standard_normal((2, 4, 5)).astype(np.float32)
     states = [rng.standard_normal((2, 6)).astype(np.float32) for _ in range(lay.spec.n_states)]
     h, _ = lay.step(x, states)
-    packed = lay._whh_pack[4]
+    packed, wih_t = lay._whh_pack[4], lay._wih_t[2]
+    np.testing.assert_array_equal(wih_t, lay.w_ih.value.T)
     np.testing.assert_array_equal(h, _fresh_step(lay, x, states))
     h_again, _ = lay.step(x, states)
-    assert lay._whh_pack[4] is packed  # nothing changed: the same packed copy
+    assert lay._whh_pack[4] is packed and lay._wih_t[2] is wih_t  # nothing changed: the same copies
     np.testing.assert_array_equal(h_again, h)
-    for write in _writes(tmp_path):
+    for write in _writes(tmp_path, name):
         before = lay.step(x, states)[0]
         write(lay, model)
         after = lay.step(x, states)[0]
         assert not np.array_equal(after, before), write.__name__  # the write changed W_hh's effect
         np.testing.assert_array_equal(after, _fresh_step(lay, x, states), err_msg=write.__name__)
         np.testing.assert_array_equal(after, lay(x[:, None, :].copy(), initial_state=states), err_msg=write.__name__)
+        # inference on a sequence keeps the packed W_hh too: never stale either
+        np.testing.assert_array_equal(lay(xs, initial_state=states), _fresh_call(lay, xs, states),
+                                      err_msg=write.__name__)
     # another batch size: packed for it (the loop's layout may depend on the batch)
     x3 = rng.standard_normal((3, 5)).astype(np.float32)
     states3 = [rng.standard_normal((3, 6)).astype(np.float32) for _ in range(lay.spec.n_states)]

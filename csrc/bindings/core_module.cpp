@@ -173,7 +173,7 @@ py::tuple pack_whh(int cell_id, const farr& w_hh, int64_t batch) {
 py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh, const farr& b_ih, const ofarr& b_hh,
                   const ofarr& h0, const ofarr& c0, const std::optional<u8arr>& mask, bool reverse, bool batch_first,
                   bool training, const ofarr& hmask, const ofarr& out_gates, const ofarr& out_hprev,
-                  const ofarr& out_aux, const std::optional<py::tuple>& whh_packed) {
+                  const ofarr& out_aux, const std::optional<py::tuple>& whh_packed, const ofarr& wih_t) {
   const Cell cell = to_cell(cell_id);
   const int G = fastrnn::gate_count(cell);
   const int64_t H = hidden_from_whh(w_hh, G);
@@ -212,6 +212,7 @@ py::tuple forward(int cell_id, const farr& x, const farr& w_ih, const farr& w_hh
   a.threads = fastrnn::get_num_threads();
   const fastrnn::KernelTable& k = fastrnn::active_kernels();
   if (whh_packed) a.w_hh_packed = packed_whh_data(*whh_packed, k, cell_id, H, d.B);
+  a.w_ih_t = opt_ptr(wih_t, {d.I, G * H}, "wih_t");
   a.workspace = thread_workspace().get(k.forward_workspace_floats(d, training, a.threads) + 16);
   {
     py::gil_scoped_release release;
@@ -366,10 +367,12 @@ PYBIND11_MODULE(_core, m) {
         py::arg("hmask").noconvert().none(true) = py::none(),
         py::arg("gates").noconvert().none(true) = py::none(), py::arg("hprev").noconvert().none(true) = py::none(),
         py::arg("aux").noconvert().none(true) = py::none(), py::arg("whh_packed").none(true) = py::none(),
+        py::arg("wih_t").noconvert().none(true) = py::none(),
         "Returns (y, h_n, c_n|None, gates|None, hprev|None, aux|None). With training, gates / hprev / aux may "
         "be given (float32, C-contiguous, writeable, [T*B, G*H] / [T*B, H] / [T*B, H]): the kernels fill them "
         "instead of new arrays. hmask [B, H]: recurrent dropout, the recurrent product reads h * hmask. "
-        "whh_packed: pack_whh(cell, w_hh) of this very w_hh (the caller keeps them in step), or None.");
+        "whh_packed: pack_whh(cell, w_hh) of this very w_hh (the caller keeps them in step), or None. wih_t: "
+        "w_ih transposed, [I, G*H] C-contiguous (the same values; the x projection reads it in place), or None.");
   m.def("pack_whh", &pack_whh, py::arg("cell"), py::arg("w_hh").noconvert(), py::arg("batch"),
         "W_hh in the forward time loop's layout for the active ISA path and calls of `batch` rows: (isa, cell, "
         "H, layout, float32 array), for forward's whh_packed.");

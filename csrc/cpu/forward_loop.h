@@ -184,6 +184,7 @@ static void forward_impl(const ForwardArgs& a) {
   xproj.M = ws.cx ? (int64_t)rows.size() : N, xproj.N = GH, xproj.K = I;
   xproj.A = ws.cx ? ws.cx : a.x, xproj.rsa = I, xproj.csa = 1;  // x [N, I]
   xproj.B = a.w_ih, xproj.rsb = 1, xproj.csb = I;               // W_ih^T
+  if (a.w_ih_t) xproj.B = a.w_ih_t, xproj.rsb = GH, xproj.csb = 1;  // the caller's transposed copy
   xproj.C = ws.cx ? ws.cxw : xw, xproj.ldc = GH;
   xproj.accumulate = false, xproj.threads = a.threads, xproj.bias = a.b_ih;
   gemm(xproj);

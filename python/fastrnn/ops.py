@@ -167,10 +167,11 @@ def _forward(cell, x, w_ih, w_hh, biases, h0, c0, lengths, mask, reverse, batch_
 
 
 def _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out, T, B, I, H,
-                    hmask=None, whh_packed=None):
+                    hmask=None, whh_packed=None, wih_t=None):
     """The C++ forward on checked arrays; mask: None or [B, T], bool or 0/1 (nonzero = valid);
     hmask: None or the recurrent dropout mask [B, H] (float32, C-contiguous); whh_packed: None or
-    ``core.pack_whh(cell, w_hh, B)`` of this very w_hh (the kernel then skips its packing).
+    ``core.pack_whh(cell, w_hh, B)`` of this very w_hh (the kernel then skips its packing); wih_t:
+    None or this very w_ih transposed, [I, G*H] C-contiguous (the x projection reads it in place).
 
     The compiled function is called with positional arguments, each spelled as the binding names
     it (tests/test_cells_and_caches.py checks the order against the binding's source): pybind11
@@ -195,7 +196,7 @@ def _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batc
         x[(mask if batch_first else mask.T) == 0] = 0.0
     y, h_n, c_n, gates, hprev, aux = backend.core().forward(
         cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, bool(reverse), bool(batch_first), bool(training), hmask,
-        gates, hprev, aux, whh_packed)
+        gates, hprev, aux, whh_packed, wih_t)
     if out is not None:
         np.copyto(out, y)
         y = out
@@ -233,7 +234,7 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
                  b_hh: F32 | None = None, h0: F32 | None = None, c0: F32 | None = None,
                  mask: NDArray[Any] | None = None, reverse: bool = False, batch_first: bool = True,
                  training: bool = True, out: F32 | None = None, hmask: F32 | None = None,
-                 whh_packed: tuple | None = None) -> tuple[Any, Any, Cache | None]:
+                 whh_packed: tuple | None = None, wih_t: F32 | None = None) -> tuple[Any, Any, Cache | None]:
     """The forward of the ops without their argument checks, for callers that checked already.
 
     Returns (y, state, cache) like ``{cell}_forward``: state is (h_n, c_n) for LSTM, else h_n.
@@ -253,7 +254,9 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
         array [B, H], C-contiguous;
       * whh_packed is None or ``backend.core().pack_whh(cell, w_hh, B)`` of w_hh as it is now (the
         compiled module checks its path, cell, layout and size, not its values; the other routes
-        ignore it).
+        ignore it);
+      * wih_t is None or ``np.ascontiguousarray(w_ih.T)`` of w_ih as it is now (shape checked, values
+        not; the other routes ignore it).
     Nothing of this is checked here beyond what the compiled module checks itself (dtypes,
     contiguity and shapes, refused with TypeError / ValueError, never read out of bounds); a
     mask of other values (cast to uint8) or a wrong out gives wrong results silently.
@@ -271,7 +274,7 @@ def _run_forward(cell: _cells.CellLike, x: F32, w_ih: F32, w_hh: F32, b_ih: F32,
     else:
         T, B, I = x.shape
     return _kernel_forward(spec, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse, batch_first, training, out,
-                           T, B, I, w_hh.shape[1], hmask, whh_packed)
+                           T, B, I, w_hh.shape[1], hmask, whh_packed, wih_t)
 
 
 def _run_backward(cache: Cache, dy: F32 | None, dh_n: F32 | None = None, dc_n: F32 | None = None,

@@ -170,6 +170,7 @@ class BaseRNN(Layer):
         self._step_caches: list = []  # caches of training steps (step), consumed last first by step_backward
         self._kw_key: tuple | None = None  # the checked weights of _kernel_weights (their identities are the key)
         self._whh_pack: tuple | None = None  # (w_hh array, its version, ISA path, batch, packed): _packed_whh
+        self._wih_t: tuple | None = None  # (w_ih array, its version, w_ih transposed): _transposed_wih
 
     # -- the cell and options ------------------------------------------------------------------
     @property
@@ -275,7 +276,8 @@ class BaseRNN(Layer):
     def _packed_whh(self, wh, batch):
         """W_hh in the forward time loop's layout (``core.pack_whh``), kept for the one-step calls
         (``step``, sequences of length 1), which would otherwise pack all G*H*H weights for a
-        product of B*G*H*H multiply-adds. ``wh`` is _kernel_weights' w_hh; the copy is packed again
+        product of B*G*H*H multiply-adds, and for inference calls (packing is then paid once, not
+        per call). ``wh`` is _kernel_weights' w_hh; the copy is packed again
         when that array, its Parameter's version (every write through the API, see Parameter), the
         ISA path or the batch size (the loop's layout may depend on it) changes, so a changed
         weight is never used stale. None for a w_hh that is not the parameter's own array (a
@@ -290,6 +292,21 @@ class BaseRNN(Layer):
         packed = backend.core().pack_whh(self._spec.kernel_id, wh, batch)
         self._whh_pack = (wh, p._version, isa, batch, packed)
         return packed
+
+    def _transposed_wih(self, wi):
+        """W_ih transposed ([I, G*H], C-contiguous), kept for the one-step calls like _packed_whh: the
+        x projection of a few rows then reads it in place instead of packing all of W_ih at every
+        step. Made again when the array or its Parameter's version changes; None for a w_ih that is
+        not the parameter's own array."""
+        p = self.w_ih
+        if wi is not p.value or type(wi) is not np.ndarray:
+            return None
+        k = self._wih_t
+        if k is not None and k[0] is wi and k[1] == p._version:
+            return k[2]
+        t = np.ascontiguousarray(wi.T)
+        self._wih_t = (wi, p._version, t)
+        return t
 
     # -- states --------------------------------------------------------------------------------
     def reset_states(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
@@ -399,13 +416,16 @@ class BaseRNN(Layer):
         # (the layer checks the first): the public op says which
         if self.dtype == np.float32 and x.size and (init is None or init[-1].shape[0] == x.shape[0]):
             w_ih, wh, b_ih, b_hh = self._kernel_weights()
-            packed = None
+            packed = wih_t = None
             if w_hh is not self.w_hh.value:  # another w_hh than the layer's (a caller's own)
                 wh = w_hh
-            elif x.shape[1] == 1:  # a step: the packing of W_hh would cost as much as the step's product
+            elif x.shape[1] == 1:  # a step: packing W_hh and W_ih would cost as much as the step's products
+                packed = self._packed_whh(wh, x.shape[0])
+                wih_t = self._transposed_wih(w_ih)
+            elif not training:  # inference: the packed W_hh kept (at batch 1, ~3 % of a 100-step call)
                 packed = self._packed_whh(wh, x.shape[0])
             y, state, cache = ops._run_forward(spec, x, w_ih, wh, b_ih, b_hh, h0, c0, mask, self.go_backwards, True,
-                                               training, None, hmask, packed)
+                                               training, None, hmask, packed, wih_t)
         else:
             w_ih = self.w_ih.value
             biases = [self._bias_value(name) for name in spec.bias_names]
