@@ -282,7 +282,7 @@ class TrainingLoops:
         """Whether the training step may overwrite ``y_pred`` with its loss gradient: no metric
         reads it after the loss, the loss takes it (SparseCategoricalCrossentropy on float32
         NumPy), and the layer that made it reads only its shape in backward (a linear Dense)."""
-        if self.compiled_metrics or not hasattr(self.loss, "_sum_and_mean_grad"):
+        if self.compiled_metrics:
             return False
         head = self._output_layer()
         return (isinstance(self.loss, _crossentropy.SparseCategoricalCrossentropy) and head is not None
