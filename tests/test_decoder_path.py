@@ -202,7 +202,7 @@ def _path_before(monkeypatch):
 
 @pytest.mark.parametrize("vocab", [1, 3, 17, 1001, 5000])
 @pytest.mark.parametrize("case", ["plain", "mask", "weights"])
-def test_training_step_equals_the_path_before(monkeypatch, threads, vocab, case):
+def test_training_step_equals_the_path_before(monkeypatch, isa, threads, vocab, case):
     threads(2)
     rng = np.random.default_rng(vocab)
     x = rng.integers(1 if case == "mask" else 0, 20, (5, 70))
