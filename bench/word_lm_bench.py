@@ -7,8 +7,11 @@ chunks (not backpropagated through).
     python bench/word_lm_bench.py [--vocab 18328] [--threads 2] [--rounds 5] [--min-time 6]
 
 fastrnn runs as a user writes it: Sequential layers with stateful LSTMs and train_on_batch on
-each chunk. It is timed twice in the same process, with its C++ loss and Embedding kernels
-("after") and with them switched off (their NumPy forms, "before"), interleaved with PyTorch
+each chunk. It is timed three times in the same process: as it is now; with the decoder + loss
+path as it was before issue 12's decoder work (fresh logits arrays, the loss gradient in a buffer
+of its own divided by the count in a NumPy pass, the bias gradient in a column-sum pass:
+decoder_path); and with that path and the C++ loss and Embedding kernels switched off (their
+NumPy forms), interleaved with PyTorch
 (fastrnn._bench.timeit_interleaved: alternating blocks, the quietest block's median kept, and
 the fastest single step). The corpus is synthetic: Zipf-distributed word ids (exponent 1.1) over
 V words, the shape of a real corpus's frequencies, fixed seed.
