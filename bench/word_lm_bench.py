@@ -7,8 +7,11 @@ chunks (not backpropagated through).
     python bench/word_lm_bench.py [--vocab 18328] [--threads 2] [--rounds 5] [--min-time 6]
 
 fastrnn runs as a user writes it: Sequential layers with stateful LSTMs and train_on_batch on
-each chunk. It is timed twice in the same process, with its C++ loss and Embedding kernels
-("after") and with them switched off (their NumPy forms, "before"), interleaved with PyTorch
+each chunk. It is timed three times in the same process: as it is now; with the decoder + loss
+path as it was before issue 12's decoder work (fresh logits arrays, the loss gradient in a buffer
+of its own divided by the count in a NumPy pass, the bias gradient in a column-sum pass:
+decoder_path); and with that path and the C++ loss and Embedding kernels switched off (their
+NumPy forms), interleaved with PyTorch
 (fastrnn._bench.timeit_interleaved: alternating blocks, the quietest block's median kept, and
 the fastest single step). The corpus is synthetic: Zipf-distributed word ids (exponent 1.1) over
 V words, the shape of a real corpus's frequencies, fixed seed.
@@ -41,7 +44,7 @@ import torch
 import fastrnn
 import fastrnn._crossentropy as _xent
 import fastrnn.layers.core as _layers_core
-from fastrnn import _bench, backend, layers, losses, models, optim
+from fastrnn import _bench, backend, layers, losses, models, ops, optim
 
 T, B, E, H = 35, 20, 200, 200  # bptt, batch, embedding size, hidden size
 LR, CLIP, DROPOUT = 20.0, 0.25, 0.2
@@ -76,14 +79,60 @@ def fastrnn_model(vocab, seed=0):
     return model
 
 
-def kernels(on):
-    """Switch fastrnn's C++ loss and Embedding kernels on (after) or off (before: the NumPy forms)."""
+def kernels(on, decoder=True):
+    """Switch fastrnn's C++ loss and Embedding kernels on or off (the NumPy forms); with
+    ``decoder`` off, the decoder and the loss take the path they took before the decoder work of
+    issue 12 (see decoder_path)."""
     _xent._fused_core = _FUSED_CORE if on else (lambda y_pred: None)
     _layers_core._f32_numpy = _F32_NUMPY if on else (lambda a: False)
+    decoder_path(decoder)
 
 
 _FUSED_CORE = _xent._fused_core
 _F32_NUMPY = _layers_core._f32_numpy
+_MEAN_IN_KERNEL = _xent._MeanInKernel._sum_and_mean_grad
+_MATMUL_ACC = ops._matmul_acc
+_DENSE_POOL = _layers_core.POOL
+
+
+class _NoPool:
+    """A buffer pool that keeps nothing (the Dense layer's outputs freshly allocated, as before)."""
+
+    @staticmethod
+    def take(shape):
+        return None
+
+    @staticmethod
+    def give(a):
+        return None
+
+
+def _mean_after_the_kernel(self, y_true, y_pred, mask=None, sample_weight=None, into=None):
+    """The training step's mean as it was: the loss's gradient of the sum (in a buffer of its own,
+    never over the logits: ``into`` is ignored), then divided by the count (in place when the
+    buffer is the fused kernel's pooled one)."""
+    total, count, grad = self.sum_and_grad(y_true, y_pred, mask, sample_weight)
+    if count and _xent.grad_from_pool(grad):
+        return total, count, np.divide(grad, count, out=grad)
+    return total, count, (grad / count if count else np.zeros_like(grad))
+
+
+def _matmul_acc_then_colsum(a, b, out, colsum=None):
+    """The weight gradient's GEMM, then the bias gradient in a pass of its own (as before)."""
+    _MATMUL_ACC(a, b, out)
+    if colsum is not None:
+        ops._colsum_acc(b, colsum)
+
+
+def decoder_path(now):
+    """The decoder and loss as they are now (``now``: the Dense output from the buffer pool, the
+    mean's 1 / count inside the loss kernel, its gradient written over the logits, the bias
+    gradient from the weight gradient GEMM's packed blocks) or as before (a fresh output array per
+    step, the gradient in a buffer of its own, a division pass over it, a column-sum pass over
+    it). The GEMM kernels themselves are this build's in both."""
+    _xent._MeanInKernel._sum_and_mean_grad = _MEAN_IN_KERNEL if now else _mean_after_the_kernel
+    ops._matmul_acc = _MATMUL_ACC if now else _matmul_acc_then_colsum
+    _layers_core.POOL = _DENSE_POOL if now else _NoPool
 
 
 def chunks(data):
@@ -95,11 +144,11 @@ def chunks(data):
             yield stream[:, i:i + T], stream[:, i + 1:i + 1 + T]
 
 
-def fastrnn_step(model, data, use_kernels):
+def fastrnn_step(model, data, use_kernels, decoder=True):
     it = chunks(data)
 
     def step():
-        kernels(use_kernels)
+        kernels(use_kernels, decoder)
         x, y = next(it)
         return model.train_on_batch(x, y)
     return step
@@ -169,9 +218,9 @@ def nominal_fma_peak():
 
 
 # ---- the per-part profile of fastrnn's step -------------------------------------------------------
-def profile(model, data, steps, use_kernels):
+def profile(model, data, steps, use_kernels, decoder=True):
     """Seconds per step spent in each part of train_on_batch (medians over `steps` steps)."""
-    kernels(use_kernels)
+    kernels(use_kernels, decoder)
     parts = {}
     wrapped = []
 
@@ -196,7 +245,7 @@ def profile(model, data, steps, use_kernels):
         label = {"dense": "decoder"}.get(label, label)
         wrap(ly, "call", f"{label} fwd")
         wrap(ly, "_backward", f"{label} bwd")
-    wrap(model.loss, "sum_and_grad", "loss (softmax CE + grad)")
+    wrap(model.loss, "_sum_and_mean_grad", "loss (softmax CE + grad of the mean)")
     wrap(model.optimizer, "step", "optimizer (clip + SGD)")
     wrap(model, "zero_grad", "zero_grad")
     it = chunks(data)
@@ -266,6 +315,32 @@ def parts_bench(vocab, min_time, rounds):
 
     t = _bench.timeit_interleaved([fr_emb(True), fr_emb(False), torch_emb], min_time=min_time, rounds=rounds)
     rows.append((f"Embedding({vocab}, {E}) on [{B}, {T}] ids, forward + backward (grad accumulated)", *t))
+    # the decoder and its loss: Dense(V) forward on [N, 200], softmax CE of the mean, backward
+    # (dW, db accumulated, dx), as now and as before; PyTorch's Linear + cross_entropy the same
+    x = rng.normal(size=(N, H)).astype(np.float32)
+    dec = layers.Dense(vocab, seed=0)
+    dec.build((H,))
+
+    def fr_dec(now):
+        def f():
+            kernels(True, now)
+            out = dec(x, training=True)
+            _, _, g = loss._sum_and_mean_grad(ids, out, into=out)  # over the logits, as the step (now)
+            dec.backward(g)
+            if _xent.grad_from_pool(g):
+                _xent.POOL.give(g)
+        return f
+
+    tlin = torch.nn.Linear(H, vocab)
+    xt = torch.from_numpy(x)
+
+    def torch_dec():
+        tlin.zero_grad()
+        torch.nn.functional.cross_entropy(tlin(xt), idst).backward()
+
+    t = _bench.timeit_interleaved([fr_dec(True), fr_dec(False), torch_dec], min_time=min_time, rounds=rounds)
+    rows.append((f"Dense({vocab}) on [{N}, {H}] + softmax CE (mean): forward, loss, backward (dW, db, dx); "
+                 "fastrnn now / the path before / PyTorch", *t))
     kernels(True)
     # the sentiment model's loss: binary crossentropy on [64, 1] sigmoid outputs (NumPy form)
     bce = losses.BinaryCrossentropy()
@@ -291,7 +366,8 @@ def main(argv=None):
     fr_model = fastrnn_model(V)
     th_model = RNNModel(V)
     th_model.train()
-    fns = [fastrnn_step(fr_model, data, True), fastrnn_step(fr_model, data, False), torch_step(th_model, data)]
+    fns = [fastrnn_step(fr_model, data, True), fastrnn_step(fr_model, data, True, False),
+           fastrnn_step(fr_model, data, False, False), torch_step(th_model, data)]
     for f in fns:  # warm up: buffers, thread pools, first-call costs
         f()
         f()
@@ -305,7 +381,8 @@ def main(argv=None):
     nom, ghz = nominal_fma_peak()
     part_rows = parts_bench(V, max(1.0, a.min_time / 4), a.rounds)
     prof_after = profile(fr_model, data, a.profile_steps, True)
-    prof_before = profile(fr_model, data, a.profile_steps, False)
+    prof_unfused = profile(fr_model, data, a.profile_steps, True, False)
+    prof_before = profile(fr_model, data, a.profile_steps, False, False)
     kernels(True)
 
     print("\n".join(_bench.environment(a.threads)))
@@ -328,14 +405,14 @@ def main(argv=None):
     print("| step (2 threads) | quietest-block median (ms) | fastest step (ms) | vs PyTorch (median) "
           "| share of FMA peak (median, fastest) |")
     print("|---|---:|---:|---:|---:|")
-    names = ["fastrnn, C++ loss + Embedding (after)", "fastrnn, NumPy loss + Embedding (before)",
-             f"PyTorch {torch.__version__}"]
+    names = ["fastrnn now", "fastrnn, the decoder + loss path before issue 12's decoder work",
+             "fastrnn, NumPy loss + Embedding (and the decoder path before)", f"PyTorch {torch.__version__}"]
     for name, m, f in zip(names, medians, fastest):
         share = f"{100 * total_f / m / peak:.1f} %, {100 * total_f / f / peak:.1f} %" if peak else "n/a"
-        print(f"| {name} | {m * 1e3:.1f} | {f * 1e3:.1f} | {medians[2] / m:.2f}x | {share} |")
+        print(f"| {name} | {m * 1e3:.1f} | {f * 1e3:.1f} | {medians[-1] / m:.2f}x | {share} |")
     print()
-    print("| part alone (2 threads) | fastrnn kernel (ms) | NumPy form (ms) | PyTorch (ms) | kernel speed-up vs NumPy, "
-          "vs PyTorch |")
+    print("| part alone (2 threads) | fastrnn (ms) | fastrnn before: NumPy form / old path (ms) | PyTorch (ms) "
+          "| speed-up vs before, vs PyTorch |")
     print("|---|---:|---:|---:|---:|")
     for name, k, npy, th in part_rows:
         if npy is None:
@@ -344,13 +421,13 @@ def main(argv=None):
             print(f"| {name} | {k * 1e3:.2f} | {npy * 1e3:.2f} | {th * 1e3:.2f} | {npy / k:.2f}x, {th / k:.2f}x |")
     print()
     print("fastrnn step, per part (medians of "
-          f"{a.profile_steps} profiled steps, ms): after | before")
-    print("| part | after (ms) | before (ms) |")
-    print("|---|---:|---:|")
-    (ta, pa), (tb, pb) = prof_after, prof_before
+          f"{a.profile_steps} profiled steps, ms): now | decoder path before | NumPy loss + Embedding")
+    print("| part | now (ms) | decoder path before (ms) | NumPy loss + Embedding (ms) |")
+    print("|---|---:|---:|---:|")
+    (ta, pa), (tu, pu), (tb, pb) = prof_after, prof_unfused, prof_before
     for k in pa:
-        print(f"| {k} | {pa[k] * 1e3:.1f} | {pb.get(k, 0.0) * 1e3:.1f} |")
-    print(f"| whole step | {ta * 1e3:.1f} | {tb * 1e3:.1f} |")
+        print(f"| {k} | {pa[k] * 1e3:.1f} | {pu.get(k, 0.0) * 1e3:.1f} | {pb.get(k, 0.0) * 1e3:.1f} |")
+    print(f"| whole step | {ta * 1e3:.1f} | {tu * 1e3:.1f} | {tb * 1e3:.1f} |")
 
 
 def _fmt_load(t):

@@ -102,6 +102,9 @@ struct CpuGemmArgs {
   // Epilogue activation applied to the final C (after the bias or the accumulation): 0 none,
   // 1 relu, 2 tanh, 3 sigmoid (the kernels' vector tanh / sigmoid, see cpu/simd.h).
   int act = 0;
+  // When set: colsum_b[j] += the sum over k (ascending) of op(B)[k][j], taken from B's packed
+  // blocks (a Dense layer's bias gradient, the column sums of dZ = B in dW = X^T dZ).
+  float* colsum_b = nullptr;
 };
 
 // int8 inference (cpu/qgemm.h, cpu/qforward_loop.h). Packed int8 weights of one matrix W [N, K]:
@@ -159,6 +162,7 @@ struct XentArgs {
   float* grad;           // [N, C]
   double* loss;          // [N]
   int threads;
+  double grad_scale = 1.0;  // multiplies the gradient (not the loss): 1 / the count for a mean
 };
 
 // Embedding gather out[n] = table[ids[n]] and the deterministic scatter-add grad[ids[n]] += dy[n]

@@ -163,3 +163,18 @@ def test_a_model_with_dense_layers_trains_as_before():
     y = (x[:, :1] + x[:, 1:2] > 0).astype(np.float32)
     hist = model.fit(x, y, epochs=30, batch_size=32, verbose=0)
     assert hist.history["loss"][-1] < 0.5 * hist.history["loss"][0]
+
+
+@pytest.mark.parametrize("N", [5, 8, 40, 200, 9])
+@pytest.mark.parametrize("M", [1, 3, 8, 13])
+def test_last_panel_of_at_most_eight_columns(N, M, isa, nthreads):
+    """A last column panel of 5..8 columns (on AVX-512 multiplied in 256-bit registers; 200 = 6 x 32
+    + 8 is the decoder's input gradient) with the bias, the activation and accumulation."""
+    for K in (1, 17, 600):
+        a, b, bias = _data(M, K, N, seed=M * N + K)
+        core = backend.core()
+        got = core.dense_gemm(a, b, False, False, bias, 2)
+        np.testing.assert_allclose(got, np.tanh(a.astype(np.float64) @ b + bias), rtol=2e-5, atol=2e-5 * np.sqrt(K))
+        out = np.ones((M, N), np.float32)
+        core.dense_gemm(np.ascontiguousarray(a.T), b, True, False, None, 0, out, True)
+        np.testing.assert_allclose(out, 1 + a.astype(np.float64) @ b, rtol=2e-5, atol=2e-5 * np.sqrt(K))

@@ -171,8 +171,18 @@ def test_out_buffer_is_filled_and_returned():
     np.testing.assert_array_equal(out, rgrad)
     with pytest.raises(ValueError, match="out"):
         _core.xent(z, np.arange(4), None, None, None, True, np.empty((4, 49), np.float32))
-    with pytest.raises(ValueError, match="out"):
-        _core.xent(z, np.arange(4), None, None, None, True, z)
+    for from_logits in (True, False):  # with class ids the gradient may overwrite z: the same bits
+        zz = np.abs(z) if not from_logits else z
+        rper, rgrad = _call(zz, np.arange(4), None, None, None, from_logits)
+        inplace = zz.copy()
+        per, grad = _core.xent(inplace, np.arange(4), None, None, None, from_logits, inplace)
+        np.testing.assert_array_equal(per, rper)
+        np.testing.assert_array_equal(inplace, rgrad)
+    with pytest.raises(ValueError, match="out: must not be z itself with dense targets"):
+        _core.xent(z, None, np.abs(z), None, None, True, z)
+    big = np.zeros((5, 50), np.float32)
+    with pytest.raises(ValueError, match="out: must be z itself or apart from it"):
+        _core.xent(big[:4], np.arange(4), None, None, None, True, big[1:])
 
 
 def test_bad_arguments_raise_value_errors_naming_them():
@@ -260,7 +270,7 @@ def test_non_contiguous_float32_predictions():
 def test_training_step_recycles_the_pooled_gradient(monkeypatch):
     """A training step on the fused loss divides its pooled gradient in place and gives it back to
     the buffer pool: the next step reuses it; the results match the NumPy form of the loss."""
-    from fastrnn import _crossentropy, layers, models, optim
+    from fastrnn import _crossentropy, layers, models, optim, training
     from fastrnn._kernel_cache import POOL
 
     rng = np.random.default_rng(6)
@@ -273,6 +283,8 @@ def test_training_step_recycles_the_pooled_gradient(monkeypatch):
         return m
 
     fused, plain = model(), model()
+    # (with no metric the step writes the gradient over the logits instead: tests/test_decoder_path.py)
+    monkeypatch.setattr(training.TrainingLoops, "_output_is_scratch", lambda self, y_pred: False)
     POOL.clear()
     v1 = fused.train_on_batch(x, y)
     assert (64, 5000) in POOL._free  # 1.3 MB: pooled

@@ -39,7 +39,7 @@ farr colsum(const farr& X, std::optional<farr> out, bool accumulate) {
 }  // namespace
 
 farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const std::optional<farr>& bias, int act,
-               const std::optional<farr>& out, bool accumulate) {
+               const std::optional<farr>& out, bool accumulate, const std::optional<farr>& colsum_b) {
   if (A.ndim() != 2) throw py::value_error("A: expected a 2-D array, got shape " + shape_str(A));
   if (B.ndim() != 2) throw py::value_error("B: expected a 2-D array, got shape " + shape_str(B));
   if (act < 0 || act > 3) throw py::value_error("act: expected 0 (none), 1 (relu), 2 (tanh) or 3 (sigmoid)");
@@ -60,6 +60,17 @@ farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const 
     if (out->data() == A.data() || out->data() == B.data()) throw py::value_error("out: must not be A or B");
   }
   farr C = out ? *out : farr(std::vector<py::ssize_t>{(py::ssize_t)M, (py::ssize_t)N});
+  if (colsum_b) {
+    if (colsum_b->ndim() != 1 || colsum_b->shape(0) != N)
+      throw py::value_error("colsum_b: expected shape (" + std::to_string(N) + ",), got " + shape_str(*colsum_b));
+    if (!colsum_b->writeable()) throw py::value_error("colsum_b: the array must be writeable");
+    auto overlaps = [&](const farr& o) {
+      const char* p = reinterpret_cast<const char*>(colsum_b->data());
+      const char* q = reinterpret_cast<const char*>(o.data());
+      return p < q + o.nbytes() && q < p + colsum_b->nbytes();
+    };
+    if (overlaps(A) || overlaps(B) || overlaps(C)) throw py::value_error("colsum_b: must not overlap A, B or out");
+  }
   // A transposed operand is the same row-major array read with its strides swapped.
   fastrnn::CpuGemmArgs g{};
   g.M = M, g.N = N, g.K = K;
@@ -69,6 +80,8 @@ farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const 
   g.accumulate = accumulate, g.threads = fastrnn::get_num_threads();
   g.bias = bias ? bias->data() : nullptr;
   g.act = act;
+  farr cs = colsum_b ? *colsum_b : farr();  // a handle of its own: mutable_data() is not const
+  g.colsum_b = colsum_b ? cs.mutable_data() : nullptr;
   {
     py::gil_scoped_release release;
     fastrnn::active_kernels().gemm(g);
@@ -80,9 +93,11 @@ void register_train_ops_dense(py::module_& m) {
   m.def("dense_gemm", &dense_gemm, py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("bias").noconvert().none(true) = py::none(), py::arg("act") = 0,
         py::arg("out").noconvert().none(true) = py::none(), py::arg("accumulate") = false,
+        py::arg("colsum_b").noconvert().none(true) = py::none(),
         "C = act(op(A) @ op(B) + bias) with fastrnn's GEMM, bias and activation in its write-back (act: 0 none, "
         "1 relu, 2 tanh, 3 sigmoid; the kernels' vector tanh / sigmoid). With out, C is out (float32, "
-        "C-contiguous, not overlapping A or B); with accumulate, C = act(op(A) @ op(B) + out).");
+        "C-contiguous, not overlapping A or B); with accumulate, C = act(op(A) @ op(B) + out). With colsum_b "
+        "(float32 [N]), also colsum_b += op(B).sum(0) (rows in order), from B's packed blocks.");
   m.def("colsum", &colsum, py::arg("X").noconvert(), py::arg("out").noconvert().none(true) = py::none(),
         py::arg("accumulate") = false,
         "out (+)= X.sum(axis=0) for a 2-D float32 X, rows added in order (the same result for any thread count).");

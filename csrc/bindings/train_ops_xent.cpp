@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,13 +37,15 @@ void check_ids(const int64_t* ids, int64_t n, int64_t limit, const char* name) {
 
 py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optional<farr>& y,
                const std::optional<u8arr>& mask, const std::optional<darr>& weight, bool from_logits,
-               const std::optional<farr>& out) {
+               const std::optional<farr>& out, double grad_scale) {
+  if (!std::isfinite(grad_scale))
+    throw py::value_error("grad_scale: expected a finite number, got " + std::to_string(grad_scale));
   if (z.ndim() != 2) throw py::value_error("z: expected a 2-D array [rows, classes], got shape " + shape_str(z));
   const int64_t N = z.shape(0), C = z.shape(1);
   if (C < 1) throw py::value_error("z: expected at least one class, got shape " + shape_str(z));
   if (ids.has_value() == y.has_value()) throw py::value_error("ids, y: expected exactly one of them");
   fastrnn::XentArgs a{};
-  a.N = N, a.C = C, a.z = z.data(), a.from_logits = from_logits;
+  a.N = N, a.C = C, a.z = z.data(), a.from_logits = from_logits, a.grad_scale = grad_scale;
   if (ids) {
     need_1d(*ids, N, "ids");
     check_ids(ids->data(), N, C, "ids");
@@ -65,7 +68,11 @@ py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optiona
     if (grad.ndim() != 2 || grad.shape(0) != N || grad.shape(1) != C)
       throw py::value_error("out: expected z's shape " + shape_str(z) + ", got " + shape_str(grad));
     if (!grad.writeable()) throw py::value_error("out: the array must be writeable");
-    if (grad.data() == z.data()) throw py::value_error("out: must not be z itself");
+    const char* pg = reinterpret_cast<const char*>(grad.data());
+    const char* pz = reinterpret_cast<const char*>(z.data());
+    const bool same = pg == pz, overlap = pg < pz + z.nbytes() && pz < pg + grad.nbytes();
+    if (overlap && !same) throw py::value_error("out: must be z itself or apart from it");
+    if (same && y) throw py::value_error("out: must not be z itself with dense targets y");
   }
   darr loss(std::vector<py::ssize_t>{(py::ssize_t)N});
   a.grad = grad.mutable_data();
@@ -120,11 +127,11 @@ void register_train_ops_xent(py::module_& m) {
   m.def("xent", &xent, py::arg("z").noconvert(), py::arg("ids").noconvert().none(true),
         py::arg("y").noconvert().none(true), py::arg("mask").noconvert().none(true),
         py::arg("weight").noconvert().none(true), py::arg("from_logits"),
-        py::arg("out").noconvert().none(true) = py::none(),
+        py::arg("out").noconvert().none(true) = py::none(), py::arg("grad_scale") = 1.0,
         "Fused softmax cross-entropy over the rows of z [N, C] (float32, C-contiguous) with class ids "
         "(int64 [N]) or dense targets y (float32 [N, C]); mask (uint8 [N]) and weight (float64 [N]) "
-        "optional; out (float32 [N, C], not z) receives the gradient when given. Returns (per-row loss "
-        "float64 [N], gradient float32 [N, C]).");
+        "optional; out (float32 [N, C]; z itself only with ids) receives the gradient when given; grad_scale multiplies "
+        "the gradient (not the loss). Returns (per-row loss float64 [N], gradient float32 [N, C]).");
   m.def("embedding_forward", &embedding_forward, py::arg("table").noconvert(), py::arg("ids").noconvert(),
         "table[ids] for a float32 table [V, D] and int64 ids of any shape (values in [0, V)).");
   m.def("embedding_backward", &embedding_backward, py::arg("ids").noconvert(), py::arg("dy").noconvert(),

@@ -50,6 +50,26 @@ static inline void micro_packed(int64_t kc, const float* __restrict Ap, const fl
   }
 }
 
+#if defined(FASTRNN_ISA_AVX512)
+// micro_packed<MR, 1> for a last panel of at most 8 columns (a W-wide packed panel whose upper 8
+// lanes are zero padding; the input gradient of a Dense layer with 200 inputs ends in one): the
+// products in 256-bit registers, which cost half the cycles of 512-bit ones on cores that split
+// 512-bit FMAs in two (Zen 4) and the same elsewhere; the same sums, widened with zero upper lanes.
+template <int MR, int LDA>
+static inline void micro_half(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, V (&acc)[MR][1]) {
+  __m256 h[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) h[i] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b = _mm256_loadu_ps(Bp + k * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) h[i] = _mm256_fmadd_ps(_mm256_set1_ps(Ap[k * LDA + i]), b, h[i]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) acc[i][0] = _mm512_zextps256_ps512(h[i]);
+}
+#endif
+
 // The epilogue activation of CpuGemmArgs::act (0 none, 1 relu, 2 tanh, 3 sigmoid).
 static inline V epilogue_act(V x, int act) {
   switch (act) {
@@ -123,11 +143,11 @@ static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap,
     for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
       const int n = (int)std::min<int64_t>(GEMM_NR, nc - jr);
       float* ct = C + ir * ldc + jr;
-      if (acc_c) {  // C is read back at the store: fetch it while the k-loop runs
-        for (int i = 0; i < m; ++i) {
-          __builtin_prefetch(ct + i * ldc, 1);
-          __builtin_prefetch(ct + i * ldc + n - 1, 1);
-        }
+      // C's lines are fetched (for writing) while the k-loop runs: read back at the store when
+      // accumulating, and owned before the store either way (a store that misses waits for the line)
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; j += 16) __builtin_prefetch(ct + i * ldc + j, 1);  // every 64-byte line
+        __builtin_prefetch(ct + i * ldc + n - 1, 1);
       }
       const float* bt = bias ? bias + jr : nullptr;
       // the tile's rows: all GEMM_MR, or the m left at the end of the block (a one-row product, a
@@ -140,7 +160,12 @@ static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap,
           store_tile<Mr, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt, act_c);
         } else {
           V acc[Mr][1];
-          micro_packed<Mr, 1, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+#if defined(FASTRNN_ISA_AVX512)
+          if (n <= 8)  // half a vector of columns: 256-bit FMAs (see micro_half)
+            micro_half<Mr, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+          else
+#endif
+            micro_packed<Mr, 1, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
           store_tile<Mr, 1>(acc, ct, ldc, m, n, acc_c, bt, act_c);
         }
       });
@@ -215,16 +240,17 @@ static void gemm_few_rows(int64_t M, int64_t N, int64_t K, int64_t KCb, const fl
 // of B fits one column block the B block is packed once per KC instead and reused by every A
 // block, each of MC_L2 rows, packed just before use (pc -> ic). Each element sums its KC-long
 // partial products in k order.
-static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa,
-                        int64_t csa, const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc,
-                        bool accumulate, const float* bias, int act) {
+// The operands come from the packers: pa(ic, pc, mc, kc, Ap) writes rows [ic, ic + mc) and depth
+// [pc, pc + kc) of A in pack_a's layout, pb(ic, pc, jc, kc, nc, Bp) depth [pc, pc + kc) and columns
+// [jc, jc + nc) of B in pack_b's (ic: the A block it is packed for; the loops pack the same B block
+// again for every A block when they run ic -> pc -> jc). gemm_serial packs stored matrices, and
+// its packer of B may also sum B's columns from the packed blocks.
+template <class PackA, class PackB>
+static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, PackA&& pa, PackB&& pb,
+                               float* C, int64_t ldc, bool accumulate, const float* bias, int act) {
   // A depth shorter than KC leaves room in the caches: the B and A blocks take as many more
   // columns and rows as keep them the same size in bytes.
   const int64_t KCb = balanced_block(K, bl.kc, 16);
-  if (M <= FEW_ROWS_MAX && csb == 1) {
-    gemm_few_rows(M, N, K, KCb, A, rsa, csa, B, rsb, C, ldc, accumulate, bias, act);
-    return;
-  }
   const int64_t nc_k = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, bl.nc * bl.kc / KCb / GEMM_NR * GEMM_NR);
   const int64_t NCb = balanced_block(N, std::max<int64_t>(nc_k, bl.nc), GEMM_NR);
   const bool one_jc = NCb >= N;
@@ -237,10 +263,10 @@ static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K,
     for (int64_t pc = 0; pc < K; pc += KCb) {
       const int64_t kc = std::min(KCb, K - pc);
       const int act_c = pc + kc >= K ? act : 0;  // the activation goes on the final sums only
-      pack_b(kc, N, B + pc * rsb, rsb, csb, Bp);
+      pb(int64_t(0), pc, int64_t(0), kc, N, Bp);
       for (int64_t ic = 0; ic < M; ic += MCb) {
         const int64_t mc = std::min(MCb, M - ic);
-        pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+        pa(ic, pc, mc, kc, Ap);
         multiply_blocks(mc, N, kc, Ap, Bp, C + ic * ldc, ldc, accumulate || pc > 0, bias, act_c);
       }
     }
@@ -251,14 +277,95 @@ static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K,
     for (int64_t pc = 0; pc < K; pc += KCb) {
       const int64_t kc = std::min(KCb, K - pc);
       const int act_c = pc + kc >= K ? act : 0;
-      pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+      pa(ic, pc, mc, kc, Ap);
       for (int64_t jc = 0; jc < N; jc += NCb) {
         const int64_t nc = std::min(NCb, N - jc);
-        pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+        pb(ic, pc, jc, kc, nc, Bp);
         multiply_blocks(mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, accumulate || pc > 0,
                         bias ? bias + jc : nullptr, act_c);
       }
     }
+  }
+}
+
+// cs[j] += the rows of a packed B block (kc x nc, pack_b's layout) in column j, k ascending.
+static void colsum_packed_b(const float* Bp, int64_t kc, int64_t nc, float* cs) {
+  for (int64_t j0 = 0; j0 < nc; j0 += GEMM_NR) {
+    const int n = (int)std::min<int64_t>(GEMM_NR, nc - j0), nr = panel_width(n);
+    const float* p = Bp + j0 * kc;
+    for (int c = 0; c < n; c += W) {
+      const int nl = std::min(W, n - c);
+      V acc = Simd::loadn(cs + j0 + c, nl);
+      for (int64_t k = 0; k < kc; ++k) acc = Simd::add(acc, Simd::load(p + k * nr + c));
+      Simd::storen(cs + j0 + c, acc, nl);
+    }
+  }
+}
+
+// With colsum (N floats, added to), also the column sums of B, from its packed blocks. A few rows
+// of A with B's rows contiguous read B in place instead (gemm_few_rows: the same bits; not with
+// colsum, which the packed blocks serve).
+static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa,
+                        int64_t csa, const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc,
+                        bool accumulate, const float* bias, int act, float* colsum = nullptr) {
+  if (M <= FEW_ROWS_MAX && csb == 1 && !colsum) {
+    gemm_few_rows(M, N, K, balanced_block(K, bl.kc, 16), A, rsa, csa, B, rsb, C, ldc, accumulate, bias, act);
+    return;
+  }
+  gemm_serial_packed(
+      bl, M, N, K,
+      [&](int64_t ic, int64_t pc, int64_t mc, int64_t kc, float* Ap) { pack_a(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap); },
+      [&](int64_t ic, int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* Bp) {
+        pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
+        if (colsum && ic == 0) colsum_packed_b(Bp, kc, nc, colsum + jc);  // each B block once
+      },
+      C, ldc, accumulate, bias, act);
+}
+
+// out[j] += sum over k ascending of B[k * rsb + j * csb] (the colsum_b of the paths that do not pack B).
+static void colsum_strided(const float* B, int64_t K, int64_t N, int64_t rsb, int64_t csb, float* out) {
+  for (int64_t j = 0; j < N; ++j) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < K; ++k) s += B[k * rsb + j * csb];
+    out[j] += s;
+  }
+}
+
+// How the threaded GEMM splits an M x N x K product over `threads` threads: the team size and
+// whether it splits N (else M). Each thread packs all of the operand along the dimension that is
+// not split, so splitting N costs nt*M*K packing and splitting M costs nt*K*N: the larger of M
+// and N is split. Under 5e5 multiply-adds one thread does everything.
+struct GemmSplit {
+  int nt;
+  bool split_n;
+  int64_t parts;  // GEMM_NR-wide column panels or GEMM_MR-row panels to share
+  // [lo, hi) of the split dimension for thread tid
+  int64_t lo(int tid) const { return parts * tid / nt * (split_n ? GEMM_NR : GEMM_MR); }
+  int64_t hi(int tid, int64_t dim) const {
+    return std::min(dim, parts * (tid + 1) / nt * (split_n ? GEMM_NR : GEMM_MR));
+  }
+};
+
+static GemmSplit gemm_split(int64_t M, int64_t N, int64_t K, int threads) {
+  int nt = std::max(1, threads);
+  if ((double)M * (double)N * (double)K < 5.0e5) nt = 1;  // not worth starting a team
+  const int64_t pn = ceil_div(N, GEMM_NR), pm = ceil_div(M, GEMM_MR);
+  const bool split_n = N > M ? pn >= nt : pm < nt;
+  nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
+  return GemmSplit{nt, split_n, split_n ? pn : pm};
+}
+
+// part(w) for w in [0, nt) on a team of nt threads (the runtime may give fewer threads than asked
+// for: OMP_DYNAMIC, thread limits, nesting; the parts are then shared among those it gives).
+template <class F>
+static void run_parts(int nt, F&& part) {
+  if (nt <= 1) {
+    part(0);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    for (int w = omp_get_thread_num(); w < nt; w += omp_get_num_threads()) part(w);
   }
 }
 
@@ -316,6 +423,7 @@ static void gemm(const CpuGemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K > 0 && g.N <= SMALL_N && (g.csa == 1 || g.rsa == 1)) {
     gemm_small_n(g);
+    if (g.colsum_b) colsum_strided(g.B, g.K, g.N, g.rsb, g.csb, g.colsum_b);
     return;
   }
   if (g.K <= 0) {
@@ -331,34 +439,40 @@ static void gemm(const CpuGemmArgs& g) {
     return;
   }
   const GemmBlocking bl = gemm_blocking();  // one blocking for every thread of the call
-  int nt = std::max(1, g.threads);
-  if ((double)g.M * (double)g.N * (double)g.K < 5.0e5) nt = 1;  // not worth starting a team
-  const int64_t pn = ceil_div(g.N, GEMM_NR), pm = ceil_div(g.M, GEMM_MR);
-  // Split the larger of M and N: each thread packs all of the operand along the dimension that is
-  // not split, so splitting N costs nt*M*K packing and splitting M costs nt*K*N.
-  const bool split_n = g.N > g.M ? pn >= nt : pm < nt;
-  nt = (int)std::min<int64_t>(nt, split_n ? pn : pm);
-  auto part = [&](int tid) {
-    if (split_n) {
-      const int64_t j0 = pn * tid / nt * GEMM_NR, j1 = std::min(g.N, pn * (tid + 1) / nt * GEMM_NR);
-      if (j1 > j0)
-        gemm_serial(bl, g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
-                    g.accumulate, g.bias ? g.bias + j0 : nullptr, g.act);
-    } else {
-      const int64_t i0 = pm * tid / nt * GEMM_MR, i1 = std::min(g.M, pm * (tid + 1) / nt * GEMM_MR);
-      if (i1 > i0)
-        gemm_serial(bl, i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
-                    g.ldc, g.accumulate, g.bias, g.act);
+  const GemmSplit sp = gemm_split(g.M, g.N, g.K, g.threads);
+  // colsum_b: running sums of the columns a thread packs (all of them when M is split: thread 0's),
+  // added to colsum_b at the end (the sum of each column first, as colsum does)
+  thread_local std::vector<float> cs_buf;
+  auto sums = [&](bool mine, int64_t n) -> float* {
+    if (!g.colsum_b || !mine) return nullptr;
+    if (cs_buf.size() < (size_t)n) cs_buf.resize((size_t)n);
+    std::memset(cs_buf.data(), 0, sizeof(float) * (size_t)n);
+    return cs_buf.data();
+  };
+  auto add_sums = [&](const float* cs, int64_t j0, int64_t n) {
+    for (int64_t j = 0; cs && j < n; j += W) {
+      const int nl = (int)std::min<int64_t>(W, n - j);
+      float* o = g.colsum_b + j0 + j;
+      Simd::storen(o, Simd::add(Simd::loadn(o, nl), Simd::loadn(cs + j, nl)), nl);
     }
   };
-  if (nt == 1) {
-    part(0);
-    return;
-  }
-#pragma omp parallel num_threads(nt)
-  {  // the runtime may give fewer threads than asked for (OMP_DYNAMIC, thread limits, nesting)
-    for (int w = omp_get_thread_num(); w < nt; w += omp_get_num_threads()) part(w);
-  }
+  run_parts(sp.nt, [&](int tid) {
+    if (sp.split_n) {
+      const int64_t j0 = sp.lo(tid), j1 = sp.hi(tid, g.N);
+      if (j1 <= j0) return;
+      float* cs = sums(true, j1 - j0);
+      gemm_serial(bl, g.M, j1 - j0, g.K, g.A, g.rsa, g.csa, g.B + j0 * g.csb, g.rsb, g.csb, g.C + j0, g.ldc,
+                  g.accumulate, g.bias ? g.bias + j0 : nullptr, g.act, cs);
+      add_sums(cs, j0, j1 - j0);
+    } else {
+      const int64_t i0 = sp.lo(tid), i1 = sp.hi(tid, g.M);
+      if (i1 <= i0) return;
+      float* cs = sums(tid == 0, g.N);
+      gemm_serial(bl, i1 - i0, g.N, g.K, g.A + i0 * g.rsa, g.rsa, g.csa, g.B, g.rsb, g.csb, g.C + i0 * g.ldc,
+                  g.ldc, g.accumulate, g.bias, g.act, cs);
+      add_sums(cs, 0, g.N);
+    }
+  });
 }
 
 

@@ -121,9 +121,10 @@ static inline void transpose_w(const float* src, int64_t lds, float* dst, int64_
 }
 
 // Packing walks an operand's rows (or columns) that lie far apart: each run of n floats is
-// fetched by hand ahead of its copy: into the L1 (LOC 3) PACK_PF_K runs ahead (pack_a), into the
-// L2 (LOC 2) a chunk of PACK_KB runs ahead (pack_b). pack_a copies PACK_GROUP panels at a time.
-static constexpr int64_t PACK_KB = 16, PACK_PF_K = 8, PACK_GROUP = 4;
+// fetched by hand ahead of its copy: into the L1 (LOC 3) PACK_PF_K runs ahead (pack_a, columns),
+// into the L2 (LOC 2) a chunk of PACK_KB runs ahead (pack_b) or the rows of the panel
+// PACK_PF_PANELS ahead (pack_a, rows). pack_a copies PACK_GROUP panels at a time.
+static constexpr int64_t PACK_KB = 16, PACK_PF_K = 8, PACK_GROUP = 4, PACK_PF_PANELS = 2;
 
 template <int LOC>
 static inline void prefetch_run(const float* p, int64_t n) {
@@ -174,6 +175,12 @@ static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rsa, int64_t 
   for (int64_t i0 = 0; i0 < mc; i0 += GEMM_MR) {
     const int m = (int)std::min<int64_t>(GEMM_MR, mc - i0);
     float* dst = Ap + i0 * kc;
+    // rows lie rsa floats apart (a page or more for the decoder's input gradient, A = dZ with
+    // 18,328 columns): the panel PACK_PF_PANELS ahead is fetched into the L2 while this one is copied
+    if (csa == 1 && i0 + PACK_PF_PANELS * GEMM_MR < mc) {
+      const int64_t r0 = i0 + PACK_PF_PANELS * GEMM_MR;
+      for (int64_t r = r0; r < std::min(mc, r0 + GEMM_MR); ++r) prefetch_run<2>(A + r * rsa, kc);
+    }
 #if defined(FASTRNN_ISA_AVX512)
     static_assert(GEMM_MR == 8, "transpose_8x16 packs 8-row panels");
     if (csa == 1 && m == GEMM_MR) {

@@ -29,6 +29,12 @@
 // 1e-7]) the per-row quantities are formed in double as in the NumPy reference; the sparse form
 // writes one constant per row plus the target entry, the dense form computes in double throughout.
 //
+// grad_scale multiplies every gradient entry with the row's weight (the training step's 1 / count:
+// the mean's gradient in the same pass, no division pass afterwards); the loss is not scaled.
+//
+// With sparse targets the gradient may overwrite z (grad == z: each row is read before its
+// gradient is written, the target's logit first); dense targets need z in the second sweep.
+//
 // Every row is computed by the same arithmetic whoever computes it: results are identical for any
 // thread count.
 
@@ -196,8 +202,10 @@ static void xent_row(const XentArgs& a, int64_t row) {
     a.loss[row] = 0.0;
     return;
   }
-  const double w = a.weight ? a.weight[row] : 1.0;
+  const double wl = a.weight ? a.weight[row] : 1.0;  // the loss's weight
+  const double w = wl * a.grad_scale;                 // the gradient's
   const float* y = a.y ? a.y + row * C : nullptr;
+  const float zt = a.ids ? z[a.ids[row]] : 0.0f;      // read first: g may be z (sparse targets)
 
   if (a.from_logits) {
     thread_local std::vector<float> bm_buf;
@@ -243,11 +251,11 @@ static void xent_row(const XentArgs& a, int64_t row) {
     }
     if (a.ids) {
       const int64_t t = a.ids[row];
-      const double per = logS + ((double)st.M - (double)z[t]);  // -log softmax(z)_t (M - z_t exact)
+      const double per = logS + ((double)st.M - (double)zt);  // -log softmax(z)_t (M - z_t exact)
       g[t] = (float)(std::expm1(-per) * w);                   // softmax_t - 1, without cancellation
-      a.loss[row] = per * w;
+      a.loss[row] = per * wl;
     } else {  // -sum y log softmax = sum(y) log S - sum y (z - M)
-      a.loss[row] = (st.sy * logS - acc) * w;
+      a.loss[row] = (st.sy * logS - acc) * wl;
     }
     return;
   }
@@ -257,12 +265,12 @@ static void xent_row(const XentArgs& a, int64_t row) {
   if (s == 0.0) s = 1.0;
   if (a.ids) {
     const int64_t t = a.ids[row];
-    const double qt = (double)z[t] / s;
+    const double qt = (double)zt / s;
     const double qc = std::min(std::max(qt, XENT_EPS), 1.0 - XENT_EPS);
     // d(-log qc_t)/dp_j = (q_t / qc_t) / s for every j, and -1 / (qc_t s) more at the target
     xl_fill(g, C, (float)(qt / qc / s * w));
     g[t] = (float)((qt - 1.0) / qc / s * w);
-    a.loss[row] = -std::log(qc) * w;
+    a.loss[row] = -std::log(qc) * wl;
     return;
   }
   // dense targets, in double as the reference: g_j = -y_j / qc_j, grad = (g - sum(g q)) / s
@@ -279,7 +287,7 @@ static void xent_row(const XentArgs& a, int64_t row) {
     const double q = (double)z[j] / s, qc = std::min(std::max(q, XENT_EPS), 1.0 - XENT_EPS);
     g[j] = (float)((-(double)y[j] / qc - G) / s * w);
   }
-  a.loss[row] = loss * w;
+  a.loss[row] = loss * wl;
 }
 
 static void xent(const XentArgs& a) {

@@ -95,10 +95,13 @@ def grad_from_pool(a: object) -> bool:
     return _POOL_GRADS.get(id(a)) is a
 
 
-def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
+def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits, mean=False, into=None):
     """sum_and_grad through the fused C++ kernel: ``ids`` (int64 class ids, y_pred's shape without
     the class axis) or ``y`` (dense targets of y_pred's shape); ``m`` a bool mask or None, ``w``
-    broadcastable per-entry weights (from _sample_weights) or None."""
+    broadcastable per-entry weights (from _sample_weights) or None. With ``mean``, the gradient is
+    that of the mean (sum / count), scaled in the kernel's pass. ``into``: y_pred itself, which the
+    caller no longer needs (a training step's logits), to receive the gradient (ids only: each row
+    is read before its gradient overwrites it), or None."""
     shape = y_pred.shape
     c = shape[-1]
     z = np.ascontiguousarray(y_pred).reshape(-1, c)
@@ -109,9 +112,14 @@ def _fused_sum_and_grad(core, y_pred, ids, y, m, w, from_logits):
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(n)
     else:
         y = np.ascontiguousarray(y, dtype=np.float32).reshape(n, c)
-    out = POOL.take(shape)  # an array of its own (not a view), so that it can go back to the pool
-    per, grad = core.xent(z, ids, y, mask, weight, from_logits, None if out is None else out.reshape(n, c))
     count = int(m.sum()) if m is not None else n
+    scale = (1.0 / count if count else 0.0) if mean else 1.0
+    if (into is not None and ids is not None and into is y_pred and y_pred.flags.writeable
+            and z.__array_interface__["data"][0] == y_pred.__array_interface__["data"][0]):  # not a copy
+        per, _ = core.xent(z, ids, y, mask, weight, from_logits, z, scale)
+        return float(per.sum()), count, y_pred
+    out = POOL.take(shape)  # an array of its own (not a view), so that it can go back to the pool
+    per, grad = core.xent(z, ids, y, mask, weight, from_logits, None if out is None else out.reshape(n, c), scale)
     if out is None:
         return float(per.sum()), count, grad.reshape(shape)
     _POOL_GRADS[id(out)] = out
@@ -148,7 +156,19 @@ def _categorical(y_true, y_pred, from_logits):
     return loss, grad
 
 
-class CategoricalCrossentropy(Loss):
+class _MeanInKernel:
+    """The training step's gradient of the mean from the fused kernel's own pass (its grad_scale),
+    for the crossentropies whose ``_sum_and(..., mean)`` takes the flag. A subclass that overrides
+    ``sum_and_grad`` gets the base class's division of its own gradient instead."""
+
+    def _sum_and_mean_grad(self, y_true, y_pred, mask=None, sample_weight=None, into=None):
+        if type(self).sum_and_grad not in (CategoricalCrossentropy.sum_and_grad,
+                                           SparseCategoricalCrossentropy.sum_and_grad):
+            return Loss._sum_and_mean_grad(self, y_true, y_pred, mask, sample_weight)
+        return self._sum_and(y_true, y_pred, mask, sample_weight, True, into)
+
+
+class CategoricalCrossentropy(_MeanInKernel, Loss):
     """Categorical cross-entropy, as Keras's ``CategoricalCrossentropy``.
 
     The per-sample loss is ``-sum(y * log p)`` over the last axis, with one-hot (or soft) targets
@@ -172,13 +192,18 @@ class CategoricalCrossentropy(Loss):
                      sample_weight: ArrayLike | None = None) -> tuple[float, int, np.ndarray]:
         """As :meth:`Loss.sum_and_grad`; float32 NumPy predictions go through the fused C++ kernel
         (one sweep over each row of logits, threaded over rows), the rest through the NumPy form."""
+        return self._sum_and(y_true, y_pred, mask, sample_weight, False)
+
+    def _sum_and(self, y_true, y_pred, mask, sample_weight, mean, into=None):
+        # into (the gradient written over y_pred) is not taken: dense targets need the logits twice
         core = _fused_core(y_pred)
         if core is None:
-            return super().sum_and_grad(y_true, y_pred, mask, sample_weight)
+            f = Loss._sum_and_mean_grad if mean else Loss.sum_and_grad
+            return f(self, y_true, y_pred, mask, sample_weight)
         y_true = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
         m = _check_mask(mask, y_pred.shape[:-1])
         w = _sample_weights(sample_weight, y_pred.shape[:-1])
-        return _fused_sum_and_grad(core, y_pred, None, y_true, m, w, self.from_logits)
+        return _fused_sum_and_grad(core, y_pred, None, y_true, m, w, self.from_logits, mean)
 
     def _prepare_true(self, y_true, y_pred):
         if y_true.shape != y_pred.shape:
@@ -192,7 +217,7 @@ class CategoricalCrossentropy(Loss):
         return {"from_logits": self.from_logits}
 
 
-class SparseCategoricalCrossentropy(Loss):
+class SparseCategoricalCrossentropy(_MeanInKernel, Loss):
     """Categorical cross-entropy with integer class ids as targets, as Keras's
     ``SparseCategoricalCrossentropy``.
 
@@ -251,13 +276,18 @@ class SparseCategoricalCrossentropy(Loss):
         derivative of ``-log clip(p_t / sum p)`` (probabilities). Per-row sums and the target
         entries are computed in float64. Float32 NumPy predictions go through the fused C++
         kernel (fastrnn._core.xent), the others through the NumPy form below, its reference."""
+        return self._sum_and(y_true, y_pred, mask, sample_weight, False)
+
+    def _sum_and(self, y_true, y_pred, mask, sample_weight, mean, into=None):
         core = _fused_core(y_pred)
+        if core is None and mean:
+            return Loss._sum_and_mean_grad(self, y_true, y_pred, mask, sample_weight)
         y_pred = _as_float_array(y_pred, "y_pred")
         ids = self._prepare_true(_as_float_array(y_true, "y_true"), y_pred)
         m = _check_mask(mask, y_pred.shape[:-1])
         if core is not None:
             w = _sample_weights(sample_weight, y_pred.shape[:-1])
-            return _fused_sum_and_grad(core, y_pred, ids, None, m, w, self.from_logits)
+            return _fused_sum_and_grad(core, y_pred, ids, None, m, w, self.from_logits, mean, into)
         gdt = _grad_dtype(y_pred)
         wdt = np.dtype(np.float64) if gdt == np.float64 else np.dtype(np.float32)
         z = y_pred.astype(wdt, copy=False)

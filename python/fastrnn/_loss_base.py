@@ -152,6 +152,13 @@ class Loss(Configurable):
             dper = dper * w[..., None]
         return float(per.sum()), count, dper.reshape(y_pred.shape).astype(_grad_dtype(y_pred))
 
+    def _sum_and_mean_grad(self, y_true, y_pred, mask=None, sample_weight=None):
+        """(sum, count, gradient of the mean sum / count): what a training step needs. Here
+        sum_and_grad's gradient divided by the count (zeros for no valid entry); the fused
+        crossentropies scale it inside their kernel's one pass instead."""
+        total, count, grad = self.sum_and_grad(y_true, y_pred, mask, sample_weight)
+        return total, count, (grad / count if count else np.zeros_like(grad))
+
     def _prepare_true(self, y_true, y_pred):
         if y_true.shape == y_pred.shape:
             return y_true.astype(np.float64)

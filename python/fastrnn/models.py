@@ -185,6 +185,12 @@ class Sequential(Model):
                 break
         return dy
 
+    def _output_layer(self):
+        # backward hands the loss gradient to the last layer first (unless a subclass changes it)
+        if not self._layers or type(self).backward is not Sequential.backward:
+            return None
+        return self._layers[-1]
+
     def __call__(self, x, training=False, mask=None):
         self.output_mask = None
         y = self.forward(x, training=training, mask=mask)

@@ -386,11 +386,12 @@ def _all_f32(*arrays):
     return all(type(a) is np.ndarray and a.dtype == np.float32 and a.size for a in arrays)
 
 
-def _dense_forward(x, kernel, bias, activation):
+def _dense_forward(x, kernel, bias, activation, out=None):
     """(y, applied) for a Dense layer: ``x @ kernel + bias`` on fastrnn's GEMM with the bias and,
     for linear / relu / tanh / sigmoid, the activation in its write-back (``applied`` True; the
     kernels' vector tanh and sigmoid, within 4e-7 of NumPy's). (None, False) when the arrays are
-    not float32 NumPy ones of fitting shapes: the caller takes the unfused path."""
+    not float32 NumPy ones of fitting shapes: the caller takes the unfused path. ``out``: an
+    array of y's shape (float32, C-contiguous, its own memory) to write y into, or None."""
     if not (_all_f32(x, kernel) and x.ndim >= 2 and kernel.ndim == 2 and x.shape[-1] == kernel.shape[0]):
         return None, False
     if bias is not None and not (_all_f32(bias) and bias.shape == (kernel.shape[1],)):
@@ -399,21 +400,33 @@ def _dense_forward(x, kernel, bias, activation):
     a2, ta = _gemm_operand(x.reshape(-1, x.shape[-1]))
     b2, tb = _gemm_operand(kernel)
     bias = None if bias is None else np.ascontiguousarray(bias)
+    shape = x.shape[:-1] + (kernel.shape[1],)
+    if out is not None and out.shape == shape:
+        backend.core().dense_gemm(a2, b2, ta, tb, bias, act, out.reshape(-1, shape[-1]))
+        return out, activation in _DENSE_ACT
     y = backend.core().dense_gemm(a2, b2, ta, tb, bias, act)
-    return y.reshape(x.shape[:-1] + (kernel.shape[1],)), activation in _DENSE_ACT
+    return y.reshape(shape), activation in _DENSE_ACT
 
 
-def _matmul_acc(a, b, out):
+def _matmul_acc(a, b, out, colsum=None):
     """``out += a @ b`` for 2-D operands, accumulated by fastrnn's GEMM in its write-back when all
-    are float32 NumPy arrays (out C-contiguous and apart from a and b), else NumPy's."""
+    are float32 NumPy arrays (out C-contiguous and apart from a and b), else NumPy's. With
+    ``colsum`` (a [b.shape[1]] array), also ``colsum += b.sum(axis=0)``: on the GEMM path from b's
+    packed blocks (rows added in order, as _colsum_acc; a Dense layer's bias gradient in its
+    weight gradient's pass over dZ)."""
     if (_all_f32(a, b, out) and a.ndim == 2 and b.ndim == 2 and out.shape == (a.shape[0], b.shape[1])
             and a.shape[1] == b.shape[0] and out.flags.c_contiguous and out.flags.writeable
-            and not np.may_share_memory(out, a) and not np.may_share_memory(out, b)):
+            and not np.may_share_memory(out, a) and not np.may_share_memory(out, b)
+            and (colsum is None or (_all_f32(colsum) and colsum.shape == (b.shape[1],) and colsum.flags.c_contiguous
+                                    and colsum.flags.writeable and not any(np.may_share_memory(colsum, o)
+                                                                          for o in (a, b, out))))):
         a2, ta = _gemm_operand(a)
         b2, tb = _gemm_operand(b)
-        backend.core().dense_gemm(a2, b2, ta, tb, None, 0, out, True)
+        backend.core().dense_gemm(a2, b2, ta, tb, None, 0, out, True, colsum)
         return
     out += matmul(a, b)
+    if colsum is not None:
+        _colsum_acc(b, colsum)
 
 
 def _colsum_acc(m, out):

@@ -273,22 +273,40 @@ class TrainingLoops:
         ``output_mask``. Models whose forward needs the targets too (teacher forcing) override this."""
         return self(xb, training=training), self.output_mask
 
+    def _output_layer(self):
+        """The layer whose output is the model's and whose backward receives the loss gradient
+        first, or None when that is not known (Sequential overrides it)."""
+        return None
+
+    def _output_is_scratch(self, y_pred):
+        """Whether the training step may overwrite ``y_pred`` with its loss gradient: no metric
+        reads it after the loss, the loss takes it (SparseCategoricalCrossentropy on float32
+        NumPy), and the layer that made it reads only its shape in backward (a linear Dense)."""
+        if self.compiled_metrics:
+            return False
+        head = self._output_layer()
+        return (isinstance(self.loss, _crossentropy.SparseCategoricalCrossentropy) and head is not None
+                and getattr(head, "_output_is_scratch", lambda y: False)(y_pred))
+
     def _step_full(self, xb, yb, where, swb=None):
         y_pred, mask = self._outputs_for_loss(xb, yb, True)
         if isinstance(y_pred, (tuple, list)):
             raise ValueError("fit: the model's output must be a single array (a layer with return_state=True "
                              "cannot be the last layer)")
-        total, count, dtotal = self.loss.sum_and_grad(yb, y_pred, mask, sample_weight=swb)
+        # the gradient of the mean (the fused crossentropies scale it in their kernel's pass; the
+        # sparse one writes it over the logits when nothing reads them afterwards)
+        if self._output_is_scratch(y_pred):
+            total, count, dmean = self.loss._sum_and_mean_grad(yb, y_pred, mask, swb, into=y_pred)
+        else:
+            total, count, dmean = self.loss._sum_and_mean_grad(yb, y_pred, mask, sample_weight=swb)
         value = total / count if count else 0.0
         self._check_loss(value, where)
         self.optimizer._begin_step(self, count)
-        if count and _crossentropy.grad_from_pool(dtotal):
-            # the fused loss's own pooled buffer, held by nobody else: the mean in place (the same
-            # bits as dtotal / count), then back to the pool for the next step (no fresh pages)
-            self.backward(np.divide(dtotal, count, out=dtotal))
-            POOL.give(dtotal)
-        else:
-            self.backward(dtotal / count if count else np.zeros_like(dtotal))
+        self.backward(dmean)
+        if _crossentropy.grad_from_pool(dmean):
+            # the fused loss's own pooled buffer, held by nobody else: back to the pool for the
+            # next step (no fresh pages)
+            POOL.give(dmean)
         for m in self.compiled_metrics:
             m.update_state(yb, y_pred, mask)
         return value

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import backend, ops
+from .._kernel_cache import POOL
 from .._validation import layer_positive_int as _positive_int
 from . import _symbolic, initializers
 from ._core_common import ACTIVATIONS, _activation, _init_name, _Stateless
@@ -55,7 +56,10 @@ class Dense(Layer):
     ``fit`` does), not between forward and backward. For float32 NumPy arrays the forward is one
     GEMM that adds the bias and applies linear / relu / tanh / sigmoid as it writes y (tanh and
     sigmoid in the kernels' vector forms, within 4e-7 of NumPy's), and backward accumulates the
-    kernel's gradient inside the GEMM.
+    kernel's gradient inside the GEMM and sums the bias gradient from the same GEMM's packed
+    blocks of dy. A training output of 1 MiB or more (a language model's logits) is a buffer of
+    fastrnn's pool, which it goes back to at the next training call unless the caller still holds
+    it.
 
     Args:
         units (int): Output size (positive int).
@@ -132,9 +136,21 @@ class Dense(Layer):
         return (None,) * (len(shape) - 1) + (shape[-1],)
 
     def call(self, x: np.ndarray, training: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
+        out = None
+        if training:
+            # the last training output goes back to the buffer pool unless someone still holds it,
+            # and the new one comes from there (a decoder's logits are large: fresh pages at every
+            # step cost page faults); arrays under the pool's minimum size are allocated as before
+            if self._cache is not None:
+                old, self._cache = self._cache, None
+                y_old = old[1]
+                del old
+                POOL.give(y_old)
+                del y_old
+            out = POOL.take(x.shape[:-1] + (self.units,))
         # float32 NumPy: bias and activation in the GEMM's write-back (one pass over y)
         y, applied = ops._dense_forward(x, self.kernel.value, self.bias.value if self.use_bias else None,
-                                        self.activation)
+                                        self.activation, out)
         if y is None:
             y = ops.matmul(x, self.kernel.value)
             if self.use_bias:
@@ -151,10 +167,15 @@ class Dense(Layer):
         dy = self._check_dy(dy, y.shape)
         dz = ACTIVATIONS[self.activation][1](dy, y)
         dz2 = dz.reshape(-1, self.units)
-        ops._matmul_acc(x.reshape(-1, x.shape[-1]).T, dz2, self.kernel.grad)  # accumulated by the GEMM
-        if self.use_bias:
-            ops._colsum_acc(dz2, self.bias.grad)
+        # the kernel's gradient accumulated by the GEMM, the bias's from the GEMM's packed dz blocks
+        ops._matmul_acc(x.reshape(-1, x.shape[-1]).T, dz2, self.kernel.grad,
+                        self.bias.grad if self.use_bias else None)
         return ops.matmul(dz, self.kernel.value.T)
+
+    def _output_is_scratch(self, y: Any) -> bool:
+        """Whether ``y`` is this layer's last training output and its backward reads nothing of it
+        but its shape (linear): a training step may then overwrite it with the loss gradient."""
+        return self.activation == "linear" and self._cache is not None and self._cache[1] is y
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1]) + (self.units,)
