@@ -273,40 +273,36 @@ class BaseRNN(Layer):
             self._kw_key = ready
         return ready
 
+    def _kept(self, slot, param, a, extra, make):
+        """A copy derived from a weight array, kept in attribute ``slot`` as (a, param's version,
+        *extra, copy) and made again by ``make(a)`` when the array, its Parameter's version (every
+        write through the API, see Parameter) or ``extra`` changes, so that a changed weight is
+        never used stale. None for an array that is not the parameter's own (a converted copy, a
+        CuPy array): the kernel then works from the array itself."""
+        if a is not param.value or type(a) is not np.ndarray:
+            return None
+        key = (a, param._version, *extra)
+        k = getattr(self, slot)
+        if k is not None and k[0] is a and k[1:-1] == key[1:]:
+            return k[-1]
+        copy = make(a)
+        setattr(self, slot, key + (copy,))
+        return copy
+
     def _packed_whh(self, wh, batch):
-        """W_hh in the forward time loop's layout (``core.pack_whh``), kept for the one-step calls
+        """W_hh in the forward time loop's layout (``core.pack_whh``), kept (_kept; also renewed on
+        another ISA path or batch size, on which the layout may depend) for the one-step calls
         (``step``, sequences of length 1), which would otherwise pack all G*H*H weights for a
         product of B*G*H*H multiply-adds, and for inference calls (packing is then paid once, not
-        per call). ``wh`` is _kernel_weights' w_hh; the copy is packed again
-        when that array, its Parameter's version (every write through the API, see Parameter), the
-        ISA path or the batch size (the loop's layout may depend on it) changes, so a changed
-        weight is never used stale. None for a w_hh that is not the parameter's own array (a
-        converted copy, a CuPy array): the kernel packs it itself."""
-        p = self.w_hh
-        if wh is not p.value or type(wh) is not np.ndarray:
-            return None
-        isa = backend.isa()
-        k = self._whh_pack
-        if k is not None and k[0] is wh and k[1] == p._version and k[2] == isa and k[3] == batch:
-            return k[4]
-        packed = backend.core().pack_whh(self._spec.kernel_id, wh, batch)
-        self._whh_pack = (wh, p._version, isa, batch, packed)
-        return packed
+        per call). ``wh`` is _kernel_weights' w_hh."""
+        return self._kept("_whh_pack", self.w_hh, wh, (backend.isa(), batch),
+                          lambda a: backend.core().pack_whh(self._spec.kernel_id, a, batch))
 
     def _transposed_wih(self, wi):
-        """W_ih transposed ([I, G*H], C-contiguous), kept for the one-step calls like _packed_whh: the
-        x projection of a few rows then reads it in place instead of packing all of W_ih at every
-        step. Made again when the array or its Parameter's version changes; None for a w_ih that is
-        not the parameter's own array."""
-        p = self.w_ih
-        if wi is not p.value or type(wi) is not np.ndarray:
-            return None
-        k = self._wih_t
-        if k is not None and k[0] is wi and k[1] == p._version:
-            return k[2]
-        t = np.ascontiguousarray(wi.T)
-        self._wih_t = (wi, p._version, t)
-        return t
+        """W_ih transposed ([I, G*H], C-contiguous), kept (_kept) for the one-step calls: the x
+        projection of a few rows then reads it in place instead of packing all of W_ih at every
+        step."""
+        return self._kept("_wih_t", self.w_ih, wi, (), lambda a: np.ascontiguousarray(a.T))
 
     # -- states --------------------------------------------------------------------------------
     def reset_states(self, states: Sequence[ArrayLike] | np.ndarray | None = None) -> None:
