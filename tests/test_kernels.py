@@ -129,6 +129,35 @@ def test_results_identical_across_thread_counts(shape):
         fastrnn.set_num_threads(before)
 
 
+# The forward splits the batch rows at any row (it sums nothing over rows: 20 rows -> 10 + 10 at 2
+# threads, 13 -> 7 + 6, 3 threads 7 + 7 + 6) and evens out its row tiles on AVX-512 (20 rows of
+# LSTM: 5 + 5 + 5 + 5); padded rows (lengths) change the tiles from step to step. Every thread
+# count and every row alone must give the same bits.
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B", [13, 20])
+def test_forward_row_split_and_tiles_keep_the_bits(isa, threads, cell, B):
+    T, I, H = 8, 24, 70
+    name = base_name(cell)
+    p = make_problem(cell, T, B, I, H, dtype=np.float32, seed=3, lengths="random")
+    p["lengths"][::2] = T
+    args, kw = forward_args(cell, p)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        y, state, _ = getattr(ops, name + "_forward")(*args, **kw)
+        outs.append((y, state[0] if name == "lstm" else state))
+    for n, (y, h) in zip((2, 3), outs[1:]):
+        np.testing.assert_array_equal(y, outs[0][0], err_msg=f"{cell} B={B}, {n} threads: y")
+        np.testing.assert_array_equal(h, outs[0][1], err_msg=f"{cell} B={B}, {n} threads: h_n")
+    for b in (0, B // 2, B - 1):
+        one = {k: (v[b:b + 1] if k in ("x", "h0", "c0", "lengths") and v is not None else v) for k, v in p.items()}
+        args1, kw1 = forward_args(cell, one)
+        y1, _, _ = getattr(ops, name + "_forward")(*args1, **kw1)
+        np.testing.assert_array_equal(y1[0], outs[0][0][b], err_msg=f"{cell} row {b} alone")
+    expected = getattr(ref, name + "_forward")(*args, **kw)[0]
+    np.testing.assert_allclose(outs[0][0], expected, rtol=1e-4, atol=1e-4)
+
+
 # B = 13 rows fall in the time loops' tiles of rows (every tile height, 1 to 8, occurs somewhere:
 # AVX2 LSTM 6 + 6 + 1, GRU 4 + 4 + 4 + 1, AVX-512 LSTM 6 + 6 + 1, ...), and H = 37 ends in a
 # partial panel; with lengths some steps compact the rows into other tiles. A row's results must
