@@ -129,10 +129,11 @@ def test_results_identical_across_thread_counts(shape):
         fastrnn.set_num_threads(before)
 
 
-# The forward splits the batch rows at any row (it sums nothing over rows: 20 rows -> 10 + 10 at 2
-# threads, 13 -> 7 + 6, 3 threads 7 + 7 + 6) and evens out its row tiles on AVX-512 (20 rows of
-# LSTM: 5 + 5 + 5 + 5); padded rows (lengths) change the tiles from step to step. Every thread
-# count and every row alone must give the same bits.
+# The forward splits the batch rows at any row (it sums nothing over rows), at least a tile's rows
+# per thread: with tiles of 6 rows, 20 rows go 10 + 10 at 2 threads and 6 + 7 + 7 at 3, 13 rows
+# 6 + 7 at 2 and 3 threads; and it evens out its row tiles on AVX-512 (20 rows of LSTM: 5 + 5 + 5 +
+# 5). Padded rows (lengths) change the tiles from step to step. Every thread count and every row
+# alone must give the same bits.
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B", [13, 20])
 def test_forward_row_split_and_tiles_keep_the_bits(isa, threads, cell, B):

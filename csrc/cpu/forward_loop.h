@@ -250,6 +250,12 @@ static void forward_impl(const ForwardArgs& a) {
           if (training && a.aux) std::memset(a.aux + pos * H + j_lo, 0, sizeof(float) * (size_t)(j_hi - j_lo));
         }
       }
+      // The step's rows in tiles of MR rows and the rest, or, where the rest would be under half a
+      // tile, in tiles as even as they go (20 rows, MR 6: 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2: a tile of
+      // few rows streams its W_hh panel for few FMAs; FORWARD_EVEN_TILES says where). The same
+      // arithmetic per row either way.
+      const int64_t tiles = ceil_div(nact, (int64_t)MR);
+      const bool even = FORWARD_EVEN_TILES && 2 * (nact - (tiles - 1) * MR) < MR;
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t j0 = p * W;
         const int nv = (int)std::min<int64_t>(W, H - j0);
@@ -257,11 +263,6 @@ static void forward_impl(const ForwardArgs& a) {
         V bhh[3];
         if constexpr (Math::kHiddenBias)
           for (int g = 0; g < 3; ++g) bhh[g] = Simd::loadn(a.b_hh + g * H + j0, nv);
-        // tiles of MR rows and the rest, or, where the rest would be under half a tile, tiles as even as
-        // they go (20 rows, MR 6: 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2: a tile of few rows streams its W_hh
-        // panel for few FMAs; FORWARD_EVEN_TILES says where). The same arithmetic per row either way.
-        const int64_t tiles = ceil_div(nact, (int64_t)MR);
-        const bool even = FORWARD_EVEN_TILES && 2 * (nact - (tiles - 1) * MR) < MR;
         for (int64_t r0 = 0, ti = 0; r0 < nact; ++ti) {
           const int m = even ? (int)(nact / tiles + (ti < nact % tiles ? 1 : 0))
                              : (int)std::min<int64_t>(MR, nact - r0);
