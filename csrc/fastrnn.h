@@ -249,6 +249,7 @@ struct KernelTable {
   int (*forward_whh_layout)(Cell cell, int64_t H, int64_t B);
   void (*forward_pack_whh)(Cell cell, const float* w_hh, int64_t H, int layout, float* out);
   GemmBlocking (*gemm_blocking)();  // cpu/blocking.h: the GEMM's blocks for the caches in use now
+  bool (*gemm_transposes)(const CpuGemmArgs& g);  // cpu/gemm.h: whether gemm(g) computes C^T
 };
 
 const KernelTable& kernels_scalar();

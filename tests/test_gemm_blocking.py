@@ -315,3 +315,91 @@ def test_the_l3_sets_the_row_split_and_never_the_results(isa, threads, caches, c
     small_l3 = run()
     for a, b in zip(machine, small_l3):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- products computed as C^T (csrc/cpu/gemm.h, gemm_transposes) --------------------------------
+
+
+def twin_tile_work(isa, m, n):
+    """csrc/cpu/gemm.h's tile_work, written again: a ragged last column panel costs a whole one, or
+    a quarter of one where AVX-512's half-width kernel takes it (at most 8 columns)."""
+    _, nr = TILES[isa]
+    rem = n % nr
+    cols = n - rem
+    if rem:
+        cols += nr / 4 if isa == "avx512" and rem <= 8 else nr
+    return cols * m
+
+
+def twin_transposes(isa, m, n, k, accumulate):
+    """csrc/cpu/gemm.h's gemm_transposes, written again."""
+    mr, nr = TILES[isa]
+    if m < 4 * nr or n < 4 * mr:
+        return False
+    saved = 1 - twin_tile_work(isa, n, m) / twin_tile_work(isa, m, n)
+    return saved >= 0.05 and saved * k >= 48 * (2 if accumulate else 1)
+
+
+def test_transposed_choice_matches_its_twin(isa):
+    dims = [1, 3, 17, 24, 40, 64, 75, 100, 129, 200, 512, 700, 1030, 8192]
+    for M in dims:
+        for N in dims:
+            for K in (1, 63, 64, 300, 1000, 8192):
+                for acc in (False, True):
+                    assert _core.gemm_transposed(M, N, K, acc) == twin_transposes(isa, M, N, K, acc), (M, N, K, acc)
+
+
+def test_transposed_choice_on_the_measured_shapes():
+    """The shapes the rule was measured on (avx2): a text-sized recurrent layer's dW_ih and dx
+    (100 inputs) run as C^T, the word-LM decoder's dx (work 0.97 of the plain one) does not."""
+    if "avx2" not in backend.available_isas():
+        pytest.fail("the avx2 path is not available on this machine")
+    before = _core.get_isa()
+    _core.set_isa("avx2")
+    try:
+        assert _core.gemm_transposed(512, 100, 8192)
+        assert _core.gemm_transposed(8192, 100, 512)
+        assert not _core.gemm_transposed(8192, 100, 512, True)  # two passes over C: not paid for by K = 512
+        assert not _core.gemm_transposed(700, 200, 18328)
+        assert not _core.gemm_transposed(100, 512, 8192)  # already the better way round
+    finally:
+        _core.set_isa(before)
+
+
+# (M, K, N): each is computed as C^T on at least one ISA path (N = 100 = 96 + 4 columns on AVX2
+# and NEON, 75 = 64 + 11 on AVX-512, 17 on the scalar path's 2-column panels; with accumulation
+# too), with ragged row tiles and K blocks
+TRANSPOSED_SHAPES = [(512, 1000, 100), (131, 700, 75), (200, 1500, 100), (96, 1801, 17)]
+
+
+@pytest.mark.parametrize("shape", TRANSPOSED_SHAPES, ids=str)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_transposed_product_keeps_the_bits(isa, threads, shape, trans_a, trans_b, accumulate):
+    """C = op(A) op(B) computed as C^T gives the bits of the same product asked for the other way
+    round (C^T = op(B)^T op(A)^T, which runs plain), for any thread count, and matches float64."""
+    M, K, N = shape
+    rng = np.random.default_rng(M + K + N)
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    C0 = rng.standard_normal((M, N)).astype(np.float32)
+    results = []
+    for nt in (1, 2):
+        threads(nt)
+        out = C0.copy()
+        _core.dense_gemm(A, B, trans_a, trans_b, out=out, accumulate=accumulate)
+        out_t = np.ascontiguousarray(C0.T)
+        _core.dense_gemm(B, A, not trans_b, not trans_a, out=out_t, accumulate=accumulate)
+        assert not _core.gemm_transposed(N, M, K, accumulate)
+        np.testing.assert_array_equal(out, out_t.T)
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+    want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+    if accumulate:
+        want += C0
+    assert np.max(np.abs(results[0] - want)) <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want)))
+
+
+def test_every_path_runs_some_shape_transposed(isa):
+    assert any(_core.gemm_transposed(M, N, K) for M, K, N in TRANSPOSED_SHAPES)
+    assert any(_core.gemm_transposed(M, N, K, True) for M, K, N in TRANSPOSED_SHAPES)

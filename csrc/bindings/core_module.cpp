@@ -450,6 +450,16 @@ PYBIND11_MODULE(_core, m) {
     return d;
   }, "The CPU GEMM's register tile (mr x nr) and blocks (kc, mc, nc) on the active ISA path, and the "
      "cache sizes they were derived from (cpu/blocking.h).");
+  m.def("gemm_transposed",
+        [](int64_t M, int64_t N, int64_t K, bool accumulate) {
+          if (M < 0 || N < 0 || K < 0) throw py::value_error("gemm_transposed: M, N and K must be >= 0");
+          fastrnn::CpuGemmArgs g{};
+          g.M = M, g.N = N, g.K = K, g.accumulate = accumulate;
+          return fastrnn::active_kernels().gemm_transposes(g);
+        },
+        py::arg("M"), py::arg("N"), py::arg("K"), py::arg("accumulate") = false,
+        "Whether the CPU GEMM on the active ISA path computes an M x N x K product C = A B (no bias, "
+        "activation or column sums) as C^T = B^T A^T and transposes it into C (cpu/gemm.h).");
   m.def("set_gemm_caches",
         [](int64_t l1d, int64_t l2, int64_t l3, int l3_cores) {
           if (l1d < 0 || l2 < 0 || l3 < 0) throw py::value_error("set_gemm_caches: sizes must be >= 0 bytes");

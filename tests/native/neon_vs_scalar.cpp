@@ -208,11 +208,14 @@ void check_gemm(const KernelTable& vec, const KernelTable& sca, Tally& tally, bo
     int64_t M, K, N;
   };
   // test_gemm_matches_numpy's shapes (two swapped, which evens the work of --shard 0/2 and 1/2), then
-  // small and awkward ones (N of 1 to 7 for the small-N path and partial panels, K = 0)
+  // small and awkward ones (N of 1 to 7 for the small-N path and partial panels, K = 0), then two
+  // that run as C^T (gemm_transposes: 64 x 450 x 25 on NEON and AVX2, 131 x 700 x 75 on AVX-512;
+  // the padding of C past N checks the transposed write-back)
   std::vector<S> shapes{{1, 1, 1},   {37, 53, 29},  {7, 1000, 65}, {130, 300, 257}, {300, 2, 513}, {50, 70, 3},
                         {129, 300, 4}, {37, 53, 48}, {29, 70, 24},    {2100, 40, 3}, {251, 1030, 40},
                         {5, 7, 1},   {6, 9, 2},     {11, 5, 5},      {13, 17, 6},   {9, 3, 7},     {17, 33, 12},
-                        {4, 16, 16}, {3, 1, 17},    {19, 31, 33},    {5, 0, 7},     {64, 64, 64},  {121, 45, 61}};
+                        {4, 16, 16}, {3, 1, 17},    {19, 31, 33},    {5, 0, 7},     {64, 64, 64},  {121, 45, 61},
+                        {64, 450, 25}, {131, 700, 75}};
   if (quick) shapes.resize(12);
   for (size_t si = 0; si < shapes.size(); ++si) {
     if (!mine((int64_t)si)) continue;
