@@ -858,8 +858,26 @@ void check_lowp(const KernelTable& vec, const KernelTable& sca, Tally& tally) {
       identical(c, "C", run(vec), run(sca));
       (c.ok ? tally.passed : tally.failed)++;
     }
+  if (mine(index++)) {  // the x-projection buffers: about one step in all, not one per thread
+    Dims d{};
+    d.cell = Cell::LSTM, d.T = 50, d.B = 64, d.I = 512, d.H = 1024, d.batch_first = true;
+    Case c{fmt("%s forward workspace %s LSTM T=50 B=64 H=1024, 1 / 2 / 4 threads", Mode::name, vec.name)};
+    const int64_t step = d.B * 4 * d.H;  // floats of one step's x projection
+    const int64_t w1 = (int64_t)Mode::forward_ws(vec)(d, 1);
+    for (int threads : {2, 4}) {  // each more thread adds its own h rows (B x H at most) and the
+      // projection only what uneven parts round up to (a team of 3 of 4: 3 x 24 of 64 rows), where
+      // it used to add a whole step per thread
+      const int64_t wt = (int64_t)Mode::forward_ws(vec)(d, threads);
+      if (w1 < step || wt - w1 > (threads - 1) * (d.B * d.H + d.B) + step / 2)
+        c.fail(fmt("%d threads: %lld floats against %lld at 1 thread (a step: %lld)", threads, (long long)wt,
+                   (long long)w1, (long long)step));
+    }
+    (c.ok ? tally.passed : tally.failed)++;
+  }
   const Cell cells[] = {Cell::RNN_TANH, Cell::RNN_RELU, Cell::LSTM, Cell::GRU};
-  const int64_t dims[][4] = {{1, 1, 1, 1}, {5, 3, 7, 17}, {9, 4, 33, 20}, {4, 11, 16, 64}};  // T, B, I, H
+  // T, B, I, H; the last with an LSTM step's projection (12 x 2,816 floats) over the 128 KiB of a
+  // chunk: each thread's buffer holds one step of its own part only
+  const int64_t dims[][4] = {{1, 1, 1, 1}, {5, 3, 7, 17}, {9, 4, 33, 20}, {4, 11, 16, 64}, {2, 12, 4, 704}};
   for (Cell cell : cells)
     for (const auto& dm : dims)
       for (int masked : {0, 1}) {
