@@ -337,14 +337,16 @@ def twin_transposes(isa, m, n, k, accumulate):
     if m < 4 * nr or n < 4 * mr:
         return False
     saved = 1 - twin_tile_work(isa, n, m) / twin_tile_work(isa, m, n)
-    return saved >= 0.05 and saved * k >= 48 * (2 if accumulate else 1)
+    if saved >= 0.05 and saved * k >= 48 * (2 if accumulate else 1):
+        return True
+    return not accumulate and k >= 2048 and m >= 4 * n and m * n >= 1 << 19
 
 
 def test_transposed_choice_matches_its_twin(isa):
-    dims = [1, 3, 17, 24, 40, 64, 75, 100, 129, 200, 512, 700, 1030, 8192]
+    dims = [1, 3, 17, 24, 40, 64, 75, 100, 129, 200, 256, 512, 700, 1030, 2048, 4096, 8192]
     for M in dims:
         for N in dims:
-            for K in (1, 63, 64, 300, 1000, 8192):
+            for K in (1, 63, 64, 300, 1000, 2047, 2048, 8192):
                 for acc in (False, True):
                     assert _core.gemm_transposed(M, N, K, acc) == twin_transposes(isa, M, N, K, acc), (M, N, K, acc)
 
@@ -362,6 +364,11 @@ def test_transposed_choice_on_the_measured_shapes():
         assert not _core.gemm_transposed(8192, 100, 512, True)  # two passes over C: not paid for by K = 512
         assert not _core.gemm_transposed(700, 200, 18328)
         assert not _core.gemm_transposed(100, 512, 8192)  # already the better way round
+        # an LSTM(1024)'s dW_ih, dW_hh and dx (50 x 64 positions, 512 inputs): C 4-8 times taller than wide
+        assert _core.gemm_transposed(4096, 512, 3200) and _core.gemm_transposed(4096, 1024, 3200)
+        assert _core.gemm_transposed(3200, 512, 4096)
+        assert not _core.gemm_transposed(4096, 512, 3200, True)
+        assert not _core.gemm_transposed(1024, 256, 6400)  # LSTM(256): measured mixed at 2 threads
     finally:
         _core.set_isa(before)
 
@@ -397,6 +404,26 @@ def test_transposed_product_keeps_the_bits(isa, threads, shape, trans_a, trans_b
     want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
     if accumulate:
         want += C0
+    assert np.max(np.abs(results[0] - want)) <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_tall_deep_product_runs_transposed_and_keeps_the_bits(isa, threads, trans_a, trans_b):
+    """A deep product with C 8 times taller than wide (2^19 elements) runs as C^T on every path and
+    gives the bits of the product asked for the other way round, for 1 and 2 threads."""
+    M, K, N = 2048, 2048, 256
+    assert _core.gemm_transposed(M, N, K) and not _core.gemm_transposed(N, M, K)
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    results = []
+    for nt in (1, 2):
+        threads(nt)
+        out = _core.dense_gemm(A, B, trans_a, trans_b)
+        np.testing.assert_array_equal(out, _core.dense_gemm(B, A, not trans_b, not trans_a).T)
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+    want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
     assert np.max(np.abs(results[0] - want)) <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want)))
 
 
