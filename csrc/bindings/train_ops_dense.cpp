@@ -57,7 +57,14 @@ farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const 
       throw py::value_error("out: expected shape (" + std::to_string(M) + ", " + std::to_string(N) + "), got " +
                             shape_str(*out));
     if (!out->writeable()) throw py::value_error("out: the array must be writeable");
-    if (out->data() == A.data() || out->data() == B.data()) throw py::value_error("out: must not be A or B");
+    // C is written block by block while A and B are still read: any shared byte gives wrong results
+    const char* c0 = reinterpret_cast<const char*>(out->data());
+    const char* c1 = c0 + out->nbytes();
+    for (const farr* o : {&A, &B}) {
+      const char* q = reinterpret_cast<const char*>(o->data());
+      if (out->nbytes() > 0 && o->nbytes() > 0 && c0 < q + o->nbytes() && q < c1)
+        throw py::value_error(std::string("out: must not overlap ") + (o == &A ? "A" : "B"));
+    }
   }
   farr C = out ? *out : farr(std::vector<py::ssize_t>{(py::ssize_t)M, (py::ssize_t)N});
   if (colsum_b) {

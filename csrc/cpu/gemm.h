@@ -439,6 +439,11 @@ static double tile_work(int64_t m, int64_t n) {
   return cols * (double)m;
 }
 
+// C^T needs a scratch buffer the size of C: at most this many floats (128 MiB), and one of more than
+// GEMM_CT_KEEP floats (32 MiB) is freed after its call, so that one large product does not leave its
+// size resident on the thread.
+constexpr int64_t GEMM_CT_MAX = (int64_t)1 << 25, GEMM_CT_KEEP = (int64_t)1 << 23;
+
 // Whether C = A B runs as C^T = B^T A^T into scratch, then transposed into C: where N leaves much
 // of its last column panel empty and M would not (a recurrent layer's dW_ih = dG^T x and
 // dx = dG W_ih with 100 inputs: N = 100 is 6 panels of 16 and one of 4 on AVX2; as C^T the 100
@@ -459,7 +464,7 @@ static double tile_work(int64_t m, int64_t n) {
 // 1.03x at 2; 2,048 x 3,200 x 256 1.10 / 1.03x at 2. Smaller or squarer ones were mixed at 2 threads
 // (1,024 x 6,400 x 256: 0.96 / 1.00x; 1,024 x 6,400 x 512: 0.99x) and stay plain.
 static bool gemm_transposes(const CpuGemmArgs& g) {
-  if (g.bias || g.act || g.colsum_b) return false;
+  if (g.bias || g.act || g.colsum_b || g.M * g.N > GEMM_CT_MAX) return false;
   if (g.M < 4 * GEMM_NR || g.N < 4 * GEMM_MR) return false;
   const double saved = 1.0 - tile_work(g.N, g.M) / tile_work(g.M, g.N);
   if (saved >= 0.05 && saved * (double)g.K >= 48.0 * (g.accumulate ? 2 : 1)) return true;
@@ -506,6 +511,7 @@ static void gemm(const CpuGemmArgs& g) {
     t.C = ct, t.ldc = g.M;
     gemm_direct(t);
     transpose_matrix(ct, g.M, g.N, g.M, g.C, g.ldc, g.threads);
+    if (g.M * g.N > GEMM_CT_KEEP) std::vector<float>().swap(g_scratch[2]);
     return;
   }
   gemm_direct(g);

@@ -106,10 +106,9 @@ static int64_t qx_chunk_steps(int64_t T, int64_t step_floats) {
 // of t gets floats / t of them from tid * (floats / t) on, which holds a chunk of its part of a
 // step (at most ceil(P / t) unit panels of all rows, or all panels of ceil(blocks / t) row
 // blocks; loop_split / loop_part), whichever split the loop takes and however many threads the
-// runtime grants, and a gap of a page to the next thread's (a core's prefetchers running past the
-// end of its buffer would otherwise fetch lines the neighbour is writing; an int8 LSTM of 1,024
-// units at 2 threads measured 0.98-0.99x without the gap, 0.99-1.01x with it, against buffers of
-// a whole step per thread). Sized for the largest such team total, not t times a whole step.
+// runtime grants, and a gap of a page to the next thread's (so that a core's prefetchers running
+// past the end of its buffer do not fetch lines the neighbour is writing). Sized for the largest
+// such team total, not t times a whole step.
 constexpr int64_t QX_GAP_FLOATS = 1024;
 static int64_t qx_pool_floats(const Dims& d, int threads) {
   const int64_t P = ceil_div(d.H, W), gw = d.G() * W;
@@ -181,10 +180,10 @@ static void lowp_forward_impl(const LowpForwardArgs<typename S::Packed>& a) {
     const int64_t j_lo = std::min(H, p0 * W), j_hi = std::min(H, p1 * W);
     int32_t* hq = ws.hq + (int64_t)tid * B * H4;
     float* hs = ws.hs + (int64_t)tid * B;
-    // at least a chunk of this thread's part (qx_pool_floats: a multiple of W floats, kept so that the
-    // buffers start as aligned as the pool)
-    const int64_t xw_cap = (ws.xw_pool / team - QX_GAP_FLOATS) / W * W;
-    float* xw = ws.xw + (int64_t)tid * xw_cap;  // [Tc][Bt][Pt][G][W]
+    // this thread's share of the pool (a multiple of W floats: the buffers start as aligned as the
+    // pool), its last page the gap to the next thread's: at least a chunk of its part (qx_pool_floats)
+    const int64_t xw_stride = ws.xw_pool / team / W * W, xw_cap = xw_stride - QX_GAP_FLOATS;
+    float* xw = ws.xw + (int64_t)tid * xw_stride;  // [Tc][Bt][Pt][G][W]
     const int64_t Bt = b_hi - b_lo, Pt = p1 - p0, step_floats = std::max<int64_t>(1, Bt * Pt * G * W);
     const int64_t Tc = std::min(qx_chunk_steps(T, step_floats), std::max<int64_t>(1, xw_cap / step_floats));
     std::vector<int64_t> act((size_t)B), slot((size_t)(Tc * Bt)), spos((size_t)(Tc * Bt));
