@@ -58,25 +58,16 @@ farr dense_gemm(const farr& A, const farr& B, bool trans_a, bool trans_b, const 
                             shape_str(*out));
     if (!out->writeable()) throw py::value_error("out: the array must be writeable");
     // C is written block by block while A and B are still read: any shared byte gives wrong results
-    const char* c0 = reinterpret_cast<const char*>(out->data());
-    const char* c1 = c0 + out->nbytes();
-    for (const farr* o : {&A, &B}) {
-      const char* q = reinterpret_cast<const char*>(o->data());
-      if (out->nbytes() > 0 && o->nbytes() > 0 && c0 < q + o->nbytes() && q < c1)
-        throw py::value_error(std::string("out: must not overlap ") + (o == &A ? "A" : "B"));
-    }
+    if (overlaps(*out, A)) throw py::value_error("out: must not overlap A");
+    if (overlaps(*out, B)) throw py::value_error("out: must not overlap B");
   }
   farr C = out ? *out : farr(std::vector<py::ssize_t>{(py::ssize_t)M, (py::ssize_t)N});
   if (colsum_b) {
     if (colsum_b->ndim() != 1 || colsum_b->shape(0) != N)
       throw py::value_error("colsum_b: expected shape (" + std::to_string(N) + ",), got " + shape_str(*colsum_b));
     if (!colsum_b->writeable()) throw py::value_error("colsum_b: the array must be writeable");
-    auto overlaps = [&](const farr& o) {
-      const char* p = reinterpret_cast<const char*>(colsum_b->data());
-      const char* q = reinterpret_cast<const char*>(o.data());
-      return p < q + o.nbytes() && q < p + colsum_b->nbytes();
-    };
-    if (overlaps(A) || overlaps(B) || overlaps(C)) throw py::value_error("colsum_b: must not overlap A, B or out");
+    if (overlaps(*colsum_b, A) || overlaps(*colsum_b, B) || overlaps(*colsum_b, C))
+      throw py::value_error("colsum_b: must not overlap A, B or out");
   }
   // A transposed operand is the same row-major array read with its strides swapped.
   fastrnn::CpuGemmArgs g{};

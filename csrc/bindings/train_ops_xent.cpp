@@ -68,10 +68,8 @@ py::tuple xent(const farr& z, const std::optional<iarr>& ids, const std::optiona
     if (grad.ndim() != 2 || grad.shape(0) != N || grad.shape(1) != C)
       throw py::value_error("out: expected z's shape " + shape_str(z) + ", got " + shape_str(grad));
     if (!grad.writeable()) throw py::value_error("out: the array must be writeable");
-    const char* pg = reinterpret_cast<const char*>(grad.data());
-    const char* pz = reinterpret_cast<const char*>(z.data());
-    const bool same = pg == pz, overlap = pg < pz + z.nbytes() && pz < pg + grad.nbytes();
-    if (overlap && !same) throw py::value_error("out: must be z itself or apart from it");
+    const bool same = grad.data() == z.data();
+    if (overlaps(grad, z) && !same) throw py::value_error("out: must be z itself or apart from it");
     if (same && y) throw py::value_error("out: must not be z itself with dense targets y");
   }
   darr loss(std::vector<py::ssize_t>{(py::ssize_t)N});

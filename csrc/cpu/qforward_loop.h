@@ -104,20 +104,23 @@ static int64_t qx_chunk_steps(int64_t T, int64_t step_floats) {
 
 // The x-projection buffers of a team of up to `threads` threads, in floats: thread tid of a team
 // of t gets floats / t of them from tid * (floats / t) on, which holds a chunk of its part of a
-// step (at most ceil(P / t) unit panels of all rows, or all panels of ceil(blocks / t) row
-// blocks; loop_split / loop_part), whichever split the loop takes and however many threads the
-// runtime grants, and a gap of a page to the next thread's (so that a core's prefetchers running
+// step (loop_part's, by unit panels or by row blocks), whichever split the loop takes and however
+// many threads the runtime grants, and a gap of a page to the next thread's (so that a core's prefetchers running
 // past the end of its buffer do not fetch lines the neighbour is writing). Sized for the largest
 // such team total, not t times a whole step.
 constexpr int64_t QX_GAP_FLOATS = 1024;
 static int64_t qx_pool_floats(const Dims& d, int threads) {
   const int64_t P = ceil_div(d.H, W), gw = d.G() * W;
   int64_t pool = 0;
-  for (int64_t t = 1; t <= threads; ++t) {
-    const int64_t by_units = ceil_div(P, t) * d.B;
-    const int64_t by_rows = std::min(d.B, ceil_div(ceil_div(d.B, ROW_BLOCK), t) * ROW_BLOCK) * P;
-    const int64_t part = std::max(by_units, by_rows) * gw;  // floats of a step
-    pool = std::max(pool, t * (qx_chunk_steps(d.T, part) * part + QX_GAP_FLOATS));
+  for (int t = 1; t <= threads; ++t) {
+    int64_t part = 0;  // the largest part of a step any thread of t computes, either split (loop_part)
+    for (bool by_rows : {false, true})
+      for (int tid = 0; tid < t; ++tid) {
+        int64_t p0, p1, b_lo, b_hi;
+        loop_part(by_rows, P, d.B, tid, t, p0, p1, b_lo, b_hi);
+        part = std::max(part, (p1 - p0) * (b_hi - b_lo) * gw);
+      }
+    pool = std::max(pool, t * (qx_chunk_steps(d.T, std::max<int64_t>(1, part)) * part + QX_GAP_FLOATS));
   }
   return pool;
 }
