@@ -250,6 +250,7 @@ struct KernelTable {
   void (*forward_pack_whh)(Cell cell, const float* w_hh, int64_t H, int layout, float* out);
   GemmBlocking (*gemm_blocking)();  // cpu/blocking.h: the GEMM's blocks for the caches in use now
   bool (*gemm_transposes)(const CpuGemmArgs& g);  // cpu/gemm.h: whether gemm(g) computes C^T
+  bool (*gemm_reads_a_in_place)(int64_t N, int64_t K);  // cpu/gemm.h: a row-major A read unpacked
 };
 
 const KernelTable& kernels_scalar();

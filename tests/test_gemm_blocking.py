@@ -457,3 +457,102 @@ def test_large_transposed_product_frees_its_scratch():
     finally:
         _core.set_isa(before)
     assert ran, "no vector path on this machine"
+
+
+# ---- A read in place (csrc/cpu/gemm.h, gemm_a_in_place) -----------------------------------------
+
+
+def twin_balanced_block(n, block, q):
+    """csrc/cpu/blocking.h's balanced_block, written again."""
+    parts = (n + block - 1) // block
+    size = (n + parts - 1) // parts
+    return min(block, (size + q - 1) // q * q)
+
+
+def twin_a_in_place(isa, n, k):
+    """csrc/cpu/gemm.h's gemm_a_in_place for a C-contiguous A, written again: on the AVX2 and
+    AVX-512 paths, where all N columns of B fit one column block (bl.nc, grown by KC / kc when
+    the depth is shorter than KC)."""
+    if isa not in ("avx2", "avx512") or n <= 0 or k <= 0:
+        return False
+    b = backend.gemm_blocking()
+    nr = b["nr"]
+    kcb = twin_balanced_block(k, b["kc"], 16)
+    nc_k = min(16384 // nr * nr, b["nc"] * b["kc"] // kcb // nr * nr)
+    return twin_balanced_block(n, max(nc_k, b["nc"]), nr) >= n
+
+
+def test_a_in_place_choice_matches_its_twin(isa, caches):
+    for sizes in ((0, 0, 0), (32 * KIB, 256 * KIB, 4 * MIB)):  # the machine's caches, and small ones
+        caches(*sizes)
+        for N in (1, 7, 8, 9, 16, 17, 100, 191, 192, 193, 200, 256, 257, 384, 1000, 18328):
+            for K in (1, 15, 100, 200, 511, 512, 513, 700, 1024, 4096, 18328):
+                assert _core.gemm_a_in_place(N, K) == twin_a_in_place(isa, N, K), (sizes, N, K)
+
+
+def test_a_in_place_on_the_measured_shapes():
+    """The word LM decoder's input gradient (N = 200 columns, depth 18,328) reads A in place on
+    AVX-512; its 18,328-column forward product does not (many column blocks); the scalar path
+    always packs."""
+    before = _core.get_isa()
+    try:
+        if "avx512" in backend.available_isas():
+            _core.set_isa("avx512")
+            assert _core.gemm_a_in_place(200, 18328) and _core.gemm_a_in_place(64, 18328)
+            assert not _core.gemm_a_in_place(18328, 200)
+        if "avx2" in backend.available_isas():
+            _core.set_isa("avx2")
+            assert _core.gemm_a_in_place(128, 1024) and _core.gemm_a_in_place(16, 200)
+        _core.set_isa("scalar")
+        assert not _core.gemm_a_in_place(16, 200)
+    finally:
+        _core.set_isa(before)
+
+
+# (M, K, N): ragged row tiles (M % MR), several KC blocks, and last column panels of every kind on
+# the vector paths: whole (N = 64, 192), at most 8 columns (200 = 192 + 8, AVX-512's half-width
+# kernel), more than 8 (75 = 64 + 11; 100 = 96 + 4 on AVX2), and narrower than one panel (5)
+IN_PLACE_SHAPES = [(700, 1833, 200), (37, 1025, 75), (131, 700, 100), (9, 3000, 64), (64, 64, 5),
+                   (130, 513, 192)]
+
+
+@pytest.mark.parametrize("shape", IN_PLACE_SHAPES)
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("epilogue", ["plain", "accumulate", "bias_act", "colsum"])
+def test_a_in_place_keeps_the_bits(isa, threads, shape, trans_b, epilogue):
+    """C = A op(B) with a C-contiguous A (read in place where gemm_a_in_place says so) gives the
+    bits of the same product with A stored transposed (trans_a: always packed), for 1 and 2
+    threads, with every epilogue, and matches float64."""
+    M, K, N = shape
+    rng = np.random.default_rng(M * 7 + K + N)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    At = np.ascontiguousarray(A.T)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    C0 = rng.standard_normal((M, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    kw = {"plain": {}, "accumulate": {"accumulate": True}, "bias_act": {"bias": bias, "act": 2},
+          "colsum": {}}[epilogue]
+    results = []
+    for nt in (1, 2):
+        threads(nt)
+        outs = []
+        for a, trans_a in ((A, False), (At, True)):
+            out = C0.copy()
+            cs = np.zeros(N, np.float32) if epilogue == "colsum" else None
+            _core.dense_gemm(a, B, trans_a, trans_b, out=out, colsum_b=cs, **kw)
+            outs.append((out, cs))
+        np.testing.assert_array_equal(outs[0][0], outs[1][0])
+        if epilogue == "colsum":
+            np.testing.assert_array_equal(outs[0][1], outs[1][1])
+        results.append(outs[0][0])
+    np.testing.assert_array_equal(results[0], results[1])
+    want = A.astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+    if epilogue == "accumulate":
+        want += C0
+    elif epilogue == "bias_act":
+        want = np.tanh(want + bias)
+    assert np.max(np.abs(results[0] - want)) <= 1e-5 * np.sqrt(K) * (1 + np.max(np.abs(want)))
+
+
+def test_every_vector_path_reads_some_shape_in_place(isa):
+    assert any(_core.gemm_a_in_place(N, K) for _, K, N in IN_PLACE_SHAPES) == (isa in ("avx2", "avx512"))

@@ -460,6 +460,14 @@ PYBIND11_MODULE(_core, m) {
         py::arg("M"), py::arg("N"), py::arg("K"), py::arg("accumulate") = false,
         "Whether the CPU GEMM on the active ISA path computes an M x N x K product C = A B (no bias, "
         "activation or column sums) as C^T = B^T A^T and transposes it into C (cpu/gemm.h).");
+  m.def("gemm_a_in_place",
+        [](int64_t N, int64_t K) {
+          if (N < 0 || K < 0) throw py::value_error("gemm_a_in_place: N and K must be >= 0");
+          return fastrnn::active_kernels().gemm_reads_a_in_place(N, K);
+        },
+        py::arg("N"), py::arg("K"),
+        "Whether the CPU GEMM on the active ISA path reads a C-contiguous A (M x K) in place, unpacked, "
+        "in a product block of N columns and depth K (cpu/gemm.h, gemm_a_in_place).");
   m.def("set_gemm_caches",
         [](int64_t l1d, int64_t l2, int64_t l3, int l3_cores) {
           if (l1d < 0 || l2 < 0 || l3 < 0) throw py::value_error("set_gemm_caches: sizes must be >= 0 bytes");

@@ -60,20 +60,58 @@ static inline void micro_packed(int64_t kc, const float* __restrict Ap, const fl
 // lanes are zero padding; the input gradient of a Dense layer with 200 inputs ends in one): the
 // products in 256-bit registers, which cost half the cycles of 512-bit ones on cores that split
 // 512-bit FMAs in two (Zen 4) and the same elsewhere; the same sums, widened with zero upper lanes.
-template <int MR, int LDA>
-static inline void micro_half(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, V (&acc)[MR][1]) {
+// A's element (k, i) comes from a_at(k, i): the packed micro-panel, or A's rows in place.
+template <int MR, class AAt>
+static inline void micro_half(int64_t kc, AAt a_at, const float* __restrict Bp, V (&acc)[MR][1]) {
   __m256 h[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) h[i] = _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b = _mm256_loadu_ps(Bp + k * W);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) h[i] = _mm256_fmadd_ps(_mm256_set1_ps(Ap[k * LDA + i]), b, h[i]);
+    for (int i = 0; i < MR; ++i) h[i] = _mm256_fmadd_ps(_mm256_set1_ps(a_at(k, i)), b, h[i]);
   }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) acc[i][0] = _mm512_zextps256_ps512(h[i]);
 }
 #endif
+
+// out[m*LDO + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers; LDO >=
+// NV lets a tile of NV vectors fill part of a wider row (the passes of a forward-loop tile). With
+// S > 1 the NV vectors of a k step come from S panels of NV/S vectors each, ldp floats apart
+// (vector v of step k at Bp + (v / (NV/S)) * ldp + k * (NV/S) * W + (v % (NV/S)) * W).
+// Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
+// inlined into the time loop they compete with the hoisted constants of the pointwise pass.
+template <int M, int NV, int LDO = NV, int S = 1>
+__attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
+                                                 const float* __restrict Bp, V* __restrict out,
+                                                 int64_t ldp = 0) {
+  static_assert(NV % S == 0, "micro_rows: S must divide NV");
+  constexpr int VS = NV / S;
+  V acc[M][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = Simd::zero();
+  const float* r[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) r[i] = rows[i];
+  for (int64_t k = 0; k < K; ++k) {
+    V b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + (v / VS) * ldp + k * (VS * W) + (v % VS) * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      const V a = Simd::set1(r[i][k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) out[i * LDO + v] = acc[i][v];
+}
 
 // The epilogue activation of CpuGemmArgs::act (0 none, 1 relu, 2 tanh, 3 sigmoid).
 static inline V epilogue_act(V x, int act) {
@@ -140,9 +178,11 @@ static inline void store_tile(V (&acc)[MR][NV], float* C, int64_t ldc, int m, in
 
 // The packed A block (mc x kc, at Ap) times the packed B block (kc x nc, at Bp) into C's block
 // at (ic, jc): each A micro-panel (MR x KC) is reused from the L1 by every B micro-panel of the
-// block, the B block from the L2 by every A micro-panel.
+// block, the B block from the L2 by every A micro-panel. With Ar the A block is read in place
+// instead, its row i at Ar + i * lda (see gemm_a_in_place), and Ap is not read.
 static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap, const float* Bp, float* C,
-                            int64_t ldc, bool acc_c, const float* bias, int act_c) {
+                            int64_t ldc, bool acc_c, const float* bias, int act_c, const float* Ar = nullptr,
+                            int64_t lda = 0) {
   for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
     const int m = (int)std::min<int64_t>(GEMM_MR, mc - ir);
     for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
@@ -159,18 +199,30 @@ static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap,
       // step call's x projection, runs one row's FMAs, not GEMM_MR rows')
       with_rows<1, GEMM_MR>(m, [&](auto mc) {
         constexpr int Mr = decltype(mc)::value;
+        const float* rows[Mr];  // A in place (Ar): the tile's rows from column pc on
+        for (int i = 0; i < Mr; ++i) rows[i] = Ar ? Ar + (ir + i) * lda : nullptr;
+        const float* ap = Ap + ir * kc;
         if (panel_width(n) == GEMM_NR) {
           V acc[Mr][GEMM_NV];
-          micro_packed<Mr, GEMM_NV, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+          if (Ar)
+            micro_rows<Mr, GEMM_NV>(kc, rows, Bp + jr * kc, &acc[0][0]);
+          else
+            micro_packed<Mr, GEMM_NV, GEMM_MR>(kc, ap, Bp + jr * kc, acc);
           store_tile<Mr, GEMM_NV>(acc, ct, ldc, m, n, acc_c, bt, act_c);
         } else {
           V acc[Mr][1];
 #if defined(FASTRNN_ISA_AVX512)
-          if (n <= 8)  // half a vector of columns: 256-bit FMAs (see micro_half)
-            micro_half<Mr, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
-          else
+          if (n <= 8) {  // half a vector of columns: 256-bit FMAs (see micro_half)
+            if (Ar)
+              micro_half<Mr>(kc, [&](int64_t k, int i) { return rows[i][k]; }, Bp + jr * kc, acc);
+            else
+              micro_half<Mr>(kc, [ap](int64_t k, int i) { return ap[k * GEMM_MR + i]; }, Bp + jr * kc, acc);
+          } else
 #endif
-            micro_packed<Mr, 1, GEMM_MR>(kc, Ap + ir * kc, Bp + jr * kc, acc);
+          if (Ar)
+            micro_rows<Mr, 1>(kc, rows, Bp + jr * kc, &acc[0][0]);
+          else
+            micro_packed<Mr, 1, GEMM_MR>(kc, ap, Bp + jr * kc, acc);
           store_tile<Mr, 1>(acc, ct, ldc, m, n, acc_c, bt, act_c);
         }
       });
@@ -240,6 +292,46 @@ static void gemm_few_rows(int64_t M, int64_t N, int64_t K, int64_t KCb, const fl
   });
 }
 
+// The columns of B's blocks for an N x K product: bl.nc, grown by KC / kc where the depth K is
+// shorter than KC (the B block keeps its size in bytes), balanced over N.
+static int64_t column_block(const GemmBlocking& bl, int64_t N, int64_t K) {
+  const int64_t KCb = balanced_block(K, bl.kc, 16);
+  const int64_t nc_k = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, bl.nc * bl.kc / KCb / GEMM_NR * GEMM_NR);
+  return balanced_block(N, std::max<int64_t>(nc_k, bl.nc), GEMM_NR);
+}
+
+// Where all of B's columns fit one block (N <= the column block: a Dense layer's input gradient
+// dx = dz W^T, a recurrent layer's dx = dG W_ih, products with few columns), each A micro-panel
+// serves only N / NR column panels, and packing it (a transpose of MR x 16 blocks, from memory)
+// costs a share of the product that grows as N shrinks. A row-major A (csa = 1) is then read in
+// place instead: the micro-kernels take the tile's MR rows through row pointers (micro_rows,
+// micro_half), the same sums in the same order, so the bits do not change. Measured on Zen 4
+// against the packed A (fastrnn's GEMM, C = A B^T, alternating processes, GFLOP/s):
+//   AVX-512, 2 threads: 700 x 200 x 18,328 (the word LM decoder's dx) 192 -> 209; 700 x 64 x
+//   18,328 159 -> 210; 6,400 x 128 x 1,024 181 -> 216; 3,200 x 192 x 4,096 173 -> 195; 3,200 x
+//   100 x 512 179 -> 211; 1 thread: 700 x 200 x 18,328 88-101 -> 102-104, 700 x 16 x 200 79 -> 107;
+//   AVX2, 2 threads: 700 x 64 x 18,328 175 -> 207, 700 x 16 x 200 147 -> 193, 700 x 200 x 18,328
+//   200 -> 200; 1 thread 8,192 x 100 x 512 92 -> 91 (the one shape not faster).
+// Rows a multiple of 4 KiB apart (all MR rows in one L1 set) measured no slower (6,400 x 256 x
+// 1,024: 193 -> 219). On the AVX2 and AVX-512 paths, where it was measured; the scalar and NEON
+// paths pack A as before.
+#if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
+constexpr bool GEMM_A_IN_PLACE = true;
+#else
+constexpr bool GEMM_A_IN_PLACE = false;
+#endif
+
+// Whether gemm_serial reads A in place for a block product of N columns and depth K, A's elements
+// (i, k) at A[i * rsa + k * csa].
+static bool gemm_a_in_place(const GemmBlocking& bl, int64_t N, int64_t K, int64_t rsa, int64_t csa) {
+  return GEMM_A_IN_PLACE && csa == 1 && rsa >= 1 && column_block(bl, N, K) >= N;
+}
+
+// gemm_a_in_place for a C-contiguous A and the blocks in use (the KernelTable's report).
+static bool gemm_reads_a_in_place(int64_t N, int64_t K) {
+  return N > 0 && K > 0 && gemm_a_in_place(gemm_blocking(), N, K, K, 1);
+}
+
 // C (m x n) = A B (+ C or + bias, then act) in the blocks of bl (cpu/blocking.h): the packed A
 // block (MC x KC) is reused from the L3 by every column block of B (ic -> pc -> jc). When all
 // of B fits one column block the B block is packed once per KC instead and reused by every A
@@ -249,15 +341,16 @@ static void gemm_few_rows(int64_t M, int64_t N, int64_t K, int64_t KCb, const fl
 // [pc, pc + kc) of A in pack_a's layout, pb(ic, pc, jc, kc, nc, Bp) depth [pc, pc + kc) and columns
 // [jc, jc + nc) of B in pack_b's (ic: the A block it is packed for; the loops pack the same B block
 // again for every A block when they run ic -> pc -> jc). gemm_serial packs stored matrices, and
-// its packer of B may also sum B's columns from the packed blocks.
+// its packer of B may also sum B's columns from the packed blocks. With Ar (A row-major, rows lda
+// floats apart; see gemm_a_in_place) a one-block B's products read A in place and pa is not called.
 template <class PackA, class PackB>
 static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, PackA&& pa, PackB&& pb,
-                               float* C, int64_t ldc, bool accumulate, const float* bias, int act) {
+                               float* C, int64_t ldc, bool accumulate, const float* bias, int act,
+                               const float* Ar = nullptr, int64_t lda = 0) {
   // A depth shorter than KC leaves room in the caches: the B and A blocks take as many more
   // columns and rows as keep them the same size in bytes.
   const int64_t KCb = balanced_block(K, bl.kc, 16);
-  const int64_t nc_k = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, bl.nc * bl.kc / KCb / GEMM_NR * GEMM_NR);
-  const int64_t NCb = balanced_block(N, std::max<int64_t>(nc_k, bl.nc), GEMM_NR);
+  const int64_t NCb = column_block(bl, N, K);
   const bool one_jc = NCb >= N;
   const int64_t mc_bl = one_jc ? bl.mc_l2 : bl.mc;
   const int64_t mc_k = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, mc_bl * bl.kc / KCb / GEMM_MR * GEMM_MR);
@@ -271,8 +364,9 @@ static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int
       pb(int64_t(0), pc, int64_t(0), kc, N, Bp);
       for (int64_t ic = 0; ic < M; ic += MCb) {
         const int64_t mc = std::min(MCb, M - ic);
-        pa(ic, pc, mc, kc, Ap);
-        multiply_blocks(mc, N, kc, Ap, Bp, C + ic * ldc, ldc, accumulate || pc > 0, bias, act_c);
+        if (!Ar) pa(ic, pc, mc, kc, Ap);
+        multiply_blocks(mc, N, kc, Ap, Bp, C + ic * ldc, ldc, accumulate || pc > 0, bias, act_c,
+                        Ar ? Ar + ic * lda + pc : nullptr, lda);
       }
     }
     return;
@@ -324,7 +418,7 @@ static void gemm_serial(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K,
         pack_b(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp);
         if (colsum && ic == 0) colsum_packed_b(Bp, kc, nc, colsum + jc);  // each B block once
       },
-      C, ldc, accumulate, bias, act);
+      C, ldc, accumulate, bias, act, gemm_a_in_place(bl, N, K, rsa, csa) ? A : nullptr, rsa);
 }
 
 // out[j] += sum over k ascending of B[k * rsb + j * csb] (the colsum_b of the paths that do not pack B).
@@ -574,39 +668,3 @@ static void gemm_direct(const CpuGemmArgs& g) {
 }
 
 
-// out[m*LDO + v] = sum_k rows[m][k] * Bp[k][v*W ..], A read in place through row pointers; LDO >=
-// NV lets a tile of NV vectors fill part of a wider row (the passes of a forward-loop tile). With
-// S > 1 the NV vectors of a k step come from S panels of NV/S vectors each, ldp floats apart
-// (vector v of step k at Bp + (v / (NV/S)) * ldp + k * (NV/S) * W + (v % (NV/S)) * W).
-// Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
-// inlined into the time loop they compete with the hoisted constants of the pointwise pass.
-template <int M, int NV, int LDO = NV, int S = 1>
-__attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
-                                                 const float* __restrict Bp, V* __restrict out,
-                                                 int64_t ldp = 0) {
-  static_assert(NV % S == 0, "micro_rows: S must divide NV");
-  constexpr int VS = NV / S;
-  V acc[M][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[i][v] = Simd::zero();
-  const float* r[M];
-#pragma GCC unroll 16
-  for (int i = 0; i < M; ++i) r[i] = rows[i];
-  for (int64_t k = 0; k < K; ++k) {
-    V b[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = Simd::load(Bp + (v / VS) * ldp + k * (VS * W) + (v % VS) * W);
-#pragma GCC unroll 16
-    for (int i = 0; i < M; ++i) {
-      const V a = Simd::set1(r[i][k]);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[i][v] = Simd::fmadd(a, b[v], acc[i][v]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) out[i * LDO + v] = acc[i][v];
-}

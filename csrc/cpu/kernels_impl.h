@@ -208,7 +208,8 @@ static const KernelTable& table() {
                              qpath, QGEMM_NV, qpack_sizes, qpack_entry, qgemm_ws, qgemm_entry, qforward_ws,
                              qforward, bpath, bpack_sizes, bpack, bgemm_ws, bgemm_entry, bforward_ws, bforward,
                              xent, embedding_forward, embedding_backward, forward_whh_packed_floats,
-                             forward_whh_layout, forward_pack_whh, gemm_blocking, gemm_transposes};
+                             forward_whh_layout, forward_pack_whh, gemm_blocking, gemm_transposes,
+                             gemm_reads_a_in_place};
   return t;
 }
 
