@@ -150,3 +150,28 @@ def test_the_docstring_rewrites():
     assert "    axis (int): The axis." in out  # Args: untouched
     assert "\nExamples:\n    >>> 1" in out and "Example:" not in out
     assert "See `Layer` and `fastrnn.ops.matmul`." in out
+
+
+def test_the_docs_build_fills_shared_docstring_parts_as_the_package_does():
+    # the build reads the sources (griffe: cleaned docstrings, constants as their source); the
+    # package fills the placeholders when it defines the classes
+    import ast
+    import inspect
+    from types import SimpleNamespace
+
+    from fastrnn.layers import recurrent
+
+    src = (DOCS / "griffe_docstrings.py").read_text()
+    ns = {"__file__": str(DOCS / "griffe_docstrings.py")}
+    exec(compile(src.replace("import griffe\n", "griffe = type('g', (), {'Extension': object, 'Object': object})\n"),
+                 "griffe_docstrings.py", "exec"), ns)
+    tree = ast.parse(Path(recurrent.__file__).read_text())
+    members = {node.targets[0].id: SimpleNamespace(is_alias=False, is_attribute=True, value=ast.unparse(node.value))
+               for node in tree.body if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    module = SimpleNamespace(members=members, path="fastrnn.layers.recurrent")
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+    assert {c.name for c in classes} == {"SimpleRNN", "LSTM", "GRU"}
+    for node in classes:
+        obj = SimpleNamespace(module=module, path=node.name, docstring=SimpleNamespace(value=ast.get_docstring(node)))
+        assert "{_ARGS_AFTER_RETURN_STATE}" in obj.docstring.value
+        assert ns["fill_shared_parts"](obj) == inspect.getdoc(getattr(recurrent, node.name)), node.name
