@@ -1,6 +1,9 @@
 """A griffe extension for the documentation build: docstrings read as mkdocstrings expects them.
 
-Three rewrites, of the loaded text only (the sources are unchanged):
+First, the shared parts of docstrings are put in place: a line ``{NAME}`` becomes the string
+constant ``NAME`` of the object's module, by the rule the package applies when it defines the class
+(``fastrnn._docstrings``, loaded from its file: the build imports nothing from fastrnn). Then three
+rewrites, of the loaded text only (the sources are unchanged):
 
 - ``Example:`` headers become ``Examples:``, the Google-style section whose ``>>>`` lines griffe
   renders as code (it reads the singular as an admonition of plain text);
@@ -14,7 +17,11 @@ Used by mkdocs.yml (``extensions:`` of the python handler).
 """
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
+from functools import cache
+from pathlib import Path
 
 import griffe
 
@@ -70,6 +77,37 @@ def list_call_arguments(text: str) -> str:
     return "\n".join(out)
 
 
+@cache
+def _fill_placeholders():
+    """``fastrnn._docstrings.fill_placeholders``, from the file next to the documented sources."""
+    path = Path(__file__).resolve().parent.parent / "python" / "fastrnn" / "_docstrings.py"
+    spec = importlib.util.spec_from_file_location("_fastrnn_docstrings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fill_placeholders
+
+
+def fill_shared_parts(obj: griffe.Object) -> str:
+    """The docstring of ``obj`` with its shared parts (``{NAME}`` lines) put in place.
+
+    Args:
+        obj: An object with a docstring; the strings its placeholders name are constants of its
+            module, defined above it.
+
+    Returns:
+        The whole docstring.
+    """
+    def lookup(name: str) -> str:
+        member, text = obj.module.members.get(name), None
+        if member is not None and not member.is_alias and member.is_attribute and isinstance(member.value, str):
+            text = ast.literal_eval(member.value)  # the value's source
+        if not isinstance(text, str):
+            raise ValueError(f"{obj.path}: docstring placeholder {{{name}}} is not a string of {obj.module.path}")
+        return text
+
+    return _fill_placeholders()(obj.docstring.value, lookup)
+
+
 def rewrite(text: str) -> str:
     """``text`` with the three rewrites of the module docstring.
 
@@ -86,11 +124,11 @@ class DocstringRewrites(griffe.Extension):
     """Rewrites every docstring griffe loads (see the module docstring)."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: object) -> None:
-        """Rewrite the docstring of each object as it is created.
+        """Fill and rewrite the docstring of each object as it is created.
 
         Args:
             obj: The object griffe has just created.
             **kwargs: The other event arguments (unused).
         """
         if obj.docstring is not None:
-            obj.docstring.value = rewrite(obj.docstring.value)
+            obj.docstring.value = rewrite(fill_shared_parts(obj))

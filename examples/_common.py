@@ -87,9 +87,19 @@ def add_common_args(parser):
     add_threads_arg(parser)
 
 
+def add_mode_args(parser, epochs_help, demo_help=None):
+    """The options :func:`mode_config` reads: ``--smoke``, ``--demo`` where the example has a demo
+    mode (``demo_help`` given; it excludes ``--smoke``) and ``--epochs``."""
+    modes = parser.add_mutually_exclusive_group() if demo_help else parser
+    modes.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
+    if demo_help:
+        modes.add_argument("--demo", action="store_true", help=demo_help)
+    parser.add_argument("--epochs", type=int, default=None, help=epochs_help)
+
+
 def mode_config(args, modes):
     """(mode, settings): the mode chosen by --smoke / --demo (else 'full') and a copy of its settings
-    with --epochs applied (>= 1, else exit with a message)."""
+    with --epochs applied (>= 1, else exit with a message); :func:`add_mode_args` adds the options."""
     mode = "smoke" if args.smoke else "demo" if getattr(args, "demo", False) else "full"
     cfg = dict(modes[mode])
     if args.epochs is not None:

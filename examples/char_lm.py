@@ -24,6 +24,7 @@ import numpy as np
 
 from _common import (
     add_common_args,
+    add_mode_args,
     apply_threads,
     can_plot,
     fit_timed,
@@ -141,8 +142,7 @@ def plot_losses(path, history, batch_losses):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
-    p.add_argument("--epochs", type=int, default=None, help="epochs for the Shakespeare LSTM (default by mode)")
+    add_mode_args(p, epochs_help="epochs for the Shakespeare LSTM (default by mode)")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
     p.add_argument("--prime", default="ROMEO:\n", help="text the sample starts from")
     p.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ import numpy as np
 
 from _common import (
     add_common_args,
+    add_mode_args,
     apply_threads,
     can_plot,
     fit_timed,
@@ -88,8 +89,7 @@ def plot_curves(path, curves, test_acc, n_sentences):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs per cell (default by mode)")
+    add_mode_args(p, epochs_help="maximum epochs per cell (default by mode)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cells", default="SimpleRNN,LSTM,GRU", help="comma-separated subset of SimpleRNN,LSTM,GRU")
     p.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,17 @@ import time
 import numpy as np
 
 import fastrnn
-from _common import add_common_args, apply_threads, can_plot, mode_config, print_results, pyplot, save_figure, set_seed
+from _common import (
+    add_common_args,
+    add_mode_args,
+    apply_threads,
+    can_plot,
+    mode_config,
+    print_results,
+    pyplot,
+    save_figure,
+    set_seed,
+)
 from fastrnn import optim
 
 MODES = {
@@ -74,8 +84,7 @@ def plot_attention(path, rows):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default by mode)")
+    add_mode_args(p, epochs_help="training epochs (default by mode)")
     p.add_argument("--seed", type=int, default=0)
     add_common_args(p)
     return p.parse_args(argv)

@@ -27,6 +27,7 @@ import numpy as np
 import fastrnn
 from _common import (
     add_common_args,
+    add_mode_args,
     apply_threads,
     can_plot,
     fit_timed,
@@ -110,11 +111,8 @@ def plot_forecast(path, series, y_true, forecasts, histories, naive_mse):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
-    g.add_argument("--demo", action="store_true",
-                   help="all data, fewer epochs (seconds; the full run is 5-11 s on two cores)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per network (default by mode)")
+    add_mode_args(p, epochs_help="epochs per network (default by mode)",
+                  demo_help="all data, fewer epochs (seconds; the full run is 5-11 s on two cores)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=42)
     add_common_args(p)

@@ -236,3 +236,36 @@ def test_the_classes_show_examples():
     for cls in (layers.Dense, layers.Embedding, layers.SimpleRNN, layers.LSTM, layers.GRU, layers.Bidirectional,
                 layers.BahdanauAttention, layers.LuongAttention, models.Sequential, models.Model, models.Seq2Seq):
         assert "Example:" in cls.__doc__ and ">>>" in cls.__doc__, cls.__name__
+
+
+# ---------------------------------------------------------------------------------- shared parts
+def test_shared_docstring_parts_are_filled():
+    # a placeholder left in a docstring would show as "{NAME}" in help() and drop the text it stands for
+    for modname in CHECKED_MODULES:
+        mod = importlib.import_module(modname)
+        for name, obj in vars(mod).items():
+            if inspect.isclass(obj) and obj.__module__ == modname and obj.__doc__:
+                assert not re.search(r"^\s*\{\w+\}\s*$", obj.__doc__, re.M), f"{modname}.{name}"
+    assert "zero_output_for_mask (bool):" in layers.LSTM.__doc__
+    assert documented_args(layers.GRU.__doc__)[:6] == ["units", "activation", "recurrent_activation",
+                                                       "reset_after", "use_bias", "kernel_initializer"]
+
+
+def test_fill_docstring_indents_and_names_what_is_missing():
+    from fastrnn._docstrings import fill_docstring, fill_placeholders
+
+    shared = "a (int): The first.\n    More on a.\n\nb (int): The second.\n"
+    doc = "Example.\n\n    Args:\n        {SHARED}\n        c (int): The third.\n"
+    assert fill_placeholders(doc, {"SHARED": shared}.__getitem__) == (
+        "Example.\n\n    Args:\n        a (int): The first.\n            More on a.\n\n"
+        "        b (int): The second.\n        c (int): The third.\n")
+
+    class Undefined:
+        """Example.
+
+        Args:
+            {NO_SUCH_TEXT}
+        """
+
+    with pytest.raises(NameError, match="NO_SUCH_TEXT"):
+        fill_docstring(Undefined)

@@ -136,12 +136,18 @@ def test_readme_points_to_the_docs():
 
 
 
+def _docstring_extension():
+    """The namespace of docs/griffe_docstrings.py, run without importing griffe (not a test dependency)."""
+    path = DOCS / "griffe_docstrings.py"
+    ns = {"__file__": str(path)}
+    exec(compile(path.read_text().replace("import griffe\n",
+                                          "griffe = type('g', (), {'Extension': object, 'Object': object})\n"),
+                 path.name, "exec"), ns)
+    return ns
+
+
 def test_the_docstring_rewrites():
-    src = (DOCS / "griffe_docstrings.py").read_text()
-    ns = {}
-    # run the pure functions without importing griffe (not a test dependency)
-    exec(compile(src.replace("import griffe\n", "griffe = type('g', (), {'Extension': object, 'Object': object})\n"),
-                 "griffe_docstrings.py", "exec"), ns)
+    ns = _docstring_extension()
     text = ("Joins.\n\nArgs:\n    axis (int): The axis.\n\nCall arguments:\n    x: Array [B, T].\n"
             "        More on x.\n    training (bool): Keep a cache.\n\nExample:\n    >>> 1\n    1\n"
             "See :class:`~fastrnn.layers.Layer` and :func:`fastrnn.ops.matmul`.")
@@ -150,3 +156,28 @@ def test_the_docstring_rewrites():
     assert "    axis (int): The axis." in out  # Args: untouched
     assert "\nExamples:\n    >>> 1" in out and "Example:" not in out
     assert "See `Layer` and `fastrnn.ops.matmul`." in out
+
+
+@pytest.mark.parametrize("module", ["fastrnn.layers.recurrent", "fastrnn.layers.attention"])
+def test_the_docs_build_fills_shared_docstring_parts_as_the_package_does(module):
+    # the build reads the sources (griffe: cleaned docstrings, constants as their source); the
+    # package fills the placeholders when it defines the classes
+    import ast
+    import importlib
+    import inspect
+    from types import SimpleNamespace
+
+    mod = importlib.import_module(module)
+    ns = _docstring_extension()
+    tree = ast.parse(Path(mod.__file__).read_text())
+    members = {node.targets[0].id: SimpleNamespace(is_alias=False, is_attribute=True, value=ast.unparse(node.value))
+               for node in tree.body if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    module_obj = SimpleNamespace(members=members, path=module)
+    filled = []
+    for node in tree.body:
+        doc = ast.get_docstring(node) if isinstance(node, ast.ClassDef) else None
+        if doc and re.search(r"^\s*\{\w+\}$", doc, re.M):
+            obj = SimpleNamespace(module=module_obj, path=node.name, docstring=SimpleNamespace(value=doc))
+            assert ns["fill_shared_parts"](obj) == inspect.getdoc(getattr(mod, node.name)), node.name
+            filled.append(node.name)
+    assert len(filled) >= 2, filled

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import ops
+from .._docstrings import fill_docstring
 from .._validation import layer_positive_int as _positive_int
 from . import _symbolic, initializers
 from .base import Layer, bool_mask, register_layer
@@ -293,7 +294,37 @@ class _Attention(Layer):
         return cfg
 
 
+# The parts of the two layers' docstrings that are the same for both (fill_docstring puts them
+# in place of the {NAME} lines): the arguments of _Attention.__init__, the call arguments and the
+# input and output shapes.
+_BASE_ARGS = """\
+query_dim (int | None): Dq; with ``value_dim`` it builds the layer at construction.
+    Default None: taken from the first call.
+value_dim (int | None): Dv (see ``query_dim``).
+**kwargs: ``name``, ``trainable``, ``dtype`` (see :class:`~fastrnn.layers.Layer`).
+"""
+
+_CALL_AND_SHAPES = """\
+Call arguments:
+    query: The decoder query [B, Dq] (one step, e.g. the state s_{i-1}) or [B, Tq, Dq] (a
+        query sequence). Keras style, ``attn([query, values])`` also works.
+    values: The encoder's annotations h_j [B, Tx, Dv].
+    mask: Optional bool [B, Tx], True at real encoder steps (or ``[None, values_mask]``
+        with the list form). Masked steps get weight exactly 0; a row with none unmasked gets
+        zero weights and a zero context.
+    training (bool): Keep what ``backward`` needs (default False).
+
+Input shape:
+    query [batch, Dq] or [batch, Tq, Dq]; values [batch, Tx, Dv].
+
+Output shape:
+    ``(context, weights)``: [batch, Dv] and [batch, Tx] for one query step, [batch, Tq, Dv]
+    and [batch, Tq, Tx] for a query sequence.
+"""
+
+
 @register_layer
+@fill_docstring
 class BahdanauAttention(_Attention):
     """Additive attention (Bahdanau et al. 2015).
 
@@ -311,26 +342,9 @@ class BahdanauAttention(_Attention):
         bias_initializer (str | Callable): Initializer of b (default 'zeros').
         seed (int | None): Seed of the layer's own generator for the weights; None draws from the
             global generator.
-        query_dim (int | None): Dq; with ``value_dim`` it builds the layer at construction.
-            Default None: taken from the first call.
-        value_dim (int | None): Dv (see ``query_dim``).
-        **kwargs: ``name``, ``trainable``, ``dtype`` (see :class:`~fastrnn.layers.Layer`).
+        {_BASE_ARGS}
 
-    Call arguments:
-        query: The decoder query [B, Dq] (one step, e.g. the state s_{i-1}) or [B, Tq, Dq] (a
-            query sequence). Keras style, ``attn([query, values])`` also works.
-        values: The encoder's annotations h_j [B, Tx, Dv].
-        mask: Optional bool [B, Tx], True at real encoder steps (or ``[None, values_mask]``
-            with the list form). Masked steps get weight exactly 0; a row with none unmasked gets
-            zero weights and a zero context.
-        training (bool): Keep what ``backward`` needs (default False).
-
-    Input shape:
-        query [batch, Dq] or [batch, Tq, Dq]; values [batch, Tx, Dv].
-
-    Output shape:
-        ``(context, weights)``: [batch, Dv] and [batch, Tx] for one query step, [batch, Tq, Dv]
-        and [batch, Tq, Tx] for a query sequence.
+    {_CALL_AND_SHAPES}
 
     Example:
         >>> import numpy as np
@@ -398,6 +412,7 @@ _LUONG_SCORES = ("general", "dot")
 
 
 @register_layer
+@fill_docstring
 class LuongAttention(_Attention):
     """Multiplicative attention (Luong et al. 2015).
 
@@ -412,26 +427,9 @@ class LuongAttention(_Attention):
         kernel_initializer (str | Callable): Initializer of w (default 'glorot_uniform').
         seed (int | None): Seed of the layer's own generator for w; None draws from the global
             generator.
-        query_dim (int | None): Dq; with ``value_dim`` it builds the layer at construction.
-            Default None: taken from the first call.
-        value_dim (int | None): Dv (see ``query_dim``).
-        **kwargs: ``name``, ``trainable``, ``dtype`` (see :class:`~fastrnn.layers.Layer`).
+        {_BASE_ARGS}
 
-    Call arguments:
-        query: The decoder query [B, Dq] (one step, e.g. the state s_{i-1}) or [B, Tq, Dq] (a
-            query sequence). Keras style, ``attn([query, values])`` also works.
-        values: The encoder's annotations h_j [B, Tx, Dv].
-        mask: Optional bool [B, Tx], True at real encoder steps (or ``[None, values_mask]``
-            with the list form). Masked steps get weight exactly 0; a row with none unmasked gets
-            zero weights and a zero context.
-        training (bool): Keep what ``backward`` needs (default False).
-
-    Input shape:
-        query [batch, Dq] or [batch, Tq, Dq]; values [batch, Tx, Dv].
-
-    Output shape:
-        ``(context, weights)``: [batch, Dv] and [batch, Tx] for one query step, [batch, Tq, Dv]
-        and [batch, Tq, Tx] for a query sequence.
+    {_CALL_AND_SHAPES}
 
     Example:
         >>> import numpy as np

@@ -362,6 +362,4 @@ class Bidirectional(Layer):
         cfg["layer"] = deserialize(cfg["layer"])
         if cfg.get("backward_layer") is not None:
             cfg["backward_layer"] = deserialize(cfg["backward_layer"])
-        if cfg.get("input_shape") is not None:
-            cfg["input_shape"] = tuple(cfg["input_shape"])
-        return cls(**cfg)
+        return super().from_config(cfg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _cells
+from .._docstrings import fill_docstring
 from ._base_rnn import (  # noqa: F401
     BaseRNN,
     _ops_for,
@@ -32,7 +33,58 @@ __all__ = ["GRU", "LSTM", "BaseRNN", "Bidirectional", "SimpleRNN"]
 # bidirectional; both stay importable from here
 
 
+# The parts of the three layers' docstrings that are the same for all of them (fill_docstring puts
+# them in place of the {NAME} lines): the arguments around ``return_state`` and the call
+# arguments before ``initial_state``.
+_ARGS_BEFORE_RETURN_STATE = """\
+use_bias (bool): Add the bias vector(s) (default True; without them the biases are zero).
+kernel_initializer (str | Callable): Initializer of ``w_ih`` (default 'glorot_uniform');
+    a name from :mod:`fastrnn.layers.initializers` or a callable ``init(shape, rng=, dtype=)``.
+recurrent_initializer (str | Callable): Initializer of the recurrent kernel, drawn in
+    Keras's layout [H, G*H] and stored transposed as ``w_hh`` (default 'orthogonal').
+bias_initializer (str | Callable): Initializer of the bias(es) (default 'zeros').
+dropout (float): Input dropout rate in [0, 1), training only: one [B, F] mask per call,
+    shared by all time steps (variational, as Keras). Default 0.
+recurrent_dropout (float): Dropout rate in [0, 1) on the state fed back into the recurrent
+    matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani), applied inside the
+    kernels' time loop. Default 0.
+return_sequences (bool): Return the whole output sequence [B, T, H] instead of the last
+    output [B, H] (default False).
+"""
+
+_ARGS_AFTER_RETURN_STATE = """\
+go_backwards (bool): Process the sequence in reverse; with ``return_sequences`` the output
+    is in the reversed (running) order, as Keras (default False).
+stateful (bool): Use each call's final state(s) as the next call's initial state(s), until
+    ``reset_states()`` (Keras's ``stateful``; the batch size must then stay the same).
+    Default False.
+carry_state (bool): Carry the state(s) from call to call as ``stateful`` does; this is the
+    flag ``fit(..., tbptt=k)`` sets while it runs a batch in chunks (resetting the states
+    at each batch start). Default False.
+bptt_steps (int | None): Truncate backpropagation through time to chunks of this many
+    steps (positive int); None (default) backpropagates through the whole sequence.
+seed (int | None): Seed of the layer's own generators (initial weights, dropout masks);
+    None draws from the global generator (:func:`fastrnn.set_seed`).
+zero_output_for_mask (bool): Output 0 at masked steps instead of repeating the last valid
+    output (Keras's masked-output behaviour, the default False; ``Bidirectional`` sets it
+    on the layers it wraps when they return sequences, as Keras does).
+**kwargs: ``name``, ``trainable``, ``dtype`` ('float32' runs the C++ kernels, 'float64'
+    the NumPy references, for gradient checks), ``input_shape`` (see
+    :class:`~fastrnn.layers.Layer`).
+"""
+
+_CALL_ARGS_BEFORE_INITIAL_STATE = """\
+x: Array [B, T, F].
+training (bool): Apply dropout and keep what ``backward`` needs (default False).
+mask: Optional bool [B, T], True at real steps (e.g. from ``Embedding(mask_zero=True)``).
+    At a masked step the state is carried unchanged and the sequence output repeats the
+    last valid step's output (0 before the first valid step), as Keras; without
+    ``return_sequences`` the output is the final state, but 0 for rows with no valid step.
+"""
+
+
 @register_layer
+@fill_docstring
 class SimpleRNN(BaseRNN):
     """Fully connected recurrent layer (Elman RNN), as ``keras.layers.SimpleRNN``.
 
@@ -45,46 +97,12 @@ class SimpleRNN(BaseRNN):
     Args:
         units (int): Size H of the state and output (positive int).
         activation (str): 'tanh' (default) or 'relu'.
-        use_bias (bool): Add the bias vector(s) (default True; without them the biases are zero).
-        kernel_initializer (str | Callable): Initializer of ``w_ih`` (default 'glorot_uniform');
-            a name from :mod:`fastrnn.layers.initializers` or a callable ``init(shape, rng=, dtype=)``.
-        recurrent_initializer (str | Callable): Initializer of the recurrent kernel, drawn in
-            Keras's layout [H, G*H] and stored transposed as ``w_hh`` (default 'orthogonal').
-        bias_initializer (str | Callable): Initializer of the bias(es) (default 'zeros').
-        dropout (float): Input dropout rate in [0, 1), training only: one [B, F] mask per call,
-            shared by all time steps (variational, as Keras). Default 0.
-        recurrent_dropout (float): Dropout rate in [0, 1) on the state fed back into the recurrent
-            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani), applied inside the
-            kernels' time loop. Default 0.
-        return_sequences (bool): Return the whole output sequence [B, T, H] instead of the last
-            output [B, H] (default False).
+        {_ARGS_BEFORE_RETURN_STATE}
         return_state (bool): Also return the final state(s): ``[y, h]`` (default False).
-        go_backwards (bool): Process the sequence in reverse; with ``return_sequences`` the output
-            is in the reversed (running) order, as Keras (default False).
-        stateful (bool): Use each call's final state(s) as the next call's initial state(s), until
-            ``reset_states()`` (Keras's ``stateful``; the batch size must then stay the same).
-            Default False.
-        carry_state (bool): Carry the state(s) from call to call as ``stateful`` does; this is the
-            flag ``fit(..., tbptt=k)`` sets while it runs a batch in chunks (resetting the states
-            at each batch start). Default False.
-        bptt_steps (int | None): Truncate backpropagation through time to chunks of this many
-            steps (positive int); None (default) backpropagates through the whole sequence.
-        seed (int | None): Seed of the layer's own generators (initial weights, dropout masks);
-            None draws from the global generator (:func:`fastrnn.set_seed`).
-        zero_output_for_mask (bool): Output 0 at masked steps instead of repeating the last valid
-            output (Keras's masked-output behaviour, the default False; ``Bidirectional`` sets it
-            on the layers it wraps when they return sequences, as Keras does).
-        **kwargs: ``name``, ``trainable``, ``dtype`` ('float32' runs the C++ kernels, 'float64'
-            the NumPy references, for gradient checks), ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`).
+        {_ARGS_AFTER_RETURN_STATE}
 
     Call arguments:
-        x: Array [B, T, F].
-        training (bool): Apply dropout and keep what ``backward`` needs (default False).
-        mask: Optional bool [B, T], True at real steps (e.g. from ``Embedding(mask_zero=True)``).
-            At a masked step the state is carried unchanged and the sequence output repeats the
-            last valid step's output (0 before the first valid step), as Keras; without
-            ``return_sequences`` the output is the final state, but 0 for rows with no valid step.
+        {_CALL_ARGS_BEFORE_INITIAL_STATE}
         initial_state: Optional list of one array [B, H] ([h]; a bare array is accepted); None:
             zeros, or the carried state of a stateful layer.
         lengths: Optional int [B], the valid length of each sequence; an alternative to ``mask``
@@ -120,6 +138,7 @@ class SimpleRNN(BaseRNN):
 
 
 @register_layer
+@fill_docstring
 class LSTM(BaseRNN):
     """Long short-term memory layer, as ``keras.layers.LSTM`` / ``torch.nn.LSTM``.
 
@@ -137,46 +156,12 @@ class LSTM(BaseRNN):
         recurrent_activation (str): Must be 'sigmoid' (ValueError otherwise).
         unit_forget_bias (bool): Initialise the forget gate's bias to 1 (default True, as Keras).
             The arguments after this one are keyword-only.
-        use_bias (bool): Add the bias vector(s) (default True; without them the biases are zero).
-        kernel_initializer (str | Callable): Initializer of ``w_ih`` (default 'glorot_uniform');
-            a name from :mod:`fastrnn.layers.initializers` or a callable ``init(shape, rng=, dtype=)``.
-        recurrent_initializer (str | Callable): Initializer of the recurrent kernel, drawn in
-            Keras's layout [H, G*H] and stored transposed as ``w_hh`` (default 'orthogonal').
-        bias_initializer (str | Callable): Initializer of the bias(es) (default 'zeros').
-        dropout (float): Input dropout rate in [0, 1), training only: one [B, F] mask per call,
-            shared by all time steps (variational, as Keras). Default 0.
-        recurrent_dropout (float): Dropout rate in [0, 1) on the state fed back into the recurrent
-            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani), applied inside the
-            kernels' time loop. Default 0.
-        return_sequences (bool): Return the whole output sequence [B, T, H] instead of the last
-            output [B, H] (default False).
+        {_ARGS_BEFORE_RETURN_STATE}
         return_state (bool): Also return the final state(s): ``[y, h, c]`` (default False).
-        go_backwards (bool): Process the sequence in reverse; with ``return_sequences`` the output
-            is in the reversed (running) order, as Keras (default False).
-        stateful (bool): Use each call's final state(s) as the next call's initial state(s), until
-            ``reset_states()`` (Keras's ``stateful``; the batch size must then stay the same).
-            Default False.
-        carry_state (bool): Carry the state(s) from call to call as ``stateful`` does; this is the
-            flag ``fit(..., tbptt=k)`` sets while it runs a batch in chunks (resetting the states
-            at each batch start). Default False.
-        bptt_steps (int | None): Truncate backpropagation through time to chunks of this many
-            steps (positive int); None (default) backpropagates through the whole sequence.
-        seed (int | None): Seed of the layer's own generators (initial weights, dropout masks);
-            None draws from the global generator (:func:`fastrnn.set_seed`).
-        zero_output_for_mask (bool): Output 0 at masked steps instead of repeating the last valid
-            output (Keras's masked-output behaviour, the default False; ``Bidirectional`` sets it
-            on the layers it wraps when they return sequences, as Keras does).
-        **kwargs: ``name``, ``trainable``, ``dtype`` ('float32' runs the C++ kernels, 'float64'
-            the NumPy references, for gradient checks), ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`).
+        {_ARGS_AFTER_RETURN_STATE}
 
     Call arguments:
-        x: Array [B, T, F].
-        training (bool): Apply dropout and keep what ``backward`` needs (default False).
-        mask: Optional bool [B, T], True at real steps (e.g. from ``Embedding(mask_zero=True)``).
-            At a masked step the state is carried unchanged and the sequence output repeats the
-            last valid step's output (0 before the first valid step), as Keras; without
-            ``return_sequences`` the output is the final state, but 0 for rows with no valid step.
+        {_CALL_ARGS_BEFORE_INITIAL_STATE}
         initial_state: Optional list of two arrays [h, c], each [B, H]; None: zeros, or the
             carried state of a stateful layer.
         lengths: Optional int [B], the valid length of each sequence; an alternative to ``mask``
@@ -225,6 +210,7 @@ class LSTM(BaseRNN):
 
 
 @register_layer
+@fill_docstring
 class GRU(BaseRNN):
     """Gated recurrent unit, reset-after form (cuDNN / PyTorch / Keras ``reset_after=True``).
 
@@ -242,46 +228,12 @@ class GRU(BaseRNN):
         recurrent_activation (str): Must be 'sigmoid' (ValueError otherwise).
         reset_after (bool): Must be True (the cuDNN / PyTorch GRU; ValueError otherwise). The
             arguments after this one are keyword-only.
-        use_bias (bool): Add the bias vector(s) (default True; without them the biases are zero).
-        kernel_initializer (str | Callable): Initializer of ``w_ih`` (default 'glorot_uniform');
-            a name from :mod:`fastrnn.layers.initializers` or a callable ``init(shape, rng=, dtype=)``.
-        recurrent_initializer (str | Callable): Initializer of the recurrent kernel, drawn in
-            Keras's layout [H, G*H] and stored transposed as ``w_hh`` (default 'orthogonal').
-        bias_initializer (str | Callable): Initializer of the bias(es) (default 'zeros').
-        dropout (float): Input dropout rate in [0, 1), training only: one [B, F] mask per call,
-            shared by all time steps (variational, as Keras). Default 0.
-        recurrent_dropout (float): Dropout rate in [0, 1) on the state fed back into the recurrent
-            matmul: one [B, H] mask per call (as Keras / Gal & Ghahramani), applied inside the
-            kernels' time loop. Default 0.
-        return_sequences (bool): Return the whole output sequence [B, T, H] instead of the last
-            output [B, H] (default False).
+        {_ARGS_BEFORE_RETURN_STATE}
         return_state (bool): Also return the final state(s): ``[y, h]`` (default False).
-        go_backwards (bool): Process the sequence in reverse; with ``return_sequences`` the output
-            is in the reversed (running) order, as Keras (default False).
-        stateful (bool): Use each call's final state(s) as the next call's initial state(s), until
-            ``reset_states()`` (Keras's ``stateful``; the batch size must then stay the same).
-            Default False.
-        carry_state (bool): Carry the state(s) from call to call as ``stateful`` does; this is the
-            flag ``fit(..., tbptt=k)`` sets while it runs a batch in chunks (resetting the states
-            at each batch start). Default False.
-        bptt_steps (int | None): Truncate backpropagation through time to chunks of this many
-            steps (positive int); None (default) backpropagates through the whole sequence.
-        seed (int | None): Seed of the layer's own generators (initial weights, dropout masks);
-            None draws from the global generator (:func:`fastrnn.set_seed`).
-        zero_output_for_mask (bool): Output 0 at masked steps instead of repeating the last valid
-            output (Keras's masked-output behaviour, the default False; ``Bidirectional`` sets it
-            on the layers it wraps when they return sequences, as Keras does).
-        **kwargs: ``name``, ``trainable``, ``dtype`` ('float32' runs the C++ kernels, 'float64'
-            the NumPy references, for gradient checks), ``input_shape`` (see
-            :class:`~fastrnn.layers.Layer`).
+        {_ARGS_AFTER_RETURN_STATE}
 
     Call arguments:
-        x: Array [B, T, F].
-        training (bool): Apply dropout and keep what ``backward`` needs (default False).
-        mask: Optional bool [B, T], True at real steps (e.g. from ``Embedding(mask_zero=True)``).
-            At a masked step the state is carried unchanged and the sequence output repeats the
-            last valid step's output (0 before the first valid step), as Keras; without
-            ``return_sequences`` the output is the final state, but 0 for rows with no valid step.
+        {_CALL_ARGS_BEFORE_INITIAL_STATE}
         initial_state: Optional list of one array [B, H] ([h]; a bare array is accepted); None:
             zeros, or the carried state of a stateful layer.
         lengths: Optional int [B], the valid length of each sequence; an alternative to ``mask``

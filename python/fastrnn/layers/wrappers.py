@@ -116,6 +116,4 @@ class TimeDistributed(Layer):
     def from_config(cls, config: dict) -> Any:
         cfg = dict(config)
         cfg["layer"] = deserialize(cfg["layer"])
-        if cfg.get("input_shape") is not None:
-            cfg["input_shape"] = tuple(cfg["input_shape"])
-        return cls(**cfg)
+        return super().from_config(cfg)
