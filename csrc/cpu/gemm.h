@@ -292,28 +292,33 @@ static void gemm_few_rows(int64_t M, int64_t N, int64_t K, int64_t KCb, const fl
   });
 }
 
-// The columns of B's blocks for an N x K product: bl.nc, grown by KC / kc where the depth K is
-// shorter than KC (the B block keeps its size in bytes), balanced over N.
-static int64_t column_block(const GemmBlocking& bl, int64_t N, int64_t K) {
+// The most columns of a B block for an N x K product: bl.nc, grown by KC / kc where the depth K
+// is shorter than KC (the B block keeps its size in bytes). The blocks themselves are balanced
+// over N (balanced_block).
+static int64_t column_block_max(const GemmBlocking& bl, int64_t K) {
   const int64_t KCb = balanced_block(K, bl.kc, 16);
   const int64_t nc_k = std::min(BLOCK_NC_MAX / GEMM_NR * GEMM_NR, bl.nc * bl.kc / KCb / GEMM_NR * GEMM_NR);
-  return balanced_block(N, std::max<int64_t>(nc_k, bl.nc), GEMM_NR);
+  return std::max<int64_t>(nc_k, bl.nc);
 }
 
-// Where all of B's columns fit one block (N <= the column block: a Dense layer's input gradient
-// dx = dz W^T, a recurrent layer's dx = dG W_ih, products with few columns), each A micro-panel
-// serves only N / NR column panels, and packing it (a transpose of MR x 16 blocks, from memory)
-// costs a share of the product that grows as N shrinks. A row-major A (csa = 1) is then read in
-// place instead: the micro-kernels take the tile's MR rows through row pointers (micro_rows,
-// micro_half), the same sums in the same order, so the bits do not change. Measured on Zen 4
-// against the packed A (fastrnn's GEMM, C = A B^T, alternating processes, GFLOP/s):
-//   AVX-512, 2 threads: 700 x 200 x 18,328 (the word LM decoder's dx) 192 -> 209; 700 x 64 x
-//   18,328 159 -> 210; 6,400 x 128 x 1,024 181 -> 216; 3,200 x 192 x 4,096 173 -> 195; 3,200 x
-//   100 x 512 179 -> 211; 1 thread: 700 x 200 x 18,328 88-101 -> 102-104, 700 x 16 x 200 79 -> 107;
-//   AVX2, 2 threads: 700 x 64 x 18,328 175 -> 207, 700 x 16 x 200 147 -> 193, 700 x 200 x 18,328
-//   200 -> 200; 1 thread 8,192 x 100 x 512 92 -> 91 (the one shape not faster).
-// Rows a multiple of 4 KiB apart (all MR rows in one L1 set) measured no slower (6,400 x 256 x
-// 1,024: 193 -> 219). On the AVX2 and AVX-512 paths, where it was measured; the scalar and NEON
+// Where B's columns fit one or two blocks (N <= 2 NC: a Dense layer's input gradient dx = dz W^T,
+// a recurrent layer's dx = dG W_ih, products with few columns), each packed A micro-panel serves
+// only N / NR column panels, and packing it (a transpose of MR x 16 blocks, from memory) costs a
+// share of the product that grows as N shrinks. A row-major A (csa = 1) is then read in place
+// instead: the micro-kernels take the tile's MR rows through row pointers (micro_rows, micro_half),
+// the same sums in the same order, so the bits do not change. Measured on Zen 4 against the packed
+// A (C = A B^T, the two ways alternating call by call in one process, median GFLOP/s, 2 threads):
+//   one block, AVX-512: 700 x 200 x 18,328 (the word LM decoder's dx) 192 -> 209; 700 x 64 x
+//     18,328 159 -> 210; 6,400 x 128 x 1,024 181 -> 216; 3,200 x 100 x 512 179 -> 211; AVX2:
+//     700 x 16 x 200 147 -> 193; 1 thread, AVX-512, 700 x 16 x 200 79 -> 107;
+//   two blocks, AVX2 (NC 192): 700 x 200 x 18,328 1.07x, 6,400 x 256 x 1,024 (an LSTM(256)'s dx)
+//     1.12-1.14x, 3,200 x 384 x 512 1.09x, 3,200 x 256 x 4,096 and 8,192 x 200 x 512 1.00x;
+//     AVX-512 (NC 256): 700 x 400 x 18,328 1.04x, 6,400 x 512 x 1,024 1.09x, 8,192 x 300 x 512
+//     1.13x, 3,200 x 512 x 4,096 1.00x; at 1 thread 1.00-1.12x.
+// With three blocks and more, each A panel is read again by every block and the packed copy can
+// be the better source (AVX2, 3,200 x 512 x 4,096: 0.90x in place), so A is packed there. Rows a
+// multiple of 4 KiB apart (all MR rows in one L1 set) measured no slower (6,400 x 256 x 1,024 on
+// AVX-512: 193 -> 219). On the AVX2 and AVX-512 paths, where it was measured; the scalar and NEON
 // paths pack A as before.
 #if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
 constexpr bool GEMM_A_IN_PLACE = true;
@@ -324,7 +329,7 @@ constexpr bool GEMM_A_IN_PLACE = false;
 // Whether gemm_serial reads A in place for a block product of N columns and depth K, A's elements
 // (i, k) at A[i * rsa + k * csa].
 static bool gemm_a_in_place(const GemmBlocking& bl, int64_t N, int64_t K, int64_t rsa, int64_t csa) {
-  return GEMM_A_IN_PLACE && csa == 1 && rsa >= 1 && column_block(bl, N, K) >= N;
+  return GEMM_A_IN_PLACE && csa == 1 && rsa >= 1 && N <= 2 * column_block_max(bl, K);
 }
 
 // gemm_a_in_place for a C-contiguous A and the blocks in use (the KernelTable's report).
@@ -342,7 +347,7 @@ static bool gemm_reads_a_in_place(int64_t N, int64_t K) {
 // [jc, jc + nc) of B in pack_b's (ic: the A block it is packed for; the loops pack the same B block
 // again for every A block when they run ic -> pc -> jc). gemm_serial packs stored matrices, and
 // its packer of B may also sum B's columns from the packed blocks. With Ar (A row-major, rows lda
-// floats apart; see gemm_a_in_place) a one-block B's products read A in place and pa is not called.
+// floats apart; see gemm_a_in_place) the products read A in place and pa is not called.
 template <class PackA, class PackB>
 static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int64_t K, PackA&& pa, PackB&& pb,
                                float* C, int64_t ldc, bool accumulate, const float* bias, int act,
@@ -350,7 +355,7 @@ static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int
   // A depth shorter than KC leaves room in the caches: the B and A blocks take as many more
   // columns and rows as keep them the same size in bytes.
   const int64_t KCb = balanced_block(K, bl.kc, 16);
-  const int64_t NCb = column_block(bl, N, K);
+  const int64_t NCb = balanced_block(N, column_block_max(bl, K), GEMM_NR);
   const bool one_jc = NCb >= N;
   const int64_t mc_bl = one_jc ? bl.mc_l2 : bl.mc;
   const int64_t mc_k = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, mc_bl * bl.kc / KCb / GEMM_MR * GEMM_MR);
@@ -376,12 +381,12 @@ static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int
     for (int64_t pc = 0; pc < K; pc += KCb) {
       const int64_t kc = std::min(KCb, K - pc);
       const int act_c = pc + kc >= K ? act : 0;
-      pa(ic, pc, mc, kc, Ap);
+      if (!Ar) pa(ic, pc, mc, kc, Ap);
       for (int64_t jc = 0; jc < N; jc += NCb) {
         const int64_t nc = std::min(NCb, N - jc);
         pb(ic, pc, jc, kc, nc, Bp);
         multiply_blocks(mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, accumulate || pc > 0,
-                        bias ? bias + jc : nullptr, act_c);
+                        bias ? bias + jc : nullptr, act_c, Ar ? Ar + ic * lda + pc : nullptr, lda);
       }
     }
   }
