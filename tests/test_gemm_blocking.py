@@ -475,18 +475,26 @@ def twin_a_in_place(isa, n, k):
     by KC / kc when the depth is shorter than KC)."""
     if isa not in ("avx2", "avx512") or n <= 0 or k <= 0:
         return False
+    nc = twin_column_block_max(k)
+    blocks = -(-n // twin_balanced_block(n, nc, backend.gemm_blocking()["nr"]))
+    return blocks <= 2
+
+
+def twin_column_block_max(k):
+    """csrc/cpu/gemm.h's column_block_max, written again: bl.nc, grown by KC / kc for a depth K
+    shorter than KC."""
     b = backend.gemm_blocking()
     nr = b["nr"]
     kcb = twin_balanced_block(k, b["kc"], 16)
-    nc_k = min(16384 // nr * nr, b["nc"] * b["kc"] // kcb // nr * nr)
-    return n <= 2 * max(nc_k, b["nc"])
+    return max(min(16384 // nr * nr, b["nc"] * b["kc"] // kcb // nr * nr), b["nc"])
 
 
 def test_a_in_place_choice_matches_its_twin(isa, caches):
     for sizes in ((0, 0, 0), (32 * KIB, 256 * KIB, 4 * MIB)):  # the machine's caches, and small ones
         caches(*sizes)
-        for N in (1, 7, 8, 9, 16, 17, 100, 191, 192, 193, 200, 256, 257, 384, 1000, 18328):
-            for K in (1, 15, 100, 200, 511, 512, 513, 700, 1024, 4096, 18328):
+        for K in (1, 15, 100, 200, 511, 512, 513, 700, 1024, 4096, 18328):
+            nc = twin_column_block_max(K)  # the edges: one block, two, three
+            for N in (1, 7, 8, 9, 16, 17, 100, 200, 257, 1000, 18328, nc, nc + 1, 2 * nc, 2 * nc + 1):
                 assert _core.gemm_a_in_place(N, K) == twin_a_in_place(isa, N, K), (sizes, N, K)
 
 
@@ -514,10 +522,12 @@ def test_a_in_place_on_the_measured_shapes(caches):
 
 
 # (M, K, N): ragged row tiles (M % MR), several KC blocks, and last column panels of every kind on
-# the vector paths: whole (N = 64, 192), at most 8 columns (200 = 192 + 8, AVX-512's half-width
-# kernel), more than 8 (75 = 64 + 11; 100 = 96 + 4 on AVX2), and narrower than one panel (5)
+# the vector paths: whole (N = 64, 192), at most 8 columns (200 = 192 + 8 and 40 = 32 + 8,
+# AVX-512's half-width kernel), more than 8 (75 = 64 + 11, 84 = 64 + 20; 100 = 96 + 4 on AVX2),
+# and narrower than one panel (5). Under the small caches (column blocks of 16 columns on AVX2,
+# 32 on AVX-512) 901 x 1,100 x 40 / 32 runs two column blocks over several row and depth blocks.
 IN_PLACE_SHAPES = [(700, 1833, 200), (37, 1025, 75), (131, 700, 100), (9, 3000, 64), (64, 64, 5),
-                   (130, 513, 192)]
+                   (130, 513, 192), (901, 1100, 40), (901, 1100, 32), (100, 1100, 84)]
 
 
 @pytest.mark.parametrize("shape", IN_PLACE_SHAPES)
@@ -526,9 +536,10 @@ IN_PLACE_SHAPES = [(700, 1833, 200), (37, 1025, 75), (131, 700, 100), (9, 3000, 
 @pytest.mark.parametrize("small_caches", [False, True])
 def test_a_in_place_keeps_the_bits(isa, threads, caches, shape, trans_b, epilogue, small_caches):
     """C = A op(B) with a C-contiguous A (read in place where gemm_a_in_place says so) gives the
-    bits of the same product with A stored transposed (trans_a: always packed), for 1 and 2
-    threads, with every epilogue, and matches float64; with the machine's caches and with small
-    ones (column blocks of 32-64 columns: two blocks read in place, three and more packed)."""
+    bits of the same product with A stored transposed (trans_a: always packed) and with B in the
+    other layout (so that a product run as C^T, whose A is op(B)^T, is also compared with a packed
+    one), for 1 and 2 threads, with every epilogue, and matches float64; with the machine's caches
+    and with small ones (two column blocks read in place, three and more packed)."""
     if small_caches:
         caches(32 * KIB, 64 * KIB, 1 * MIB, 1)
     M, K, N = shape
@@ -536,6 +547,7 @@ def test_a_in_place_keeps_the_bits(isa, threads, caches, shape, trans_b, epilogu
     A = rng.standard_normal((M, K)).astype(np.float32)
     At = np.ascontiguousarray(A.T)
     B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    Bo = np.ascontiguousarray(B.T)  # the same op(B) in the other layout
     C0 = rng.standard_normal((M, N)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
     kw = {"plain": {}, "accumulate": {"accumulate": True}, "bias_act": {"bias": bias, "act": 2},
@@ -544,14 +556,16 @@ def test_a_in_place_keeps_the_bits(isa, threads, caches, shape, trans_b, epilogu
     for nt in (1, 2):
         threads(nt)
         outs = []
-        for a, trans_a in ((A, False), (At, True)):
+        for a, trans_a, b, tb in ((A, False, B, trans_b), (At, True, B, trans_b), (A, False, Bo, not trans_b),
+                                  (At, True, Bo, not trans_b)):
             out = C0.copy()
             cs = np.zeros(N, np.float32) if epilogue == "colsum" else None
-            _core.dense_gemm(a, B, trans_a, trans_b, out=out, colsum_b=cs, **kw)
+            _core.dense_gemm(a, b, trans_a, tb, out=out, colsum_b=cs, **kw)
             outs.append((out, cs))
-        np.testing.assert_array_equal(outs[0][0], outs[1][0])
-        if epilogue == "colsum":
-            np.testing.assert_array_equal(outs[0][1], outs[1][1])
+        for out, cs in outs[1:]:
+            np.testing.assert_array_equal(outs[0][0], out)
+            if epilogue == "colsum":
+                np.testing.assert_array_equal(outs[0][1], cs)
         results.append(outs[0][0])
     np.testing.assert_array_equal(results[0], results[1])
     want = A.astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)

@@ -467,7 +467,9 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("N"), py::arg("K"),
         "Whether the CPU GEMM on the active ISA path reads a C-contiguous A (M x K) in place, unpacked, "
-        "in a product block of N columns and depth K (cpu/gemm.h, gemm_a_in_place).");
+        "in a product of N columns and depth K (cpu/gemm.h, gemm_a_in_place). N is the columns one thread "
+        "computes: where a team splits N, or a product runs as C^T (gemm_transposed), each thread decides for "
+        "its own operands.");
   m.def("set_gemm_caches",
         [](int64_t l1d, int64_t l2, int64_t l3, int l3_cores) {
           if (l1d < 0 || l2 < 0 || l3 < 0) throw py::value_error("set_gemm_caches: sizes must be >= 0 bytes");

@@ -27,7 +27,8 @@
 // decoder's input gradient), it is used once: the loops run pc -> ic instead, the B block is
 // packed once per KC, and A is cut into blocks that fill a quarter of the L2 (MC_L2 x KC; the
 // rest holds the B block, C's rows and the source of A flowing through while it is packed),
-// each packed just before the kernels read it back from there.
+// each packed just before the kernels read it back from there. (Where A is row-major and B has
+// at most two column blocks, A is not packed at all: cpu/gemm.h, gemm_a_in_place.)
 // A GEMM whose depth K is shorter than KC (the input projections: K = the input features) uses
 // kc = K, and its B and A blocks grow by KC / kc in columns and rows (gemm_serial), so that they
 // keep the bytes the caches were sized for: fewer, wider column blocks, C written in longer rows.

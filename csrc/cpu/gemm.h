@@ -81,7 +81,10 @@ static inline void micro_half(int64_t kc, AAt a_at, const float* __restrict Bp, 
 // S > 1 the NV vectors of a k step come from S panels of NV/S vectors each, ldp floats apart
 // (vector v of step k at Bp + (v / (NV/S)) * ldp + k * (NV/S) * W + (v % (NV/S)) * W).
 // Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
-// inlined into the time loop they compete with the hoisted constants of the pointwise pass.
+// inlined into the time loop they compete with the hoisted constants of the pointwise pass. The
+// GEMM calls it once per register tile where it reads A in place (multiply_blocks): a call and
+// the accumulators' trip through memory per tile, against kc k steps of FMAs (measured no slower
+// than the packed path down to K = 16, see gemm_a_in_place).
 template <int M, int NV, int LDO = NV, int S = 1>
 __attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
                                                  const float* __restrict Bp, V* __restrict out,
@@ -200,8 +203,9 @@ static void multiply_blocks(int64_t mc, int64_t nc, int64_t kc, const float* Ap,
       with_rows<1, GEMM_MR>(m, [&](auto mc) {
         constexpr int Mr = decltype(mc)::value;
         const float* rows[Mr];  // A in place (Ar): the tile's rows from column pc on
-        for (int i = 0; i < Mr; ++i) rows[i] = Ar ? Ar + (ir + i) * lda : nullptr;
-        const float* ap = Ap + ir * kc;
+        if (Ar)
+          for (int i = 0; i < Mr; ++i) rows[i] = Ar + (ir + i) * lda;
+        const float* ap = Ar ? nullptr : Ap + ir * kc;  // the packed micro-panel otherwise
         if (panel_width(n) == GEMM_NR) {
           V acc[Mr][GEMM_NV];
           if (Ar)
@@ -301,20 +305,24 @@ static int64_t column_block_max(const GemmBlocking& bl, int64_t K) {
   return std::max<int64_t>(nc_k, bl.nc);
 }
 
-// Where B's columns fit one or two blocks (N <= 2 NC: a Dense layer's input gradient dx = dz W^T,
-// a recurrent layer's dx = dG W_ih, products with few columns), each packed A micro-panel serves
-// only N / NR column panels, and packing it (a transpose of MR x 16 blocks, from memory) costs a
-// share of the product that grows as N shrinks. A row-major A (csa = 1) is then read in place
-// instead: the micro-kernels take the tile's MR rows through row pointers (micro_rows, micro_half),
-// the same sums in the same order, so the bits do not change. Measured on Zen 4 against the packed
-// A (C = A B^T, the two ways alternating call by call in one process, median GFLOP/s, 2 threads):
+// Where B's columns fit one or two blocks (N <= 2 column_block_max: a Dense layer's input
+// gradient dx = dz W^T, a recurrent layer's dx = dG W_ih, products with few columns), each packed
+// A micro-panel serves only N / NR column panels, and packing it (a transpose of MR x 16 blocks,
+// from memory) costs a share of the product that grows as N shrinks. A row-major A (csa = 1) is
+// then read in place instead: the micro-kernels take the tile's MR rows through row pointers
+// (micro_rows, micro_half), the same sums in the same order, so the bits do not change. Measured
+// on Zen 4 against the packed A (C = A B^T, the two ways alternating call by call in one process,
+// median GFLOP/s, 2 threads):
 //   one block, AVX-512: 700 x 200 x 18,328 (the word LM decoder's dx) 192 -> 209; 700 x 64 x
 //     18,328 159 -> 210; 6,400 x 128 x 1,024 181 -> 216; 3,200 x 100 x 512 179 -> 211; AVX2:
-//     700 x 16 x 200 147 -> 193; 1 thread, AVX-512, 700 x 16 x 200 79 -> 107;
+//     700 x 16 x 200 147 -> 193; 1 thread, AVX-512, 700 x 16 x 200 79 -> 107; AVX2, 8,192 x 200
+//     x 512 1.00x;
 //   two blocks, AVX2 (NC 192): 700 x 200 x 18,328 1.07x, 6,400 x 256 x 1,024 (an LSTM(256)'s dx)
-//     1.12-1.14x, 3,200 x 384 x 512 1.09x, 3,200 x 256 x 4,096 and 8,192 x 200 x 512 1.00x;
+//     1.12-1.14x, 3,200 x 384 x 512 1.09x, 3,200 x 256 x 4,096 1.00x;
 //     AVX-512 (NC 256): 700 x 400 x 18,328 1.04x, 6,400 x 512 x 1,024 1.09x, 8,192 x 300 x 512
-//     1.13x, 3,200 x 512 x 4,096 1.00x; at 1 thread 1.00-1.12x.
+//     1.13x, 3,200 x 512 x 4,096 1.00x; at 1 thread 1.00-1.12x;
+//   shallow products, where the per-tile call weighs most: 6,400 x 256 x {16, 32, 64, 128},
+//     6,400 x 128 x 16, 6,400 x 64 x 32, 700 x 200 x 64: 1.00-1.06x on both paths (none slower).
 // With three blocks and more, each A panel is read again by every block and the packed copy can
 // be the better source (AVX2, 3,200 x 512 x 4,096: 0.90x in place), so A is packed there. Rows a
 // multiple of 4 KiB apart (all MR rows in one L1 set) measured no slower (6,400 x 256 x 1,024 on
@@ -327,7 +335,8 @@ constexpr bool GEMM_A_IN_PLACE = false;
 #endif
 
 // Whether gemm_serial reads A in place for a block product of N columns and depth K, A's elements
-// (i, k) at A[i * rsa + k * csa].
+// (i, k) at A[i * rsa + k * csa]. Decided per thread (a thread's columns where the team splits N)
+// and after gemm_transposes has swapped the operands (A is then op(B)^T).
 static bool gemm_a_in_place(const GemmBlocking& bl, int64_t N, int64_t K, int64_t rsa, int64_t csa) {
   return GEMM_A_IN_PLACE && csa == 1 && rsa >= 1 && N <= 2 * column_block_max(bl, K);
 }
@@ -340,8 +349,8 @@ static bool gemm_reads_a_in_place(int64_t N, int64_t K) {
 // C (m x n) = A B (+ C or + bias, then act) in the blocks of bl (cpu/blocking.h): the packed A
 // block (MC x KC) is reused from the L3 by every column block of B (ic -> pc -> jc). When all
 // of B fits one column block the B block is packed once per KC instead and reused by every A
-// block, each of MC_L2 rows, packed just before use (pc -> ic). Each element sums its KC-long
-// partial products in k order.
+// block, each of MC_L2 rows, packed just before use (pc -> ic) or read in place (Ar, below).
+// Each element sums its KC-long partial products in k order.
 // The operands come from the packers: pa(ic, pc, mc, kc, Ap) writes rows [ic, ic + mc) and depth
 // [pc, pc + kc) of A in pack_a's layout, pb(ic, pc, jc, kc, nc, Bp) depth [pc, pc + kc) and columns
 // [jc, jc + nc) of B in pack_b's (ic: the A block it is packed for; the loops pack the same B block
@@ -360,7 +369,7 @@ static void gemm_serial_packed(const GemmBlocking& bl, int64_t M, int64_t N, int
   const int64_t mc_bl = one_jc ? bl.mc_l2 : bl.mc;
   const int64_t mc_k = std::min(BLOCK_MC_MAX / GEMM_MR * GEMM_MR, mc_bl * bl.kc / KCb / GEMM_MR * GEMM_MR);
   const int64_t MCb = balanced_block(M, std::max<int64_t>(mc_k, mc_bl), GEMM_MR);
-  float* Ap = scratch(0, (size_t)(MCb * KCb));
+  float* Ap = scratch(0, Ar ? 0 : (size_t)(MCb * KCb));  // (unused when A is read in place)
   float* Bp = scratch(1, (size_t)(KCb * (NCb + GEMM_NR)));
   if (one_jc) {
     for (int64_t pc = 0; pc < K; pc += KCb) {
@@ -524,7 +533,7 @@ static void gemm_small_n(const CpuGemmArgs& g) {
 }
 
 // The register-tile work of an m x n product per k step, in row-columns: a last row tile costs
-// its own rows (micro_packed with Mr < GEMM_MR), a last column panel that is not whole costs a
+// its own rows (micro_packed or micro_rows with Mr < GEMM_MR), a last column panel that is not whole costs a
 // whole GEMM_NR panel (its one-vector kernel keeps MR accumulator chains, too few to run faster
 // per column), or a quarter of one where micro_half takes it (AVX-512, at most 8 columns).
 static double tile_work(int64_t m, int64_t n) {
