@@ -315,8 +315,8 @@ static int64_t column_block_max(const GemmBlocking& bl, int64_t K) {
 // median GFLOP/s, 2 threads):
 //   one block, AVX-512: 700 x 200 x 18,328 (the word LM decoder's dx) 192 -> 209; 700 x 64 x
 //     18,328 159 -> 210; 6,400 x 128 x 1,024 181 -> 216; 3,200 x 100 x 512 179 -> 211; AVX2:
-//     700 x 16 x 200 147 -> 193; 1 thread, AVX-512, 700 x 16 x 200 79 -> 107; AVX2, 8,192 x 200
-//     x 512 1.00x;
+//     700 x 16 x 200 147 -> 193; 1 thread, AVX-512, 700 x 16 x 200 79 -> 107; AVX2, 8,192 x 100
+//     x 512 92 -> 91 (the one shape not faster);
 //   two blocks, AVX2 (NC 192): 700 x 200 x 18,328 1.07x, 6,400 x 256 x 1,024 (an LSTM(256)'s dx)
 //     1.12-1.14x, 3,200 x 384 x 512 1.09x, 3,200 x 256 x 4,096 1.00x;
 //     AVX-512 (NC 256): 700 x 400 x 18,328 1.04x, 6,400 x 512 x 1,024 1.09x, 8,192 x 300 x 512
