@@ -472,12 +472,13 @@ def twin_balanced_block(n, block, q):
 def twin_a_in_place(isa, n, k):
     """csrc/cpu/gemm.h's gemm_a_in_place for a C-contiguous A, written again: on the AVX2 and
     AVX-512 paths, where the N columns of B fit at most two column blocks (of bl.nc columns, grown
-    by KC / kc when the depth is shorter than KC)."""
+    by KC / kc when the depth is shorter than KC) and N / NR column panels are fewer than kc / 8."""
     if isa not in ("avx2", "avx512") or n <= 0 or k <= 0:
         return False
+    b = backend.gemm_blocking()
     nc = twin_column_block_max(k)
-    blocks = -(-n // twin_balanced_block(n, nc, backend.gemm_blocking()["nr"]))
-    return blocks <= 2
+    blocks = -(-n // twin_balanced_block(n, nc, b["nr"]))
+    return blocks <= 2 and 8 * n < b["nr"] * twin_balanced_block(k, b["kc"], 16)
 
 
 def twin_column_block_max(k):
@@ -494,7 +495,10 @@ def test_a_in_place_choice_matches_its_twin(isa, caches):
         caches(*sizes)
         for K in (1, 15, 100, 200, 511, 512, 513, 700, 1024, 4096, 18328):
             nc = twin_column_block_max(K)  # the edges: one block, two, three
-            for N in (1, 7, 8, 9, 16, 17, 100, 200, 257, 1000, 18328, nc, nc + 1, 2 * nc, 2 * nc + 1):
+            kcb = twin_balanced_block(K, backend.gemm_blocking()["kc"], 16)
+            nr = backend.gemm_blocking()["nr"]
+            edges = (nc, nc + 1, 2 * nc, 2 * nc + 1, -(-nr * kcb // 8) - 1, -(-nr * kcb // 8))
+            for N in (1, 7, 8, 9, 16, 17, 100, 200, 257, 1000, 18328) + edges:
                 assert _core.gemm_a_in_place(N, K) == twin_a_in_place(isa, N, K), (sizes, N, K)
 
 
@@ -502,8 +506,9 @@ def test_a_in_place_on_the_measured_shapes(caches):
     """With Zen 4's caches (32 KiB L1d, 1 MiB L2, 32 MiB L3): the word LM decoder's input gradient
     (N = 200 columns, depth 18,328) reads A in place on both vector paths (one column block on
     AVX-512, two on AVX2), as does an LSTM(256)'s dx (N = 256, depth 1,024); 512 columns at depth
-    4,096 (three blocks on AVX2, measured slower in place) and the decoder's 18,328-column forward
-    product pack A; the scalar path always packs."""
+    4,096 (three blocks on AVX2, measured slower in place), the decoder's 18,328-column forward
+    product and a text layer's x projection (512 columns at depth 100) pack A; the scalar path
+    always packs."""
     caches(32 * KIB, 1 * MIB, 32 * MIB, 2)
     before = _core.get_isa()
     try:
@@ -515,6 +520,7 @@ def test_a_in_place_on_the_measured_shapes(caches):
             assert _core.gemm_a_in_place(16, 200)
             assert not _core.gemm_a_in_place(18328, 200)
             assert _core.gemm_a_in_place(512, 4096) == (isa == "avx512")
+            assert not _core.gemm_a_in_place(512, 100)  # a text layer's x projection: many panels, short depth
         _core.set_isa("scalar")
         assert not _core.gemm_a_in_place(16, 200)
     finally:

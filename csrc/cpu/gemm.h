@@ -82,9 +82,10 @@ static inline void micro_half(int64_t kc, AAt a_at, const float* __restrict Bp, 
 // (vector v of step k at Bp + (v / (NV/S)) * ldp + k * (NV/S) * W + (v % (NV/S)) * W).
 // Not inlined on purpose: on its own the M*NV accumulators get registers of their own, while
 // inlined into the time loop they compete with the hoisted constants of the pointwise pass. The
-// GEMM calls it once per register tile where it reads A in place (multiply_blocks): a call and
-// the accumulators' trip through memory per tile, against kc k steps of FMAs (measured no slower
-// than the packed path down to K = 16, see gemm_a_in_place).
+// GEMM calls it once per register tile where it reads A in place (multiply_blocks): a call and the
+// accumulators' trip through memory per tile, against kc k steps of FMAs. (Inlined there instead,
+// it measured the same for the in-place tiles but slowed the packed path's tiles of the same
+// function by 3-6 % on AVX2: GCC then compiles multiply_blocks differently.)
 template <int M, int NV, int LDO = NV, int S = 1>
 __attribute__((noinline)) static void micro_rows(int64_t K, const float* const* rows,
                                                  const float* __restrict Bp, V* __restrict out,
@@ -324,7 +325,12 @@ static int64_t column_block_max(const GemmBlocking& bl, int64_t K) {
 //   shallow products, where the per-tile call weighs most: 6,400 x 256 x {16, 32, 64, 128},
 //     6,400 x 128 x 16, 6,400 x 64 x 32, 700 x 200 x 64: 1.00-1.06x on both paths (none slower).
 // With three blocks and more, each A panel is read again by every block and the packed copy can
-// be the better source (AVX2, 3,200 x 512 x 4,096: 0.90x in place), so A is packed there. Rows a
+// be the better source (AVX2, 3,200 x 512 x 4,096: 0.90x in place), so A is packed there. And a
+// packed panel that many column panels reuse over a short depth also stays the better source: the
+// input projections x W_ih^T with few inputs measured 1.02-1.05x slower in place (8,192 x {400,
+// 512} x 100 and 8,192 x 512 x 128, both paths), about even at 700 x 800 x 200 and 6,400 x 1,024 x
+// 256: A is read in place only where the column panels N / NR are fewer than kc / 8 (kc: the
+// depth block). Rows a
 // multiple of 4 KiB apart (all MR rows in one L1 set) measured no slower (6,400 x 256 x 1,024 on
 // AVX-512: 193 -> 219). On the AVX2 and AVX-512 paths, where it was measured; the scalar and NEON
 // paths pack A as before.
@@ -338,7 +344,8 @@ constexpr bool GEMM_A_IN_PLACE = false;
 // (i, k) at A[i * rsa + k * csa]. Decided per thread (a thread's columns where the team splits N)
 // and after gemm_transposes has swapped the operands (A is then op(B)^T).
 static bool gemm_a_in_place(const GemmBlocking& bl, int64_t N, int64_t K, int64_t rsa, int64_t csa) {
-  return GEMM_A_IN_PLACE && csa == 1 && rsa >= 1 && N <= 2 * column_block_max(bl, K);
+  return GEMM_A_IN_PLACE && csa == 1 && rsa >= 1 && N <= 2 * column_block_max(bl, K) &&
+         8 * N < GEMM_NR * balanced_block(K, bl.kc, 16);
 }
 
 // gemm_a_in_place for a C-contiguous A and the blocks in use (the KernelTable's report).
