@@ -312,8 +312,8 @@ static int64_t column_block_max(const GemmBlocking& bl, int64_t K) {
 // from memory) costs a share of the product that grows as N shrinks. A row-major A (csa = 1) is
 // then read in place instead: the micro-kernels take the tile's MR rows through row pointers
 // (micro_rows, micro_half), the same sums in the same order, so the bits do not change. Measured
-// on Zen 4 against the packed A (C = A B^T, the two ways alternating call by call in one process,
-// median GFLOP/s, 2 threads):
+// on Zen 4 against the packed A (C = A B^T; one block: the two ways in alternating processes,
+// two blocks and the checks below: call by call in one process, medians; GFLOP/s, 2 threads):
 //   one block, AVX-512: 700 x 200 x 18,328 (the word LM decoder's dx) 192 -> 209; 700 x 64 x
 //     18,328 159 -> 210; 6,400 x 128 x 1,024 181 -> 216; 3,200 x 100 x 512 179 -> 211; AVX2:
 //     700 x 16 x 200 147 -> 193; 1 thread, AVX-512, 700 x 16 x 200 79 -> 107; AVX2, 8,192 x 100
@@ -330,10 +330,9 @@ static int64_t column_block_max(const GemmBlocking& bl, int64_t K) {
 // input projections x W_ih^T with few inputs measured 1.02-1.05x slower in place (8,192 x {400,
 // 512} x 100 and 8,192 x 512 x 128, both paths), about even at 700 x 800 x 200 and 6,400 x 1,024 x
 // 256: A is read in place only where the column panels N / NR are fewer than kc / 8 (kc: the
-// depth block). Rows a
-// multiple of 4 KiB apart (all MR rows in one L1 set) measured no slower (6,400 x 256 x 1,024 on
-// AVX-512: 193 -> 219). On the AVX2 and AVX-512 paths, where it was measured; the scalar and NEON
-// paths pack A as before.
+// depth block). Rows a multiple of 4 KiB apart (all MR rows in one L1 set) measured no slower
+// (6,400 x 256 x 1,024 on AVX-512: 193 -> 219). On the AVX2 and AVX-512 paths, where it was
+// measured; the scalar and NEON paths pack A as before.
 #if defined(FASTRNN_ISA_AVX512) || defined(FASTRNN_ISA_AVX2)
 constexpr bool GEMM_A_IN_PLACE = true;
 #else
@@ -540,9 +539,10 @@ static void gemm_small_n(const CpuGemmArgs& g) {
 }
 
 // The register-tile work of an m x n product per k step, in row-columns: a last row tile costs
-// its own rows (micro_packed or micro_rows with Mr < GEMM_MR), a last column panel that is not whole costs a
-// whole GEMM_NR panel (its one-vector kernel keeps MR accumulator chains, too few to run faster
-// per column), or a quarter of one where micro_half takes it (AVX-512, at most 8 columns).
+// its own rows (micro_packed or micro_rows with Mr < GEMM_MR), a last column panel that is not
+// whole costs a whole GEMM_NR panel (its one-vector kernel keeps MR accumulator chains, too few to
+// run faster per column), or a quarter of one where micro_half takes it (AVX-512, at most 8
+// columns).
 static double tile_work(int64_t m, int64_t n) {
   const int64_t rem = n % GEMM_NR;
   double cols = (double)(n - rem);
